@@ -1,0 +1,319 @@
+//! Identifiers are newtypes that normalise on construction, so that two
+//! spellings of one address or domain can never be two keys (U1, T2).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// Why a domain or address was refused. The message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("'{input}' is not a valid domain name: {reason}")]
+    InvalidDomain { input: String, reason: &'static str },
+    #[error("'{input}' is not a valid email address: {reason}")]
+    InvalidAddress { input: String, reason: &'static str },
+    #[error("'{input}' is not a valid {kind} id: expected a UUID")]
+    InvalidId { input: String, kind: &'static str },
+}
+
+/// A mail domain in its ASCII (IDNA) form, lower case, without a trailing
+/// dot. `Bücher.Example.` and `xn--bcher-kva.example` are the same domain (T2).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Domain(String);
+
+impl Domain {
+    pub fn parse(input: &str) -> Result<Self, IdError> {
+        let err = |reason| IdError::InvalidDomain {
+            input: input.to_string(),
+            reason,
+        };
+        let trimmed = input.trim();
+        let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+        if trimmed.is_empty() {
+            return Err(err("it is empty"));
+        }
+        if trimmed.starts_with('[') || trimmed.parse::<std::net::IpAddr>().is_ok() {
+            return Err(err("an IP address is not a mail domain"));
+        }
+        let ascii = idna::domain_to_ascii(trimmed)
+            .map_err(|_| err("it is not a valid internationalised domain name"))?;
+        if ascii.len() > 253 {
+            return Err(err("it is longer than 253 characters"));
+        }
+        let labels: Vec<&str> = ascii.split('.').collect();
+        if labels.len() < 2 {
+            return Err(err("it needs at least two labels, such as example.com"));
+        }
+        for label in &labels {
+            if label.is_empty() {
+                return Err(err("it has an empty label (two dots in a row)"));
+            }
+            if label.len() > 63 {
+                return Err(err("a label is longer than 63 characters"));
+            }
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(err("labels may hold only letters, digits and hyphens"));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(err("a label may not start or end with a hyphen"));
+            }
+        }
+        if labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(err("the top-level label may not be all digits"));
+        }
+        Ok(Self(ascii))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An email address, primary or alias. The domain is normalised as a
+/// [`Domain`]; the local part is compared case-insensitively (U1), so it is
+/// stored in lower case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Address(String);
+
+const LOCAL_SPECIALS: &[u8] = b"!#$%&'*+-/=?^_`{|}~.";
+
+impl Address {
+    pub fn parse(input: &str) -> Result<Self, IdError> {
+        let err = |reason| IdError::InvalidAddress {
+            input: input.to_string(),
+            reason,
+        };
+        let trimmed = input.trim();
+        let trimmed = trimmed
+            .strip_prefix('<')
+            .and_then(|s| s.strip_suffix('>'))
+            .unwrap_or(trimmed);
+        if trimmed.is_empty() {
+            return Err(err("it is empty"));
+        }
+        let Some((local, domain)) = trimmed.rsplit_once('@') else {
+            return Err(err("it has no '@'"));
+        };
+        if local.is_empty() {
+            return Err(err("the part before '@' is empty"));
+        }
+        if local.len() > 64 {
+            return Err(err("the part before '@' is longer than 64 characters"));
+        }
+        if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err(err(
+                "the part before '@' may not start or end with a dot, or hold two dots in a row",
+            ));
+        }
+        for c in local.chars() {
+            let ok = if c.is_ascii() {
+                c.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(&(c as u8))
+            } else {
+                // RFC 6531 allows UTF-8 local parts; control and space characters stay out.
+                !c.is_whitespace() && !c.is_control()
+            };
+            if !ok {
+                return Err(err(
+                    "the part before '@' holds a character that is not allowed (spaces, quotes, commas, '@', brackets)",
+                ));
+            }
+        }
+        let domain = Domain::parse(domain).map_err(|e| match e {
+            IdError::InvalidDomain { reason, .. } => err(reason),
+            other => other,
+        })?;
+        let address = format!("{}@{}", local.to_lowercase(), domain.as_str());
+        if address.len() > 254 {
+            return Err(err("it is longer than 254 characters"));
+        }
+        Ok(Self(address))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn local_part(&self) -> &str {
+        self.0.rsplit_once('@').map(|(l, _)| l).unwrap_or_default()
+    }
+
+    pub fn domain(&self) -> Domain {
+        Domain(
+            self.0
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_string())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The domain part without allocating a [`Domain`].
+    pub fn domain_str(&self) -> &str {
+        self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or_default()
+    }
+}
+
+macro_rules! string_id {
+    ($name:ident, $parse:path) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $parse(s)
+            }
+        }
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+string_id!(Domain, Domain::parse);
+string_id!(Address, Address::parse);
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new, time-ordered id (UUIDv7), so ids created together sort and index together.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+            pub fn parse(input: &str) -> Result<Self, IdError> {
+                Uuid::parse_str(input.trim()).map(Self).map_err(|_| IdError::InvalidId {
+                    input: input.to_string(),
+                    kind: $kind,
+                })
+            }
+        }
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse(s)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A customer (tenant).
+    CustomerId,
+    "customer"
+);
+uuid_id!(
+    /// A partner (managed-service provider) that manages customers (T1).
+    PartnerId,
+    "partner"
+);
+uuid_id!(
+    /// A user, distribution list or public folder: the aggregate id. It stays
+    /// the same across renames and returns (U6).
+    UserId,
+    "user"
+);
+uuid_id!(
+    /// A user-level rule (U5).
+    RuleId,
+    "rule"
+);
+uuid_id!(
+    /// An API token.
+    TokenId,
+    "token"
+);
+uuid_id!(
+    /// A correlation id: one request, sync run or import (E2).
+    CorrelationId,
+    "correlation"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u1_addresses_compare_case_insensitively() {
+        let a = Address::parse("John.Doe@Example.COM").unwrap();
+        let b = Address::parse("  john.doe@example.com ").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), "john.doe@example.com");
+        assert_eq!(a.domain().as_str(), "example.com");
+        assert_eq!(a.local_part(), "john.doe");
+    }
+
+    #[test]
+    fn t2_domains_use_their_ascii_form() {
+        let a = Domain::parse("Bücher.Example.").unwrap();
+        let b = Domain::parse("xn--bcher-kva.example").unwrap();
+        assert_eq!(a, b);
+        let addr = Address::parse("info@BÜCHER.example").unwrap();
+        assert_eq!(addr.as_str(), "info@xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn invalid_addresses_say_what_is_wrong() {
+        for (input, needle) in [
+            ("", "empty"),
+            ("no-at-sign", "no '@'"),
+            ("@example.com", "before '@' is empty"),
+            ("a..b@example.com", "two dots"),
+            ("a b@example.com", "not allowed"),
+            ("a@localhost", "two labels"),
+            ("a@-bad.com", "hyphen"),
+            ("a@1.2.3.4", "IP address"),
+            ("a@exa_mple.com", "letters, digits"),
+        ] {
+            let e = Address::parse(input).unwrap_err().to_string();
+            assert!(e.contains(needle), "{input:?}: {e}");
+        }
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        assert!(Address::parse(&long_local).is_err());
+    }
+
+    #[test]
+    fn addresses_round_trip_through_serde() {
+        let a = Address::parse("X@Example.com").unwrap();
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, "\"x@example.com\"");
+        let back: Address = serde_json::from_str(&json).unwrap();
+        assert_eq!(a, back);
+        assert!(serde_json::from_str::<Address>("\"bogus\"").is_err());
+    }
+}

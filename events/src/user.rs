@@ -1,0 +1,472 @@
+//! Events of the user aggregate: one user, distribution list or public folder.
+//!
+//! Every event carries `address`, the primary address the user had when the
+//! event happened, and the resulting values (E1, "self-sufficient"), so that
+//! projections and subscribers compute nothing.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Address, CustomerId, RuleId, UserId};
+
+/// Where a user came from (U2). `entra` is shown to administrators as Azure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Ldap,
+    Entra,
+    Manual,
+    Csv,
+    Smtp,
+}
+
+impl Source {
+    pub const ALL: [Source; 5] = [
+        Source::Ldap,
+        Source::Entra,
+        Source::Manual,
+        Source::Csv,
+        Source::Smtp,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Ldap => "ldap",
+            Source::Entra => "entra",
+            Source::Manual => "manual",
+            Source::Csv => "csv",
+            Source::Smtp => "smtp",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+    /// Directory sources are the system of truth for their users (D3.a).
+    pub fn is_directory(self) -> bool {
+        matches!(self, Source::Ldap | Source::Entra)
+    }
+}
+
+/// User status (U2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Active,
+    /// Flagged for deletion; access disabled (D3.h, D3.i).
+    PendingDeletion,
+    Deactivated,
+    Deleted,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::Active,
+        Status::PendingDeletion,
+        Status::Deactivated,
+        Status::Deleted,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::PendingDeletion => "pending_deletion",
+            Status::Deactivated => "deactivated",
+            Status::Deleted => "deleted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+}
+
+/// What a recipient is (U4). Only users count against the licence (T3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    #[default]
+    User,
+    DistributionList,
+    PublicFolder,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::DistributionList => "distribution_list",
+            Kind::PublicFolder => "public_folder",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Kind::User, Kind::DistributionList, Kind::PublicFolder]
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+    /// T3: a user is one primary address; lists and public folders never count.
+    pub fn counts_against_licence(self) -> bool {
+        self == Kind::User
+    }
+}
+
+/// The editable fields of a user (U2). `None` means "not set".
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Profile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+impl Profile {
+    /// Field names and values, for validation messages and exports.
+    pub fn fields(&self) -> [(&'static str, &Option<String>); 7] {
+        [
+            ("first_name", &self.first_name),
+            ("last_name", &self.last_name),
+            ("home_phone", &self.home_phone),
+            ("mobile", &self.mobile),
+            ("company", &self.company),
+            ("department", &self.department),
+            ("notes", &self.notes),
+        ]
+    }
+
+    pub fn fields_mut(&mut self) -> [(&'static str, &mut Option<String>); 7] {
+        [
+            ("first_name", &mut self.first_name),
+            ("last_name", &mut self.last_name),
+            ("home_phone", &mut self.home_phone),
+            ("mobile", &mut self.mobile),
+            ("company", &mut self.company),
+            ("department", &mut self.department),
+            ("notes", &mut self.notes),
+        ]
+    }
+
+    /// Trims every field and turns blank ones into `None`, so that "" and
+    /// "  " never count as a change.
+    pub fn normalised(mut self) -> Self {
+        for (_, v) in self.fields_mut() {
+            if let Some(s) = v.take() {
+                let t = s.trim();
+                if !t.is_empty() {
+                    *v = Some(t.to_string());
+                }
+            }
+        }
+        self
+    }
+}
+
+/// Why a user was flagged for deletion (D3.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlagReason {
+    /// The directory no longer returns the user.
+    Missing,
+    /// The user is disabled in the directory.
+    Disabled,
+}
+
+impl FlagReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlagReason::Missing => "missing",
+            FlagReason::Disabled => "disabled",
+        }
+    }
+}
+
+/// Why a user was deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletionReason {
+    /// An administrator deleted the user (M1).
+    Manual,
+    /// The delete-after delay of a flag passed (D3.i).
+    DelayExpired,
+    /// An administrator chose Delete in the conflicts view (D3.m).
+    ConflictDeleted,
+    /// The user's primary domain stopped being managed (D3.n).
+    DomainRemoved,
+}
+
+impl DeletionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionReason::Manual => "manual",
+            DeletionReason::DelayExpired => "delay_expired",
+            DeletionReason::ConflictDeleted => "conflict_deleted",
+            DeletionReason::DomainRemoved => "domain_removed",
+        }
+    }
+}
+
+/// Why an alias was unmapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnmapReason {
+    #[default]
+    Manual,
+    /// The directory no longer lists it.
+    Directory,
+    /// Its domain stopped being managed (D3.n).
+    DomainRemoved,
+}
+
+/// Why a deletion flag was lifted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// The directory returned the user again, enabled (D3.j).
+    ReturnedByDirectory,
+    /// An administrator lifted it.
+    Administrator,
+}
+
+/// A sender rule of one user (U5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    Allow,
+    Deny,
+}
+
+impl RuleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::Allow => "allow",
+            RuleKind::Deny => "deny",
+        }
+    }
+}
+
+/// Who a returning user was before deletion (U6), so that the archive
+/// service can restore the mail archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlierIdentity {
+    pub user_id: UserId,
+    pub address: Address,
+    pub source: Source,
+    pub deleted_at: DateTime<Utc>,
+    pub deletion_reason: DeletionReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserAdded {
+    pub customer_id: CustomerId,
+    pub address: Address,
+    #[serde(default)]
+    pub kind: Kind,
+    pub source: Source,
+    #[serde(default)]
+    pub profile: Profile,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<Address>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserReturned {
+    pub customer_id: CustomerId,
+    pub address: Address,
+    #[serde(default)]
+    pub kind: Kind,
+    pub source: Source,
+    #[serde(default)]
+    pub profile: Profile,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<Address>,
+    pub earlier: EarlierIdentity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileUpdated {
+    pub address: Address,
+    /// The whole profile after the change.
+    pub profile: Profile,
+    /// The names of the fields that changed.
+    pub changed: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasMapped {
+    pub address: Address,
+    pub alias: Address,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasUnmapped {
+    pub address: Address,
+    pub alias: Address,
+    #[serde(default)]
+    pub reason: UnmapReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlaggedForDeletion {
+    pub address: Address,
+    pub reason: FlagReason,
+    pub flagged_at: DateTime<Utc>,
+    /// `None` when delete-after is "never" (D3.i).
+    pub delete_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionCancelled {
+    pub address: Address,
+    pub reason: CancelReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictIgnored {
+    pub address: Address,
+    /// The absence that is ignored until the directory returns the user (D3.m).
+    pub reason: FlagReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeactivated {
+    pub address: Address,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserReactivated {
+    pub address: Address,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    pub address: Address,
+    /// Aliases released with the user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<Address>,
+    pub reason: DeletionReason,
+    /// Rules removed with the user (U5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules_removed: Vec<RuleId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleAdded {
+    pub address: Address,
+    pub rule_id: RuleId,
+    pub kind: RuleKind,
+    /// A sender address or domain.
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRemoved {
+    pub address: Address,
+    pub rule_id: RuleId,
+}
+
+/// Every event of the user aggregate. The variant name is the stable event
+/// type; [`DomainEvent::event_version`] its schema version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserAdded(UserAdded),
+    UserReturned(UserReturned),
+    ProfileUpdated(ProfileUpdated),
+    AliasMapped(AliasMapped),
+    AliasUnmapped(AliasUnmapped),
+    FlaggedForDeletion(FlaggedForDeletion),
+    DeletionCancelled(DeletionCancelled),
+    ConflictIgnored(ConflictIgnored),
+    UserDeactivated(UserDeactivated),
+    UserReactivated(UserReactivated),
+    UserDeleted(UserDeleted),
+    RuleAdded(RuleAdded),
+    RuleRemoved(RuleRemoved),
+}
+
+impl UserEvent {
+    /// Every (event type, current version) of this aggregate.
+    pub const TYPES: &'static [(&'static str, &'static str)] = &[
+        ("UserAdded", "1.0"),
+        ("UserReturned", "1.0"),
+        ("ProfileUpdated", "1.0"),
+        ("AliasMapped", "1.0"),
+        ("AliasUnmapped", "1.0"),
+        ("FlaggedForDeletion", "1.0"),
+        ("DeletionCancelled", "1.0"),
+        ("ConflictIgnored", "1.0"),
+        ("UserDeactivated", "1.0"),
+        ("UserReactivated", "1.0"),
+        ("UserDeleted", "1.0"),
+        ("RuleAdded", "1.0"),
+        ("RuleRemoved", "1.0"),
+    ];
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            UserEvent::UserAdded(_) => "UserAdded",
+            UserEvent::UserReturned(_) => "UserReturned",
+            UserEvent::ProfileUpdated(_) => "ProfileUpdated",
+            UserEvent::AliasMapped(_) => "AliasMapped",
+            UserEvent::AliasUnmapped(_) => "AliasUnmapped",
+            UserEvent::FlaggedForDeletion(_) => "FlaggedForDeletion",
+            UserEvent::DeletionCancelled(_) => "DeletionCancelled",
+            UserEvent::ConflictIgnored(_) => "ConflictIgnored",
+            UserEvent::UserDeactivated(_) => "UserDeactivated",
+            UserEvent::UserReactivated(_) => "UserReactivated",
+            UserEvent::UserDeleted(_) => "UserDeleted",
+            UserEvent::RuleAdded(_) => "RuleAdded",
+            UserEvent::RuleRemoved(_) => "RuleRemoved",
+        }
+    }
+
+    /// The user's primary address when the event happened.
+    pub fn address(&self) -> &Address {
+        match self {
+            UserEvent::UserAdded(e) => &e.address,
+            UserEvent::UserReturned(e) => &e.address,
+            UserEvent::ProfileUpdated(e) => &e.address,
+            UserEvent::AliasMapped(e) => &e.address,
+            UserEvent::AliasUnmapped(e) => &e.address,
+            UserEvent::FlaggedForDeletion(e) => &e.address,
+            UserEvent::DeletionCancelled(e) => &e.address,
+            UserEvent::ConflictIgnored(e) => &e.address,
+            UserEvent::UserDeactivated(e) => &e.address,
+            UserEvent::UserReactivated(e) => &e.address,
+            UserEvent::UserDeleted(e) => &e.address,
+            UserEvent::RuleAdded(e) => &e.address,
+            UserEvent::RuleRemoved(e) => &e.address,
+        }
+    }
+
+    /// A second address the event is about (an alias), for audit queries.
+    pub fn subject_address(&self) -> Option<&Address> {
+        match self {
+            UserEvent::AliasMapped(e) => Some(&e.alias),
+            UserEvent::AliasUnmapped(e) => Some(&e.alias),
+            UserEvent::UserReturned(e) if e.earlier.address != e.address => {
+                Some(&e.earlier.address)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_string()
+    }
+    fn event_version(&self) -> String {
+        crate::version_of(Self::TYPES, self.type_name()).to_string()
+    }
+}
