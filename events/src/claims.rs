@@ -9,15 +9,30 @@
 
 use crate::ids::{Address, Domain, PartnerId, UserId};
 
+/// Implemented by every aggregate: the claim changes an event implies,
+/// given the aggregate as it was just before the event.
+pub trait ClaimsOf: cqrs_es::Aggregate {
+    fn claims(&self, aggregate_id: &str, event: &Self::Event) -> Vec<ClaimChange>;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimChange {
     /// A customer exists, under a partner, with a seat limit.
-    RegisterCustomer { partner_id: PartnerId, seat_limit: u64 },
-    SetSeatLimit { seat_limit: u64 },
+    RegisterCustomer {
+        partner_id: PartnerId,
+        seat_limit: u64,
+    },
+    SetSeatLimit {
+        seat_limit: u64,
+    },
     /// The customer manages this domain (T2).
-    ClaimDomain { domain: Domain },
+    ClaimDomain {
+        domain: Domain,
+    },
     /// The customer stops managing this domain; no address in it may remain claimed.
-    ReleaseDomain { domain: Domain },
+    ReleaseDomain {
+        domain: Domain,
+    },
     /// The address belongs to this user from now on (U1). Its domain must be
     /// managed by the same customer.
     ClaimAddress {
@@ -35,7 +50,11 @@ pub enum ClaimChange {
         tombstone: bool,
     },
     /// The user starts or stops taking a seat (deactivation, reactivation).
-    SetSeat { address: Address, owner: UserId, seat: bool },
+    SetSeat {
+        address: Address,
+        owner: UserId,
+        seat: bool,
+    },
 }
 
 /// A check the append transaction makes after applying the claims.

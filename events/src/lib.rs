@@ -8,7 +8,7 @@ pub mod ids;
 pub mod meta;
 pub mod user;
 
-pub use claims::{ClaimChange, Guard};
+pub use claims::{ClaimChange, ClaimsOf, Guard};
 pub use customer::*;
 pub use ids::*;
 pub use meta::*;
@@ -24,4 +24,24 @@ pub(crate) fn version_of(types: &[(&str, &'static str)], name: &str) -> &'static
         .find(|(t, _)| *t == name)
         .map(|(_, v)| *v)
         .unwrap_or("1.0")
+}
+
+/// The upcasters that bring stored events of older shapes to the current
+/// ones. Every read path (aggregate loads, bulk loads, projectors, relay)
+/// applies them. Add one here whenever an event's version changes.
+pub fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
+    Vec::new()
+}
+
+/// Applies [`upcasters`] to one stored event.
+pub fn upcast(
+    mut event: cqrs_es::persist::SerializedEvent,
+    upcasters: &[Box<dyn cqrs_es::persist::EventUpcaster>],
+) -> cqrs_es::persist::SerializedEvent {
+    for u in upcasters {
+        if u.can_upcast(&event.event_type, &event.event_version) {
+            event = u.upcast(event);
+        }
+    }
+    event
 }

@@ -37,7 +37,8 @@ impl fmt::Display for Actor {
 impl FromStr for Actor {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("'{s}' is not an actor: expected token:<id>, sync:<run> or system:<name>");
+        let bad =
+            || format!("'{s}' is not an actor: expected token:<id>, sync:<run> or system:<name>");
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
         match kind {
             "token" => TokenId::parse(rest).map(Actor::Token).map_err(|_| bad()),
@@ -85,7 +86,10 @@ impl EventMeta {
         HashMap::from([
             (META_CUSTOMER.to_string(), self.customer_id.to_string()),
             (META_ACTOR.to_string(), self.actor.to_string()),
-            (META_CORRELATION.to_string(), self.correlation_id.to_string()),
+            (
+                META_CORRELATION.to_string(),
+                self.correlation_id.to_string(),
+            ),
             (
                 META_TIME.to_string(),
                 self.time.to_rfc3339_opts(SecondsFormat::Micros, true),

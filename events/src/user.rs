@@ -131,7 +131,40 @@ pub struct Profile {
     pub notes: Option<String>,
 }
 
+/// The longest value each profile field may hold, in characters.
+pub const NAME_MAX: usize = 256;
+pub const PHONE_MAX: usize = 64;
+pub const NOTES_MAX: usize = 4096;
+
 impl Profile {
+    /// The limit of a field, by name.
+    pub fn limit_of(field: &str) -> usize {
+        match field {
+            "home_phone" | "mobile" => PHONE_MAX,
+            "notes" => NOTES_MAX,
+            _ => NAME_MAX,
+        }
+    }
+
+    /// The first field that is too long or holds a control character
+    /// (other than a line break in notes), with what is wrong.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for (name, value) in self.fields() {
+            let Some(v) = value else { continue };
+            let max = Self::limit_of(name);
+            if v.chars().count() > max {
+                return Err((name, format!("is longer than {max} characters")));
+            }
+            let multiline = name == "notes";
+            if v.chars()
+                .any(|c| c.is_control() && !(multiline && (c == '\n' || c == '\r' || c == '\t')))
+            {
+                return Err((name, "holds a control character".to_string()));
+            }
+        }
+        Ok(())
+    }
+
     /// Field names and values, for validation messages and exports.
     pub fn fields(&self) -> [(&'static str, &Option<String>); 7] {
         [
@@ -268,6 +301,7 @@ pub struct EarlierIdentity {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserAdded {
+    pub user_id: UserId,
     pub customer_id: CustomerId,
     pub address: Address,
     #[serde(default)]
@@ -281,6 +315,7 @@ pub struct UserAdded {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserReturned {
+    pub user_id: UserId,
     pub customer_id: CustomerId,
     pub address: Address,
     #[serde(default)]
@@ -341,6 +376,11 @@ pub struct ConflictIgnored {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserDeactivated {
     pub address: Address,
+    /// A deletion flag lifted by the deactivation (conflict action, D3.m):
+    /// the user is kept, deactivated, and not flagged again for the same
+    /// absence until the directory returns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifted_flag: Option<FlagReason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,6 +395,7 @@ pub struct UserDeleted {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<Address>,
     pub reason: DeletionReason,
+    pub deleted_at: DateTime<Utc>,
     /// Rules removed with the user (U5).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules_removed: Vec<RuleId>,

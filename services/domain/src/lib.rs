@@ -1,0 +1,10 @@
+//! Roster's aggregates, built on cqrs-es. Each module holds one aggregate
+//! with its commands and errors; the rules of SPEC.md are given/when/then
+//! tests named after them.
+#![forbid(unsafe_code)]
+
+pub mod customer;
+pub mod user;
+
+pub use customer::{Customer, CustomerCommand, CustomerError};
+pub use user::{AddUser, SeatUsage, User, UserCommand, UserError, UserServices};

@@ -1,1 +1,331 @@
-fn main() {}
+//! `roster`: one binary, roles as subcommands (one container image).
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use roster_events::{CustomerId, PartnerId, TokenId};
+use roster_projections::Projector;
+use roster_store::auth::Scope;
+use roster_store::{Clock, Db, Store, SystemClock};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "roster",
+    version,
+    about = "Keeps each customer's mail users in step with its directory."
+)]
+struct Cli {
+    #[command(flatten)]
+    storage: Storage,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Storage {
+    /// Where the embedded SQLite database lives when DATABASE_URL is not set.
+    #[arg(
+        long,
+        env = "ROSTER_DATA_DIR",
+        default_value = "./roster-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://user@host:port/db). Unset: embedded SQLite in the data dir.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Log format: json (default) or text.
+    #[arg(long, env = "ROSTER_LOG_FORMAT", default_value = "json", global = true)]
+    log_format: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the HTTP API with the projector (and, later, the worker) in-process.
+    Serve(ServeArgs),
+    /// Applies the database schema and creates the projection tables, then exits.
+    Migrate,
+    /// Runs only the projector (for a deployment with separate roles).
+    Project,
+    /// Replays the whole log into fresh projection tables and swaps them in (E3).
+    Rebuild {
+        /// Build the fresh tables and compare them with the live ones; change nothing.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Issues, lists and revokes API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ROSTER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// On a store without any token, this token becomes the first partner-administrator token.
+    #[arg(long, env = "ROSTER_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    bootstrap_token: Option<String>,
+    /// How long a write waits for the read models to show it, in milliseconds.
+    #[arg(long, env = "ROSTER_CONSISTENCY_TIMEOUT_MS", default_value_t = 10_000)]
+    consistency_timeout_ms: u64,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issues a token and prints it once on standard output.
+    Issue {
+        /// A partner-administrator token for this partner id.
+        #[arg(long, conflicts_with_all = ["new_partner", "customer"])]
+        partner: Option<String>,
+        /// Creates a partner with this name and issues a partner-administrator token for it.
+        #[arg(long, conflicts_with_all = ["partner", "customer"])]
+        new_partner: Option<String>,
+        /// A customer-administrator token for this customer id.
+        #[arg(long, conflicts_with_all = ["partner", "new_partner"])]
+        customer: Option<String>,
+        /// Who or what the token is for (shown in listings).
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+    /// Lists tokens (never their secrets).
+    List,
+    /// Revokes a token by id.
+    Revoke { token_id: String },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "text" {
+        builder.init();
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
+    }
+}
+
+async fn open(storage: &Storage) -> anyhow::Result<Store> {
+    let db = Db::connect(storage.database_url.as_deref(), &storage.data_dir).await?;
+    let store = Store::open(db).await?;
+    Ok(store)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.storage.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(cli.storage, args).await,
+        Command::Migrate => {
+            let store = open(&cli.storage).await?;
+            Projector::new(store.clone(), "").ensure_tables().await?;
+            eprintln!("schema is up to date ({})", store.db().backend().as_str());
+            Ok(())
+        }
+        Command::Project => {
+            let store = open(&cli.storage).await?;
+            let projector = Arc::new(Projector::new(store, ""));
+            projector.ensure_tables().await?;
+            let (tx, rx) = watch::channel(false);
+            let task = tokio::spawn(projector.clone().run(rx, Duration::from_millis(200)));
+            shutdown_signal().await;
+            let _ = tx.send(true);
+            let _ = task.await;
+            Ok(())
+        }
+        Command::Rebuild { verify } => {
+            let store = open(&cli.storage).await?;
+            let live = Projector::new(store.clone(), "");
+            live.ensure_tables().await?;
+            if verify {
+                live.catch_up().await?;
+                let report = roster_projections::rebuild::rebuild(&store, false).await?;
+                let fresh = roster_projections::rebuild::dump(
+                    &store,
+                    roster_projections::rebuild::REBUILD_PREFIX,
+                )
+                .await?;
+                let current = roster_projections::rebuild::dump(&store, "").await?;
+                roster_projections::rebuild::drop_tables(
+                    &store,
+                    roster_projections::rebuild::REBUILD_PREFIX,
+                )
+                .await?;
+                let differing: Vec<&String> = fresh
+                    .keys()
+                    .filter(|t| fresh.get(*t) != current.get(*t))
+                    .collect();
+                if differing.is_empty() {
+                    eprintln!(
+                        "rebuilt {} events: every projection equals the live one",
+                        report.events
+                    );
+                    Ok(())
+                } else {
+                    bail!("rebuilt projections differ from the live ones in: {differing:?}");
+                }
+            } else {
+                let report = roster_projections::rebuild::rebuild(&store, true).await?;
+                eprintln!(
+                    "replayed {} events into fresh tables and swapped them in: {}",
+                    report.events,
+                    report.tables.join(", ")
+                );
+                Ok(())
+            }
+        }
+        Command::Token { command } => token(cli.storage, command).await,
+    }
+}
+
+async fn token(storage: Storage, command: TokenCommand) -> anyhow::Result<()> {
+    let store = open(&storage).await?;
+    let db = store.db();
+    let now = SystemClock.now();
+    match command {
+        TokenCommand::Issue {
+            partner,
+            new_partner,
+            customer,
+            label,
+        } => {
+            let scope = if let Some(p) = partner {
+                let id = PartnerId::parse(&p)?;
+                if !db.partner_exists(id).await? {
+                    bail!("no partner {id}; use --new-partner NAME to create one");
+                }
+                Scope::Partner(id)
+            } else if let Some(name) = new_partner {
+                Scope::Partner(db.create_partner(&name, now).await?)
+            } else if let Some(c) = customer {
+                let id = CustomerId::parse(&c)?;
+                if db.customer_partner(id).await?.is_none() {
+                    bail!("no customer {id}");
+                }
+                Scope::Customer(id)
+            } else {
+                bail!(
+                    "say whom the token is for: --partner ID, --new-partner NAME or --customer ID"
+                );
+            };
+            let issued = db.issue_token(scope, &label, now).await?;
+            match scope {
+                Scope::Partner(p) => eprintln!(
+                    "issued token {} for partner {p}; it is shown once:",
+                    issued.token_id
+                ),
+                Scope::Customer(c) => eprintln!(
+                    "issued token {} for customer {c}; it is shown once:",
+                    issued.token_id
+                ),
+            }
+            println!("{}", issued.secret);
+        }
+        TokenCommand::List => {
+            for t in db.list_tokens().await? {
+                let scope = match t.scope {
+                    Scope::Partner(p) => format!("partner:{p}"),
+                    Scope::Customer(c) => format!("customer:{c}"),
+                };
+                let state = match t.revoked_at {
+                    Some(r) => format!("revoked {}", r.to_rfc3339()),
+                    None => "active".into(),
+                };
+                println!(
+                    "{}\t{scope}\t{}\t{}\t{state}",
+                    t.token_id,
+                    t.label,
+                    t.created_at.to_rfc3339()
+                );
+            }
+        }
+        TokenCommand::Revoke { token_id } => {
+            let id = TokenId::parse(&token_id)?;
+            if db.revoke_token(id, now).await? {
+                eprintln!("revoked {id}");
+            } else {
+                bail!("no active token {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
+    let store = open(&storage).await?;
+    let backend = store.db().backend();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if let Some(token) = args.bootstrap_token.as_deref().filter(|t| !t.is_empty()) {
+        if let Some(id) = store.db().bootstrap(token, clock.now()).await? {
+            tracing::info!(token_id = %id, "ROSTER_BOOTSTRAP_TOKEN is now the first partner-administrator token");
+        }
+    }
+    let projector = Arc::new(Projector::new(store.clone(), ""));
+    projector.ensure_tables().await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let projector_task = tokio::spawn(projector.clone().run(stop_rx, Duration::from_millis(200)));
+
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus recorder")?;
+    let mut state = roster_api::AppState::new(store.clone(), projector.clone(), clock);
+    state.metrics = Some(metrics);
+    state.consistency_timeout = Duration::from_millis(args.consistency_timeout_ms);
+    let app = roster_api::router(state);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        listen = %local,
+        backend = backend.as_str(),
+        data_dir = %storage.data_dir.display(),
+        "roster is serving"
+    );
+    if backend == roster_store::Backend::Sqlite {
+        tracing::info!(database = %storage.data_dir.join("roster.db").display(), "embedded SQLite database (set DATABASE_URL for PostgreSQL)");
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    let _ = stop_tx.send(true);
+    let _ = projector_task.await;
+    store.db().close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,29 @@
+//! Roster's store: the append-only log on PostgreSQL or embedded SQLite,
+//! the claims that keep cross-aggregate rules true, command execution on
+//! cqrs-es aggregates, and API tokens.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod claims;
+pub mod clock;
+pub mod db;
+pub mod error;
+pub mod exec;
+pub mod log;
+
+pub use claims::{AddressOwner, Seats};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use db::{Backend, Db, Tx};
+pub use error::StoreError;
+pub use exec::{decode, history, Batch, Loaded};
+pub use log::{Appended, PendingEvent, Store, StoredEvent};
+
+/// Microseconds since the Unix epoch, the time unit of every stored column.
+pub fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// The inverse of [`micros`].
+pub fn from_micros(us: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
+}

@@ -1,0 +1,154 @@
+//! The audit trail (E4): one row per event with who, when, what and about
+//! which address; the payload stays in the log and is joined by position.
+
+use async_trait::async_trait;
+use roster_events::CustomerEvent;
+use roster_store::Tx;
+
+use crate::{AnyEvent, Decoded, Projection, ProjectionError};
+
+pub struct AuditProjection;
+
+pub const AUDIT: &str = "audit_v1";
+
+/// The columns of one audit row, derived from an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub position: i64,
+    pub customer_id: String,
+    pub recorded_at: i64,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub address: Option<String>,
+    pub subject: Option<String>,
+    pub actor: String,
+    pub correlation_id: String,
+}
+
+impl AuditRow {
+    pub fn of(d: &Decoded) -> AuditRow {
+        let (address, subject) = match &d.event {
+            AnyEvent::User(e) => (
+                Some(e.address().to_string()),
+                e.subject_address().map(|a| a.to_string()),
+            ),
+            AnyEvent::Customer(CustomerEvent::DomainAdded(e)) => (None, Some(e.domain.to_string())),
+            AnyEvent::Customer(CustomerEvent::DomainRemoved(e)) => {
+                (None, Some(e.domain.to_string()))
+            }
+            _ => (None, None),
+        };
+        AuditRow {
+            position: d.position,
+            customer_id: d.meta.customer_id.to_string(),
+            recorded_at: d.recorded_at,
+            event_type: d.event_type.clone(),
+            aggregate_type: d.aggregate_type.clone(),
+            aggregate_id: d.aggregate_id.clone(),
+            address,
+            subject,
+            actor: d.meta.actor.to_string(),
+            correlation_id: d.meta.correlation_id.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl Projection for AuditProjection {
+    fn name(&self) -> &'static str {
+        AUDIT
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[AUDIT]
+    }
+
+    fn ddl(&self, p: &str) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}{AUDIT} (
+                    position BIGINT PRIMARY KEY, customer_id TEXT NOT NULL, recorded_at BIGINT NOT NULL,
+                    event_type TEXT NOT NULL, aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL,
+                    address TEXT, subject TEXT, actor TEXT NOT NULL, correlation_id TEXT NOT NULL)"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {p}{AUDIT}_customer ON {p}{AUDIT} (customer_id, position)"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {p}{AUDIT}_address ON {p}{AUDIT} (customer_id, address, position)"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {p}{AUDIT}_aggregate ON {p}{AUDIT} (aggregate_id, position)"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {p}{AUDIT}_time ON {p}{AUDIT} (customer_id, recorded_at)"
+            ),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        p: &str,
+        events: &[&Decoded],
+    ) -> Result<(), ProjectionError> {
+        let rows: Vec<AuditRow> = events
+            .iter()
+            .filter(|d| !matches!(d.event, AnyEvent::Other))
+            .map(|d| AuditRow::of(d))
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let cols = "position, customer_id, recorded_at, event_type, aggregate_type, aggregate_id, \
+                    address, subject, actor, correlation_id";
+        match tx {
+            Tx::Pg(t) => {
+                macro_rules! col {
+                    ($f:expr) => {
+                        rows.iter().map($f).collect::<Vec<_>>()
+                    };
+                }
+                sqlx::query(&format!(
+                    "INSERT INTO {p}{AUDIT} ({cols}) SELECT * FROM UNNEST($1::int8[], $2::text[], \
+                     $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+                     $9::text[], $10::text[])"
+                ))
+                .bind(col!(|r| r.position))
+                .bind(col!(|r| r.customer_id.clone()))
+                .bind(col!(|r| r.recorded_at))
+                .bind(col!(|r| r.event_type.clone()))
+                .bind(col!(|r| r.aggregate_type.clone()))
+                .bind(col!(|r| r.aggregate_id.clone()))
+                .bind(col!(|r| r.address.clone()))
+                .bind(col!(|r| r.subject.clone()))
+                .bind(col!(|r| r.actor.clone()))
+                .bind(col!(|r| r.correlation_id.clone()))
+                .execute(&mut **t)
+                .await?;
+            }
+            Tx::Sqlite(t) => {
+                let sql = format!(
+                    "INSERT INTO {p}{AUDIT} ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                );
+                for r in &rows {
+                    sqlx::query(&sql)
+                        .bind(r.position)
+                        .bind(&r.customer_id)
+                        .bind(r.recorded_at)
+                        .bind(&r.event_type)
+                        .bind(&r.aggregate_type)
+                        .bind(&r.aggregate_id)
+                        .bind(&r.address)
+                        .bind(&r.subject)
+                        .bind(&r.actor)
+                        .bind(&r.correlation_id)
+                        .execute(&mut **t)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,643 @@
+//! Queries on the read models, as the API serves them.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use roster_events::{CustomerId, PartnerId, Source, Status};
+use roster_store::{with_db, Store, StoredEvent};
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::audit::AUDIT;
+use crate::customers::{CUSTOMERS, DOMAINS};
+use crate::users::{RuleRow, UserRow, ALIASES, RULES, USERS};
+use crate::ProjectionError;
+
+/// One page of results and the opaque token of the next one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// Substring of an address (primary or alias) or a name, any case.
+    pub q: Option<String>,
+    /// Only this status; by default every status but `deleted`.
+    pub status: Option<Status>,
+    pub source: Option<Source>,
+}
+
+pub const MAX_PAGE: i64 = 1_000;
+
+pub(crate) fn encode_cursor(parts: &[&str]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(parts).expect("strings serialise"))
+}
+
+pub(crate) fn decode_cursor(token: &str, n: usize) -> Result<Vec<String>, ProjectionError> {
+    let bad = || ProjectionError::Invalid("page is not a token this API returned".into());
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim())
+        .map_err(|_| bad())?;
+    let parts: Vec<String> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if parts.len() != n {
+        return Err(bad());
+    }
+    Ok(parts)
+}
+
+fn like_pattern(q: &str) -> String {
+    let mut s = String::with_capacity(q.len() + 2);
+    s.push('%');
+    for c in q.trim().to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('%');
+    s
+}
+
+/// A query text with numbered parameters, built piece by piece.
+enum Bind {
+    S(String),
+    I(i64),
+}
+
+struct Sql {
+    text: String,
+    binds: Vec<Bind>,
+}
+
+impl Sql {
+    fn new(text: impl Into<String>) -> Self {
+        Sql {
+            text: text.into(),
+            binds: Vec::new(),
+        }
+    }
+    /// Adds a parameter and returns its placeholder.
+    fn s(&mut self, v: impl Into<String>) -> String {
+        self.binds.push(Bind::S(v.into()));
+        format!("${}", self.binds.len())
+    }
+    fn i(&mut self, v: i64) -> String {
+        self.binds.push(Bind::I(v));
+        format!("${}", self.binds.len())
+    }
+    fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+    }
+}
+
+macro_rules! bind_all {
+    ($q:expr, $binds:expr) => {{
+        let mut q = $q;
+        for b in $binds {
+            q = match b {
+                Bind::S(s) => q.bind(s),
+                Bind::I(i) => q.bind(i),
+            };
+        }
+        q
+    }};
+}
+
+const USER_COLUMNS: &str = "user_id, customer_id, address, kind, source, status, first_name, \
+     last_name, home_phone, mobile, company, department, notes, flag_reason, flagged_at, \
+     delete_at, ignored_reason, created_at, updated_at, deleted_at, version, last_position";
+
+fn row_to_user<R: Row>(r: &R) -> Result<UserRow, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'x> String: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+    for<'x> Option<String>: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+    for<'x> i64: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+    for<'x> Option<i64>: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(UserRow {
+        user_id: r.try_get("user_id")?,
+        customer_id: r.try_get("customer_id")?,
+        address: r.try_get("address")?,
+        kind: r.try_get("kind")?,
+        source: r.try_get("source")?,
+        status: r.try_get("status")?,
+        profile: roster_events::Profile {
+            first_name: r.try_get("first_name")?,
+            last_name: r.try_get("last_name")?,
+            home_phone: r.try_get("home_phone")?,
+            mobile: r.try_get("mobile")?,
+            company: r.try_get("company")?,
+            department: r.try_get("department")?,
+            notes: r.try_get("notes")?,
+        },
+        aliases: vec![],
+        rules: vec![],
+        flag_reason: r.try_get("flag_reason")?,
+        flagged_at: r.try_get("flagged_at")?,
+        delete_at: r.try_get("delete_at")?,
+        ignored_reason: r.try_get("ignored_reason")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        deleted_at: r.try_get("deleted_at")?,
+        version: r.try_get("version")?,
+        last_position: r.try_get("last_position")?,
+    })
+}
+
+/// Adds aliases and rules to rows.
+async fn fill(store: &Store, rows: &mut [UserRow]) -> Result<(), ProjectionError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let index: HashMap<String, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.user_id.clone(), i))
+        .collect();
+    let ids: Vec<String> = rows.iter().map(|r| r.user_id.clone()).collect();
+    for chunk in ids.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let marks = marks.join(",");
+        let sql = format!(
+            "SELECT user_id, address FROM {ALIASES} WHERE user_id IN ({marks}) ORDER BY address"
+        );
+        let aliases: Vec<(String, String)> = with_db!(store.db(), |p| {
+            let mut q = sqlx::query_as(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.fetch_all(p).await?
+        });
+        for (u, a) in aliases {
+            if let Some(i) = index.get(&u) {
+                rows[*i].aliases.push(a);
+            }
+        }
+        let sql = format!(
+            "SELECT user_id, rule_id, kind, value, created_at FROM {RULES} WHERE user_id IN ({marks}) \
+             ORDER BY created_at, rule_id"
+        );
+        let rules: Vec<(String, String, String, String, i64)> = with_db!(store.db(), |p| {
+            let mut q = sqlx::query_as(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.fetch_all(p).await?
+        });
+        for (u, rule_id, kind, value, created_at) in rules {
+            if let Some(i) = index.get(&u) {
+                rows[*i].rules.push(RuleRow {
+                    rule_id,
+                    kind,
+                    value,
+                    created_at,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The user list of a customer (U3: aliases grouped under their primary),
+/// filtered, in address order, paged by keyset so that pages stay stable
+/// while users are added or removed.
+pub async fn list_users(
+    store: &Store,
+    customer: CustomerId,
+    filter: &UserFilter,
+    page: Option<&str>,
+    limit: i64,
+) -> Result<Page<UserRow>, ProjectionError> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let mut q = Sql::new(format!(
+        "SELECT {USER_COLUMNS} FROM {USERS} WHERE customer_id = $1"
+    ));
+    q.s(customer.to_string());
+    let p = match filter.status {
+        Some(s) => {
+            let p = q.s(s.as_str());
+            format!(" AND status = {p}")
+        }
+        None => {
+            let p = q.s(Status::Deleted.as_str());
+            format!(" AND status <> {p}")
+        }
+    };
+    q.push(&p);
+    if let Some(s) = filter.source {
+        let p = q.s(s.as_str());
+        q.push(&format!(" AND source = {p}"));
+    }
+    if let Some(text) = filter.q.as_deref().filter(|t| !t.trim().is_empty()) {
+        let p = q.s(like_pattern(text));
+        q.push(&format!(" AND search LIKE {p} ESCAPE '\\'"));
+    }
+    if let Some(token) = page {
+        let parts = decode_cursor(token, 2)?;
+        let a = q.s(parts[0].clone());
+        let u = q.s(parts[1].clone());
+        q.push(&format!(
+            " AND (address > {a} OR (address = {a} AND user_id > {u}))"
+        ));
+    }
+    q.push(&format!(" ORDER BY address, user_id LIMIT {}", limit + 1));
+    let mut rows: Vec<UserRow> = with_db!(store.db(), |p| {
+        let raw = bind_all!(sqlx::query(&q.text), &q.binds)
+            .fetch_all(p)
+            .await?;
+        raw.iter().map(row_to_user).collect::<Result<Vec<_>, _>>()?
+    });
+    let next_page = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|r| encode_cursor(&[r.address.as_str(), r.user_id.as_str()]))
+    } else {
+        None
+    };
+    fill(store, &mut rows).await?;
+    Ok(Page {
+        items: rows,
+        next_page,
+    })
+}
+
+/// The live (not deleted) user whose primary address this is.
+pub async fn user_by_address(
+    store: &Store,
+    customer: CustomerId,
+    address: &str,
+) -> Result<Option<UserRow>, ProjectionError> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM {USERS} WHERE customer_id = $1 AND address = $2 AND status <> 'deleted'"
+    );
+    let row = with_db!(store.db(), |p| {
+        let raw = sqlx::query(&sql)
+            .bind(customer.to_string())
+            .bind(address)
+            .fetch_optional(p)
+            .await?;
+        raw.as_ref().map(row_to_user).transpose()?
+    });
+    let mut rows: Vec<UserRow> = row.into_iter().collect();
+    fill(store, &mut rows).await?;
+    Ok(rows.pop())
+}
+
+pub async fn user_by_id(store: &Store, user_id: &str) -> Result<Option<UserRow>, ProjectionError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM {USERS} WHERE user_id = $1");
+    let row = with_db!(store.db(), |p| {
+        let raw = sqlx::query(&sql).bind(user_id).fetch_optional(p).await?;
+        raw.as_ref().map(row_to_user).transpose()?
+    });
+    let mut rows: Vec<UserRow> = row.into_iter().collect();
+    fill(store, &mut rows).await?;
+    Ok(rows.pop())
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CustomerRow {
+    pub customer_id: String,
+    pub partner_id: String,
+    pub name: String,
+    pub seat_limit: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub domains: Vec<DomainRow>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DomainRow {
+    pub domain: String,
+    pub added_at: i64,
+}
+
+async fn domains_of(store: &Store, customer: &str) -> Result<Vec<DomainRow>, ProjectionError> {
+    let sql =
+        format!("SELECT domain, added_at FROM {DOMAINS} WHERE customer_id = $1 ORDER BY domain");
+    let rows: Vec<(String, i64)> = with_db!(store.db(), |p| sqlx::query_as(&sql)
+        .bind(customer)
+        .fetch_all(p)
+        .await?);
+    Ok(rows
+        .into_iter()
+        .map(|(domain, added_at)| DomainRow { domain, added_at })
+        .collect())
+}
+
+pub async fn domains(
+    store: &Store,
+    customer: CustomerId,
+) -> Result<Vec<DomainRow>, ProjectionError> {
+    domains_of(store, &customer.to_string()).await
+}
+
+type CustomerTuple = (String, String, String, i64, i64, i64);
+
+pub async fn customer(
+    store: &Store,
+    id: CustomerId,
+) -> Result<Option<CustomerRow>, ProjectionError> {
+    let sql = format!(
+        "SELECT customer_id, partner_id, name, seat_limit, created_at, updated_at FROM {CUSTOMERS} WHERE customer_id = $1"
+    );
+    let row: Option<CustomerTuple> = with_db!(store.db(), |p| sqlx::query_as(&sql)
+        .bind(id.to_string())
+        .fetch_optional(p)
+        .await?);
+    match row {
+        None => Ok(None),
+        Some((customer_id, partner_id, name, seat_limit, created_at, updated_at)) => {
+            let domains = domains_of(store, &customer_id).await?;
+            Ok(Some(CustomerRow {
+                customer_id,
+                partner_id,
+                name,
+                seat_limit,
+                created_at,
+                updated_at,
+                domains,
+            }))
+        }
+    }
+}
+
+/// The customers of a partner, by name.
+pub async fn customers_of_partner(
+    store: &Store,
+    partner: PartnerId,
+) -> Result<Vec<CustomerRow>, ProjectionError> {
+    let sql = format!(
+        "SELECT customer_id, partner_id, name, seat_limit, created_at, updated_at FROM {CUSTOMERS}
+         WHERE partner_id = $1 ORDER BY name, customer_id"
+    );
+    let rows: Vec<CustomerTuple> = with_db!(store.db(), |p| sqlx::query_as(&sql)
+        .bind(partner.to_string())
+        .fetch_all(p)
+        .await?);
+    let mut out = Vec::with_capacity(rows.len());
+    for (customer_id, partner_id, name, seat_limit, created_at, updated_at) in rows {
+        let domains = domains_of(store, &customer_id).await?;
+        out.push(CustomerRow {
+            customer_id,
+            partner_id,
+            name,
+            seat_limit,
+            created_at,
+            updated_at,
+            domains,
+        });
+    }
+    Ok(out)
+}
+
+/// Licence usage of a customer (T3).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct Licence {
+    pub seat_limit: i64,
+    /// Users that take a seat: active or flagged users (not lists, public
+    /// folders, aliases or deactivated users).
+    pub seats_used: i64,
+    pub over_limit: bool,
+    pub users_active: i64,
+    pub users_pending_deletion: i64,
+    pub users_deactivated: i64,
+    pub distribution_lists: i64,
+    pub public_folders: i64,
+    pub aliases: i64,
+}
+
+pub async fn licence(store: &Store, customer: CustomerId) -> Result<Licence, ProjectionError> {
+    let sql = format!(
+        "SELECT kind, status, COUNT(*) FROM {USERS} WHERE customer_id = $1 AND status <> 'deleted' GROUP BY kind, status"
+    );
+    let counts: Vec<(String, String, i64)> = with_db!(store.db(), |p| sqlx::query_as(&sql)
+        .bind(customer.to_string())
+        .fetch_all(p)
+        .await?);
+    let mut l = Licence::default();
+    for (kind, status, n) in counts {
+        match (kind.as_str(), status.as_str()) {
+            ("user", "active") => l.users_active += n,
+            ("user", "pending_deletion") => l.users_pending_deletion += n,
+            ("user", "deactivated") => l.users_deactivated += n,
+            ("distribution_list", _) => l.distribution_lists += n,
+            ("public_folder", _) => l.public_folders += n,
+            _ => {}
+        }
+    }
+    l.seats_used = l.users_active + l.users_pending_deletion;
+    let sql = format!("SELECT COUNT(*) FROM {ALIASES} WHERE customer_id = $1");
+    l.aliases = with_db!(store.db(), |p| sqlx::query_scalar(&sql)
+        .bind(customer.to_string())
+        .fetch_one(p)
+        .await?);
+    let sql = format!("SELECT seat_limit FROM {CUSTOMERS} WHERE customer_id = $1");
+    let limit: Option<i64> = with_db!(store.db(), |p| sqlx::query_scalar(&sql)
+        .bind(customer.to_string())
+        .fetch_optional(p)
+        .await?);
+    l.seat_limit = limit.unwrap_or(0);
+    l.over_limit = l.seats_used > l.seat_limit;
+    Ok(l)
+}
+
+/// One audit entry with the event's payload.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub position: i64,
+    pub recorded_at: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub address: Option<String>,
+    pub subject: Option<String>,
+    pub actor: String,
+    pub correlation_id: String,
+    pub payload: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Events about this address, as primary or as the alias or domain concerned.
+    pub address: Option<String>,
+    pub actor: Option<String>,
+    pub event_type: Option<String>,
+    /// Inclusive bounds, microseconds.
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// Only events of these aggregates.
+    pub aggregate_ids: Option<Vec<String>>,
+}
+
+type AuditTuple = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+);
+
+async fn with_payloads(
+    store: &Store,
+    rows: Vec<AuditTuple>,
+) -> Result<Vec<AuditEntry>, ProjectionError> {
+    let positions: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let events: HashMap<i64, StoredEvent> = store
+        .read_positions(&positions)
+        .await?
+        .into_iter()
+        .map(|e| (e.position, e))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                position,
+                recorded_at,
+                event_type,
+                aggregate_type,
+                aggregate_id,
+                address,
+                subject,
+                actor,
+                correlation_id,
+            )| {
+                let stored = events.get(&position);
+                AuditEntry {
+                    position,
+                    recorded_at,
+                    event_type,
+                    event_version: stored.map(|e| e.event_version.clone()).unwrap_or_default(),
+                    aggregate_type,
+                    aggregate_id,
+                    address,
+                    subject,
+                    actor,
+                    correlation_id,
+                    payload: stored
+                        .map(|e| e.payload.clone())
+                        .unwrap_or(serde_json::Value::Null),
+                }
+            },
+        )
+        .collect())
+}
+
+/// The audit trail of a customer, newest first, paged by position (E4).
+pub async fn audit(
+    store: &Store,
+    customer: CustomerId,
+    filter: &AuditFilter,
+    page: Option<&str>,
+    limit: i64,
+) -> Result<Page<AuditEntry>, ProjectionError> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let mut q = Sql::new(format!(
+        "SELECT position, recorded_at, event_type, aggregate_type, aggregate_id, address, subject, actor, correlation_id
+         FROM {AUDIT} WHERE customer_id = $1"
+    ));
+    q.s(customer.to_string());
+    if let Some(a) = &filter.address {
+        let p = q.s(a.clone());
+        q.push(&format!(" AND (address = {p} OR subject = {p})"));
+    }
+    if let Some(a) = &filter.actor {
+        let p = q.s(a.clone());
+        q.push(&format!(" AND actor = {p}"));
+    }
+    if let Some(t) = &filter.event_type {
+        let p = q.s(t.clone());
+        q.push(&format!(" AND event_type = {p}"));
+    }
+    if let Some(f) = filter.from {
+        let p = q.i(f);
+        q.push(&format!(" AND recorded_at >= {p}"));
+    }
+    if let Some(t) = filter.to {
+        let p = q.i(t);
+        q.push(&format!(" AND recorded_at <= {p}"));
+    }
+    if let Some(ids) = &filter.aggregate_ids {
+        if ids.is_empty() {
+            return Ok(Page {
+                items: vec![],
+                next_page: None,
+            });
+        }
+        let marks: Vec<String> = ids.iter().map(|id| q.s(id.clone())).collect();
+        q.push(&format!(" AND aggregate_id IN ({})", marks.join(",")));
+    }
+    if let Some(token) = page {
+        let parts = decode_cursor(token, 1)?;
+        let pos: i64 = parts[0].parse().map_err(|_| {
+            ProjectionError::Invalid("page is not a token this API returned".into())
+        })?;
+        let p = q.i(pos);
+        q.push(&format!(" AND position < {p}"));
+    }
+    q.push(&format!(" ORDER BY position DESC LIMIT {}", limit + 1));
+    let mut rows: Vec<AuditTuple> = with_db!(store.db(), |p| {
+        bind_all!(sqlx::query_as(&q.text), &q.binds)
+            .fetch_all(p)
+            .await?
+    });
+    let next_page = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| encode_cursor(&[&r.0.to_string()]))
+    } else {
+        None
+    };
+    Ok(Page {
+        items: with_payloads(store, rows).await?,
+        next_page,
+    })
+}
+
+/// Every event of the users that have had this primary address in this
+/// customer, oldest first, including events before a rename or a deletion
+/// (E4, U6). Empty when no user ever had it.
+pub async fn history(
+    store: &Store,
+    customer: CustomerId,
+    address: &str,
+) -> Result<Vec<AuditEntry>, ProjectionError> {
+    let sql = format!(
+        "SELECT DISTINCT aggregate_id FROM {AUDIT} WHERE customer_id = $1 AND address = $2 AND aggregate_type = 'User'"
+    );
+    let ids: Vec<String> = with_db!(store.db(), |p| sqlx::query_scalar(&sql)
+        .bind(customer.to_string())
+        .bind(address)
+        .fetch_all(p)
+        .await?);
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut out = Vec::new();
+    for chunk in ids.chunks(200) {
+        let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT position, recorded_at, event_type, aggregate_type, aggregate_id, address, subject, actor, correlation_id
+             FROM {AUDIT} WHERE customer_id = $1 AND aggregate_id IN ({}) ORDER BY position",
+            marks.join(",")
+        );
+        let rows: Vec<AuditTuple> = with_db!(store.db(), |p| {
+            let mut q = sqlx::query_as(&sql).bind(customer.to_string());
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.fetch_all(p).await?
+        });
+        out.extend(with_payloads(store, rows).await?);
+    }
+    out.sort_by_key(|e| e.position);
+    Ok(out)
+}

@@ -1,0 +1,91 @@
+//! Time travel (B7): the user list as it was at a past instant, computed
+//! from the log with the same fold the live projection uses.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use roster_events::{CustomerId, Status};
+use roster_store::Store;
+
+use crate::queries::{decode_cursor, encode_cursor, Page, UserFilter, MAX_PAGE};
+use crate::users::UserRow;
+use crate::{decode, AnyEvent, ProjectionError};
+
+/// Every user of the customer as it was at `at` (events recorded up to and
+/// including that instant), keyed by user id.
+pub async fn users_at(
+    store: &Store,
+    customer: CustomerId,
+    at: DateTime<Utc>,
+) -> Result<HashMap<String, UserRow>, ProjectionError> {
+    let upcasters = roster_events::upcasters();
+    let until = at.timestamp_micros();
+    let mut rows: HashMap<String, UserRow> = HashMap::new();
+    let mut after = 0;
+    loop {
+        let batch = store
+            .read_customer(customer, after, Some(until), 10_000)
+            .await?;
+        let Some(last) = batch.last() else { break };
+        after = last.position;
+        for e in batch {
+            let d = decode(e, &upcasters).map_err(ProjectionError::Invalid)?;
+            if let AnyEvent::User(ev) = &d.event {
+                let row = rows.remove(&d.aggregate_id);
+                rows.insert(d.aggregate_id.clone(), UserRow::fold(row, &d, ev));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// One page of the user list as it was at `at`, filtered and ordered like
+/// the live list.
+pub async fn users_as_of(
+    store: &Store,
+    customer: CustomerId,
+    at: DateTime<Utc>,
+    filter: &UserFilter,
+    page: Option<&str>,
+    limit: i64,
+) -> Result<Page<UserRow>, ProjectionError> {
+    let limit = limit.clamp(1, MAX_PAGE) as usize;
+    let q = filter
+        .q
+        .as_deref()
+        .map(|q| q.trim().to_lowercase())
+        .filter(|q| !q.is_empty());
+    let mut rows: Vec<UserRow> = users_at(store, customer, at)
+        .await?
+        .into_values()
+        .filter(|r| match filter.status {
+            Some(s) => r.status == s.as_str(),
+            None => r.status != Status::Deleted.as_str(),
+        })
+        .filter(|r| filter.source.is_none_or(|s| r.source == s.as_str()))
+        .filter(|r| {
+            q.as_ref()
+                .is_none_or(|q| r.search_text().contains(q.as_str()))
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.address, &a.user_id).cmp(&(&b.address, &b.user_id)));
+    if let Some(token) = page {
+        let parts = decode_cursor(token, 2)?;
+        let key = (parts[0].clone(), parts[1].clone());
+        rows.retain(|r| (r.address.clone(), r.user_id.clone()) > key);
+    }
+    let next_page = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last()
+            .map(|r| encode_cursor(&[r.address.as_str(), r.user_id.as_str()]))
+    } else {
+        None
+    };
+    for r in &mut rows {
+        r.aliases.sort();
+    }
+    Ok(Page {
+        items: rows,
+        next_page,
+    })
+}

@@ -1,0 +1,580 @@
+//! The user list (U2, U3): one row per user, list or public folder, with
+//! aliases grouped under their primary and the user's rules.
+//!
+//! A batch is applied in memory: the rows it touches are loaded in one
+//! query, the events folded onto them by [`UserRow::apply`] (a pure function,
+//! also used by time travel), and written back in a few set-wise statements.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use roster_events::*;
+use roster_store::{with_tx, Tx};
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{AnyEvent, Decoded, Projection, ProjectionError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleRow {
+    pub rule_id: String,
+    pub kind: String,
+    pub value: String,
+    pub created_at: i64,
+}
+
+/// A user as the list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRow {
+    pub user_id: String,
+    pub customer_id: String,
+    pub address: String,
+    pub kind: String,
+    pub source: String,
+    pub status: String,
+    pub profile: Profile,
+    pub aliases: Vec<String>,
+    pub rules: Vec<RuleRow>,
+    pub flag_reason: Option<String>,
+    pub flagged_at: Option<i64>,
+    pub delete_at: Option<i64>,
+    pub ignored_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+    pub version: i64,
+    pub last_position: i64,
+}
+
+fn us(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+impl UserRow {
+    fn new(user_id: &str, customer_id: &str, at: i64) -> Self {
+        UserRow {
+            user_id: user_id.to_string(),
+            customer_id: customer_id.to_string(),
+            address: String::new(),
+            kind: Kind::User.as_str().into(),
+            source: Source::Manual.as_str().into(),
+            status: Status::Active.as_str().into(),
+            profile: Profile::default(),
+            aliases: vec![],
+            rules: vec![],
+            flag_reason: None,
+            flagged_at: None,
+            delete_at: None,
+            ignored_reason: None,
+            created_at: at,
+            updated_at: at,
+            deleted_at: None,
+            version: 0,
+            last_position: 0,
+        }
+    }
+
+    /// The lower-case text `q` searches: addresses and names.
+    pub fn search_text(&self) -> String {
+        let mut s = self.address.clone();
+        for a in &self.aliases {
+            s.push(' ');
+            s.push_str(a);
+        }
+        for v in [&self.profile.first_name, &self.profile.last_name]
+            .into_iter()
+            .flatten()
+        {
+            s.push(' ');
+            s.push_str(v);
+        }
+        s.to_lowercase()
+    }
+
+    fn clear_flag(&mut self) {
+        self.flag_reason = None;
+        self.flagged_at = None;
+        self.delete_at = None;
+    }
+
+    /// Folds one user event onto the row (or creates it). Pure.
+    pub fn fold(row: Option<UserRow>, d: &Decoded, e: &UserEvent) -> UserRow {
+        let at = d.recorded_at;
+        let mut row = row
+            .unwrap_or_else(|| UserRow::new(&d.aggregate_id, &d.meta.customer_id.to_string(), at));
+        match e {
+            UserEvent::UserAdded(e) => {
+                let created = UserRow::new(&d.aggregate_id, &e.customer_id.to_string(), at);
+                row = UserRow {
+                    address: e.address.to_string(),
+                    kind: e.kind.as_str().into(),
+                    source: e.source.as_str().into(),
+                    profile: e.profile.clone(),
+                    aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
+                    ..created
+                };
+            }
+            UserEvent::UserReturned(e) => {
+                let created = UserRow::new(&d.aggregate_id, &e.customer_id.to_string(), at);
+                row = UserRow {
+                    address: e.address.to_string(),
+                    kind: e.kind.as_str().into(),
+                    source: e.source.as_str().into(),
+                    profile: e.profile.clone(),
+                    aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
+                    ..created
+                };
+            }
+            UserEvent::ProfileUpdated(e) => row.profile = e.profile.clone(),
+            UserEvent::AliasMapped(e) => {
+                let a = e.alias.to_string();
+                if !row.aliases.contains(&a) {
+                    row.aliases.push(a);
+                    row.aliases.sort();
+                }
+            }
+            UserEvent::AliasUnmapped(e) => row.aliases.retain(|a| a != e.alias.as_str()),
+            UserEvent::FlaggedForDeletion(e) => {
+                row.status = Status::PendingDeletion.as_str().into();
+                row.flag_reason = Some(e.reason.as_str().into());
+                row.flagged_at = Some(us(e.flagged_at));
+                row.delete_at = e.delete_at.map(us);
+                row.ignored_reason = None;
+            }
+            UserEvent::DeletionCancelled(_) => {
+                row.status = Status::Active.as_str().into();
+                row.clear_flag();
+            }
+            UserEvent::ConflictIgnored(e) => {
+                row.status = Status::Active.as_str().into();
+                row.clear_flag();
+                row.ignored_reason = Some(e.reason.as_str().into());
+            }
+            UserEvent::UserDeactivated(e) => {
+                row.status = Status::Deactivated.as_str().into();
+                row.clear_flag();
+                if let Some(r) = e.lifted_flag {
+                    row.ignored_reason = Some(r.as_str().into());
+                }
+            }
+            UserEvent::UserReactivated(_) => row.status = Status::Active.as_str().into(),
+            UserEvent::UserDeleted(e) => {
+                row.status = Status::Deleted.as_str().into();
+                row.deleted_at = Some(us(e.deleted_at));
+                row.aliases.clear();
+                row.rules.clear();
+                row.clear_flag();
+                row.ignored_reason = None;
+            }
+            UserEvent::RuleAdded(e) => row.rules.push(RuleRow {
+                rule_id: e.rule_id.to_string(),
+                kind: e.kind.as_str().into(),
+                value: e.value.clone(),
+                created_at: at,
+            }),
+            UserEvent::RuleRemoved(e) => {
+                let id = e.rule_id.to_string();
+                row.rules.retain(|r| r.rule_id != id)
+            }
+        }
+        row.address = e.address().to_string();
+        row.updated_at = at;
+        row.version = d.sequence;
+        row.last_position = d.position;
+        row
+    }
+}
+
+pub struct UsersProjection;
+
+pub const USERS: &str = "users_v1";
+pub const ALIASES: &str = "user_aliases_v1";
+pub const RULES: &str = "user_rules_v1";
+
+const COLUMNS: &str =
+    "user_id, customer_id, address, kind, source, status, first_name, last_name, \
+     home_phone, mobile, company, department, notes, flag_reason, flagged_at, delete_at, \
+     ignored_reason, created_at, updated_at, deleted_at, version, last_position, search";
+
+fn decode_row<R: Row>(r: &R) -> Result<UserRow, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'x> String: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+    for<'x> Option<String>: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+    for<'x> i64: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+    for<'x> Option<i64>: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(UserRow {
+        user_id: r.try_get("user_id")?,
+        customer_id: r.try_get("customer_id")?,
+        address: r.try_get("address")?,
+        kind: r.try_get("kind")?,
+        source: r.try_get("source")?,
+        status: r.try_get("status")?,
+        profile: Profile {
+            first_name: r.try_get("first_name")?,
+            last_name: r.try_get("last_name")?,
+            home_phone: r.try_get("home_phone")?,
+            mobile: r.try_get("mobile")?,
+            company: r.try_get("company")?,
+            department: r.try_get("department")?,
+            notes: r.try_get("notes")?,
+        },
+        aliases: vec![],
+        rules: vec![],
+        flag_reason: r.try_get("flag_reason")?,
+        flagged_at: r.try_get("flagged_at")?,
+        delete_at: r.try_get("delete_at")?,
+        ignored_reason: r.try_get("ignored_reason")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        deleted_at: r.try_get("deleted_at")?,
+        version: r.try_get("version")?,
+        last_position: r.try_get("last_position")?,
+    })
+}
+
+/// Reads rows by user id from tables with the given prefix, aliases and rules included.
+pub(crate) async fn load_rows(
+    tx: &mut Tx,
+    prefix: &str,
+    ids: &[String],
+) -> Result<HashMap<String, UserRow>, sqlx::Error> {
+    let mut rows: HashMap<String, UserRow> = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let marks = marks.join(",");
+        let sql = format!("SELECT {COLUMNS} FROM {prefix}{USERS} WHERE user_id IN ({marks})");
+        let found: Vec<UserRow> = with_tx!(tx, |c| {
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let raw = q.fetch_all(&mut *c).await?;
+            raw.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?
+        });
+        for r in found {
+            rows.insert(r.user_id.clone(), r);
+        }
+        let sql = format!(
+            "SELECT user_id, address FROM {prefix}{ALIASES} WHERE user_id IN ({marks}) ORDER BY address"
+        );
+        let aliases: Vec<(String, String)> = with_tx!(tx, |c| {
+            let mut q = sqlx::query_as(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.fetch_all(&mut *c).await?
+        });
+        for (u, a) in aliases {
+            if let Some(r) = rows.get_mut(&u) {
+                r.aliases.push(a);
+            }
+        }
+        let sql = format!(
+            "SELECT user_id, rule_id, kind, value, created_at FROM {prefix}{RULES} \
+             WHERE user_id IN ({marks}) ORDER BY created_at, rule_id"
+        );
+        let rules: Vec<(String, String, String, String, i64)> = with_tx!(tx, |c| {
+            let mut q = sqlx::query_as(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.fetch_all(&mut *c).await?
+        });
+        for (u, rule_id, kind, value, created_at) in rules {
+            if let Some(r) = rows.get_mut(&u) {
+                r.rules.push(RuleRow {
+                    rule_id,
+                    kind,
+                    value,
+                    created_at,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+async fn store_rows(tx: &mut Tx, prefix: &str, rows: &[&UserRow]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
+    let upsert_tail = "ON CONFLICT (user_id) DO UPDATE SET customer_id = excluded.customer_id, \
+        address = excluded.address, kind = excluded.kind, source = excluded.source, \
+        status = excluded.status, first_name = excluded.first_name, last_name = excluded.last_name, \
+        home_phone = excluded.home_phone, mobile = excluded.mobile, company = excluded.company, \
+        department = excluded.department, notes = excluded.notes, flag_reason = excluded.flag_reason, \
+        flagged_at = excluded.flagged_at, delete_at = excluded.delete_at, \
+        ignored_reason = excluded.ignored_reason, created_at = excluded.created_at, \
+        updated_at = excluded.updated_at, deleted_at = excluded.deleted_at, \
+        version = excluded.version, last_position = excluded.last_position, search = excluded.search";
+    match tx {
+        Tx::Pg(t) => {
+            macro_rules! col {
+                ($f:expr) => {
+                    rows.iter().map($f).collect::<Vec<_>>()
+                };
+            }
+            let sql = format!(
+                "INSERT INTO {prefix}{USERS} ({COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], \
+                 $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+                 $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::int8[], \
+                 $16::int8[], $17::text[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
+                 $22::int8[], $23::text[]) {upsert_tail}"
+            );
+            sqlx::query(&sql)
+                .bind(col!(|r| r.user_id.clone()))
+                .bind(col!(|r| r.customer_id.clone()))
+                .bind(col!(|r| r.address.clone()))
+                .bind(col!(|r| r.kind.clone()))
+                .bind(col!(|r| r.source.clone()))
+                .bind(col!(|r| r.status.clone()))
+                .bind(col!(|r| r.profile.first_name.clone()))
+                .bind(col!(|r| r.profile.last_name.clone()))
+                .bind(col!(|r| r.profile.home_phone.clone()))
+                .bind(col!(|r| r.profile.mobile.clone()))
+                .bind(col!(|r| r.profile.company.clone()))
+                .bind(col!(|r| r.profile.department.clone()))
+                .bind(col!(|r| r.profile.notes.clone()))
+                .bind(col!(|r| r.flag_reason.clone()))
+                .bind(col!(|r| r.flagged_at))
+                .bind(col!(|r| r.delete_at))
+                .bind(col!(|r| r.ignored_reason.clone()))
+                .bind(col!(|r| r.created_at))
+                .bind(col!(|r| r.updated_at))
+                .bind(col!(|r| r.deleted_at))
+                .bind(col!(|r| r.version))
+                .bind(col!(|r| r.last_position))
+                .bind(col!(|r| r.search_text()))
+                .execute(&mut **t)
+                .await?;
+            sqlx::query(&format!(
+                "DELETE FROM {prefix}{ALIASES} WHERE user_id = ANY($1::text[])"
+            ))
+            .bind(&ids)
+            .execute(&mut **t)
+            .await?;
+            let (mut au, mut aa, mut ac) = (vec![], vec![], vec![]);
+            for r in rows {
+                for a in &r.aliases {
+                    au.push(r.user_id.as_str());
+                    aa.push(a.as_str());
+                    ac.push(r.customer_id.as_str());
+                }
+            }
+            if !au.is_empty() {
+                sqlx::query(&format!(
+                    "INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id) \
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])"
+                ))
+                .bind(&au)
+                .bind(&aa)
+                .bind(&ac)
+                .execute(&mut **t)
+                .await?;
+            }
+            sqlx::query(&format!(
+                "DELETE FROM {prefix}{RULES} WHERE user_id = ANY($1::text[])"
+            ))
+            .bind(&ids)
+            .execute(&mut **t)
+            .await?;
+            let (mut ri, mut ru, mut rc, mut rk, mut rv, mut rt) =
+                (vec![], vec![], vec![], vec![], vec![], vec![]);
+            for r in rows {
+                for rule in &r.rules {
+                    ri.push(rule.rule_id.as_str());
+                    ru.push(r.user_id.as_str());
+                    rc.push(r.customer_id.as_str());
+                    rk.push(rule.kind.as_str());
+                    rv.push(rule.value.as_str());
+                    rt.push(rule.created_at);
+                }
+            }
+            if !ri.is_empty() {
+                sqlx::query(&format!(
+                    "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at) \
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])"
+                ))
+                .bind(&ri)
+                .bind(&ru)
+                .bind(&rc)
+                .bind(&rk)
+                .bind(&rv)
+                .bind(&rt)
+                .execute(&mut **t)
+                .await?;
+            }
+        }
+        Tx::Sqlite(t) => {
+            let marks: Vec<String> = (1..=23).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "INSERT INTO {prefix}{USERS} ({COLUMNS}) VALUES ({}) {upsert_tail}",
+                marks.join(",")
+            );
+            for r in rows {
+                sqlx::query(&sql)
+                    .bind(&r.user_id)
+                    .bind(&r.customer_id)
+                    .bind(&r.address)
+                    .bind(&r.kind)
+                    .bind(&r.source)
+                    .bind(&r.status)
+                    .bind(&r.profile.first_name)
+                    .bind(&r.profile.last_name)
+                    .bind(&r.profile.home_phone)
+                    .bind(&r.profile.mobile)
+                    .bind(&r.profile.company)
+                    .bind(&r.profile.department)
+                    .bind(&r.profile.notes)
+                    .bind(&r.flag_reason)
+                    .bind(r.flagged_at)
+                    .bind(r.delete_at)
+                    .bind(&r.ignored_reason)
+                    .bind(r.created_at)
+                    .bind(r.updated_at)
+                    .bind(r.deleted_at)
+                    .bind(r.version)
+                    .bind(r.last_position)
+                    .bind(r.search_text())
+                    .execute(&mut **t)
+                    .await?;
+                sqlx::query(&format!("DELETE FROM {prefix}{ALIASES} WHERE user_id = $1"))
+                    .bind(&r.user_id)
+                    .execute(&mut **t)
+                    .await?;
+                for a in &r.aliases {
+                    sqlx::query(&format!(
+                        "INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id) VALUES ($1, $2, $3)"
+                    ))
+                    .bind(&r.user_id)
+                    .bind(a)
+                    .bind(&r.customer_id)
+                    .execute(&mut **t)
+                    .await?;
+                }
+                sqlx::query(&format!("DELETE FROM {prefix}{RULES} WHERE user_id = $1"))
+                    .bind(&r.user_id)
+                    .execute(&mut **t)
+                    .await?;
+                for rule in &r.rules {
+                    sqlx::query(&format!(
+                        "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)"
+                    ))
+                    .bind(&rule.rule_id)
+                    .bind(&r.user_id)
+                    .bind(&r.customer_id)
+                    .bind(&rule.kind)
+                    .bind(&rule.value)
+                    .bind(rule.created_at)
+                    .execute(&mut **t)
+                    .await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Projection for UsersProjection {
+    fn name(&self) -> &'static str {
+        USERS
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[USERS, ALIASES, RULES]
+    }
+
+    fn ddl(&self, p: &str) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}{USERS} (
+                    user_id TEXT PRIMARY KEY,
+                    customer_id TEXT NOT NULL,
+                    address TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    first_name TEXT, last_name TEXT, home_phone TEXT, mobile TEXT,
+                    company TEXT, department TEXT, notes TEXT,
+                    flag_reason TEXT, flagged_at BIGINT, delete_at BIGINT, ignored_reason TEXT,
+                    created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, deleted_at BIGINT,
+                    version BIGINT NOT NULL, last_position BIGINT NOT NULL,
+                    search TEXT NOT NULL)"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {p}{USERS}_customer_address ON {p}{USERS} (customer_id, address, user_id)"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {p}{USERS}_customer_status ON {p}{USERS} (customer_id, status)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}{ALIASES} (
+                    user_id TEXT NOT NULL, address TEXT NOT NULL, customer_id TEXT NOT NULL,
+                    PRIMARY KEY (user_id, address))"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {p}{ALIASES}_customer_address ON {p}{ALIASES} (customer_id, address)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}{RULES} (
+                    rule_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, customer_id TEXT NOT NULL,
+                    kind TEXT NOT NULL, value TEXT NOT NULL, created_at BIGINT NOT NULL)"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {p}{RULES}_user ON {p}{RULES} (user_id)"),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        prefix: &str,
+        events: &[&Decoded],
+    ) -> Result<(), ProjectionError> {
+        let mut ids: Vec<String> = events
+            .iter()
+            .filter(|d| matches!(d.event, AnyEvent::User(_)))
+            .map(|d| d.aggregate_id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        ids.sort();
+        ids.dedup();
+        // New users (first event is sequence 1) need no lookup.
+        let existing: Vec<String> = {
+            let mut first_seq: BTreeMap<&str, i64> = BTreeMap::new();
+            for d in events {
+                if matches!(d.event, AnyEvent::User(_)) {
+                    first_seq
+                        .entry(d.aggregate_id.as_str())
+                        .or_insert(d.sequence);
+                }
+            }
+            first_seq
+                .into_iter()
+                .filter(|(_, s)| *s > 1)
+                .map(|(id, _)| id.to_string())
+                .collect()
+        };
+        let mut rows = if existing.is_empty() {
+            HashMap::new()
+        } else {
+            load_rows(tx, prefix, &existing).await?
+        };
+        for d in events {
+            if let AnyEvent::User(e) = &d.event {
+                let row = rows.remove(&d.aggregate_id);
+                rows.insert(d.aggregate_id.clone(), UserRow::fold(row, d, e));
+            }
+        }
+        let mut out: Vec<&UserRow> = rows.values().collect();
+        out.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        store_rows(tx, prefix, &out).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! Extractors whose rejections are the API's JSON errors, and the caller.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::request::Parts;
+use roster_events::{Actor, CorrelationId, CustomerId, EventMeta};
+use roster_store::auth::{Principal, Scope};
+
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::invalid(format!("the request body is not valid: {}", r.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::invalid(format!("the path is not valid: {}", r.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::invalid(format!("the query string is not valid: {}", r.body_text()))
+    }
+}
+
+/// The authenticated caller of a request, and its correlation id (E2).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub correlation_id: CorrelationId,
+}
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::bad_token("send an API token as `Authorization: Bearer <token>`")
+            })?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::bad_token("the Authorization header is not readable text"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_token("the Authorization header must be `Bearer <token>`")
+            })?;
+        let principal = state
+            .store
+            .db()
+            .authenticate(token)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::bad_token("the token is unknown or has been revoked"))?;
+        let correlation_id = parts
+            .headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| CorrelationId::parse(v).ok())
+            .unwrap_or_default();
+        Ok(Caller {
+            principal,
+            correlation_id,
+        })
+    }
+}
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        Actor::Token(self.principal.token_id)
+    }
+
+    pub fn meta(&self, customer: CustomerId, state: &AppState) -> EventMeta {
+        EventMeta {
+            customer_id: customer,
+            actor: self.actor(),
+            correlation_id: self.correlation_id,
+            time: state.clock.now(),
+        }
+    }
+
+    pub fn is_partner(&self) -> bool {
+        matches!(self.principal.scope, Scope::Partner(_))
+    }
+
+    /// The customer of a path, if the caller may reach it; otherwise 404 (T1).
+    pub async fn customer(&self, state: &AppState, raw: &str) -> ApiResult<CustomerId> {
+        let id = CustomerId::parse(raw).map_err(|_| ApiError::unknown_customer())?;
+        let allowed = match self.principal.scope {
+            Scope::Customer(c) => c == id,
+            Scope::Partner(p) => {
+                state
+                    .store
+                    .db()
+                    .customer_partner(id)
+                    .await
+                    .map_err(ApiError::internal)?
+                    == Some(p)
+            }
+        };
+        if allowed {
+            Ok(id)
+        } else {
+            Err(ApiError::unknown_customer())
+        }
+    }
+}

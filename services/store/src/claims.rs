@@ -1,0 +1,620 @@
+//! Applying claim changes inside the append transaction, and reading claims.
+//!
+//! Address and release runs are applied set-wise on PostgreSQL (one
+//! statement per run of the same kind), so a 100k-user sync does not pay a
+//! round trip per address; SQLite, in-process, takes them one by one.
+
+use roster_events::{Address, ClaimChange, CustomerId, Domain, Guard, PartnerId, UserId};
+use sqlx::Row;
+
+use crate::{with_db, with_tx, Db, StoreError, Tx};
+
+/// One claim change with the customer it belongs to and the time of its event.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimItem {
+    pub customer: CustomerId,
+    pub change: ClaimChange,
+    pub at: i64,
+}
+
+fn kind_of(c: &ClaimChange) -> u8 {
+    match c {
+        ClaimChange::ClaimAddress { .. } => 1,
+        ClaimChange::ReleaseAddress { .. } => 2,
+        _ => 0,
+    }
+}
+
+/// Applies the claims in order and then checks the deferred conditions
+/// (released domains are empty) and the guards.
+pub(crate) async fn apply(
+    tx: &mut Tx,
+    items: &[ClaimItem],
+    guards: &[(CustomerId, Guard)],
+) -> Result<(), StoreError> {
+    let mut released_domains: Vec<(CustomerId, Domain)> = Vec::new();
+    let mut i = 0;
+    while i < items.len() {
+        let kind = kind_of(&items[i].change);
+        let mut j = i + 1;
+        while j < items.len() && kind != 0 && kind_of(&items[j].change) == kind {
+            j += 1;
+        }
+        let run = &items[i..j];
+        match tx {
+            Tx::Pg(t) if kind == 1 && run.len() > 1 => pg_claim_addresses(t, run).await?,
+            Tx::Pg(t) if kind == 2 && run.len() > 1 => pg_release_addresses(t, run).await?,
+            _ => {
+                for item in run {
+                    apply_one(tx, item, &mut released_domains).await?;
+                }
+            }
+        }
+        i = j;
+    }
+    for (customer, domain) in released_domains {
+        let left: Option<String> = with_tx!(tx, |c| sqlx::query_scalar(
+            "SELECT address FROM address_claims WHERE customer_id = $1 AND domain = $2 LIMIT 1"
+        )
+        .bind(customer.to_string())
+        .bind(domain.as_str())
+        .fetch_optional(c)
+        .await?);
+        if let Some(address) = left {
+            return Err(StoreError::DomainInUse {
+                domain,
+                address: Address::parse(&address)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            });
+        }
+    }
+    for (customer, guard) in guards {
+        match guard {
+            Guard::SeatLimit => {
+                let usage = seat_usage_tx(tx, *customer).await?;
+                if usage.0 > usage.1 {
+                    return Err(StoreError::OverSeatLimit {
+                        used: usage.0,
+                        limit: usage.1,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn seat_usage_tx(tx: &mut Tx, customer: CustomerId) -> Result<(u64, u64), StoreError> {
+    let limit: Option<i64> = with_tx!(tx, |c| sqlx::query_scalar(
+        "SELECT seat_limit FROM customer_claims WHERE customer_id = $1"
+    )
+    .bind(customer.to_string())
+    .fetch_optional(&mut *c)
+    .await?);
+    let limit = limit.ok_or(StoreError::UnknownCustomer)?;
+    let used: i64 = with_tx!(tx, |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM address_claims WHERE customer_id = $1 AND seat"
+    )
+    .bind(customer.to_string())
+    .fetch_one(&mut *c)
+    .await?);
+    Ok((used as u64, limit as u64))
+}
+
+async fn apply_one(
+    tx: &mut Tx,
+    item: &ClaimItem,
+    released_domains: &mut Vec<(CustomerId, Domain)>,
+) -> Result<(), StoreError> {
+    let customer = item.customer.to_string();
+    match &item.change {
+        ClaimChange::RegisterCustomer {
+            partner_id,
+            seat_limit,
+        } => {
+            let n = with_tx!(tx, |c| {
+                sqlx::query(
+                "INSERT INTO customer_claims (customer_id, partner_id, seat_limit) VALUES ($1, $2, $3)
+                 ON CONFLICT (customer_id) DO NOTHING"
+            )
+            .bind(&customer)
+            .bind(partner_id.to_string())
+            .bind(*seat_limit as i64)
+            .execute(c)
+            .await?
+            .rows_affected()
+            });
+            if n == 0 {
+                return Err(StoreError::Inconsistent(format!(
+                    "customer {customer} registered twice"
+                )));
+            }
+        }
+        ClaimChange::SetSeatLimit { seat_limit } => {
+            let n = with_tx!(tx, |c| sqlx::query(
+                "UPDATE customer_claims SET seat_limit = $2 WHERE customer_id = $1"
+            )
+            .bind(&customer)
+            .bind(*seat_limit as i64)
+            .execute(c)
+            .await?
+            .rows_affected());
+            if n == 0 {
+                return Err(StoreError::UnknownCustomer);
+            }
+        }
+        ClaimChange::ClaimDomain { domain } => {
+            let n = with_tx!(tx, |c| sqlx::query(
+                "INSERT INTO domain_claims (domain, customer_id) VALUES ($1, $2)
+                 ON CONFLICT (domain) DO NOTHING"
+            )
+            .bind(domain.as_str())
+            .bind(&customer)
+            .execute(c)
+            .await?
+            .rows_affected());
+            if n == 0 {
+                return Err(StoreError::DomainTaken {
+                    domain: domain.clone(),
+                });
+            }
+        }
+        ClaimChange::ReleaseDomain { domain } => {
+            let n = with_tx!(tx, |c| sqlx::query(
+                "DELETE FROM domain_claims WHERE domain = $1 AND customer_id = $2"
+            )
+            .bind(domain.as_str())
+            .bind(&customer)
+            .execute(c)
+            .await?
+            .rows_affected());
+            if n == 0 {
+                return Err(StoreError::Inconsistent(format!(
+                    "{domain} released but not claimed by {customer}"
+                )));
+            }
+            released_domains.push((item.customer, domain.clone()));
+        }
+        ClaimChange::ClaimAddress {
+            address,
+            owner,
+            primary,
+            seat,
+        } => {
+            let managed_by: Option<String> = with_tx!(tx, |c| sqlx::query_scalar(
+                "SELECT customer_id FROM domain_claims WHERE domain = $1"
+            )
+            .bind(address.domain_str())
+            .fetch_optional(c)
+            .await?);
+            if managed_by.as_deref() != Some(customer.as_str()) {
+                return Err(StoreError::UnmanagedDomain {
+                    domain: address.domain(),
+                });
+            }
+            let n = with_tx!(tx, |c| {
+                sqlx::query(
+                "INSERT INTO address_claims (address, domain, customer_id, owner_id, is_primary, seat)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (address) DO NOTHING"
+            )
+            .bind(address.as_str())
+            .bind(address.domain_str())
+            .bind(&customer)
+            .bind(owner.to_string())
+            .bind(*primary)
+            .bind(*seat)
+            .execute(c)
+            .await?
+            .rows_affected()
+            });
+            if n == 0 {
+                return Err(StoreError::AddressTaken {
+                    address: address.clone(),
+                });
+            }
+        }
+        ClaimChange::ReleaseAddress {
+            address,
+            owner,
+            tombstone,
+        } => {
+            let n = with_tx!(tx, |c| sqlx::query(
+                "DELETE FROM address_claims WHERE address = $1 AND owner_id = $2"
+            )
+            .bind(address.as_str())
+            .bind(owner.to_string())
+            .execute(c)
+            .await?
+            .rows_affected());
+            if n == 0 {
+                return Err(StoreError::Inconsistent(format!(
+                    "{address} released but not claimed by {owner}"
+                )));
+            }
+            if *tombstone {
+                with_tx!(tx, |c| {
+                    sqlx::query(
+                    "INSERT INTO address_tombstones (customer_id, address, owner_id, released_at)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (customer_id, address)
+                     DO UPDATE SET owner_id = excluded.owner_id, released_at = excluded.released_at"
+                )
+                .bind(&customer)
+                .bind(address.as_str())
+                .bind(owner.to_string())
+                .bind(item.at)
+                .execute(c)
+                .await
+                .map(|_| ())?
+                });
+            }
+        }
+        ClaimChange::SetSeat {
+            address,
+            owner,
+            seat,
+        } => {
+            let n = with_tx!(tx, |c| sqlx::query(
+                "UPDATE address_claims SET seat = $3 WHERE address = $1 AND owner_id = $2"
+            )
+            .bind(address.as_str())
+            .bind(owner.to_string())
+            .bind(*seat)
+            .execute(c)
+            .await?
+            .rows_affected());
+            if n == 0 {
+                return Err(StoreError::Inconsistent(format!(
+                    "seat of {address} changed but it is not claimed by {owner}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn pg_claim_addresses(
+    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    run: &[ClaimItem],
+) -> Result<(), StoreError> {
+    let n = run.len();
+    let (mut addresses, mut domains, mut customers, mut owners, mut primaries, mut seats) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for item in run {
+        if let ClaimChange::ClaimAddress {
+            address,
+            owner,
+            primary,
+            seat,
+        } = &item.change
+        {
+            addresses.push(address.as_str().to_string());
+            domains.push(address.domain_str().to_string());
+            customers.push(item.customer.to_string());
+            owners.push(owner.to_string());
+            primaries.push(*primary);
+            seats.push(*seat);
+            pairs.push((address.domain_str().to_string(), item.customer.to_string()));
+        }
+    }
+    pairs.sort();
+    pairs.dedup();
+    let (pd, pc): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+    let unmanaged: Option<String> = sqlx::query_scalar(
+        "SELECT t.domain FROM UNNEST($1::text[], $2::text[]) AS t(domain, customer_id)
+         WHERE NOT EXISTS (SELECT 1 FROM domain_claims d
+                           WHERE d.domain = t.domain AND d.customer_id = t.customer_id)
+         LIMIT 1",
+    )
+    .bind(&pd)
+    .bind(&pc)
+    .fetch_optional(&mut **t)
+    .await?;
+    if let Some(domain) = unmanaged {
+        return Err(StoreError::UnmanagedDomain {
+            domain: Domain::parse(&domain).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        });
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO address_claims (address, domain, customer_id, owner_id, is_primary, seat)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[])
+         ON CONFLICT (address) DO NOTHING",
+    )
+    .bind(&addresses)
+    .bind(&domains)
+    .bind(&customers)
+    .bind(&owners)
+    .bind(&primaries)
+    .bind(&seats)
+    .execute(&mut **t)
+    .await?
+    .rows_affected();
+    if inserted as usize != n {
+        // Find the first address that is not held by the owner that claimed it.
+        let held: Vec<(String, String)> = sqlx::query(
+            "SELECT address, owner_id FROM address_claims WHERE address = ANY($1::text[])",
+        )
+        .bind(&addresses)
+        .fetch_all(&mut **t)
+        .await?
+        .into_iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+        .collect();
+        let held: std::collections::HashMap<String, String> = held.into_iter().collect();
+        let mut seen = std::collections::HashSet::new();
+        for (address, owner) in addresses.iter().zip(&owners) {
+            if !seen.insert(address) || held.get(address) != Some(owner) {
+                return Err(StoreError::AddressTaken {
+                    address: Address::parse(address)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                });
+            }
+        }
+        return Err(StoreError::Inconsistent(
+            "an address claim was refused but every address is held by its claimant".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn pg_release_addresses(
+    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    run: &[ClaimItem],
+) -> Result<(), StoreError> {
+    let mut addresses = Vec::with_capacity(run.len());
+    let mut owners = Vec::with_capacity(run.len());
+    let mut tombstones: std::collections::BTreeMap<(String, String), (String, i64)> =
+        Default::default();
+    for item in run {
+        if let ClaimChange::ReleaseAddress {
+            address,
+            owner,
+            tombstone,
+        } = &item.change
+        {
+            addresses.push(address.as_str().to_string());
+            owners.push(owner.to_string());
+            if *tombstone {
+                tombstones.insert(
+                    (item.customer.to_string(), address.as_str().to_string()),
+                    (owner.to_string(), item.at),
+                );
+            }
+        }
+    }
+    let deleted = sqlx::query(
+        "DELETE FROM address_claims c USING UNNEST($1::text[], $2::text[]) AS t(address, owner_id)
+         WHERE c.address = t.address AND c.owner_id = t.owner_id",
+    )
+    .bind(&addresses)
+    .bind(&owners)
+    .execute(&mut **t)
+    .await?
+    .rows_affected();
+    if deleted as usize != addresses.len() {
+        return Err(StoreError::Inconsistent(format!(
+            "{} addresses released but only {deleted} were claimed by their owners",
+            addresses.len()
+        )));
+    }
+    if !tombstones.is_empty() {
+        let mut cs = Vec::new();
+        let mut ads = Vec::new();
+        let mut os = Vec::new();
+        let mut ats = Vec::new();
+        for ((c, a), (o, at)) in tombstones {
+            cs.push(c);
+            ads.push(a);
+            os.push(o);
+            ats.push(at);
+        }
+        sqlx::query(
+            "INSERT INTO address_tombstones (customer_id, address, owner_id, released_at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[])
+             ON CONFLICT (customer_id, address)
+             DO UPDATE SET owner_id = excluded.owner_id, released_at = excluded.released_at",
+        )
+        .bind(&cs)
+        .bind(&ads)
+        .bind(&os)
+        .bind(&ats)
+        .execute(&mut **t)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Who holds an address now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressOwner {
+    pub customer_id: CustomerId,
+    pub owner: UserId,
+    pub primary: bool,
+}
+
+/// Seats of a customer (T3): users that take a seat, and the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seats {
+    pub used: u64,
+    pub limit: u64,
+}
+
+fn parse_customer(s: &str) -> Result<CustomerId, StoreError> {
+    CustomerId::parse(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+fn parse_user(s: &str) -> Result<UserId, StoreError> {
+    UserId::parse(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Db {
+    pub async fn address_owner(
+        &self,
+        address: &Address,
+    ) -> Result<Option<AddressOwner>, StoreError> {
+        let row: Option<(String, String, bool)> = with_db!(self, |p| sqlx::query_as(
+            "SELECT customer_id, owner_id, is_primary FROM address_claims WHERE address = $1"
+        )
+        .bind(address.as_str())
+        .fetch_optional(p)
+        .await?);
+        row.map(|(c, o, primary)| {
+            Ok(AddressOwner {
+                customer_id: parse_customer(&c)?,
+                owner: parse_user(&o)?,
+                primary,
+            })
+        })
+        .transpose()
+    }
+
+    /// The owners of many addresses at once (bulk paths).
+    pub async fn address_owners(
+        &self,
+        addresses: &[Address],
+    ) -> Result<std::collections::HashMap<Address, AddressOwner>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in addresses.chunks(500) {
+            let rows: Vec<(String, String, String, bool)> = match self {
+                Db::Pg(p) => {
+                    let list: Vec<&str> = chunk.iter().map(|a| a.as_str()).collect();
+                    sqlx::query_as(
+                        "SELECT address, customer_id, owner_id, is_primary FROM address_claims
+                         WHERE address = ANY($1::text[])",
+                    )
+                    .bind(list)
+                    .fetch_all(p)
+                    .await?
+                }
+                Db::Sqlite(p) => {
+                    let marks = vec!["?"; chunk.len()].join(",");
+                    let sql = format!(
+                        "SELECT address, customer_id, owner_id, is_primary FROM address_claims
+                         WHERE address IN ({marks})"
+                    );
+                    let mut q = sqlx::query_as(&sql);
+                    for a in chunk {
+                        q = q.bind(a.as_str());
+                    }
+                    q.fetch_all(p).await?
+                }
+            };
+            for (a, c, o, primary) in rows {
+                out.insert(
+                    Address::parse(&a).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    AddressOwner {
+                        customer_id: parse_customer(&c)?,
+                        owner: parse_user(&o)?,
+                        primary,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The user that last held this primary address in this customer and
+    /// was deleted, if any (U6).
+    pub async fn tombstone(
+        &self,
+        customer: CustomerId,
+        address: &Address,
+    ) -> Result<Option<UserId>, StoreError> {
+        let owner: Option<String> = with_db!(self, |p| sqlx::query_scalar(
+            "SELECT owner_id FROM address_tombstones WHERE customer_id = $1 AND address = $2"
+        )
+        .bind(customer.to_string())
+        .bind(address.as_str())
+        .fetch_optional(p)
+        .await?);
+        owner.map(|o| parse_user(&o)).transpose()
+    }
+
+    pub async fn domain_owner(&self, domain: &Domain) -> Result<Option<CustomerId>, StoreError> {
+        let c: Option<String> = with_db!(self, |p| sqlx::query_scalar(
+            "SELECT customer_id FROM domain_claims WHERE domain = $1"
+        )
+        .bind(domain.as_str())
+        .fetch_optional(p)
+        .await?);
+        c.map(|c| parse_customer(&c)).transpose()
+    }
+
+    /// The partner a customer belongs to; `None` for an unknown customer.
+    pub async fn customer_partner(
+        &self,
+        customer: CustomerId,
+    ) -> Result<Option<PartnerId>, StoreError> {
+        let p: Option<String> = with_db!(self, |pool| sqlx::query_scalar(
+            "SELECT partner_id FROM customer_claims WHERE customer_id = $1"
+        )
+        .bind(customer.to_string())
+        .fetch_optional(pool)
+        .await?);
+        p.map(|p| PartnerId::parse(&p).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    pub async fn seats(&self, customer: CustomerId) -> Result<Seats, StoreError> {
+        let limit: Option<i64> = with_db!(self, |p| sqlx::query_scalar(
+            "SELECT seat_limit FROM customer_claims WHERE customer_id = $1"
+        )
+        .bind(customer.to_string())
+        .fetch_optional(p)
+        .await?);
+        let limit = limit.ok_or(StoreError::UnknownCustomer)?;
+        let used: i64 = with_db!(self, |p| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM address_claims WHERE customer_id = $1 AND seat"
+        )
+        .bind(customer.to_string())
+        .fetch_one(p)
+        .await?);
+        Ok(Seats {
+            used: used as u64,
+            limit: limit as u64,
+        })
+    }
+
+    /// Every address of a customer in a domain: (address, owner, primary).
+    pub async fn addresses_in_domain(
+        &self,
+        customer: CustomerId,
+        domain: &Domain,
+    ) -> Result<Vec<(Address, UserId, bool)>, StoreError> {
+        let rows: Vec<(String, String, bool)> = with_db!(self, |p| sqlx::query_as(
+            "SELECT address, owner_id, is_primary FROM address_claims
+             WHERE customer_id = $1 AND domain = $2 ORDER BY address"
+        )
+        .bind(customer.to_string())
+        .bind(domain.as_str())
+        .fetch_all(p)
+        .await?);
+        rows.into_iter()
+            .map(|(a, o, primary)| {
+                Ok((
+                    Address::parse(&a).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    parse_user(&o)?,
+                    primary,
+                ))
+            })
+            .collect()
+    }
+
+    /// The primary address a user holds now.
+    pub async fn primary_of(&self, owner: UserId) -> Result<Option<Address>, StoreError> {
+        let a: Option<String> = with_db!(self, |p| sqlx::query_scalar(
+            "SELECT address FROM address_claims WHERE owner_id = $1 AND is_primary"
+        )
+        .bind(owner.to_string())
+        .fetch_optional(p)
+        .await?);
+        a.map(|a| Address::parse(&a).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+}

@@ -1,0 +1,388 @@
+//! The append-only log (E1): appends with claims in one transaction, and
+//! reads in the global order.
+//!
+//! Global order: every append takes a database-wide lock (PostgreSQL
+//! `pg_advisory_xact_lock`, SQLite's single writer) and numbers its events
+//! from the current maximum position. Appends therefore commit in position
+//! order, and a reader that has seen position N has seen every position
+//! below N: a tailing projector or relay can never skip an event committed
+//! late by a concurrent writer. The price is that appends are serialised;
+//! bulk work appends many events per transaction to stay fast.
+
+use std::sync::Arc;
+
+use roster_events::{ClaimChange, CustomerId, Guard};
+use serde_json::Value;
+use sqlx::Row;
+use tokio::sync::{watch, Mutex};
+
+use crate::claims::{self, ClaimItem};
+use crate::{with_db, Db, StoreError, Tx};
+
+/// The advisory lock key that serialises appends on PostgreSQL.
+const APPEND_LOCK: i64 = 0x526f_7374_6572_4c67; // "RosterLg"
+
+/// Rows per INSERT statement on PostgreSQL.
+const PG_CHUNK: usize = 5_000;
+
+/// An event ready to be appended.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    /// JSON text of the payload.
+    pub payload: String,
+    /// JSON text of the metadata map.
+    pub metadata: String,
+    pub customer_id: CustomerId,
+    /// Microseconds since the Unix epoch.
+    pub recorded_at: i64,
+    pub claims: Vec<ClaimChange>,
+}
+
+/// An event as stored in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub customer_id: Option<String>,
+    pub recorded_at: i64,
+}
+
+/// What an append wrote: positions `first..=last` (empty when nothing was appended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Appended {
+    pub first: i64,
+    pub last: i64,
+    pub count: usize,
+}
+
+/// The store: the database plus the in-process signal of the log's head.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    head: Arc<watch::Sender<i64>>,
+    writer: Arc<Mutex<()>>,
+}
+
+const SELECT_EVENT: &str = "SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
+     event_version, payload, metadata, customer_id, recorded_at FROM events";
+
+fn row_to_event<R: Row>(row: &R) -> Result<StoredEvent, sqlx::Error>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> sqlx::types::Json<Value>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+{
+    Ok(StoredEvent {
+        position: row.try_get("position")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get::<sqlx::types::Json<Value>, _>("payload")?.0,
+        metadata: row.try_get::<sqlx::types::Json<Value>, _>("metadata")?.0,
+        customer_id: row.try_get("customer_id")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+impl Store {
+    pub async fn open(db: Db) -> Result<Store, StoreError> {
+        db.migrate().await?;
+        let store = Store {
+            db,
+            head: Arc::new(watch::channel(0).0),
+            writer: Arc::new(Mutex::new(())),
+        };
+        let head = store.head_position().await?;
+        store.head.send_replace(head);
+        Ok(store)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Follows the head position of the log as appended by this process.
+    pub fn watch_head(&self) -> watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+
+    /// The highest position in the log (0 when empty), as committed by any process.
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        let head: Option<i64> = with_db!(&self.db, |p| sqlx::query_scalar(
+            "SELECT MAX(position) FROM events"
+        )
+        .fetch_one(p)
+        .await?);
+        Ok(head.unwrap_or(0))
+    }
+
+    /// Appends events atomically: all of them with their claims and guards,
+    /// or none. A stale aggregate version gives [`StoreError::Conflict`].
+    pub async fn append(
+        &self,
+        events: Vec<PendingEvent>,
+        guards: Vec<(CustomerId, Guard)>,
+    ) -> Result<Appended, StoreError> {
+        if events.is_empty() {
+            return Ok(Appended::default());
+        }
+        let started = std::time::Instant::now();
+        let _writer = self.writer.lock().await;
+        let mut tx = self.db.begin_write().await?;
+        if let Tx::Pg(t) = &mut tx {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(APPEND_LOCK)
+                .execute(&mut **t)
+                .await?;
+        }
+        let head: Option<i64> = crate::with_tx!(&mut tx, |c| sqlx::query_scalar(
+            "SELECT MAX(position) FROM events"
+        )
+        .fetch_one(c)
+        .await?);
+        let first = head.unwrap_or(0) + 1;
+        let count = events.len();
+        let last = first + count as i64 - 1;
+        let claim_items: Vec<ClaimItem> = events
+            .iter()
+            .flat_map(|e| {
+                e.claims.iter().map(move |c| ClaimItem {
+                    customer: e.customer_id,
+                    change: c.clone(),
+                    at: e.recorded_at,
+                })
+            })
+            .collect();
+        match &mut tx {
+            Tx::Pg(t) => {
+                for (i, chunk) in events.chunks(PG_CHUNK).enumerate() {
+                    insert_pg(t, chunk, first + (i * PG_CHUNK) as i64).await?;
+                }
+                sqlx::query("SELECT pg_notify('roster_log', $1)")
+                    .bind(last.to_string())
+                    .execute(&mut **t)
+                    .await?;
+            }
+            Tx::Sqlite(t) => {
+                for (i, e) in events.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                         event_version, payload, metadata, position, customer_id, recorded_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(e.aggregate_type)
+                    .bind(&e.aggregate_id)
+                    .bind(e.sequence)
+                    .bind(&e.event_type)
+                    .bind(&e.event_version)
+                    .bind(&e.payload)
+                    .bind(&e.metadata)
+                    .bind(first + i as i64)
+                    .bind(e.customer_id.to_string())
+                    .bind(e.recorded_at)
+                    .execute(&mut **t)
+                    .await
+                    .map_err(StoreError::from_insert)?;
+                }
+            }
+        }
+        claims::apply(&mut tx, &claim_items, &guards).await?;
+        tx.commit().await?;
+        drop(_writer);
+        self.head.send_if_modified(|h| {
+            if last > *h {
+                *h = last;
+                true
+            } else {
+                false
+            }
+        });
+        metrics::counter!("roster_events_appended_total").increment(count as u64);
+        metrics::histogram!("roster_append_seconds").record(started.elapsed().as_secs_f64());
+        Ok(Appended { first, last, count })
+    }
+
+    /// Events after `after`, in the global order, at most `limit`.
+    pub async fn read_from(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!("{SELECT_EVENT} WHERE position > $1 ORDER BY position LIMIT $2");
+        let events = with_db!(&self.db, |p| {
+            let rows = sqlx::query(&sql)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(row_to_event)
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(events)
+    }
+
+    /// Events of one customer after `after` and up to `until` (inclusive,
+    /// microseconds), in the global order.
+    pub async fn read_customer(
+        &self,
+        customer: CustomerId,
+        after: i64,
+        until_micros: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!(
+            "{SELECT_EVENT} WHERE customer_id = $1 AND position > $2 AND recorded_at <= $3 \
+             ORDER BY position LIMIT $4"
+        );
+        let events = with_db!(&self.db, |p| {
+            let rows = sqlx::query(&sql)
+                .bind(customer.to_string())
+                .bind(after)
+                .bind(until_micros.unwrap_or(i64::MAX))
+                .bind(limit)
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(row_to_event)
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(events)
+    }
+
+    /// Every event of the given aggregates, ordered by aggregate and sequence.
+    pub async fn read_aggregates(
+        &self,
+        aggregate_type: &str,
+        ids: &[String],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::new();
+        match &self.db {
+            Db::Pg(p) => {
+                for chunk in ids.chunks(10_000) {
+                    let sql = format!(
+                        "{SELECT_EVENT} WHERE aggregate_type = $1 AND aggregate_id = ANY($2::text[]) \
+                         ORDER BY aggregate_id, sequence"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(aggregate_type)
+                        .bind(chunk)
+                        .fetch_all(p)
+                        .await?;
+                    for row in &rows {
+                        out.push(row_to_event(row)?);
+                    }
+                }
+            }
+            Db::Sqlite(p) => {
+                for chunk in ids.chunks(500) {
+                    let marks = vec!["?"; chunk.len()].join(",");
+                    let sql = format!(
+                        "{SELECT_EVENT} WHERE aggregate_type = ? AND aggregate_id IN ({marks}) \
+                         ORDER BY aggregate_id, sequence"
+                    );
+                    let mut q = sqlx::query(&sql).bind(aggregate_type);
+                    for id in chunk {
+                        q = q.bind(id);
+                    }
+                    for row in &q.fetch_all(p).await? {
+                        out.push(row_to_event(row)?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stored events at the given positions.
+    pub async fn read_positions(&self, positions: &[i64]) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in positions.chunks(500) {
+            match &self.db {
+                Db::Pg(p) => {
+                    let sql = format!(
+                        "{SELECT_EVENT} WHERE position = ANY($1::int8[]) ORDER BY position"
+                    );
+                    for row in &sqlx::query(&sql).bind(chunk).fetch_all(p).await? {
+                        out.push(row_to_event(row)?);
+                    }
+                }
+                Db::Sqlite(p) => {
+                    let marks = vec!["?"; chunk.len()].join(",");
+                    let sql =
+                        format!("{SELECT_EVENT} WHERE position IN ({marks}) ORDER BY position");
+                    let mut q = sqlx::query(&sql);
+                    for pos in chunk {
+                        q = q.bind(pos);
+                    }
+                    for row in &q.fetch_all(p).await? {
+                        out.push(row_to_event(row)?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+async fn insert_pg(
+    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    events: &[PendingEvent],
+    first: i64,
+) -> Result<(), StoreError> {
+    let n = events.len();
+    let mut types = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    let mut seqs = Vec::with_capacity(n);
+    let mut etypes = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut metas = Vec::with_capacity(n);
+    let mut positions = Vec::with_capacity(n);
+    let mut customers = Vec::with_capacity(n);
+    let mut times = Vec::with_capacity(n);
+    for (i, e) in events.iter().enumerate() {
+        types.push(e.aggregate_type);
+        ids.push(e.aggregate_id.as_str());
+        seqs.push(e.sequence);
+        etypes.push(e.event_type.as_str());
+        versions.push(e.event_version.as_str());
+        payloads.push(e.payload.as_str());
+        metas.push(e.metadata.as_str());
+        positions.push(first + i as i64);
+        customers.push(e.customer_id.to_string());
+        times.push(e.recorded_at);
+    }
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata, position, customer_id, recorded_at) \
+         SELECT a, b, c, d, e, f::json, g::json, h, i, j FROM UNNEST($1::text[], $2::text[], \
+         $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::text[], \
+         $10::int8[]) AS t(a, b, c, d, e, f, g, h, i, j)",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .bind(&seqs)
+    .bind(&etypes)
+    .bind(&versions)
+    .bind(&payloads)
+    .bind(&metas)
+    .bind(&positions)
+    .bind(&customers)
+    .bind(&times)
+    .execute(&mut **t)
+    .await
+    .map_err(StoreError::from_insert)?;
+    Ok(())
+}
