@@ -1,0 +1,587 @@
+//! The store suite, on PostgreSQL and on SQLite: the log's order and
+//! concurrency, and the claims that keep cross-aggregate rules (U1, T2, T3).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use roster_api::app::{self, Edit, NewUser};
+use roster_domain::{Customer, CustomerCommand, User, UserCommand, UserServices};
+use roster_events::*;
+use roster_store::{Batch, Clock, Loaded, StoreError};
+use roster_tests::backend::addr;
+use roster_tests::{both_backends, TestStore};
+
+fn new_user(address: &str, aliases: &[&str]) -> NewUser {
+    NewUser {
+        address: addr(address),
+        kind: Kind::User,
+        profile: Profile::default(),
+        aliases: aliases.iter().map(|a| addr(a)).collect(),
+    }
+}
+
+async fn e1_appends_are_read_back_in_global_order(s: TestStore) {
+    let c = s.customer(100, &["order.example"]).await;
+    let app = s.app();
+    for i in 0..5 {
+        app::add_user(
+            &app,
+            s.meta(c),
+            new_user(&format!("u{i}@order.example"), &[]),
+            Source::Manual,
+        )
+        .await
+        .unwrap();
+    }
+    let events = s.store.read_from(0, 1000).await.unwrap();
+    let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+    assert_eq!(
+        positions,
+        (1..=events.len() as i64).collect::<Vec<_>>(),
+        "gapless, in order"
+    );
+    assert_eq!(events[0].event_type, "CustomerCreated");
+    assert!(events
+        .iter()
+        .all(|e| e.customer_id.as_deref() == Some(c.to_string().as_str())));
+    let meta = EventMeta::from_json(&events[1].metadata).expect("E2 metadata on every event");
+    assert_eq!(meta.customer_id, c);
+    assert_eq!(s.store.head_position().await.unwrap(), events.len() as i64);
+}
+
+async fn e1_a_stale_version_is_a_conflict(s: TestStore) {
+    let c = s.customer(100, &["stale.example"]).await;
+    let (id, _) = app::add_user(
+        &s.app(),
+        s.meta(c),
+        new_user("a@stale.example", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    let loaded: Loaded<User> = s.store.load(&id.to_string()).await.unwrap();
+    assert_eq!(loaded.version, 1);
+    let mut first = loaded.clone();
+    let mut second = loaded;
+    let mut b1 = Batch::new();
+    b1.execute(
+        &mut first,
+        UserCommand::Deactivate,
+        &UserServices::default(),
+        &s.meta(c),
+    )
+    .await
+    .unwrap();
+    let mut b2 = Batch::new();
+    b2.execute(
+        &mut second,
+        UserCommand::MapAlias {
+            alias: addr("b@stale.example"),
+        },
+        &UserServices::default(),
+        &s.meta(c),
+    )
+    .await
+    .unwrap();
+    s.store.commit(b1).await.unwrap();
+    let err = s.store.commit(b2).await.unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+    // Nothing of the refused batch is applied: its alias claim is not held.
+    assert!(s
+        .store
+        .db()
+        .address_owner(&addr("b@stale.example"))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// A tailing reader never skips an event committed late by a concurrent
+/// writer: it sees every position exactly once and never a position before
+/// all lower ones.
+async fn e1_a_tailing_reader_never_skips_a_late_commit(s: TestStore) {
+    let c = s.customer(10_000, &["tail.example"]).await;
+    let start = s.store.head_position().await.unwrap();
+    let writers = 8;
+    let per_writer = 40;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let store = s.store.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut after = start;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let batch = store.read_from(after, 7).await.unwrap();
+                for e in &batch {
+                    assert_eq!(
+                        e.position,
+                        after + 1,
+                        "the reader saw a gap at {}",
+                        after + 1
+                    );
+                    after = e.position;
+                    seen.push(e.position);
+                }
+                if batch.is_empty() && finished {
+                    return seen;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let app = s.app();
+        let meta = s.meta(c);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_writer {
+                app::add_user(
+                    &app,
+                    meta.clone(),
+                    new_user(&format!("w{w}-{i}@tail.example"), &[]),
+                    Source::Manual,
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+    let expected: Vec<i64> = (start + 1..=start + (writers * per_writer) as i64).collect();
+    assert_eq!(seen, expected);
+}
+
+/// U1: 50 concurrent requests claim one address, as a primary or as an
+/// alias of different users: exactly one owner remains.
+async fn u1_fifty_concurrent_claims_of_one_address_leave_one_owner(s: TestStore) {
+    let c = s.customer(1_000, &["race.example"]).await;
+    let app = s.app();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let app = app.clone();
+        let meta = s.meta(c);
+        tasks.push(tokio::spawn(async move {
+            let user = if i % 2 == 0 {
+                new_user("contested@race.example", &[])
+            } else {
+                new_user(&format!("u{i}@race.example"), &["contested@race.example"])
+            };
+            app::add_user(&app, meta, user, Source::Manual).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e.code, "address_taken", "{}", e.message),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one claim wins");
+    let owner = s
+        .store
+        .db()
+        .address_owner(&addr("contested@race.example"))
+        .await
+        .unwrap();
+    assert!(owner.is_some());
+    s.project().await;
+    let users =
+        roster_projections::queries::list_users(&s.store, c, &Default::default(), None, 1000)
+            .await
+            .unwrap()
+            .items;
+    let holders = users
+        .iter()
+        .filter(|u| {
+            u.address == "contested@race.example"
+                || u.aliases.iter().any(|a| a == "contested@race.example")
+        })
+        .count();
+    assert_eq!(holders, 1);
+    assert_eq!(users.len(), 1, "the losers were not half-applied");
+}
+
+/// T2: 50 customers claim one domain at once: exactly one manages it.
+async fn t2_fifty_concurrent_domain_claims_leave_one_customer(s: TestStore) {
+    let mut customers = Vec::new();
+    for _ in 0..50 {
+        customers.push(s.customer(10, &[]).await);
+    }
+    let mut tasks = Vec::new();
+    for c in &customers {
+        let app = s.app();
+        let meta = s.meta(*c);
+        tasks.push(tokio::spawn(async move {
+            app::customer_command(
+                &app,
+                meta,
+                CustomerCommand::AddDomain {
+                    domain: Domain::parse("Shared.Example").unwrap(),
+                },
+            )
+            .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e.code, "domain_taken", "{}", e.message),
+        }
+    }
+    assert_eq!(ok, 1);
+    let owner = s
+        .store
+        .db()
+        .domain_owner(&Domain::parse("shared.example").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(customers.contains(&owner));
+    // The losers' aggregates do not think they manage it.
+    let mut managing = 0;
+    for c in &customers {
+        let cust: Loaded<Customer> = s.store.load(&c.to_string()).await.unwrap();
+        managing += cust.state.domains.len();
+    }
+    assert_eq!(managing, 1);
+}
+
+/// T3: concurrent manual additions never take a customer beyond its seat limit.
+async fn t3_concurrent_manual_additions_never_exceed_the_seat_limit(s: TestStore) {
+    let c = s.customer(5, &["seats.example"]).await;
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let app = s.app();
+        let meta = s.meta(c);
+        tasks.push(tokio::spawn(async move {
+            app::add_user(
+                &app,
+                meta,
+                new_user(&format!("s{i}@seats.example"), &[]),
+                Source::Manual,
+            )
+            .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e.code, "over_seat_limit", "{}", e.message),
+        }
+    }
+    assert_eq!(ok, 5);
+    assert_eq!(s.store.db().seats(c).await.unwrap().used, 5);
+    // Aliases and lists never take a seat (T3, U4).
+    let list = NewUser {
+        kind: Kind::DistributionList,
+        ..new_user("team@seats.example", &[])
+    };
+    app::add_user(&s.app(), s.meta(c), list, Source::Manual)
+        .await
+        .unwrap();
+}
+
+/// U6: a deleted user that is added again is the same user, and the event says so.
+async fn u6_a_returning_user_keeps_its_identity(s: TestStore) {
+    let c = s.customer(10, &["return.example"]).await;
+    let app = s.app();
+    let (id, _) = app::add_user(
+        &app,
+        s.meta(c),
+        new_user("back@return.example", &["b@return.example"]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    let at = s.clock.now();
+    app::user_command(&app, s.meta(c), &addr("back@return.example"), || {
+        UserCommand::Delete {
+            reason: DeletionReason::Manual,
+            at,
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        s.store
+            .db()
+            .address_owner(&addr("b@return.example"))
+            .await
+            .unwrap()
+            .is_none(),
+        "aliases released"
+    );
+    let (again, _) = app::add_user(
+        &app,
+        s.meta(c),
+        new_user("back@return.example", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, id);
+    let history = roster_store::history::<User>(&s.store, &id.to_string())
+        .await
+        .unwrap();
+    let UserEvent::UserReturned(ret) = &history.last().unwrap().1 else {
+        panic!("expected UserReturned, got {:?}", history.last());
+    };
+    assert_eq!(ret.earlier.user_id, id);
+    assert_eq!(ret.earlier.address.as_str(), "back@return.example");
+    assert_eq!(ret.earlier.deletion_reason, DeletionReason::Manual);
+}
+
+/// D3.n: removing a domain deletes at once the users whose primary address
+/// is in it and strips its aliases from the others; the domain is then free.
+async fn d3n_removing_a_domain_deletes_its_users_and_strips_its_aliases(s: TestStore) {
+    let c = s.customer(10, &["keep.example", "drop.example"]).await;
+    let app = s.app();
+    app::add_user(
+        &app,
+        s.meta(c),
+        new_user("ann@keep.example", &["ann@drop.example", "a2@keep.example"]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    app::add_user(
+        &app,
+        s.meta(c),
+        new_user("bob@drop.example", &["bob@keep.example"]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    app::user_command(&app, s.meta(c), &addr("bob@drop.example"), || {
+        UserCommand::AddRule {
+            rule_id: RuleId::new(),
+            kind: RuleKind::Deny,
+            value: "spam.example".into(),
+        }
+    })
+    .await
+    .unwrap();
+    let removal = app::remove_domain(&app, s.meta(c), Domain::parse("drop.example").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(removal.users_deleted, vec![addr("bob@drop.example")]);
+    assert_eq!(removal.aliases_removed, vec![addr("ann@drop.example")]);
+    let db = s.store.db();
+    assert!(
+        db.address_owner(&addr("bob@keep.example"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the deleted user's other aliases go too"
+    );
+    assert!(db
+        .address_owner(&addr("a2@keep.example"))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(db
+        .domain_owner(&Domain::parse("drop.example").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    s.project().await;
+    let bob = roster_projections::queries::list_users(
+        &s.store,
+        c,
+        &roster_projections::queries::UserFilter {
+            status: Some(Status::Deleted),
+            ..Default::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(bob.len(), 1);
+    assert!(bob[0].rules.is_empty(), "U5: rules removed with the user");
+    assert!(
+        bob[0].flag_reason.is_none(),
+        "deleted at once, not a conflict"
+    );
+    let ann = roster_projections::queries::user_by_address(&s.store, c, "ann@keep.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ann.aliases, vec!["a2@keep.example".to_string()]);
+    // Another customer can now manage the domain.
+    let other = s.customer(10, &[]).await;
+    app::customer_command(
+        &app,
+        s.meta(other),
+        CustomerCommand::AddDomain {
+            domain: Domain::parse("drop.example").unwrap(),
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// Aliases in unmanaged domains, or owned by others, are refused whole.
+async fn m1_nothing_is_half_applied(s: TestStore) {
+    let c = s.customer(10, &["half.example"]).await;
+    let app = s.app();
+    app::add_user(
+        &app,
+        s.meta(c),
+        new_user("taken@half.example", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    let err = app::add_user(
+        &app,
+        s.meta(c),
+        new_user("new@half.example", &["taken@half.example"]),
+        Source::Manual,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code, "address_taken");
+    let err = app::add_user(
+        &app,
+        s.meta(c),
+        new_user("new@half.example", &["x@elsewhere.example"]),
+        Source::Manual,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code, "unmanaged_domain");
+    assert!(s
+        .store
+        .db()
+        .address_owner(&addr("new@half.example"))
+        .await
+        .unwrap()
+        .is_none());
+    // An edit whose alias is taken changes nothing, not even the profile.
+    let mut edit = Edit {
+        aliases: Some(vec![addr("taken@half.example")]),
+        ..Default::default()
+    };
+    edit.profile[0] = Some(Some("Changed".into()));
+    app::add_user(
+        &app,
+        s.meta(c),
+        new_user("edit@half.example", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    let err = app::edit_user(&app, s.meta(c), addr("edit@half.example"), edit)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "address_taken");
+    s.project().await;
+    let u = roster_projections::queries::user_by_address(&s.store, c, "edit@half.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(u.profile.first_name, None);
+    // A customer whose second domain is taken is not created at all.
+    let other = CustomerId::new();
+    let err = app::create_customer(
+        &app,
+        s.meta(other),
+        PartnerId::new(),
+        "Other".into(),
+        10,
+        vec![
+            Domain::parse("fresh.example").unwrap(),
+            Domain::parse("half.example").unwrap(),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code, "domain_taken");
+    assert!(s
+        .store
+        .db()
+        .customer_partner(other)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .store
+        .db()
+        .domain_owner(&Domain::parse("fresh.example").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// One aggregate loads the same through the cqrs-es repositories
+/// (postgres-es / sqlite-es) and through the bulk loader.
+async fn aggregates_load_the_same_one_by_one_and_in_bulk(s: TestStore) {
+    let c = s.customer(10, &["load.example"]).await;
+    let app = s.app();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (id, _) = app::add_user(
+            &app,
+            s.meta(c),
+            new_user(
+                &format!("l{i}@load.example"),
+                &[&format!("al{i}@load.example")],
+            ),
+            Source::Manual,
+        )
+        .await
+        .unwrap();
+        app::user_command(
+            &app,
+            s.meta(c),
+            &addr(&format!("l{i}@load.example")),
+            || UserCommand::Deactivate,
+        )
+        .await
+        .unwrap();
+        ids.push(id.to_string());
+    }
+    let bulk = s.store.load_many::<User>(&ids).await.unwrap();
+    for id in &ids {
+        let one: Loaded<User> = s.store.load(id).await.unwrap();
+        let many = &bulk[id];
+        assert_eq!(one.version, many.version);
+        assert_eq!(one.state, many.state);
+        assert_eq!(one.state.status, Status::Deactivated);
+    }
+    let customer: Loaded<Customer> = s.store.load(&c.to_string()).await.unwrap();
+    assert_eq!(
+        customer
+            .state
+            .domains
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["load.example".to_string()])
+    );
+    assert!(matches!(s.store.load::<User>("not-a-user").await, Ok(l) if l.version == 0));
+    let _ = StoreError::Conflict;
+}
+
+both_backends!(
+    e1_appends_are_read_back_in_global_order,
+    e1_a_stale_version_is_a_conflict,
+    e1_a_tailing_reader_never_skips_a_late_commit,
+    u1_fifty_concurrent_claims_of_one_address_leave_one_owner,
+    t2_fifty_concurrent_domain_claims_leave_one_customer,
+    t3_concurrent_manual_additions_never_exceed_the_seat_limit,
+    u6_a_returning_user_keeps_its_identity,
+    d3n_removing_a_domain_deletes_its_users_and_strips_its_aliases,
+    m1_nothing_is_half_applied,
+    aggregates_load_the_same_one_by_one_and_in_bulk,
+);
