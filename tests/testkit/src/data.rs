@@ -639,6 +639,14 @@ impl DirectoryData {
         format!("{}=Groups,{}", self.ou_attr(), self.base_dn)
     }
 
+    fn cn_attr(&self) -> &'static str {
+        if self.style == Style::Samba {
+            "CN"
+        } else {
+            "cn"
+        }
+    }
+
     fn ou_attr(&self) -> &'static str {
         if self.style == Style::Samba {
             "OU"
@@ -686,7 +694,12 @@ impl DirectoryData {
             ),
         ];
         User {
-            dn: format!("cn={},{}", escape_rdn_value(&cn), self.people_dn()),
+            dn: format!(
+                "{}={},{}",
+                self.cn_attr(),
+                escape_rdn_value(&cn),
+                self.people_dn()
+            ),
             display_name: format!("{given} {sn}"),
             cn,
             given_name: given.to_string(),
@@ -732,6 +745,9 @@ impl DirectoryData {
             &format!("{p}g{j:05}"),
             &format!("{p}Group {j}"),
         );
+        if self.style == Style::Samba {
+            g.dn = format!("CN={}", &g.dn[3..]);
+        }
         if j % 3 != 2 {
             let mail = format!("{}group{j}@{}", p.to_lowercase(), self.mail_domain);
             g.proxy_addresses = vec![format!("SMTP:{mail}")];
@@ -822,7 +838,7 @@ mod tests {
         assert_eq!(d.user(7), d.user(7));
         let u = d.user(49);
         assert!(
-            u.dn.starts_with(r"cn=Smith\, Siobhan 49,ou=People,"),
+            u.dn.starts_with(r"cn=Taylor\, Bob 49,ou=People,"),
             "{}",
             u.dn
         );

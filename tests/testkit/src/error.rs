@@ -74,9 +74,9 @@ pub enum Error {
     Ldap {
         /// The operation, with its DN where there is one.
         operation: String,
-        /// The underlying error.
+        /// The underlying error (boxed: ldap3's error is large).
         #[source]
-        source: ldap3::LdapError,
+        source: Box<ldap3::LdapError>,
     },
     /// Generating certificates or building a TLS configuration failed.
     #[error("TLS: {0}")]
@@ -100,7 +100,7 @@ impl Error {
     pub(crate) fn ldap(operation: impl Into<String>, source: ldap3::LdapError) -> Self {
         Error::Ldap {
             operation: operation.into(),
-            source,
+            source: Box::new(source),
         }
     }
 }

@@ -701,24 +701,23 @@ impl SambaOu {
         Ok(n)
     }
 
-    /// An unsaved user in this OU with a unique account name
+    /// An unsaved user `CN=given sn` in this OU with a unique account name
     /// (`<tag>n<k>`), mail `given.sn@mail_domain` and that address as its
     /// `SMTP:` proxy address. Change fields, then [`SambaOu::create_user`].
     pub fn new_user(&self, given: &str, sn: &str, mail_domain: &str) -> User {
         let k = self.counter.fetch_add(1, Ordering::Relaxed);
-        User::new(
-            &self.dn,
-            &format!("{}n{k:04}", self.tag),
-            given,
-            sn,
-            mail_domain,
-        )
+        let account = format!("{}n{k:04}", self.tag);
+        let mut user = User::new(&self.dn, &account, given, sn, mail_domain);
+        user.dn = format!("CN={}", &user.dn[3..]);
+        user
     }
 
     /// An unsaved group `cn` in this OU with a unique account name.
     pub fn new_group(&self, cn: &str) -> Group {
         let k = self.counter.fetch_add(1, Ordering::Relaxed);
-        Group::new(&self.dn, &format!("{}n{k:04}", self.tag), cn)
+        let mut group = Group::new(&self.dn, &format!("{}n{k:04}", self.tag), cn);
+        group.dn = format!("CN={}", &group.dn[3..]);
+        group
     }
 
     /// Creates the user (its password, if any, goes to unicodePwd).
