@@ -870,7 +870,10 @@ struct MemberView<'a> {
 
 /// `$select` on a directoryObject collection: names must exist on user or
 /// group.
-fn member_select(names: Option<&[String]>) -> Result<Option<(Vec<usize>, Vec<usize>)>, GraphError> {
+/// Selected property indices for user members and for group members.
+type MemberSelection = (Vec<usize>, Vec<usize>);
+
+fn member_select(names: Option<&[String]>) -> Result<Option<MemberSelection>, GraphError> {
     let Some(names) = names else {
         return Ok(None);
     };
@@ -1345,15 +1348,12 @@ fn delta<T: Entity>(
     };
 
     // Properties returned, and properties whose changes count.
-    let selected: Option<Vec<usize>> = match &st.sel {
-        Some(names) => Some(
-            names
-                .iter()
-                .filter_map(|n| find_prop::<T>(n).map(|(i, _)| i))
-                .collect(),
-        ),
-        None => None,
-    };
+    let selected: Option<Vec<usize>> = st.sel.as_ref().map(|names| {
+        names
+            .iter()
+            .filter_map(|n| find_prop::<T>(n).map(|(i, _)| i))
+            .collect()
+    });
     let id_idx = find_prop::<T>("id").expect("every entity has an id").0;
     let mut shown = selected.clone().unwrap_or_else(default_props::<T>);
     shown.retain(|&i| i != id_idx);

@@ -1,0 +1,613 @@
+//! The projection suite, on PostgreSQL and on SQLite: the user list, licence,
+//! audit, history and time travel, rebuild equality (E3), failure records.
+
+use roster_api::app::{self, Edit, NewUser};
+use roster_domain::UserCommand;
+use roster_events::*;
+use roster_projections::queries::{self, AuditFilter, UserFilter};
+use roster_projections::rebuild;
+use roster_store::Clock;
+use roster_tests::backend::addr;
+use roster_tests::{both_backends, TestStore};
+
+fn user(address: &str, first: &str, last: &str, aliases: &[&str]) -> NewUser {
+    NewUser {
+        address: addr(address),
+        kind: Kind::User,
+        profile: Profile {
+            first_name: Some(first.into()),
+            last_name: Some(last.into()),
+            ..Profile::default()
+        },
+        aliases: aliases.iter().map(|a| addr(a)).collect(),
+    }
+}
+
+/// A little of everything, so that every projection has work.
+async fn workload(s: &TestStore) -> CustomerId {
+    let c = s.customer(50, &["live.example", "gone.example"]).await;
+    let app = s.app();
+    for i in 0..12 {
+        app::add_user(
+            &app,
+            s.meta(c),
+            user(
+                &format!("user{i:02}@live.example"),
+                &format!("First{i}"),
+                "Common",
+                &[&format!("alias{i:02}@live.example")],
+            ),
+            Source::Manual,
+        )
+        .await
+        .unwrap();
+        s.clock.advance(chrono::Duration::seconds(1));
+    }
+    let list = NewUser {
+        kind: Kind::DistributionList,
+        ..user("team@live.example", "Team", "List", &[])
+    };
+    app::add_user(&app, s.meta(c), list, Source::Manual)
+        .await
+        .unwrap();
+    let mut edit = Edit {
+        aliases: Some(vec![addr("renamed@live.example")]),
+        ..Default::default()
+    };
+    edit.profile[5] = Some(Some("Sales".into()));
+    app::edit_user(&app, s.meta(c), addr("user01@live.example"), edit)
+        .await
+        .unwrap();
+    app::edit_user(
+        &app,
+        s.meta(c),
+        addr("user02@live.example"),
+        Edit {
+            status: Some(Status::Deactivated),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    app::user_command(&app, s.meta(c), &addr("user03@live.example"), || {
+        UserCommand::AddRule {
+            rule_id: RuleId(uuid::Uuid::from_u128(3)),
+            kind: RuleKind::Allow,
+            value: "partner.example".into(),
+        }
+    })
+    .await
+    .unwrap();
+    let at = s.clock.now();
+    app::user_command(&app, s.meta(c), &addr("user04@live.example"), || {
+        UserCommand::Delete {
+            reason: DeletionReason::Manual,
+            at,
+        }
+    })
+    .await
+    .unwrap();
+    app::add_user(
+        &app,
+        s.meta(c),
+        user("x@gone.example", "X", "Gone", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    app::remove_domain(&app, s.meta(c), Domain::parse("gone.example").unwrap())
+        .await
+        .unwrap();
+    c
+}
+
+async fn e3_rebuilt_projections_equal_the_live_ones(s: TestStore) {
+    s.spawn_projector();
+    workload(&s).await;
+    s.project().await;
+    let live = rebuild::dump(&s.store, "").await.unwrap();
+    assert!(
+        live.values().map(|rows| rows.len()).sum::<usize>() > 20,
+        "the workload filled the tables"
+    );
+    let report = rebuild::rebuild(&s.store, false).await.unwrap();
+    assert_eq!(report.events, s.store.head_position().await.unwrap());
+    let fresh = rebuild::dump(&s.store, rebuild::REBUILD_PREFIX)
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh, live,
+        "a replay of the log gives the same read models"
+    );
+    // Swapping them in keeps the same content, and the live projector goes on from there.
+    rebuild::rebuild(&s.store, true).await.unwrap();
+    assert_eq!(rebuild::dump(&s.store, "").await.unwrap(), live);
+    let c = s.customer(5, &["after.example"]).await;
+    let (_, pos) = app::add_user(
+        &s.app(),
+        s.meta(c),
+        user("later@after.example", "Later", "User", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    s.app().settle(pos).await;
+    assert!(queries::user_by_address(&s.store, c, "later@after.example")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn u3_the_user_list_groups_searches_filters_and_pages_stably(s: TestStore) {
+    let c = workload(&s).await;
+    s.project().await;
+    let all = queries::list_users(&s.store, c, &UserFilter::default(), None, 1000)
+        .await
+        .unwrap()
+        .items;
+    // 12 users + the list - the deleted one.
+    assert_eq!(all.len(), 12);
+    let u0 = all
+        .iter()
+        .find(|u| u.address == "user00@live.example")
+        .unwrap();
+    assert_eq!(
+        u0.aliases,
+        vec!["alias00@live.example"],
+        "U3: aliases grouped under their primary"
+    );
+    let u1 = all
+        .iter()
+        .find(|u| u.address == "user01@live.example")
+        .unwrap();
+    assert_eq!(u1.aliases, vec!["renamed@live.example"]);
+    assert_eq!(u1.profile.department.as_deref(), Some("Sales"));
+    // Search by alias, by name, any case.
+    let by_alias = queries::list_users(
+        &s.store,
+        c,
+        &UserFilter {
+            q: Some("ALIAS05".into()),
+            ..Default::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(
+        by_alias
+            .iter()
+            .map(|u| u.address.as_str())
+            .collect::<Vec<_>>(),
+        vec!["user05@live.example"]
+    );
+    let by_name = queries::list_users(
+        &s.store,
+        c,
+        &UserFilter {
+            q: Some("first1".into()),
+            ..Default::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(by_name.len(), 3, "First1, First10, First11");
+    let like_chars = queries::list_users(
+        &s.store,
+        c,
+        &UserFilter {
+            q: Some("%".into()),
+            ..Default::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert!(like_chars.is_empty(), "LIKE wildcards in q are literal");
+    // Filters.
+    let deactivated = queries::list_users(
+        &s.store,
+        c,
+        &UserFilter {
+            status: Some(Status::Deactivated),
+            ..Default::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(
+        deactivated
+            .iter()
+            .map(|u| u.address.as_str())
+            .collect::<Vec<_>>(),
+        vec!["user02@live.example"]
+    );
+    let deleted = queries::list_users(
+        &s.store,
+        c,
+        &UserFilter {
+            status: Some(Status::Deleted),
+            ..Default::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(deleted.len(), 2, "user04 and x@gone.example");
+    let csv = queries::list_users(
+        &s.store,
+        c,
+        &UserFilter {
+            source: Some(Source::Csv),
+            ..Default::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert!(csv.is_empty());
+    // Stable paging: a user added between pages neither repeats nor hides another.
+    let p1 = queries::list_users(&s.store, c, &UserFilter::default(), None, 5)
+        .await
+        .unwrap();
+    app::add_user(
+        &s.app(),
+        s.meta(c),
+        user("aaa@live.example", "A", "A", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    s.project().await;
+    let mut seen: Vec<String> = p1.items.iter().map(|u| u.address.clone()).collect();
+    let mut page = p1.next_page;
+    while let Some(token) = page {
+        let p = queries::list_users(&s.store, c, &UserFilter::default(), Some(&token), 5)
+            .await
+            .unwrap();
+        seen.extend(p.items.iter().map(|u| u.address.clone()));
+        page = p.next_page;
+    }
+    let expected: Vec<String> = all.iter().map(|u| u.address.clone()).collect();
+    assert_eq!(
+        seen, expected,
+        "every user of the first listing once, in order"
+    );
+    assert!(
+        queries::list_users(&s.store, c, &UserFilter::default(), Some("garbage"), 5)
+            .await
+            .is_err()
+    );
+}
+
+async fn t3_licence_counts_users_only(s: TestStore) {
+    let c = workload(&s).await;
+    s.project().await;
+    let l = queries::licence(&s.store, c).await.unwrap();
+    assert_eq!(l.seat_limit, 50);
+    assert_eq!(l.users_active, 10);
+    assert_eq!(l.users_deactivated, 1);
+    assert_eq!(l.distribution_lists, 1);
+    assert_eq!(
+        l.seats_used, 10,
+        "lists, aliases and deactivated users take no seat"
+    );
+    assert_eq!(l.aliases, 11, "one per user, less the deleted user's");
+    assert!(!l.over_limit);
+    assert_eq!(
+        s.store.db().seats(c).await.unwrap().used,
+        10,
+        "claims and projection agree"
+    );
+}
+
+async fn e4_audit_filters_and_history_spans_deletion_and_return(s: TestStore) {
+    let c = workload(&s).await;
+    let app = s.app();
+    let t_before_return = s.clock.now();
+    s.clock.advance(chrono::Duration::seconds(10));
+    app::add_user(
+        &app,
+        s.meta(c),
+        user("user04@live.example", "Back", "Again", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    s.project().await;
+    let all = queries::audit(&s.store, c, &AuditFilter::default(), None, 1000)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        all.len() as i64,
+        s.store
+            .read_customer(c, 0, None, 10_000)
+            .await
+            .unwrap()
+            .len() as i64
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].position > w[1].position),
+        "newest first"
+    );
+    let by_type = queries::audit(
+        &s.store,
+        c,
+        &AuditFilter {
+            event_type: Some("UserDeleted".into()),
+            ..Default::default()
+        },
+        None,
+        100,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(by_type.len(), 2);
+    let by_addr = queries::audit(
+        &s.store,
+        c,
+        &AuditFilter {
+            address: Some("renamed@live.example".into()),
+            ..Default::default()
+        },
+        None,
+        100,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(
+        by_addr
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        vec!["AliasMapped"]
+    );
+    let by_actor = queries::audit(
+        &s.store,
+        c,
+        &AuditFilter {
+            actor: Some("system:test".into()),
+            ..Default::default()
+        },
+        None,
+        1000,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(by_actor.len(), all.len());
+    let nobody = queries::audit(
+        &s.store,
+        c,
+        &AuditFilter {
+            actor: Some("token:00000000-0000-0000-0000-000000000000".into()),
+            ..Default::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert!(nobody.is_empty());
+    let late = queries::audit(
+        &s.store,
+        c,
+        &AuditFilter {
+            from: Some(t_before_return.timestamp_micros() + 1),
+            ..Default::default()
+        },
+        None,
+        100,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(
+        late.iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        vec!["UserReturned"]
+    );
+    // Paging through the audit trail gives every entry once.
+    let mut n = 0;
+    let mut page = None;
+    loop {
+        let p = queries::audit(&s.store, c, &AuditFilter::default(), page.as_deref(), 7)
+            .await
+            .unwrap();
+        n += p.items.len();
+        page = p.next_page;
+        if page.is_none() {
+            break;
+        }
+    }
+    assert_eq!(n, all.len());
+    let history = queries::history(&s.store, c, "user04@live.example")
+        .await
+        .unwrap();
+    let types: Vec<&str> = history.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, vec!["UserAdded", "UserDeleted", "UserReturned"]);
+    assert!(history[2].payload["UserReturned"]["earlier"]["deleted_at"].is_string());
+}
+
+async fn b7_the_user_list_as_of_a_past_instant_is_what_it_was(s: TestStore) {
+    let c = s.customer(50, &["past.example"]).await;
+    let app = s.app();
+    for i in 0..5 {
+        app::add_user(
+            &app,
+            s.meta(c),
+            user(&format!("p{i}@past.example"), "P", "Ast", &[]),
+            Source::Manual,
+        )
+        .await
+        .unwrap();
+    }
+    s.clock.advance(chrono::Duration::minutes(1));
+    s.project().await;
+    let then = s.clock.now();
+    let list_then = queries::list_users(&s.store, c, &UserFilter::default(), None, 100)
+        .await
+        .unwrap()
+        .items;
+    s.clock.advance(chrono::Duration::minutes(1));
+    let at = s.clock.now();
+    app::user_command(&app, s.meta(c), &addr("p1@past.example"), || {
+        UserCommand::Delete {
+            reason: DeletionReason::Manual,
+            at,
+        }
+    })
+    .await
+    .unwrap();
+    app::edit_user(
+        &app,
+        s.meta(c),
+        addr("p2@past.example"),
+        Edit {
+            aliases: Some(vec![addr("p2b@past.example")]),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    app::add_user(
+        &app,
+        s.meta(c),
+        user("p9@past.example", "P", "Nine", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    s.project().await;
+    let as_of = roster_projections::timetravel::users_as_of(
+        &s.store,
+        c,
+        then,
+        &UserFilter::default(),
+        None,
+        100,
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(as_of, list_then);
+    let now = roster_projections::timetravel::users_as_of(
+        &s.store,
+        c,
+        s.clock.now(),
+        &UserFilter::default(),
+        None,
+        100,
+    )
+    .await
+    .unwrap()
+    .items;
+    let live = queries::list_users(&s.store, c, &UserFilter::default(), None, 100)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(now, live);
+}
+
+async fn e3_the_projector_records_an_event_it_cannot_read_and_goes_on(s: TestStore) {
+    let c = s.customer(10, &["bad.example"]).await;
+    s.project().await;
+    // A row written by something other than Roster, that no upcaster can read.
+    let head = s.store.head_position().await.unwrap();
+    let sql = match s.backend {
+        roster_tests::Backend::Postgres => "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position, customer_id, recorded_at) VALUES ('User', 'broken', 1, 'UserAdded', '1.0', '{\"UserAdded\": {\"nonsense\": true}}'::json, $1::json, $2, $3, 0)",
+        roster_tests::Backend::Sqlite => "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position, customer_id, recorded_at) VALUES ('User', 'broken', 1, 'UserAdded', '1.0', '{\"UserAdded\": {\"nonsense\": true}}', $1, $2, $3, 0)",
+    };
+    let meta = serde_json::to_string(&s.meta(c).to_map()).unwrap();
+    roster_store::with_db!(s.store.db(), |p| sqlx_query(
+        sql,
+        &meta,
+        head + 1,
+        &c.to_string(),
+        p
+    )
+    .await);
+    app::add_user(
+        &s.app(),
+        s.meta(c),
+        user("good@bad.example", "Good", "User", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    s.project().await;
+    assert!(queries::user_by_address(&s.store, c, "good@bad.example")
+        .await
+        .unwrap()
+        .is_some());
+    let failures: i64 = roster_store::with_db!(s.store.db(), |p| count_failures(head + 1, p).await);
+    assert_eq!(failures, 3, "recorded once per projection");
+    assert_eq!(
+        s.projector.checkpoint().await.unwrap(),
+        s.store.head_position().await.unwrap()
+    );
+}
+
+async fn sqlx_query<'a, DB, E>(sql: &'a str, meta: &'a str, pos: i64, c: &'a str, e: E)
+where
+    DB: sqlx_shim::Database,
+    E: sqlx_shim::Executor<'a, Database = DB>,
+    for<'q> <DB as sqlx_shim::Database>::Arguments<'q>: sqlx_shim::IntoArguments<'q, DB>,
+    &'a str: sqlx_shim::Encode<'a, DB> + sqlx_shim::Type<DB>,
+    i64: sqlx_shim::Encode<'a, DB> + sqlx_shim::Type<DB>,
+{
+    sqlx_shim::query(sql)
+        .bind(meta)
+        .bind(pos)
+        .bind(c)
+        .execute(e)
+        .await
+        .unwrap();
+}
+
+async fn count_failures<'a, DB, E>(pos: i64, e: E) -> i64
+where
+    DB: sqlx_shim::Database,
+    E: sqlx_shim::Executor<'a, Database = DB>,
+    for<'q> <DB as sqlx_shim::Database>::Arguments<'q>: sqlx_shim::IntoArguments<'q, DB>,
+    i64: sqlx_shim::Encode<'a, DB> + sqlx_shim::Type<DB> + for<'r> sqlx_shim::Decode<'r, DB>,
+    (i64,): for<'r> sqlx_shim::FromRow<'r, DB::Row>,
+{
+    let (n,): (i64,) =
+        sqlx_shim::query_as("SELECT COUNT(*) FROM projection_failures WHERE position = $1")
+            .bind(pos)
+            .fetch_one(e)
+            .await
+            .unwrap();
+    n
+}
+
+use sqlx as sqlx_shim;
+
+both_backends!(
+    e3_rebuilt_projections_equal_the_live_ones,
+    u3_the_user_list_groups_searches_filters_and_pages_stably,
+    t3_licence_counts_users_only,
+    e4_audit_filters_and_history_spans_deletion_and_return,
+    b7_the_user_list_as_of_a_past_instant_is_what_it_was,
+    e3_the_projector_records_an_event_it_cannot_read_and_goes_on,
+);
