@@ -117,6 +117,15 @@ impl Column {
         })
     }
 
+    /// Generic names that also mean something else in other exports (a
+    /// postal "Address", an office "Phone"). Such a name maps to its column
+    /// only when no other header cell names the column: with both `Email`
+    /// and `Address`, `Address` is ignored (with a warning) rather than
+    /// being a duplicate.
+    pub fn is_weak_name(header: &str) -> bool {
+        matches!(header_key(header).as_str(), "address" | "phone")
+    }
+
     /// The longest value allowed, in characters; `None` for the address
     /// columns, whose limits are those of [`roster_events::Address`].
     pub fn max_chars(self) -> Option<usize> {

@@ -131,7 +131,13 @@ fn score(sample: &str, truncated: bool, delimiter: Delimiter) -> Score {
             }
             Err(_) => break,
         }
-        if record.iter().all(|f| f.trim_ascii().is_empty()) {
+        // Blank, or separators only (an emptied spreadsheet row) for any
+        // candidate: no evidence either way.
+        let blank = record
+            .iter()
+            .flatten()
+            .all(|b| b.is_ascii_whitespace() || matches!(b, b',' | b';' | b'\t'));
+        if blank {
             continue;
         }
         if header.is_none() {

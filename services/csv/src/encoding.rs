@@ -366,6 +366,15 @@ mod tests {
     }
 
     #[test]
+    fn m2_utf8_bom_with_invalid_bytes_is_an_error_not_a_guess() {
+        let e = decode(b"\xEF\xBB\xBFemail\nb\xE9@x.com", EncodingChoice::Auto).unwrap_err();
+        assert!(
+            matches!(e, FileError::InvalidEncoding { line: 2, .. }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn m2_explicit_utf16_refuses_odd_length_input() {
         let mut bytes = utf16("email", true, true);
         bytes.push(b'x');

@@ -28,7 +28,7 @@ pub enum FileError {
     },
     /// More data rows than [`crate::ImportOptions::max_rows`].
     #[error(
-        "the file has more than {limit} user rows (row {limit} + 1 is on line {line}): split it into files of at most {limit} rows"
+        "the file has more than {limit} user rows (the first one over the limit is on line {line}): split it into files of at most {limit} rows"
     )]
     TooManyRows {
         /// The limit in rows.
@@ -143,6 +143,18 @@ pub enum FileWarning {
         /// 1-based column position.
         position: usize,
     },
+    /// A generic header name ([`Column::is_weak_name`]) that is ignored
+    /// because another header cell names the same column.
+    ShadowedColumn {
+        /// The header cell as written.
+        name: String,
+        /// 1-based column position.
+        position: usize,
+        /// The header cell used instead, as written.
+        used: String,
+        /// The column both would map to.
+        column: Column,
+    },
     /// A column without a header name holds values; they are ignored.
     UnnamedColumnHasValues {
         /// 1-based column position.
@@ -159,6 +171,15 @@ impl fmt::Display for FileWarning {
                 f,
                 "column {position}, '{name}', is not a known column and is ignored (known columns: {})",
                 Column::ALL.map(Column::name).join(", ")
+            ),
+            FileWarning::ShadowedColumn {
+                name,
+                position,
+                used,
+                column,
+            } => write!(
+                f,
+                "column {position}, '{name}', is ignored: '{used}' is used for {column}"
             ),
             FileWarning::UnnamedColumnHasValues { position, line } => write!(
                 f,

@@ -135,7 +135,7 @@ impl<W: Write> CsvWriter<W> {
 }
 
 /// The canonical header of user exports and of the sample: the names of
-/// [`Column::ALL`], which an import maps back one to one.
+/// [`Column::ALL`](crate::Column::ALL), which an import maps back one to one.
 pub const USER_HEADER: [&str; 9] = [
     "email",
     "first_name",

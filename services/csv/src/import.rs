@@ -258,7 +258,21 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
         match &mut state {
             None => {
                 header_line = line;
-                state = Some(RowParser::new(&record)?);
+                match RowParser::new(&record) {
+                    Ok(parser) => state = Some(parser),
+                    // A header that swallowed the file behind an open quote
+                    // fails for that reason, not for its odd names.
+                    Err(e) => {
+                        return Err(
+                            match unterminated_quote(body.as_bytes(), start, delimiter) {
+                                Some(open) => FileError::UnterminatedQuote {
+                                    line: lines.line_at(open),
+                                },
+                                None => e,
+                            },
+                        )
+                    }
+                }
             }
             Some(parser) => {
                 if rows.len() == options.max_rows {
@@ -280,6 +294,11 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
         return Err(FileError::Empty);
     };
     reject_reused_addresses(&mut rows, &parser);
+    if rows.capacity() > rows.len() + rows.len() / 4 + 16 {
+        // Many blank lines or multi-line cells: give the excess back, as
+        // the result may be kept for a while (review, then save).
+        rows.shrink_to_fit();
+    }
     Ok(ImportFile {
         encoding: decoded.encoding,
         bom: decoded.bom,
@@ -516,7 +535,7 @@ struct RowParser {
 
 impl RowParser {
     fn new(record: &csv::StringRecord) -> Result<Self, FileError> {
-        let header: Vec<HeaderCell> = record
+        let mut header: Vec<HeaderCell> = record
             .iter()
             .map(|cell| {
                 let name = cell.trim_start_matches('\u{FEFF}').trim().to_string();
@@ -524,28 +543,49 @@ impl RowParser {
                 HeaderCell { name, column }
             })
             .collect();
-        let mut positions: [Option<usize>; Column::ALL.len()] = [None; Column::ALL.len()];
         let mut warnings = Vec::new();
+        let mut positions: [Option<usize>; Column::ALL.len()] = [None; Column::ALL.len()];
         let mut unnamed = Vec::new();
-        for (i, cell) in header.iter().enumerate() {
-            match cell.column {
-                Some(column) => {
-                    let slot = &mut positions[column as usize];
-                    if let Some(first) = *slot {
-                        return Err(FileError::DuplicateColumn {
-                            column,
-                            first: header[first].name.clone(),
-                            second: cell.name.clone(),
-                        });
-                    }
-                    *slot = Some(i);
+        for i in 0..header.len() {
+            let cell = &header[i];
+            let Some(column) = cell.column else {
+                if cell.name.is_empty() {
+                    unnamed.push(i);
+                } else {
+                    warnings.push(FileWarning::UnknownColumn {
+                        name: cell.name.clone(),
+                        position: i + 1,
+                    });
                 }
-                None if cell.name.is_empty() => unnamed.push(i),
-                None => warnings.push(FileWarning::UnknownColumn {
-                    name: cell.name.clone(),
-                    position: i + 1,
-                }),
+                continue;
+            };
+            // A generic name yields to a specific one for the same column.
+            let specific = || {
+                header
+                    .iter()
+                    .find(|h| h.column == Some(column) && !Column::is_weak_name(&h.name))
+            };
+            if Column::is_weak_name(&cell.name) {
+                if let Some(used) = specific() {
+                    warnings.push(FileWarning::ShadowedColumn {
+                        name: cell.name.clone(),
+                        position: i + 1,
+                        used: used.name.clone(),
+                        column,
+                    });
+                    header[i].column = None;
+                    continue;
+                }
             }
+            let slot = &mut positions[column as usize];
+            if let Some(first) = *slot {
+                return Err(FileError::DuplicateColumn {
+                    column,
+                    first: header[first].name.clone(),
+                    second: cell.name.clone(),
+                });
+            }
+            *slot = Some(i);
         }
         if positions[Column::Email as usize].is_none() {
             if let Some(address) = header
@@ -819,6 +859,33 @@ mod tests {
         assert_eq!(e, FileError::UnterminatedQuote { line: 3 });
         // Closed quotes, doubled quotes, and quotes inside unquoted cells are fine.
         parse("email,notes\na@x.com,\"say \"\"hi\"\"\"\nb@x.com,5\" floppy\n");
+    }
+
+    #[test]
+    fn m2_unterminated_quote_in_the_header_is_reported_as_such() {
+        let e = parse_import(b"email,\"notes\na@x.com,x\n", &ImportOptions::default()).unwrap_err();
+        assert_eq!(e, FileError::UnterminatedQuote { line: 1 });
+    }
+
+    #[test]
+    fn m2_generic_address_or_phone_column_yields_to_a_specific_one() {
+        let file =
+            parse("Address,Email,Phone,Mobile,Home Phone\n1 Main St,a@x.com,555-1,555-2,555-3\n");
+        let row = file.parsed_rows().next().unwrap();
+        assert_eq!(row.address.as_str(), "a@x.com");
+        assert_eq!(row.profile.home_phone, Some(Some("555-3".into())));
+        let warnings: Vec<String> = file.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "column 1, 'Address', is ignored: 'Email' is used for email",
+                "column 3, 'Phone', is ignored: 'Home Phone' is used for home_phone",
+            ]
+        );
+        // Alone, the generic names map.
+        let file = parse("address,phone\na@x.com,555-1\n");
+        assert!(file.warnings.is_empty());
+        assert!(file.has_column(Column::HomePhone));
     }
 
     #[test]
