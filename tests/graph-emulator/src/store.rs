@@ -582,3 +582,24 @@ mod tests {
         );
     }
 }
+#[cfg(test)]
+mod tmp_bench {
+    use super::*;
+    #[test]
+    fn tmp_bench_generation() {
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let mut d = Directory::new(3);
+            let spec = GenerateUsers { alias_domain: Some("x.net".into()), ..GenerateUsers::new(100_000, "contoso.com") };
+            d.generate_users(&spec, "t");
+            eprintln!("gen {:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            let mut n = 0;
+            for i in 0..100_000u64 { n += guid(3, i).len(); }
+            eprintln!("guid {:?} {n}", t.elapsed());
+            let t = std::time::Instant::now();
+            drop(d);
+            eprintln!("drop {:?}", t.elapsed());
+        }
+    }
+}

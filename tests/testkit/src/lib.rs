@@ -72,7 +72,7 @@
 //!   tests.
 //! - [`SambaDc`] provisions a DC (realm `CORP.EXAMPLE.COM`, `--use-rfc2307`,
 //!   no DNS, LDAP only) into a temp folder and runs it inside network
-//!   namespace `roster-tk-<slot>`, reachable at `10.231.x.y` over a veth
+//!   namespace `roster-tk-<slot>-<pid>`, reachable at `10.231.x.y` over a veth
 //!   pair; its certificate names that IP. Needs root.
 //!
 //! # Data

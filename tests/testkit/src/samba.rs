@@ -37,7 +37,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 // Network namespace slots
 
 /// A network namespace with a veth pair: slot `s` owns namespace
-/// `roster-tk-<s>`, interfaces `rtk<s>h` (root side) / `rtk<s>n`, and the
+/// `roster-tk-<s>-<pid>`, interfaces `rtk<s>h` (root side) / `rtk<s>n`, and the
 /// /30 `10.231.<s / 64>.<(s % 64) * 4>`. A slot is owned by holding the
 /// abstract Unix socket `roster-testkit-netns-<s>`, which the kernel
 /// releases when the process dies: a namespace whose slot nobody holds is
@@ -59,12 +59,25 @@ fn slot_lock(slot: u32) -> std::io::Result<UnixListener> {
     UnixListener::bind_addr(&addr)
 }
 
+/// Namespace name (unique to this acquisition: the process id is in it, so
+/// a late exit-time cleanup of a previous owner cannot delete it), root-side
+/// and namespace-side interface names.
 fn slot_names(slot: u32) -> (String, String, String) {
     (
-        format!("{NETNS_PREFIX}{slot}"),
+        format!("{NETNS_PREFIX}{slot}-{}", std::process::id()),
         format!("rtk{slot}h"),
         format!("rtk{slot}n"),
     )
+}
+
+/// The slot of a namespace named by [`slot_names`].
+fn slot_of(netns_name: &str) -> Option<u32> {
+    netns_name
+        .strip_prefix(NETNS_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn netns_pids(ip: &Path, name: &str) -> Vec<i32> {
@@ -96,17 +109,29 @@ fn kill_netns_processes(ip: &Path, name: &str) {
     }
 }
 
-/// Removes whatever slot `slot` left behind: its processes, namespace and
-/// root-side interface. Only for slots this process holds the lock of.
+/// Removes whatever earlier owners of slot `slot` left behind: their
+/// processes, namespaces and root-side interface. Only for slots this
+/// process holds the lock of.
 fn clean_slot(ip: &Path, slot: u32) {
-    let (name, host_if, _) = slot_names(slot);
+    let (_, host_if, _) = slot_names(slot);
     let ip_s = ip.display().to_string();
-    if Path::new("/run/netns").join(&name).exists() {
-        kill_netns_processes(ip, &name);
-        let _ = process::run_sync(&ip_s, &["netns", "del", &name]);
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if slot_of(&name) == Some(slot) {
+                kill_netns_processes(ip, &name);
+                let _ = process::run_sync(&ip_s, &["netns", "del", &name]);
+            }
+        }
     }
-    if Path::new("/sys/class/net").join(&host_if).exists() {
+    // A namespace is torn down asynchronously; its veth pair may linger.
+    let link = Path::new("/sys/class/net").join(&host_if);
+    for _ in 0..100 {
+        if !link.exists() {
+            return;
+        }
         let _ = process::run_sync(&ip_s, &["link", "del", &host_if]);
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -115,14 +140,13 @@ fn sweep_stale_namespaces(ip: &Path) {
     let Ok(entries) = std::fs::read_dir("/run/netns") else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(slot) = name
-            .strip_prefix(NETNS_PREFIX)
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    let mut slots: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| slot_of(&e.file_name().to_string_lossy()))
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    for slot in slots {
         if let Ok(lock) = slot_lock(slot) {
             clean_slot(ip, slot);
             drop(lock);
@@ -160,8 +184,11 @@ impl NetnsSlot {
         let host_ip = Ipv4Addr::new(10, 231, third, fourth + 1);
         let ns_ip = Ipv4Addr::new(10, 231, third, fourth + 2);
         let ip_s = ip.display().to_string();
+        // Deleting the namespace (once its processes are gone) removes the
+        // veth pair too; the interface names are reused by the slot's next
+        // owner, so the exit-time cleanup leaves them alone.
         let exit_cleanup = ExitCleanup::register(&format!(
-            "for p in $({ip_s} netns pids {name}); do kill -9 $p; done; {ip_s} netns del {name}; {ip_s} link del {host_if}"
+            "for p in $({ip_s} netns pids {name}); do kill -9 $p; done; {ip_s} netns del {name}"
         ));
         let slot = NetnsSlot {
             name: name.clone(),
