@@ -1,0 +1,257 @@
+//! Stored events must stay readable: every event type at every version that
+//! was ever written has a sample of its stored JSON under `tests/stored/`,
+//! and each must still deserialise (through the upcasters) into the current
+//! types. Changing a field's name or type without an upcaster fails here.
+//! Samples are written once, when a new type or version is introduced
+//! (`ROSTER_WRITE_STORED_SAMPLES=1 cargo test -p roster-events`), and never
+//! edited afterwards.
+
+use std::path::PathBuf;
+
+use chrono::{TimeZone, Utc};
+use cqrs_es::persist::SerializedEvent;
+use cqrs_es::DomainEvent;
+use roster_events::*;
+use serde_json::Value;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/stored")
+}
+
+fn a(s: &str) -> Address {
+    Address::parse(s).unwrap()
+}
+
+/// One example of every current event, with every optional field set.
+fn examples() -> Vec<(&'static str, Value)> {
+    let t = Utc.with_ymd_and_hms(2026, 11, 2, 9, 30, 0).unwrap();
+    let uid = UserId(uuid::Uuid::from_u128(
+        0x0190_0000_0000_7000_8000_0000_0000_0001,
+    ));
+    let cid = CustomerId(uuid::Uuid::from_u128(
+        0x0190_0000_0000_7000_8000_0000_0000_0002,
+    ));
+    let rid = RuleId(uuid::Uuid::from_u128(
+        0x0190_0000_0000_7000_8000_0000_0000_0003,
+    ));
+    let profile = Profile {
+        first_name: Some("Ann".into()),
+        last_name: Some("Lee".into()),
+        home_phone: Some("+1 555 0100".into()),
+        mobile: Some("+1 555 0101".into()),
+        company: Some("Acme".into()),
+        department: Some("Sales".into()),
+        notes: Some("two\nlines".into()),
+    };
+    let users = vec![
+        UserEvent::UserAdded(UserAdded {
+            user_id: uid,
+            customer_id: cid,
+            address: a("ann@acme.example"),
+            kind: Kind::User,
+            source: Source::Ldap,
+            profile: profile.clone(),
+            aliases: vec![a("a@acme.example")],
+        }),
+        UserEvent::UserReturned(UserReturned {
+            user_id: uid,
+            customer_id: cid,
+            address: a("ann@acme.example"),
+            kind: Kind::User,
+            source: Source::Manual,
+            profile: profile.clone(),
+            aliases: vec![a("a@acme.example")],
+            earlier: EarlierIdentity {
+                user_id: uid,
+                address: a("ann@acme.example"),
+                source: Source::Ldap,
+                deleted_at: t,
+                deletion_reason: DeletionReason::DelayExpired,
+            },
+        }),
+        UserEvent::ProfileUpdated(ProfileUpdated {
+            address: a("ann@acme.example"),
+            profile,
+            changed: vec!["department".into()],
+        }),
+        UserEvent::AliasMapped(AliasMapped {
+            address: a("ann@acme.example"),
+            alias: a("b@acme.example"),
+        }),
+        UserEvent::AliasUnmapped(AliasUnmapped {
+            address: a("ann@acme.example"),
+            alias: a("b@acme.example"),
+            reason: UnmapReason::DomainRemoved,
+        }),
+        UserEvent::FlaggedForDeletion(FlaggedForDeletion {
+            address: a("ann@acme.example"),
+            reason: FlagReason::Missing,
+            flagged_at: t,
+            delete_at: Some(t),
+        }),
+        UserEvent::DeletionCancelled(DeletionCancelled {
+            address: a("ann@acme.example"),
+            reason: CancelReason::ReturnedByDirectory,
+        }),
+        UserEvent::ConflictIgnored(ConflictIgnored {
+            address: a("ann@acme.example"),
+            reason: FlagReason::Disabled,
+        }),
+        UserEvent::UserDeactivated(UserDeactivated {
+            address: a("ann@acme.example"),
+            lifted_flag: Some(FlagReason::Missing),
+        }),
+        UserEvent::UserReactivated(UserReactivated {
+            address: a("ann@acme.example"),
+        }),
+        UserEvent::UserDeleted(UserDeleted {
+            address: a("ann@acme.example"),
+            aliases: vec![a("a@acme.example")],
+            reason: DeletionReason::Manual,
+            deleted_at: t,
+            rules_removed: vec![rid],
+        }),
+        UserEvent::RuleAdded(RuleAdded {
+            address: a("ann@acme.example"),
+            rule_id: rid,
+            kind: RuleKind::Deny,
+            value: "spam.example".into(),
+        }),
+        UserEvent::RuleRemoved(RuleRemoved {
+            address: a("ann@acme.example"),
+            rule_id: rid,
+        }),
+    ];
+    let customers = vec![
+        CustomerEvent::CustomerCreated(CustomerCreated {
+            partner_id: PartnerId(uuid::Uuid::from_u128(4)),
+            name: "Acme".into(),
+            seat_limit: 25,
+        }),
+        CustomerEvent::DomainAdded(DomainAdded {
+            domain: Domain::parse("acme.example").unwrap(),
+        }),
+        CustomerEvent::DomainRemoved(DomainRemoved {
+            domain: Domain::parse("acme.example").unwrap(),
+        }),
+        CustomerEvent::SeatLimitChanged(SeatLimitChanged {
+            seat_limit: 30,
+            previous: 25,
+        }),
+    ];
+    let mut out: Vec<(&'static str, Value)> = users
+        .into_iter()
+        .map(|e| {
+            (
+                USER_AGGREGATE,
+                sample(
+                    USER_AGGREGATE,
+                    &e.event_type(),
+                    &e.event_version(),
+                    serde_json::to_value(&e).unwrap(),
+                ),
+            )
+        })
+        .collect();
+    out.extend(customers.into_iter().map(|e| {
+        (
+            CUSTOMER_AGGREGATE,
+            sample(
+                CUSTOMER_AGGREGATE,
+                &e.event_type(),
+                &e.event_version(),
+                serde_json::to_value(&e).unwrap(),
+            ),
+        )
+    }));
+    out
+}
+
+fn sample(aggregate: &str, event_type: &str, version: &str, payload: Value) -> Value {
+    serde_json::json!({"aggregate_type": aggregate, "event_type": event_type, "event_version": version, "payload": payload})
+}
+
+fn file_name(aggregate: &str, event_type: &str, version: &str) -> String {
+    format!("{aggregate}.{event_type}.v{version}.json")
+}
+
+#[test]
+fn e1_every_stored_shape_is_still_readable() {
+    if std::env::var("ROSTER_WRITE_STORED_SAMPLES").is_ok() {
+        for (agg, s) in examples() {
+            let path = dir().join(file_name(
+                agg,
+                s["event_type"].as_str().unwrap(),
+                s["event_version"].as_str().unwrap(),
+            ));
+            if !path.exists() {
+                std::fs::write(&path, serde_json::to_string_pretty(&s).unwrap() + "\n").unwrap();
+            }
+        }
+    }
+    let upcasters = upcasters();
+    let mut read = 0;
+    for entry in std::fs::read_dir(dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s: Value = serde_json::from_str(&text).unwrap();
+        let stored = SerializedEvent::new(
+            "sample".into(),
+            1,
+            s["aggregate_type"].as_str().unwrap().into(),
+            s["event_type"].as_str().unwrap().into(),
+            s["event_version"].as_str().unwrap().into(),
+            s["payload"].clone(),
+            Value::Object(Default::default()),
+        );
+        let current = upcast(stored, &upcasters);
+        let ok = match current.aggregate_type.as_str() {
+            USER_AGGREGATE => serde_json::from_value::<UserEvent>(current.payload.clone())
+                .map(|e| e.event_type() == current.event_type)
+                .map_err(|e| e.to_string()),
+            CUSTOMER_AGGREGATE => serde_json::from_value::<CustomerEvent>(current.payload.clone())
+                .map(|e| e.event_type() == current.event_type)
+                .map_err(|e| e.to_string()),
+            other => Err(format!("unknown aggregate {other}")),
+        };
+        assert_eq!(ok, Ok(true), "{} can no longer be read", path.display());
+        read += 1;
+    }
+    assert!(read >= UserEvent::TYPES.len() + CustomerEvent::TYPES.len());
+}
+
+#[test]
+fn e1_every_current_event_type_and_version_has_a_stored_sample() {
+    for (agg, types) in [
+        (USER_AGGREGATE, UserEvent::TYPES),
+        (CUSTOMER_AGGREGATE, CustomerEvent::TYPES),
+    ] {
+        for (t, v) in types {
+            let path = dir().join(file_name(agg, t, v));
+            assert!(
+                path.exists(),
+                "no stored sample of {agg} {t} v{v}: run ROSTER_WRITE_STORED_SAMPLES=1 cargo test -p roster-events and commit {}",
+                path.display()
+            );
+        }
+    }
+    // The examples cover every type, so a new type cannot be added without one.
+    let covered: std::collections::BTreeSet<String> = examples()
+        .iter()
+        .map(|(_, s)| s["event_type"].as_str().unwrap().to_string())
+        .collect();
+    for (t, _) in UserEvent::TYPES.iter().chain(CustomerEvent::TYPES) {
+        assert!(covered.contains(*t), "examples() lacks {t}");
+    }
+}
+
+#[test]
+fn e1_event_type_names_are_the_variant_names() {
+    for (_, s) in examples() {
+        let payload = s["payload"].as_object().unwrap();
+        assert_eq!(
+            payload.keys().next().unwrap(),
+            s["event_type"].as_str().unwrap()
+        );
+    }
+}
