@@ -12,8 +12,13 @@ use tokio::process::{Child, Command};
 
 static BUILD: Mutex<bool> = Mutex::new(false);
 
-/// The `roster` binary next to the test executable, built if missing.
+/// The `roster` binary: `ROSTER_BIN` when set (the test script builds it
+/// first), otherwise the one next to the test executable, built once per
+/// test process so that a stale binary is never tested.
 pub fn roster_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("ROSTER_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe
         .parent()

@@ -240,3 +240,57 @@ fn token_of_bootstrap(p: &RosterProcess) -> String {
 fn api_with(p: &RosterProcess, token: &str) -> roster_tests::Api {
     p.api(token)
 }
+
+/// The embedded default on a fresh machine: no database, no broker, and the
+/// first token handed over in a file only its owner can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_embedded_start_writes_the_first_token_to_a_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = roster_tests::process::free_port();
+    let mut child = tokio::process::Command::new(roster_tests::process::roster_binary())
+        .arg("serve")
+        .env("ROSTER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ROSTER_DATA_DIR", dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("ROSTER_BOOTSTRAP_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let file = dir.path().join("initial-token");
+    for _ in 0..200 {
+        if file.exists()
+            && reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let api = roster_tests::Api {
+        base: format!("http://127.0.0.1:{port}"),
+        token: token.clone(),
+        client: reqwest::Client::new(),
+    };
+    let (s, _) = api.get("/v1/customers").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        dir.path().join("roster.db").exists(),
+        "embedded SQLite in the data dir"
+    );
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("initial-token"),
+        "the log says where the token is"
+    );
+    assert!(!log.contains(&token), "but never the token itself");
+}

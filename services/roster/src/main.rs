@@ -274,6 +274,16 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
         if let Some(id) = store.db().bootstrap(token, clock.now()).await? {
             tracing::info!(token_id = %id, "ROSTER_BOOTSTRAP_TOKEN is now the first partner-administrator token");
         }
+    } else if let Some(issued) = store.db().initial_token(clock.now()).await? {
+        // A fresh store and no bootstrap token: hand the first token over in a
+        // file only the owner can read, never in the log.
+        let path = storage.data_dir.join("initial-token");
+        write_secret_file(&path, &issued.secret)?;
+        tracing::info!(
+            token_id = %issued.token_id,
+            file = %path.display(),
+            "no API token existed: a partner-administrator token was written to this file; read it, then delete the file"
+        );
     }
     let projector = Arc::new(Projector::new(store.clone(), ""));
     projector.ensure_tables().await?;
@@ -308,6 +318,24 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     let _ = projector_task.await;
     store.db().close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Writes a secret to a new file readable by its owner only.
+fn write_secret_file(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{secret}")?;
     Ok(())
 }
 

@@ -217,6 +217,33 @@ impl Db {
         Ok(Some(token_id))
     }
 
+    /// Whether any token exists (a store without one can only be reached
+    /// through a bootstrap token).
+    pub async fn has_tokens(&self) -> Result<bool, StoreError> {
+        let count: i64 = with_db!(self, |p| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM api_tokens"
+        )
+        .fetch_one(p)
+        .await?);
+        Ok(count > 0)
+    }
+
+    /// On a store without any token, creates a partner named "default" and
+    /// a random partner-administrator token for it; returns the secret.
+    pub async fn initial_token(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IssuedToken>, StoreError> {
+        if self.has_tokens().await? {
+            return Ok(None);
+        }
+        let partner = self.create_partner("default", now).await?;
+        Ok(Some(
+            self.issue_token(Scope::Partner(partner), "initial", now)
+                .await?,
+        ))
+    }
+
     /// The principal of a bearer token, if it is known and not revoked.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
         let row: Option<(String, Option<String>, Option<String>, String)> = with_db!(self, |p| {

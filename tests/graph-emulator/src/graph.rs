@@ -1253,7 +1253,7 @@ fn classify<T: Entity>(
     let changed: Vec<usize> = tracked
         .iter()
         .copied()
-        .filter(|&i| rec.prop_seq[i] > s && rec.prop_seq[i] <= upto)
+        .filter(|&i| rec.prop_seq(i) > s && rec.prop_seq(i) <= upto)
         .collect();
     if !changed.is_empty() {
         return Some(Change::Props(changed));

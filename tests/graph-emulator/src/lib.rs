@@ -85,8 +85,9 @@
 //!   Select and Expand failed: Could not find a property named ...";
 //!   single-object-only properties (`aboutMe`, `skills`, ...) on a
 //!   collection → 501 `NotImplemented`. Properties Graph has but the
-//!   emulator does not model (`city` aside: `onPremisesImmutableId`,
-//!   `usageLocation`, ...) come back `null`.
+//!   emulator does not model (`onPremisesImmutableId`, `usageLocation`,
+//!   `assignedLicenses`, ...) can be selected and come back `null` (or
+//!   `[]`), and cannot be filtered on.
 //! - `$top`: default page size 100; 1–999, otherwise 400
 //!   `Request_UnsupportedQuery` "Invalid page size specified: '1000'. Must be
 //!   between 1 and 999 inclusive."; `$skip` is refused.

@@ -273,17 +273,7 @@ impl Slapd {
             match initial {
                 Initial::Ldif(text) => server.slapadd_text(text, &format!("initial-{n}")).await?,
                 Initial::File(path) => server.slapadd_file(path).await?,
-                Initial::Data(data) => {
-                    let path = server.dir.path().join(format!("initial-{n}.ldif"));
-                    let data = data.clone();
-                    let p = path.clone();
-                    tokio::task::spawn_blocking(move || data.write_ldif_file(&p))
-                        .await
-                        .map_err(|e| Error::Invalid(format!("LDIF writer panicked: {e}")))?
-                        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-                    server.slapadd_file(&path).await?;
-                    let _ = std::fs::remove_file(&path);
-                }
+                Initial::Data(data) => server.slapadd_data(data.clone()).await?,
             }
         }
 
@@ -399,6 +389,55 @@ impl Slapd {
         )
         .await?;
         Ok(())
+    }
+
+    /// Streams generated data into `slapadd -q` (generation and loading
+    /// overlap; no LDIF file is written).
+    async fn slapadd_data(&self, data: DirectoryData) -> Result<()> {
+        use std::io::Write;
+        let mut cmd = std::process::Command::new(&self.slapadd);
+        cmd.arg("-q")
+            .arg("-f")
+            .arg(self.conf_path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let shown = format!(
+            "{} -q -f {}",
+            self.slapadd.display(),
+            self.conf_path().display()
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| Error::io(format!("starting `{shown}`"), e))?;
+            let stdin = child.stdin.take().expect("stdin was piped");
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, stdin);
+            // A write error means slapadd stopped reading: its status and
+            // output below say why.
+            let _ = data.write_ldif(&mut w).and_then(|()| w.flush());
+            drop(w);
+            let out = child
+                .wait_with_output()
+                .map_err(|e| Error::io(format!("waiting for `{shown}`"), e))?;
+            if out.status.success() {
+                return Ok(());
+            }
+            Err(Error::Command {
+                command: shown,
+                status: out.status.to_string(),
+                output: process::tail_lines(
+                    &format!(
+                        "{}\n{}",
+                        String::from_utf8_lossy(&out.stderr),
+                        String::from_utf8_lossy(&out.stdout)
+                    ),
+                    30,
+                ),
+            })
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("slapadd feeder panicked: {e}")))?
     }
 
     /// Bulk-loads LDIF content records with `slapadd -q` while the server
