@@ -68,6 +68,13 @@ fn generate(rows: usize, sep: char) -> String {
     out
 }
 
+/// CPU time of this thread in nanoseconds (Linux schedstat), so that the
+/// figure holds on a machine busy with other builds.
+fn cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
 fn kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
@@ -89,50 +96,84 @@ fn bench(label: &str, bytes: &[u8], iterations: usize) {
     drop(file);
 
     let mut times: Vec<Duration> = vec![first];
+    let mut cpu: Vec<u64> = Vec::new();
     for _ in 1..iterations {
+        let cpu_start = cpu_ns();
         let start = Instant::now();
         let file = black_box(parse_import(black_box(bytes), &options).unwrap());
         times.push(start.elapsed());
+        if let (Some(a), Some(b)) = (cpu_start, cpu_ns()) {
+            cpu.push(b - a);
+        }
         drop(file);
     }
     times.sort();
+    cpu.sort();
     let median = times[times.len() / 2];
     let mib = bytes.len() as f64 / (1024.0 * 1024.0);
     print!(
-        "{label:<28} {rows} rows, {mib:6.1} MiB in: min {:7.1} ms, median {:7.1} ms ({:5.0} MiB/s)",
+        "{label:<24} {rows} rows, {mib:5.1} MiB: wall min {:6.1} ms, median {:6.1} ms",
         times[0].as_secs_f64() * 1e3,
         median.as_secs_f64() * 1e3,
-        mib / median.as_secs_f64(),
     );
+    if let Some(&c) = cpu.get(cpu.len() / 2) {
+        print!("; CPU median {:6.1} ms", c as f64 / 1e6);
+    }
     match (reset, before, peak) {
         (true, Some(before), Some(peak)) => println!(
-            "; memory during parse, result kept: +{:.1} MiB",
+            "; memory, result kept: +{:.1} MiB",
             peak.saturating_sub(before) as f64 / 1024.0
         ),
         _ => println!("; memory: not measurable here"),
     }
 }
 
+const VARIANTS: [&str; 3] = ["utf-8", "windows-1252", "utf-16le"];
+
+/// Each variant runs in a process of its own, so that memory freed by one
+/// does not hide what the next one takes.
 fn main() {
-    // `cargo bench` passes `--bench`; a number argument sets the row count.
-    let rows = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(100_000);
-    let text = generate(rows, ',');
-
-    bench("utf-8 with BOM, comma", text.as_bytes(), 10);
-
-    let (cp1252, _, lossy) = encoding_rs::WINDOWS_1252.encode(&text[3..]);
-    assert!(!lossy);
-    bench("windows-1252, comma", &cp1252, 10);
-    drop(cp1252);
-
-    drop(text);
-    let tabbed = generate(rows, '\t');
-    let mut utf16 = vec![0xFF, 0xFE];
-    for unit in tabbed[3..].encode_utf16() {
-        utf16.extend_from_slice(&unit.to_le_bytes());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes `--bench`; a number sets the row count.
+    let rows: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(100_000);
+    if let Some(variant) = args.iter().find_map(|a| a.strip_prefix("--variant=")) {
+        run(variant, rows);
+        return;
     }
-    bench("utf-16le with BOM, tab", &utf16, 10);
+    let exe = std::env::current_exe().expect("own path");
+    for variant in VARIANTS {
+        let status = std::process::Command::new(&exe)
+            .arg(format!("--variant={variant}"))
+            .arg(rows.to_string())
+            .status()
+            .expect("run the variant");
+        assert!(status.success(), "{variant} failed");
+    }
+}
+
+fn run(variant: &str, rows: usize) {
+    match variant {
+        "utf-8" => {
+            let text = generate(rows, ',');
+            bench("utf-8 with BOM, comma", text.as_bytes(), 10);
+        }
+        "windows-1252" => {
+            let text = generate(rows, ',');
+            let (bytes, _, lossy) = encoding_rs::WINDOWS_1252.encode(&text[3..]);
+            assert!(!lossy);
+            let bytes = bytes.into_owned();
+            drop(text);
+            bench("windows-1252, comma", &bytes, 10);
+        }
+        "utf-16le" => {
+            let text = generate(rows, '\t');
+            let mut bytes = vec![0xFF, 0xFE];
+            for unit in text[3..].encode_utf16() {
+                bytes.extend_from_slice(&unit.to_le_bytes());
+            }
+            drop(text);
+            bench("utf-16le with BOM, tab", &bytes, 10);
+        }
+        other => panic!("unknown variant {other}; use one of {VARIANTS:?}"),
+    }
 }

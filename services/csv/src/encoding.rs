@@ -164,12 +164,9 @@ pub fn decode(bytes: &[u8], choice: EncodingChoice) -> Result<Decoded<'_>, FileE
     if choice == EncodingChoice::Auto && !has_bom {
         if let Some(encoding) = utf16_without_bom(bytes) {
             // Only when the whole file is well-formed UTF-16; else go on guessing.
-            if let Some(text) = encoding
-                .codec()
-                .decode_without_bom_handling_and_without_replacement(bytes)
-            {
+            if let Ok(text) = decode_owned(encoding, bytes) {
                 return Ok(Decoded {
-                    text,
+                    text: Cow::Owned(text),
                     encoding,
                     bom: false,
                 });
@@ -195,30 +192,47 @@ pub fn decode(bytes: &[u8], choice: EncodingChoice) -> Result<Decoded<'_>, FileE
                 });
             }
         },
-        Encoding::Windows1252 => encoding.codec().decode_without_bom_handling(body).0,
-        Encoding::Utf16Le | Encoding::Utf16Be => {
-            match encoding
-                .codec()
-                .decode_without_bom_handling_and_without_replacement(body)
-            {
-                Some(text) => text,
-                None => {
-                    // Malformed: decode with replacement to find where.
-                    let (lossy, _) = encoding.codec().decode_without_bom_handling(body);
-                    let at = lossy.find('\u{FFFD}').unwrap_or(lossy.len());
-                    return Err(FileError::InvalidEncoding {
-                        encoding,
-                        line: line_at(lossy[..at].as_bytes()),
-                    });
-                }
+        _ => match decode_owned(encoding, body) {
+            Ok(text) => Cow::Owned(text),
+            Err(decoded_so_far) => {
+                return Err(FileError::InvalidEncoding {
+                    encoding,
+                    line: line_at(decoded_so_far.as_bytes()),
+                })
             }
-        }
+        },
     };
     Ok(Decoded {
         text,
         encoding,
         bom: bom_len > 0,
     })
+}
+
+/// Decodes UTF-16 or Windows-1252 into a string sized for the text, not
+/// for the worst case: encoding_rs zero-fills the capacity it is given, and
+/// its one-call API asks for three bytes per Windows-1252 byte. Malformed
+/// UTF-16 gives `Err` with the text decoded before the fault.
+fn decode_owned(encoding: Encoding, body: &[u8]) -> Result<String, String> {
+    use encoding_rs::DecoderResult;
+    let mut decoder = encoding.codec().new_decoder_without_bom_handling();
+    // Mostly ASCII: one UTF-8 byte per byte (Windows-1252) or per two bytes
+    // (UTF-16), plus an eighth for accented letters.
+    let units = match encoding {
+        Encoding::Utf16Le | Encoding::Utf16Be => body.len() / 2,
+        Encoding::Utf8 | Encoding::Windows1252 => body.len(),
+    };
+    let mut out = String::with_capacity(units + units / 8 + 16);
+    let mut src = body;
+    loop {
+        let (result, read) = decoder.decode_to_string_without_replacement(src, &mut out, true);
+        src = &src[read..];
+        match result {
+            DecoderResult::InputEmpty => return Ok(out),
+            DecoderResult::OutputFull => out.reserve_exact(src.len() + 64),
+            DecoderResult::Malformed(_, _) => return Err(out),
+        }
+    }
 }
 
 fn prefix_len(bytes: &[u8], prefix: &[u8]) -> usize {
@@ -343,6 +357,14 @@ mod tests {
         let d = decode(b"Ren\xE9 \x80 Stra\xDFe", EncodingChoice::Auto).unwrap();
         assert_eq!(d.encoding, Encoding::Windows1252);
         assert_eq!(&*d.text, "René € Straße");
+    }
+
+    #[test]
+    fn m2_windows_1252_text_longer_than_the_size_estimate_decodes_whole() {
+        // Every byte becomes three UTF-8 bytes: the buffer must grow.
+        let d = decode(&[0x80; 10_000], EncodingChoice::Windows1252).unwrap();
+        assert_eq!(d.text.chars().count(), 10_000);
+        assert!(d.text.chars().all(|c| c == '€'));
     }
 
     #[test]
