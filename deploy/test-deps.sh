@@ -50,7 +50,7 @@ apt_install() {
 INSTALLED_SOMETHING=0
 apt_install -- slapd ldap-utils
 apt_install --no-install-recommends -- samba-ad-dc samba-ad-provision ldb-tools winbind
-apt_install -- iproute2 openssl
+apt_install -- iproute2 openssl procps
 
 # --- stop system daemons started by the packages -------------------------
 # The harness runs its own slapd from a private slapd.conf (-f, never the

@@ -73,7 +73,27 @@
 //! - [`SambaDc`] provisions a DC (realm `CORP.EXAMPLE.COM`, `--use-rfc2307`,
 //!   no DNS, LDAP only) into a temp folder and runs it inside network
 //!   namespace `roster-tk-<slot>-<pid>`, reachable at `10.231.x.y` over a veth
-//!   pair; its certificate names that IP. Needs root.
+//!   pair; its certificate names that IP. Needs root. [`SambaDc::shared`]
+//!   is one DC per test process; [`SambaDc::start`] a private one for tests
+//!   that kill or stop it. Users and groups: [`SambaOu`] over LDAP(S), or
+//!   [`SambaOu::load_offline`] / [`SambaDc::ldbadd`] for bulk.
+//!
+//! # Environment
+//!
+//! | variable | effect |
+//! | --- | --- |
+//! | `ROSTER_TEST_PG` | PostgreSQL server for [`PgDb`] (a user that may create databases) |
+//! | `ROSTER_NATS_SERVER` | the nats-server binary (must be >= 2.10) |
+//! | `ROSTER_SLAPD` | the slapd binary (slapadd is taken from its folder) |
+//! | `ROSTER_SAMBA_TEMPLATE_DIR` | opt-in cache: the first provisioned domain is kept there and later DCs copy it (about 1 s instead of 6-10 s); off by default so that nothing outlives a test run |
+//!
+//! # Start-up times (this 2-core machine, idle)
+//!
+//! PgDb about 50 ms; NatsServer about 0.3-0.6 s; an empty Slapd under 0.1 s
+//! (with TLS too), with 20,000 generated users about 2 s, with 100,000 about
+//! 10 s (LDIF generation in a debug build plus `slapadd -q`); SambaDc about
+//! 7 s (provisioning 6 s, then 0.5 s to answer LDAP), 1 s from a template;
+//! ldbadd about 400 users a second, LDAP adds about 100 a second.
 //!
 //! # Data
 //!

@@ -449,8 +449,8 @@ impl Slapd {
                 "slapadd needs a stopped server: call stop() first".into(),
             ));
         }
-        let n = Instant::now().elapsed().as_nanos();
-        self.slapadd_text(ldif, &format!("slapadd-{n}")).await
+        let name = format!("slapadd-{}", uuid::Uuid::new_v4().simple());
+        self.slapadd_text(ldif, &name).await
     }
 
     async fn launch(&mut self) -> Result<()> {

@@ -227,9 +227,8 @@ async fn generated_data_online_and_offline() {
 
 #[tokio::test]
 async fn a_private_dc_can_be_killed_and_started_again() {
+    // (Two DCs in one process are covered by samba_template.rs.)
     let dc = SambaDc::start().await.unwrap();
-    let shared = SambaDc::shared().await.unwrap();
-    assert_ne!(dc.ip(), shared.ip());
     let ou = dc.new_ou().await.unwrap();
     let user = ou.new_user("Kim", "Crash", "example.org");
     ou.create_user(&user).await.unwrap();
