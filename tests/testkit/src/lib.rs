@@ -124,7 +124,7 @@ pub use data::{
     UAC_ACCOUNTDISABLE, UAC_NORMAL_ACCOUNT,
 };
 pub use error::{Error, Result};
-pub use ldap::{bind, connect, LdapAdmin, Security};
+pub use ldap::{bind as ldap_bind, connect as ldap_connect, LdapAdmin, Security};
 pub use nats::{find_nats_server, NatsServer};
 pub use pg::{PgDb, DB_PREFIX, DEFAULT_PG_URL};
 pub use samba::{

@@ -48,7 +48,7 @@ async fn ldaps_and_starttls_verify_the_dc_certificate() {
         .unwrap();
 
     for (security, port) in [(Security::Ldaps, 636), (Security::StartTls, 389)] {
-        let err = roster_testkit::bind(
+        let err = roster_testkit::ldap_bind(
             &dc.host(),
             port,
             security,

@@ -304,7 +304,7 @@ async fn tls_ldaps_and_starttls_verify_with_the_generated_ca_only() {
         assert_eq!(base.len(), 1);
     }
     // The certificate names 127.0.0.1 and localhost.
-    roster_testkit::bind(
+    roster_testkit::ldap_bind(
         "localhost",
         slapd.ldaps_port().unwrap(),
         Security::Ldaps,
@@ -319,7 +319,7 @@ async fn tls_ldaps_and_starttls_verify_with_the_generated_ca_only() {
         (Security::Ldaps, slapd.ldaps_port().unwrap()),
         (Security::StartTls, slapd.port()),
     ] {
-        let err = roster_testkit::bind(
+        let err = roster_testkit::ldap_bind(
             "127.0.0.1",
             port,
             security,
