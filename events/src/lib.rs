@@ -4,12 +4,14 @@
 
 pub mod claims;
 pub mod customer;
+pub mod directory;
 pub mod ids;
 pub mod meta;
 pub mod user;
 
 pub use claims::{ClaimChange, ClaimsOf, Guard};
 pub use customer::*;
+pub use directory::*;
 pub use ids::*;
 pub use meta::*;
 pub use user::*;

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod customer;
+pub mod snapshot;
 pub mod user;
 
 pub use customer::{Customer, CustomerCommand, CustomerError};

@@ -1,0 +1,148 @@
+//! What a directory reader returns: one complete, typed snapshot of the
+//! directory (D3.r), or an error that says why it could not be read.
+
+use std::fmt;
+
+use roster_events::Profile;
+use serde::{Deserialize, Serialize};
+
+/// A directory object's stable id (objectGUID as a UUID, entryUUID,
+/// nsUniqueId, Entra object id), lower case. A changed primary address of
+/// the same id is a rename, not a new user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ObjectId(pub String);
+
+impl ObjectId {
+    pub fn new(s: impl AsRef<str>) -> Self {
+        ObjectId(s.as_ref().trim().to_ascii_lowercase())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    User,
+    Group,
+    PublicFolder,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::User => "user",
+            ObjectKind::Group => "group",
+            ObjectKind::PublicFolder => "public_folder",
+        }
+    }
+}
+
+/// One user, group or public folder as the directory has it, attributes
+/// mapped (D3.d) but not yet judged: addresses are raw text here; the
+/// reconciler validates them against the managed domains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryObject {
+    pub id: ObjectId,
+    pub kind: ObjectKind,
+    /// The entry's DN (LDAP) or user principal name (Entra), for people.
+    pub dn: Option<String>,
+    pub display_name: Option<String>,
+    /// LDAP `mail` / Entra `mail`.
+    pub mail: Option<String>,
+    /// `proxyAddresses` values as stored: `SMTP:` primary, `smtp:` aliases,
+    /// other types (`X500:`, `SIP:`) kept for the reconciler to ignore.
+    pub proxy_addresses: Vec<String>,
+    /// givenName, sn, homePhone, mobile, company, department, notes (AD `info`).
+    pub profile: Profile,
+    /// AD `userAccountControl` bit 0x2, Entra `accountEnabled=false`, ...
+    pub disabled: bool,
+    /// For groups: the ids of the member objects found in the snapshot.
+    pub members: Vec<ObjectId>,
+}
+
+/// A complete read of the directory. Readers never return a partial one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub objects: Vec<DirectoryObject>,
+}
+
+/// Why a directory could not be read or reached. Each says what to check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+pub enum ReadError {
+    #[error("the host name could not be resolved: {0}")]
+    NameResolution(String),
+    #[error("the connection was refused: {0}")]
+    Refused(String),
+    #[error("the directory did not answer in time: {0}")]
+    Timeout(String),
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    #[error("the directory rejected the bind: {0}")]
+    BindRejected(String),
+    #[error("the base DN was not found: {0}")]
+    BaseDnNotFound(String),
+    #[error("the credentials lack permission: {0}")]
+    Permission(String),
+    #[error("the filter is not valid: {0}")]
+    InvalidFilter(String),
+    #[error("the directory throttled the read and retries were exhausted: {0}")]
+    Throttled(String),
+    /// The read started but did not complete (connection lost, page error,
+    /// size limit): nothing may be concluded from it (D3.r).
+    #[error("the read did not complete: {0}")]
+    Incomplete(String),
+    #[error("the settings are not usable: {0}")]
+    Settings(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ReadError {
+    /// A stable code for the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReadError::NameResolution(_) => "name_resolution",
+            ReadError::Refused(_) => "refused",
+            ReadError::Timeout(_) => "timeout",
+            ReadError::Tls(_) => "tls",
+            ReadError::BindRejected(_) => "bind_rejected",
+            ReadError::BaseDnNotFound(_) => "base_dn_not_found",
+            ReadError::Permission(_) => "permission",
+            ReadError::InvalidFilter(_) => "invalid_filter",
+            ReadError::Throttled(_) => "throttled",
+            ReadError::Incomplete(_) => "incomplete",
+            ReadError::Settings(_) => "settings",
+            ReadError::Other(_) => "other",
+        }
+    }
+}
+
+/// The answer to "Test connection".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestReport {
+    /// Users the settings (base DN and filters) select.
+    pub users: u64,
+    /// Mail-enabled groups they select.
+    pub groups: u64,
+    /// A short description of what was reached (server, TLS, bound as).
+    pub details: String,
+}
+
+/// A capability: something that can read a whole directory.
+#[async_trait::async_trait]
+pub trait DirectoryReader: Send + Sync {
+    /// A complete snapshot, or an error; never a partial list (D3.r).
+    async fn read(&self) -> Result<Snapshot, ReadError>;
+    /// Connects, binds and counts what the settings select.
+    async fn test(&self) -> Result<TestReport, ReadError>;
+}
