@@ -161,7 +161,22 @@ impl Address {
 }
 
 macro_rules! string_id {
-    ($name:ident, $parse:path) => {
+    ($name:ident, $parse:path, $format:literal, $description:literal) => {
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "format": $format,
+                    "description": $description,
+                })
+            }
+        }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -191,13 +206,23 @@ macro_rules! string_id {
         }
     };
 }
-string_id!(Domain, Domain::parse);
-string_id!(Address, Address::parse);
+string_id!(
+    Domain,
+    Domain::parse,
+    "hostname",
+    "A mail domain in its ASCII (IDNA) form, lower case, without a trailing dot."
+);
+string_id!(
+    Address,
+    Address::parse,
+    "email",
+    "An email address; the domain in its ASCII (IDNA) form, all in lower case."
+);
 
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
         #[serde(transparent)]
         pub struct $name(pub Uuid);
 

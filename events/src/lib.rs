@@ -7,6 +7,7 @@ pub mod customer;
 pub mod directory;
 pub mod ids;
 pub mod meta;
+pub mod schema;
 pub mod user;
 
 pub use claims::{ClaimChange, ClaimsOf, Guard};

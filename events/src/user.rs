@@ -6,12 +6,13 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Address, CustomerId, RuleId, UserId};
 
 /// Where a user came from (U2). `entra` is shown to administrators as Azure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Ldap,
@@ -50,7 +51,7 @@ impl Source {
 }
 
 /// User status (U2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     #[default]
@@ -84,7 +85,7 @@ impl Status {
 }
 
 /// What a recipient is (U4). Only users count against the licence (T3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     #[default]
@@ -113,7 +114,7 @@ impl Kind {
 }
 
 /// The editable fields of a user (U2). `None` means "not set".
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Profile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
@@ -206,7 +207,7 @@ impl Profile {
 }
 
 /// Why a user was flagged for deletion (D3.h).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FlagReason {
     /// The directory no longer returns the user.
@@ -225,7 +226,7 @@ impl FlagReason {
 }
 
 /// Why a user was deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeletionReason {
     /// An administrator deleted the user (M1).
@@ -250,7 +251,7 @@ impl DeletionReason {
 }
 
 /// Why an alias was unmapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UnmapReason {
     #[default]
@@ -262,7 +263,7 @@ pub enum UnmapReason {
 }
 
 /// Why a deletion flag was lifted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
     /// The directory returned the user again, enabled (D3.j).
@@ -272,7 +273,7 @@ pub enum CancelReason {
 }
 
 /// A sender rule of one user (U5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
     Allow,
@@ -290,7 +291,7 @@ impl RuleKind {
 
 /// Who a returning user was before deletion (U6), so that the archive
 /// service can restore the mail archive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EarlierIdentity {
     pub user_id: UserId,
     pub address: Address,
@@ -299,7 +300,7 @@ pub struct EarlierIdentity {
     pub deletion_reason: DeletionReason,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UserAdded {
     pub user_id: UserId,
     pub customer_id: CustomerId,
@@ -313,7 +314,7 @@ pub struct UserAdded {
     pub aliases: Vec<Address>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UserReturned {
     pub user_id: UserId,
     pub customer_id: CustomerId,
@@ -328,7 +329,7 @@ pub struct UserReturned {
     pub earlier: EarlierIdentity,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProfileUpdated {
     pub address: Address,
     /// The whole profile after the change.
@@ -337,13 +338,13 @@ pub struct ProfileUpdated {
     pub changed: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AliasMapped {
     pub address: Address,
     pub alias: Address,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AliasUnmapped {
     pub address: Address,
     pub alias: Address,
@@ -351,7 +352,7 @@ pub struct AliasUnmapped {
     pub reason: UnmapReason,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FlaggedForDeletion {
     pub address: Address,
     pub reason: FlagReason,
@@ -360,20 +361,20 @@ pub struct FlaggedForDeletion {
     pub delete_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeletionCancelled {
     pub address: Address,
     pub reason: CancelReason,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ConflictIgnored {
     pub address: Address,
     /// The absence that is ignored until the directory returns the user (D3.m).
     pub reason: FlagReason,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UserDeactivated {
     pub address: Address,
     /// A deletion flag lifted by the deactivation (conflict action, D3.m):
@@ -383,12 +384,12 @@ pub struct UserDeactivated {
     pub lifted_flag: Option<FlagReason>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UserReactivated {
     pub address: Address,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UserDeleted {
     pub address: Address,
     /// Aliases released with the user.
@@ -401,7 +402,7 @@ pub struct UserDeleted {
     pub rules_removed: Vec<RuleId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RuleAdded {
     pub address: Address,
     pub rule_id: RuleId,
@@ -410,7 +411,7 @@ pub struct RuleAdded {
     pub value: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RuleRemoved {
     pub address: Address,
     pub rule_id: RuleId,
@@ -418,7 +419,7 @@ pub struct RuleRemoved {
 
 /// Every event of the user aggregate. The variant name is the stable event
 /// type; [`DomainEvent::event_version`] its schema version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum UserEvent {
     UserAdded(UserAdded),
     UserReturned(UserReturned),
