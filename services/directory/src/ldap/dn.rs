@@ -1,0 +1,234 @@
+//! Distinguished names compared the way a directory compares them.
+//!
+//! One server can spell the same DN differently: an entry stored as
+//! `cn=Doe\2C John,...` can appear in a group's `member` as
+//! `cn=Doe\, John,...`, attribute types come in any case (`CN=` / `cn=`),
+//! and spaces around `,`, `+` and `=` are insignificant (TESTING.md,
+//! "Directory differences that bite"). Group members are resolved to
+//! snapshot objects by comparing [`normalize_dn`] keys only.
+
+/// A canonical key for `dn` (RFC 4514): attribute types in lower case (the
+/// common numeric OIDs replaced by their names), values unescaped (`\,`,
+/// `\2C`, `\"`...), leading and trailing spaces dropped, runs of spaces
+/// collapsed and letters lower-cased (case-ignore matching, as the naming
+/// attributes `cn`, `ou`, `dc`, `o` use), the values of a multi-valued RDN
+/// sorted; then re-escaped so that the key stays unambiguous. Values in
+/// `#hex` (BER) form are kept as lower-case hex. Text that is not a DN is
+/// returned trimmed and lower-cased. Equal keys mean the same entry.
+pub fn normalize_dn(dn: &str) -> String {
+    match parse(dn.trim()) {
+        Some(rdns) => {
+            let mut out = String::with_capacity(dn.len());
+            for (i, mut avas) in rdns.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                avas.sort();
+                for (j, (ty, value)) in avas.into_iter().enumerate() {
+                    if j > 0 {
+                        out.push('+');
+                    }
+                    out.push_str(&ty);
+                    out.push('=');
+                    escape_into(&value, &mut out);
+                }
+            }
+            out
+        }
+        None => dn.trim().to_lowercase(),
+    }
+}
+
+type Ava = (String, String);
+
+/// Splits `dn` into RDNs of (type, canonical value) pairs; `None` when it
+/// is not a DN.
+fn parse(dn: &str) -> Option<Vec<Vec<Ava>>> {
+    let b = dn.as_bytes();
+    let mut rdns: Vec<Vec<Ava>> = Vec::new();
+    if b.is_empty() {
+        return Some(rdns);
+    }
+    let mut i = 0;
+    let mut rdn: Vec<Ava> = Vec::new();
+    loop {
+        // attribute type
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
+        let start = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b',' && b[i] != b'+' {
+            i += 1;
+        }
+        if i >= b.len() || b[i] != b'=' {
+            return None;
+        }
+        let ty = canonical_type(dn[start..i].trim())?;
+        i += 1;
+        // attribute value
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
+        let value = if i < b.len() && b[i] == b'#' {
+            let start = i;
+            while i < b.len() && b[i] != b',' && b[i] != b'+' {
+                i += 1;
+            }
+            dn[start..i].trim().to_ascii_lowercase()
+        } else {
+            let mut bytes: Vec<u8> = Vec::new();
+            while i < b.len() && b[i] != b',' && b[i] != b'+' {
+                if b[i] == b'\\' {
+                    let h = |k: usize| b.get(k).copied().and_then(hex_val);
+                    if let (Some(hi), Some(lo)) = (h(i + 1), h(i + 2)) {
+                        bytes.push(hi << 4 | lo);
+                        i += 3;
+                    } else if i + 1 < b.len() {
+                        // `\,` and the like; a multi-byte character after a
+                        // backslash is copied whole by the next iterations.
+                        bytes.push(b[i + 1]);
+                        i += 2;
+                    } else {
+                        return None;
+                    }
+                } else {
+                    bytes.push(b[i]);
+                    i += 1;
+                }
+            }
+            canonical_value(&String::from_utf8_lossy(&bytes))
+        };
+        rdn.push((ty, value));
+        if i >= b.len() {
+            rdns.push(rdn);
+            return Some(rdns);
+        }
+        if b[i] == b',' {
+            rdns.push(std::mem::take(&mut rdn));
+        }
+        i += 1;
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Lower case, `OID.` prefix dropped, the naming attributes' OIDs named.
+fn canonical_type(ty: &str) -> Option<String> {
+    if ty.is_empty() {
+        return None;
+    }
+    let ty = ty
+        .strip_prefix("OID.")
+        .or_else(|| ty.strip_prefix("oid."))
+        .unwrap_or(ty);
+    let named = match ty {
+        "2.5.4.3" => "cn",
+        "2.5.4.11" => "ou",
+        "2.5.4.10" => "o",
+        "2.5.4.6" => "c",
+        "2.5.4.7" => "l",
+        "2.5.4.8" => "st",
+        "2.5.4.9" => "street",
+        "0.9.2342.19200300.100.1.25" => "dc",
+        "0.9.2342.19200300.100.1.1" => "uid",
+        other => return Some(other.to_ascii_lowercase()),
+    };
+    Some(named.to_string())
+}
+
+/// Case-ignore with insignificant spaces: trimmed, runs of whitespace as one
+/// space, lower case.
+fn canonical_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for word in v.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        for c in word.chars() {
+            if c.is_ascii() {
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.extend(c.to_lowercase());
+            }
+        }
+    }
+    out
+}
+
+/// Escapes what RFC 4514 requires (and `=`), so that keys stay unambiguous.
+fn escape_into(value: &str, out: &mut String) {
+    for (k, c) in value.chars().enumerate() {
+        match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if k == 0 => out.push_str("\\#"),
+            '\0' => out.push_str("\\00"),
+            _ => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_dn as n;
+
+    #[test]
+    fn d3d_escaped_comma_spellings_are_one_dn() {
+        let stored = r"cn=Doe\2C John,ou=People,dc=example,dc=com";
+        let member = r"CN=Doe\, John, OU=People,DC=example, DC=com";
+        assert_eq!(n(stored), n(member));
+        assert_eq!(n(stored), r"cn=doe\, john,ou=people,dc=example,dc=com");
+        assert_ne!(n(stored), n("cn=Doe,cn=John,ou=People,dc=example,dc=com"));
+    }
+
+    #[test]
+    fn d3d_case_spaces_and_oids_are_insignificant() {
+        assert_eq!(
+            n("CN=Ada  Lovelace ,OU=People,DC=Example,DC=COM"),
+            n("cn=ada lovelace,ou=people,dc=example,dc=com")
+        );
+        assert_eq!(n("2.5.4.3=x,dc=a"), n("cn=X,DC=a"));
+        assert_eq!(n("OID.2.5.4.11=Sales,o=Acme"), n("ou=sales,o=acme"));
+        assert_eq!(n(r"cn=\20lead,dc=a"), n("cn=lead,dc=a"));
+    }
+
+    #[test]
+    fn d3d_hex_escapes_decode_to_utf8() {
+        assert_eq!(n(r"cn=Zo\C3\AB,dc=a"), n("cn=Zoë,dc=a"));
+        assert_eq!(n(r"cn=ZO\C3\8B,dc=a"), n("cn=zoë,dc=a"));
+        assert_eq!(
+            n(r"cn=M\C3\BCller\2C J\C3\BCrgen,dc=a"),
+            n(r"CN=Müller\, Jürgen,DC=a")
+        );
+    }
+
+    #[test]
+    fn d3d_special_characters_stay_unambiguous() {
+        assert_ne!(n(r"cn=a\+b,dc=x"), n("cn=a+b=,dc=x"));
+        assert_eq!(n(r"cn=a\+b,dc=x"), n(r"cn=a\2Bb,dc=x"));
+        assert_eq!(n(r"cn=\#1,dc=x"), n(r"cn=\231,dc=x"));
+        assert_eq!(n(r"cn=a\\b,dc=x"), n(r"cn=a\5cb,dc=x"));
+        assert_eq!(n(r"cn=x\=y,dc=z"), n(r"cn=x=y,dc=z"));
+    }
+
+    #[test]
+    fn d3d_multi_valued_rdns_are_sorted() {
+        assert_eq!(n("cn=a+uid=b,dc=x"), n("UID=B + CN=A,dc=x"));
+    }
+
+    #[test]
+    fn d3d_ber_values_and_non_dns() {
+        assert_eq!(n("cn=#04024869,dc=x"), n("CN=#04024869,DC=X"));
+        assert_eq!(n("  Not A DN  "), "not a dn");
+        assert_eq!(n(""), "");
+    }
+}

@@ -1,0 +1,20 @@
+//! Roster's directory readers: each turns a customer's directory into one
+//! complete, typed [`Snapshot`](roster_domain::snapshot::Snapshot), or a
+//! [`ReadError`](roster_domain::snapshot::ReadError) that says why it could
+//! not (D3.r: never a partial list).
+//!
+//! - [`ldap`]: LDAP and Active Directory ([`LdapReader`], D5), with the
+//!   vendor presets of D3.d and [`validate_filter`] for the custom filter.
+//!
+//! See `README.md` beside this crate for the choices made where the
+//! specification is silent.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod ldap;
+
+pub use ldap::{
+    normalize_dn, validate_filter, LdapReader, Mapping, PageEvent, PageHook, ReaderOptions,
+    SearchKind, MAX_PAGE_SIZE,
+};
