@@ -59,6 +59,9 @@ enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Publishes the event log to NATS JetStream as CloudEvents (E5); with
+    /// several replicas one publishes and the others stand by.
+    Relay(roster_relay::NatsArgs),
     /// Issues, lists and revokes API tokens.
     Token {
         #[command(subcommand)]
@@ -77,6 +80,9 @@ struct ServeArgs {
     /// How long a write waits for the read models to show it, in milliseconds.
     #[arg(long, env = "ROSTER_CONSISTENCY_TIMEOUT_MS", default_value_t = 10_000)]
     consistency_timeout_ms: u64,
+    /// The event relay (E5): NATS JetStream when NATS_URL is set, else the in-process bus.
+    #[command(flatten)]
+    relay: roster_relay::ServeRelayArgs,
 }
 
 #[derive(Subcommand)]
@@ -189,6 +195,11 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        Command::Relay(nats) => {
+            let store = open(&cli.storage).await?;
+            roster_relay::run_relay(store, &nats, shutdown_signal()).await?;
+            Ok(())
+        }
         Command::Token { command } => token(cli.storage, command).await,
     }
 }
@@ -298,6 +309,8 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     state.consistency_timeout = Duration::from_millis(args.consistency_timeout_ms);
     let app = roster_api::router(state);
 
+    let relay =
+        roster_relay::start_in_serve(store.clone(), &args.relay, stop_tx.subscribe()).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -316,6 +329,9 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     let _ = stop_tx.send(true);
     let _ = projector_task.await;
+    if let Some(relay) = relay {
+        let _ = relay.task.await;
+    }
     store.db().close().await;
     tracing::info!("stopped");
     Ok(())

@@ -1,0 +1,272 @@
+//! Stored events as CloudEvents 1.0 in the JSON event format, the
+//! *structured* content mode of the CloudEvents NATS protocol binding (see
+//! `docs/events.md` for why structured, and for every attribute).
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use roster_events::schema::{cloudevent_type, schema_id};
+use roster_events::{META_ACTOR, META_CORRELATION, META_CUSTOMER, META_TIME};
+use roster_store::StoredEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::bus::BusMessage;
+
+/// The NATS `Content-Type` header of every message: a structured-mode CloudEvent.
+pub const CONTENT_TYPE: &str = "application/cloudevents+json; charset=utf-8";
+/// The `datacontenttype` of every event: `data` is a JSON object.
+pub const DATA_CONTENT_TYPE: &str = "application/json";
+/// The subject token used for an event without a customer (none today).
+pub const NO_CUSTOMER: &str = "_";
+
+/// A CloudEvent as Roster publishes it. The extension attributes carry the
+/// log's coordinates and the metadata of E2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudEvent {
+    pub specversion: String,
+    /// `<aggregate_id>:<sequence>`, unique per event and stable across
+    /// republishing (also the JetStream `Nats-Msg-Id`).
+    pub id: String,
+    /// `roster/customers/<customer_id>`.
+    pub source: String,
+    /// `com.roster.<EventType>.v<major>`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The user's primary address when the event happened, or the domain
+    /// of a domain event; absent for customer-wide events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// When the change happened (RFC 3339, UTC, microseconds).
+    pub time: String,
+    pub datacontenttype: String,
+    /// `urn:roster:schema:<EventType>:v<major>`, the `$id` of
+    /// `docs/schemas/<EventType>.v<major>.json`.
+    pub dataschema: String,
+    /// Extension: position in the log's global order (gapless, increasing).
+    pub position: i64,
+    /// Extension: `User` or `Customer`.
+    pub aggregatetype: String,
+    /// Extension: the aggregate's id (a user id stays the same across renames and returns).
+    pub aggregateid: String,
+    /// Extension: the event's sequence number within its aggregate (1, 2, ...).
+    pub aggregatesequence: i64,
+    /// Extension: the full schema version of `data` (`major.minor`).
+    pub eventversion: String,
+    /// Extension: the customer (tenant) id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customerid: Option<String>,
+    /// Extension: who caused it: `token:<id>`, `sync:<run>` or `system:<name>` (E2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Extension: the request, sync run or import it belongs to (E2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlationid: Option<String>,
+    /// The event's payload, as described by `dataschema`.
+    pub data: Value,
+}
+
+/// Keeps a subject token free of the characters NATS gives meaning to.
+fn token(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .map(|c| match c {
+            '.' | '*' | '>' => '_',
+            c if c.is_whitespace() || c.is_control() => '_',
+            c => c,
+        })
+        .collect();
+    if t.is_empty() {
+        NO_CUSTOMER.to_string()
+    } else {
+        t
+    }
+}
+
+/// The NATS subject of an event: `<prefix>.<customer_id>.<EventType>`.
+pub fn subject_for(prefix: &str, customer: Option<&str>, event_type: &str) -> String {
+    format!(
+        "{prefix}.{}.{}",
+        token(customer.unwrap_or(NO_CUSTOMER)),
+        token(event_type)
+    )
+}
+
+/// The message id of an event: `<aggregate_id>:<sequence>`.
+pub fn message_id(aggregate_id: &str, sequence: i64) -> String {
+    format!("{aggregate_id}:{sequence}")
+}
+
+fn meta_str(meta: &Value, key: &str) -> Option<String> {
+    meta.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// Builds the CloudEvent of a stored event, brought to the current shape by
+/// the upcasters. Never fails: whatever is stored is published, so one odd
+/// event cannot stop the relay.
+pub fn cloudevent(e: StoredEvent, upcasters: &[Box<dyn EventUpcaster>]) -> CloudEvent {
+    let position = e.position;
+    let recorded_at = e.recorded_at;
+    let column_customer = e.customer_id.clone();
+    let serialized = roster_events::upcast(
+        SerializedEvent {
+            aggregate_id: e.aggregate_id,
+            sequence: usize::try_from(e.sequence).unwrap_or_default(),
+            aggregate_type: e.aggregate_type,
+            event_type: e.event_type,
+            event_version: e.event_version,
+            payload: e.payload,
+            metadata: e.metadata,
+        },
+        upcasters,
+    );
+    let SerializedEvent {
+        aggregate_id,
+        sequence,
+        aggregate_type,
+        event_type,
+        event_version,
+        payload,
+        metadata,
+    } = serialized;
+    // Stored payloads are externally tagged ({"UserAdded": {...}}); `data` is the inner object.
+    let data = match payload {
+        Value::Object(mut map) if map.len() == 1 && map.contains_key(&event_type) => {
+            map.remove(&event_type).unwrap_or(Value::Null)
+        }
+        other => other,
+    };
+    let customer = column_customer.or_else(|| meta_str(&metadata, META_CUSTOMER));
+    let time = meta_str(&metadata, META_TIME)
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|| DateTime::<Utc>::from_timestamp_micros(recorded_at))
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Micros, true);
+    let subject = ["address", "domain"]
+        .iter()
+        .find_map(|k| data.get(*k).and_then(Value::as_str))
+        .map(str::to_string);
+    CloudEvent {
+        specversion: "1.0".into(),
+        id: message_id(&aggregate_id, sequence as i64),
+        source: format!(
+            "roster/customers/{}",
+            customer.as_deref().unwrap_or(NO_CUSTOMER)
+        ),
+        event_type: cloudevent_type(&event_type, &event_version),
+        subject,
+        time,
+        datacontenttype: DATA_CONTENT_TYPE.into(),
+        dataschema: schema_id(&event_type, &event_version),
+        position,
+        aggregatetype: aggregate_type,
+        aggregateid: aggregate_id,
+        aggregatesequence: sequence as i64,
+        eventversion: event_version,
+        customerid: customer,
+        actor: meta_str(&metadata, META_ACTOR),
+        correlationid: meta_str(&metadata, META_CORRELATION),
+        data,
+    }
+}
+
+/// The bus message of a stored event.
+pub fn bus_message(
+    e: StoredEvent,
+    upcasters: &[Box<dyn EventUpcaster>],
+    subject_prefix: &str,
+) -> BusMessage {
+    let recorded_at = e.recorded_at;
+    let event_type = e.event_type.clone();
+    let ce = cloudevent(e, upcasters);
+    let subject = subject_for(subject_prefix, ce.customerid.as_deref(), &event_type);
+    let payload = serde_json::to_vec(&ce).unwrap_or_default();
+    BusMessage {
+        subject,
+        msg_id: ce.id,
+        position: ce.position,
+        event_type,
+        recorded_at,
+        payload: Bytes::from(payload),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stored() -> StoredEvent {
+        StoredEvent {
+            position: 42,
+            aggregate_type: "User".into(),
+            aggregate_id: "0190a5a8-7b1e-7c3e-8f4a-1234567890ab".into(),
+            sequence: 3,
+            event_type: "AliasMapped".into(),
+            event_version: "1.0".into(),
+            payload: json!({"AliasMapped": {"address": "ann@acme.example", "alias": "a@acme.example"}}),
+            metadata: json!({
+                "customer_id": "0190a5a8-0000-7000-8000-000000000001",
+                "actor": "token:0190a5a8-0000-7000-8000-000000000002",
+                "correlation_id": "0190a5a8-0000-7000-8000-000000000003",
+                "time": "2026-11-27T09:00:00.123456Z"
+            }),
+            customer_id: Some("0190a5a8-0000-7000-8000-000000000001".into()),
+            recorded_at: 1_795_770_000_123_456,
+        }
+    }
+
+    #[test]
+    fn e5_a_stored_event_becomes_a_structured_cloudevent() {
+        let m = bus_message(stored(), &[], "roster.events");
+        assert_eq!(
+            m.subject,
+            "roster.events.0190a5a8-0000-7000-8000-000000000001.AliasMapped"
+        );
+        assert_eq!(m.msg_id, "0190a5a8-7b1e-7c3e-8f4a-1234567890ab:3");
+        assert_eq!(m.position, 42);
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "specversion": "1.0",
+                "id": "0190a5a8-7b1e-7c3e-8f4a-1234567890ab:3",
+                "source": "roster/customers/0190a5a8-0000-7000-8000-000000000001",
+                "type": "com.roster.AliasMapped.v1",
+                "subject": "ann@acme.example",
+                "time": "2026-11-27T09:00:00.123456Z",
+                "datacontenttype": "application/json",
+                "dataschema": "urn:roster:schema:AliasMapped:v1",
+                "position": 42,
+                "aggregatetype": "User",
+                "aggregateid": "0190a5a8-7b1e-7c3e-8f4a-1234567890ab",
+                "aggregatesequence": 3,
+                "eventversion": "1.0",
+                "customerid": "0190a5a8-0000-7000-8000-000000000001",
+                "actor": "token:0190a5a8-0000-7000-8000-000000000002",
+                "correlationid": "0190a5a8-0000-7000-8000-000000000003",
+                "data": {"address": "ann@acme.example", "alias": "a@acme.example"}
+            })
+        );
+        let back: CloudEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back.aggregatesequence, 3);
+    }
+
+    #[test]
+    fn e5_odd_events_are_still_published() {
+        let mut e = stored();
+        e.metadata = json!({});
+        e.customer_id = None;
+        e.recorded_at += 3_600_000_000;
+        e.event_type = "Some.Future*Type".into();
+        e.payload = json!({"unexpected": true});
+        let m = bus_message(e, &[], "p");
+        assert_eq!(m.subject, "p._.Some_Future_Type");
+        let ce: CloudEvent = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(ce.data, json!({"unexpected": true}));
+        // Without a time in the metadata, the commit time.
+        assert_eq!(ce.time, "2026-11-27T10:00:00.123456Z");
+        assert_eq!(ce.actor, None);
+    }
+}

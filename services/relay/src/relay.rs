@@ -1,0 +1,520 @@
+//! The relay: tails the log in its global order and publishes every event
+//! on the bus, pipelined (many messages in flight, acknowledgements taken
+//! in order); its checkpoint moves only to the highest position up to which
+//! every event was acknowledged.
+//!
+//! Failure handling: any error (connection lost, ack timeout, a refused
+//! message) ends the session; the relay waits (exponential backoff), asks
+//! the bus again where its tail is, and republishes from the checkpoint.
+//! Events committed meanwhile simply wait in the log (E5). With
+//! `exclusive`, one relay per checkpoint holds a PostgreSQL advisory lock
+//! (a lease on its own connection) and the others stand by.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use roster_store::{with_db, Db, Store, StoreError};
+use sqlx::postgres::PgListener;
+use sqlx::Connection;
+use tokio::sync::watch;
+
+use crate::bus::{Ack, BusError, EventBus};
+use crate::envelope::bus_message;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("the relay lease (PostgreSQL advisory lock) was lost with its connection")]
+    LeaseLost,
+}
+
+/// How the relay runs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The checkpoint's row in `projection_checkpoints`, e.g.
+    /// `relay:jetstream:ROSTER_EVENTS`. `None`: no stored checkpoint; start
+    /// at the log's head and keep the position in memory (the in-process
+    /// bus, whose subscribers live and die with the process).
+    pub checkpoint: Option<String>,
+    /// Subjects are `<prefix>.<customer>.<EventType>`.
+    pub subject_prefix: String,
+    /// Events read from the log at a time.
+    pub batch_size: i64,
+    /// Most messages awaiting an acknowledgement.
+    pub window: usize,
+    /// How often to look for events appended by other processes when no
+    /// notification arrives (PostgreSQL notifies; SQLite is polled).
+    pub poll: Duration,
+    /// Most time between checkpoint writes while publishing.
+    pub flush_interval: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// On PostgreSQL, hold an advisory lock so that one relay per
+    /// checkpoint publishes and the others stand by.
+    pub exclusive: bool,
+    /// How often a standby relay tries to take the lease.
+    pub standby_retry: Duration,
+}
+
+impl RelayConfig {
+    /// A relay with a stored checkpoint named `name`.
+    pub fn durable(name: impl Into<String>, subject_prefix: impl Into<String>) -> Self {
+        RelayConfig {
+            checkpoint: Some(name.into()),
+            subject_prefix: subject_prefix.into(),
+            batch_size: 2_000,
+            window: 10_000,
+            poll: Duration::from_millis(200),
+            flush_interval: Duration::from_millis(100),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            exclusive: true,
+            standby_retry: Duration::from_secs(2),
+        }
+    }
+
+    /// A live relay for the in-process bus: from the head, nothing stored.
+    pub fn live(subject_prefix: impl Into<String>) -> Self {
+        RelayConfig {
+            checkpoint: None,
+            exclusive: false,
+            ..Self::durable("", subject_prefix)
+        }
+    }
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = (i64, i64, Result<Ack, BusError>)> + Send>>;
+
+/// Publishes the log on a bus.
+pub struct Relay {
+    store: Store,
+    bus: Arc<dyn EventBus>,
+    config: RelayConfig,
+    reached: watch::Sender<i64>,
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// A stable 64-bit key for the advisory lock of one checkpoint (FNV-1a).
+fn lock_key(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "roster-relay:".bytes().chain(name.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// The lease: a session-level advisory lock on a connection of its own.
+/// If the process dies, the connection closes and another relay takes over.
+struct Lease {
+    conn: sqlx::PgConnection,
+    checked: Instant,
+}
+
+impl Lease {
+    async fn check(&mut self) -> Result<(), RelayError> {
+        if self.checked.elapsed() < Duration::from_secs(5) {
+            return Ok(());
+        }
+        self.checked = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(5), self.conn.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(RelayError::LeaseLost),
+        }
+    }
+}
+
+/// What wakes an idle relay: this process's appends, PostgreSQL's
+/// notifications of other processes' appends, or the poll interval.
+struct Wake {
+    head: watch::Receiver<i64>,
+    listener: Option<PgListener>,
+}
+
+impl Wake {
+    async fn new(store: &Store) -> Wake {
+        let listener = match store.db() {
+            Db::Pg(pool) => match PgListener::connect_with(pool).await {
+                Ok(mut l) => match l.listen("roster_log").await {
+                    Ok(()) => Some(l),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot LISTEN roster_log; polling instead");
+                        None
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot LISTEN roster_log; polling instead");
+                    None
+                }
+            },
+            Db::Sqlite(_) => None,
+        };
+        Wake {
+            head: store.watch_head(),
+            listener,
+        }
+    }
+
+    async fn wait(&mut self, poll: Duration, shutdown: &mut watch::Receiver<bool>) {
+        let notified = async {
+            match self.listener.as_mut() {
+                Some(l) => l.recv().await.map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.head.changed() => {}
+            r = notified => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "LISTEN roster_log failed; polling instead");
+                    self.listener = None;
+                }
+            }
+            _ = tokio::time::sleep(poll) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+impl Relay {
+    pub fn new(store: Store, bus: Arc<dyn EventBus>, config: RelayConfig) -> Relay {
+        Relay {
+            store,
+            bus,
+            config,
+            reached: watch::channel(0).0,
+        }
+    }
+
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    pub fn bus(&self) -> &Arc<dyn EventBus> {
+        &self.bus
+    }
+
+    /// Follows the highest position up to which every event was acknowledged.
+    pub fn reached(&self) -> watch::Receiver<i64> {
+        self.reached.subscribe()
+    }
+
+    /// The stored checkpoint (0 when none).
+    pub async fn checkpoint(&self) -> Result<i64, RelayError> {
+        let Some(name) = &self.config.checkpoint else {
+            return Ok(*self.reached.borrow());
+        };
+        let pos: Option<i64> = with_db!(self.store.db(), |p| sqlx::query_scalar(
+            "SELECT position FROM projection_checkpoints WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(p)
+        .await?);
+        Ok(pos.unwrap_or(0))
+    }
+
+    async fn save(&self, position: i64) -> Result<(), RelayError> {
+        if let Some(name) = &self.config.checkpoint {
+            with_db!(self.store.db(), |p| {
+                sqlx::query(
+                "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at"
+            )
+            .bind(name)
+            .bind(position)
+            .bind(now_micros())
+            .execute(p)
+            .await
+            .map(|_| ())?
+            });
+        }
+        let bus = self.bus.kind();
+        metrics::gauge!("roster_relay_position", "bus" => bus).set(position as f64);
+        if let Ok(head) = self.store.head_position().await {
+            metrics::gauge!("roster_relay_lag", "bus" => bus).set((head - position).max(0) as f64);
+        }
+        self.reached.send_if_modified(|r| {
+            if *r != position {
+                *r = position;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(())
+    }
+
+    /// Takes the lease, waiting as a standby while another relay holds it.
+    /// `None` when shut down first.
+    async fn acquire(&self, shutdown: &mut watch::Receiver<bool>) -> Option<Lease> {
+        let (Db::Pg(pool), true, Some(name)) = (
+            self.store.db(),
+            self.config.exclusive,
+            &self.config.checkpoint,
+        ) else {
+            return None;
+        };
+        let key = lock_key(name);
+        let mut told = false;
+        loop {
+            if *shutdown.borrow() {
+                return None;
+            }
+            let attempt = async {
+                let mut conn = pool.acquire().await?.detach();
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut conn)
+                    .await?;
+                Ok::<_, sqlx::Error>(got.then_some(conn))
+            };
+            match attempt.await {
+                Ok(Some(conn)) => {
+                    tracing::info!(checkpoint = %name, "relay holds the lease and publishes");
+                    return Some(Lease {
+                        conn,
+                        checked: Instant::now(),
+                    });
+                }
+                Ok(None) => {
+                    if !told {
+                        tracing::info!(checkpoint = %name, "another relay holds the lease; standing by");
+                        told = true;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot take the relay lease; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.standby_retry) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    fn needs_lease(&self) -> bool {
+        matches!(self.store.db(), Db::Pg(_))
+            && self.config.exclusive
+            && self.config.checkpoint.is_some()
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let bus = self.bus.kind();
+        let mut wake = Wake::new(&self.store).await;
+        let mut backoff = self.config.backoff_min;
+        let mut position: Option<i64> = None;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let mut lease = if self.needs_lease() {
+                match self.acquire(&mut shutdown).await {
+                    Some(l) => Some(l),
+                    None => return,
+                }
+            } else {
+                None
+            };
+            loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                let result = self
+                    .session(
+                        lease.as_mut(),
+                        &mut wake,
+                        &mut position,
+                        &mut backoff,
+                        &mut shutdown,
+                    )
+                    .await;
+                let error = match result {
+                    Ok(()) => return,
+                    Err(e) => e,
+                };
+                metrics::counter!("roster_relay_failures_total", "bus" => bus).increment(1);
+                tracing::warn!(
+                    bus,
+                    error = %error,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "relay interrupted; events stay in the log and are published when it resumes"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(self.config.backoff_max);
+                if matches!(error, RelayError::LeaseLost) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One session: from the checkpoint (or the bus's tail) until an error
+    /// or shutdown.
+    async fn session(
+        &self,
+        mut lease: Option<&mut Lease>,
+        wake: &mut Wake,
+        position: &mut Option<i64>,
+        backoff: &mut Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), RelayError> {
+        let bus = self.bus.kind();
+        let tail = self.bus.prepare().await?;
+        let mut acked = match (&self.config.checkpoint, *position) {
+            (Some(_), _) => self.checkpoint().await?,
+            (None, Some(p)) => p,
+            (None, None) => self.store.head_position().await?,
+        };
+        if let Some(tail) = tail.filter(|t| *t > acked) {
+            let head = self.store.head_position().await?;
+            if tail <= head {
+                tracing::info!(
+                    bus,
+                    checkpoint = acked,
+                    stream_tail = tail,
+                    "the stream already holds the events up to its tail; the checkpoint moves there"
+                );
+                acked = tail;
+            } else {
+                tracing::warn!(
+                    bus,
+                    checkpoint = acked,
+                    stream_tail = tail,
+                    log_head = head,
+                    "the stream holds positions beyond this log's head (another deployment's stream, or a restored database?); publishing from the checkpoint"
+                );
+            }
+        }
+        self.save(acked).await?;
+        *position = Some(acked);
+        let upcasters = roster_events::upcasters();
+        let mut flushed = acked;
+        let mut last_flush = Instant::now();
+        let mut next = acked;
+        let mut inflight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
+        // Once an acknowledgement failed, the ones after it prove nothing.
+        let mut ack_failed = false;
+        let handle = |done: (i64, i64, Result<Ack, BusError>), acked: &mut i64| {
+            let (pos, recorded_at, result) = done;
+            let ack = result?;
+            *acked = pos;
+            metrics::counter!("roster_relay_published_total", "bus" => bus).increment(1);
+            if ack.duplicate {
+                metrics::counter!("roster_relay_duplicates_total", "bus" => bus).increment(1);
+            }
+            metrics::histogram!("roster_relay_commit_to_ack_seconds", "bus" => bus)
+                .record((now_micros() - recorded_at).max(0) as f64 / 1e6);
+            Ok::<(), BusError>(())
+        };
+        let outcome: Result<(), RelayError> = 'session: loop {
+            if *shutdown.borrow() {
+                break Ok(());
+            }
+            if let Some(l) = lease.as_deref_mut() {
+                if let Err(e) = l.check().await {
+                    break Err(e);
+                }
+            }
+            let room = self.config.window.saturating_sub(inflight.len());
+            let mut read = 0;
+            if room > 0 {
+                let limit = self.config.batch_size.min(room as i64).max(1);
+                let events = match self.store.read_from(next, limit).await {
+                    Ok(e) => e,
+                    Err(e) => break Err(e.into()),
+                };
+                read = events.len();
+                for e in events {
+                    let message = bus_message(e, &upcasters, &self.config.subject_prefix);
+                    let (pos, recorded_at) = (message.position, message.recorded_at);
+                    let pending = match self.bus.publish(message).await {
+                        Ok(p) => p,
+                        Err(e) => break 'session Err(e.into()),
+                    };
+                    inflight.push_back(Box::pin(async move { (pos, recorded_at, pending.await) }));
+                    next = pos;
+                }
+            }
+            // Take every acknowledgement that has arrived, in order.
+            while let Some(Some(done)) = inflight.next().now_or_never() {
+                if let Err(e) = handle(done, &mut acked) {
+                    ack_failed = true;
+                    break 'session Err(e.into());
+                }
+                *backoff = self.config.backoff_min;
+            }
+            let idle = read == 0;
+            if acked != flushed && (idle || last_flush.elapsed() >= self.config.flush_interval) {
+                if let Err(e) = self.save(acked).await {
+                    break Err(e);
+                }
+                *position = Some(acked);
+                flushed = acked;
+                last_flush = Instant::now();
+            }
+            if idle || inflight.len() >= self.config.window {
+                if inflight.is_empty() {
+                    wake.wait(self.config.poll, shutdown).await;
+                } else {
+                    tokio::select! {
+                        done = inflight.next() => {
+                            if let Some(done) = done {
+                                if let Err(e) = handle(done, &mut acked) {
+                                    ack_failed = true;
+                                    break 'session Err(e.into());
+                                }
+                                *backoff = self.config.backoff_min;
+                            }
+                        }
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        };
+        // Whatever is still in flight may have landed: take the
+        // acknowledgements in order, up to the first failure, so that the
+        // checkpoint ends as far as it truthfully can.
+        let drain = async {
+            while let Some(done) = inflight.next().await {
+                if ack_failed {
+                    break;
+                }
+                if handle(done, &mut acked).is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+        if acked != flushed {
+            self.save(acked).await?;
+        }
+        *position = Some(acked);
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_are_stable_and_distinct() {
+        assert_eq!(lock_key("relay:jetstream:A"), lock_key("relay:jetstream:A"));
+        assert_ne!(lock_key("relay:jetstream:A"), lock_key("relay:jetstream:B"));
+    }
+}

@@ -1,0 +1,293 @@
+//! The relay as a library against a real nats-server (>= 2.10, from the
+//! testkit) and both storage back-ends (E5).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use roster_events::CustomerId;
+use roster_relay::*;
+use roster_testkit::NatsServer;
+use roster_tests::{both_backends, TestStore};
+use tokio::sync::watch;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn settings(nats: &NatsServer, stream: &str) -> JetStreamSettings {
+    let mut s = JetStreamSettings::new(nats.url());
+    s.stream = stream.into();
+    s.subject_prefix = format!("t.{}", stream.to_lowercase());
+    s.duplicate_window = Duration::from_secs(30);
+    s
+}
+
+async fn start(relay: Relay) -> (Arc<Relay>, watch::Sender<bool>) {
+    let relay = Arc::new(relay);
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(relay.clone().run(rx));
+    (relay, tx)
+}
+
+async fn wait_reached(relay: &Relay, position: i64) {
+    let mut rx = relay.reached();
+    tokio::time::timeout(LONG, rx.wait_for(|p| *p >= position))
+        .await
+        .expect("relay caught up in time")
+        .expect("relay alive");
+}
+
+async fn e5_relay_creates_the_stream_and_publishes_every_event_once_in_order(s: TestStore) {
+    let nats = NatsServer::start().await.unwrap();
+    let settings = settings(&nats, "CREATE");
+    let customer = CustomerId::new();
+    let head = append(&s.store, raw_events(customer, 40, 5), 70).await;
+    let bus = JetStreamBus::connect(settings.clone()).await.unwrap();
+    let js = bus.context().clone();
+    let config = RelayConfig::durable("relay:jetstream:CREATE", &settings.subject_prefix);
+    let (relay, stop) = start(Relay::new(s.store.clone(), Arc::new(bus), config)).await;
+    wait_reached(&relay, head).await;
+    assert_eq!(relay.checkpoint().await.unwrap(), head, "checkpoint stored");
+
+    // The stream and its duplicate window were created by the relay.
+    let mut stream = js.get_stream("CREATE").await.unwrap();
+    let info = stream.info().await.unwrap().clone();
+    assert_eq!(info.config.duplicate_window, Duration::from_secs(30));
+    assert_eq!(info.config.subjects, vec!["t.create.>".to_string()]);
+    assert_eq!(info.state.messages, head as u64);
+
+    let got = consume(
+        &js,
+        "CREATE",
+        "t.create.>",
+        head as usize,
+        Duration::from_millis(500),
+        LONG,
+    )
+    .await;
+    assert_once_in_order(&got, 1..=head);
+    let first = &got[0];
+    assert_eq!(first.subject, format!("t.create.{customer}.UserAdded"));
+    assert_eq!(
+        first.content_type.as_deref(),
+        Some("application/cloudevents+json; charset=utf-8")
+    );
+    assert_eq!(first.event.specversion, "1.0");
+    assert_eq!(first.event.event_type, "com.roster.UserAdded.v1");
+    assert_eq!(first.event.dataschema, "urn:roster:schema:UserAdded:v1");
+    assert_eq!(first.event.source, format!("roster/customers/{customer}"));
+    assert_eq!(first.event.subject.as_deref(), Some("u0@relay.example"));
+    assert_eq!(first.event.actor.as_deref(), Some("system:test"));
+    assert!(first.event.correlationid.is_some());
+    assert_eq!(first.event.data["address"], "u0@relay.example");
+
+    // JetStream drops a republished event within the duplicate window.
+    let again = js
+        .send_publish(
+            first.subject.clone(),
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload("{}".into())
+                .message_id(first.event.id.as_str()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(again.duplicate, "same Nats-Msg-Id is a duplicate");
+
+    // More events later: published as they come, still in order.
+    let more = append(&s.store, raw_events(customer, 3, 2), 10).await;
+    wait_reached(&relay, more).await;
+    let _ = stop.send(true);
+}
+
+async fn e5_in_process_bus_delivers_every_later_event_in_log_order(s: TestStore) {
+    let customer = CustomerId::new();
+    let before = append(&s.store, raw_events(customer, 5, 1), 10).await;
+    let bus = InProcessBus::new(1024);
+    let mut rx = bus.subscribe();
+    let (relay, stop) = start(Relay::new(
+        s.store.clone(),
+        Arc::new(bus.clone()),
+        RelayConfig::live("roster.events"),
+    ))
+    .await;
+    // It starts at the head: what was there before is not replayed.
+    wait_reached(&relay, before).await;
+    let head = append(&s.store, raw_events(customer, 7, 3), 5).await;
+    let mut positions = Vec::new();
+    while positions.len() < (head - before) as usize {
+        let m = tokio::time::timeout(LONG, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let ce: CloudEvent = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(ce.position, m.position);
+        assert!(m.subject.starts_with(&format!("roster.events.{customer}.")));
+        positions.push(ce.position);
+    }
+    assert_eq!(positions, (before + 1..=head).collect::<Vec<_>>());
+    let _ = stop.send(true);
+}
+
+both_backends!(
+    e5_relay_creates_the_stream_and_publishes_every_event_once_in_order,
+    e5_in_process_bus_delivers_every_later_event_in_log_order,
+);
+
+/// Two relays on one checkpoint and stream, without the lease: the
+/// expected-last-sequence guard alone keeps every event once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e5_two_relays_racing_still_publish_each_event_once_in_order() {
+    let s = TestStore::new(roster_tests::Backend::Postgres).await;
+    let nats = NatsServer::start().await.unwrap();
+    let settings = settings(&nats, "RACE");
+    let customer = CustomerId::new();
+    let mut relays = Vec::new();
+    for _ in 0..2 {
+        let bus = JetStreamBus::connect(settings.clone()).await.unwrap();
+        let mut config = RelayConfig::durable("relay:jetstream:RACE", &settings.subject_prefix);
+        config.exclusive = false;
+        config.batch_size = 50;
+        config.backoff_min = Duration::from_millis(10);
+        relays.push(start(Relay::new(s.store.clone(), Arc::new(bus), config)).await);
+    }
+    let mut head = 0;
+    for _ in 0..10 {
+        head = append(&s.store, raw_events(customer, 20, 3), 25).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for (r, _) in &relays {
+        wait_reached(r, head).await;
+    }
+    let js = JetStreamBus::connect(settings)
+        .await
+        .unwrap()
+        .context()
+        .clone();
+    let got = consume(
+        &js,
+        "RACE",
+        "t.race.>",
+        head as usize,
+        Duration::from_secs(1),
+        LONG,
+    )
+    .await;
+    assert_once_in_order(&got, 1..=head);
+}
+
+/// With the lease (PostgreSQL), one relay publishes and the other stands
+/// by; when the first stops, the second takes over from the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e5_one_relay_holds_the_lease_and_a_standby_takes_over() {
+    let s = TestStore::new(roster_tests::Backend::Postgres).await;
+    let nats = NatsServer::start().await.unwrap();
+    let settings = settings(&nats, "LEASE");
+    let customer = CustomerId::new();
+    let mk = |settings: JetStreamSettings, store: roster_store::Store| async move {
+        let bus = JetStreamBus::connect(settings.clone()).await.unwrap();
+        let mut config = RelayConfig::durable("relay:jetstream:LEASE", &settings.subject_prefix);
+        config.standby_retry = Duration::from_millis(100);
+        Relay::new(store, Arc::new(bus), config)
+    };
+    let (first, stop_first) = start(mk(settings.clone(), s.store.clone()).await).await;
+    let head = append(&s.store, raw_events(customer, 10, 2), 20).await;
+    wait_reached(&first, head).await;
+    let (second, _stop_second) = start(mk(settings.clone(), s.store.clone()).await).await;
+    let more = append(&s.store, raw_events(customer, 10, 1), 20).await;
+    wait_reached(&first, more).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        *second.reached().borrow(),
+        0,
+        "the standby published nothing"
+    );
+    let _ = stop_first.send(true);
+    let last = append(&s.store, raw_events(customer, 5, 1), 20).await;
+    wait_reached(&second, last).await;
+    let js = JetStreamBus::connect(settings)
+        .await
+        .unwrap()
+        .context()
+        .clone();
+    let got = consume(
+        &js,
+        "LEASE",
+        "t.lease.>",
+        last as usize,
+        Duration::from_millis(500),
+        LONG,
+    )
+    .await;
+    assert_once_in_order(&got, 1..=last);
+}
+
+/// A bus that stores what it acknowledges and fails the first attempt at
+/// one position, like a lost acknowledgement.
+struct FlakyBus {
+    fail_at: i64,
+    failed: AtomicBool,
+    attempts: Mutex<Vec<i64>>,
+    stored: Mutex<Vec<i64>>,
+}
+
+#[async_trait]
+impl EventBus for FlakyBus {
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+    async fn prepare(&self) -> Result<Option<i64>, BusError> {
+        Ok(None)
+    }
+    async fn publish(&self, m: BusMessage) -> Result<PendingAck, BusError> {
+        self.attempts.lock().unwrap().push(m.position);
+        if m.position == self.fail_at && !self.failed.swap(true, Ordering::SeqCst) {
+            return Ok(Box::pin(async {
+                Err(BusError::Unavailable("ack lost".into()))
+            }));
+        }
+        self.stored.lock().unwrap().push(m.position);
+        Ok(Box::pin(async { Ok(Ack { duplicate: false }) }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e5_checkpoint_moves_only_to_the_highest_contiguous_acknowledgement() {
+    let s = TestStore::new(roster_tests::Backend::Sqlite).await;
+    let head = append(&s.store, raw_events(CustomerId::new(), 50, 2), 100).await;
+    let bus = Arc::new(FlakyBus {
+        fail_at: 37,
+        failed: AtomicBool::new(false),
+        attempts: Mutex::new(vec![]),
+        stored: Mutex::new(vec![]),
+    });
+    let mut config = RelayConfig::durable("relay:flaky", "p");
+    config.backoff_min = Duration::from_millis(10);
+    let (relay, stop) = start(Relay::new(s.store.clone(), bus.clone(), config)).await;
+    wait_reached(&relay, head).await;
+    let _ = stop.send(true);
+    let attempts = bus.attempts.lock().unwrap().clone();
+    // The first session published past 37, but its checkpoint stopped at
+    // 36: the second session starts again at 37.
+    let restart = attempts
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(i, p)| **p <= attempts[i - 1])
+        .map(|(_, p)| *p);
+    assert_eq!(
+        restart,
+        Some(37),
+        "republished from the first unacknowledged event"
+    );
+    assert!(attempts.iter().filter(|p| **p == 37).count() == 2);
+    assert_eq!(relay.checkpoint().await.unwrap(), head);
+    let mut stored = bus.stored.lock().unwrap().clone();
+    stored.sort();
+    stored.dedup();
+    assert_eq!(stored, (1..=head).collect::<Vec<_>>());
+}
