@@ -94,10 +94,15 @@ fn v(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-/// Active Directory users: `user` objects that are not computers (computer
-/// and managed service accounts are `user` subclasses); contacts are not
-/// `user` objects.
-pub const AD_USER_FILTER: &str = "(&(objectClass=user)(!(objectClass=computer)))";
+/// Active Directory users: `user` objects that are normal accounts
+/// (`userAccountControl` bit 0x200, NORMAL_ACCOUNT, enabled or not).
+/// Computers, domain controllers, trust and managed service accounts are
+/// `user` objects too but not normal accounts; contacts are not `user`
+/// objects. (`(!(objectClass=computer))` would say the same on AD, but on a
+/// server whose schema lacks the class the whole NOT is undefined and
+/// matches nothing.)
+pub const AD_USER_FILTER: &str =
+    "(&(objectClass=user)(userAccountControl:1.2.840.113556.1.4.803:=512))";
 /// Active Directory groups.
 pub const AD_GROUP_FILTER: &str = "(objectClass=group)";
 /// Exchange public folders (mail-enabled public folder objects).

@@ -218,6 +218,13 @@ fn result_error(
             "{at}: the server is busy or unavailable (result {}): {text}",
             res.rc
         )),
+        1 if text.to_ascii_lowercase().contains("authenticat")
+            || text.to_ascii_lowercase().contains("bind") =>
+        {
+            ReadError::Permission(format!(
+                "{at}: the directory does not let this account read without an authenticated bind (result 1): {text}"
+            ))
+        }
         12 => ReadError::Incomplete(format!(
             "{at}: the server does not support a control the read needs (result 12): {text}"
         )),
@@ -384,6 +391,7 @@ pub(crate) async fn rest_of_range(
     let Some(mut high) = first.high else {
         return Ok(out);
     };
+    let mut requests: u32 = 0;
     loop {
         let low = high
             .checked_add(1)
@@ -407,7 +415,16 @@ pub(crate) async fn rest_of_range(
             _ => return Err(result_error(&res, SearchKind::MemberRanges, dn, 1, 0)),
         };
         let range = entry.ranges.first().map(|(_, r)| *r);
-        out.append(&mut entry.take(0));
+        let got = entry.take(0);
+        requests += 1;
+        if let Some(hook) = ctx.hook {
+            hook(&PageEvent {
+                search: SearchKind::MemberRanges,
+                page: requests,
+                entries: got.len() as u64,
+            });
+        }
+        out.extend(got);
         match range {
             // No range option: the server sent the rest (or nothing left).
             None => return Ok(out),
