@@ -2,10 +2,18 @@
 //! aggregate: one per customer, holding its directory connection, exceptions,
 //! additions and sync runs.
 
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ids::Address;
+use schemars::JsonSchema;
 
 /// Which directory a customer syncs from (D1: at most one is enabled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DirectoryKind {
     Ldap,
@@ -28,7 +36,7 @@ impl DirectoryKind {
 }
 
 /// Poll interval (D4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum PollInterval {
     #[serde(rename = "6h")]
     Hours6,
@@ -55,7 +63,7 @@ impl PollInterval {
 }
 
 /// Delete-after (D3.i).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum DeleteAfter {
     #[serde(rename = "7d")]
     Days7,
@@ -80,7 +88,7 @@ impl DeleteAfter {
 }
 
 /// Which schema the LDAP directory uses (D3.d).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LdapPreset {
     #[default]
@@ -94,7 +102,7 @@ pub enum LdapPreset {
 
 /// Attribute names that override the preset's (D3.d custom mapping). Each
 /// is the LDAP attribute to read for that field; unset fields keep the preset.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct AttributeMap {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -128,7 +136,7 @@ pub struct AttributeMap {
 
 /// How TLS certificates are checked. Verification is on unless explicitly
 /// turned off.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct TlsSettings {
     /// `false` only when an administrator explicitly turns verification off.
     #[serde(default = "yes")]
@@ -144,7 +152,7 @@ fn yes() -> bool {
 
 /// The mass-deletion guard (D3.s). A run that would flag more users than
 /// either limit is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GuardSettings {
     /// Hold when more than this many users would be flagged.
     pub max_flags: u64,
@@ -178,7 +186,7 @@ impl GuardSettings {
 
 /// LDAP / Active Directory connection (D5). The bind password is not here:
 /// it is kept encrypted apart from the log (D7).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LdapSettings {
     pub host: String,
     /// Default 636 with SSL, 389 without.
@@ -213,7 +221,7 @@ fn default_timeout() -> u32 {
 }
 
 /// Microsoft Entra ID connection (D6). The client secret is kept apart (D7).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EntraSettings {
     /// Directory (tenant) id or a verified domain.
     pub tenant: String,
@@ -234,7 +242,7 @@ pub struct EntraSettings {
 }
 
 /// One directory's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Connection {
     Ldap(LdapSettings),
@@ -247,5 +255,288 @@ impl Connection {
             Connection::Ldap(_) => DirectoryKind::Ldap,
             Connection::Entra(_) => DirectoryKind::Entra,
         }
+    }
+}
+
+/// A directory connection as configured: the settings, when and how to sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DirectoryConfig {
+    pub connection: Connection,
+    pub poll_interval: PollInterval,
+    pub delete_after: DeleteAfter,
+    #[serde(default)]
+    pub guard: GuardSettings,
+}
+
+/// Something an administrator excludes from sync (D3.o): a directory user
+/// or group by its object id, or an alias by address.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Exception {
+    User { object_id: String },
+    Group { object_id: String },
+    Alias { address: Address },
+}
+
+/// What started a sync run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncTrigger {
+    Scheduled,
+    /// Sync Now (D4).
+    Manual,
+    /// An administrator confirmed a held run (D3.s).
+    Confirmed,
+}
+
+/// What a sync run did (B4); the per-user list is the run's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct SyncCounts {
+    /// Objects the directory returned (users, lists, public folders).
+    pub read: u64,
+    pub added: u64,
+    pub returned: u64,
+    pub updated: u64,
+    pub renamed: u64,
+    pub aliases_mapped: u64,
+    pub aliases_unmapped: u64,
+    pub flagged: u64,
+    pub unflagged: u64,
+    pub skipped: u64,
+    pub unchanged: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DirectoryConfigured {
+    pub config: DirectoryConfig,
+    /// Whether the bind password / client secret was set or replaced; the
+    /// secret itself is kept encrypted apart from the log (D7).
+    pub secret_changed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DirectoryEnabled {
+    pub kind: DirectoryKind,
+}
+
+/// Why sync was disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DisableReason {
+    Administrator,
+    /// Another directory was enabled in its place (D1).
+    Switched,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DirectoryDisabled {
+    pub kind: DirectoryKind,
+    pub reason: DisableReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ExceptionAdded {
+    pub exception: Exception,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ExceptionRemoved {
+    pub exception: Exception,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AdditionAdded {
+    pub address: Address,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AdditionRemoved {
+    pub address: Address,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncStarted {
+    pub run_id: Uuid,
+    pub kind: DirectoryKind,
+    pub trigger: SyncTrigger,
+    pub started_at: DateTime<Utc>,
+    /// Another run may start after this instant if this one never finished
+    /// (its process died).
+    pub lease_until: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncCompleted {
+    pub run_id: Uuid,
+    pub counts: SyncCounts,
+    /// T3: directory users take the customer beyond its seat limit.
+    pub over_seat_limit: bool,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncFailed {
+    pub run_id: Uuid,
+    /// A stable code (name_resolution, refused, timeout, tls, bind_rejected,
+    /// base_dn_not_found, incomplete, ...).
+    pub code: String,
+    pub reason: String,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// The run would have flagged more users than the guard allows; it changed
+/// nothing and waits for an administrator (D3.s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncHeld {
+    pub run_id: Uuid,
+    pub would_flag: u64,
+    pub directory_users: u64,
+    pub counts: SyncCounts,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncConfirmed {
+    pub run_id: Uuid,
+    /// The run that applies it.
+    pub by_run: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncDiscarded {
+    pub run_id: Uuid,
+}
+
+/// Events of the directory aggregate (one per customer, id = customer id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DirectoryEvent {
+    DirectoryConfigured(DirectoryConfigured),
+    DirectoryEnabled(DirectoryEnabled),
+    DirectoryDisabled(DirectoryDisabled),
+    ExceptionAdded(ExceptionAdded),
+    ExceptionRemoved(ExceptionRemoved),
+    AdditionAdded(AdditionAdded),
+    AdditionRemoved(AdditionRemoved),
+    SyncStarted(SyncStarted),
+    SyncCompleted(SyncCompleted),
+    SyncFailed(SyncFailed),
+    SyncHeld(SyncHeld),
+    SyncConfirmed(SyncConfirmed),
+    SyncDiscarded(SyncDiscarded),
+}
+
+impl DirectoryEvent {
+    pub const TYPES: &'static [(&'static str, &'static str)] = &[
+        ("DirectoryConfigured", "1.0"),
+        ("DirectoryEnabled", "1.0"),
+        ("DirectoryDisabled", "1.0"),
+        ("ExceptionAdded", "1.0"),
+        ("ExceptionRemoved", "1.0"),
+        ("AdditionAdded", "1.0"),
+        ("AdditionRemoved", "1.0"),
+        ("SyncStarted", "1.0"),
+        ("SyncCompleted", "1.0"),
+        ("SyncFailed", "1.0"),
+        ("SyncHeld", "1.0"),
+        ("SyncConfirmed", "1.0"),
+        ("SyncDiscarded", "1.0"),
+    ];
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            DirectoryEvent::DirectoryConfigured(_) => "DirectoryConfigured",
+            DirectoryEvent::DirectoryEnabled(_) => "DirectoryEnabled",
+            DirectoryEvent::DirectoryDisabled(_) => "DirectoryDisabled",
+            DirectoryEvent::ExceptionAdded(_) => "ExceptionAdded",
+            DirectoryEvent::ExceptionRemoved(_) => "ExceptionRemoved",
+            DirectoryEvent::AdditionAdded(_) => "AdditionAdded",
+            DirectoryEvent::AdditionRemoved(_) => "AdditionRemoved",
+            DirectoryEvent::SyncStarted(_) => "SyncStarted",
+            DirectoryEvent::SyncCompleted(_) => "SyncCompleted",
+            DirectoryEvent::SyncFailed(_) => "SyncFailed",
+            DirectoryEvent::SyncHeld(_) => "SyncHeld",
+            DirectoryEvent::SyncConfirmed(_) => "SyncConfirmed",
+            DirectoryEvent::SyncDiscarded(_) => "SyncDiscarded",
+        }
+    }
+
+    /// The sync run an event belongs to, if any.
+    pub fn run_id(&self) -> Option<Uuid> {
+        match self {
+            DirectoryEvent::SyncStarted(e) => Some(e.run_id),
+            DirectoryEvent::SyncCompleted(e) => Some(e.run_id),
+            DirectoryEvent::SyncFailed(e) => Some(e.run_id),
+            DirectoryEvent::SyncHeld(e) => Some(e.run_id),
+            DirectoryEvent::SyncConfirmed(e) => Some(e.run_id),
+            DirectoryEvent::SyncDiscarded(e) => Some(e.run_id),
+            _ => None,
+        }
+    }
+}
+
+impl DomainEvent for DirectoryEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_string()
+    }
+    fn event_version(&self) -> String {
+        crate::version_of(Self::TYPES, self.type_name()).to_string()
+    }
+}
+
+/// One directory object as the exceptions screen lists it (D3.o).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct ObjectSummary {
+    pub id: String,
+    /// `user`, `group` or `public_folder`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The primary address as the directory has it (possibly invalid or unmanaged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<String>,
+    /// Secondary addresses (`smtp:` values), for alias exceptions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// The directory as last read changed: objects new or different, and
+/// objects gone. Recorded only when something changed, in chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DirectoryObjectsChanged {
+    pub run_id: Uuid,
+    pub kind: DirectoryKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upserted: Vec<ObjectSummary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
+
+/// Events of the directory-objects aggregate (one per customer): the
+/// projection of the directory as last read (D3.o, E3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DirectoryObjectsEvent {
+    DirectoryObjectsChanged(DirectoryObjectsChanged),
+}
+
+impl DirectoryObjectsEvent {
+    pub const TYPES: &'static [(&'static str, &'static str)] =
+        &[("DirectoryObjectsChanged", "1.0")];
+    pub fn type_name(&self) -> &'static str {
+        "DirectoryObjectsChanged"
+    }
+}
+
+impl DomainEvent for DirectoryObjectsEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_string()
+    }
+    fn event_version(&self) -> String {
+        crate::version_of(Self::TYPES, self.type_name()).to_string()
     }
 }

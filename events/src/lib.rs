@@ -20,6 +20,8 @@ pub use user::*;
 /// Aggregate type names as stored in the log. Stable.
 pub const USER_AGGREGATE: &str = "User";
 pub const CUSTOMER_AGGREGATE: &str = "Customer";
+pub const DIRECTORY_AGGREGATE: &str = "Directory";
+pub const DIRECTORY_OBJECTS_AGGREGATE: &str = "DirectoryObjects";
 
 pub(crate) fn version_of(types: &[(&str, &'static str)], name: &str) -> &'static str {
     types

@@ -13,7 +13,10 @@ use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
-use crate::{CustomerEvent, UserEvent, CUSTOMER_AGGREGATE, USER_AGGREGATE};
+use crate::{
+    CustomerEvent, DirectoryEvent, DirectoryObjectsEvent, UserEvent, CUSTOMER_AGGREGATE,
+    DIRECTORY_AGGREGATE, DIRECTORY_OBJECTS_AGGREGATE, USER_AGGREGATE,
+};
 
 /// The JSON Schema dialect of the generated files.
 pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -78,6 +81,12 @@ pub fn event_schemas() -> Result<Vec<EventSchema>, SchemaError> {
     let mut out = Vec::new();
     schemas_of::<UserEvent>(USER_AGGREGATE, UserEvent::TYPES, &mut out)?;
     schemas_of::<CustomerEvent>(CUSTOMER_AGGREGATE, CustomerEvent::TYPES, &mut out)?;
+    schemas_of::<DirectoryEvent>(DIRECTORY_AGGREGATE, DirectoryEvent::TYPES, &mut out)?;
+    schemas_of::<DirectoryObjectsEvent>(
+        DIRECTORY_OBJECTS_AGGREGATE,
+        DirectoryObjectsEvent::TYPES,
+        &mut out,
+    )?;
     let mut seen = BTreeSet::new();
     for s in &out {
         if !seen.insert(s.event_type) {
@@ -213,7 +222,10 @@ mod tests {
     #[test]
     fn e5_every_declared_event_type_has_a_schema() {
         let schemas = event_schemas().unwrap();
-        let expected = UserEvent::TYPES.len() + CustomerEvent::TYPES.len();
+        let expected = UserEvent::TYPES.len()
+            + CustomerEvent::TYPES.len()
+            + DirectoryEvent::TYPES.len()
+            + DirectoryObjectsEvent::TYPES.len();
         assert_eq!(schemas.len(), expected);
         let added = schemas
             .iter()

@@ -312,6 +312,14 @@ pub struct UserAdded {
     pub profile: Profile,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<Address>,
+    /// The directory object this user comes from (its stable id), for
+    /// directory-sourced users (D3.e); a changed address of the same object
+    /// is a rename.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_id: Option<String>,
+    /// For distribution lists: the members' addresses (U4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Address>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -326,6 +334,14 @@ pub struct UserReturned {
     pub profile: Profile,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<Address>,
+    /// The directory object this user comes from (its stable id), for
+    /// directory-sourced users (D3.e); a changed address of the same object
+    /// is a rename.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_id: Option<String>,
+    /// For distribution lists: the members' addresses (U4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Address>,
     pub earlier: EarlierIdentity,
 }
 
@@ -417,6 +433,40 @@ pub struct RuleRemoved {
     pub rule_id: RuleId,
 }
 
+/// The primary address of the same directory object changed: a rename of
+/// the same user, who keeps its rules and history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AddressChanged {
+    /// The new primary address.
+    pub address: Address,
+    pub previous: Address,
+}
+
+/// The user is now managed by a directory object: a manual or earlier-source
+/// user taken over after a switch (D2), or an object recreated with the same
+/// address. Carries the resulting source and object id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DirectoryLinked {
+    pub address: Address,
+    pub source: Source,
+    pub directory_id: String,
+    pub previous_source: Source,
+}
+
+/// The directory returned a user whose absence an administrator had
+/// ignored: the ignore no longer applies (D3.m).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AbsenceEnded {
+    pub address: Address,
+}
+
+/// A distribution list's members, after the change (U4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ListMembersChanged {
+    pub address: Address,
+    pub members: Vec<Address>,
+}
+
 /// Every event of the user aggregate. The variant name is the stable event
 /// type; [`DomainEvent::event_version`] its schema version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -434,13 +484,17 @@ pub enum UserEvent {
     UserDeleted(UserDeleted),
     RuleAdded(RuleAdded),
     RuleRemoved(RuleRemoved),
+    AddressChanged(AddressChanged),
+    DirectoryLinked(DirectoryLinked),
+    AbsenceEnded(AbsenceEnded),
+    ListMembersChanged(ListMembersChanged),
 }
 
 impl UserEvent {
     /// Every (event type, current version) of this aggregate.
     pub const TYPES: &'static [(&'static str, &'static str)] = &[
-        ("UserAdded", "1.0"),
-        ("UserReturned", "1.0"),
+        ("UserAdded", "1.1"),
+        ("UserReturned", "1.1"),
         ("ProfileUpdated", "1.0"),
         ("AliasMapped", "1.0"),
         ("AliasUnmapped", "1.0"),
@@ -452,6 +506,10 @@ impl UserEvent {
         ("UserDeleted", "1.0"),
         ("RuleAdded", "1.0"),
         ("RuleRemoved", "1.0"),
+        ("AddressChanged", "1.0"),
+        ("DirectoryLinked", "1.0"),
+        ("AbsenceEnded", "1.0"),
+        ("ListMembersChanged", "1.0"),
     ];
 
     pub fn type_name(&self) -> &'static str {
@@ -469,6 +527,10 @@ impl UserEvent {
             UserEvent::UserDeleted(_) => "UserDeleted",
             UserEvent::RuleAdded(_) => "RuleAdded",
             UserEvent::RuleRemoved(_) => "RuleRemoved",
+            UserEvent::AddressChanged(_) => "AddressChanged",
+            UserEvent::DirectoryLinked(_) => "DirectoryLinked",
+            UserEvent::AbsenceEnded(_) => "AbsenceEnded",
+            UserEvent::ListMembersChanged(_) => "ListMembersChanged",
         }
     }
 
@@ -488,6 +550,10 @@ impl UserEvent {
             UserEvent::UserDeleted(e) => &e.address,
             UserEvent::RuleAdded(e) => &e.address,
             UserEvent::RuleRemoved(e) => &e.address,
+            UserEvent::AddressChanged(e) => &e.address,
+            UserEvent::DirectoryLinked(e) => &e.address,
+            UserEvent::AbsenceEnded(e) => &e.address,
+            UserEvent::ListMembersChanged(e) => &e.address,
         }
     }
 
@@ -499,6 +565,7 @@ impl UserEvent {
             UserEvent::UserReturned(e) if e.earlier.address != e.address => {
                 Some(&e.earlier.address)
             }
+            UserEvent::AddressChanged(e) => Some(&e.previous),
             _ => None,
         }
     }

@@ -52,6 +52,8 @@ fn examples() -> Vec<(&'static str, Value)> {
             source: Source::Ldap,
             profile: profile.clone(),
             aliases: vec![a("a@acme.example")],
+            directory_id: Some("6f1c2a8e-93c4-4d1b-9a52-0c1f3e5d7a01".into()),
+            members: vec![],
         }),
         UserEvent::UserReturned(UserReturned {
             user_id: uid,
@@ -61,6 +63,8 @@ fn examples() -> Vec<(&'static str, Value)> {
             source: Source::Manual,
             profile: profile.clone(),
             aliases: vec![a("a@acme.example")],
+            directory_id: None,
+            members: vec![a("bob@acme.example")],
             earlier: EarlierIdentity {
                 user_id: uid,
                 address: a("ann@acme.example"),
@@ -121,6 +125,23 @@ fn examples() -> Vec<(&'static str, Value)> {
             address: a("ann@acme.example"),
             rule_id: rid,
         }),
+        UserEvent::AddressChanged(AddressChanged {
+            address: a("ann.lee@acme.example"),
+            previous: a("ann@acme.example"),
+        }),
+        UserEvent::DirectoryLinked(DirectoryLinked {
+            address: a("ann@acme.example"),
+            source: Source::Entra,
+            directory_id: "6f1c2a8e-93c4-4d1b-9a52-0c1f3e5d7a01".into(),
+            previous_source: Source::Ldap,
+        }),
+        UserEvent::AbsenceEnded(AbsenceEnded {
+            address: a("ann@acme.example"),
+        }),
+        UserEvent::ListMembersChanged(ListMembersChanged {
+            address: a("team@acme.example"),
+            members: vec![a("ann@acme.example")],
+        }),
     ];
     let customers = vec![
         CustomerEvent::CustomerCreated(CustomerCreated {
@@ -139,6 +160,113 @@ fn examples() -> Vec<(&'static str, Value)> {
             previous: 25,
         }),
     ];
+    let run = uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0005);
+    let config = DirectoryConfig {
+        connection: Connection::Ldap(LdapSettings {
+            host: "dc1.acme.example".into(),
+            port: 636,
+            ssl: true,
+            starttls: false,
+            tls: TlsSettings {
+                verify: true,
+                ca_pem: None,
+            },
+            bind_user: "svc-roster@acme.example".into(),
+            base_dn: "OU=Staff,DC=acme,DC=example".into(),
+            filter: Some("(department=*)".into()),
+            include_disabled: false,
+            include_public_folders: false,
+            preset: LdapPreset::ActiveDirectory,
+            attributes: AttributeMap::default(),
+            timeout_secs: 30,
+        }),
+        poll_interval: PollInterval::Hours6,
+        delete_after: DeleteAfter::Days7,
+        guard: GuardSettings::default(),
+    };
+    let counts = SyncCounts {
+        read: 10,
+        added: 2,
+        updated: 1,
+        flagged: 1,
+        ..SyncCounts::default()
+    };
+    let directory = vec![
+        DirectoryEvent::DirectoryConfigured(DirectoryConfigured {
+            config,
+            secret_changed: true,
+        }),
+        DirectoryEvent::DirectoryEnabled(DirectoryEnabled {
+            kind: DirectoryKind::Ldap,
+        }),
+        DirectoryEvent::DirectoryDisabled(DirectoryDisabled {
+            kind: DirectoryKind::Ldap,
+            reason: DisableReason::Switched,
+        }),
+        DirectoryEvent::ExceptionAdded(ExceptionAdded {
+            exception: Exception::User {
+                object_id: "6f1c2a8e".into(),
+            },
+        }),
+        DirectoryEvent::ExceptionRemoved(ExceptionRemoved {
+            exception: Exception::Alias {
+                address: a("x@acme.example"),
+            },
+        }),
+        DirectoryEvent::AdditionAdded(AdditionAdded {
+            address: a("new@acme.example"),
+        }),
+        DirectoryEvent::AdditionRemoved(AdditionRemoved {
+            address: a("new@acme.example"),
+        }),
+        DirectoryEvent::SyncStarted(SyncStarted {
+            run_id: run,
+            kind: DirectoryKind::Ldap,
+            trigger: SyncTrigger::Manual,
+            started_at: t,
+            lease_until: t,
+        }),
+        DirectoryEvent::SyncCompleted(SyncCompleted {
+            run_id: run,
+            counts,
+            over_seat_limit: false,
+            finished_at: t,
+        }),
+        DirectoryEvent::SyncFailed(SyncFailed {
+            run_id: run,
+            code: "incomplete".into(),
+            reason: "connection lost".into(),
+            finished_at: t,
+        }),
+        DirectoryEvent::SyncHeld(SyncHeld {
+            run_id: run,
+            would_flag: 900,
+            directory_users: 1000,
+            counts,
+            finished_at: t,
+        }),
+        DirectoryEvent::SyncConfirmed(SyncConfirmed {
+            run_id: run,
+            by_run: run,
+        }),
+        DirectoryEvent::SyncDiscarded(SyncDiscarded { run_id: run }),
+    ];
+    let objects = vec![DirectoryObjectsEvent::DirectoryObjectsChanged(
+        DirectoryObjectsChanged {
+            run_id: run,
+            kind: DirectoryKind::Ldap,
+            upserted: vec![ObjectSummary {
+                id: "6f1c2a8e".into(),
+                kind: "user".into(),
+                dn: Some("CN=Ann Lee,OU=Staff,DC=acme,DC=example".into()),
+                display_name: Some("Ann Lee".into()),
+                mail: Some("ann@acme.example".into()),
+                aliases: vec!["a@acme.example".into()],
+                disabled: false,
+            }],
+            removed: vec!["0d1e".into()],
+        },
+    )];
     let mut out: Vec<(&'static str, Value)> = users
         .into_iter()
         .map(|e| {
@@ -153,6 +281,28 @@ fn examples() -> Vec<(&'static str, Value)> {
             )
         })
         .collect();
+    out.extend(directory.into_iter().map(|e| {
+        (
+            DIRECTORY_AGGREGATE,
+            sample(
+                DIRECTORY_AGGREGATE,
+                &e.event_type(),
+                &e.event_version(),
+                serde_json::to_value(&e).unwrap(),
+            ),
+        )
+    }));
+    out.extend(objects.into_iter().map(|e| {
+        (
+            DIRECTORY_OBJECTS_AGGREGATE,
+            sample(
+                DIRECTORY_OBJECTS_AGGREGATE,
+                &e.event_type(),
+                &e.event_version(),
+                serde_json::to_value(&e).unwrap(),
+            ),
+        )
+    }));
     out.extend(customers.into_iter().map(|e| {
         (
             CUSTOMER_AGGREGATE,
@@ -212,12 +362,24 @@ fn e1_every_stored_shape_is_still_readable() {
             CUSTOMER_AGGREGATE => serde_json::from_value::<CustomerEvent>(current.payload.clone())
                 .map(|e| e.event_type() == current.event_type)
                 .map_err(|e| e.to_string()),
+            DIRECTORY_AGGREGATE => {
+                serde_json::from_value::<DirectoryEvent>(current.payload.clone())
+                    .map(|e| e.event_type() == current.event_type)
+                    .map_err(|e| e.to_string())
+            }
+            DIRECTORY_OBJECTS_AGGREGATE => {
+                serde_json::from_value::<DirectoryObjectsEvent>(current.payload.clone())
+                    .map(|e| e.event_type() == current.event_type)
+                    .map_err(|e| e.to_string())
+            }
             other => Err(format!("unknown aggregate {other}")),
         };
         assert_eq!(ok, Ok(true), "{} can no longer be read", path.display());
         read += 1;
     }
-    assert!(read >= UserEvent::TYPES.len() + CustomerEvent::TYPES.len());
+    assert!(
+        read >= UserEvent::TYPES.len() + CustomerEvent::TYPES.len() + DirectoryEvent::TYPES.len()
+    );
 }
 
 #[test]
@@ -240,7 +402,12 @@ fn e1_every_current_event_type_and_version_has_a_stored_sample() {
         .iter()
         .map(|(_, s)| s["event_type"].as_str().unwrap().to_string())
         .collect();
-    for (t, _) in UserEvent::TYPES.iter().chain(CustomerEvent::TYPES) {
+    for (t, _) in UserEvent::TYPES
+        .iter()
+        .chain(CustomerEvent::TYPES)
+        .chain(DirectoryEvent::TYPES)
+        .chain(DirectoryObjectsEvent::TYPES)
+    {
         assert!(covered.contains(*t), "examples() lacks {t}");
     }
 }

@@ -2,7 +2,7 @@
 //! which address; the payload stays in the log and is joined by position.
 
 use async_trait::async_trait;
-use roster_events::CustomerEvent;
+use roster_events::{CustomerEvent, DirectoryEvent, Exception};
 use roster_store::Tx;
 
 use crate::{AnyEvent, Decoded, Projection, ProjectionError};
@@ -37,6 +37,18 @@ impl AuditRow {
             AnyEvent::Customer(CustomerEvent::DomainRemoved(e)) => {
                 (None, Some(e.domain.to_string()))
             }
+            AnyEvent::Directory(DirectoryEvent::AdditionAdded(e)) => {
+                (Some(e.address.to_string()), None)
+            }
+            AnyEvent::Directory(DirectoryEvent::AdditionRemoved(e)) => {
+                (Some(e.address.to_string()), None)
+            }
+            AnyEvent::Directory(DirectoryEvent::ExceptionAdded(e)) => {
+                (None, exception_subject(&e.exception))
+            }
+            AnyEvent::Directory(DirectoryEvent::ExceptionRemoved(e)) => {
+                (None, exception_subject(&e.exception))
+            }
             _ => (None, None),
         };
         AuditRow {
@@ -52,6 +64,13 @@ impl AuditRow {
             correlation_id: d.meta.correlation_id.to_string(),
         }
     }
+}
+
+fn exception_subject(e: &Exception) -> Option<String> {
+    Some(match e {
+        Exception::User { object_id } | Exception::Group { object_id } => object_id.clone(),
+        Exception::Alias { address } => address.to_string(),
+    })
 }
 
 #[async_trait]
@@ -83,6 +102,9 @@ impl Projection for AuditProjection {
             ),
             format!(
                 "CREATE INDEX IF NOT EXISTS {p}{AUDIT}_time ON {p}{AUDIT} (customer_id, recorded_at)"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {p}{AUDIT}_correlation ON {p}{AUDIT} (correlation_id, position)"
             ),
         ]
     }

@@ -1,6 +1,9 @@
 //! Decoding stored events once per batch, for every projection.
 
-use roster_events::{CustomerEvent, EventMeta, UserEvent, CUSTOMER_AGGREGATE, USER_AGGREGATE};
+use roster_events::{
+    CustomerEvent, DirectoryEvent, DirectoryObjectsEvent, EventMeta, UserEvent, CUSTOMER_AGGREGATE,
+    DIRECTORY_AGGREGATE, DIRECTORY_OBJECTS_AGGREGATE, USER_AGGREGATE,
+};
 use roster_store::StoredEvent;
 
 /// A stored event with its typed payload and metadata.
@@ -20,6 +23,8 @@ pub struct Decoded {
 pub enum AnyEvent {
     User(UserEvent),
     Customer(CustomerEvent),
+    Directory(DirectoryEvent),
+    DirectoryObjects(DirectoryObjectsEvent),
     /// An aggregate these projections do not know (a later feature); skipped.
     Other,
 }
@@ -44,6 +49,13 @@ pub fn decode(
         ),
         CUSTOMER_AGGREGATE => AnyEvent::Customer(
             roster_store::decode::<CustomerEvent>(e, upcasters).map_err(|err| err.to_string())?,
+        ),
+        DIRECTORY_AGGREGATE => AnyEvent::Directory(
+            roster_store::decode::<DirectoryEvent>(e, upcasters).map_err(|err| err.to_string())?,
+        ),
+        DIRECTORY_OBJECTS_AGGREGATE => AnyEvent::DirectoryObjects(
+            roster_store::decode::<DirectoryObjectsEvent>(e, upcasters)
+                .map_err(|err| err.to_string())?,
         ),
         _ => AnyEvent::Other,
     };

@@ -12,6 +12,7 @@ use roster_store::{StoreError, Tx};
 pub mod audit;
 pub mod customers;
 mod decode;
+pub mod directory;
 pub mod projector;
 pub mod queries;
 pub mod rebuild;
@@ -54,5 +55,6 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(customers::CustomersProjection),
         Arc::new(users::UsersProjection),
         Arc::new(audit::AuditProjection),
+        Arc::new(directory::DirectoryProjection),
     ]
 }

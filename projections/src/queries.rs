@@ -6,11 +6,10 @@ use base64::Engine;
 use roster_events::{CustomerId, PartnerId, Source, Status};
 use roster_store::{with_db, Store, StoredEvent};
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::audit::AUDIT;
 use crate::customers::{CUSTOMERS, DOMAINS};
-use crate::users::{RuleRow, UserRow, ALIASES, RULES, USERS};
+use crate::users::{decode_row, RuleRow, UserRow, ALIASES, COLUMNS, RULES, USERS};
 use crate::ProjectionError;
 
 /// One page of results and the opaque token of the next one.
@@ -106,48 +105,6 @@ macro_rules! bind_all {
     }};
 }
 
-const USER_COLUMNS: &str = "user_id, customer_id, address, kind, source, status, first_name, \
-     last_name, home_phone, mobile, company, department, notes, flag_reason, flagged_at, \
-     delete_at, ignored_reason, created_at, updated_at, deleted_at, version, last_position";
-
-fn row_to_user<R: Row>(r: &R) -> Result<UserRow, sqlx::Error>
-where
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'x> String: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
-    for<'x> Option<String>: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
-    for<'x> i64: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
-    for<'x> Option<i64>: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(UserRow {
-        user_id: r.try_get("user_id")?,
-        customer_id: r.try_get("customer_id")?,
-        address: r.try_get("address")?,
-        kind: r.try_get("kind")?,
-        source: r.try_get("source")?,
-        status: r.try_get("status")?,
-        profile: roster_events::Profile {
-            first_name: r.try_get("first_name")?,
-            last_name: r.try_get("last_name")?,
-            home_phone: r.try_get("home_phone")?,
-            mobile: r.try_get("mobile")?,
-            company: r.try_get("company")?,
-            department: r.try_get("department")?,
-            notes: r.try_get("notes")?,
-        },
-        aliases: vec![],
-        rules: vec![],
-        flag_reason: r.try_get("flag_reason")?,
-        flagged_at: r.try_get("flagged_at")?,
-        delete_at: r.try_get("delete_at")?,
-        ignored_reason: r.try_get("ignored_reason")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        deleted_at: r.try_get("deleted_at")?,
-        version: r.try_get("version")?,
-        last_position: r.try_get("last_position")?,
-    })
-}
-
 /// Adds aliases and rules to rows.
 async fn fill(store: &Store, rows: &mut [UserRow]) -> Result<(), ProjectionError> {
     if rows.is_empty() {
@@ -214,7 +171,7 @@ pub async fn list_users(
 ) -> Result<Page<UserRow>, ProjectionError> {
     let limit = limit.clamp(1, MAX_PAGE);
     let mut q = Sql::new(format!(
-        "SELECT {USER_COLUMNS} FROM {USERS} WHERE customer_id = $1"
+        "SELECT {COLUMNS} FROM {USERS} WHERE customer_id = $1"
     ));
     q.s(customer.to_string());
     let p = match filter.status {
@@ -249,7 +206,7 @@ pub async fn list_users(
         let raw = bind_all!(sqlx::query(&q.text), &q.binds)
             .fetch_all(p)
             .await?;
-        raw.iter().map(row_to_user).collect::<Result<Vec<_>, _>>()?
+        raw.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?
     });
     let next_page = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
@@ -272,7 +229,7 @@ pub async fn user_by_address(
     address: &str,
 ) -> Result<Option<UserRow>, ProjectionError> {
     let sql = format!(
-        "SELECT {USER_COLUMNS} FROM {USERS} WHERE customer_id = $1 AND address = $2 AND status <> 'deleted'"
+        "SELECT {COLUMNS} FROM {USERS} WHERE customer_id = $1 AND address = $2 AND status <> 'deleted'"
     );
     let row = with_db!(store.db(), |p| {
         let raw = sqlx::query(&sql)
@@ -280,7 +237,7 @@ pub async fn user_by_address(
             .bind(address)
             .fetch_optional(p)
             .await?;
-        raw.as_ref().map(row_to_user).transpose()?
+        raw.as_ref().map(decode_row).transpose()?
     });
     let mut rows: Vec<UserRow> = row.into_iter().collect();
     fill(store, &mut rows).await?;
@@ -288,10 +245,10 @@ pub async fn user_by_address(
 }
 
 pub async fn user_by_id(store: &Store, user_id: &str) -> Result<Option<UserRow>, ProjectionError> {
-    let sql = format!("SELECT {USER_COLUMNS} FROM {USERS} WHERE user_id = $1");
+    let sql = format!("SELECT {COLUMNS} FROM {USERS} WHERE user_id = $1");
     let row = with_db!(store.db(), |p| {
         let raw = sqlx::query(&sql).bind(user_id).fetch_optional(p).await?;
-        raw.as_ref().map(row_to_user).transpose()?
+        raw.as_ref().map(decode_row).transpose()?
     });
     let mut rows: Vec<UserRow> = row.into_iter().collect();
     fill(store, &mut rows).await?;

@@ -35,6 +35,9 @@ pub struct UserRow {
     pub profile: Profile,
     pub aliases: Vec<String>,
     pub rules: Vec<RuleRow>,
+    pub directory_id: Option<String>,
+    /// Members of a distribution list (U4).
+    pub members: Vec<String>,
     pub flag_reason: Option<String>,
     pub flagged_at: Option<i64>,
     pub delete_at: Option<i64>,
@@ -62,6 +65,8 @@ impl UserRow {
             profile: Profile::default(),
             aliases: vec![],
             rules: vec![],
+            directory_id: None,
+            members: vec![],
             flag_reason: None,
             flagged_at: None,
             delete_at: None,
@@ -111,6 +116,8 @@ impl UserRow {
                     source: e.source.as_str().into(),
                     profile: e.profile.clone(),
                     aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
+                    directory_id: e.directory_id.clone(),
+                    members: e.members.iter().map(|a| a.to_string()).collect(),
                     ..created
                 };
             }
@@ -122,6 +129,8 @@ impl UserRow {
                     source: e.source.as_str().into(),
                     profile: e.profile.clone(),
                     aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
+                    directory_id: e.directory_id.clone(),
+                    members: e.members.iter().map(|a| a.to_string()).collect(),
                     ..created
                 };
             }
@@ -176,6 +185,16 @@ impl UserRow {
                 let id = e.rule_id.to_string();
                 row.rules.retain(|r| r.rule_id != id)
             }
+            // The new primary is set below, like every event's address.
+            UserEvent::AddressChanged(_) => {}
+            UserEvent::DirectoryLinked(e) => {
+                row.source = e.source.as_str().into();
+                row.directory_id = Some(e.directory_id.clone());
+            }
+            UserEvent::AbsenceEnded(_) => row.ignored_reason = None,
+            UserEvent::ListMembersChanged(e) => {
+                row.members = e.members.iter().map(|a| a.to_string()).collect()
+            }
         }
         row.address = e.address().to_string();
         row.updated_at = at;
@@ -187,16 +206,17 @@ impl UserRow {
 
 pub struct UsersProjection;
 
-pub const USERS: &str = "users_v1";
-pub const ALIASES: &str = "user_aliases_v1";
-pub const RULES: &str = "user_rules_v1";
+pub const USERS: &str = "users_v2";
+pub const ALIASES: &str = "user_aliases_v2";
+pub const RULES: &str = "user_rules_v2";
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "user_id, customer_id, address, kind, source, status, first_name, last_name, \
      home_phone, mobile, company, department, notes, flag_reason, flagged_at, delete_at, \
-     ignored_reason, created_at, updated_at, deleted_at, version, last_position, search";
+     ignored_reason, created_at, updated_at, deleted_at, version, last_position, search, \
+     directory_id, members";
 
-fn decode_row<R: Row>(r: &R) -> Result<UserRow, sqlx::Error>
+pub(crate) fn decode_row<R: Row>(r: &R) -> Result<UserRow, sqlx::Error>
 where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
     for<'x> String: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
@@ -222,6 +242,8 @@ where
         },
         aliases: vec![],
         rules: vec![],
+        directory_id: r.try_get("directory_id")?,
+        members: serde_json::from_str(&r.try_get::<String, _>("members")?).unwrap_or_default(),
         flag_reason: r.try_get("flag_reason")?,
         flagged_at: r.try_get("flagged_at")?,
         delete_at: r.try_get("delete_at")?,
@@ -296,6 +318,10 @@ pub(crate) async fn load_rows(
     Ok(rows)
 }
 
+fn members_json(r: &UserRow) -> String {
+    serde_json::to_string(&r.members).expect("strings serialise")
+}
+
 async fn store_rows(tx: &mut Tx, prefix: &str, rows: &[&UserRow]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
@@ -309,7 +335,8 @@ async fn store_rows(tx: &mut Tx, prefix: &str, rows: &[&UserRow]) -> Result<(), 
         flagged_at = excluded.flagged_at, delete_at = excluded.delete_at, \
         ignored_reason = excluded.ignored_reason, created_at = excluded.created_at, \
         updated_at = excluded.updated_at, deleted_at = excluded.deleted_at, \
-        version = excluded.version, last_position = excluded.last_position, search = excluded.search";
+        version = excluded.version, last_position = excluded.last_position, search = excluded.search, \
+        directory_id = excluded.directory_id, members = excluded.members";
     match tx {
         Tx::Pg(t) => {
             macro_rules! col {
@@ -322,7 +349,7 @@ async fn store_rows(tx: &mut Tx, prefix: &str, rows: &[&UserRow]) -> Result<(), 
                  $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
                  $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::int8[], \
                  $16::int8[], $17::text[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
-                 $22::int8[], $23::text[]) {upsert_tail}"
+                 $22::int8[], $23::text[], $24::text[], $25::text[]) {upsert_tail}"
             );
             sqlx::query(&sql)
                 .bind(col!(|r| r.user_id.clone()))
@@ -348,6 +375,8 @@ async fn store_rows(tx: &mut Tx, prefix: &str, rows: &[&UserRow]) -> Result<(), 
                 .bind(col!(|r| r.version))
                 .bind(col!(|r| r.last_position))
                 .bind(col!(|r| r.search_text()))
+                .bind(col!(|r| r.directory_id.clone()))
+                .bind(col!(|r| members_json(r)))
                 .execute(&mut **t)
                 .await?;
             sqlx::query(&format!(
@@ -409,7 +438,7 @@ async fn store_rows(tx: &mut Tx, prefix: &str, rows: &[&UserRow]) -> Result<(), 
             }
         }
         Tx::Sqlite(t) => {
-            let marks: Vec<String> = (1..=23).map(|i| format!("${i}")).collect();
+            let marks: Vec<String> = (1..=25).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "INSERT INTO {prefix}{USERS} ({COLUMNS}) VALUES ({}) {upsert_tail}",
                 marks.join(",")
@@ -439,6 +468,8 @@ async fn store_rows(tx: &mut Tx, prefix: &str, rows: &[&UserRow]) -> Result<(), 
                     .bind(r.version)
                     .bind(r.last_position)
                     .bind(r.search_text())
+                    .bind(&r.directory_id)
+                    .bind(members_json(r))
                     .execute(&mut **t)
                     .await?;
                 sqlx::query(&format!("DELETE FROM {prefix}{ALIASES} WHERE user_id = $1"))
@@ -504,7 +535,7 @@ impl Projection for UsersProjection {
                     flag_reason TEXT, flagged_at BIGINT, delete_at BIGINT, ignored_reason TEXT,
                     created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, deleted_at BIGINT,
                     version BIGINT NOT NULL, last_position BIGINT NOT NULL,
-                    search TEXT NOT NULL)"
+                    search TEXT NOT NULL, directory_id TEXT, members TEXT NOT NULL)"
             ),
             format!(
                 "CREATE INDEX IF NOT EXISTS {p}{USERS}_customer_address ON {p}{USERS} (customer_id, address, user_id)"

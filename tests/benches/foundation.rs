@@ -18,7 +18,10 @@ use roster_tests::{Backend, RosterProcess, TestStore};
 use serde_json::json;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -29,7 +32,13 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Stages `n` new users of one customer, one event each.
-async fn stage_users(customer: CustomerId, domain: &str, from: usize, n: usize, meta: &EventMeta) -> Batch {
+async fn stage_users(
+    customer: CustomerId,
+    domain: &str,
+    from: usize,
+    n: usize,
+    meta: &EventMeta,
+) -> Batch {
     let mut batch = Batch::new();
     for i in from..from + n {
         let id = UserId::new();
@@ -50,6 +59,8 @@ async fn stage_users(customer: CustomerId, domain: &str, from: usize, n: usize, 
                         ..Profile::default()
                     },
                     aliases: vec![],
+                    directory_id: None,
+                    members: vec![],
                 }),
                 &UserServices::default(),
                 meta,
@@ -127,13 +138,22 @@ async fn raw_appends(backend: Backend) -> Figures {
     }
 }
 
-async fn api_additions(backend: Backend, users: usize, clients: usize) -> (f64, Duration, Duration) {
+async fn api_additions(
+    backend: Backend,
+    users: usize,
+    clients: usize,
+) -> (f64, Duration, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let pg = match backend {
         Backend::Postgres => Some(roster_testkit::PgDb::create().await.unwrap()),
         Backend::Sqlite => None,
     };
-    let p = RosterProcess::start_with(dir.path(), pg.as_ref().map(|p| p.url()), &[("RUST_LOG", "warn")]).await;
+    let p = RosterProcess::start_with(
+        dir.path(),
+        pg.as_ref().map(|p| p.url()),
+        &[("RUST_LOG", "warn")],
+    )
+    .await;
     let api = p.admin();
     let c = api.customer("Bench", 10_000_000, &["api.example"]).await;
     let path = Arc::new(format!("/v1/customers/{c}/users"));

@@ -171,6 +171,8 @@ pub async fn add_user(
                     source,
                     profile: user.profile.clone(),
                     aliases: user.aliases.clone(),
+                    directory_id: None,
+                    members: vec![],
                 }),
                 &services,
                 &meta,

@@ -148,7 +148,9 @@ impl From<UserError> for ApiError {
             | UserError::NotFlagged
             | UserError::AlreadyDeactivated
             | UserError::NotDeactivated
-            | UserError::RuleExists { .. } => ApiError::new(S::CONFLICT, "invalid_state", m),
+            | UserError::RuleExists { .. }
+            | UserError::NotDue
+            | UserError::NotAList => ApiError::new(S::CONFLICT, "invalid_state", m),
         }
     }
 }

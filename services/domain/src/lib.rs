@@ -4,8 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub mod customer;
+pub mod directory;
+pub mod reconcile;
 pub mod snapshot;
 pub mod user;
 
 pub use customer::{Customer, CustomerCommand, CustomerError};
+pub use directory::{Directory, DirectoryCommand, DirectoryError, DirectoryObjects};
 pub use user::{AddUser, SeatUsage, User, UserCommand, UserError, UserServices};

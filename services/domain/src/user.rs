@@ -39,6 +39,10 @@ pub struct AddUser {
     pub source: Source,
     pub profile: Profile,
     pub aliases: Vec<Address>,
+    /// The directory object's stable id, for directory-sourced users.
+    pub directory_id: Option<String>,
+    /// For distribution lists, the members (U4).
+    pub members: Vec<Address>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +83,22 @@ pub enum UserCommand {
     RemoveRule {
         rule_id: RuleId,
     },
+    /// The same directory object has a new primary address: a rename. An
+    /// alias that becomes the primary is unmapped first.
+    ChangeAddress {
+        address: Address,
+    },
+    /// The user is managed by this directory object from now on (D2, D3.g).
+    LinkDirectory {
+        source: Source,
+        directory_id: String,
+    },
+    /// The directory returned the user: an ignored absence ends (D3.m).
+    EndAbsence,
+    /// A distribution list's members (U4).
+    SetMembers {
+        members: Vec<Address>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +131,10 @@ pub enum UserError {
     RuleExists { kind: &'static str, value: String },
     #[error("no such rule")]
     RuleNotFound,
+    #[error("the user is not flagged, or its deletion is not due yet")]
+    NotDue,
+    #[error("only distribution lists have members")]
+    NotAList,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +166,12 @@ pub struct User {
     pub ignored: Option<FlagReason>,
     /// Set while deleted: what a return carries as the earlier identity (U6).
     pub deleted: Option<EarlierIdentity>,
+    /// The directory object the user comes from.
+    #[serde(default)]
+    pub directory_id: Option<String>,
+    /// Members of a distribution list.
+    #[serde(default)]
+    pub members: Vec<Address>,
 }
 
 impl User {
@@ -204,6 +234,8 @@ impl User {
                 source: cmd.source,
                 profile,
                 aliases,
+                directory_id: cmd.directory_id,
+                members: cmd.members,
                 earlier: earlier.clone(),
             }),
             None => UserEvent::UserAdded(UserAdded {
@@ -214,6 +246,8 @@ impl User {
                 source: cmd.source,
                 profile,
                 aliases,
+                directory_id: cmd.directory_id,
+                members: cmd.members,
             }),
         })
     }
@@ -320,13 +354,25 @@ impl User {
                 }
                 UserEvent::UserReactivated(UserReactivated { address })
             }
-            UserCommand::Delete { reason, at } => UserEvent::UserDeleted(UserDeleted {
-                address,
-                aliases: self.aliases.iter().cloned().collect(),
-                reason,
-                deleted_at: at,
-                rules_removed: self.rules.keys().copied().collect(),
-            }),
+            UserCommand::Delete { reason, at } => {
+                if reason == DeletionReason::DelayExpired {
+                    // D3.i: only a flag whose delay has passed deletes.
+                    match &self.flag {
+                        Some(Flag {
+                            delete_at: Some(due),
+                            ..
+                        }) if *due <= at => {}
+                        _ => return Err(UserError::NotDue),
+                    }
+                }
+                UserEvent::UserDeleted(UserDeleted {
+                    address,
+                    aliases: self.aliases.iter().cloned().collect(),
+                    reason,
+                    deleted_at: at,
+                    rules_removed: self.rules.keys().copied().collect(),
+                })
+            }
             UserCommand::AddRule {
                 rule_id,
                 kind,
@@ -355,6 +401,58 @@ impl User {
                     return Err(UserError::RuleNotFound);
                 }
                 UserEvent::RuleRemoved(RuleRemoved { address, rule_id })
+            }
+            UserCommand::ChangeAddress { address: new } => {
+                if new == address {
+                    return Ok(vec![]);
+                }
+                let mut out = Vec::new();
+                if self.aliases.contains(&new) {
+                    out.push(UserEvent::AliasUnmapped(AliasUnmapped {
+                        address: address.clone(),
+                        alias: new.clone(),
+                        reason: UnmapReason::Directory,
+                    }));
+                }
+                out.push(UserEvent::AddressChanged(AddressChanged {
+                    address: new,
+                    previous: address,
+                }));
+                return Ok(out);
+            }
+            UserCommand::LinkDirectory {
+                source,
+                directory_id,
+            } => {
+                let previous_source = self.source.unwrap_or(Source::Manual);
+                if previous_source == source
+                    && self.directory_id.as_deref() == Some(directory_id.as_str())
+                {
+                    return Ok(vec![]);
+                }
+                UserEvent::DirectoryLinked(DirectoryLinked {
+                    address,
+                    source,
+                    directory_id,
+                    previous_source,
+                })
+            }
+            UserCommand::EndAbsence => {
+                if self.ignored.is_none() {
+                    return Ok(vec![]);
+                }
+                UserEvent::AbsenceEnded(AbsenceEnded { address })
+            }
+            UserCommand::SetMembers { mut members } => {
+                if self.kind != Kind::DistributionList {
+                    return Err(UserError::NotAList);
+                }
+                members.sort();
+                members.dedup();
+                if members == self.members {
+                    return Ok(vec![]);
+                }
+                UserEvent::ListMembersChanged(ListMembersChanged { address, members })
             }
         };
         Ok(vec![event])
@@ -411,6 +509,8 @@ impl Aggregate for User {
                     status: Status::Active,
                     profile: e.profile,
                     aliases: e.aliases.into_iter().collect(),
+                    directory_id: e.directory_id,
+                    members: e.members,
                     ..User::default()
                 };
             }
@@ -424,6 +524,8 @@ impl Aggregate for User {
                     status: Status::Active,
                     profile: e.profile,
                     aliases: e.aliases.into_iter().collect(),
+                    directory_id: e.directory_id,
+                    members: e.members,
                     ..User::default()
                 };
             }
@@ -486,6 +588,13 @@ impl Aggregate for User {
             UserEvent::RuleRemoved(e) => {
                 self.rules.remove(&e.rule_id);
             }
+            UserEvent::AddressChanged(e) => self.address = Some(e.address),
+            UserEvent::DirectoryLinked(e) => {
+                self.source = Some(e.source);
+                self.directory_id = Some(e.directory_id);
+            }
+            UserEvent::AbsenceEnded(_) => self.ignored = None,
+            UserEvent::ListMembersChanged(e) => self.members = e.members,
         }
     }
 }
@@ -538,6 +647,19 @@ impl ClaimsOf for User {
                     seat: true,
                 }]
             }
+            UserEvent::AddressChanged(e) => vec![
+                ClaimChange::ClaimAddress {
+                    address: e.address.clone(),
+                    owner,
+                    primary: true,
+                    seat: self.kind.counts_against_licence() && self.status != Status::Deactivated,
+                },
+                ClaimChange::ReleaseAddress {
+                    address: e.previous.clone(),
+                    owner,
+                    tombstone: false,
+                },
+            ],
             UserEvent::UserDeleted(e) => {
                 let mut out = vec![ClaimChange::ReleaseAddress {
                     address: e.address.clone(),
@@ -591,6 +713,8 @@ mod tests {
             source,
             profile: profile(" Ann "),
             aliases: vec![addr("a@example.com"), addr("A@example.com")],
+            directory_id: None,
+            members: vec![],
         })
     }
     fn added() -> UserEvent {
@@ -602,6 +726,8 @@ mod tests {
             source: Source::Manual,
             profile: profile("Ann"),
             aliases: vec![addr("a@example.com")],
+            directory_id: None,
+            members: vec![],
         })
     }
     fn flagged() -> UserEvent {
