@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod exec;
 pub mod log;
+pub mod secrets;
 
 pub use claims::{AddressOwner, Seats};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -17,6 +18,7 @@ pub use db::{Backend, Db, Tx};
 pub use error::StoreError;
 pub use exec::{decode, history, Batch, Loaded};
 pub use log::{Appended, PendingEvent, Store, StoredEvent};
+pub use secrets::{Secret, SecretKey};
 
 /// Microseconds since the Unix epoch, the time unit of every stored column.
 pub fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
