@@ -288,6 +288,18 @@ uuid_id!(
     CorrelationId,
     "correlation"
 );
+uuid_id!(
+    /// A CSV import (M2): its review, and the commit of its plan. The
+    /// events an import writes carry it as their correlation id (E2).
+    ImportId,
+    "import"
+);
+
+impl From<ImportId> for CorrelationId {
+    fn from(id: ImportId) -> Self {
+        CorrelationId(id.0)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ pub mod claims;
 pub mod customer;
 pub mod directory;
 pub mod ids;
+pub mod import;
 pub mod meta;
 pub mod schema;
 pub mod user;
@@ -14,6 +15,7 @@ pub use claims::{ClaimChange, ClaimsOf, Guard};
 pub use customer::*;
 pub use directory::*;
 pub use ids::*;
+pub use import::*;
 pub use meta::*;
 pub use user::*;
 
@@ -22,6 +24,7 @@ pub const USER_AGGREGATE: &str = "User";
 pub const CUSTOMER_AGGREGATE: &str = "Customer";
 pub const DIRECTORY_AGGREGATE: &str = "Directory";
 pub const DIRECTORY_OBJECTS_AGGREGATE: &str = "DirectoryObjects";
+pub const IMPORT_AGGREGATE: &str = "Import";
 
 pub(crate) fn version_of(types: &[(&str, &'static str)], name: &str) -> &'static str {
     types

@@ -17,6 +17,7 @@ use crate::{
     CustomerEvent, DirectoryEvent, DirectoryObjectsEvent, UserEvent, CUSTOMER_AGGREGATE,
     DIRECTORY_AGGREGATE, DIRECTORY_OBJECTS_AGGREGATE, USER_AGGREGATE,
 };
+use crate::{ImportEvent, IMPORT_AGGREGATE};
 
 /// The JSON Schema dialect of the generated files.
 pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -87,6 +88,7 @@ pub fn event_schemas() -> Result<Vec<EventSchema>, SchemaError> {
         DirectoryObjectsEvent::TYPES,
         &mut out,
     )?;
+    schemas_of::<ImportEvent>(IMPORT_AGGREGATE, ImportEvent::TYPES, &mut out)?;
     let mut seen = BTreeSet::new();
     for s in &out {
         if !seen.insert(s.event_type) {
@@ -225,7 +227,8 @@ mod tests {
         let expected = UserEvent::TYPES.len()
             + CustomerEvent::TYPES.len()
             + DirectoryEvent::TYPES.len()
-            + DirectoryObjectsEvent::TYPES.len();
+            + DirectoryObjectsEvent::TYPES.len()
+            + ImportEvent::TYPES.len();
         assert_eq!(schemas.len(), expected);
         let added = schemas
             .iter()

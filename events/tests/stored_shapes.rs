@@ -267,6 +267,33 @@ fn examples() -> Vec<(&'static str, Value)> {
             removed: vec!["0d1e".into()],
         },
     )];
+    let import_id = ImportId(uuid::Uuid::from_u128(
+        0x0190_0000_0000_7000_8000_0000_0000_0006,
+    ));
+    let imports = vec![
+        ImportEvent::ImportChunkCommitted(ImportChunkCommitted {
+            import_id,
+            chunk: 1,
+            chunks: 3,
+            added: 4_990,
+            updated: 8,
+            skipped: vec![SkippedRow {
+                line: 7_012,
+                address: a("ann@acme.example"),
+                code: "changed_since_review".into(),
+                reason: "the user changed after the review".into(),
+            }],
+        }),
+        ImportEvent::ImportCommitted(ImportCommitted {
+            import_id,
+            chunks: 3,
+            added: 12_000,
+            updated: 20,
+            unchanged: 100,
+            rejected: 3,
+            skipped: 1,
+        }),
+    ];
     let mut out: Vec<(&'static str, Value)> = users
         .into_iter()
         .map(|e| {
@@ -297,6 +324,17 @@ fn examples() -> Vec<(&'static str, Value)> {
             DIRECTORY_OBJECTS_AGGREGATE,
             sample(
                 DIRECTORY_OBJECTS_AGGREGATE,
+                &e.event_type(),
+                &e.event_version(),
+                serde_json::to_value(&e).unwrap(),
+            ),
+        )
+    }));
+    out.extend(imports.into_iter().map(|e| {
+        (
+            IMPORT_AGGREGATE,
+            sample(
+                IMPORT_AGGREGATE,
                 &e.event_type(),
                 &e.event_version(),
                 serde_json::to_value(&e).unwrap(),
@@ -372,6 +410,9 @@ fn e1_every_stored_shape_is_still_readable() {
                     .map(|e| e.event_type() == current.event_type)
                     .map_err(|e| e.to_string())
             }
+            IMPORT_AGGREGATE => serde_json::from_value::<ImportEvent>(current.payload.clone())
+                .map(|e| e.event_type() == current.event_type)
+                .map_err(|e| e.to_string()),
             other => Err(format!("unknown aggregate {other}")),
         };
         assert_eq!(ok, Ok(true), "{} can no longer be read", path.display());
@@ -387,6 +428,7 @@ fn e1_every_current_event_type_and_version_has_a_stored_sample() {
     for (agg, types) in [
         (USER_AGGREGATE, UserEvent::TYPES),
         (CUSTOMER_AGGREGATE, CustomerEvent::TYPES),
+        (IMPORT_AGGREGATE, ImportEvent::TYPES),
     ] {
         for (t, v) in types {
             let path = dir().join(file_name(agg, t, v));
@@ -407,6 +449,7 @@ fn e1_every_current_event_type_and_version_has_a_stored_sample() {
         .chain(CustomerEvent::TYPES)
         .chain(DirectoryEvent::TYPES)
         .chain(DirectoryObjectsEvent::TYPES)
+        .chain(ImportEvent::TYPES)
     {
         assert!(covered.contains(*t), "examples() lacks {t}");
     }

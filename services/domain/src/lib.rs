@@ -5,10 +5,12 @@
 
 pub mod customer;
 pub mod directory;
+pub mod import;
 pub mod reconcile;
 pub mod snapshot;
 pub mod user;
 
 pub use customer::{Customer, CustomerCommand, CustomerError};
 pub use directory::{Directory, DirectoryCommand, DirectoryError, DirectoryObjects};
+pub use import::{Import, ImportCommand, ImportError};
 pub use user::{AddUser, SeatUsage, User, UserCommand, UserError, UserServices};
