@@ -10,6 +10,8 @@ pub struct DirectoryProjection;
 
 pub const RUNS: &str = "sync_runs_v1";
 pub const OBJECTS: &str = "directory_objects_v1";
+/// One row per customer with a directory: what the scheduler needs (D4).
+pub const STATE: &str = "directory_state_v1";
 
 fn counts_json<T: serde::Serialize>(c: &T) -> String {
     serde_json::to_string(c).expect("counts serialise")
@@ -22,7 +24,7 @@ impl Projection for DirectoryProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &[RUNS, OBJECTS]
+        &[RUNS, OBJECTS, STATE]
     }
 
     fn ddl(&self, p: &str) -> Vec<String> {
@@ -44,6 +46,11 @@ impl Projection for DirectoryProjection {
                     dn TEXT, display_name TEXT, mail TEXT, aliases TEXT NOT NULL,
                     disabled BOOLEAN NOT NULL, search TEXT NOT NULL, updated_at BIGINT NOT NULL,
                     PRIMARY KEY (customer_id, object_id))"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}{STATE} (
+                    customer_id TEXT PRIMARY KEY, enabled_kind TEXT, ldap_interval TEXT,
+                    entra_interval TEXT, last_started_at BIGINT)"
             ),
         ]
     }
@@ -250,4 +257,223 @@ async fn upsert_objects(
         }
     }
     Ok(())
+}
+
+/// A sync run as the history shows it (B4).
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct RunRow {
+    pub run_id: String,
+    pub kind: String,
+    pub trigger: String,
+    /// running, completed, failed, held, confirmed, discarded.
+    pub status: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    pub counts: Option<roster_events::SyncCounts>,
+    pub would_flag: Option<i64>,
+    pub directory_users: Option<i64>,
+    pub over_seat_limit: Option<bool>,
+    pub decided_by_run: Option<String>,
+}
+
+type RunTuple = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<bool>,
+    Option<String>,
+);
+
+const RUN_COLUMNS: &str =
+    "run_id, kind, trigger_kind, status, started_at, finished_at, code, reason, counts, \
+     would_flag, directory_users, over_seat_limit, decided_by_run";
+
+fn run_row(t: RunTuple) -> RunRow {
+    RunRow {
+        run_id: t.0,
+        kind: t.1,
+        trigger: t.2,
+        status: t.3,
+        started_at: t.4,
+        finished_at: t.5,
+        code: t.6,
+        reason: t.7,
+        counts: t.8.and_then(|c| serde_json::from_str(&c).ok()),
+        would_flag: t.9,
+        directory_users: t.10,
+        over_seat_limit: t.11,
+        decided_by_run: t.12,
+    }
+}
+
+/// The customer's sync runs, newest first.
+pub async fn runs(
+    store: &roster_store::Store,
+    customer: roster_events::CustomerId,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<RunRow>, ProjectionError> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM {RUNS} WHERE customer_id = $1 AND started_at < $2
+         ORDER BY started_at DESC, run_id DESC LIMIT $3"
+    );
+    let rows: Vec<RunTuple> = roster_store::with_db!(store.db(), |p| sqlx::query_as(&sql)
+        .bind(customer.to_string())
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(p)
+        .await?);
+    Ok(rows.into_iter().map(run_row).collect())
+}
+
+pub async fn run(
+    store: &roster_store::Store,
+    customer: roster_events::CustomerId,
+    run_id: &str,
+) -> Result<Option<RunRow>, ProjectionError> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM {RUNS} WHERE customer_id = $1 AND run_id = $2");
+    let row: Option<RunTuple> = roster_store::with_db!(store.db(), |p| sqlx::query_as(&sql)
+        .bind(customer.to_string())
+        .bind(run_id)
+        .fetch_optional(p)
+        .await?);
+    Ok(row.map(run_row))
+}
+
+/// Customers whose enabled directory is due for a scheduled sync (D4).
+pub async fn due(
+    store: &roster_store::Store,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<(roster_events::CustomerId, roster_events::DirectoryKind)>, ProjectionError> {
+    let sql = format!(
+        "SELECT customer_id, enabled_kind, ldap_interval, entra_interval, last_started_at FROM {STATE}
+         WHERE enabled_kind IS NOT NULL"
+    );
+    let rows: Vec<(String, String, Option<String>, Option<String>, Option<i64>)> =
+        roster_store::with_db!(store.db(), |p| sqlx::query_as(&sql).fetch_all(p).await?);
+    let mut out = Vec::new();
+    for (customer, kind, ldap, entra, last) in rows {
+        let kind = match kind.as_str() {
+            "ldap" => roster_events::DirectoryKind::Ldap,
+            "entra" => roster_events::DirectoryKind::Entra,
+            _ => continue,
+        };
+        let interval = match kind {
+            roster_events::DirectoryKind::Ldap => ldap,
+            roster_events::DirectoryKind::Entra => entra,
+        };
+        let Some(interval) = interval.and_then(|i| {
+            serde_json::from_value::<roster_events::PollInterval>(serde_json::Value::String(i)).ok()
+        }) else {
+            continue;
+        };
+        let due = match last {
+            None => true,
+            Some(t) => roster_store::from_micros(t) + interval.duration() <= now,
+        };
+        if due {
+            if let Ok(c) = roster_events::CustomerId::parse(&customer) {
+                out.push((c, kind));
+            }
+        }
+    }
+    Ok(out)
+}
+
+type ObjectTuple = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    bool,
+);
+
+fn object_of(t: ObjectTuple) -> ObjectSummary {
+    ObjectSummary {
+        id: t.0,
+        kind: t.1,
+        dn: t.2,
+        display_name: t.3,
+        mail: t.4,
+        aliases: serde_json::from_str(&t.5).unwrap_or_default(),
+        disabled: t.6,
+    }
+}
+
+/// The directory as last read, all of it (to diff a new read against).
+pub async fn object_summaries(
+    store: &roster_store::Store,
+    customer: roster_events::CustomerId,
+) -> Result<std::collections::HashMap<String, ObjectSummary>, ProjectionError> {
+    let sql = format!(
+        "SELECT object_id, kind, dn, display_name, mail, aliases, disabled FROM {OBJECTS} WHERE customer_id = $1"
+    );
+    let rows: Vec<ObjectTuple> = roster_store::with_db!(store.db(), |p| sqlx::query_as(&sql)
+        .bind(customer.to_string())
+        .fetch_all(p)
+        .await?);
+    Ok(rows
+        .into_iter()
+        .map(|t| (t.0.clone(), object_of(t)))
+        .collect())
+}
+
+/// One page of the directory as last read (D3.o), filtered by text and kind,
+/// in object id order.
+pub async fn objects(
+    store: &roster_store::Store,
+    customer: roster_events::CustomerId,
+    q: Option<&str>,
+    kind: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<(Vec<ObjectSummary>, Option<String>), ProjectionError> {
+    let pattern = q
+        .map(|q| q.trim().to_lowercase())
+        .filter(|q| !q.is_empty())
+        .map(|q| {
+            let mut s = String::from("%");
+            for c in q.chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    s.push('\\');
+                }
+                s.push(c);
+            }
+            s.push('%');
+            s
+        });
+    let sql = format!(
+        "SELECT object_id, kind, dn, display_name, mail, aliases, disabled FROM {OBJECTS}
+         WHERE customer_id = $1 AND object_id > $2
+           AND ($3 = '' OR search LIKE $3 ESCAPE '\\')
+           AND ($4 = '' OR kind = $4)
+         ORDER BY object_id LIMIT $5"
+    );
+    let mut rows: Vec<ObjectTuple> = roster_store::with_db!(store.db(), |p| sqlx::query_as(&sql)
+        .bind(customer.to_string())
+        .bind(after.unwrap_or(""))
+        .bind(pattern.unwrap_or_default())
+        .bind(kind.unwrap_or(""))
+        .bind(limit + 1)
+        .fetch_all(p)
+        .await?);
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.0.clone())
+    } else {
+        None
+    };
+    Ok((rows.into_iter().map(object_of).collect(), next))
 }

@@ -598,3 +598,59 @@ pub async fn history(
     out.sort_by_key(|e| e.position);
     Ok(out)
 }
+
+/// Every live (not deleted) user of a customer with its aliases, in two
+/// queries whatever the size (the reconciler's input).
+pub async fn current_users(
+    store: &Store,
+    customer: CustomerId,
+) -> Result<Vec<UserRow>, ProjectionError> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM {USERS} WHERE customer_id = $1 AND status <> 'deleted'");
+    let mut rows: Vec<UserRow> = with_db!(store.db(), |p| {
+        let raw = sqlx::query(&sql)
+            .bind(customer.to_string())
+            .fetch_all(p)
+            .await?;
+        raw.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?
+    });
+    let index: HashMap<String, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.user_id.clone(), i))
+        .collect();
+    let sql =
+        format!("SELECT user_id, address FROM {ALIASES} WHERE customer_id = $1 ORDER BY address");
+    let aliases: Vec<(String, String)> = with_db!(store.db(), |p| sqlx::query_as(&sql)
+        .bind(customer.to_string())
+        .fetch_all(p)
+        .await?);
+    for (u, a) in aliases {
+        if let Some(i) = index.get(&u) {
+            rows[*i].aliases.push(a);
+        }
+    }
+    Ok(rows)
+}
+
+/// Flagged users whose delete-after delay has passed (D3.i), oldest first.
+pub async fn due_for_deletion(
+    store: &Store,
+    now_micros: i64,
+    limit: i64,
+) -> Result<Vec<(CustomerId, String)>, ProjectionError> {
+    let sql = format!(
+        "SELECT customer_id, user_id FROM {USERS}
+         WHERE status = 'pending_deletion' AND delete_at IS NOT NULL AND delete_at <= $1
+         ORDER BY delete_at, user_id LIMIT $2"
+    );
+    let rows: Vec<(String, String)> = with_db!(store.db(), |p| sqlx::query_as(&sql)
+        .bind(now_micros)
+        .bind(limit)
+        .fetch_all(p)
+        .await?);
+    Ok(rows
+        .into_iter()
+        .filter_map(|(c, u)| CustomerId::parse(&c).ok().map(|c| (c, u)))
+        .collect())
+}

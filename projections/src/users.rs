@@ -544,6 +544,9 @@ impl Projection for UsersProjection {
                 "CREATE INDEX IF NOT EXISTS {p}{USERS}_customer_status ON {p}{USERS} (customer_id, status)"
             ),
             format!(
+                "CREATE INDEX IF NOT EXISTS {p}{USERS}_due ON {p}{USERS} (status, delete_at)"
+            ),
+            format!(
                 "CREATE TABLE IF NOT EXISTS {p}{ALIASES} (
                     user_id TEXT NOT NULL, address TEXT NOT NULL, customer_id TEXT NOT NULL,
                     PRIMARY KEY (user_id, address))"

@@ -131,6 +131,19 @@ impl Store {
         Ok(head.unwrap_or(0))
     }
 
+    /// The sequence of an aggregate's last event (0 when it has none), for
+    /// aggregates that are appended to without being loaded.
+    pub async fn version_of(&self, aggregate_type: &str, id: &str) -> Result<i64, StoreError> {
+        let v: Option<i64> = with_db!(&self.db, |p| sqlx::query_scalar(
+            "SELECT MAX(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2"
+        )
+        .bind(aggregate_type)
+        .bind(id)
+        .fetch_one(p)
+        .await?);
+        Ok(v.unwrap_or(0))
+    }
+
     /// Appends events atomically: all of them with their claims and guards,
     /// or none. A stale aggregate version gives [`StoreError::Conflict`].
     pub async fn append(
