@@ -23,6 +23,8 @@ pub(crate) struct Slots {
     profile: [Vec<usize>; 7],
     pub(crate) member: Vec<usize>,
     disabled: Option<(usize, DisabledRule)>,
+    /// Slots more than one field reads: their values are copied, not moved.
+    shared: Vec<bool>,
 }
 
 /// Attributes whose values are Active Directory GUIDs (16 bytes, the first
@@ -42,7 +44,7 @@ impl Slots {
         let many = |names: &[String]| -> Vec<usize> {
             names.iter().filter_map(|n| attrs.slot_of(n)).collect()
         };
-        Slots {
+        let mut slots = Slots {
             id: attrs
                 .slot_of(&m.id)
                 .expect("every search asks for the id attribute"),
@@ -64,36 +66,86 @@ impl Slots {
             disabled: attrs
                 .slot_of(m.disabled.attribute())
                 .map(|s| (s, m.disabled.clone())),
+            shared: Vec::new(),
+        };
+        let mut uses = vec![0u8; attrs.len()];
+        let fields = [&slots.display, &slots.member]
+            .into_iter()
+            .chain(slots.profile.iter());
+        for field in fields {
+            for &s in field {
+                uses[s] = uses[s].saturating_add(1);
+            }
         }
+        for s in [Some(slots.id), slots.mail, slots.proxy]
+            .into_iter()
+            .flatten()
+        {
+            uses[s] = uses[s].saturating_add(1);
+        }
+        slots.shared = uses.into_iter().map(|n| n > 1).collect();
+        slots
     }
 
     pub(crate) fn id_slot(&self) -> usize {
         self.id
     }
 
+    /// Gives each value of `slot` to `f`: moved out of the entry, or copied
+    /// when another field reads the same attribute.
+    fn each(&self, entry: &mut RawEntry, slot: usize, mut f: impl FnMut(Vec<u8>)) {
+        if self.shared[slot] {
+            entry.values(slot).for_each(|v| f(v.to_vec()));
+        } else {
+            entry.take(slot).for_each(f);
+        }
+    }
+
+    /// The first non-blank value of the first of `slots` that has one, as
+    /// [`text`] makes it.
+    fn first_text(&self, entry: &mut RawEntry, slots: &[usize]) -> Option<String> {
+        for &s in slots {
+            if let Some(v) = entry.first_nonblank(s) {
+                let bytes = if self.shared[s] {
+                    v.clone()
+                } else {
+                    std::mem::take(v)
+                };
+                return text(bytes);
+            }
+        }
+        None
+    }
+
     /// The object of `entry`, or `None` when it has no id value.
     pub(crate) fn object(&self, entry: &mut RawEntry, kind: ObjectKind) -> Option<DirectoryObject> {
-        let id = object_id(entry.slot(self.id).first()?, self.id_is_guid)?;
+        let disabled = kind == ObjectKind::User && self.disabled(entry);
+        let mut id_value = None;
+        self.each(entry, self.id, |v| {
+            if id_value.is_none() {
+                id_value = Some(v);
+            }
+        });
+        let id = object_id(id_value?, self.id_is_guid)?;
         let (mail, proxy_addresses) = self.addresses(entry);
         let profile = if kind == ObjectKind::User {
-            let mut f = self.profile.iter().map(|slots| first_text(entry, slots));
+            let [first, last, home, mobile, company, department, notes] = &self.profile;
             Profile {
-                first_name: f.next().flatten(),
-                last_name: f.next().flatten(),
-                home_phone: f.next().flatten(),
-                mobile: f.next().flatten(),
-                company: f.next().flatten(),
-                department: f.next().flatten(),
-                notes: f.next().flatten(),
+                first_name: self.first_text(entry, first),
+                last_name: self.first_text(entry, last),
+                home_phone: self.first_text(entry, home),
+                mobile: self.first_text(entry, mobile),
+                company: self.first_text(entry, company),
+                department: self.first_text(entry, department),
+                notes: self.first_text(entry, notes),
             }
         } else {
             Profile::default()
         };
-        let disabled = kind == ObjectKind::User && self.disabled(entry);
         Some(DirectoryObject {
             id,
             kind,
-            display_name: first_text(entry, &self.display),
+            display_name: self.first_text(entry, &self.display),
             mail,
             proxy_addresses,
             profile,
@@ -107,24 +159,24 @@ impl Slots {
         let mut mail = None;
         let mut proxies = Vec::new();
         if let Some(slot) = self.mail {
-            for v in entry.take(slot) {
-                let Some(v) = text(v) else { continue };
+            self.each(entry, slot, |v| {
+                let Some(v) = text(v) else { return };
                 if mail.is_none() {
                     mail = Some(v);
                 } else if self.extra_mail_values_are_aliases {
                     proxies.push(format!("smtp:{v}"));
                 }
-            }
+            });
         }
         if let Some(slot) = self.proxy {
-            for v in entry.take(slot) {
-                let Some(v) = text(v) else { continue };
+            self.each(entry, slot, |v| {
+                let Some(v) = text(v) else { return };
                 proxies.push(if has_address_type(&v) {
                     v
                 } else {
                     format!("smtp:{v}")
                 });
-            }
+            });
         }
         (mail, proxies)
     }
@@ -133,19 +185,19 @@ impl Slots {
         let Some((slot, rule)) = &self.disabled else {
             return false;
         };
-        let values = entry.slot(*slot);
+        let mut values = entry.values(*slot);
         match rule {
             DisabledRule::UserAccountControl => values
-                .first()
+                .next()
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse::<i64>().ok())
                 .is_some_and(|uac| uac & 0x2 != 0),
-            DisabledRule::AttributeIs { values: yes, .. } => values.iter().any(|v| {
+            DisabledRule::AttributeIs { values: yes, .. } => values.any(|v| {
                 std::str::from_utf8(v)
                     .map(|v| yes.iter().any(|y| y.eq_ignore_ascii_case(v.trim())))
                     .unwrap_or(false)
             }),
-            DisabledRule::AttributePresent { .. } => !values.is_empty(),
+            DisabledRule::AttributePresent { .. } => entry.has(*slot),
         }
     }
 
@@ -154,11 +206,11 @@ impl Slots {
     pub(crate) fn member_dns(&self, entry: &mut RawEntry) -> Vec<String> {
         let mut out = Vec::new();
         for &slot in &self.member {
-            for v in entry.take(slot) {
+            self.each(entry, slot, |v| {
                 if let Some(dn) = text(v) {
                     out.push(strip_unique_id(dn));
                 }
-            }
+            });
         }
         out
     }
@@ -186,17 +238,26 @@ fn strip_unique_id(dn: String) -> String {
 /// The stable id: an AD GUID as its canonical UUID text (the first three
 /// fields are stored little-endian), any other value as trimmed text, or
 /// hex when it is not text. Lower case.
-pub(crate) fn object_id(value: &[u8], guid: bool) -> Option<ObjectId> {
+pub(crate) fn object_id(value: Vec<u8>, guid: bool) -> Option<ObjectId> {
     if guid && value.len() == 16 {
         let mut b = [0u8; 16];
-        b.copy_from_slice(value);
-        return Some(ObjectId::new(uuid::Uuid::from_bytes_le(b).to_string()));
+        b.copy_from_slice(&value);
+        return Some(ObjectId(uuid::Uuid::from_bytes_le(b).to_string()));
     }
-    match std::str::from_utf8(value) {
-        Ok(s) if !s.trim().is_empty() => Some(ObjectId::new(s)),
-        Ok(_) => None,
-        Err(_) => Some(ObjectId::new(
-            value.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    match String::from_utf8(value) {
+        Ok(mut s) => {
+            if s.trim().len() != s.len() {
+                s = s.trim().to_string();
+            }
+            if s.is_empty() {
+                return None;
+            }
+            // What ObjectId::new does, without a second allocation.
+            s.make_ascii_lowercase();
+            Some(ObjectId(s))
+        }
+        Err(e) => Some(ObjectId(
+            e.as_bytes().iter().map(|b| format!("{b:02x}")).collect(),
         )),
     }
 }
@@ -222,14 +283,6 @@ pub(crate) fn text(v: Vec<u8>) -> Option<String> {
     } else {
         Some(trimmed.to_string())
     }
-}
-
-/// The first non-empty value of the first of `slots` that has one.
-fn first_text(entry: &RawEntry, slots: &[usize]) -> Option<String> {
-    slots
-        .iter()
-        .flat_map(|&s| entry.slot(s).iter())
-        .find_map(|v| text(v.clone()))
 }
 
 /// A group as read, before its members are resolved.
@@ -263,8 +316,37 @@ pub(crate) struct MemberStats {
     pub outside: usize,
 }
 
-/// The snapshot's objects: users, mail-enabled groups (lists) with their
-/// members' ids, public folders. Objects whose id was already seen are
+/// Drops objects whose id was already seen (an object matched by two
+/// searches); returns how many.
+fn dedupe(objects: &mut Vec<DirectoryObject>, groups: &mut Vec<ReadGroup>) -> usize {
+    let (drop_objects, drop_groups) = {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(objects.len() + groups.len());
+        let o: Vec<bool> = objects
+            .iter()
+            .map(|o| !seen.insert(o.id.as_str()))
+            .collect();
+        let g: Vec<bool> = groups
+            .iter()
+            .map(|g| !seen.insert(g.object.id.as_str()))
+            .collect();
+        (o, g)
+    };
+    let n = drop_objects
+        .iter()
+        .chain(&drop_groups)
+        .filter(|d| **d)
+        .count();
+    if n > 0 {
+        let mut d = drop_objects.into_iter();
+        objects.retain(|_| !d.next().unwrap_or(false));
+        let mut d = drop_groups.into_iter();
+        groups.retain(|_| !d.next().unwrap_or(false));
+    }
+    n
+}
+
+/// The snapshot's objects: users, public folders, then mail-enabled groups
+/// (lists) with their members' ids. Objects whose id was already seen are
 /// dropped (an object matched by two searches).
 ///
 /// A list's members are the users, lists and public folders among its
@@ -278,35 +360,14 @@ pub(crate) fn assemble(
     public_folders: Vec<DirectoryObject>,
 ) -> (Vec<DirectoryObject>, MemberStats, usize) {
     let mut stats = MemberStats::default();
-    let mut seen: HashSet<ObjectId> = HashSet::with_capacity(users.len() + groups.len());
-    let mut duplicates = 0;
-    let mut objects: Vec<DirectoryObject> =
-        Vec::with_capacity(users.len() + groups.len() + public_folders.len());
-    for o in users {
-        if seen.insert(o.id.clone()) {
-            objects.push(o);
-        } else {
-            duplicates += 1;
-        }
-    }
-    let mut plain_groups: Vec<ReadGroup> = Vec::new();
-    let mut lists: Vec<ReadGroup> = Vec::new();
-    for g in groups {
-        if !seen.insert(g.object.id.clone()) {
-            duplicates += 1;
-        } else if g.mail_enabled {
-            lists.push(g);
-        } else {
-            plain_groups.push(g);
-        }
-    }
-    for o in public_folders {
-        if seen.insert(o.id.clone()) {
-            objects.push(o);
-        } else {
-            duplicates += 1;
-        }
-    }
+    let mut objects = users;
+    objects.reserve(groups.len() + public_folders.len());
+    objects.extend(public_folders);
+    let mut groups = groups;
+    let duplicates = dedupe(&mut objects, &mut groups);
+    let (lists, plain_groups): (Vec<ReadGroup>, Vec<ReadGroup>) =
+        groups.into_iter().partition(|g| g.mail_enabled);
+    let mut lists = lists;
     if lists.iter().all(|g| g.member_dns.is_empty()) {
         objects.extend(lists.into_iter().map(|g| g.object));
         return (objects, stats, duplicates);
@@ -422,11 +483,11 @@ mod tests {
             0xcd, 0xef,
         ];
         assert_eq!(
-            object_id(&b, true).unwrap().as_str(),
+            object_id(b.to_vec(), true).unwrap().as_str(),
             "01234567-89ab-cdef-0123-456789abcdef"
         );
         let g = roster_testkit::deterministic_guid(1, 1, 7);
-        let id = object_id(&g, true).unwrap();
+        let id = object_id(g.to_vec(), true).unwrap();
         assert_eq!(
             uuid::Uuid::parse_str(id.as_str())
                 .unwrap()
@@ -434,13 +495,13 @@ mod tests {
             4
         );
         assert_eq!(
-            object_id(b"7F2A6C1E-0000-1000-8000-00AA00BBCCDD ", false)
+            object_id(b"7F2A6C1E-0000-1000-8000-00AA00BBCCDD ".to_vec(), false)
                 .unwrap()
                 .as_str(),
             "7f2a6c1e-0000-1000-8000-00aa00bbccdd"
         );
-        assert_eq!(object_id(&[0xff, 0x01], false).unwrap().as_str(), "ff01");
-        assert_eq!(object_id(b"  ", false), None);
+        assert_eq!(object_id(vec![0xff, 0x01], false).unwrap().as_str(), "ff01");
+        assert_eq!(object_id(b"  ".to_vec(), false), None);
     }
 
     #[test]

@@ -73,15 +73,28 @@ impl AttrSet {
 
     /// The slot of a returned attribute type (`member`, `Member`,
     /// `member;range=0-1499`), with its range option if any.
-    fn slot(&self, returned: &[u8]) -> Option<(usize, Option<Range>)> {
-        let returned = std::str::from_utf8(returned).ok()?;
-        let mut parts = returned.split(';');
-        let base = parts.next()?;
-        let slot = self.slot_of(base)?;
+    /// `hint`: the slot most likely (servers send attributes in the same
+    /// order for every entry, so the previous entry's slot at this
+    /// position).
+    fn slot(&self, returned: &[u8], hint: Option<usize>) -> Option<(usize, Option<Range>)> {
+        // Bytes, not text: this runs for every attribute of every entry.
+        let is = |n: &String| {
+            let n = n.as_bytes();
+            returned.len() >= n.len()
+                && returned[..n.len()].eq_ignore_ascii_case(n)
+                && (returned.len() == n.len() || returned[n.len()] == b';')
+        };
+        let slot = match hint {
+            Some(h) if self.names.get(h).is_some_and(is) => h,
+            _ => self.names.iter().position(is)?,
+        };
         let mut range = None;
-        for option in parts {
-            if option.len() > 6 && option[..6].eq_ignore_ascii_case("range=") {
-                range = parse_range(&option[6..]);
+        let options = &returned[self.names[slot].len()..];
+        if !options.is_empty() {
+            for option in std::str::from_utf8(options).ok()?.split(';') {
+                if option.len() > 6 && option[..6].eq_ignore_ascii_case("range=") {
+                    range = parse_range(&option[6..]);
+                }
             }
         }
         Some((slot, range))
@@ -99,53 +112,94 @@ pub(crate) fn parse_range(s: &str) -> Option<Range> {
     Some(Range { low, high })
 }
 
-/// One entry as returned: its DN and the values of each slot.
-#[derive(Debug)]
+/// One entry as returned: its DN and its values, each tagged with its slot,
+/// in the order the server sent them. A paged search reuses one `RawEntry`
+/// for all its entries, so reading an entry allocates nothing beyond what
+/// the BER decoder already did; values are moved out, not copied.
+#[derive(Debug, Default)]
 pub(crate) struct RawEntry {
     pub dn: String,
-    pub values: Vec<Vec<Vec<u8>>>,
+    values: Vec<(usize, Vec<u8>)>,
     /// Slots that came back as a range of their values.
     pub ranges: Vec<(usize, Range)>,
+    /// The slot of each returned attribute of the previous entry, by
+    /// position (a hint for the next one).
+    order: Vec<Option<usize>>,
 }
 
 impl RawEntry {
-    pub(crate) fn slot(&self, slot: usize) -> &[Vec<u8>] {
-        &self.values[slot]
+    fn clear(&mut self) {
+        self.dn.clear();
+        self.values.clear();
+        self.ranges.clear();
     }
 
-    pub(crate) fn take(&mut self, slot: usize) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.values[slot])
+    /// The values of `slot` (values already taken are empty).
+    pub(crate) fn values(&self, slot: usize) -> impl Iterator<Item = &[u8]> {
+        self.values
+            .iter()
+            .filter(move |(s, _)| *s == slot)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Whether `slot` has a value.
+    pub(crate) fn has(&self, slot: usize) -> bool {
+        self.values.iter().any(|(s, _)| *s == slot)
+    }
+
+    /// Moves the values of `slot` out (leaving them empty).
+    pub(crate) fn take(&mut self, slot: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.values
+            .iter_mut()
+            .filter(move |(s, _)| *s == slot)
+            .map(|(_, v)| std::mem::take(v))
+    }
+
+    /// The first value of `slot` that is not blank, to take or copy.
+    pub(crate) fn first_nonblank(&mut self, slot: usize) -> Option<&mut Vec<u8>> {
+        self.values
+            .iter_mut()
+            .find(|(s, v)| *s == slot && !v.trim_ascii().is_empty())
+            .map(|(_, v)| v)
     }
 }
 
-/// Decodes a SearchResultEntry; `None` when it is malformed.
-fn parse_entry(tag: StructureTag, attrs: &AttrSet) -> Option<RawEntry> {
+/// Decodes a SearchResultEntry into `out` (cleared first); `None` when it
+/// is malformed.
+fn parse_entry_into(out: &mut RawEntry, tag: StructureTag, attrs: &AttrSet) -> Option<()> {
+    out.clear();
     let mut parts = tag.expect_constructed()?.into_iter();
-    let dn = match String::from_utf8(parts.next()?.expect_primitive()?) {
+    out.dn = match String::from_utf8(parts.next()?.expect_primitive()?) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     };
-    let mut values: Vec<Vec<Vec<u8>>> = vec![Vec::new(); attrs.len()];
-    let mut ranges = Vec::new();
-    for partial in parts.next()?.expect_constructed()? {
+    for (position, partial) in parts.next()?.expect_constructed()?.into_iter().enumerate() {
         let mut it = partial.expect_constructed()?.into_iter();
         let name = it.next()?.expect_primitive()?;
-        let Some((slot, range)) = attrs.slot(&name) else {
+        let found = attrs.slot(&name, out.order.get(position).copied().flatten());
+        match out.order.get_mut(position) {
+            Some(o) => *o = found.map(|(s, _)| s),
+            None => out.order.push(found.map(|(s, _)| s)),
+        }
+        let Some((slot, range)) = found else {
             continue;
         };
-        let vals = it.next()?.expect_constructed()?;
-        let dst = &mut values[slot];
-        dst.reserve(vals.len());
-        for v in vals {
+        for v in it.next()?.expect_constructed()? {
             if let PL::P(bytes) = v.payload {
-                dst.push(bytes);
+                out.values.push((slot, bytes));
             }
         }
         if let Some(r) = range {
-            ranges.push((slot, r));
+            out.ranges.push((slot, r));
         }
     }
-    Some(RawEntry { dn, values, ranges })
+    Some(())
+}
+
+#[cfg(test)]
+fn parse_entry(tag: StructureTag, attrs: &AttrSet) -> Option<RawEntry> {
+    let mut e = RawEntry::default();
+    parse_entry_into(&mut e, tag, attrs).map(|()| e)
 }
 
 /// What every search of one read shares.
@@ -256,9 +310,10 @@ pub(crate) async fn paged_search(
     ldap: &mut Ldap,
     ctx: &Ctx<'_>,
     search: &Search<'_>,
-    mut sink: impl FnMut(RawEntry) -> Result<(), ReadError>,
+    mut sink: impl FnMut(&mut RawEntry) -> Result<(), ReadError>,
 ) -> Result<u64, ReadError> {
     let kind = search.kind;
+    let mut entry = RawEntry::default();
     let mut cookie: Vec<u8> = Vec::new();
     let mut page: u32 = 0;
     let mut total: u64 = 0;
@@ -271,7 +326,8 @@ pub(crate) async fn paged_search(
                 cookie: std::mem::take(&mut cookie),
             }));
         }
-        ldap.with_timeout(t);
+        // No per-message timer (ldap3's with_timeout arms one per entry):
+        // the whole page has the deadline below.
         let before = total;
         let one_page = async {
             let mut stream = ldap
@@ -293,12 +349,12 @@ pub(crate) async fn paged_search(
                 if re.is_ref() || re.is_intermediate() {
                     continue;
                 }
-                let entry = parse_entry(re.0, search.attrs).ok_or_else(|| {
+                parse_entry_into(&mut entry, re.0, search.attrs).ok_or_else(|| {
                     ReadError::Incomplete(format!(
                         "page {page} of the {kind} search held a malformed entry"
                     ))
                 })?;
-                sink(entry)?;
+                sink(&mut entry)?;
                 n += 1;
             }
             Ok::<_, ReadError>((n, stream.finish().await))
@@ -364,9 +420,11 @@ async fn read_one(
             if re.is_ref() || re.is_intermediate() {
                 continue;
             }
-            found = Some(parse_entry(re.0, attrs).ok_or_else(|| {
+            let mut entry = RawEntry::default();
+            parse_entry_into(&mut entry, re.0, attrs).ok_or_else(|| {
                 ReadError::Incomplete(format!("{dn}: malformed entry in the {kind} read"))
-            })?);
+            })?;
+            found = Some(entry);
         }
         Ok::<_, ReadError>((found, stream.finish().await))
     };
@@ -415,7 +473,7 @@ pub(crate) async fn rest_of_range(
             _ => return Err(result_error(&res, SearchKind::MemberRanges, dn, 1, 0)),
         };
         let range = entry.ranges.first().map(|(_, r)| *r);
-        let got = entry.take(0);
+        let got: Vec<Vec<u8>> = entry.take(0).collect();
         requests += 1;
         if let Some(hook) = ctx.hook {
             hook(&PageEvent {
@@ -537,9 +595,9 @@ mod tests {
         );
         let e = parse_entry(tag, &attrs).unwrap();
         assert_eq!(e.dn, "CN=G,DC=x");
-        assert_eq!(e.slot(0), &[vec![1u8, 2, 3]]);
-        assert_eq!(e.slot(1), &[b"g@x.org".to_vec()]);
-        assert_eq!(e.slot(2).len(), 2);
+        assert_eq!(e.values(0).collect::<Vec<_>>(), vec![&[1u8, 2, 3][..]]);
+        assert_eq!(e.values(1).collect::<Vec<_>>(), vec![&b"g@x.org"[..]]);
+        assert_eq!(e.values(2).count(), 2);
         assert_eq!(
             e.ranges,
             vec![(
