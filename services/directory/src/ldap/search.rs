@@ -323,7 +323,7 @@ pub(crate) async fn paged_search(
         if ctx.page_size > 0 {
             ldap.with_controls(RawControl::from(PagedResults {
                 size: ctx.page_size as i32,
-                cookie: std::mem::take(&mut cookie),
+                cookie: cookie.clone(),
             }));
         }
         // No per-message timer (ldap3's with_timeout arms one per entry):
@@ -393,6 +393,11 @@ pub(crate) async fn paged_search(
                 )))
             }
             Some(Ok(c)) if c.is_empty() => return Ok(total),
+            Some(Ok(c)) if n == 0 && c == cookie => {
+                return Err(ReadError::Incomplete(format!(
+                    "page {page} of the {kind} search: no entries and the same paging cookie again (the server is not advancing)"
+                )))
+            }
             Some(Ok(c)) => cookie = c,
         }
     }
