@@ -93,7 +93,15 @@ pub async fn consume(
     grace: Duration,
     timeout: Duration,
 ) -> Vec<Received> {
-    let stream = js.get_stream(stream).await.expect("stream exists");
+    // The relay creates the stream; it may not be there yet.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = loop {
+        match js.get_stream(stream).await {
+            Ok(s) => break s,
+            Err(e) if tokio::time::Instant::now() >= deadline => panic!("no stream {stream}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
     let name = format!("test-{}", uuid::Uuid::new_v4().simple());
     let consumer = stream
         .create_consumer(pull::Config {
