@@ -135,8 +135,8 @@ pub struct AttributeMap {
 }
 
 /// How TLS certificates are checked. Verification is on unless explicitly
-/// turned off.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+/// turned off (also when the settings omit this object).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TlsSettings {
     /// `false` only when an administrator explicitly turns verification off.
     #[serde(default = "yes")]
@@ -148,6 +148,15 @@ pub struct TlsSettings {
 
 fn yes() -> bool {
     true
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            verify: true,
+            ca_pem: None,
+        }
+    }
 }
 
 /// The mass-deletion guard (D3.s). A run that would flag more users than
@@ -242,6 +251,7 @@ pub struct EntraSettings {
 }
 
 /// One directory's settings.
+#[allow(clippy::large_enum_variant)] // stored and sent as data, never on a hot path
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Connection {
@@ -410,6 +420,7 @@ pub struct SyncDiscarded {
 }
 
 /// Events of the directory aggregate (one per customer, id = customer id).
+#[allow(clippy::large_enum_variant)] // stored and sent as data, never on a hot path
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum DirectoryEvent {
     DirectoryConfigured(DirectoryConfigured),
@@ -538,5 +549,23 @@ impl DomainEvent for DirectoryObjectsEvent {
     }
     fn event_version(&self) -> String {
         crate::version_of(Self::TYPES, self.type_name()).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn d5_tls_verification_is_on_unless_explicitly_turned_off() {
+        assert!(TlsSettings::default().verify);
+        let s: TlsSettings = serde_json::from_str("{}").unwrap();
+        assert!(s.verify);
+        let json = r#"{"host":"dc","port":636,"ssl":true,"starttls":false,"bind_user":"u","base_dn":"dc=x"}"#;
+        let l: LdapSettings = serde_json::from_str(json).unwrap();
+        assert!(
+            l.tls.verify,
+            "settings without a tls object verify certificates"
+        );
     }
 }

@@ -63,7 +63,10 @@ impl Projection for DirectoryProjection {
     ) -> Result<(), ProjectionError> {
         for d in events {
             match &d.event {
-                AnyEvent::Directory(e) => apply_run(tx, p, d, e).await?,
+                AnyEvent::Directory(e) => {
+                    apply_state(tx, p, d, e).await?;
+                    apply_run(tx, p, d, e).await?
+                }
                 AnyEvent::DirectoryObjects(DirectoryObjectsEvent::DirectoryObjectsChanged(e)) => {
                     let customer = d.meta.customer_id.to_string();
                     upsert_objects(tx, p, &customer, &e.upserted, d.recorded_at).await?;
@@ -88,6 +91,75 @@ impl Projection for DirectoryProjection {
         }
         Ok(())
     }
+}
+
+/// Keeps the scheduler's row of the customer (D4).
+async fn apply_state(
+    tx: &mut Tx,
+    p: &str,
+    d: &Decoded,
+    e: &DirectoryEvent,
+) -> Result<(), ProjectionError> {
+    let customer = d.meta.customer_id.to_string();
+    let (sql, text, time): (String, Option<String>, Option<i64>) = match e {
+        DirectoryEvent::DirectoryConfigured(c) => {
+            let column = match c.config.connection.kind() {
+                roster_events::DirectoryKind::Ldap => "ldap_interval",
+                roster_events::DirectoryKind::Entra => "entra_interval",
+            };
+            let interval = serde_json::to_value(c.config.poll_interval)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string));
+            (
+                format!("UPDATE {p}{STATE} SET {column} = $2 WHERE customer_id = $1"),
+                interval,
+                None,
+            )
+        }
+        DirectoryEvent::DirectoryEnabled(x) => (
+            format!("UPDATE {p}{STATE} SET enabled_kind = $2 WHERE customer_id = $1"),
+            Some(x.kind.as_str().to_string()),
+            None,
+        ),
+        DirectoryEvent::DirectoryDisabled(_) => (
+            format!("UPDATE {p}{STATE} SET enabled_kind = $2 WHERE customer_id = $1"),
+            None,
+            None,
+        ),
+        DirectoryEvent::SyncStarted(s) => (
+            format!(
+                "UPDATE {p}{STATE} SET last_started_at = $3 WHERE customer_id = $1 AND $2 IS NULL"
+            ),
+            None,
+            Some(s.started_at.timestamp_micros()),
+        ),
+        _ => return Ok(()),
+    };
+    let insert = format!(
+        "INSERT INTO {p}{STATE} (customer_id) VALUES ($1) ON CONFLICT (customer_id) DO NOTHING"
+    );
+    with_tx!(tx, |c| sqlx::query(&insert)
+        .bind(&customer)
+        .execute(c)
+        .await
+        .map(|_| ())?);
+    if time.is_some() {
+        with_tx!(tx, |c| sqlx::query(&sql)
+            .bind(&customer)
+            .bind(&text)
+            .bind(time)
+            .execute(c)
+            .await
+            .map(|_| ())?);
+    } else {
+        with_tx!(tx, |c| sqlx::query(&sql)
+            .bind(&customer)
+            .bind(&text)
+            .execute(c)
+            .await
+            .map(|_| ())?);
+    }
+    Ok(())
 }
 
 async fn apply_run(

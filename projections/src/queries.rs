@@ -429,6 +429,10 @@ pub struct AuditFilter {
     pub to: Option<i64>,
     /// Only events of these aggregates.
     pub aggregate_ids: Option<Vec<String>>,
+    /// Only events of one request, sync run or import.
+    pub correlation_id: Option<String>,
+    /// Only events of this aggregate type (`User`, `Customer`, `Directory`).
+    pub aggregate_type: Option<String>,
 }
 
 type AuditTuple = (
@@ -514,6 +518,14 @@ pub async fn audit(
     if let Some(t) = &filter.event_type {
         let p = q.s(t.clone());
         q.push(&format!(" AND event_type = {p}"));
+    }
+    if let Some(c) = &filter.correlation_id {
+        let p = q.s(c.clone());
+        q.push(&format!(" AND correlation_id = {p}"));
+    }
+    if let Some(t) = &filter.aggregate_type {
+        let p = q.s(t.clone());
+        q.push(&format!(" AND aggregate_type = {p}"));
     }
     if let Some(f) = filter.from {
         let p = q.i(f);

@@ -24,6 +24,8 @@ pub struct TestStore {
     pub clock: ManualClock,
     pub database_url: Option<String>,
     pub data_dir: tempfile::TempDir,
+    /// The key that seals this store's directory secrets.
+    pub key: roster_store::SecretKey,
     _pg: Option<PgDb>,
 }
 
@@ -53,6 +55,7 @@ impl TestStore {
             clock: ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap()),
             database_url: pg.as_ref().map(|p| p.url().to_string()),
             data_dir,
+            key: roster_store::SecretKey::generate(),
             _pg: pg,
         }
     }
@@ -62,7 +65,8 @@ impl TestStore {
     /// [`TestStore::spawn_projector`] first or use [`TestStore::project`].
     pub fn app(&self) -> AppState {
         let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
-        let mut state = AppState::new(self.store.clone(), self.projector.clone(), clock);
+        let mut state = AppState::new(self.store.clone(), self.projector.clone(), clock)
+            .with_secret_key(self.key.clone());
         state.consistency_timeout = std::time::Duration::from_secs(20);
         state
     }
@@ -112,4 +116,43 @@ impl TestStore {
 
 pub fn addr(s: &str) -> Address {
     Address::parse(s).expect("valid address")
+}
+
+/// Every row of every table of the store, as text (to search for secrets).
+pub async fn dump_everything(s: &TestStore) -> String {
+    use sqlx::Row;
+    let tables: Vec<String> = match s.store.db() {
+        roster_store::Db::Pg(p) => sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_all(p)
+        .await
+        .unwrap(),
+        roster_store::Db::Sqlite(p) => {
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .fetch_all(p)
+                .await
+                .unwrap()
+        }
+    };
+    let mut out = String::new();
+    for t in tables {
+        let sql = format!("SELECT * FROM \"{t}\"");
+        roster_store::with_db!(s.store.db(), |p| {
+            for row in sqlx::query(&sql).fetch_all(p).await.unwrap() {
+                for i in 0..row.columns().len() {
+                    if let Ok(Some(v)) = row.try_get::<Option<String>, _>(i) {
+                        out.push_str(&v);
+                    } else if let Ok(Some(v)) = row.try_get::<Option<Vec<u8>>, _>(i) {
+                        out.push_str(&String::from_utf8_lossy(&v));
+                    } else if let Ok(Some(v)) = row.try_get::<Option<serde_json::Value>, _>(i) {
+                        out.push_str(&v.to_string());
+                    }
+                    out.push('\t');
+                }
+                out.push('\n');
+            }
+        });
+    }
+    out
 }

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod process;
+pub mod sync;
 
 pub use backend::{Backend, TestStore};
 pub use process::{Api, RosterProcess};

@@ -12,6 +12,11 @@ use tokio::process::{Child, Command};
 
 static BUILD: Mutex<bool> = Mutex::new(false);
 
+/// The secrets key the tests' servers use (32 bytes, hex): a test may give
+/// its own with the `ROSTER_SECRET_KEY` entry of `start_with`.
+pub const TEST_SECRET_KEY: &str =
+    "4b6f1d0e9a2c7b3e5f8a1c4d7e0b3a6f9c2e5d8b1a4f7e0c3b6a9d2f5e8c1b4a";
+
 /// The `roster` binary: `ROSTER_BIN` when set (the test script builds it
 /// first), otherwise the one next to the test executable, built once per
 /// test process so that a stale binary is never tested.
@@ -84,6 +89,7 @@ impl RosterProcess {
             .env("ROSTER_DATA_DIR", data_dir)
             .env("ROSTER_BOOTSTRAP_TOKEN", &token)
             .env("RUST_LOG", "info,sqlx=warn")
+            .env("ROSTER_SECRET_KEY", TEST_SECRET_KEY)
             .env_remove("DATABASE_URL")
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -143,6 +149,7 @@ impl RosterProcess {
     pub fn run(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = std::process::Command::new(roster_binary());
         cmd.args(args)
+            .env("ROSTER_SECRET_KEY", TEST_SECRET_KEY)
             .env("ROSTER_DATA_DIR", &self.data_dir)
             .env("ROSTER_LOG_FORMAT", "text")
             .env_remove("DATABASE_URL");

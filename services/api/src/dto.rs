@@ -296,6 +296,9 @@ pub struct UserListQuery {
     pub page: Option<String>,
     /// 1 to 1000; default 100.
     pub page_size: Option<i64>,
+    /// `csv` downloads the whole filtered list as CSV in the import
+    /// columns (also chosen by `Accept: text/csv`); `json` (default) pages.
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -186,3 +186,38 @@ impl From<roster_events::IdError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<roster_sync::SyncError> for ApiError {
+    fn from(e: roster_sync::SyncError) -> Self {
+        use roster_domain::DirectoryError as D;
+        use roster_sync::SyncError as E;
+        use StatusCode as S;
+        match e {
+            E::Invalid(m) => ApiError::new(S::BAD_REQUEST, "invalid_settings", m),
+            E::Store(s) => s.into(),
+            E::User(u) => u.into(),
+            E::NoSuchUser(m) => ApiError::not_found(m),
+            E::Projection(m) => ApiError::internal(m),
+            E::Directory(d) => {
+                let m = d.to_string();
+                match d {
+                    D::NotConfigured(_) => ApiError::new(S::CONFLICT, "not_configured", m),
+                    D::NotEnabled => ApiError::new(S::CONFLICT, "sync_not_enabled", m),
+                    D::SwitchNeedsConfirmation { .. } => ApiError::new(
+                        S::CONFLICT,
+                        "confirm_switch",
+                        format!("{m} (send confirm_switch: true)"),
+                    ),
+                    D::AlreadyRunning(_) => ApiError::new(S::CONFLICT, "sync_running", m),
+                    D::NotRunning(_) | D::NotHeld(_) => {
+                        ApiError::new(S::CONFLICT, "invalid_state", m)
+                    }
+                    D::ExceptionExists | D::AdditionExists(_) => {
+                        ApiError::new(S::CONFLICT, "already_listed", m)
+                    }
+                    D::NoSuchException | D::NoSuchAddition(_) => ApiError::not_found(m),
+                }
+            }
+        }
+    }
+}

@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use roster_projections::Projector;
-use roster_store::{Clock, Store};
+use roster_store::{Clock, SecretKey, Store};
+use roster_sync::{DefaultReaders, ReaderFactory, SyncService};
 
 pub mod app;
 pub mod dto;
 pub mod error;
+pub mod export;
 pub mod extract;
+pub mod imports;
 pub mod openapi;
 pub mod routes;
 
@@ -28,17 +31,41 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// How long a write waits for the projections to show it (read-your-writes).
     pub consistency_timeout: Duration,
+    /// Directory sync (settings, runs, conflicts, exceptions, additions).
+    pub sync: SyncService,
 }
 
 impl AppState {
+    /// A state with the production directory readers and a throwaway
+    /// secret key; a server sets its real key with [`AppState::with_secret_key`].
     pub fn new(store: Store, projector: Arc<Projector>, clock: Arc<dyn Clock>) -> Self {
+        let sync = SyncService::new(
+            store.clone(),
+            projector.clone(),
+            clock.clone(),
+            SecretKey::generate(),
+            Arc::new(DefaultReaders),
+        );
         AppState {
             store,
             projector,
             clock,
             metrics: None,
             consistency_timeout: Duration::from_secs(10),
+            sync,
         }
+    }
+
+    /// The key that seals directory secrets (D7).
+    pub fn with_secret_key(mut self, key: SecretKey) -> Self {
+        self.sync.key = key;
+        self
+    }
+
+    /// Other directory readers (tests of the Entra client use an emulator's endpoints through settings instead).
+    pub fn with_readers(mut self, readers: Arc<dyn ReaderFactory>) -> Self {
+        self.sync.readers = readers;
+        self
     }
 
     /// Waits until the read models show everything up to `position`.

@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto::*;
 use crate::error::ErrorBody;
-use crate::routes::{audit, customers, system, users};
+use crate::routes::{audit, conflicts, customers, directory, system, users};
 
 struct Bearer;
 
@@ -39,6 +39,11 @@ impl Modify for Bearer {
         users::list, users::create, users::get, users::update, users::remove,
         users::rules, users::add_rule, users::remove_rule,
         audit::list, audit::history,
+        directory::get, directory::put, directory::test, directory::sync, directory::enable, directory::disable,
+        directory::runs, directory::run, directory::confirm, directory::discard, directory::objects,
+        directory::exceptions, directory::add_exception, directory::remove_exception,
+        directory::additions, directory::add_addition, directory::remove_addition,
+        conflicts::list, conflicts::act,
         system::healthz, system::readyz, system::metrics, system::openapi,
     ),
     components(schemas(
@@ -46,6 +51,11 @@ impl Modify for Bearer {
         AddDomain, DomainView, DomainList, DomainRemoval,
         CreateUser, UpdateUser, UserView, UserList, FlagView, RuleView, RuleList, CreateRule,
         AuditView, AuditList, History, Health,
+        directory::DirectorySettingsInput, directory::DirectoryView, directory::LdapView, directory::RunningView,
+        directory::HeldView, directory::TestView, directory::SyncStarted, directory::EnableInput, directory::RunView,
+        directory::RunList, directory::RunDetail, directory::ObjectList, directory::ExceptionInput,
+        directory::ExceptionList, directory::AdditionInput, directory::AdditionList,
+        conflicts::ActionInput, conflicts::ActionResult, conflicts::ActionResults,
     )),
     modifiers(&Bearer),
     tags(
@@ -54,11 +64,15 @@ impl Modify for Bearer {
         (name = "users", description = "Users, aliases and lists (M1, U1-U6)"),
         (name = "rules", description = "User-level sender rules (U5)"),
         (name = "audit", description = "Audit trail and history (E4)"),
+        (name = "directory", description = "Directory sync: settings, test, runs, exceptions, additions (D1-D7, B4)"),
+        (name = "conflicts", description = "Users flagged by the directory (D3.m)"),
         (name = "system", description = "Health, metrics, this document"),
     )
 )]
 pub struct ApiDoc;
 
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::routes::imports::ImportsApi::openapi());
+    doc
 }

@@ -529,11 +529,28 @@ pub fn reconcile(snapshot: &Snapshot, users: &[CurrentUser], settings: &Settings
         let _ = detail;
     }
 
+    // D3.o: an excluded object's user is never flagged, even once the
+    // object is gone from the directory.
+    let excluded_ids: BTreeSet<String> = settings
+        .exceptions
+        .iter()
+        .filter_map(|e| match e {
+            Exception::User { object_id } | Exception::Group { object_id } => {
+                Some(object_id.to_ascii_lowercase())
+            }
+            Exception::Alias { .. } => None,
+        })
+        .collect();
     // D3.h: directory users the directory no longer returns are flagged,
     // unless on the additions list (D3.p) or ignored (D3.m).
     let mut missing: Vec<&CurrentUser> = users
         .iter()
         .filter(|u| u.source.is_directory() && !seen.contains(&u.id))
+        .filter(|u| {
+            !u.directory_id
+                .as_ref()
+                .is_some_and(|d| excluded_ids.contains(d.as_str()))
+        })
         .filter(|u| !settings.additions.contains(&u.address))
         .filter(|u| u.flag.is_none() && u.ignored != Some(FlagReason::Missing))
         .collect();
@@ -1179,12 +1196,12 @@ mod tests {
         assert!(!commands(&plan)
             .iter()
             .any(|c| matches!(c, UserCommand::UpdateProfile { .. })));
-        // An excluded object that is gone from the directory is flagged like any other.
+        // An excluded object that is gone from the directory is not flagged either.
         let plan = env.run(
             vec![],
             &[user(1, "ann@example.com", Source::Ldap, Some("1"))],
         );
-        assert_eq!(flags(&plan).len(), 1);
+        assert!(flags(&plan).is_empty());
     }
 
     #[test]

@@ -43,12 +43,61 @@ struct Storage {
     /// Log format: json (default) or text.
     #[arg(long, env = "ROSTER_LOG_FORMAT", default_value = "json", global = true)]
     log_format: String,
+    /// The key that seals directory secrets (D7): 32 bytes in base64 or hex.
+    #[arg(long, env = "ROSTER_SECRET_KEY", global = true, hide_env_values = true)]
+    secret_key: Option<String>,
+    /// A file holding that key. Default: secret.key in the data dir (created
+    /// on the embedded default; with DATABASE_URL a key must be given).
+    #[arg(long, env = "ROSTER_SECRET_KEY_FILE", global = true)]
+    secret_key_file: Option<PathBuf>,
+    /// Testing and staging only: read the current time from this file (RFC 3339).
+    #[arg(long, env = "ROSTER_CLOCK_FILE", global = true, hide = true)]
+    clock_file: Option<PathBuf>,
+}
+
+impl Storage {
+    fn clock(&self) -> Arc<dyn Clock> {
+        match &self.clock_file {
+            Some(path) => {
+                tracing::warn!(file = %path.display(), "ROSTER_CLOCK_FILE is set: the time is read from a file (testing only)");
+                Arc::new(roster_store::FileClock(path.clone()))
+            }
+            None => Arc::new(SystemClock),
+        }
+    }
+
+    fn secret_key(
+        &self,
+        backend: roster_store::Backend,
+    ) -> anyhow::Result<roster_store::SecretKey> {
+        let (key, source) = roster_store::SecretKey::load(
+            self.secret_key.as_deref(),
+            self.secret_key_file.as_deref(),
+            &self.data_dir,
+            backend == roster_store::Backend::Sqlite,
+        )?;
+        match source {
+            roster_store::secrets::KeySource::Created(path) => tracing::info!(
+                file = %path.display(),
+                key_id = key.id(),
+                "created the key that seals directory secrets; back it up with the data"
+            ),
+            _ => tracing::info!(key_id = key.id(), "directory secrets key loaded"),
+        }
+        Ok(key)
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the HTTP API with the projector (and, later, the worker) in-process.
+    /// Runs the HTTP API with the projector, the worker and the relay in-process.
     Serve(ServeArgs),
+    /// Runs only the worker: scheduled syncs (D4) and the deletion reaper (D3.i).
+    Worker {
+        /// Seconds between the worker's passes.
+        #[arg(long, env = "ROSTER_WORKER_TICK_SECS", default_value_t = 30)]
+        tick_secs: u64,
+    },
     /// Applies the database schema and creates the projection tables, then exits.
     Migrate,
     /// Runs only the projector (for a deployment with separate roles).
@@ -83,6 +132,12 @@ struct ServeArgs {
     /// The event relay (E5): NATS JetStream when NATS_URL is set, else the in-process bus.
     #[command(flatten)]
     relay: roster_relay::ServeRelayArgs,
+    /// Do not run the worker (scheduled syncs and the deletion reaper) in this process.
+    #[arg(long, env = "ROSTER_NO_WORKER")]
+    no_worker: bool,
+    /// Seconds between the worker's passes.
+    #[arg(long, env = "ROSTER_WORKER_TICK_SECS", default_value_t = 30)]
+    worker_tick_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -195,6 +250,29 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        Command::Worker { tick_secs } => {
+            let store = open(&cli.storage).await?;
+            let key = cli.storage.secret_key(store.db().backend())?;
+            let projector = Arc::new(Projector::new(store.clone(), ""));
+            projector.ensure_tables().await?;
+            let sync = roster_sync::SyncService::new(
+                store,
+                projector,
+                cli.storage.clock(),
+                key,
+                Arc::new(roster_sync::DefaultReaders),
+            );
+            let (tx, rx) = watch::channel(false);
+            let task = tokio::spawn(roster_sync::worker::run(
+                sync,
+                Duration::from_secs(tick_secs.max(1)),
+                rx,
+            ));
+            shutdown_signal().await;
+            let _ = tx.send(true);
+            let _ = task.await;
+            Ok(())
+        }
         Command::Relay(nats) => {
             let store = open(&cli.storage).await?;
             roster_relay::run_relay(store, &nats, shutdown_signal()).await?;
@@ -280,7 +358,8 @@ async fn token(storage: Storage, command: TokenCommand) -> anyhow::Result<()> {
 async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     let store = open(&storage).await?;
     let backend = store.db().backend();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> = storage.clock();
+    let key = storage.secret_key(backend)?;
     if let Some(token) = args.bootstrap_token.as_deref().filter(|t| !t.is_empty()) {
         if let Some(id) = store.db().bootstrap(token, clock.now()).await? {
             tracing::info!(token_id = %id, "ROSTER_BOOTSTRAP_TOKEN is now the first partner-administrator token");
@@ -304,9 +383,17 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the Prometheus recorder")?;
-    let mut state = roster_api::AppState::new(store.clone(), projector.clone(), clock);
+    let mut state =
+        roster_api::AppState::new(store.clone(), projector.clone(), clock).with_secret_key(key);
     state.metrics = Some(metrics);
     state.consistency_timeout = Duration::from_millis(args.consistency_timeout_ms);
+    let worker_task = (!args.no_worker).then(|| {
+        tokio::spawn(roster_sync::worker::run(
+            state.sync.clone(),
+            Duration::from_secs(args.worker_tick_secs.max(1)),
+            stop_tx.subscribe(),
+        ))
+    });
     let app = roster_api::router(state);
 
     let relay =
@@ -329,6 +416,9 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     let _ = stop_tx.send(true);
     let _ = projector_task.await;
+    if let Some(w) = worker_task {
+        let _ = w.await;
+    }
     if let Some(relay) = relay {
         let _ = relay.task.await;
     }

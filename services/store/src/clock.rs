@@ -39,3 +39,20 @@ impl Clock for ManualClock {
         *self.0.lock().expect("clock lock")
     }
 }
+
+/// A clock read from a file holding an RFC 3339 instant (falls back to the
+/// system clock while the file is missing or unreadable). Lets end-to-end
+/// tests and staging move time, e.g. past a deletion delay, without waiting:
+/// `ROSTER_CLOCK_FILE`. Never set it in production.
+#[derive(Debug, Clone)]
+pub struct FileClock(pub std::path::PathBuf);
+
+impl Clock for FileClock {
+    fn now(&self) -> DateTime<Utc> {
+        std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|s| DateTime::parse_from_rfc3339(s.trim()).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now)
+    }
+}

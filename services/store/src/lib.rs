@@ -9,14 +9,16 @@ pub mod clock;
 pub mod db;
 pub mod error;
 pub mod exec;
+pub mod imports;
 pub mod log;
 pub mod secrets;
 
 pub use claims::{AddressOwner, Seats};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, FileClock, ManualClock, SystemClock};
 pub use db::{Backend, Db, Tx};
 pub use error::StoreError;
 pub use exec::{decode, history, Batch, Loaded};
+pub use imports::{ImportRecord, ImportRowRecord, ImportWriter};
 pub use log::{Appended, PendingEvent, Store, StoredEvent};
 pub use secrets::{Secret, SecretKey};
 

@@ -164,7 +164,9 @@ impl SecretKey {
 
     pub fn open(&self, nonce: &[u8], ciphertext: &[u8], aad: &str) -> Result<Secret, StoreError> {
         if nonce.len() != 24 {
-            return Err(StoreError::Corrupt("a sealed secret has a bad nonce".into()));
+            return Err(StoreError::Corrupt(
+                "a sealed secret has a bad nonce".into(),
+            ));
         }
         let plain = self
             .cipher()
@@ -175,8 +177,11 @@ impl SecretKey {
                     aad: aad.as_bytes(),
                 },
             )
-            .map_err(|_| StoreError::Corrupt("a sealed secret does not open with this key".into()))?;
-        let s = String::from_utf8(plain).map_err(|_| StoreError::Corrupt("a secret is not text".into()))?;
+            .map_err(|_| {
+                StoreError::Corrupt("a sealed secret does not open with this key".into())
+            })?;
+        let s = String::from_utf8(plain)
+            .map_err(|_| StoreError::Corrupt("a secret is not text".into()))?;
         Ok(Secret::new(s))
     }
 }
@@ -205,7 +210,8 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), StoreError> {
     let mut f = options
         .open(path)
         .map_err(|e| StoreError::Config(format!("cannot write {}: {e}", path.display())))?;
-    writeln!(f, "{text}").map_err(|e| StoreError::Config(format!("cannot write {}: {e}", path.display())))?;
+    writeln!(f, "{text}")
+        .map_err(|e| StoreError::Config(format!("cannot write {}: {e}", path.display())))?;
     Ok(())
 }
 
@@ -224,7 +230,8 @@ impl Db {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), StoreError> {
         let (nonce, ct) = key.seal(secret, &aad(customer, kind));
-        with_db!(self, |p| sqlx::query(
+        with_db!(self, |p| {
+            sqlx::query(
             "INSERT INTO directory_secrets (customer_id, kind, key_id, nonce, ciphertext, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (customer_id, kind) DO UPDATE SET key_id = excluded.key_id,
@@ -238,7 +245,8 @@ impl Db {
         .bind(micros(now))
         .execute(p)
         .await
-        .map(|_| ())?);
+        .map(|_| ())?
+        });
         Ok(())
     }
 
@@ -249,13 +257,15 @@ impl Db {
         customer: CustomerId,
         kind: &str,
     ) -> Result<Option<Secret>, StoreError> {
-        let row: Option<(String, Vec<u8>, Vec<u8>)> = with_db!(self, |p| sqlx::query_as(
+        let row: Option<(String, Vec<u8>, Vec<u8>)> = with_db!(self, |p| {
+            sqlx::query_as(
             "SELECT key_id, nonce, ciphertext FROM directory_secrets WHERE customer_id = $1 AND kind = $2"
         )
         .bind(customer.to_string())
         .bind(kind)
         .fetch_optional(p)
-        .await?);
+        .await?
+        });
         match row {
             None => Ok(None),
             Some((key_id, _, _)) if key_id != key.id() => Err(StoreError::Config(format!(
@@ -277,7 +287,10 @@ mod tests {
         let key = SecretKey::generate();
         let s = Secret::new("hunter2-very-secret");
         let (n, ct) = key.seal(&s, "a");
-        assert!(!ct.windows(6).any(|w| w == b"hunter"), "no plaintext in the ciphertext");
+        assert!(
+            !ct.windows(6).any(|w| w == b"hunter"),
+            "no plaintext in the ciphertext"
+        );
         assert_eq!(key.open(&n, &ct, "a").unwrap(), s);
         assert!(key.open(&n, &ct, "b").is_err(), "bound to its owner");
         assert!(SecretKey::generate().open(&n, &ct, "a").is_err());
@@ -293,13 +306,18 @@ mod tests {
         assert!(matches!(src, KeySource::File(_)));
         assert_eq!(k1.id(), k2.id());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(KEY_FILE_NAME)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let hex_key = "00".repeat(32);
         assert!(SecretKey::parse(&hex_key).is_ok());
         assert!(SecretKey::parse("too short").is_err());
         let other = tempfile::tempdir().unwrap();
-        let err = SecretKey::load(None, None, other.path(), false).unwrap_err().to_string();
+        let err = SecretKey::load(None, None, other.path(), false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ROSTER_SECRET_KEY"), "{err}");
     }
 }

@@ -50,7 +50,7 @@ pub async fn list(
             .map(|t| parse_time("to", t))
             .transpose()?
             .map(|t| t.timestamp_micros()),
-        aggregate_ids: None,
+        ..AuditFilter::default()
     };
     let limit = q.page_size.unwrap_or(100);
     if !(1..=queries::MAX_PAGE).contains(&limit) {

@@ -6,7 +6,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -15,7 +15,10 @@ use crate::error::ApiError;
 use crate::AppState;
 
 pub mod audit;
+pub mod conflicts;
 pub mod customers;
+pub mod directory;
+pub mod imports;
 pub mod system;
 pub mod users;
 
@@ -37,6 +40,27 @@ pub fn router(state: AppState) -> Router {
             get(users::rules).post(users::add_rule).delete(users::remove_rule),
         )
         .route("/v1/customers/{c}/audit", get(audit::list))
+        .route("/v1/customers/{c}/directory", get(directory::get).put(directory::put))
+        .route("/v1/customers/{c}/directory/test", post(directory::test))
+        .route("/v1/customers/{c}/directory/sync", post(directory::sync))
+        .route("/v1/customers/{c}/directory/enable", post(directory::enable))
+        .route("/v1/customers/{c}/directory/disable", post(directory::disable))
+        .route("/v1/customers/{c}/directory/syncs", get(directory::runs))
+        .route("/v1/customers/{c}/directory/syncs/{run}", get(directory::run))
+        .route("/v1/customers/{c}/directory/syncs/{run}/confirm", post(directory::confirm))
+        .route("/v1/customers/{c}/directory/syncs/{run}/discard", post(directory::discard))
+        .route("/v1/customers/{c}/directory/objects", get(directory::objects))
+        .route(
+            "/v1/customers/{c}/directory/exceptions",
+            get(directory::exceptions).post(directory::add_exception).delete(directory::remove_exception),
+        )
+        .route(
+            "/v1/customers/{c}/directory/additions",
+            get(directory::additions).post(directory::add_addition).delete(directory::remove_addition),
+        )
+        .route("/v1/customers/{c}/conflicts", get(conflicts::list))
+        .route("/v1/customers/{c}/conflicts/actions", post(conflicts::act))
+        .merge(imports::routes())
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
@@ -54,7 +78,7 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(8 * 1024 * 1024))
+        .layer(middleware::from_fn(imports::body_limit))
         .with_state(state)
 }
 

@@ -36,16 +36,22 @@ async fn current(
 
 /// The user list: aliases grouped under their primary, searchable by address
 /// or name, filtered by status and source, paged; or as it was at `as_of`.
+/// With `?format=csv` or `Accept: text/csv`, the whole filtered list as a
+/// CSV download in the import columns (M2), every cell formula-safe.
 #[utoipa::path(get, path = "/v1/customers/{c}/users", tag = "users",
     params(("c" = String, Path, description = "customer id"), UserListQuery),
-    responses((status = 200, body = UserList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = UserList),
+        (status = 200, description = "CSV export (UTF-8 with BOM, CRLF)", content_type = "text/csv", body = String),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(c): ApiPath<String>,
+    headers: axum::http::HeaderMap,
     ApiQuery(query): ApiQuery<UserListQuery>,
-) -> ApiResult<Json<UserList>> {
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
     let customer = caller.customer(&state, &c).await?;
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
@@ -65,6 +71,13 @@ pub async fn list(
         status,
         source,
     };
+    if crate::export::wants_csv(&headers, query.format.as_deref())? {
+        let as_of = match query.as_of.as_deref() {
+            Some(t) => Some(parse_time("as_of", t)?),
+            None => None,
+        };
+        return Ok(crate::export::user_list_csv(state, customer, filter, as_of));
+    }
     let limit = query.page_size.unwrap_or(100);
     if !(1..=queries::MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid("page_size must be between 1 and 1000"));
@@ -96,7 +109,8 @@ pub async fn list(
     Ok(Json(UserList {
         users: page.items.into_iter().map(UserView::from).collect(),
         next_page: page.next_page,
-    }))
+    })
+    .into_response())
 }
 
 fn profile_of(body: &CreateUser) -> Profile {

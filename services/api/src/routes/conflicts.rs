@@ -1,0 +1,201 @@
+//! The conflicts view (D3.m): users flagged by the directory, with reason,
+//! flagged-at and delete-at; Delete, Ignore, Deactivate; CSV export.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use roster_events::{Address, Status};
+use roster_projections::queries::{self, UserFilter};
+use roster_sync::ConflictAction;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::dto::{UserList, UserView};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConflictQuery {
+    /// `csv` for the Export (also chosen by `Accept: text/csv`).
+    pub format: Option<String>,
+    pub q: Option<String>,
+    pub page: Option<String>,
+    pub page_size: Option<i64>,
+}
+
+fn wants_csv(headers: &HeaderMap, format: Option<&str>) -> bool {
+    format.is_some_and(|f| f.eq_ignore_ascii_case("csv"))
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/csv"))
+}
+
+fn time(us: Option<i64>) -> String {
+    us.map(|t| roster_store::from_micros(t).to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// The flagged users (JSON, paged), or all of them as CSV for Export: no
+/// cell can start a formula.
+#[utoipa::path(get, path = "/v1/customers/{c}/conflicts", tag = "conflicts",
+    params(("c" = String, Path, description = "customer id"), ConflictQuery),
+    responses((status = 200, body = UserList), (status = 200, description = "CSV export", content_type = "text/csv")),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(c): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ConflictQuery>,
+) -> ApiResult<Response> {
+    let customer = caller.customer(&state, &c).await?;
+    let filter = UserFilter {
+        q: q.q.clone(),
+        status: Some(Status::PendingDeletion),
+        source: None,
+    };
+    if wants_csv(&headers, q.format.as_deref()) {
+        let mut w = roster_csv::CsvWriter::new(Vec::new(), &roster_csv::ExportOptions::default())
+            .map_err(ApiError::internal)?;
+        w.write_record([
+            "email",
+            "first_name",
+            "last_name",
+            "source",
+            "reason",
+            "flagged_at",
+            "delete_at",
+            "aliases",
+        ])
+        .map_err(ApiError::internal)?;
+        let mut page = None;
+        loop {
+            let p = queries::list_users(
+                &state.store,
+                customer,
+                &filter,
+                page.as_deref(),
+                queries::MAX_PAGE,
+            )
+            .await?;
+            for u in &p.items {
+                w.write_record([
+                    u.address.as_str(),
+                    u.profile.first_name.as_deref().unwrap_or(""),
+                    u.profile.last_name.as_deref().unwrap_or(""),
+                    crate::dto::source_label(&u.source),
+                    u.flag_reason.as_deref().unwrap_or(""),
+                    &time(u.flagged_at),
+                    &time(u.delete_at),
+                    &u.aliases.join(";"),
+                ])
+                .map_err(ApiError::internal)?;
+            }
+            page = p.next_page;
+            if page.is_none() {
+                break;
+            }
+        }
+        let body = w.into_inner().map_err(ApiError::internal)?;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"conflicts.csv\"",
+                ),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    let limit = q.page_size.unwrap_or(100);
+    if !(1..=queries::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid("page_size must be between 1 and 1000"));
+    }
+    let p = queries::list_users(&state.store, customer, &filter, q.page.as_deref(), limit).await?;
+    Ok(Json(UserList {
+        users: p.items.into_iter().map(UserView::from).collect(),
+        next_page: p.next_page,
+    })
+    .into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionInput {
+    /// `delete` (now, with the user's rules), `ignore` (keep the user; it is
+    /// not flagged again for the same absence until the directory returns
+    /// it) or `deactivate`.
+    pub action: String,
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionResult {
+    pub address: String,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionResults {
+    pub results: Vec<ActionResult>,
+}
+
+/// Delete, Ignore or Deactivate flagged users (D3.m). Each address gets its
+/// own result; the successful ones are applied together.
+#[utoipa::path(post, path = "/v1/customers/{c}/conflicts/actions", tag = "conflicts", request_body = ActionInput,
+    params(("c" = String, Path, description = "customer id")),
+    responses((status = 200, body = ActionResults), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn act(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiJson(body): ApiJson<ActionInput>,
+) -> ApiResult<(StatusCode, Json<ActionResults>)> {
+    let customer = caller.customer(&state, &c).await?;
+    let action = match body.action.trim().to_ascii_lowercase().as_str() {
+        "delete" => ConflictAction::Delete,
+        "ignore" => ConflictAction::Ignore,
+        "deactivate" => ConflictAction::Deactivate,
+        _ => {
+            return Err(ApiError::invalid(
+                "action must be delete, ignore or deactivate",
+            ))
+        }
+    };
+    if body.addresses.is_empty() || body.addresses.len() > 10_000 {
+        return Err(ApiError::invalid(
+            "addresses must list 1 to 10000 addresses",
+        ));
+    }
+    let mut results = Vec::new();
+    let mut valid = Vec::new();
+    for a in &body.addresses {
+        match Address::parse(a) {
+            Ok(addr) => valid.push(addr),
+            Err(e) => results.push(ActionResult {
+                address: a.clone(),
+                ok: false,
+                error: Some(e.to_string()),
+            }),
+        }
+    }
+    let (done, position) = state
+        .sync
+        .conflict_action(&caller.meta(customer, &state), action, &valid)
+        .await?;
+    state.settle(position).await;
+    results.extend(done.into_iter().map(|(a, r)| ActionResult {
+        address: a.to_string(),
+        ok: r.is_ok(),
+        error: r.err(),
+    }));
+    Ok((StatusCode::OK, Json(ActionResults { results })))
+}

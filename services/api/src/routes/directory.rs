@@ -1,0 +1,864 @@
+//! Directory sync: settings (D5, D7), test, Sync Now and dry run (D4, D3.t),
+//! enable and disable (D1, D3.q), sync history (B4), held runs (D3.s), the
+//! directory as last read (D3.o), exceptions and additions (D3.o, D3.p).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use roster_events::*;
+use roster_projections::queries::{self, AuditFilter};
+use roster_store::{from_micros, Secret};
+use roster_sync::SettingsChange;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::dto::AuditView;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::AppState;
+
+/// Directory settings as saved (`PUT`) or tested (`POST .../test`). The
+/// password is write-only: it is never returned (D7).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySettingsInput {
+    /// `ldap` (LDAP / Active Directory).
+    pub kind: String,
+    /// The LDAP server's host name or IP address.
+    pub host: String,
+    /// Default 636 with SSL, 389 without.
+    pub port: Option<u16>,
+    /// LDAPS; on by default.
+    pub ssl: Option<bool>,
+    /// StartTLS on a plain connection (with `ssl: false`).
+    #[serde(default)]
+    pub starttls: bool,
+    /// Certificates are verified unless this is explicitly false.
+    pub verify_tls: Option<bool>,
+    /// A PEM CA certificate to trust besides the system's.
+    pub ca_pem: Option<String>,
+    /// A DN or `user@domain`.
+    pub bind_user: String,
+    /// Required the first time; omitted: the stored one is kept.
+    pub password: Option<String>,
+    pub base_dn: String,
+    /// An RFC 4515 filter, checked when saved.
+    pub filter: Option<String>,
+    #[serde(default)]
+    pub include_disabled: bool,
+    #[serde(default)]
+    pub include_public_folders: bool,
+    /// `active_directory` (default), `openldap` or `389ds`.
+    pub preset: Option<String>,
+    /// LDAP attribute names overriding the preset's (id, mail, proxy_addresses,
+    /// first_name, last_name, home_phone, mobile, company, department, notes,
+    /// member, user_filter, group_filter).
+    #[schema(value_type = Object)]
+    pub attributes: Option<AttributeMap>,
+    /// Seconds (default 30).
+    pub timeout_secs: Option<u32>,
+    /// `6h` (default), `12h`, `24h`, `3d` or `7d`.
+    pub poll_interval: Option<String>,
+    /// `7d` (default), `14d`, `30d` or `never`.
+    pub delete_after: Option<String>,
+    /// The mass-deletion guard (D3.s); default: more than 500 users, or more
+    /// than 10% of the directory users when that is more than 5.
+    #[schema(value_type = Object)]
+    pub guard: Option<GuardSettings>,
+    /// Enable (true) or disable (false) sync with this save.
+    pub enabled: Option<bool>,
+    /// Confirms that enabling this directory disables the other one (D1).
+    #[serde(default)]
+    pub confirm_switch: bool,
+}
+
+/// A JSON body that may be left out (an empty body).
+fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<Option<T>> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| ApiError::invalid(format!("the request body is not valid: {e}")))
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(
+    field: &str,
+    value: &str,
+    allowed: &str,
+) -> ApiResult<T> {
+    serde_json::from_value(serde_json::Value::String(value.trim().to_string())).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_settings",
+            format!("{field} must be one of {allowed}"),
+        )
+    })
+}
+
+impl DirectorySettingsInput {
+    fn into_config(self) -> ApiResult<(DirectoryConfig, SettingsChange)> {
+        if self.kind != "ldap" {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_settings",
+                "kind must be ldap (LDAP or Active Directory)",
+            ));
+        }
+        let ssl = self.ssl.unwrap_or(true);
+        let connection = Connection::Ldap(LdapSettings {
+            host: self.host.trim().to_string(),
+            port: self.port.unwrap_or(if ssl { 636 } else { 389 }),
+            ssl,
+            starttls: self.starttls,
+            tls: TlsSettings {
+                verify: self.verify_tls.unwrap_or(true),
+                ca_pem: self.ca_pem.filter(|p| !p.trim().is_empty()),
+            },
+            bind_user: self.bind_user.trim().to_string(),
+            base_dn: self.base_dn.trim().to_string(),
+            filter: self.filter.filter(|f| !f.trim().is_empty()),
+            include_disabled: self.include_disabled,
+            include_public_folders: self.include_public_folders,
+            preset: match self.preset.as_deref() {
+                None => LdapPreset::ActiveDirectory,
+                Some(p) => parse_enum("preset", p, "active_directory, openldap, 389ds")?,
+            },
+            attributes: self.attributes.unwrap_or_default(),
+            timeout_secs: self.timeout_secs.unwrap_or(30),
+        });
+        let config = DirectoryConfig {
+            connection,
+            poll_interval: match self.poll_interval.as_deref() {
+                None => PollInterval::Hours6,
+                Some(p) => parse_enum("poll_interval", p, "6h, 12h, 24h, 3d, 7d")?,
+            },
+            delete_after: match self.delete_after.as_deref() {
+                None => DeleteAfter::Days7,
+                Some(d) => parse_enum("delete_after", d, "7d, 14d, 30d, never")?,
+            },
+            guard: self.guard.unwrap_or_default(),
+        };
+        let change = SettingsChange {
+            secret: self.password.map(Secret::new),
+            enable: self.enabled,
+            confirm_switch: self.confirm_switch,
+        };
+        Ok((config, change))
+    }
+}
+
+/// LDAP settings as stored, without the password.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LdapView {
+    pub host: String,
+    pub port: u16,
+    pub ssl: bool,
+    pub starttls: bool,
+    pub verify_tls: bool,
+    pub ca_pem_set: bool,
+    pub bind_user: String,
+    /// Whether a password is stored; the password itself is never returned.
+    pub password_set: bool,
+    pub base_dn: String,
+    pub filter: Option<String>,
+    pub include_disabled: bool,
+    pub include_public_folders: bool,
+    pub preset: String,
+    #[schema(value_type = Object)]
+    pub attributes: AttributeMap,
+    pub timeout_secs: u32,
+    pub poll_interval: String,
+    pub delete_after: String,
+    #[schema(value_type = Object)]
+    pub guard: GuardSettings,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunningView {
+    pub run_id: String,
+    pub started_at: DateTime<Utc>,
+    pub trigger: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeldView {
+    pub run_id: String,
+    pub would_flag: u64,
+}
+
+/// The customer's directory sync.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DirectoryView {
+    /// `ldap`, `entra` or null when sync is disabled.
+    pub enabled: Option<String>,
+    pub ldap: Option<LdapView>,
+    pub running: Option<RunningView>,
+    /// A run held by the mass-deletion guard, waiting for confirm or discard.
+    pub held: Option<HeldView>,
+    pub last_started_at: Option<DateTime<Utc>>,
+}
+
+fn text<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+async fn view(state: &AppState, customer: CustomerId) -> ApiResult<DirectoryView> {
+    let d = state.sync.directory(customer).await?;
+    let ldap = d
+        .configs
+        .get(&DirectoryKind::Ldap)
+        .and_then(|c| match &c.connection {
+            Connection::Ldap(s) => Some(LdapView {
+                host: s.host.clone(),
+                port: s.port,
+                ssl: s.ssl,
+                starttls: s.starttls,
+                verify_tls: s.tls.verify,
+                ca_pem_set: s.tls.ca_pem.is_some(),
+                bind_user: s.bind_user.clone(),
+                password_set: d.secret_set.contains(&DirectoryKind::Ldap),
+                base_dn: s.base_dn.clone(),
+                filter: s.filter.clone(),
+                include_disabled: s.include_disabled,
+                include_public_folders: s.include_public_folders,
+                preset: text(&s.preset),
+                attributes: s.attributes.clone(),
+                timeout_secs: s.timeout_secs,
+                poll_interval: text(&c.poll_interval),
+                delete_after: text(&c.delete_after),
+                guard: c.guard,
+            }),
+            _ => None,
+        });
+    Ok(DirectoryView {
+        enabled: d.enabled.map(|k| k.as_str().to_string()),
+        ldap,
+        running: d.running.as_ref().map(|r| RunningView {
+            run_id: r.run_id.to_string(),
+            started_at: r.started_at,
+            trigger: text(&r.trigger),
+        }),
+        held: d.held.as_ref().map(|h| HeldView {
+            run_id: h.run_id.to_string(),
+            would_flag: h.would_flag,
+        }),
+        last_started_at: d.last_started_at,
+    })
+}
+
+/// The directory sync settings (never the password) and state.
+#[utoipa::path(get, path = "/v1/customers/{c}/directory", tag = "directory",
+    params(("c" = String, Path, description = "customer id")),
+    responses((status = 200, body = DirectoryView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+) -> ApiResult<Json<DirectoryView>> {
+    let customer = caller.customer(&state, &c).await?;
+    Ok(Json(view(&state, customer).await?))
+}
+
+/// Saves the directory settings (D5), checked before saving (filter per
+/// RFC 4515); the password is sealed apart from the log (D7).
+#[utoipa::path(put, path = "/v1/customers/{c}/directory", tag = "directory", request_body = DirectorySettingsInput,
+    params(("c" = String, Path, description = "customer id")),
+    responses((status = 200, body = DirectoryView), (status = 400, description = "invalid_settings", body = ErrorBody),
+        (status = 409, description = "confirm_switch", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn put(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiJson(body): ApiJson<DirectorySettingsInput>,
+) -> ApiResult<Json<DirectoryView>> {
+    let customer = caller.customer(&state, &c).await?;
+    let (config, change) = body.into_config()?;
+    let a = state
+        .sync
+        .save_settings(&caller.meta(customer, &state), config, change)
+        .await?;
+    state.settle(a.last).await;
+    Ok(Json(view(&state, customer).await?))
+}
+
+/// Tests a connection: the settings in the body (before saving them; a
+/// missing password is taken from the stored settings) or the stored ones.
+#[utoipa::path(post, path = "/v1/customers/{c}/directory/test", tag = "directory", request_body(content = DirectorySettingsInput, description = "optional"),
+    params(("c" = String, Path, description = "customer id")),
+    responses((status = 200, description = "the outcome: ok, or the specific failure (name_resolution, refused, timeout, tls, bind_rejected, base_dn_not_found)", body = TestView),
+        (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<TestView>> {
+    let customer = caller.customer(&state, &c).await?;
+    let candidate = match optional_json::<DirectorySettingsInput>(&body)? {
+        Some(b) => {
+            let (config, change) = b.into_config()?;
+            Some((config, change.secret))
+        }
+        None => None,
+    };
+    let o = state.sync.test(customer, candidate).await?;
+    Ok(Json(TestView {
+        ok: o.ok,
+        code: o.code,
+        message: o.message,
+        users: o.users,
+        groups: o.groups,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestView {
+    pub ok: bool,
+    pub code: Option<String>,
+    pub message: String,
+    pub users: Option<u64>,
+    pub groups: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SyncQuery {
+    /// Preview the run: every change it would make, without making it (D3.t).
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncStarted {
+    pub run_id: String,
+    pub message: String,
+}
+
+/// Sync Now (D4): starts a run (202) or answers that one is running (409
+/// `sync_running`). With `dry_run=true` returns the plan and changes nothing.
+#[utoipa::path(post, path = "/v1/customers/{c}/directory/sync", tag = "directory",
+    params(("c" = String, Path, description = "customer id"), SyncQuery),
+    responses((status = 202, body = SyncStarted), (status = 200, description = "dry run: the plan", body = Object),
+        (status = 409, description = "sync_running, sync_not_enabled", body = ErrorBody),
+        (status = 422, description = "dry run: directory_read_failed", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sync(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SyncQuery>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let customer = caller.customer(&state, &c).await?;
+    if q.dry_run {
+        return match state.sync.dry_run(customer).await? {
+            Ok(plan) => Ok((
+                StatusCode::OK,
+                Json(serde_json::to_value(plan).map_err(ApiError::internal)?),
+            )),
+            Err(e) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "directory_read_failed",
+                format!("{} ({})", e, e.code()),
+            )),
+        };
+    }
+    let run = state
+        .sync
+        .spawn(customer, SyncTrigger::Manual, caller.actor())
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"run_id": run.to_string(), "message": "the sync has started"})),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnableInput {
+    /// `ldap`; default: the configured directory.
+    pub kind: Option<String>,
+    /// Confirms that enabling this directory disables the other one (D1).
+    #[serde(default)]
+    pub confirm_switch: bool,
+}
+
+/// Enables directory sync (D1: enabling one while the other is enabled
+/// needs `confirm_switch`).
+#[utoipa::path(post, path = "/v1/customers/{c}/directory/enable", tag = "directory", request_body(content = EnableInput, description = "optional"),
+    params(("c" = String, Path, description = "customer id")),
+    responses((status = 200, body = DirectoryView), (status = 409, description = "not_configured, confirm_switch", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn enable(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<DirectoryView>> {
+    let customer = caller.customer(&state, &c).await?;
+    let body = optional_json::<EnableInput>(&body)?.unwrap_or(EnableInput {
+        kind: None,
+        confirm_switch: false,
+    });
+    let kind = match body.kind.as_deref() {
+        Some(k) => parse_enum::<DirectoryKind>("kind", k, "ldap, entra")?,
+        None => {
+            let d = state.sync.directory(customer).await?;
+            *d.configs
+                .keys()
+                .next()
+                .ok_or(roster_domain::DirectoryError::NotConfigured(
+                    DirectoryKind::Ldap,
+                ))
+                .map_err(roster_sync::SyncError::from)?
+        }
+    };
+    let a = state
+        .sync
+        .enable(&caller.meta(customer, &state), kind, body.confirm_switch)
+        .await?;
+    state.settle(a.last).await;
+    Ok(Json(view(&state, customer).await?))
+}
+
+/// Disables directory sync (D3.q): every user is kept; existing flags still
+/// expire; no new flags are raised.
+#[utoipa::path(post, path = "/v1/customers/{c}/directory/disable", tag = "directory",
+    params(("c" = String, Path, description = "customer id")),
+    responses((status = 200, body = DirectoryView)),
+    security(("bearer" = [])))]
+pub async fn disable(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+) -> ApiResult<Json<DirectoryView>> {
+    let customer = caller.customer(&state, &c).await?;
+    let a = state.sync.disable(&caller.meta(customer, &state)).await?;
+    state.settle(a.last).await;
+    Ok(Json(view(&state, customer).await?))
+}
+
+/// A sync run (B4).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    pub run_id: String,
+    pub kind: String,
+    /// scheduled, manual or confirmed.
+    pub trigger: String,
+    /// running, completed, failed, held, confirmed, discarded.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why a run failed (stable code) and the reason in words.
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    #[schema(value_type = Object)]
+    pub counts: Option<SyncCounts>,
+    pub would_flag: Option<i64>,
+    pub directory_users: Option<i64>,
+    /// T3: directory users take the customer beyond its seat limit.
+    pub over_seat_limit: Option<bool>,
+    /// For a confirmed held run: the run that applied it.
+    pub decided_by_run: Option<String>,
+}
+
+impl From<roster_projections::directory::RunRow> for RunView {
+    fn from(r: roster_projections::directory::RunRow) -> Self {
+        RunView {
+            run_id: r.run_id,
+            kind: r.kind,
+            trigger: r.trigger,
+            status: r.status,
+            started_at: from_micros(r.started_at),
+            finished_at: r.finished_at.map(from_micros),
+            code: r.code,
+            reason: r.reason,
+            counts: r.counts,
+            would_flag: r.would_flag,
+            directory_users: r.directory_users,
+            over_seat_limit: r.over_seat_limit,
+            decided_by_run: r.decided_by_run,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunView>,
+    pub next_page: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    pub page: Option<String>,
+    pub page_size: Option<i64>,
+}
+
+fn page_size(p: Option<i64>) -> ApiResult<i64> {
+    let n = p.unwrap_or(100);
+    if !(1..=1000).contains(&n) {
+        return Err(ApiError::invalid("page_size must be between 1 and 1000"));
+    }
+    Ok(n)
+}
+
+/// The sync history, newest first (B4).
+#[utoipa::path(get, path = "/v1/customers/{c}/directory/syncs", tag = "directory",
+    params(("c" = String, Path, description = "customer id"), PageQuery),
+    responses((status = 200, body = RunList)),
+    security(("bearer" = [])))]
+pub async fn runs(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<RunList>> {
+    let customer = caller.customer(&state, &c).await?;
+    let limit = page_size(q.page_size)?;
+    let before = match q.page.as_deref() {
+        None => None,
+        Some(p) => Some(
+            p.parse::<i64>()
+                .map_err(|_| ApiError::invalid("page is not a token this API returned"))?,
+        ),
+    };
+    let mut rows =
+        roster_projections::directory::runs(&state.store, customer, before, limit + 1).await?;
+    let next_page = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.started_at.to_string())
+    } else {
+        None
+    };
+    Ok(Json(RunList {
+        runs: rows.into_iter().map(RunView::from).collect(),
+        next_page,
+    }))
+}
+
+/// One run and what it changed, user by user (B4): the events it wrote.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunDetail {
+    pub run: RunView,
+    pub changes: Vec<AuditView>,
+    pub next_page: Option<String>,
+}
+
+/// One sync run with the per-user list of its changes.
+#[utoipa::path(get, path = "/v1/customers/{c}/directory/syncs/{run}", tag = "directory",
+    params(("c" = String, Path, description = "customer id"), ("run" = String, Path, description = "run id"), PageQuery),
+    responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn run(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((c, run)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<RunDetail>> {
+    let customer = caller.customer(&state, &c).await?;
+    let row = roster_projections::directory::run(&state.store, customer, run.trim())
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such sync run"))?;
+    let filter = AuditFilter {
+        correlation_id: Some(row.run_id.clone()),
+        aggregate_type: Some(USER_AGGREGATE.to_string()),
+        ..AuditFilter::default()
+    };
+    let page = queries::audit(
+        &state.store,
+        customer,
+        &filter,
+        q.page.as_deref(),
+        page_size(q.page_size)?,
+    )
+    .await?;
+    Ok(Json(RunDetail {
+        run: row.into(),
+        changes: page.items.into_iter().map(AuditView::from).collect(),
+        next_page: page.next_page,
+    }))
+}
+
+/// Applies a run held by the mass-deletion guard (D3.s): a new run reads the
+/// directory again and may flag as many users as the held one would have.
+#[utoipa::path(post, path = "/v1/customers/{c}/directory/syncs/{run}/confirm", tag = "directory",
+    params(("c" = String, Path, description = "customer id"), ("run" = String, Path, description = "held run id")),
+    responses((status = 200, body = RunView), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn confirm(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((c, run)): ApiPath<(String, String)>,
+) -> ApiResult<Json<RunView>> {
+    let customer = caller.customer(&state, &c).await?;
+    let held =
+        uuid::Uuid::parse_str(run.trim()).map_err(|_| ApiError::not_found("no such sync run"))?;
+    let new_run = state.sync.confirm(customer, held, caller.actor()).await?;
+    let row = roster_projections::directory::run(&state.store, customer, &new_run.to_string())
+        .await?
+        .ok_or_else(|| ApiError::internal("the confirming run is not in the history"))?;
+    Ok(Json(row.into()))
+}
+
+/// Discards a held run: nothing it would have done is done.
+#[utoipa::path(post, path = "/v1/customers/{c}/directory/syncs/{run}/discard", tag = "directory",
+    params(("c" = String, Path, description = "customer id"), ("run" = String, Path, description = "held run id")),
+    responses((status = 200, body = RunView), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn discard(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((c, run)): ApiPath<(String, String)>,
+) -> ApiResult<Json<RunView>> {
+    let customer = caller.customer(&state, &c).await?;
+    let held =
+        uuid::Uuid::parse_str(run.trim()).map_err(|_| ApiError::not_found("no such sync run"))?;
+    let a = state
+        .sync
+        .discard(&caller.meta(customer, &state), held)
+        .await?;
+    state.settle(a.last).await;
+    let row = roster_projections::directory::run(&state.store, customer, &held.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such sync run"))?;
+    Ok(Json(row.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ObjectQuery {
+    /// Part of an address, name or DN.
+    pub q: Option<String>,
+    /// `user`, `group` or `public_folder`.
+    pub kind: Option<String>,
+    pub page: Option<String>,
+    pub page_size: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ObjectList {
+    #[schema(value_type = Vec<Object>)]
+    pub objects: Vec<ObjectSummary>,
+    pub next_page: Option<String>,
+}
+
+/// The directory as last read (D3.o), to pick exceptions from.
+#[utoipa::path(get, path = "/v1/customers/{c}/directory/objects", tag = "directory",
+    params(("c" = String, Path, description = "customer id"), ObjectQuery),
+    responses((status = 200, body = ObjectList)),
+    security(("bearer" = [])))]
+pub async fn objects(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ObjectQuery>,
+) -> ApiResult<Json<ObjectList>> {
+    let customer = caller.customer(&state, &c).await?;
+    let (objects, next_page) = roster_projections::directory::objects(
+        &state.store,
+        customer,
+        q.q.as_deref(),
+        q.kind.as_deref(),
+        q.page.as_deref(),
+        page_size(q.page_size)?,
+    )
+    .await?;
+    Ok(Json(ObjectList { objects, next_page }))
+}
+
+/// An exception: a directory user or group by object id, or an alias by address.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionInput {
+    /// `user`, `group` or `alias`.
+    pub kind: String,
+    /// For users and groups: the object id from `.../directory/objects`.
+    pub object_id: Option<String>,
+    /// For aliases.
+    pub address: Option<String>,
+}
+
+impl ExceptionInput {
+    fn parse(self) -> ApiResult<Exception> {
+        let id = || {
+            self.object_id
+                .clone()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid("object_id is required for user and group exceptions")
+                })
+        };
+        match self.kind.as_str() {
+            "user" => Ok(Exception::User { object_id: id()? }),
+            "group" => Ok(Exception::Group { object_id: id()? }),
+            "alias" => {
+                let a = self
+                    .address
+                    .as_deref()
+                    .ok_or_else(|| ApiError::invalid("address is required for alias exceptions"))?;
+                Ok(Exception::Alias {
+                    address: Address::parse(a)?,
+                })
+            }
+            _ => Err(ApiError::invalid("kind must be user, group or alias")),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExceptionList {
+    #[schema(value_type = Vec<Object>)]
+    pub exceptions: Vec<Exception>,
+}
+
+/// Exceptions (D3.o): excluded objects are not added, updated or flagged;
+/// an excluded alias is not mapped.
+#[utoipa::path(get, path = "/v1/customers/{c}/directory/exceptions", tag = "directory",
+    params(("c" = String, Path, description = "customer id")),
+    responses((status = 200, body = ExceptionList)),
+    security(("bearer" = [])))]
+pub async fn exceptions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+) -> ApiResult<Json<ExceptionList>> {
+    let customer = caller.customer(&state, &c).await?;
+    let d = state.sync.directory(customer).await?;
+    Ok(Json(ExceptionList {
+        exceptions: d.exceptions.into_iter().collect(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/customers/{c}/directory/exceptions", tag = "directory", request_body = ExceptionInput,
+    params(("c" = String, Path, description = "customer id")),
+    responses((status = 201, body = ExceptionList), (status = 409, description = "already_listed", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn add_exception(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiJson(body): ApiJson<ExceptionInput>,
+) -> ApiResult<(StatusCode, Json<ExceptionList>)> {
+    let customer = caller.customer(&state, &c).await?;
+    let a = state
+        .sync
+        .add_exception(&caller.meta(customer, &state), body.parse()?)
+        .await?;
+    state.settle(a.last).await;
+    let d = state.sync.directory(customer).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ExceptionList {
+            exceptions: d.exceptions.into_iter().collect(),
+        }),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/customers/{c}/directory/exceptions", tag = "directory", request_body = ExceptionInput,
+    params(("c" = String, Path, description = "customer id")),
+    responses((status = 200, body = ExceptionList), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove_exception(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiJson(body): ApiJson<ExceptionInput>,
+) -> ApiResult<Json<ExceptionList>> {
+    let customer = caller.customer(&state, &c).await?;
+    let a = state
+        .sync
+        .remove_exception(&caller.meta(customer, &state), body.parse()?)
+        .await?;
+    state.settle(a.last).await;
+    let d = state.sync.directory(customer).await?;
+    Ok(Json(ExceptionList {
+        exceptions: d.exceptions.into_iter().collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdditionInput {
+    pub address: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdditionList {
+    pub additions: Vec<String>,
+}
+
+/// Additions (D3.p): addresses created at once with the directory as their
+/// source and not flagged while they stay on the list.
+#[utoipa::path(get, path = "/v1/customers/{c}/directory/additions", tag = "directory",
+    params(("c" = String, Path, description = "customer id")),
+    responses((status = 200, body = AdditionList)),
+    security(("bearer" = [])))]
+pub async fn additions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+) -> ApiResult<Json<AdditionList>> {
+    let customer = caller.customer(&state, &c).await?;
+    let d = state.sync.directory(customer).await?;
+    Ok(Json(AdditionList {
+        additions: d.additions.iter().map(|a| a.to_string()).collect(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/customers/{c}/directory/additions", tag = "directory", request_body = AdditionInput,
+    params(("c" = String, Path, description = "customer id")),
+    responses((status = 201, body = AdditionList), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn add_addition(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiJson(body): ApiJson<AdditionInput>,
+) -> ApiResult<(StatusCode, Json<AdditionList>)> {
+    let customer = caller.customer(&state, &c).await?;
+    let address = Address::parse(&body.address)?;
+    let a = state
+        .sync
+        .add_addition(&caller.meta(customer, &state), address)
+        .await?;
+    state.settle(a.last).await;
+    let d = state.sync.directory(customer).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AdditionList {
+            additions: d.additions.iter().map(|a| a.to_string()).collect(),
+        }),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/customers/{c}/directory/additions", tag = "directory", request_body = AdditionInput,
+    params(("c" = String, Path, description = "customer id")),
+    responses((status = 200, body = AdditionList), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove_addition(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(c): ApiPath<String>,
+    ApiJson(body): ApiJson<AdditionInput>,
+) -> ApiResult<Json<AdditionList>> {
+    let customer = caller.customer(&state, &c).await?;
+    let address = Address::parse(&body.address)?;
+    let a = state
+        .sync
+        .remove_addition(&caller.meta(customer, &state), address)
+        .await?;
+    state.settle(a.last).await;
+    let d = state.sync.directory(customer).await?;
+    Ok(Json(AdditionList {
+        additions: d.additions.iter().map(|a| a.to_string()).collect(),
+    }))
+}

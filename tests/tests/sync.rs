@@ -1,0 +1,754 @@
+//! Directory sync against a real (AD-like) OpenLDAP, on PostgreSQL and on
+//! SQLite: the rules of SPEC section 3 through the sync service.
+
+use std::sync::Arc;
+
+use roster_domain::snapshot::{DirectoryReader, ReadError};
+use roster_events::*;
+use roster_projections::queries::{self, UserFilter};
+use roster_projections::users::UserRow;
+use roster_store::{Clock, Secret};
+use roster_sync::{ConflictAction, ReaderFactory, RunOutcome, SettingsChange};
+use roster_tests::backend::addr;
+use roster_tests::sync::{config, scenario, settings_for, DOMAIN};
+use roster_tests::{both_backends, TestStore};
+
+fn by() -> Actor {
+    Actor::System("test".into())
+}
+
+async fn run(s: &TestStore, c: CustomerId) -> RunOutcome {
+    s.app()
+        .sync
+        .run_now(c, SyncTrigger::Manual, by())
+        .await
+        .expect("run")
+}
+
+fn counts(o: &RunOutcome) -> SyncCounts {
+    match o {
+        RunOutcome::Completed { counts, .. } => *counts,
+        other => panic!("expected a completed run, got {other:?}"),
+    }
+}
+
+async fn all(s: &TestStore, c: CustomerId, status: Option<Status>) -> Vec<UserRow> {
+    let mut out = Vec::new();
+    let mut page = None;
+    loop {
+        let p = queries::list_users(
+            &s.store,
+            c,
+            &UserFilter {
+                status,
+                ..Default::default()
+            },
+            page.as_deref(),
+            1000,
+        )
+        .await
+        .unwrap();
+        out.extend(p.items);
+        page = p.next_page;
+        if page.is_none() {
+            return out;
+        }
+    }
+}
+
+async fn user(s: &TestStore, c: CustomerId, a: &str) -> UserRow {
+    queries::user_by_address(&s.store, c, a)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{a} is not a live user"))
+}
+
+/// D3.a, D3.b, D3.c, D3.d, D3.e, U4; D3.f: a second run with no change appends no user event.
+async fn d3e_d3f_a_first_sync_adds_the_directory_and_a_resync_changes_nothing(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 30, 3).await;
+    let first = counts(&run(&s, sc.customer).await);
+    // Every 10th generated user is disabled: 27 users and 2 mail-enabled groups are added.
+    assert_eq!(first.added, 27 + 2, "{first:?}");
+    let users = all(&s, sc.customer, None).await;
+    assert_eq!(users.len(), 29);
+    let u1 = sc.data.user(1);
+    let row = user(&s, sc.customer, u1.mail.as_deref().unwrap()).await;
+    assert_eq!(row.source, "ldap");
+    assert_eq!(
+        row.profile.first_name.as_deref(),
+        Some(u1.given_name.as_str())
+    );
+    assert_eq!(row.profile.company, u1.company);
+    assert_eq!(row.profile.notes, u1.info, "AD info is the notes field");
+    // D3.c: smtp: aliases mapped, the X500: entry ignored.
+    assert_eq!(row.aliases.len(), 2, "{:?}", row.aliases);
+    assert!(row.directory_id.is_some());
+    let list = users
+        .iter()
+        .find(|u| u.kind == "distribution_list")
+        .expect("a list (U4)");
+    assert!(!list.members.is_empty());
+    // A second run: nothing changed, so no user event is appended.
+    let head = s.store.head_position().await.unwrap();
+    let second = counts(&run(&s, sc.customer).await);
+    assert_eq!(
+        second.added + second.updated + second.flagged,
+        0,
+        "{second:?}"
+    );
+    let appended = s.store.read_from(head, 100).await.unwrap();
+    assert!(
+        appended
+            .iter()
+            .all(|e| e.aggregate_type == DIRECTORY_AGGREGATE),
+        "only the run's own start and completion: {:?}",
+        appended.iter().map(|e| &e.event_type).collect::<Vec<_>>()
+    );
+}
+
+/// D3.h, D3.i, D3.j, D3.k, U5, U6.
+async fn d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_delay_and_come_back(
+    s: TestStore,
+) {
+    s.spawn_projector();
+    let sc = scenario(&s, 12, 0).await;
+    run(&s, sc.customer).await;
+    let admin = sc.slapd.admin().await.unwrap();
+    let gone = sc.data.user(1);
+    let disabled = sc.data.user(2);
+    let gone_addr = gone.mail.clone().unwrap();
+    let gone_id = user(&s, sc.customer, &gone_addr).await.user_id;
+    // A rule on the user that will go (U5).
+    roster_api::app::user_command(&s.app(), s.meta(sc.customer), &addr(&gone_addr), || {
+        roster_domain::UserCommand::AddRule {
+            rule_id: RuleId::new(),
+            kind: RuleKind::Allow,
+            value: "partner.example".into(),
+        }
+    })
+    .await
+    .unwrap();
+    admin.delete(&gone.dn).await.unwrap();
+    admin.set_disabled(&disabled.dn, true).await.unwrap();
+    let c = counts(&run(&s, sc.customer).await);
+    assert_eq!(c.flagged, 2, "{c:?}");
+    let flagged = all(&s, sc.customer, Some(Status::PendingDeletion)).await;
+    let reasons: Vec<(&str, &str)> = flagged
+        .iter()
+        .map(|u| (u.address.as_str(), u.flag_reason.as_deref().unwrap()))
+        .collect();
+    assert!(
+        reasons.contains(&(gone_addr.as_str(), "missing")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&(disabled.mail.as_deref().unwrap(), "disabled")),
+        "{reasons:?}"
+    );
+    let g = flagged.iter().find(|u| u.address == gone_addr).unwrap();
+    assert_eq!(
+        g.delete_at,
+        Some(
+            s.clock.now().timestamp_micros()
+                + chrono::Duration::days(7).num_microseconds().unwrap()
+        )
+    );
+    assert_eq!(g.rules.len(), 1, "U5: rules kept while flagged");
+    // D3.j: enabled again before the delay: unflagged.
+    admin.set_disabled(&disabled.dn, false).await.unwrap();
+    let c = counts(&run(&s, sc.customer).await);
+    assert_eq!(c.unflagged, 1);
+    assert_eq!(
+        user(&s, sc.customer, disabled.mail.as_deref().unwrap())
+            .await
+            .status,
+        "active"
+    );
+    // D3.i: nothing is deleted before the delay; after it, the reaper deletes.
+    s.clock.advance(chrono::Duration::days(6));
+    assert_eq!(s.app().sync.reap().await.unwrap(), 0);
+    s.clock.advance(chrono::Duration::days(2));
+    assert_eq!(s.app().sync.reap().await.unwrap(), 1);
+    let deleted = all(&s, sc.customer, Some(Status::Deleted)).await;
+    assert_eq!(deleted.len(), 1);
+    assert!(
+        deleted[0].rules.is_empty(),
+        "U5: rules removed with the user"
+    );
+    // D3.k: active in the directory again: added back as a return of the same user (U6).
+    admin
+        .add(&gone.entry(roster_testkit::Style::AdLike))
+        .await
+        .unwrap();
+    let c = counts(&run(&s, sc.customer).await);
+    assert_eq!(c.returned, 1, "{c:?}");
+    let back = user(&s, sc.customer, &gone_addr).await;
+    assert_eq!(back.user_id, gone_id);
+    let history = queries::history(&s.store, sc.customer, &gone_addr)
+        .await
+        .unwrap();
+    assert!(history.iter().any(|e| e.event_type == "UserReturned"));
+}
+
+/// A reader whose server dies after its first page.
+struct KillAfterFirstPage {
+    pid: u32,
+}
+
+impl ReaderFactory for KillAfterFirstPage {
+    fn reader(
+        &self,
+        connection: &Connection,
+        secret: Option<&Secret>,
+    ) -> Result<Box<dyn DirectoryReader>, ReadError> {
+        let Connection::Ldap(settings) = connection else {
+            unreachable!()
+        };
+        let pid = self.pid;
+        let hook: roster_directory::PageHook = Arc::new(move |e: &roster_directory::PageEvent| {
+            if e.page == 1 {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        });
+        Ok(Box::new(roster_directory::LdapReader::with_options(
+            settings.clone(),
+            secret.map(|s| s.expose().to_string()).unwrap_or_default(),
+            roster_directory::ReaderOptions {
+                page_size: 5,
+                member_range_step: None,
+                on_page: Some(hook),
+            },
+        )))
+    }
+}
+
+/// D3.r: a read that does not complete raises no flag and deletes nothing;
+/// the run is recorded as failed with the reason.
+async fn d3r_a_read_cut_off_mid_way_flags_nobody(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 20, 0).await;
+    run(&s, sc.customer).await;
+    let before = all(&s, sc.customer, None).await;
+    let app = s.app().with_readers(Arc::new(KillAfterFirstPage {
+        pid: sc.slapd.pid().unwrap(),
+    }));
+    let outcome = app
+        .sync
+        .run_now(sc.customer, SyncTrigger::Manual, by())
+        .await
+        .unwrap();
+    let RunOutcome::Failed {
+        code,
+        reason,
+        run_id,
+    } = outcome
+    else {
+        panic!("expected a failed run, got {outcome:?}");
+    };
+    assert!(
+        code == "incomplete" || code == "refused" || code == "timeout",
+        "{code}: {reason}"
+    );
+    assert_eq!(
+        all(&s, sc.customer, Some(Status::PendingDeletion))
+            .await
+            .len(),
+        0
+    );
+    assert_eq!(all(&s, sc.customer, None).await, before);
+    let r = roster_projections::directory::run(&s.store, sc.customer, &run_id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, "failed");
+    assert_eq!(r.reason.as_deref(), Some(reason.as_str()));
+}
+
+/// D3.s: a base DN typo that hides everyone is held, flags nobody, and waits
+/// for confirm or discard.
+async fn d3s_a_base_dn_typo_is_held_and_waits_for_confirm_or_discard(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 20, 0).await;
+    run(&s, sc.customer).await;
+    let admin = sc.slapd.admin().await.unwrap();
+    admin
+        .add(&roster_testkit::organizational_unit(
+            "ou=Empty,dc=example,dc=com",
+        ))
+        .await
+        .unwrap();
+    let app = s.app();
+    app.sync
+        .save_settings(
+            &s.meta(sc.customer),
+            config(
+                settings_for(&sc.slapd, "ou=Empty,dc=example,dc=com"),
+                DeleteAfter::Days7,
+            ),
+            SettingsChange::default(),
+        )
+        .await
+        .unwrap();
+    let held = app
+        .sync
+        .run_now(sc.customer, SyncTrigger::Manual, by())
+        .await
+        .unwrap();
+    let RunOutcome::Held {
+        run_id,
+        would_flag,
+        directory_users,
+    } = held
+    else {
+        panic!("expected a held run, got {held:?}");
+    };
+    assert_eq!((would_flag, directory_users), (18, 18));
+    assert!(
+        all(&s, sc.customer, Some(Status::PendingDeletion))
+            .await
+            .is_empty(),
+        "held: nobody flagged"
+    );
+    // Discard: nothing happens.
+    app.sync
+        .discard(&s.meta(sc.customer), run_id)
+        .await
+        .unwrap();
+    assert!(all(&s, sc.customer, Some(Status::PendingDeletion))
+        .await
+        .is_empty());
+    assert!(
+        app.sync
+            .discard(&s.meta(sc.customer), run_id)
+            .await
+            .is_err(),
+        "decided once"
+    );
+    // Held again; an administrator confirms: the flags are raised.
+    let RunOutcome::Held { run_id, .. } = app
+        .sync
+        .run_now(sc.customer, SyncTrigger::Manual, by())
+        .await
+        .unwrap()
+    else {
+        panic!("expected held");
+    };
+    app.sync.confirm(sc.customer, run_id, by()).await.unwrap();
+    assert_eq!(
+        all(&s, sc.customer, Some(Status::PendingDeletion))
+            .await
+            .len(),
+        18
+    );
+    let r = roster_projections::directory::run(&s.store, sc.customer, &run_id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, "confirmed");
+}
+
+/// D3.t: a dry run returns the full plan and changes nothing.
+async fn d3t_a_dry_run_changes_nothing(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 10, 1).await;
+    let head = s.store.head_position().await.unwrap();
+    let plan = s.app().sync.dry_run(sc.customer).await.unwrap().unwrap();
+    assert_eq!(plan.counts.added, 9 + 1);
+    assert!(plan.changes.iter().filter(|c| c.action == "add").count() == 10);
+    assert_eq!(
+        s.store.head_position().await.unwrap(),
+        head,
+        "nothing appended"
+    );
+    assert!(all(&s, sc.customer, None).await.is_empty());
+}
+
+/// D3.g: a manual user the directory also has is supplemented, keeps its
+/// source and is never flagged.
+async fn d3g_manual_users_are_supplemented_and_never_flagged(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 5, 0).await;
+    let u = sc.data.user(1);
+    let mail = u.mail.clone().unwrap();
+    roster_api::app::add_user(
+        &s.app(),
+        s.meta(sc.customer),
+        roster_api::app::NewUser {
+            address: addr(&mail),
+            kind: Kind::User,
+            profile: Profile::default(),
+            aliases: vec![],
+        },
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    run(&s, sc.customer).await;
+    let row = user(&s, sc.customer, &mail).await;
+    assert_eq!(row.source, "manual");
+    assert_eq!(
+        row.profile.first_name.as_deref(),
+        Some(u.given_name.as_str())
+    );
+    sc.slapd.admin().await.unwrap().delete(&u.dn).await.unwrap();
+    let c = counts(&run(&s, sc.customer).await);
+    assert_eq!(c.flagged, 0);
+    assert_eq!(user(&s, sc.customer, &mail).await.status, "active");
+}
+
+/// D3.m: Delete, Ignore (not flagged again until the directory returns the
+/// user), Deactivate.
+async fn d3m_conflict_actions(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 8, 0).await;
+    run(&s, sc.customer).await;
+    let admin = sc.slapd.admin().await.unwrap();
+    let (a, b, c) = (sc.data.user(1), sc.data.user(2), sc.data.user(3));
+    for u in [&a, &b, &c] {
+        admin.delete(&u.dn).await.unwrap();
+    }
+    run(&s, sc.customer).await;
+    let mail = |u: &roster_testkit::User| addr(u.mail.as_deref().unwrap());
+    let app = s.app();
+    let (r, _) = app
+        .sync
+        .conflict_action(&s.meta(sc.customer), ConflictAction::Delete, &[mail(&a)])
+        .await
+        .unwrap();
+    assert!(r[0].1.is_ok());
+    let (r, _) = app
+        .sync
+        .conflict_action(
+            &s.meta(sc.customer),
+            ConflictAction::Ignore,
+            &[mail(&b), addr("nobody@example.org")],
+        )
+        .await
+        .unwrap();
+    assert!(r.iter().any(|(x, res)| x == &mail(&b) && res.is_ok()));
+    assert!(r
+        .iter()
+        .any(|(x, res)| x.as_str() == "nobody@example.org" && res.is_err()));
+    let (r, pos) = app
+        .sync
+        .conflict_action(
+            &s.meta(sc.customer),
+            ConflictAction::Deactivate,
+            &[mail(&c)],
+        )
+        .await
+        .unwrap();
+    assert!(r[0].1.is_ok());
+    app.settle(pos).await;
+    let head_status = |x: &roster_testkit::User| {
+        let x = x.mail.clone().unwrap();
+        let s = &s;
+        async move {
+            queries::user_by_address(&s.store, sc.customer, &x)
+                .await
+                .unwrap()
+                .map(|u| u.status)
+        }
+    };
+    assert_eq!(head_status(&a).await, None, "deleted now");
+    assert_eq!(head_status(&b).await.as_deref(), Some("active"));
+    assert_eq!(head_status(&c).await.as_deref(), Some("deactivated"));
+    // The ignored and the deactivated users are not flagged again for the same absence.
+    assert_eq!(counts(&run(&s, sc.customer).await).flagged, 0);
+    // The directory returns b, then loses it again: flagged again.
+    admin
+        .add(&b.entry(roster_testkit::Style::AdLike))
+        .await
+        .unwrap();
+    run(&s, sc.customer).await;
+    admin.delete(&b.dn).await.unwrap();
+    assert_eq!(counts(&run(&s, sc.customer).await).flagged, 1);
+    // Not a conflict: refused per address.
+    let (r, _) = app
+        .sync
+        .conflict_action(&s.meta(sc.customer), ConflictAction::Ignore, &[mail(&c)])
+        .await
+        .unwrap();
+    assert!(r[0].1.is_err());
+}
+
+/// D3.o exceptions and D3.p additions.
+async fn d3o_d3p_exceptions_and_additions(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 6, 0).await;
+    run(&s, sc.customer).await;
+    let objects = roster_projections::directory::object_summaries(&s.store, sc.customer)
+        .await
+        .unwrap();
+    assert_eq!(objects.len(), 6, "the directory as last read");
+    let u1 = sc.data.user(1);
+    let id = objects
+        .values()
+        .find(|o| o.mail.as_deref() == u1.mail.as_deref())
+        .unwrap()
+        .id
+        .clone();
+    let app = s.app();
+    app.sync
+        .add_exception(&s.meta(sc.customer), Exception::User { object_id: id })
+        .await
+        .unwrap();
+    // Excluded: not flagged when it leaves, not updated.
+    let admin = sc.slapd.admin().await.unwrap();
+    admin.delete(&u1.dn).await.unwrap();
+    assert_eq!(counts(&run(&s, sc.customer).await).flagged, 0);
+    // Additions: created at once with the directory as source, never flagged while listed.
+    let a = app
+        .sync
+        .add_addition(&s.meta(sc.customer), addr("newhire@example.org"))
+        .await
+        .unwrap();
+    app.settle(a.last).await;
+    let row = user(&s, sc.customer, "newhire@example.org").await;
+    assert_eq!(row.source, "ldap");
+    assert_eq!(counts(&run(&s, sc.customer).await).flagged, 0);
+    app.sync
+        .remove_addition(&s.meta(sc.customer), addr("newhire@example.org"))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts(&run(&s, sc.customer).await).flagged,
+        1,
+        "off the list and not in the directory"
+    );
+    assert!(app
+        .sync
+        .add_addition(&s.meta(sc.customer), addr("x@unmanaged.example"))
+        .await
+        .is_err());
+}
+
+/// D3.q: disabling sync keeps every user and raises no flags; existing
+/// flags still expire.
+async fn d3q_disabling_keeps_users_and_flags_still_expire(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 6, 0).await;
+    run(&s, sc.customer).await;
+    let admin = sc.slapd.admin().await.unwrap();
+    admin.delete(&sc.data.user(1).dn).await.unwrap();
+    run(&s, sc.customer).await;
+    let app = s.app();
+    app.sync.disable(&s.meta(sc.customer)).await.unwrap();
+    admin.delete(&sc.data.user(2).dn).await.unwrap();
+    assert!(
+        app.sync
+            .run_now(sc.customer, SyncTrigger::Manual, by())
+            .await
+            .is_err(),
+        "no run while disabled"
+    );
+    assert!(
+        app.sync.schedule(true).await.unwrap().is_empty(),
+        "the scheduler skips it"
+    );
+    assert_eq!(
+        all(&s, sc.customer, None).await.len(),
+        6,
+        "5 active, 1 flagged: every user kept"
+    );
+    s.clock.advance(chrono::Duration::days(8));
+    assert_eq!(
+        app.sync.reap().await.unwrap(),
+        1,
+        "the flag raised before disabling still expires"
+    );
+    assert_eq!(all(&s, sc.customer, None).await.len(), 5);
+}
+
+/// D4: one sync per customer at a time; the scheduler runs what is due.
+async fn d4_one_sync_at_a_time_and_the_schedule(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 3, 0).await;
+    let app = s.app();
+    let first = app
+        .sync
+        .start(sc.customer, SyncTrigger::Manual, by())
+        .await
+        .unwrap();
+    let second = app.sync.start(sc.customer, SyncTrigger::Manual, by()).await;
+    assert!(
+        matches!(second, Err(roster_sync::SyncError::Directory(roster_domain::DirectoryError::AlreadyRunning(r))) if r == first)
+    );
+    app.sync.execute(sc.customer, first, None).await.unwrap();
+    // Due at once (never ran on schedule), then not for 6 hours.
+    s.clock.advance(chrono::Duration::minutes(1));
+    assert_eq!(
+        app.sync.schedule(true).await.unwrap().len(),
+        0,
+        "the manual run just now counts"
+    );
+    s.clock.advance(chrono::Duration::hours(6));
+    let due = roster_projections::directory::due(&s.store, s.clock.now())
+        .await
+        .unwrap();
+    if due.is_empty() {
+        let rows: Vec<(String, Option<String>, Option<String>, Option<i64>)> = roster_store::with_db!(
+            s.store.db(),
+            |p| {
+                sqlx::query_as("SELECT customer_id, enabled_kind, ldap_interval, last_started_at FROM directory_state_v1").fetch_all(p).await.unwrap()
+            }
+        );
+        eprintln!("STATE {rows:?} now {}", s.clock.now().timestamp_micros());
+    }
+    assert_eq!(due.len(), 1, "due: {due:?}");
+    assert_eq!(app.sync.schedule(true).await.unwrap().len(), 1);
+    assert_eq!(app.sync.schedule(true).await.unwrap().len(), 0);
+}
+
+/// A renamed user (same object, new primary) keeps its identity, rules and history.
+async fn d3_a_rename_keeps_the_user(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 4, 0).await;
+    run(&s, sc.customer).await;
+    let u = sc.data.user(1);
+    let old = u.mail.clone().unwrap();
+    let id = user(&s, sc.customer, &old).await.user_id;
+    let admin = sc.slapd.admin().await.unwrap();
+    let new = format!("renamed.{old}");
+    admin.replace(&u.dn, "mail", &[new.as_str()]).await.unwrap();
+    admin
+        .replace(
+            &u.dn,
+            "proxyAddresses",
+            &[format!("SMTP:{new}"), format!("smtp:{old}")],
+        )
+        .await
+        .unwrap();
+    let c = counts(&run(&s, sc.customer).await);
+    assert_eq!((c.renamed, c.flagged, c.added), (1, 0, 0), "{c:?}");
+    let row = user(&s, sc.customer, &new).await;
+    assert_eq!(row.user_id, id);
+    assert_eq!(
+        row.aliases,
+        vec![old.clone()],
+        "the old primary stays on as an alias"
+    );
+    let history = queries::history(&s.store, sc.customer, &new).await.unwrap();
+    assert_eq!(
+        history.first().map(|e| e.event_type.as_str()),
+        Some("UserAdded"),
+        "history spans the rename"
+    );
+}
+
+/// D5: settings that cannot work are refused when saved, with what to fix.
+async fn d5_invalid_settings_are_refused_precisely(s: TestStore) {
+    let sc = scenario(&s, 1, 0).await;
+    let app = s.app();
+    let mut bad = settings_for(&sc.slapd, "dc=example,dc=com");
+    bad.filter = Some("(&(department=Sales)".into());
+    let err = app
+        .sync
+        .save_settings(
+            &s.meta(sc.customer),
+            config(bad, DeleteAfter::Days7),
+            SettingsChange::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("RFC 4515"), "{err}");
+    let mut bad = settings_for(&sc.slapd, "not a dn");
+    bad.ssl = true;
+    bad.starttls = true;
+    let err = app
+        .sync
+        .save_settings(
+            &s.meta(sc.customer),
+            config(bad, DeleteAfter::Days7),
+            SettingsChange::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not both"), "{err}");
+    let fresh = s.customer(10, &["fresh.example"]).await;
+    let err = app
+        .sync
+        .save_settings(
+            &s.meta(fresh),
+            config(
+                settings_for(&sc.slapd, "dc=example,dc=com"),
+                DeleteAfter::Days7,
+            ),
+            SettingsChange::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("password is required"), "{err}");
+    // Test connection reports the specific failure.
+    let mut wrong = settings_for(&sc.slapd, "dc=example,dc=com");
+    wrong.port = roster_tests::process::free_port();
+    let t = app
+        .sync
+        .test(sc.customer, Some((config(wrong, DeleteAfter::Days7), None)))
+        .await
+        .unwrap();
+    assert_eq!((t.ok, t.code.as_deref()), (false, Some("refused")), "{t:?}");
+    let t = app
+        .sync
+        .test(
+            sc.customer,
+            Some((
+                config(
+                    settings_for(&sc.slapd, "dc=example,dc=com"),
+                    DeleteAfter::Days7,
+                ),
+                Some(Secret::new("wrong")),
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (t.ok, t.code.as_deref()),
+        (false, Some("bind_rejected")),
+        "{t:?}"
+    );
+    let t = app.sync.test(sc.customer, None).await.unwrap();
+    assert!(t.ok, "{t:?}");
+    assert_eq!(t.users, Some(1));
+}
+
+/// D7: the bind password is nowhere in the database in plaintext: not in the
+/// log, not in a view, not in the secrets table.
+async fn d7_the_bind_password_is_never_stored_in_plaintext(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 3, 0).await;
+    run(&s, sc.customer).await;
+    let password = sc.slapd.root_password();
+    let dump = roster_tests::backend::dump_everything(&s).await;
+    assert!(dump.len() > 1000, "the dump holds the data");
+    assert!(dump.contains("example.org"), "the dump holds the users");
+    assert!(
+        !dump.contains(password),
+        "the plaintext password is stored somewhere"
+    );
+    let secret = s.app().sync.directory(sc.customer).await.unwrap();
+    assert!(secret.secret_set.contains(&DirectoryKind::Ldap));
+    let _ = DOMAIN;
+}
+
+both_backends!(
+    d3e_d3f_a_first_sync_adds_the_directory_and_a_resync_changes_nothing,
+    d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_delay_and_come_back,
+    d3r_a_read_cut_off_mid_way_flags_nobody,
+    d3s_a_base_dn_typo_is_held_and_waits_for_confirm_or_discard,
+    d3t_a_dry_run_changes_nothing,
+    d3g_manual_users_are_supplemented_and_never_flagged,
+    d3m_conflict_actions,
+    d3o_d3p_exceptions_and_additions,
+    d3q_disabling_keeps_users_and_flags_still_expire,
+    d4_one_sync_at_a_time_and_the_schedule,
+    d3_a_rename_keeps_the_user,
+    d5_invalid_settings_are_refused_precisely,
+    d7_the_bind_password_is_never_stored_in_plaintext,
+);
