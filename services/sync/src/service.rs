@@ -1203,7 +1203,9 @@ pub fn validate(config: &DirectoryConfig) -> Result<(), SyncError> {
             // The preset, the attribute map and every filter combined must make sense.
             roster_directory::LdapReader::new(s.clone(), String::new())
                 .mapping()
-                .map_err(|e| SyncError::Invalid(format!("the attribute mapping is not usable: {e}")))?;
+                .map_err(|e| {
+                    SyncError::Invalid(format!("the attribute mapping is not usable: {e}"))
+                })?;
             if let Some(pem) = &s.tls.ca_pem {
                 if !pem.contains("-----BEGIN CERTIFICATE-----") {
                     return bad("the CA certificate must be PEM (-----BEGIN CERTIFICATE-----)");
