@@ -3,6 +3,8 @@
 //! [`ReadError`](roster_domain::snapshot::ReadError) that says why it could
 //! not (D3.r: never a partial list).
 //!
+//! - [`entra`]: Microsoft Entra ID over Microsoft Graph ([`EntraReader`],
+//!   D6), with delta sync (B1).
 //! - [`ldap`]: LDAP and Active Directory ([`LdapReader`], D5), with the
 //!   vendor presets of D3.d and [`validate_filter`] for the custom filter.
 //!
@@ -12,7 +14,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod entra;
 pub mod ldap;
+
+pub use entra::{validate_settings as validate_entra_settings, EntraOptions, EntraReader};
 
 pub use ldap::{
     normalize_dn, validate_filter, LdapReader, Mapping, PageEvent, PageHook, ReaderOptions,

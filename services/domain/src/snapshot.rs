@@ -103,6 +103,18 @@ pub enum ReadError {
     Incomplete(String),
     #[error("the settings are not usable: {0}")]
     Settings(String),
+    /// Entra ID: the tenant (directory id or domain) does not exist.
+    #[error("the tenant was not found: {0}")]
+    TenantNotFound(String),
+    /// Entra ID: no application with this client id in the tenant.
+    #[error("the client id is not known in the tenant: {0}")]
+    ClientIdNotFound(String),
+    /// Entra ID: the client secret is wrong or was removed (revoked).
+    #[error("the client secret was rejected: {0}")]
+    SecretRejected(String),
+    /// Entra ID: the client secret has expired.
+    #[error("the client secret has expired: {0}")]
+    SecretExpired(String),
     #[error("{0}")]
     Other(String),
 }
@@ -122,6 +134,10 @@ impl ReadError {
             ReadError::Throttled(_) => "throttled",
             ReadError::Incomplete(_) => "incomplete",
             ReadError::Settings(_) => "settings",
+            ReadError::TenantNotFound(_) => "tenant_not_found",
+            ReadError::ClientIdNotFound(_) => "client_id_not_found",
+            ReadError::SecretRejected(_) => "secret_rejected",
+            ReadError::SecretExpired(_) => "secret_expired",
             ReadError::Other(_) => "other",
         }
     }
@@ -138,6 +154,37 @@ pub struct TestReport {
     pub details: String,
 }
 
+/// How an incremental read obtained its snapshot (B1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadMode {
+    /// Every object was read.
+    Full,
+    /// Only the changes since the previous read were fetched and applied to
+    /// the directory as that read left it.
+    Delta,
+}
+
+impl ReadMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadMode::Full => "full",
+            ReadMode::Delta => "delta",
+        }
+    }
+}
+
+/// The outcome of [`DirectoryReader::read_incremental`]: still a complete
+/// snapshot (D3.r), plus the state to hand to the next read.
+#[derive(Debug, Clone)]
+pub struct IncrementalRead {
+    pub snapshot: Snapshot,
+    pub mode: ReadMode,
+    /// Opaque state (delta links and the directory as read) for the next
+    /// read; `None` when the reader keeps none.
+    pub state: Option<Vec<u8>>,
+}
+
 /// A capability: something that can read a whole directory.
 #[async_trait::async_trait]
 pub trait DirectoryReader: Send + Sync {
@@ -145,4 +192,18 @@ pub trait DirectoryReader: Send + Sync {
     async fn read(&self) -> Result<Snapshot, ReadError>;
     /// Connects, binds and counts what the settings select.
     async fn test(&self) -> Result<TestReport, ReadError>;
+    /// B1: a complete snapshot obtained, where the reader can, from the
+    /// changes since the read that left `previous` (its own opaque state).
+    /// Readers without delta support read everything.
+    async fn read_incremental(
+        &self,
+        previous: Option<&[u8]>,
+    ) -> Result<IncrementalRead, ReadError> {
+        let _ = previous;
+        Ok(IncrementalRead {
+            snapshot: self.read().await?,
+            mode: ReadMode::Full,
+            state: None,
+        })
+    }
 }
