@@ -51,7 +51,7 @@ impl Modify for Bearer {
         AddDomain, DomainView, DomainList, DomainRemoval,
         CreateUser, UpdateUser, UserView, UserList, FlagView, RuleView, RuleList, CreateRule,
         AuditView, AuditList, History, Health,
-        directory::DirectorySettingsInput, directory::DirectoryView, directory::LdapView, directory::RunningView,
+        directory::DirectorySettingsInput, directory::DirectoryView, directory::LdapView, directory::EntraView, directory::RunningView,
         directory::HeldView, directory::TestView, directory::SyncStarted, directory::EnableInput, directory::RunView,
         directory::RunList, directory::RunDetail, directory::ObjectList, directory::ExceptionInput,
         directory::ExceptionList, directory::AdditionInput, directory::AdditionList,

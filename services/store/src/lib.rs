@@ -11,6 +11,7 @@ pub mod error;
 pub mod exec;
 pub mod imports;
 pub mod log;
+pub mod read_state;
 pub mod secrets;
 
 pub use claims::{AddressOwner, Seats};

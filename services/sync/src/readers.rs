@@ -14,7 +14,7 @@ pub trait ReaderFactory: Send + Sync {
     ) -> Result<Box<dyn DirectoryReader>, ReadError>;
 }
 
-/// The production readers: LDAP / Active Directory (and Entra ID once built).
+/// The production readers: LDAP / Active Directory and Microsoft Entra ID.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultReaders;
 
@@ -29,9 +29,10 @@ impl ReaderFactory for DefaultReaders {
                 settings.clone(),
                 secret.map(|s| s.expose().to_string()).unwrap_or_default(),
             ))),
-            Connection::Entra(_) => Err(ReadError::Settings(
-                "Microsoft Entra ID directories are not supported by this version".into(),
-            )),
+            Connection::Entra(settings) => Ok(Box::new(roster_directory::EntraReader::new(
+                settings.clone(),
+                secret.map(|s| s.expose().to_string()).unwrap_or_default(),
+            ))),
         }
     }
 }

@@ -408,8 +408,37 @@ impl SyncService {
             .await
             .map_err(|e| ReadError::Settings(e.to_string()))?;
         let reader = self.readers.reader(&config.connection, secret.as_ref())?;
-        let snapshot = reader.read().await?;
-        Ok((config, snapshot))
+        // B1: what the previous read left (delta links and the directory as
+        // read); a reader that keeps none reads everything.
+        let previous = match self
+            .store
+            .db()
+            .get_read_state(customer, kind.as_str())
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(customer = %customer, error = %e, "the previous read's state could not be loaded; reading everything");
+                None
+            }
+        };
+        let read = reader.read_incremental(previous.as_deref()).await?;
+        metrics::counter!("roster_directory_reads_total", "kind" => kind.as_str(), "mode" => read.mode.as_str())
+            .increment(1);
+        // The stored state is always a complete directory and the delta link
+        // that continues from it, whatever the run then does with the
+        // snapshot; losing it only costs a full read.
+        if let Some(state) = &read.state {
+            if let Err(e) = self
+                .store
+                .db()
+                .put_read_state(customer, kind.as_str(), state, self.clock.now())
+                .await
+            {
+                tracing::warn!(customer = %customer, error = %e, "the read's state could not be kept; the next read is a full one");
+            }
+        }
+        Ok((config, read.snapshot))
     }
 
     /// Runs a started run to its end and records the outcome. A read that
@@ -1213,8 +1242,8 @@ pub fn validate(config: &DirectoryConfig) -> Result<(), SyncError> {
             }
             Ok(())
         }
-        Connection::Entra(_) => {
-            bad("Microsoft Entra ID directories are not supported by this version")
-        }
+        // D6: tenant (id or domain), client id (GUID), filter, endpoints.
+        Connection::Entra(s) => roster_directory::validate_entra_settings(s)
+            .map_err(|e| SyncError::Invalid(format!("Entra ID settings: {e}"))),
     }
 }

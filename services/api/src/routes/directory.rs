@@ -19,45 +19,67 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::AppState;
 
 /// Directory settings as saved (`PUT`) or tested (`POST .../test`). The
-/// password is write-only: it is never returned (D7).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+/// password and the client secret are write-only: never returned (D7).
+/// LDAP (`kind: ldap`, D5) uses host ... timeout_secs; Microsoft Entra ID
+/// (`kind: entra`, D6) uses tenant ... full_sync_hours; both use the
+/// schedule, delete-after, guard and enable fields.
+#[derive(Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectorySettingsInput {
-    /// `ldap` (LDAP / Active Directory).
+    /// `ldap` (LDAP / Active Directory) or `entra` (Microsoft Entra ID).
     pub kind: String,
-    /// The LDAP server's host name or IP address.
-    pub host: String,
-    /// Default 636 with SSL, 389 without.
+    /// LDAP: the server's host name or IP address.
+    pub host: Option<String>,
+    /// LDAP: default 636 with SSL, 389 without.
     pub port: Option<u16>,
-    /// LDAPS; on by default.
+    /// LDAP: LDAPS; on by default.
     pub ssl: Option<bool>,
-    /// StartTLS on a plain connection (with `ssl: false`).
+    /// LDAP: StartTLS on a plain connection (with `ssl: false`).
     #[serde(default)]
     pub starttls: bool,
-    /// Certificates are verified unless this is explicitly false.
+    /// LDAP: certificates are verified unless this is explicitly false.
     pub verify_tls: Option<bool>,
-    /// A PEM CA certificate to trust besides the system's.
+    /// LDAP: a PEM CA certificate to trust besides the system's.
     pub ca_pem: Option<String>,
-    /// A DN or `user@domain`.
-    pub bind_user: String,
-    /// Required the first time; omitted: the stored one is kept.
+    /// LDAP: a DN or `user@domain`.
+    pub bind_user: Option<String>,
+    /// LDAP: required the first time; omitted: the stored one is kept.
     pub password: Option<String>,
-    pub base_dn: String,
-    /// An RFC 4515 filter, checked when saved.
+    /// LDAP: e.g. `ou=Staff,dc=example,dc=com`.
+    pub base_dn: Option<String>,
+    /// LDAP: an RFC 4515 filter. Entra ID: a Graph `$filter` applied to
+    /// users only (not groups). Checked when saved.
     pub filter: Option<String>,
+    /// Flag nothing for being disabled in the directory (D3.h).
     #[serde(default)]
     pub include_disabled: bool,
+    /// LDAP: sync public folders.
     #[serde(default)]
     pub include_public_folders: bool,
-    /// `active_directory` (default), `openldap` or `389ds`.
+    /// LDAP: `active_directory` (default), `openldap` or `389ds`.
     pub preset: Option<String>,
-    /// LDAP attribute names overriding the preset's (id, mail, proxy_addresses,
+    /// LDAP: attribute names overriding the preset's (id, mail, proxy_addresses,
     /// first_name, last_name, home_phone, mobile, company, department, notes,
     /// member, user_filter, group_filter).
     #[schema(value_type = Object)]
     pub attributes: Option<AttributeMap>,
-    /// Seconds (default 30).
+    /// LDAP: seconds (default 30).
     pub timeout_secs: Option<u32>,
+    /// Entra ID: the directory (tenant) id, a GUID, or a verified domain.
+    pub tenant: Option<String>,
+    /// Entra ID: the application (client) id, a GUID.
+    pub client_id: Option<String>,
+    /// Entra ID: the client secret's value; required the first time;
+    /// omitted: the stored one is kept.
+    pub client_secret: Option<String>,
+    /// Entra ID: the identity platform (default
+    /// `https://login.microsoftonline.com`; national clouds).
+    pub login_endpoint: Option<String>,
+    /// Entra ID: Microsoft Graph v1.0 (default `https://graph.microsoft.com/v1.0`).
+    pub graph_endpoint: Option<String>,
+    /// Entra ID: hours between full reads while delta sync is used
+    /// (default 24; 0 reads everything at every run) (B1).
+    pub full_sync_hours: Option<u32>,
     /// `6h` (default), `12h`, `24h`, `3d` or `7d`.
     pub poll_interval: Option<String>,
     /// `7d` (default), `14d`, `30d` or `never`.
@@ -71,6 +93,24 @@ pub struct DirectorySettingsInput {
     /// Confirms that enabling this directory disables the other one (D1).
     #[serde(default)]
     pub confirm_switch: bool,
+}
+
+/// D7: the password and the client secret never reach a log line, even
+/// through `Debug`.
+impl std::fmt::Debug for DirectorySettingsInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectorySettingsInput")
+            .field("kind", &self.kind)
+            .field("host", &self.host)
+            .field("tenant", &self.tenant)
+            .field("client_id", &self.client_id)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// A JSON body that may be left out (an empty body).
@@ -99,35 +139,98 @@ fn parse_enum<T: serde::de::DeserializeOwned>(
 
 impl DirectorySettingsInput {
     fn into_config(self) -> ApiResult<(DirectoryConfig, SettingsChange)> {
-        if self.kind != "ldap" {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_settings",
-                "kind must be ldap (LDAP or Active Directory)",
-            ));
-        }
-        let ssl = self.ssl.unwrap_or(true);
-        let connection = Connection::Ldap(LdapSettings {
-            host: self.host.trim().to_string(),
-            port: self.port.unwrap_or(if ssl { 636 } else { 389 }),
-            ssl,
-            starttls: self.starttls,
-            tls: TlsSettings {
-                verify: self.verify_tls.unwrap_or(true),
-                ca_pem: self.ca_pem.filter(|p| !p.trim().is_empty()),
-            },
-            bind_user: self.bind_user.trim().to_string(),
-            base_dn: self.base_dn.trim().to_string(),
-            filter: self.filter.filter(|f| !f.trim().is_empty()),
-            include_disabled: self.include_disabled,
-            include_public_folders: self.include_public_folders,
-            preset: match self.preset.as_deref() {
-                None => LdapPreset::ActiveDirectory,
-                Some(p) => parse_enum("preset", p, "active_directory, openldap, 389ds")?,
-            },
-            attributes: self.attributes.unwrap_or_default(),
-            timeout_secs: self.timeout_secs.unwrap_or(30),
-        });
+        let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_settings", m);
+        let trimmed = |v: &Option<String>| v.as_deref().unwrap_or("").trim().to_string();
+        let (connection, secret) = match self.kind.trim() {
+            "ldap" => {
+                for (name, set) in [
+                    ("tenant", self.tenant.is_some()),
+                    ("client_id", self.client_id.is_some()),
+                    ("client_secret", self.client_secret.is_some()),
+                    ("login_endpoint", self.login_endpoint.is_some()),
+                    ("graph_endpoint", self.graph_endpoint.is_some()),
+                    ("full_sync_hours", self.full_sync_hours.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(format!(
+                            "{name} is an Entra ID setting; this request is for kind ldap"
+                        )));
+                    }
+                }
+                let ssl = self.ssl.unwrap_or(true);
+                let connection = Connection::Ldap(LdapSettings {
+                    host: trimmed(&self.host),
+                    port: self.port.unwrap_or(if ssl { 636 } else { 389 }),
+                    ssl,
+                    starttls: self.starttls,
+                    tls: TlsSettings {
+                        verify: self.verify_tls.unwrap_or(true),
+                        ca_pem: self.ca_pem.clone().filter(|p| !p.trim().is_empty()),
+                    },
+                    bind_user: trimmed(&self.bind_user),
+                    base_dn: trimmed(&self.base_dn),
+                    filter: self.filter.clone().filter(|f| !f.trim().is_empty()),
+                    include_disabled: self.include_disabled,
+                    include_public_folders: self.include_public_folders,
+                    preset: match self.preset.as_deref() {
+                        None => LdapPreset::ActiveDirectory,
+                        Some(p) => parse_enum("preset", p, "active_directory, openldap, 389ds")?,
+                    },
+                    attributes: self.attributes.clone().unwrap_or_default(),
+                    timeout_secs: self.timeout_secs.unwrap_or(30),
+                });
+                (connection, self.password.clone())
+            }
+            "entra" => {
+                for (name, set) in [
+                    ("host", self.host.is_some()),
+                    ("port", self.port.is_some()),
+                    ("ssl", self.ssl.is_some()),
+                    ("starttls", self.starttls),
+                    ("verify_tls", self.verify_tls.is_some()),
+                    ("ca_pem", self.ca_pem.is_some()),
+                    ("bind_user", self.bind_user.is_some()),
+                    ("password", self.password.is_some()),
+                    ("base_dn", self.base_dn.is_some()),
+                    ("include_public_folders", self.include_public_folders),
+                    ("preset", self.preset.is_some()),
+                    ("attributes", self.attributes.is_some()),
+                    ("timeout_secs", self.timeout_secs.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(format!(
+                            "{name} is an LDAP setting; this request is for kind entra"
+                        )));
+                    }
+                }
+                // D6: a filter left empty means every user; one given must
+                // say something (checked by the sync service).
+                let connection = Connection::Entra(EntraSettings {
+                    tenant: trimmed(&self.tenant),
+                    client_id: trimmed(&self.client_id),
+                    include_disabled: self.include_disabled,
+                    filter: self.filter.clone(),
+                    login_endpoint: self
+                        .login_endpoint
+                        .clone()
+                        .map(|u| u.trim().to_string())
+                        .filter(|u| !u.is_empty()),
+                    graph_endpoint: self
+                        .graph_endpoint
+                        .clone()
+                        .map(|u| u.trim().to_string())
+                        .filter(|u| !u.is_empty()),
+                    full_sync_hours: self.full_sync_hours,
+                });
+                (connection, self.client_secret.clone())
+            }
+            _ => {
+                return Err(invalid(
+                    "kind must be ldap (LDAP or Active Directory) or entra (Microsoft Entra ID)"
+                        .into(),
+                ))
+            }
+        };
         let config = DirectoryConfig {
             connection,
             poll_interval: match self.poll_interval.as_deref() {
@@ -141,7 +244,7 @@ impl DirectorySettingsInput {
             guard: self.guard.unwrap_or_default(),
         };
         let change = SettingsChange {
-            secret: self.password.map(Secret::new),
+            secret: secret.map(Secret::new),
             enable: self.enabled,
             confirm_switch: self.confirm_switch,
         };
@@ -175,6 +278,25 @@ pub struct LdapView {
     pub guard: GuardSettings,
 }
 
+/// Entra ID settings as stored, without the client secret (D6, D7).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntraView {
+    pub tenant: String,
+    pub client_id: String,
+    /// Whether a client secret is stored; the secret itself is never returned.
+    pub client_secret_set: bool,
+    pub include_disabled: bool,
+    pub filter: Option<String>,
+    pub login_endpoint: Option<String>,
+    pub graph_endpoint: Option<String>,
+    /// Hours between full reads while delta sync is used (B1); null: 24.
+    pub full_sync_hours: Option<u32>,
+    pub poll_interval: String,
+    pub delete_after: String,
+    #[schema(value_type = Object)]
+    pub guard: GuardSettings,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunningView {
     pub run_id: String,
@@ -194,6 +316,7 @@ pub struct DirectoryView {
     /// `ldap`, `entra` or null when sync is disabled.
     pub enabled: Option<String>,
     pub ldap: Option<LdapView>,
+    pub entra: Option<EntraView>,
     pub running: Option<RunningView>,
     /// A run held by the mass-deletion guard, waiting for confirm or discard.
     pub held: Option<HeldView>,
@@ -235,9 +358,29 @@ async fn view(state: &AppState, customer: CustomerId) -> ApiResult<DirectoryView
             }),
             _ => None,
         });
+    let entra = d
+        .configs
+        .get(&DirectoryKind::Entra)
+        .and_then(|c| match &c.connection {
+            Connection::Entra(s) => Some(EntraView {
+                tenant: s.tenant.clone(),
+                client_id: s.client_id.clone(),
+                client_secret_set: d.secret_set.contains(&DirectoryKind::Entra),
+                include_disabled: s.include_disabled,
+                filter: s.filter.clone(),
+                login_endpoint: s.login_endpoint.clone(),
+                graph_endpoint: s.graph_endpoint.clone(),
+                full_sync_hours: s.full_sync_hours,
+                poll_interval: text(&c.poll_interval),
+                delete_after: text(&c.delete_after),
+                guard: c.guard,
+            }),
+            _ => None,
+        });
     Ok(DirectoryView {
         enabled: d.enabled.map(|k| k.as_str().to_string()),
         ldap,
+        entra,
         running: d.running.as_ref().map(|r| RunningView {
             run_id: r.run_id.to_string(),
             started_at: r.started_at,
@@ -292,7 +435,7 @@ pub async fn put(
 /// missing password is taken from the stored settings) or the stored ones.
 #[utoipa::path(post, path = "/v1/customers/{c}/directory/test", tag = "directory", request_body(content = DirectorySettingsInput, description = "optional"),
     params(("c" = String, Path, description = "customer id")),
-    responses((status = 200, description = "the outcome: ok, or the specific failure (name_resolution, refused, timeout, tls, bind_rejected, base_dn_not_found)", body = TestView),
+    responses((status = 200, description = "the outcome: ok, or the specific failure (LDAP: name_resolution, refused, timeout, tls, bind_rejected, base_dn_not_found; Entra ID: tenant_not_found, client_id_not_found, secret_rejected, secret_expired, permission, invalid_filter, throttled)", body = TestView),
         (status = 400, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn test(
@@ -383,7 +526,8 @@ pub async fn sync(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnableInput {
-    /// `ldap`; default: the configured directory.
+    /// `ldap` or `entra`; default: the configured directory (required
+    /// when both are configured).
     pub kind: Option<String>,
     /// Confirms that enabling this directory disables the other one (D1).
     #[serde(default)]
@@ -411,13 +555,23 @@ pub async fn enable(
         Some(k) => parse_enum::<DirectoryKind>("kind", k, "ldap, entra")?,
         None => {
             let d = state.sync.directory(customer).await?;
-            *d.configs
-                .keys()
-                .next()
-                .ok_or(roster_domain::DirectoryError::NotConfigured(
-                    DirectoryKind::Ldap,
-                ))
-                .map_err(roster_sync::SyncError::from)?
+            let mut configured = d.configs.keys().copied();
+            match (configured.next(), configured.next()) {
+                (Some(only), None) => only,
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_settings",
+                        "both LDAP and Entra ID are configured: say which to enable (kind: ldap or entra)",
+                    ))
+                }
+                (None, _) => {
+                    return Err(roster_sync::SyncError::from(
+                        roster_domain::DirectoryError::NotConfigured(DirectoryKind::Ldap),
+                    )
+                    .into())
+                }
+            }
         }
     };
     let a = state
