@@ -1077,7 +1077,10 @@ pub async fn view(
     } else {
         None
     };
-    let rows_available = !records.is_empty() || db.import_has_rows(&header.import_id).await?;
+    // A review of a header-only file has no rows to delete.
+    let rows_available = !records.is_empty()
+        || review.totals.rows == 0
+        || db.import_has_rows(&header.import_id).await?;
     let rows = parse_plans(records)?
         .into_iter()
         .map(|(n, p)| ReviewRow::of(n, p))
@@ -1147,7 +1150,10 @@ pub async fn commit(
     let chunks = u32::try_from(header.chunks).map_err(corrupt)?;
     if import.state.committed_chunks == 0 {
         let now = state.clock.now();
-        if micros(now) > header.expires_at || !state.store.db().import_has_rows(&id).await? {
+        // Rows gone means an old review was purged; a header-only file
+        // never had any, and commits to an import that applied nothing.
+        let purged = review.totals.rows > 0 && !state.store.db().import_has_rows(&id).await?;
+        if micros(now) > header.expires_at || purged {
             return Err(ApiError::new(
                 StatusCode::GONE,
                 "review_expired",
