@@ -213,6 +213,54 @@ pub fn user_list_csv(
     csv_download("users.csv", header, fetch, user_cells)
 }
 
+/// The header of the conflicts export (D3.m).
+pub const CONFLICTS_HEADER: [&str; 8] = [
+    "email",
+    "first_name",
+    "last_name",
+    "source",
+    "reason",
+    "flagged_at",
+    "delete_at",
+    "aliases",
+];
+
+fn rfc3339(us: Option<i64>) -> String {
+    us.map(|t| roster_store::from_micros(t).to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// The cells of a flagged user in the order of [`CONFLICTS_HEADER`], before
+/// formula escaping, which the writer does.
+pub fn conflict_cells(row: &UserRow) -> Vec<String> {
+    let p = &row.profile;
+    vec![
+        row.address.clone(),
+        p.first_name.clone().unwrap_or_default(),
+        p.last_name.clone().unwrap_or_default(),
+        crate::dto::source_label(&row.source).to_string(),
+        row.flag_reason.clone().unwrap_or_default(),
+        rfc3339(row.flagged_at),
+        rfc3339(row.delete_at),
+        row.aliases.join(";"),
+    ]
+}
+
+/// The conflicts view's Export (D3.m): the users flagged for deletion,
+/// filtered like the JSON view, streamed page by page like the user list,
+/// formula-safe (M2).
+pub fn conflicts_csv(state: AppState, customer: CustomerId, filter: UserFilter) -> Response {
+    let header = CONFLICTS_HEADER.iter().map(|h| h.to_string()).collect();
+    let fetch = move |page: Option<String>| {
+        let state = state.clone();
+        let filter = filter.clone();
+        async move {
+            Ok(queries::list_users(&state.store, customer, &filter, page.as_deref(), PAGE).await?)
+        }
+    };
+    csv_download("conflicts.csv", header, fetch, conflict_cells)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

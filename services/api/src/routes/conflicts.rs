@@ -34,11 +34,6 @@ fn wants_csv(headers: &HeaderMap, format: Option<&str>) -> bool {
             .is_some_and(|v| v.contains("text/csv"))
 }
 
-fn time(us: Option<i64>) -> String {
-    us.map(|t| roster_store::from_micros(t).to_rfc3339())
-        .unwrap_or_default()
-}
-
 /// The flagged users (JSON, paged), or all of them as CSV for Export: no
 /// cell can start a formula.
 #[utoipa::path(get, path = "/v1/customers/{c}/conflicts", tag = "conflicts",
@@ -59,59 +54,8 @@ pub async fn list(
         source: None,
     };
     if wants_csv(&headers, q.format.as_deref()) {
-        let mut w = roster_csv::CsvWriter::new(Vec::new(), &roster_csv::ExportOptions::default())
-            .map_err(ApiError::internal)?;
-        w.write_record([
-            "email",
-            "first_name",
-            "last_name",
-            "source",
-            "reason",
-            "flagged_at",
-            "delete_at",
-            "aliases",
-        ])
-        .map_err(ApiError::internal)?;
-        let mut page = None;
-        loop {
-            let p = queries::list_users(
-                &state.store,
-                customer,
-                &filter,
-                page.as_deref(),
-                queries::MAX_PAGE,
-            )
-            .await?;
-            for u in &p.items {
-                w.write_record([
-                    u.address.as_str(),
-                    u.profile.first_name.as_deref().unwrap_or(""),
-                    u.profile.last_name.as_deref().unwrap_or(""),
-                    crate::dto::source_label(&u.source),
-                    u.flag_reason.as_deref().unwrap_or(""),
-                    &time(u.flagged_at),
-                    &time(u.delete_at),
-                    &u.aliases.join(";"),
-                ])
-                .map_err(ApiError::internal)?;
-            }
-            page = p.next_page;
-            if page.is_none() {
-                break;
-            }
-        }
-        let body = w.into_inner().map_err(ApiError::internal)?;
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"conflicts.csv\"",
-                ),
-            ],
-            body,
-        )
-            .into_response());
+        // Streamed page by page, every cell formula-safe (M2).
+        return Ok(crate::export::conflicts_csv(state, customer, filter));
     }
     let limit = q.page_size.unwrap_or(100);
     if !(1..=queries::MAX_PAGE).contains(&limit) {
