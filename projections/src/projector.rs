@@ -184,10 +184,12 @@ impl Projector {
         self.lock(&mut tx).await?;
         let checkpoints = self.read_checkpoints(&mut tx).await?;
         let from = checkpoints.iter().copied().min().unwrap_or(0);
+        let started = std::time::Instant::now();
         let stored = self.store.read_from(from, self.batch_size).await?;
         if stored.is_empty() {
             return Ok(0);
         }
+        let read_s = started.elapsed().as_secs_f64();
         let n = stored.len();
         let last = stored.last().map(|e| e.position).unwrap_or(from);
         let upcasters = roster_events::upcasters();
@@ -200,13 +202,27 @@ impl Projector {
                 Err(err) => undecodable.push((pos, err)),
             }
         }
+        tracing::debug!(
+            events = n,
+            read_s,
+            decode_s = started.elapsed().as_secs_f64() - read_s,
+            "projector batch read"
+        );
         let mut failed = false;
         for (p, cp) in self.projections.iter().zip(&checkpoints) {
             let mine: Vec<&Decoded> = decoded.iter().filter(|d| d.position > *cp).collect();
             if mine.is_empty() {
                 continue;
             }
-            if let Err(e) = p.apply(&mut tx, &self.prefix, &mine).await {
+            let t = std::time::Instant::now();
+            let applied = p.apply(&mut tx, &self.prefix, &mine).await;
+            tracing::debug!(
+                projection = p.name(),
+                events = mine.len(),
+                seconds = t.elapsed().as_secs_f64(),
+                "projected"
+            );
+            if let Err(e) = applied {
                 tracing::warn!(projection = p.name(), error = %e, "batch failed; retrying event by event");
                 failed = true;
                 break;

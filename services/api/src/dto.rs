@@ -217,6 +217,9 @@ pub struct UserView {
     pub notes: Option<String>,
     /// Secondary addresses, grouped under the primary (U3).
     pub aliases: Vec<String>,
+    /// For a distribution list: its members' primary addresses (D3.c);
+    /// empty for users and public folders.
+    pub members: Vec<String>,
     pub flag: Option<FlagView>,
     pub rules: Vec<RuleView>,
     pub created_at: DateTime<Utc>,
@@ -252,6 +255,7 @@ impl From<UserRow> for UserView {
             department: r.profile.department,
             notes: r.profile.notes,
             aliases: r.aliases,
+            members: r.members,
             flag: r.flag_reason.map(|reason| FlagView {
                 reason,
                 flagged_at: r.flagged_at.map(from_micros),

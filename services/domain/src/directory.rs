@@ -13,6 +13,7 @@ use roster_events::*;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+#[allow(clippy::large_enum_variant)] // one command per request, never stored in bulk
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirectoryCommand {
     Configure {

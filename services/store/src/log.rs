@@ -214,8 +214,20 @@ impl Store {
                 }
             }
         }
+        let inserted_s = started.elapsed().as_secs_f64();
         claims::apply(&mut tx, &claim_items, &guards).await?;
+        let claimed_s = started.elapsed().as_secs_f64();
         tx.commit().await?;
+        if count >= 1_000 {
+            tracing::debug!(
+                events = count,
+                claims = claim_items.len(),
+                insert_s = inserted_s,
+                claims_s = claimed_s - inserted_s,
+                commit_s = started.elapsed().as_secs_f64() - claimed_s,
+                "bulk append"
+            );
+        }
         drop(_writer);
         self.head.send_if_modified(|h| {
             if last > *h {

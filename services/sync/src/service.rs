@@ -347,16 +347,19 @@ impl SyncService {
     ) -> Result<Uuid, SyncError> {
         let run_id = Uuid::now_v7();
         let meta = self.meta(customer, by, CorrelationId(run_id));
-        self.directory_commands(
-            &meta,
-            &[DirectoryCommand::StartSync {
-                run_id,
-                trigger,
-                at: self.clock.now(),
-                lease: self.lease,
-            }],
-        )
-        .await?;
+        let a = self
+            .directory_commands(
+                &meta,
+                &[DirectoryCommand::StartSync {
+                    run_id,
+                    trigger,
+                    at: self.clock.now(),
+                    lease: self.lease,
+                }],
+            )
+            .await?;
+        // The caller's next read (GET .../syncs/{run}) must see the run.
+        self.settle(a.last).await;
         metrics::counter!("roster_sync_runs_started_total").increment(1);
         Ok(run_id)
     }
@@ -452,7 +455,9 @@ impl SyncService {
         let started = std::time::Instant::now();
         let meta = self.meta(customer, Actor::Sync(run_id), CorrelationId(run_id));
         let dir = self.directory(customer).await?;
-        let outcome = match self.read(customer, &dir).await {
+        let read = self.read(customer, &dir).await;
+        tracing::info!(customer = %customer, run = %run_id, seconds = started.elapsed().as_secs_f64(), ok = read.is_ok(), "directory read");
+        let outcome = match read {
             Err(e) => {
                 tracing::warn!(customer = %customer, run = %run_id, code = e.code(), error = %e, "directory read failed; nothing flagged or deleted");
                 self.fail(&meta, run_id, e.code(), &e.to_string()).await?
@@ -602,7 +607,9 @@ impl SyncService {
         confirmed_limit: Option<u64>,
     ) -> Result<RunOutcome, SyncError> {
         let customer = meta.customer_id;
+        let t = std::time::Instant::now();
         let (plan, _) = self.plan(customer, config, snapshot).await?;
+        let plan_s = t.elapsed().as_secs_f64();
         let hold = match confirmed_limit {
             Some(limit) => plan.flags > limit,
             None => config.guard.holds(plan.flags, plan.directory_users),
@@ -635,6 +642,7 @@ impl SyncService {
             });
         }
 
+        let t = std::time::Instant::now();
         let mut batch = Batch::new();
         let mut counts = plan.counts;
         let seats_added = self
@@ -664,8 +672,22 @@ impl SyncService {
                 meta,
             )
             .await?;
+        let stage_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         let a = self.store.commit(batch).await?;
+        let append_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         self.settle(a.last).await;
+        tracing::info!(
+            customer = %customer,
+            run = %run_id,
+            plan_s,
+            stage_s,
+            append_s,
+            project_s = t.elapsed().as_secs_f64(),
+            events = a.count,
+            "sync run applied"
+        );
         if over_seat_limit {
             tracing::warn!(customer = %customer, run = %run_id, "directory users take the customer beyond its seat limit (T3)");
         }
