@@ -36,7 +36,9 @@ struct CachedToken {
 /// Tokens by (token URL, client id, SHA-256 of the secret): shared across
 /// runs and readers so a token is requested once per lifetime, not per
 /// run. The key never holds the secret itself.
-static TOKENS: LazyLock<Mutex<HashMap<(String, String, String), CachedToken>>> =
+type TokenKey = (String, String, String);
+
+static TOKENS: LazyLock<Mutex<HashMap<TokenKey, CachedToken>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// One page of a Graph collection or delta round.
@@ -136,7 +138,7 @@ pub(crate) fn graph_failure_to_read(f: &GraphFailure) -> ReadError {
             ReadError::InvalidFilter(format!("Microsoft Graph rejected the query ({text})"))
         }
         429 => ReadError::Throttled(format!("Microsoft Graph kept throttling the read ({text})")),
-        503 | 502 | 504 => ReadError::Throttled(format!(
+        502..=504 => ReadError::Throttled(format!(
             "Microsoft Graph stayed unavailable through every retry ({text})"
         )),
         _ => ReadError::Incomplete(format!("Microsoft Graph answered {text}")),
@@ -307,7 +309,7 @@ impl Graph {
         self.opts.member_concurrency
     }
 
-    fn cache_key(&self) -> (String, String, String) {
+    fn cache_key(&self) -> TokenKey {
         (
             self.token_url.clone(),
             self.client_id.clone(),
@@ -374,7 +376,7 @@ impl Graph {
                 tracing::debug!(lifetime, "obtained a Microsoft Graph access token");
                 return Ok(t.access_token);
             }
-            if matches!(status.as_u16(), 429 | 503 | 502 | 504) && attempt < self.opts.max_retries {
+            if matches!(status.as_u16(), 429 | 502..=504) && attempt < self.opts.max_retries {
                 attempt += 1;
                 self.wait(retry_after(&headers), attempt, "token endpoint")
                     .await?;
@@ -461,7 +463,7 @@ impl Graph {
                 message: err.error.message,
             };
             match status.as_u16() {
-                429 | 503 | 502 | 504 if attempt < self.opts.max_retries => {
+                429 | 502..=504 if attempt < self.opts.max_retries => {
                     attempt += 1;
                     self.wait(retry_after(&headers), attempt, "Microsoft Graph")
                         .await?;
