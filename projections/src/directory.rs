@@ -431,7 +431,9 @@ pub async fn due(
         "SELECT customer_id, enabled_kind, ldap_interval, entra_interval, last_started_at FROM {STATE}
          WHERE enabled_kind IS NOT NULL"
     );
-    let rows: Vec<(String, String, Option<String>, Option<String>, Option<i64>)> =
+    // customer, enabled kind, LDAP interval, Entra interval, last start.
+    type DueRow = (String, String, Option<String>, Option<String>, Option<i64>);
+    let rows: Vec<DueRow> =
         roster_store::with_db!(store.db(), |p| sqlx::query_as(&sql).fetch_all(p).await?);
     let mut out = Vec::new();
     for (customer, kind, ldap, entra, last) in rows {

@@ -590,12 +590,10 @@ async fn d4_one_sync_at_a_time_and_the_schedule(s: TestStore) {
         .await
         .unwrap();
     if due.is_empty() {
-        let rows: Vec<(String, Option<String>, Option<String>, Option<i64>)> = roster_store::with_db!(
-            s.store.db(),
-            |p| {
-                sqlx::query_as("SELECT customer_id, enabled_kind, ldap_interval, last_started_at FROM directory_state_v1").fetch_all(p).await.unwrap()
-            }
-        );
+        type StateRow = (String, Option<String>, Option<String>, Option<i64>);
+        let rows: Vec<StateRow> = roster_store::with_db!(s.store.db(), |p| {
+            sqlx::query_as("SELECT customer_id, enabled_kind, ldap_interval, last_started_at FROM directory_state_v1").fetch_all(p).await.unwrap()
+        });
         eprintln!("STATE {rows:?} now {}", s.clock.now().timestamp_micros());
     }
     assert_eq!(due.len(), 1, "due: {due:?}");
