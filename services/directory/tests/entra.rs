@@ -310,4 +310,21 @@ async fn b1_delta_round_applies_changes_and_removals_to_the_last_read() {
     let third = r.read_incremental(second.state.as_deref()).await.unwrap();
     assert_eq!(third.mode, ReadMode::Full);
     assert_eq!(third.snapshot.objects.len(), objs.len());
+
+    // A round without changes keeps the stored state (state: None), whose
+    // link still gives every later change.
+    let quiet = r.read_incremental(third.state.as_deref()).await.unwrap();
+    assert_eq!((quiet.mode, quiet.state.is_none()), (ReadMode::Delta, true));
+    assert_eq!(quiet.snapshot.objects.len(), objs.len());
+    fx.tenant
+        .update_user(&ids[7], |u| u.surname = Some("Later".into()));
+    let later = r.read_incremental(third.state.as_deref()).await.unwrap();
+    assert_eq!(later.mode, ReadMode::Delta);
+    let u7 = later
+        .snapshot
+        .objects
+        .iter()
+        .find(|o| o.id.as_str() == ids[7])
+        .unwrap();
+    assert_eq!(u7.profile.last_name.as_deref(), Some("Later"));
 }

@@ -181,7 +181,8 @@ pub struct IncrementalRead {
     pub snapshot: Snapshot,
     pub mode: ReadMode,
     /// Opaque state (delta links and the directory as read) for the next
-    /// read; `None` when the reader keeps none.
+    /// read; `None` when there is nothing new to keep (the reader keeps no
+    /// state, or the previous one is still exact and stays).
     pub state: Option<Vec<u8>>,
 }
 

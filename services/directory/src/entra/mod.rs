@@ -536,7 +536,8 @@ impl EntraReader {
     }
 
     /// One delta round on top of `state`.
-    async fn delta(&self, mut state: DeltaState) -> Result<DeltaState, DeltaError> {
+    /// The second value is whether the round changed anything.
+    async fn delta(&self, mut state: DeltaState) -> Result<(DeltaState, bool), DeltaError> {
         type Item = serde_json::Map<String, serde_json::Value>;
         let bad = |e: serde_json::Error| {
             DeltaError::Read(ReadError::Incomplete(format!(
@@ -621,7 +622,8 @@ impl EntraReader {
             groups_changed = items.len(),
             "Entra ID delta round applied"
         );
-        Ok(state)
+        let any = changed + removed > 0 || !items.is_empty();
+        Ok((state, any))
     }
 }
 
@@ -696,9 +698,16 @@ impl DirectoryReader for EntraReader {
             .filter(|_| delta)
             .and_then(|b| serde_json::from_slice(b).ok())
             .filter(|s: &DeltaState| s.fingerprint == fingerprint && !s.users_delta.is_empty());
+        // An empty delta round leaves the stored state as it is: its link
+        // still yields exactly the changes from now on, and rewriting the
+        // whole directory for nothing is the dearest part of a quiet run.
+        let mut keep_stored = false;
         let (state, mode) = match previous {
             Some(st) if now - st.full_read_at < backstop => match self.delta(st).await {
-                Ok(s) => (s, ReadMode::Delta),
+                Ok((s, changed)) => {
+                    keep_stored = !changed;
+                    (s, ReadMode::Delta)
+                }
                 Err(DeltaError::Gone(why)) => {
                     tracing::warn!(reason = %why, "Microsoft Graph rejected the delta link; reading everything");
                     metrics::counter!("roster_entra_delta_link_rejected_total").increment(1);
@@ -713,7 +722,7 @@ impl DirectoryReader for EntraReader {
             None => (self.full(delta).await?, ReadMode::Full),
         };
         let snapshot = state.snapshot();
-        let state = if delta {
+        let state = if delta && !keep_stored {
             Some(serde_json::to_vec(&state).map_err(|e| ReadError::Other(e.to_string()))?)
         } else {
             None
