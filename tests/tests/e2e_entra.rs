@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use roster_graph_emulator::{Fault, GenerateUsers, GraphEmulator, Group, TenantFixture, User};
 use roster_testkit::{DirectoryData, PgDb, Slapd, SlapdConfig, Style};
@@ -27,30 +28,54 @@ enum Db {
 struct Env {
     p: RosterProcess,
     api: Api,
+    clock: Option<std::path::PathBuf>,
     _pg: Option<PgDb>,
     _dir: tempfile::TempDir,
 }
 
 impl Env {
     async fn start(db: Db) -> Env {
+        Env::launch(db, None).await
+    }
+
+    /// With the worker (scheduler and reaper) every second, reading "now"
+    /// from a file the test moves ([`Env::set_clock`]).
+    async fn start_clocked(db: Db, now: DateTime<Utc>) -> Env {
+        Env::launch(db, Some(now)).await
+    }
+
+    async fn launch(db: Db, now: Option<DateTime<Utc>>) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let pg = match db {
             Db::Postgres => Some(PgDb::create().await.expect("PostgreSQL test database")),
             Db::Sqlite => None,
         };
-        let p = RosterProcess::start_with(
-            &dir.path().join("data"),
-            pg.as_ref().map(|d| d.url()),
-            &[("ROSTER_NO_WORKER", "true")],
-        )
-        .await;
+        let clock = dir.path().join("now.txt");
+        let clock_s = clock.display().to_string();
+        let mut env: Vec<(&str, &str)> = Vec::new();
+        match now {
+            Some(now) => {
+                write_clock(&clock, now);
+                env.push(("ROSTER_CLOCK_FILE", &clock_s));
+                env.push(("ROSTER_WORKER_TICK_SECS", "1"));
+            }
+            None => env.push(("ROSTER_NO_WORKER", "true")),
+        }
+        let p =
+            RosterProcess::start_with(&dir.path().join("data"), pg.as_ref().map(|d| d.url()), &env)
+                .await;
         let api = p.admin();
         Env {
             p,
             api,
+            clock: now.map(|_| clock),
             _pg: pg,
             _dir: dir,
         }
+    }
+
+    fn set_clock(&self, now: DateTime<Utc>) {
+        write_clock(self.clock.as_ref().expect("a clocked binary"), now);
     }
 
     async fn customer(&self, name: &str, domains: &[&str]) -> String {
@@ -86,17 +111,31 @@ impl Env {
         v
     }
 
+    /// Sync Now: 202 and the run id. With the worker on, a scheduled run
+    /// may be going: wait for it and ask again.
     async fn start_sync(&self, c: &str) -> (String, Value) {
-        let (s, v) = self
-            .api
-            .call(
-                Method::POST,
-                &format!("/v1/customers/{c}/directory/sync"),
-                None,
-            )
-            .await;
-        assert_eq!(s, StatusCode::ACCEPTED, "Sync Now: {v}");
-        (v["run_id"].as_str().unwrap().to_string(), v)
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (s, v) = self
+                .api
+                .call(
+                    Method::POST,
+                    &format!("/v1/customers/{c}/directory/sync"),
+                    None,
+                )
+                .await;
+            if s == StatusCode::ACCEPTED {
+                return (v["run_id"].as_str().unwrap().to_string(), v);
+            }
+            assert!(
+                self.clock.is_some()
+                    && s == StatusCode::CONFLICT
+                    && v["code"] == "sync_running"
+                    && Instant::now() < deadline,
+                "Sync Now: {s} {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn wait_run(&self, c: &str, run: &str) -> Value {
@@ -165,11 +204,61 @@ impl Env {
         (s == StatusCode::OK).then_some(v)
     }
 
+    /// A user's status; `deleted` for a deleted one, `absent` if it never was.
     async fn status(&self, c: &str, address: &str) -> String {
-        match self.maybe_user(c, address).await {
-            Some(u) => u["status"].as_str().unwrap().to_string(),
-            None => "absent".into(),
+        if let Some(u) = self.maybe_user(c, address).await {
+            return u["status"].as_str().unwrap().to_string();
         }
+        let deleted = self
+            .users(c, &format!("status=deleted&q={}", enc(address)))
+            .await;
+        if deleted.iter().any(|u| u["address"] == address) {
+            "deleted".into()
+        } else {
+            "absent".into()
+        }
+    }
+
+    /// Polls until `address` has `status` (the worker acts on its own).
+    async fn wait_status(&self, c: &str, address: &str, status: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.status(c, address).await;
+            if now == status {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{address} is still {now}, not {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn conflict_action(&self, c: &str, action: &str, addresses: &[&str]) -> Vec<Value> {
+        let (s, v) = self
+            .api
+            .post(
+                &format!("/v1/customers/{c}/conflicts/actions"),
+                json!({"action": action, "addresses": addresses}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["results"].as_array().unwrap().clone()
+    }
+
+    async fn history_types(&self, c: &str, address: &str) -> Vec<String> {
+        let (s, v) = self
+            .api
+            .get(&format!("/v1/customers/{c}/users/{}/history", enc(address)))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_type"].as_str().unwrap().to_string())
+            .collect()
     }
 
     async fn conflicts(&self, c: &str) -> Vec<String> {
@@ -193,6 +282,13 @@ impl Env {
         assert_eq!(s, StatusCode::OK, "{v}");
         v
     }
+}
+
+fn write_clock(path: &std::path::Path, now: DateTime<Utc>) {
+    // Atomically: the binary must never read half a time.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, now.to_rfc3339()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 fn n(v: &Value, key: &str) -> u64 {
@@ -808,6 +904,144 @@ async fn b1_entra_expired_delta_link_falls_back_to_a_full_read() {
     env.sync_ok(&c).await;
     assert!(calls(&emu, "/users") >= 1);
     assert_eq!(calls(&emu, "/users/delta"), 0);
+}
+
+// ---------------------------------------------------------------------------
+// D3.i, D3.k, D3.m, D3.n, D3.q: the deletion delay and what follows, with
+// the worker's reaper and a clock the test moves.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d3i_d3k_d3m_d3n_d3q_entra_delay_return_conflict_actions_domain_removal_and_disable() {
+    let t0: DateTime<Utc> = "2031-03-02T09:00:00Z".parse().unwrap();
+    let env = Env::start_clocked(Db::Postgres, t0).await;
+    let emu = GraphEmulator::start().await;
+    let fx = emu.standard_tenant("delay");
+    let d = fx.domain.clone();
+    let second = "second.example";
+    fx.tenant.add_domain(second);
+    let ids = fx.tenant.generate_users(GenerateUsers::new(8, &d));
+    let mails: Vec<String> = ids
+        .iter()
+        .map(|id| fx.tenant.user(id).unwrap().mail.unwrap())
+        .collect();
+    let mail = |i: usize| mails[i].clone();
+    fx.tenant.update_user(&ids[0], |u| {
+        u.proxy_addresses.push(format!("smtp:zero@{second}"))
+    });
+    let s0 = format!("s0@{second}");
+    fx.tenant.add_user(person(&s0, "Second", "Domain"));
+    let c = env.customer("Delay", &[&d, second]).await;
+    env.put(
+        &c,
+        with(
+            entra_settings(&emu, &fx),
+            json!({"delete_after": "7d", "poll_interval": "7d"}),
+        ),
+    )
+    .await;
+    env.sync_ok(&c).await;
+    assert_eq!(
+        env.user(&c, &mail(0)).await["aliases"],
+        json!([format!("zero@{second}")])
+    );
+    let u1_id = env.user(&c, &mail(1)).await["id"].clone();
+
+    // D3.i: flagged at T0, deleted by the reaper once 7 days have passed.
+    fx.tenant.delete_user(&ids[1]);
+    env.sync_ok(&c).await;
+    let f = env.user(&c, &mail(1)).await;
+    assert_eq!(f["status"], "pending_deletion");
+    let delete_at: DateTime<Utc> = f["flag"]["delete_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(delete_at, t0 + chrono::Duration::days(7), "{f}");
+    env.set_clock(t0 + chrono::Duration::days(8));
+    env.wait_status(&c, &mail(1), "deleted").await;
+
+    // D3.k: back in the directory: added again as the same user (U6).
+    fx.tenant.restore_user(&ids[1]);
+    env.sync_ok(&c).await;
+    let back = env.user(&c, &mail(1)).await;
+    assert_eq!(
+        (back["status"].as_str(), &back["id"]),
+        (Some("active"), &u1_id),
+        "{back}"
+    );
+    assert!(env
+        .history_types(&c, &mail(1))
+        .await
+        .contains(&"UserReturned".to_string()));
+
+    // D3.m: conflicts, and Delete, Ignore, Deactivate.
+    for i in [2, 3, 4] {
+        fx.tenant.delete_user(&ids[i]);
+    }
+    env.sync_ok(&c).await;
+    assert_eq!(env.conflicts(&c).await, vec![mail(2), mail(3), mail(4)]);
+    assert_eq!(
+        env.conflict_action(&c, "delete", &[&mail(2)]).await[0]["ok"],
+        true
+    );
+    assert_eq!(
+        env.conflict_action(&c, "ignore", &[&mail(3)]).await[0]["ok"],
+        true
+    );
+    assert_eq!(
+        env.conflict_action(&c, "deactivate", &[&mail(4)]).await[0]["ok"],
+        true
+    );
+    assert_eq!(env.status(&c, &mail(2)).await, "deleted");
+    assert_eq!(env.status(&c, &mail(3)).await, "active");
+    assert_eq!(env.status(&c, &mail(4)).await, "deactivated");
+    let counts = env.sync_ok(&c).await;
+    assert_eq!(
+        n(&counts, "flagged"),
+        0,
+        "ignored: not flagged again: {counts}"
+    );
+    assert!(env.conflicts(&c).await.is_empty());
+
+    // D3.n: removing a domain deletes its users at once and unmaps its aliases.
+    let (s, v) = env
+        .api
+        .delete(&format!("/v1/customers/{c}/domains/{second}"))
+        .await;
+    assert!(s.is_success(), "{v}");
+    assert_eq!(env.status(&c, &s0).await, "deleted");
+    assert_eq!(env.user(&c, &mail(0)).await["aliases"], json!([]));
+
+    // D3.q: disabled, every user is kept, no new flag; existing flags expire.
+    fx.tenant.delete_user(&ids[5]);
+    env.sync_ok(&c).await;
+    assert_eq!(env.status(&c, &mail(5)).await, "pending_deletion");
+    let (s, v) = env
+        .api
+        .call(
+            Method::POST,
+            &format!("/v1/customers/{c}/directory/disable"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    fx.tenant.delete_user(&ids[6]);
+    env.set_clock(t0 + chrono::Duration::days(30));
+    env.wait_status(&c, &mail(5), "deleted").await;
+    let (s, v) = env
+        .api
+        .call(
+            Method::POST,
+            &format!("/v1/customers/{c}/directory/sync"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("sync_not_enabled")),
+        "{v}"
+    );
+    assert_eq!(
+        env.status(&c, &mail(6)).await,
+        "active",
+        "no new flag while disabled"
+    );
 }
 
 // ---------------------------------------------------------------------------
