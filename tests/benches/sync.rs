@@ -1,29 +1,30 @@
-//! Benchmark of directory sync (issue 3): a 100,000-user slapd directory,
-//! on PostgreSQL and on SQLite.
+//! Benchmark of directory sync (issue 3): the real `roster serve` binary
+//! (release build, its own allocator and configuration) against a
+//! 100,000-user slapd directory, on PostgreSQL and on SQLite.
 //!
 //!   cargo bench -p roster-tests --bench sync
 //!
 //! ROSTER_BENCH_USERS changes the size (default 100000); ROSTER_BENCH_BACKENDS
 //! picks back-ends (default "postgres,sqlite").
 //!
-//! Each phase is timed from the start of the run to the moment its changes
-//! are visible in the read models (the run waits for the projector). Peak
-//! memory is the process's high-water mark (VmHWM), reset before each phase.
+//! Each phase is timed from Sync Now (POST .../directory/sync) to the moment
+//! the run reads as completed (GET .../syncs/{run}): a run completes once
+//! the read models show its changes, so this is "projections caught up".
+//! Peak memory is the server process's high-water mark (VmHWM), reset
+//! before each phase through /proc/<pid>/clear_refs. The split of each run
+//! (read, plan, stage, append, project) comes from the server's log.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use roster_events::*;
-use roster_store::Secret;
-use roster_sync::{RunOutcome, SettingsChange};
-use roster_testkit::{DirectoryData, Slapd, SlapdConfig, Style};
-use roster_tests::sync::{config, settings_for, DOMAIN};
-use roster_tests::{Backend, TestStore};
+use reqwest::{Method, StatusCode};
+use roster_testkit::{DirectoryData, PgDb, Slapd, SlapdConfig, Style};
+use roster_tests::process::RosterProcess;
+use serde_json::json;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+const DOMAIN: &str = "example.org";
 
-fn vm(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -32,11 +33,6 @@ fn vm(field: &str) -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .unwrap_or(0)
-        / 1024
-}
-
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 struct Phase {
@@ -44,51 +40,106 @@ struct Phase {
     seconds: f64,
     events: i64,
     peak_mib: u64,
-    outcome: String,
+    counts: String,
+    split: String,
 }
 
-async fn phase<F, Fut>(s: &TestStore, name: &'static str, f: F) -> Phase
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<RunOutcome, roster_sync::SyncError>>,
-{
-    let head = s.store.head_position().await.unwrap();
-    reset_peak();
+/// The last "sync run applied" / "directory read" lines of the server log.
+fn split_from_log(log: &str, run: &str) -> String {
+    let mut read = String::new();
+    let mut applied = String::new();
+    for line in log.lines().filter(|l| l.contains(run)) {
+        let field = |name: &str| -> Option<f64> {
+            let i = line.find(&format!("\"{name}\":"))? + name.len() + 3;
+            line[i..]
+                .split(|c: char| c == ',' || c == '}')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        if line.contains("directory read") {
+            if let Some(s) = field("seconds") {
+                read = format!("read {s:.2}");
+            }
+        }
+        if line.contains("sync run applied") {
+            applied = format!(
+                "plan {:.2}, stage {:.2}, append {:.2}, project {:.2}",
+                field("plan_s").unwrap_or(f64::NAN),
+                field("stage_s").unwrap_or(f64::NAN),
+                field("append_s").unwrap_or(f64::NAN),
+                field("project_s").unwrap_or(f64::NAN)
+            );
+        }
+    }
+    format!("{read}; {applied}")
+}
+
+async fn head(api: &roster_tests::process::Api, c: &str) -> i64 {
+    // The audit trail has one row per event of the customer.
+    let (s, v) = api
+        .get(&format!("/v1/customers/{c}/audit?page_size=1"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["events"][0]["position"].as_i64().unwrap_or(0)
+}
+
+async fn phase(
+    p: &RosterProcess,
+    api: &roster_tests::process::Api,
+    c: &str,
+    name: &'static str,
+) -> Phase {
+    let pid = p.pid().expect("server pid");
+    let before = head(api, c).await;
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
     let started = Instant::now();
-    let outcome = f().await.expect("sync run");
-    // run_now returns once the read models have caught up with its append.
-    let seconds = started.elapsed().as_secs_f64();
-    let peak_mib = vm("VmHWM:");
-    let events = s.store.head_position().await.unwrap() - head;
-    let outcome = match outcome {
-        RunOutcome::Completed { counts, .. } => format!(
-            "added {} updated {} flagged {} unchanged {}",
-            counts.added, counts.updated, counts.flagged, counts.unchanged
-        ),
-        other => format!("{other:?}"),
+    let (s, v) = api
+        .call(
+            Method::POST,
+            &format!("/v1/customers/{c}/directory/sync"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let run = v["run_id"].as_str().unwrap().to_string();
+    let done = loop {
+        let (s, v) = api
+            .get(&format!(
+                "/v1/customers/{c}/directory/syncs/{run}?page_size=1"
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["run"]["status"] != "running" {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    let seconds = started.elapsed().as_secs_f64();
+    let peak_mib = proc_kib(pid, "VmHWM:") / 1024;
+    assert_eq!(done["run"]["status"], "completed", "{}", done["run"]);
+    let k = &done["run"]["counts"];
+    let counts = format!(
+        "added {} updated {} flagged {} unchanged {}",
+        k["added"], k["updated"], k["flagged"], k["unchanged"]
+    );
+    let events = head(api, c).await - before;
     Phase {
         name,
         seconds,
         events,
         peak_mib,
-        outcome,
+        counts,
+        split: split_from_log(&p.log_text(), &run),
     }
 }
 
-#[tokio::main(flavor = "multi_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    // Phase splits (read, plan, stage, append, project) from the service's logs.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "roster_sync=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let users: usize = std::env::var("ROSTER_BENCH_USERS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -105,34 +156,46 @@ async fn main() {
         "slapd with {users} users ready in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    println!("| back-end | phase | seconds (to read models caught up) | events appended | peak RSS (MiB) | outcome |");
-    println!("|---|---|---|---|---|---|");
-    for backend in backends.split(',') {
-        let backend = match backend.trim() {
-            "postgres" => Backend::Postgres,
-            "sqlite" => Backend::Sqlite,
+    let mut rows = Vec::new();
+    for backend in backends.split(',').map(str::trim) {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = match backend {
+            "postgres" => Some(PgDb::create().await.expect("PostgreSQL")),
+            "sqlite" => None,
             _ => continue,
         };
-        let s = TestStore::new(backend).await;
-        s.spawn_projector();
-        let c = s.customer(1_000_000, &[DOMAIN]).await;
-        let app = s.app();
-        app.sync
-            .save_settings(
-                &s.meta(c),
-                config(settings_for(&slapd, base), DeleteAfter::Days7),
-                SettingsChange {
-                    secret: Some(Secret::new(slapd.root_password())),
-                    enable: Some(true),
-                    confirm_switch: false,
-                },
+        let p = RosterProcess::start_with(
+            &dir.path().join("data"),
+            pg.as_ref().map(|d| d.url()),
+            &[
+                ("ROSTER_NO_WORKER", "true"),
+                ("RUST_LOG", "info,sqlx=warn"),
+                ("ROSTER_LOG_FORMAT", "json"),
+            ],
+        )
+        .await;
+        let api = p.admin();
+        let c = api.customer("Bench", 1_000_000, &[DOMAIN]).await;
+        let (s, v) = api
+            .call(
+                Method::PUT,
+                &format!("/v1/customers/{c}/directory"),
+                Some(json!({
+                    "kind": "ldap",
+                    "host": slapd.host(),
+                    "port": slapd.port(),
+                    "ssl": false,
+                    "bind_user": slapd.root_dn(),
+                    "password": slapd.root_password(),
+                    "base_dn": base,
+                    "preset": "openldap",
+                    "enabled": true,
+                })),
             )
-            .await
-            .unwrap();
-        let by = Actor::System("bench".into());
-        let run = || app.sync.run_now(c, SyncTrigger::Manual, by.clone());
-        let initial = phase(&s, "initial sync", run).await;
-        let resync = phase(&s, "resync, no change", run).await;
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let initial = phase(&p, &api, &c, "initial sync").await;
+        let resync = phase(&p, &api, &c, "resync, no change").await;
         // 1% of the users change a field.
         let admin = slapd.admin().await.unwrap();
         for i in (0..users).step_by(100) {
@@ -141,12 +204,12 @@ async fn main() {
                 .await
                 .unwrap();
         }
-        let changed = phase(&s, "resync, 1% changed", run).await;
-        for p in [initial, resync, changed] {
-            println!(
-                "| {:?} | {} | {:.2} | {} | {} | {} |",
-                backend, p.name, p.seconds, p.events, p.peak_mib, p.outcome
-            );
+        let changed = phase(&p, &api, &c, "resync, 1% changed").await;
+        for ph in [initial, resync, changed] {
+            rows.push(format!(
+                "| {backend} | {} | {:.2} | {} | {} | {} | {} |",
+                ph.name, ph.seconds, ph.events, ph.peak_mib, ph.counts, ph.split
+            ));
         }
         // Put the directory back for the next back-end.
         for i in (0..users).step_by(100) {
@@ -156,6 +219,12 @@ async fn main() {
                 .await
                 .unwrap();
         }
+        p.stop().await;
+    }
+    println!("| back-end | phase | seconds (to read models caught up) | events appended | server peak RSS (MiB) | counts | split (s) |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
     }
     slapd.stop().await;
 }

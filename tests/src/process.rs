@@ -129,6 +129,11 @@ impl RosterProcess {
         );
     }
 
+    /// The server's process id (benchmarks read its memory from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn api(&self, token: &str) -> Api {
         Api {
             base: self.base.clone(),

@@ -122,6 +122,19 @@ pub struct SyncService {
 
 const ATTEMPTS: u32 = 5;
 
+/// The state a run plans from.
+struct Current {
+    users: Vec<CurrentUser>,
+    managed: BTreeSet<Domain>,
+    /// With its version: a run that finds it changed plans again.
+    dir: Loaded<Directory>,
+}
+
+struct Prefetched {
+    current: Current,
+    objects: HashMap<String, ObjectSummary>,
+}
+
 fn is_retryable(e: &SyncError) -> bool {
     matches!(e, SyncError::Store(StoreError::Conflict))
 }
@@ -455,8 +468,11 @@ impl SyncService {
         let started = std::time::Instant::now();
         let meta = self.meta(customer, Actor::Sync(run_id), CorrelationId(run_id));
         let dir = self.directory(customer).await?;
-        let read = self.read(customer, &dir).await;
+        // The directory is read on its own thread; what the plan needs from
+        // the database is loaded meanwhile.
+        let (read, prefetched) = tokio::join!(self.read(customer, &dir), self.prefetch(customer));
         tracing::info!(customer = %customer, run = %run_id, seconds = started.elapsed().as_secs_f64(), ok = read.is_ok(), "directory read");
+        let mut prefetched = prefetched.ok();
         let outcome = match read {
             Err(e) => {
                 tracing::warn!(customer = %customer, run = %run_id, code = e.code(), error = %e, "directory read failed; nothing flagged or deleted");
@@ -466,7 +482,14 @@ impl SyncService {
                 let mut result = Err(SyncError::Store(StoreError::Conflict));
                 for _ in 0..ATTEMPTS {
                     result = self
-                        .apply(&meta, run_id, &config, &snapshot, confirmed_limit)
+                        .apply(
+                            &meta,
+                            run_id,
+                            &config,
+                            &snapshot,
+                            confirmed_limit,
+                            prefetched.take(),
+                        )
                         .await;
                     match &result {
                         Err(e) if is_retryable(e) => continue,
@@ -537,28 +560,44 @@ impl SyncService {
     }
 
     /// Everything the reconciler needs about the customer now.
-    async fn current(
-        &self,
-        customer: CustomerId,
-    ) -> Result<(Vec<CurrentUser>, BTreeSet<Domain>, Directory), SyncError> {
+    async fn current(&self, customer: CustomerId) -> Result<Current, SyncError> {
         // The read models must show every earlier write before we plan from them.
         let head = self.store.head_position().await?;
         self.settle(head).await;
         let rows = roster_projections::queries::current_users(&self.store, customer).await?;
         let users = rows.into_iter().filter_map(current_user).collect();
         let cust: Loaded<Customer> = self.store.load(&customer.to_string()).await?;
-        let dir = self.directory(customer).await?;
-        Ok((users, cust.state.domains, dir))
+        let dir: Loaded<Directory> = self.store.load(&customer.to_string()).await?;
+        Ok(Current {
+            users,
+            managed: cust.state.domains,
+            dir,
+        })
+    }
+
+    /// What a run plans from, loaded while the directory is being read: the
+    /// current users and the directory objects as last read. The first
+    /// attempt of a run uses it; a retry loads afresh.
+    async fn prefetch(&self, customer: CustomerId) -> Result<Prefetched, SyncError> {
+        let current = self.current(customer).await?;
+        let objects =
+            roster_projections::directory::object_summaries(&self.store, customer).await?;
+        Ok(Prefetched { current, objects })
     }
 
     /// Plans a run against the current state.
-    async fn plan(
+    fn plan(
         &self,
         customer: CustomerId,
         config: &DirectoryConfig,
         snapshot: &Snapshot,
-    ) -> Result<(Plan, Directory), SyncError> {
-        let (users, managed, dir) = self.current(customer).await?;
+        current: &Current,
+    ) -> Plan {
+        let Current {
+            users,
+            managed,
+            dir,
+        } = current;
         let (kind, include_disabled) = match &config.connection {
             Connection::Ldap(s) => (DirectoryKind::Ldap, s.include_disabled),
             Connection::Entra(s) => (DirectoryKind::Entra, s.include_disabled),
@@ -568,12 +607,12 @@ impl SyncService {
             customer_id: customer,
             include_disabled,
             delete_after: config.delete_after,
-            managed: &managed,
-            exceptions: &dir.exceptions,
-            additions: &dir.additions,
+            managed,
+            exceptions: &dir.state.exceptions,
+            additions: &dir.state.additions,
             now: self.clock.now(),
         };
-        Ok((reconcile::reconcile(snapshot, &users, &settings), dir))
+        reconcile::reconcile(snapshot, users, &settings)
     }
 
     /// D3.t: what a run would do, changing nothing.
@@ -586,7 +625,8 @@ impl SyncService {
             Ok(x) => x,
             Err(e) => return Ok(Err(e)),
         };
-        let (plan, _) = self.plan(customer, &config, &snapshot).await?;
+        let current = self.current(customer).await?;
+        let plan = self.plan(customer, &config, &snapshot, &current);
         Ok(Ok(DryRun {
             counts: plan.counts,
             would_flag: plan.flags,
@@ -605,16 +645,27 @@ impl SyncService {
         config: &DirectoryConfig,
         snapshot: &Snapshot,
         confirmed_limit: Option<u64>,
+        prefetched: Option<Prefetched>,
     ) -> Result<RunOutcome, SyncError> {
         let customer = meta.customer_id;
         let t = std::time::Instant::now();
-        let (plan, _) = self.plan(customer, config, snapshot).await?;
+        let (current, objects) = match prefetched {
+            Some(p) => (p.current, Some(p.objects)),
+            None => (self.current(customer).await?, None),
+        };
+        let plan = self.plan(customer, config, snapshot, &current);
         let plan_s = t.elapsed().as_secs_f64();
         let hold = match confirmed_limit {
             Some(limit) => plan.flags > limit,
             None => config.guard.holds(plan.flags, plan.directory_users),
         };
         let mut dir: Loaded<Directory> = self.store.load(&customer.to_string()).await?;
+        if dir.version != current.dir.version {
+            // Exceptions, additions or settings changed since the plan's
+            // state was loaded: plan again from fresh state.
+            return Err(SyncError::Store(StoreError::Conflict));
+        }
+        drop(current);
         let now = self.clock.now();
         if hold {
             let mut batch = Batch::new();
@@ -654,6 +705,7 @@ impl SyncService {
             run_id,
             config.connection.kind(),
             snapshot,
+            objects,
             meta,
         )
         .await?;
@@ -778,9 +830,13 @@ impl SyncService {
         run_id: Uuid,
         kind: DirectoryKind,
         snapshot: &Snapshot,
+        before: Option<HashMap<String, ObjectSummary>>,
         meta: &EventMeta,
     ) -> Result<(), SyncError> {
-        let before = roster_projections::directory::object_summaries(&self.store, customer).await?;
+        let before = match before {
+            Some(b) => b,
+            None => roster_projections::directory::object_summaries(&self.store, customer).await?,
+        };
         let mut seen = BTreeSet::new();
         let mut upserted = Vec::new();
         for o in &snapshot.objects {
