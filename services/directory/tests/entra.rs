@@ -328,3 +328,54 @@ async fn b1_delta_round_applies_changes_and_removals_to_the_last_read() {
         .unwrap();
     assert_eq!(u7.profile.last_name.as_deref(), Some("Later"));
 }
+
+#[tokio::test]
+async fn b1_delta_with_a_custom_filter_keeps_the_filtered_scope() {
+    let emu = GraphEmulator::start().await;
+    let fx = emu.standard_tenant("scoped");
+    let mut ids = Vec::new();
+    for (i, dept) in ["Sales", "Sales", "Sales", "Legal", "Legal"]
+        .iter()
+        .enumerate()
+    {
+        let mut u = User::new(&format!("u{i}@{}", fx.domain));
+        u.department = Some(dept.to_string());
+        ids.push(fx.tenant.add_user(u));
+    }
+    let mut s = settings(&emu, &fx);
+    s.filter = Some("department eq 'Sales'".into());
+    let r = EntraReader::with_options(s.clone(), fx.client_secret.clone(), fast());
+    let first = r.read_incremental(None).await.unwrap();
+    assert_eq!(
+        (first.mode, first.snapshot.objects.len()),
+        (ReadMode::Full, 3)
+    );
+
+    // One leaves the scope, one enters it, one is deleted, one changes.
+    fx.tenant
+        .update_user(&ids[0], |u| u.department = Some("Legal".into()));
+    fx.tenant
+        .update_user(&ids[3], |u| u.department = Some("Sales".into()));
+    fx.tenant.delete_user(&ids[1]);
+    fx.tenant
+        .update_user(&ids[2], |u| u.surname = Some("Changed".into()));
+    let second = r.read_incremental(first.state.as_deref()).await.unwrap();
+    assert_eq!(second.mode, ReadMode::Delta);
+    let mut got = second.snapshot.objects.clone();
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut full = EntraReader::with_options(s, fx.client_secret.clone(), fast())
+        .read()
+        .await
+        .unwrap()
+        .objects;
+    full.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(got, full, "the same as a full read with the filter");
+    let have: Vec<&str> = got.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(have.len(), 2);
+    assert!(have.contains(&ids[2].as_str()) && have.contains(&ids[3].as_str()));
+
+    // A quiet round changes nothing and keeps the stored state.
+    let quiet = r.read_incremental(second.state.as_deref()).await.unwrap();
+    assert_eq!((quiet.mode, quiet.state.is_none()), (ReadMode::Delta, true));
+    assert_eq!(quiet.snapshot.objects.len(), 2);
+}

@@ -13,7 +13,10 @@
 //! A **delta read** (B1) follows the stored delta links, applies the
 //! changed, new and `@removed` objects (and `members@delta`) to the
 //! directory as the previous read left it, and returns the complete
-//! result: the reconciler always gets a whole snapshot. A full read runs
+//! result: the reconciler always gets a whole snapshot. With a custom
+//! filter, which Graph's delta query cannot apply, the round also lists
+//! the ids the filter selects (`$select=id`), keeps those, and reads the
+//! users that entered the scope whole. A full read runs
 //! instead on the first run, when the stored state was read with other
 //! settings, when `full_sync_hours` have passed since the last full read
 //! (the backstop: only a full read is authoritative about scope), and
@@ -349,10 +352,11 @@ impl EntraReader {
             .filter(|f| !f.is_empty())
     }
 
-    /// B1: delta rounds are used unless a custom filter is set (Graph's
-    /// delta query cannot apply one) or `full_sync_hours` is 0.
+    /// B1: delta rounds are used unless `full_sync_hours` is 0. With a
+    /// custom filter, each round also lists the ids the filter selects
+    /// (Graph's delta query cannot apply the filter itself).
     pub fn delta_enabled(&self) -> bool {
-        self.filter().is_none() && self.settings.full_sync_hours != Some(0)
+        self.settings.full_sync_hours != Some(0)
     }
 
     fn fingerprint(&self) -> String {
@@ -401,13 +405,22 @@ impl EntraReader {
 
     /// Every user the settings select.
     async fn read_users(&self) -> Result<Vec<GraphUser>, ReadError> {
+        self.list_users(USER_SELECT).await
+    }
+
+    /// `/users` with `select` and the custom filter, every page; with the
+    /// advanced query parameters when the filter needs them.
+    async fn list_users<T: serde::de::DeserializeOwned>(
+        &self,
+        select: &str,
+    ) -> Result<Vec<T>, ReadError> {
         let g = self.graph()?;
         let top = g_top(g);
         let mut users = Vec::new();
         let filter = self.filter();
         let mut advanced = filter.is_some_and(needs_advanced);
         loop {
-            let mut params = vec![("$select", USER_SELECT), ("$top", top.as_str())];
+            let mut params = vec![("$select", select), ("$top", top.as_str())];
             if let Some(f) = filter {
                 params.push(("$filter", f));
             }
@@ -416,10 +429,7 @@ impl EntraReader {
             }
             let first = url(g.base(), "/users", &params)?;
             users.clear();
-            match self
-                .pages::<GraphUser>(first, advanced, |v| users.extend(v))
-                .await
-            {
+            match self.pages::<T>(first, advanced, |v| users.extend(v)).await {
                 Ok(_) => return Ok(users),
                 Err(e) if !advanced && filter.is_some() && is_advanced_refusal(&e) => {
                     tracing::info!("the user filter needs Graph's advanced query parameters; retrying with them");
@@ -428,6 +438,54 @@ impl EntraReader {
                 Err(e) => return Err(e.into_read()),
             }
         }
+    }
+
+    /// B1 with a custom filter: Graph's delta cannot apply it, so a delta
+    /// round reports every changed user; which ones the filter selects is
+    /// asked with an id-only list, and users that entered the scope are
+    /// read whole.
+    async fn rescope(
+        &self,
+        users: &mut std::collections::BTreeMap<String, GraphUser>,
+        known_before: &BTreeSet<String>,
+    ) -> Result<bool, ReadError> {
+        let g = self.graph()?;
+        let scope: BTreeSet<String> = self
+            .list_users::<MemberRef>("id")
+            .await?
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        let before = users.len();
+        users.retain(|id, _| scope.contains(id));
+        let mut changed = users.len() != before;
+        let entered: Vec<String> = scope
+            .iter()
+            .filter(|id| !known_before.contains(*id))
+            .cloned()
+            .collect();
+        if !entered.is_empty() {
+            changed = true;
+            let concurrency = g.member_concurrency();
+            let read: Vec<GraphUser> = futures::stream::iter(entered)
+                .map(|id| async move {
+                    let u = url(
+                        g.base(),
+                        &format!("/users/{id}"),
+                        &[("$select", USER_SELECT)],
+                    )?;
+                    g.get::<GraphUser>(&u, false)
+                        .await
+                        .map_err(GetError::into_read)
+                })
+                .buffer_unordered(concurrency)
+                .try_collect()
+                .await?;
+            for u in read {
+                users.insert(u.id.clone(), u);
+            }
+        }
+        Ok(changed)
     }
 
     /// Every mail-enabled group, without members.
@@ -553,6 +611,7 @@ impl EntraReader {
                 ReadError::Incomplete("the users delta round ended without a delta link".into())
             })?;
         let (mut changed, mut removed) = (0u64, 0u64);
+        let known_before: BTreeSet<String> = state.users.keys().cloned().collect();
         for item in &items {
             let Some(id) = item.get("id").and_then(|v| v.as_str()) else {
                 continue;
@@ -566,6 +625,10 @@ impl EntraReader {
             }
         }
         state.users_delta = link;
+        let rescoped = match self.filter() {
+            Some(_) => self.rescope(&mut state.users, &known_before).await?,
+            None => false,
+        };
         // Groups, with members@delta.
         let mut items: Vec<Item> = Vec::new();
         let link = self
@@ -622,7 +685,7 @@ impl EntraReader {
             groups_changed = items.len(),
             "Entra ID delta round applied"
         );
-        let any = changed + removed > 0 || !items.is_empty();
+        let any = rescoped || changed + removed > 0 || !items.is_empty();
         Ok((state, any))
     }
 }
