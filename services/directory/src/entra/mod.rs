@@ -784,12 +784,15 @@ impl DirectoryReader for EntraReader {
             }
             None => (self.full(delta).await?, ReadMode::Full),
         };
-        let snapshot = state.snapshot();
-        let state = if delta && !keep_stored {
+        // Serialized first, then turned into the snapshot as it is freed:
+        // the directory is never held as state, snapshot and JSON at once.
+        let stored = if delta && !keep_stored {
             Some(serde_json::to_vec(&state).map_err(|e| ReadError::Other(e.to_string()))?)
         } else {
             None
         };
+        let snapshot = state.into_snapshot();
+        let state = stored;
         tracing::info!(
             mode = mode.as_str(),
             objects = snapshot.objects.len(),

@@ -137,14 +137,17 @@ pub struct DeltaState {
 }
 
 impl DeltaState {
-    /// The complete snapshot: users, and the mail-enabled groups with
-    /// their members resolved to objects in the snapshot.
-    pub fn snapshot(&self) -> Snapshot {
-        let mut objects = Vec::with_capacity(self.users.len() + self.groups.len());
-        for u in self.users.values() {
+    /// The complete snapshot: users, and the mail-enabled groups with their
+    /// members resolved to objects in the snapshot. Consumes the state: user
+    /// objects are made as it is freed, so a large directory is not held
+    /// twice.
+    pub fn into_snapshot(self) -> Snapshot {
+        let DeltaState { users, groups, .. } = self;
+        let mut objects = Vec::with_capacity(users.len() + groups.len());
+        for (_, u) in users {
             objects.push(u.to_object());
         }
-        snapshot_with_groups(objects, self.groups.values())
+        snapshot_with_groups(objects, groups.values())
     }
 }
 
