@@ -1,39 +1,36 @@
-//! Benchmark of Entra ID sync (issue 4, B1): a 100,000-user tenant served
-//! by the Graph emulator, on PostgreSQL and on SQLite.
+//! Benchmark of Entra ID sync (issue 4, B1): the real `roster serve` binary
+//! (release build) reading a 100,000-user tenant served by the Graph
+//! emulator, on PostgreSQL and on SQLite.
 //!
 //!   cargo bench -p roster-tests --bench entra
 //!
 //! ROSTER_BENCH_USERS changes the size (default 100000); ROSTER_BENCH_BACKENDS
 //! picks back-ends (default "postgres,sqlite"); ROSTER_BENCH_GRAPH_LATENCY_MS
 //! adds that latency to every emulated request (default 0: the emulator
-//! answers at once, which flatters full reads; Graph answers a page in tens
-//! to hundreds of milliseconds).
+//! answers at once, which flatters full reads; Graph takes tens to hundreds
+//! of milliseconds a page).
 //!
 //! Phases: the initial sync (a full read), a no-change resync by delta (the
-//! default after a full read), the same no-change resync as a full read
-//! (`full_sync_hours: 0`), and a delta resync after 1% of the users changed.
-//! Each phase is timed from the start of the run to the moment its changes
-//! are visible in the read models (the run waits for the projector). Peak
-//! memory is the process's high-water mark (VmHWM), reset before each
-//! phase; it includes the emulator, which holds the tenant in this same
-//! process (its resident size before the first phase is printed).
+//! default after a full read), a delta resync after 1% of the users
+//! changed, and a no-change resync as a full read (`full_sync_hours: 0`).
+//! Each phase is timed from Sync Now to the run reading as completed (a run
+//! completes once the read models show its changes). Peak memory is the
+//! server process's high-water mark (VmHWM), reset before each phase; the
+//! emulator lives in the bench process, not in the server's.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use roster_events::*;
+use reqwest::{Method, StatusCode};
 use roster_graph_emulator::{GenerateUsers, GraphEmulator, Group, TenantFixture};
-use roster_store::Secret;
-use roster_sync::{RunOutcome, SettingsChange};
-use roster_tests::{Backend, TestStore};
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use roster_testkit::PgDb;
+use roster_tests::process::{Api, RosterProcess};
+use serde_json::{json, Value};
 
 const GROUPS: usize = 200;
 const MEMBERS: usize = 50;
 
-fn vm(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -42,11 +39,6 @@ fn vm(field: &str) -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .unwrap_or(0)
-        / 1024
-}
-
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 struct Phase {
@@ -55,85 +47,130 @@ struct Phase {
     events: i64,
     peak_mib: u64,
     graph_requests: usize,
-    outcome: String,
+    counts: String,
+    split: String,
 }
 
-async fn phase<F, Fut>(s: &TestStore, emu: &GraphEmulator, name: &'static str, f: F) -> Phase
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<RunOutcome, roster_sync::SyncError>>,
-{
-    let head = s.store.head_position().await.unwrap();
+/// The "directory read" / "sync run applied" lines of the server log.
+fn split_from_log(log: &str, run: &str) -> String {
+    let mut read = String::new();
+    let mut applied = String::new();
+    for line in log.lines().filter(|l| l.contains(run)) {
+        let field = |name: &str| -> Option<f64> {
+            let i = line.find(&format!("\"{name}\":"))? + name.len() + 3;
+            line[i..].split([',', '}']).next()?.trim().parse().ok()
+        };
+        if line.contains("directory read") {
+            if let Some(s) = field("seconds") {
+                read = format!("read {s:.2}");
+            }
+        }
+        if line.contains("sync run applied") {
+            applied = format!(
+                "plan {:.2}, stage {:.2}, append {:.2}, project {:.2}",
+                field("plan_s").unwrap_or(f64::NAN),
+                field("stage_s").unwrap_or(f64::NAN),
+                field("append_s").unwrap_or(f64::NAN),
+                field("project_s").unwrap_or(f64::NAN)
+            );
+        }
+    }
+    format!("{read}; {applied}")
+}
+
+async fn head(api: &Api, c: &str) -> i64 {
+    let (s, v) = api
+        .get(&format!("/v1/customers/{c}/audit?page_size=1"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["events"][0]["position"].as_i64().unwrap_or(0)
+}
+
+async fn phase(
+    p: &RosterProcess,
+    api: &Api,
+    emu: &GraphEmulator,
+    c: &str,
+    name: &'static str,
+) -> Phase {
+    let pid = p.pid().expect("server pid");
+    let before = head(api, c).await;
     emu.clear_requests();
-    reset_peak();
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
     let started = Instant::now();
-    let outcome = f().await.expect("sync run");
-    // run_now returns once the read models have caught up with its append.
-    let seconds = started.elapsed().as_secs_f64();
-    let peak_mib = vm("VmHWM:");
-    let events = s.store.head_position().await.unwrap() - head;
-    let outcome = match outcome {
-        RunOutcome::Completed { counts, .. } => format!(
-            "read {} added {} updated {} flagged {} unchanged {}",
-            counts.read, counts.added, counts.updated, counts.flagged, counts.unchanged
-        ),
-        other => format!("{other:?}"),
+    let (s, v) = api
+        .call(
+            Method::POST,
+            &format!("/v1/customers/{c}/directory/sync"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let run = v["run_id"].as_str().unwrap().to_string();
+    let done = loop {
+        let (s, v) = api
+            .get(&format!(
+                "/v1/customers/{c}/directory/syncs/{run}?page_size=1"
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["run"]["status"] != "running" {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    let seconds = started.elapsed().as_secs_f64();
+    let peak_mib = proc_kib(pid, "VmHWM:") / 1024;
+    assert_eq!(done["run"]["status"], "completed", "{}", done["run"]);
+    let k = &done["run"]["counts"];
+    let counts = format!(
+        "read {} added {} updated {} flagged {} unchanged {}",
+        k["read"], k["added"], k["updated"], k["flagged"], k["unchanged"]
+    );
     Phase {
         name,
         seconds,
-        events,
+        events: head(api, c).await - before,
         peak_mib,
         graph_requests: emu.graph_requests().len(),
-        outcome,
+        counts,
+        split: split_from_log(&p.log_text(), &run),
     }
 }
 
-fn config(
-    emu: &GraphEmulator,
-    fx: &TenantFixture,
-    full_sync_hours: Option<u32>,
-) -> DirectoryConfig {
-    DirectoryConfig {
-        connection: Connection::Entra(EntraSettings {
-            tenant: fx.tenant_id.clone(),
-            client_id: fx.client_id.clone(),
-            include_disabled: false,
-            filter: None,
-            login_endpoint: Some(emu.login_base()),
-            graph_endpoint: Some(emu.graph_base()),
-            full_sync_hours,
-        }),
-        poll_interval: PollInterval::Hours6,
-        delete_after: DeleteAfter::Days7,
-        guard: GuardSettings::default(),
+fn settings(emu: &GraphEmulator, fx: &TenantFixture, full_sync_hours: Option<u32>) -> Value {
+    let mut v = json!({
+        "kind": "entra",
+        "tenant": fx.tenant_id,
+        "client_id": fx.client_id,
+        "client_secret": fx.client_secret,
+        "login_endpoint": emu.login_base(),
+        "graph_endpoint": emu.graph_base(),
+        "enabled": true,
+    });
+    if let Some(h) = full_sync_hours {
+        v["full_sync_hours"] = json!(h);
     }
+    v
 }
 
-#[tokio::main(flavor = "multi_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "roster_sync=info,roster_directory=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let users: usize = std::env::var("ROSTER_BENCH_USERS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let backends =
         std::env::var("ROSTER_BENCH_BACKENDS").unwrap_or_else(|_| "postgres,sqlite".into());
-    let t = Instant::now();
-    let emu = GraphEmulator::start().await;
     let latency_ms: u64 = std::env::var("ROSTER_BENCH_GRAPH_LATENCY_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let t = Instant::now();
+    let emu = GraphEmulator::start().await;
     let fx = emu.standard_tenant("benchcorp");
     let ids = fx.tenant.generate_users(GenerateUsers {
         alias_domain: Some(fx.domain.clone()),
@@ -152,41 +189,48 @@ async fn main() {
             .collect();
         fx.tenant.set_group_members(&id, &members);
     }
+    emu.set_latency(Duration::from_millis(latency_ms));
     eprintln!(
-        "emulated tenant with {users} users and {GROUPS} lists ready in {:.1} s; resident {} MiB",
-        t.elapsed().as_secs_f64(),
-        vm("VmRSS:")
+        "emulated tenant with {users} users and {GROUPS} lists ready in {:.1} s; Graph latency {latency_ms} ms",
+        t.elapsed().as_secs_f64()
     );
-    emu.set_latency(std::time::Duration::from_millis(latency_ms));
-    eprintln!("Graph latency {latency_ms} ms per request");
-    println!("| back-end | phase | seconds (to read models caught up) | events appended | peak RSS (MiB) | Graph requests | outcome |");
-    println!("|---|---|---|---|---|---|---|");
-    for backend in backends.split(',') {
-        let backend = match backend.trim() {
-            "postgres" => Backend::Postgres,
-            "sqlite" => Backend::Sqlite,
+    let mut rows = Vec::new();
+    for backend in backends.split(',').map(str::trim) {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = match backend {
+            "postgres" => Some(PgDb::create().await.expect("PostgreSQL")),
+            "sqlite" => None,
             _ => continue,
         };
-        let s = TestStore::new(backend).await;
-        s.spawn_projector();
-        let c = s.customer(1_000_000, &[&fx.domain]).await;
-        let app = s.app();
-        app.sync
-            .save_settings(
-                &s.meta(c),
-                config(&emu, &fx, None),
-                SettingsChange {
-                    secret: Some(Secret::new(fx.client_secret.clone())),
-                    enable: Some(true),
-                    confirm_switch: false,
-                },
-            )
-            .await
-            .unwrap();
-        let by = Actor::System("bench".into());
-        let run = || app.sync.run_now(c, SyncTrigger::Manual, by.clone());
-        let initial = phase(&s, &emu, "initial sync (full read)", run).await;
-        let delta = phase(&s, &emu, "resync, no change (delta)", run).await;
+        let p = RosterProcess::start_with(
+            &dir.path().join("data"),
+            pg.as_ref().map(|d| d.url()),
+            &[
+                ("ROSTER_NO_WORKER", "true"),
+                ("RUST_LOG", "info,sqlx=warn"),
+                ("ROSTER_LOG_FORMAT", "json"),
+            ],
+        )
+        .await;
+        let api = p.admin();
+        let c = api.customer("Bench", 1_000_000, &[&fx.domain]).await;
+        let put = |body: Value| {
+            let api = &api;
+            let c = &c;
+            async move {
+                let (s, v) = api
+                    .call(
+                        Method::PUT,
+                        &format!("/v1/customers/{c}/directory"),
+                        Some(body),
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+            }
+        };
+        put(settings(&emu, &fx, None)).await;
+        let initial = phase(&p, &api, &emu, &c, "initial sync (full read)").await;
+        let delta = phase(&p, &api, &emu, &c, "resync, no change (delta)").await;
         // 1% of the users change a field.
         let changed_ids: Vec<(&String, Option<String>)> = ids
             .iter()
@@ -197,27 +241,26 @@ async fn main() {
             fx.tenant
                 .update_user(id, |u| u.mobile_phone = Some(format!("+44 20 {k:08}")));
         }
-        let changed = phase(&s, &emu, "resync, 1% changed (delta)", run).await;
+        let changed = phase(&p, &api, &emu, &c, "resync, 1% changed (delta)").await;
         // Every run a full read from now on.
-        app.sync
-            .save_settings(
-                &s.meta(c),
-                config(&emu, &fx, Some(0)),
-                SettingsChange::default(),
-            )
-            .await
-            .unwrap();
-        let full = phase(&s, &emu, "resync, no change (full read)", run).await;
-        for p in [initial, delta, changed, full] {
-            println!(
-                "| {:?} | {} | {:.2} | {} | {} | {} | {} |",
-                backend, p.name, p.seconds, p.events, p.peak_mib, p.graph_requests, p.outcome
-            );
+        put(settings(&emu, &fx, Some(0))).await;
+        let full = phase(&p, &api, &emu, &c, "resync, no change (full read)").await;
+        for ph in [initial, delta, changed, full] {
+            rows.push(format!(
+                "| {backend} | {} | {:.2} | {} | {} | {} | {} | {} |",
+                ph.name, ph.seconds, ph.events, ph.peak_mib, ph.graph_requests, ph.counts, ph.split
+            ));
         }
         // Put the tenant back for the next back-end.
         for (id, mobile) in &changed_ids {
             fx.tenant
                 .update_user(id, |u| u.mobile_phone = mobile.clone());
         }
+        p.stop().await;
+    }
+    println!("| back-end | phase | seconds (to read models caught up) | events appended | server peak RSS (MiB) | Graph requests | counts | split (s) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
     }
 }
