@@ -205,6 +205,14 @@ async fn m2_review_classifies_every_row_and_changes_nothing(s: TestStore) {
     );
     let bad = &v.rows[4];
     assert_eq!(bad.errors[0].column.as_deref(), Some("email"));
+    assert_eq!(
+        (
+            bad.changes[0].field.as_str(),
+            bad.changes[0].after.as_deref()
+        ),
+        ("first_name", Some("Dora")),
+        "an error row shows what it would have set"
+    );
     assert!(
         bad.errors[0].message.contains("elsewhere.example")
             && bad.errors[0].message.contains("managed"),

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use roster_csv::{Column, FileError, ImportFile, ImportOptions, ProfilePatch, RowOutcome};
 use roster_domain::{
     AddUser, Directory, Import, ImportCommand, SeatUsage, User, UserCommand, UserServices,
@@ -305,6 +306,10 @@ pub struct ReviewRow {
 
 impl ReviewRow {
     fn of(row_no: i64, p: PlanRow) -> Self {
+        let changes = match (&p.profile, p.outcome) {
+            (Some(profile), Outcome::Add) if p.changes.is_empty() => addition_changes(profile),
+            _ => p.changes,
+        };
         ReviewRow {
             row: row_no as u64,
             line: p.line,
@@ -313,7 +318,7 @@ impl ReviewRow {
             user_id: p.user_id.map(|u| u.to_string()),
             source: p.source.map(|s| s.as_str().to_string()),
             returning: p.returning,
-            changes: p.changes,
+            changes,
             aliases_added: p.aliases_added.iter().map(|a| a.to_string()).collect(),
             aliases_removed: p.aliases_removed.iter().map(|a| a.to_string()).collect(),
             errors: p.errors,
@@ -535,6 +540,7 @@ pub async fn review(
     } = input;
     options.max_bytes = settings.max_bytes;
     let size = bytes.len();
+    let started = std::time::Instant::now();
     let file = tokio::task::spawn_blocking(move || roster_csv::parse_import(&bytes, &options))
         .await
         .map_err(ApiError::internal)?
@@ -548,6 +554,7 @@ pub async fn review(
         .await?
         .state
         .enabled;
+    let parsed_s = started.elapsed().as_secs_f64();
     let info = file_info(&file, file_name, kind, size);
     let email_col = column_name(&file, Column::Email);
     let alias_col = column_name(&file, Column::Aliases);
@@ -671,8 +678,16 @@ pub async fn review(
     }
     let mut primaries: HashMap<UserId, Address> = HashMap::new();
     let ids: Vec<String> = wanted.keys().map(|u| u.to_string()).collect();
-    for slice in ids.chunks(LOAD_CHUNK) {
-        let loaded = state.store.load_many::<User>(slice).await?;
+    // Two slices in flight: one is decoded while the next is read.
+    let slices: Vec<Vec<String>> = ids.chunks(LOAD_CHUNK).map(<[String]>::to_vec).collect();
+    let mut slices = futures::stream::iter(slices)
+        .map(|slice| {
+            let store = state.store.clone();
+            async move { store.load_many::<User>(&slice).await }
+        })
+        .buffered(2);
+    while let Some(loaded) = slices.next().await {
+        let loaded = loaded?;
         for (id, user) in loaded {
             let Ok(uid) = UserId::parse(&id) else {
                 continue;
@@ -810,6 +825,7 @@ pub async fn review(
         }
     }
 
+    let checked_s = started.elapsed().as_secs_f64();
     // Pass 5: chunks. Rows that hand addresses to each other share one.
     let mut groups = Groups::new(work.len());
     for (taker, giver, _) in &deps {
@@ -889,6 +905,12 @@ pub async fn review(
     for (i, w) in work.into_iter().enumerate() {
         let mut plan = w.plan;
         if plan.outcome == Outcome::Error {
+            // An error row keeps what it would have set, not its profile.
+            if w.existing.is_none() && plan.changes.is_empty() {
+                if let Some(profile) = &plan.profile {
+                    plan.changes = addition_changes(profile);
+                }
+            }
             plan.profile = None;
             plan.after.clear();
         }
@@ -906,6 +928,16 @@ pub async fn review(
     }
     writer.rows(&records).await?;
     writer.finish().await?;
+    let total_s = started.elapsed().as_secs_f64();
+    tracing::info!(
+        import_id = %import_id,
+        rows = totals.rows,
+        parse_s = parsed_s,
+        checks_s = checked_s - parsed_s,
+        store_s = total_s - checked_s,
+        total_s,
+        "import reviewed"
+    );
     metrics::counter!("roster_import_reviews_total").increment(1);
     metrics::counter!("roster_import_rows_reviewed_total").increment(totals.rows);
     Ok(import_id)
@@ -991,16 +1023,9 @@ fn plan_update(
 fn plan_add(w: &mut Work) {
     let patch = w.patch.take().unwrap_or_default();
     let profile = patch.to_new_profile();
-    w.plan.changes = profile
-        .fields()
-        .iter()
-        .filter(|(_, v)| v.is_some())
-        .map(|(field, v)| FieldChange {
-            field: field.to_string(),
-            before: None,
-            after: (*v).clone(),
-        })
-        .collect();
+    // An addition's changes are its profile's fields: they are derived when
+    // shown ([`addition_changes`]), not kept twice for every row of a large
+    // file.
     w.plan.aliases_added = w.aliases.take().unwrap_or_default();
     if let Err((field, reason)) = profile.clone().normalised().check() {
         w.plan
@@ -1013,6 +1038,20 @@ fn plan_add(w: &mut Work) {
     if w.plan.outcome != Outcome::Error {
         w.plan.outcome = Outcome::Add;
     }
+}
+
+/// The fields an addition sets: every field of its profile that has a value.
+fn addition_changes(profile: &Profile) -> Vec<FieldChange> {
+    profile
+        .fields()
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(field, v)| FieldChange {
+            field: field.to_string(),
+            before: None,
+            after: (*v).clone(),
+        })
+        .collect()
 }
 
 fn header_of(record: &ImportRecord) -> ApiResult<ReviewInfo> {
@@ -1135,6 +1174,7 @@ pub async fn commit(
     import_id: ImportId,
     settings: &ImportSettings,
 ) -> ApiResult<Committed> {
+    let started = std::time::Instant::now();
     let header = load_header(state, customer, import_id).await?;
     let review = header_of(&header)?;
     let id = import_id.to_string();
@@ -1165,6 +1205,7 @@ pub async fn commit(
         }
         check_stale(state, customer, &header, &review).await?;
     }
+    let checked_s = started.elapsed().as_secs_f64();
     let mut position = 0;
     let mut next = import.state.committed_chunks;
     while next < chunks {
@@ -1190,6 +1231,15 @@ pub async fn commit(
         )));
     }
     let result = finished(state, &header, &import.state).await?;
+    tracing::info!(
+        import_id = %import_id,
+        chunks,
+        added = result.added,
+        updated = result.updated,
+        check_s = checked_s,
+        apply_s = started.elapsed().as_secs_f64() - checked_s,
+        "import committed"
+    );
     metrics::counter!("roster_import_commits_total").increment(1);
     Ok(Committed {
         result,
@@ -1418,7 +1468,9 @@ async fn commit_chunk(
 ) -> ApiResult<Option<i64>> {
     let db = state.store.db();
     let id = import_id.to_string();
+    let started = std::time::Instant::now();
     let plans = parse_plans(db.import_chunk(&id, i64::from(chunk)).await?)?;
+    let read_s = started.elapsed().as_secs_f64();
     let mut skips: BTreeMap<i64, Skip> = BTreeMap::new();
     let mut last_error: Option<StoreError> = None;
     for _ in 0..ATTEMPTS {
@@ -1679,8 +1731,18 @@ async fn commit_chunk(
         if added > 0 {
             batch.guard(customer, Guard::SeatLimit);
         }
+        let staged_s = started.elapsed().as_secs_f64();
         match state.store.commit(batch).await {
             Ok(appended) => {
+                tracing::debug!(
+                    import_id = %import_id,
+                    chunk,
+                    rows = plans.len(),
+                    read_s,
+                    stage_s = staged_s - read_s,
+                    append_s = started.elapsed().as_secs_f64() - staged_s,
+                    "import chunk committed"
+                );
                 metrics::counter!("roster_import_rows_committed_total").increment(added + updated);
                 return Ok(Some(appended.last));
             }
