@@ -52,7 +52,7 @@ fn split_from_log(log: &str, run: &str) -> String {
         let field = |name: &str| -> Option<f64> {
             let i = line.find(&format!("\"{name}\":"))? + name.len() + 3;
             line[i..]
-                .split(|c: char| c == ',' || c == '}')
+                .split([',', '}'])
                 .next()?
                 .trim()
                 .parse()

@@ -823,6 +823,7 @@ impl SyncService {
     }
 
     /// Records the directory objects that changed since the last read (D3.o).
+    #[allow(clippy::too_many_arguments)] // the run's context, passed as is
     async fn stage_objects(
         &self,
         batch: &mut Batch,
