@@ -51,12 +51,7 @@ fn split_from_log(log: &str, run: &str) -> String {
     for line in log.lines().filter(|l| l.contains(run)) {
         let field = |name: &str| -> Option<f64> {
             let i = line.find(&format!("\"{name}\":"))? + name.len() + 3;
-            line[i..]
-                .split([',', '}'])
-                .next()?
-                .trim()
-                .parse()
-                .ok()
+            line[i..].split([',', '}']).next()?.trim().parse().ok()
         };
         if line.contains("directory read") {
             if let Some(s) = field("seconds") {
