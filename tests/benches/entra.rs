@@ -23,23 +23,12 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use roster_graph_emulator::{GenerateUsers, GraphEmulator, Group, TenantFixture};
 use roster_testkit::PgDb;
+use roster_tests::bench::{head, peak_mib, reset_peak, split_from_log};
 use roster_tests::process::{Api, RosterProcess};
 use serde_json::{json, Value};
 
 const GROUPS: usize = 200;
 const MEMBERS: usize = 50;
-
-fn proc_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-}
 
 struct Phase {
     name: &'static str,
@@ -49,41 +38,6 @@ struct Phase {
     graph_requests: usize,
     counts: String,
     split: String,
-}
-
-/// The "directory read" / "sync run applied" lines of the server log.
-fn split_from_log(log: &str, run: &str) -> String {
-    let mut read = String::new();
-    let mut applied = String::new();
-    for line in log.lines().filter(|l| l.contains(run)) {
-        let field = |name: &str| -> Option<f64> {
-            let i = line.find(&format!("\"{name}\":"))? + name.len() + 3;
-            line[i..].split([',', '}']).next()?.trim().parse().ok()
-        };
-        if line.contains("directory read") {
-            if let Some(s) = field("seconds") {
-                read = format!("read {s:.2}");
-            }
-        }
-        if line.contains("sync run applied") {
-            applied = format!(
-                "plan {:.2}, stage {:.2}, append {:.2}, project {:.2}",
-                field("plan_s").unwrap_or(f64::NAN),
-                field("stage_s").unwrap_or(f64::NAN),
-                field("append_s").unwrap_or(f64::NAN),
-                field("project_s").unwrap_or(f64::NAN)
-            );
-        }
-    }
-    format!("{read}; {applied}")
-}
-
-async fn head(api: &Api, c: &str) -> i64 {
-    let (s, v) = api
-        .get(&format!("/v1/customers/{c}/audit?page_size=1"))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["events"][0]["position"].as_i64().unwrap_or(0)
 }
 
 async fn phase(
@@ -96,7 +50,7 @@ async fn phase(
     let pid = p.pid().expect("server pid");
     let before = head(api, c).await;
     emu.clear_requests();
-    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    reset_peak(Some(pid));
     let started = Instant::now();
     let (s, v) = api
         .call(
@@ -120,7 +74,7 @@ async fn phase(
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let seconds = started.elapsed().as_secs_f64();
-    let peak_mib = proc_kib(pid, "VmHWM:") / 1024;
+    let peak_mib = peak_mib(Some(pid));
     assert_eq!(done["run"]["status"], "completed", "{}", done["run"]);
     let k = &done["run"]["counts"];
     let counts = format!(

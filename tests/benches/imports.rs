@@ -24,29 +24,13 @@ use axum::body::Bytes;
 use roster_api::imports::{self, ImportSettings, InputKind, ReviewInput, RowQuery};
 use roster_csv::ImportOptions;
 use roster_events::*;
+use roster_tests::bench::{peak_mib, proc_kib, reset_peak};
 use roster_tests::{Backend, TestStore};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DOMAIN: &str = "bench.example";
-
-fn vm(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        / 1024
-}
-
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
 
 /// A file as an HR export would be: every column, a third of the users
 /// with two aliases, every tenth with a quoted two-line note, mobiles with
@@ -96,7 +80,7 @@ async fn review(
     bytes: &Bytes,
     settings: &ImportSettings,
 ) -> (ImportId, Phase) {
-    reset_peak();
+    reset_peak(None);
     let started = Instant::now();
     let id = imports::review(
         &s.app(),
@@ -113,7 +97,7 @@ async fn review(
     .await
     .unwrap_or_else(|e| panic!("review: {} {}", e.code, e.message));
     let seconds = started.elapsed().as_secs_f64();
-    let peak_mib = vm("VmHWM:");
+    let peak_mib = peak_mib(None);
     // Only the totals are read (outside the timing).
     let v = imports::view(
         &s.app(),
@@ -144,7 +128,7 @@ async fn review(
 
 async fn commit(s: &TestStore, c: CustomerId, id: ImportId, settings: &ImportSettings) -> Phase {
     let head = s.store.head_position().await.unwrap();
-    reset_peak();
+    reset_peak(None);
     let started = Instant::now();
     let done = imports::commit(&s.app(), &Actor::System("bench".into()), c, id, settings)
         .await
@@ -157,7 +141,7 @@ async fn commit(s: &TestStore, c: CustomerId, id: ImportId, settings: &ImportSet
         "the projector did not catch up"
     );
     let seconds = started.elapsed().as_secs_f64();
-    let peak_mib = vm("VmHWM:");
+    let peak_mib = peak_mib(None);
     let events = s.store.head_position().await.unwrap() - head;
     let r = done.result;
     Phase {
@@ -204,7 +188,7 @@ async fn main() {
     eprintln!(
         "{rows} rows, {:.1} MiB; RSS with both files generated {} MiB",
         first.len() as f64 / 1048576.0,
-        vm("VmRSS:")
+        proc_kib(None, "VmRSS:") / 1024
     );
     println!("| back-end | file | phase | seconds | split | peak RSS (MiB) | outcome |");
     println!("|---|---|---|---|---|---|---|");
@@ -221,7 +205,7 @@ async fn main() {
         let c = s.customer(10_000_000, &[DOMAIN]).await;
         eprintln!(
             "{backend:?}: RSS before the first phase {} MiB",
-            vm("VmRSS:")
+            proc_kib(None, "VmRSS:") / 1024
         );
         let mut phases = Vec::new();
         for (label, bytes) in [("new users", &first), ("1% changed", &second)] {

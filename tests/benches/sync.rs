@@ -18,22 +18,11 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use roster_testkit::{DirectoryData, PgDb, Slapd, SlapdConfig, Style};
+use roster_tests::bench::{head, peak_mib, reset_peak, split_from_log};
 use roster_tests::process::RosterProcess;
 use serde_json::json;
 
 const DOMAIN: &str = "example.org";
-
-fn proc_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-}
 
 struct Phase {
     name: &'static str,
@@ -44,42 +33,6 @@ struct Phase {
     split: String,
 }
 
-/// The last "sync run applied" / "directory read" lines of the server log.
-fn split_from_log(log: &str, run: &str) -> String {
-    let mut read = String::new();
-    let mut applied = String::new();
-    for line in log.lines().filter(|l| l.contains(run)) {
-        let field = |name: &str| -> Option<f64> {
-            let i = line.find(&format!("\"{name}\":"))? + name.len() + 3;
-            line[i..].split([',', '}']).next()?.trim().parse().ok()
-        };
-        if line.contains("directory read") {
-            if let Some(s) = field("seconds") {
-                read = format!("read {s:.2}");
-            }
-        }
-        if line.contains("sync run applied") {
-            applied = format!(
-                "plan {:.2}, stage {:.2}, append {:.2}, project {:.2}",
-                field("plan_s").unwrap_or(f64::NAN),
-                field("stage_s").unwrap_or(f64::NAN),
-                field("append_s").unwrap_or(f64::NAN),
-                field("project_s").unwrap_or(f64::NAN)
-            );
-        }
-    }
-    format!("{read}; {applied}")
-}
-
-async fn head(api: &roster_tests::process::Api, c: &str) -> i64 {
-    // The audit trail has one row per event of the customer.
-    let (s, v) = api
-        .get(&format!("/v1/customers/{c}/audit?page_size=1"))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["events"][0]["position"].as_i64().unwrap_or(0)
-}
-
 async fn phase(
     p: &RosterProcess,
     api: &roster_tests::process::Api,
@@ -88,7 +41,7 @@ async fn phase(
 ) -> Phase {
     let pid = p.pid().expect("server pid");
     let before = head(api, c).await;
-    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    reset_peak(Some(pid));
     let started = Instant::now();
     let (s, v) = api
         .call(
@@ -112,7 +65,7 @@ async fn phase(
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let seconds = started.elapsed().as_secs_f64();
-    let peak_mib = proc_kib(pid, "VmHWM:") / 1024;
+    let peak_mib = peak_mib(Some(pid));
     assert_eq!(done["run"]["status"], "completed", "{}", done["run"]);
     let k = &done["run"]["counts"];
     let counts = format!(

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod bench;
 pub mod ldap_tap;
 pub mod process;
 pub mod sync;

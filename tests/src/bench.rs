@@ -1,0 +1,76 @@
+//! What the benchmarks share: a process's memory from /proc, the split of a
+//! sync run from the server's log, and the log's head as the audit shows it.
+
+use reqwest::StatusCode;
+
+use crate::process::Api;
+
+/// A `/proc/<pid>/status` field in KiB (`VmHWM:`, `VmRSS:`); `pid` None is
+/// this process. 0 when it cannot be read.
+pub fn proc_kib(pid: Option<u32>, field: &str) -> u64 {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A process's peak RSS in MiB.
+pub fn peak_mib(pid: Option<u32>) -> u64 {
+    proc_kib(pid, "VmHWM:") / 1024
+}
+
+/// Resets a process's peak RSS to its current RSS (Linux `clear_refs` 5).
+pub fn reset_peak(pid: Option<u32>) {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/clear_refs"),
+        None => "/proc/self/clear_refs".to_string(),
+    };
+    let _ = std::fs::write(path, "5");
+}
+
+/// The split of one sync run from the server's JSON log: its `directory
+/// read` and `sync run applied` lines.
+pub fn split_from_log(log: &str, run: &str) -> String {
+    let mut read = String::new();
+    let mut applied = String::new();
+    for line in log.lines().filter(|l| l.contains(run)) {
+        let field = |name: &str| -> Option<f64> {
+            let i = line.find(&format!("\"{name}\":"))? + name.len() + 3;
+            line[i..].split([',', '}']).next()?.trim().parse().ok()
+        };
+        if line.contains("directory read") {
+            if let Some(s) = field("seconds") {
+                read = format!("read {s:.2}");
+            }
+        }
+        if line.contains("sync run applied") {
+            applied = format!(
+                "plan {:.2}, stage {:.2}, append {:.2}, project {:.2}",
+                field("plan_s").unwrap_or(f64::NAN),
+                field("stage_s").unwrap_or(f64::NAN),
+                field("append_s").unwrap_or(f64::NAN),
+                field("project_s").unwrap_or(f64::NAN)
+            );
+        }
+    }
+    format!("{read}; {applied}")
+}
+
+/// The position of the customer's latest event (its audit trail is newest
+/// first), so that a phase can count the events it appended.
+pub async fn head(api: &Api, c: &str) -> i64 {
+    let (s, v) = api
+        .get(&format!("/v1/customers/{c}/audit?page_size=1"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["events"][0]["position"].as_i64().unwrap_or(0)
+}
