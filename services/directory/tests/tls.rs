@@ -149,9 +149,6 @@ async fn d5_plain_ldap_only_when_explicitly_chosen() {
 }
 
 #[tokio::test]
-#[ignore = "roster-events bug: TlsSettings derives Default with verify=false, so settings saved \
-            without a `tls` object deserialize with verification OFF; fix TlsSettings::default \
-            in roster-events, then drop this ignore"]
 async fn d5_settings_default_to_ssl_636_with_verification() {
     // What an administrator's saved JSON without TLS details means.
     let s: LdapSettings = serde_json::from_value(serde_json::json!({
