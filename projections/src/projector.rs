@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use roster_store::{with_tx, Store, StoreError, Tx};
+use roster_store::{with_tx, Store, StoreError, StoredEvent, Tx};
 use tokio::sync::watch;
 
 use crate::{decode, Decoded, Projection, ProjectionError};
@@ -25,6 +25,9 @@ pub struct Projector {
     prefix: String,
     batch_size: i64,
     reached: watch::Sender<i64>,
+    /// The next batch, read while the previous one was being applied:
+    /// (the position it follows, its events).
+    ahead: tokio::sync::Mutex<Option<(i64, Vec<StoredEvent>)>>,
 }
 
 fn now_micros() -> i64 {
@@ -49,6 +52,7 @@ impl Projector {
             prefix: prefix.to_string(),
             batch_size: DEFAULT_BATCH,
             reached: watch::channel(0).0,
+            ahead: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -185,7 +189,12 @@ impl Projector {
         let checkpoints = self.read_checkpoints(&mut tx).await?;
         let from = checkpoints.iter().copied().min().unwrap_or(0);
         let started = std::time::Instant::now();
-        let stored = self.store.read_from(from, self.batch_size).await?;
+        // A batch read ahead is used only if it follows exactly where the
+        // checkpoints are (another process may have moved them).
+        let stored = match self.ahead.lock().await.take() {
+            Some((after, events)) if after == from && !events.is_empty() => events,
+            _ => self.store.read_from(from, self.batch_size).await?,
+        };
         if stored.is_empty() {
             return Ok(0);
         }
@@ -208,26 +217,38 @@ impl Projector {
             decode_s = started.elapsed().as_secs_f64() - read_s,
             "projector batch read"
         );
-        let mut failed = false;
-        for (p, cp) in self.projections.iter().zip(&checkpoints) {
-            let mine: Vec<&Decoded> = decoded.iter().filter(|d| d.position > *cp).collect();
-            if mine.is_empty() {
-                continue;
+        // While this batch is applied, the next one is read (a full batch
+        // suggests the log goes on): catching up is then bound by the
+        // projections' writes, not by reading the log.
+        let read_ahead = async {
+            if n as i64 >= self.batch_size {
+                self.store.read_from(last, self.batch_size).await.ok()
+            } else {
+                None
             }
-            let t = std::time::Instant::now();
-            let applied = p.apply(&mut tx, &self.prefix, &mine).await;
-            tracing::debug!(
-                projection = p.name(),
-                events = mine.len(),
-                seconds = t.elapsed().as_secs_f64(),
-                "projected"
-            );
-            if let Err(e) = applied {
-                tracing::warn!(projection = p.name(), error = %e, "batch failed; retrying event by event");
-                failed = true;
-                break;
+        };
+        let apply = async {
+            for (p, cp) in self.projections.iter().zip(&checkpoints) {
+                let mine: Vec<&Decoded> = decoded.iter().filter(|d| d.position > *cp).collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let t = std::time::Instant::now();
+                let applied = p.apply(&mut tx, &self.prefix, &mine).await;
+                tracing::debug!(
+                    projection = p.name(),
+                    events = mine.len(),
+                    seconds = t.elapsed().as_secs_f64(),
+                    "projected"
+                );
+                if let Err(e) = applied {
+                    tracing::warn!(projection = p.name(), error = %e, "batch failed; retrying event by event");
+                    return true;
+                }
             }
-        }
+            false
+        };
+        let (failed, next) = tokio::join!(apply, read_ahead);
         if failed {
             drop(tx);
             self.step_one_by_one(&decoded, &undecodable, &checkpoints, last)
@@ -243,6 +264,9 @@ impl Projector {
                 Self::write_checkpoint(&mut tx, &name, last).await?;
             }
             tx.commit().await?;
+            if let Some(events) = next {
+                *self.ahead.lock().await = Some((last, events));
+            }
         }
         metrics::counter!("roster_events_projected_total").increment(n as u64);
         metrics::gauge!("roster_projection_position").set(last as f64);
