@@ -125,15 +125,23 @@ async fn latency(seconds: u64) -> (usize, f64, Duration, Duration, Duration) {
     };
     let customer = CustomerId::new();
     let events = common::raw_events(customer, total, 1);
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    // 1,000 events a second as 250 appends of 4 events (one append takes
+    // about 1.2 ms here, so single-event appends top out near 830 a second;
+    // see docs/performance.md). Each event's latency runs from the commit
+    // of its append.
+    const PER_APPEND: usize = 4;
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000 * PER_APPEND as u64));
     let started = Instant::now();
-    for e in events {
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let chunk: Vec<_> = events.by_ref().take(PER_APPEND).collect();
         tick.tick().await;
-        let appended = s.store.append(vec![e], vec![]).await.unwrap();
-        committed
-            .lock()
-            .unwrap()
-            .insert(appended.last, Instant::now());
+        let appended = s.store.append(chunk, vec![]).await.unwrap();
+        let at = Instant::now();
+        let mut c = committed.lock().unwrap();
+        for pos in appended.first..=appended.last {
+            c.insert(pos, at);
+        }
     }
     let rate = total as f64 / started.elapsed().as_secs_f64();
     let mut latencies = tokio::time::timeout(Duration::from_secs(60), receiver)
