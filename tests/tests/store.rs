@@ -96,6 +96,37 @@ async fn e1_a_stale_version_is_a_conflict(s: TestStore) {
         .is_none());
 }
 
+/// Stages 1,200 new directory users whose notes hold a comma, quotes and a
+/// newline (what a CSV stream must carry intact).
+async fn stage_bulk_users(s: &TestStore, c: CustomerId, batch: &mut Batch) {
+    for i in 0..1_200 {
+        let uid = UserId::new();
+        let mut target: Loaded<User> = Loaded::new(uid.to_string());
+        batch
+            .execute(
+                &mut target,
+                UserCommand::Add(roster_domain::AddUser {
+                    user_id: uid,
+                    customer_id: c,
+                    address: addr(&format!("bulk{i}@bulk.example")),
+                    kind: Kind::User,
+                    source: Source::Ldap,
+                    profile: Profile {
+                        notes: Some(format!("line one, \"quoted\"\nline two {i}")),
+                        ..Profile::default()
+                    },
+                    aliases: vec![],
+                    directory_id: None,
+                    members: vec![],
+                }),
+                &UserServices::default(),
+                &s.meta(c),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 /// The same through a bulk append (1,200 events, streamed with COPY on
 /// PostgreSQL): the stale user refuses the whole append, new users included.
 async fn e1_a_stale_version_in_a_bulk_append_is_a_conflict(s: TestStore) {
@@ -128,31 +159,7 @@ async fn e1_a_stale_version_in_a_bulk_append_is_a_conflict(s: TestStore) {
     )
     .await
     .unwrap();
-    for i in 0..1_200 {
-        let uid = UserId::new();
-        let mut target: Loaded<User> = Loaded::new(uid.to_string());
-        b2.execute(
-            &mut target,
-            UserCommand::Add(roster_domain::AddUser {
-                user_id: uid,
-                customer_id: c,
-                address: addr(&format!("bulk{i}@bulk.example")),
-                kind: Kind::User,
-                source: Source::Ldap,
-                profile: Profile {
-                    notes: Some(format!("line one, \"quoted\"\nline two {i}")),
-                    ..Profile::default()
-                },
-                aliases: vec![],
-                directory_id: None,
-                members: vec![],
-            }),
-            &UserServices::default(),
-            &s.meta(c),
-        )
-        .await
-        .unwrap();
-    }
+    stage_bulk_users(&s, c, &mut b2).await;
     s.store.commit(b1).await.unwrap();
     let head = s.store.head_position().await.unwrap();
     let err = s.store.commit(b2).await.unwrap_err();
@@ -172,31 +179,7 @@ async fn e1_a_stale_version_in_a_bulk_append_is_a_conflict(s: TestStore) {
     // A fresh bulk append goes through, and its events read back exactly
     // (quotes, commas and newlines in payloads survive the CSV stream).
     let mut b3 = Batch::new();
-    for i in 0..1_200 {
-        let uid = UserId::new();
-        let mut target: Loaded<User> = Loaded::new(uid.to_string());
-        b3.execute(
-            &mut target,
-            UserCommand::Add(roster_domain::AddUser {
-                user_id: uid,
-                customer_id: c,
-                address: addr(&format!("bulk{i}@bulk.example")),
-                kind: Kind::User,
-                source: Source::Ldap,
-                profile: Profile {
-                    notes: Some(format!("line one, \"quoted\"\nline two {i}")),
-                    ..Profile::default()
-                },
-                aliases: vec![],
-                directory_id: None,
-                members: vec![],
-            }),
-            &UserServices::default(),
-            &s.meta(c),
-        )
-        .await
-        .unwrap();
-    }
+    stage_bulk_users(&s, c, &mut b3).await;
     let a = s.store.commit(b3).await.unwrap();
     assert_eq!((a.first, a.count), (head + 1, 1_200));
     s.project().await;
