@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod e2e;
 pub mod ldap_tap;
 pub mod process;
 pub mod sync;

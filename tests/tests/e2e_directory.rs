@@ -18,7 +18,6 @@
 //! scheduled run interferes with what they count.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -27,9 +26,9 @@ use roster_testkit::{
     deterministic_guid, organizational_unit, DirectoryData, Entry, Flavour, PgDb, SambaDc, Slapd,
     SlapdConfig, Style, User as DirUser,
 };
+use roster_tests::e2e::{Db, RosterEnv};
 use roster_tests::ldap_tap::LdapTap;
-use roster_tests::process::{enc, Api};
-use roster_tests::RosterProcess;
+use roster_tests::process::enc;
 use serde_json::{json, Value};
 
 const BASE: &str = "dc=example,dc=com";
@@ -39,149 +38,36 @@ const DOMAIN: &str = "example.org";
 // ---------------------------------------------------------------------------
 // The binary and its API
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
+/// One running `roster serve` (see [`RosterEnv`]) with this file's helpers.
+struct Env(RosterEnv);
 
-/// One running `roster serve` and what it needs. Fields drop in order: the
-/// process first, then its database, then the folder.
-struct Env {
-    p: RosterProcess,
-    api: Api,
-    _pg: Option<PgDb>,
-    clock: Option<PathBuf>,
-    _dir: tempfile::TempDir,
+impl std::ops::Deref for Env {
+    type Target = RosterEnv;
+    fn deref(&self) -> &RosterEnv {
+        &self.0
+    }
 }
 
 impl Env {
-    /// `roster serve` without the worker: only the test starts syncs.
     async fn start(db: Db) -> Env {
-        Env::launch(db, None, &[]).await
+        Env(RosterEnv::launch(db, None, &[]).await)
     }
 
     /// `roster serve` with the worker (scheduler and deletion reaper) every
-    /// second, reading "now" from a file the test moves ([`Env::set_clock`]).
+    /// second, reading "now" from a file the test moves ([`RosterEnv::set_clock`]).
     async fn start_clocked(db: Db, now: DateTime<Utc>) -> Env {
-        Env::launch(db, Some(now), &[]).await
+        Env(RosterEnv::launch(db, Some(now), &[]).await)
     }
 
-    async fn launch(db: Db, now: Option<DateTime<Utc>>, extra: &[(&str, &str)]) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let pg = match db {
-            Db::Postgres => Some(PgDb::create().await.expect("PostgreSQL test database")),
-            Db::Sqlite => None,
-        };
-        let clock = dir.path().join("now.txt");
-        let clock_s = clock.display().to_string();
-        let mut env: Vec<(&str, &str)> = Vec::new();
-        if let Some(now) = now {
-            write_clock(&clock, &now.to_rfc3339());
-            env.push(("ROSTER_CLOCK_FILE", &clock_s));
-            env.push(("ROSTER_WORKER_TICK_SECS", "1"));
-        } else {
-            env.push(("ROSTER_NO_WORKER", "true"));
-        }
-        env.extend(extra.iter().copied());
-        let p =
-            RosterProcess::start_with(&dir.path().join("data"), pg.as_ref().map(|d| d.url()), &env)
-                .await;
-        let api = p.admin();
-        Env {
-            p,
-            api,
-            _pg: pg,
-            clock: now.map(|_| clock),
-            _dir: dir,
-        }
-    }
-
-    fn set_clock(&self, now: DateTime<Utc>) {
-        write_clock(
-            self.clock.as_ref().expect("a clocked binary"),
-            &now.to_rfc3339(),
-        );
-    }
-
-    async fn customer(&self, name: &str, domains: &[&str]) -> String {
-        self.api.customer(name, 100_000, domains).await
-    }
-
-    async fn put_directory_raw(&self, c: &str, body: Value) -> (StatusCode, Value) {
-        self.api
-            .call(
-                Method::PUT,
-                &format!("/v1/customers/{c}/directory"),
-                Some(body),
-            )
-            .await
-    }
-
-    async fn put_directory(&self, c: &str, body: Value) -> Value {
-        let (s, v) = self.put_directory_raw(c, body).await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        v
-    }
-
-    /// Test connection: the settings given, or the stored ones.
-    async fn test_connection(&self, c: &str, body: Option<Value>) -> Value {
-        let (s, v) = self
-            .api
-            .call(
-                Method::POST,
-                &format!("/v1/customers/{c}/directory/test"),
-                body,
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        v
-    }
-
-    /// Sync Now: 202 and the run id. With the worker on, a scheduled run may
-    /// be going: wait for it and ask again.
+    /// Sync Now: the run id.
     async fn start_sync(&self, c: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (s, v) = self
-                .api
-                .call(
-                    Method::POST,
-                    &format!("/v1/customers/{c}/directory/sync"),
-                    None,
-                )
-                .await;
-            if s == StatusCode::ACCEPTED {
-                return v["run_id"].as_str().expect("run_id").to_string();
-            }
-            assert!(
-                self.clock.is_some()
-                    && s == StatusCode::CONFLICT
-                    && v["code"] == "sync_running"
-                    && Instant::now() < deadline,
-                "Sync Now: {s} {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let v = self.start_sync_answer(c).await;
+        v["run_id"].as_str().expect("run_id").to_string()
     }
 
     /// The run (GET .../syncs/{run}) once it is no longer `running`.
     async fn wait_run(&self, c: &str, run: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let (s, v) = self
-                .api
-                .get(&format!(
-                    "/v1/customers/{c}/directory/syncs/{run}?page_size=1000"
-                ))
-                .await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-            if v["run"]["status"] != "running" {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "run {run} still running: {v}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.run_detail(c, run).await
     }
 
     /// Sync Now and wait: the run's detail (`run` and its `changes`).
@@ -195,34 +81,6 @@ impl Env {
         let d = self.sync(c).await;
         assert_eq!(d["run"]["status"], "completed", "{}", d["run"]);
         d["run"]["counts"].clone()
-    }
-
-    /// Every user of a list query (all pages).
-    async fn users(&self, c: &str, query: &str) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut page: Option<String> = None;
-        loop {
-            let mut path = format!("/v1/customers/{c}/users?page_size=1000&{query}");
-            if let Some(p) = &page {
-                path.push_str(&format!("&page={}", enc(p)));
-            }
-            let (s, v) = self.api.get(&path).await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-            out.extend(v["users"].as_array().unwrap().iter().cloned());
-            match v["next_page"].as_str() {
-                Some(p) => page = Some(p.to_string()),
-                None => return out,
-            }
-        }
-    }
-
-    async fn user(&self, c: &str, address: &str) -> Value {
-        let (s, v) = self
-            .api
-            .get(&format!("/v1/customers/{c}/users/{}", enc(address)))
-            .await;
-        assert_eq!(s, StatusCode::OK, "{address}: {v}");
-        v
     }
 
     /// A user's status; `deleted` for a deleted one, `absent` if it never was.
@@ -271,18 +129,6 @@ impl Env {
         v["users"].as_array().unwrap().clone()
     }
 
-    async fn conflict_action(&self, c: &str, action: &str, addresses: &[&str]) -> Vec<Value> {
-        let (s, v) = self
-            .api
-            .post(
-                &format!("/v1/customers/{c}/conflicts/actions"),
-                json!({"action": action, "addresses": addresses}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        v["results"].as_array().unwrap().clone()
-    }
-
     async fn audit(&self, c: &str, query: &str) -> Vec<Value> {
         let (s, v) = self
             .api
@@ -321,13 +167,6 @@ impl Env {
     async fn post_empty(&self, path: &str) -> (StatusCode, Value) {
         self.api.call(Method::POST, path, None).await
     }
-}
-
-fn write_clock(path: &Path, now: &str) {
-    // Atomically: the binary must never read half a time.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, now).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 fn tail(s: &str, lines: usize) -> String {
@@ -2411,7 +2250,7 @@ async fn d5_ldaps_and_starttls_verified_against_the_harness_ca_and_refused_with_
 // D7
 
 async fn password_never_leaks(db: Db) {
-    let env = Env::launch(db, None, &[("RUST_LOG", "debug,sqlx=debug")]).await;
+    let env = Env(RosterEnv::launch(db, None, &[("RUST_LOG", "debug,sqlx=debug")]).await);
     let data = ad_data(6, 1);
     let slapd = ad_slapd(&data).await;
     let password = format!("Bind-{}-Secret", uuid::Uuid::new_v4().simple());
@@ -2520,7 +2359,7 @@ async fn password_never_leaks(db: Db) {
             assert!(bytes.len() > 10_000, "the database files");
             bytes
         }
-        Db::Postgres => pg_dump(env._pg.as_ref().unwrap()).await.into_bytes(),
+        Db::Postgres => pg_dump(env.pg.as_ref().unwrap()).await.into_bytes(),
     };
     let text = String::from_utf8_lossy(&stored);
     assert!(

@@ -14,146 +14,48 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use roster_graph_emulator::{Fault, GenerateUsers, GraphEmulator, Group, TenantFixture, User};
-use roster_testkit::{DirectoryData, PgDb, Slapd, SlapdConfig, Style};
-use roster_tests::process::{enc, Api};
-use roster_tests::RosterProcess;
+use roster_testkit::{DirectoryData, Slapd, SlapdConfig, Style};
+use roster_tests::e2e::{Db, RosterEnv};
+use roster_tests::process::enc;
 use serde_json::{json, Value};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
+/// One running `roster serve` (see [`RosterEnv`]) with this file's helpers.
+struct Env(RosterEnv);
 
-struct Env {
-    p: RosterProcess,
-    api: Api,
-    clock: Option<std::path::PathBuf>,
-    _pg: Option<PgDb>,
-    _dir: tempfile::TempDir,
+impl std::ops::Deref for Env {
+    type Target = RosterEnv;
+    fn deref(&self) -> &RosterEnv {
+        &self.0
+    }
 }
 
 impl Env {
     async fn start(db: Db) -> Env {
-        Env::launch(db, None).await
+        Env(RosterEnv::launch(db, None, &[]).await)
     }
 
     /// With the worker (scheduler and reaper) every second, reading "now"
-    /// from a file the test moves ([`Env::set_clock`]).
+    /// from a file the test moves ([`RosterEnv::set_clock`]).
     async fn start_clocked(db: Db, now: DateTime<Utc>) -> Env {
-        Env::launch(db, Some(now)).await
-    }
-
-    async fn launch(db: Db, now: Option<DateTime<Utc>>) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let pg = match db {
-            Db::Postgres => Some(PgDb::create().await.expect("PostgreSQL test database")),
-            Db::Sqlite => None,
-        };
-        let clock = dir.path().join("now.txt");
-        let clock_s = clock.display().to_string();
-        let mut env: Vec<(&str, &str)> = Vec::new();
-        match now {
-            Some(now) => {
-                write_clock(&clock, now);
-                env.push(("ROSTER_CLOCK_FILE", &clock_s));
-                env.push(("ROSTER_WORKER_TICK_SECS", "1"));
-            }
-            None => env.push(("ROSTER_NO_WORKER", "true")),
-        }
-        let p =
-            RosterProcess::start_with(&dir.path().join("data"), pg.as_ref().map(|d| d.url()), &env)
-                .await;
-        let api = p.admin();
-        Env {
-            p,
-            api,
-            clock: now.map(|_| clock),
-            _pg: pg,
-            _dir: dir,
-        }
-    }
-
-    fn set_clock(&self, now: DateTime<Utc>) {
-        write_clock(self.clock.as_ref().expect("a clocked binary"), now);
-    }
-
-    async fn customer(&self, name: &str, domains: &[&str]) -> String {
-        self.api.customer(name, 100_000, domains).await
+        Env(RosterEnv::launch(db, Some(now), &[]).await)
     }
 
     async fn put_raw(&self, c: &str, body: Value) -> (StatusCode, Value) {
-        self.api
-            .call(
-                Method::PUT,
-                &format!("/v1/customers/{c}/directory"),
-                Some(body),
-            )
-            .await
+        self.put_directory_raw(c, body).await
     }
 
     async fn put(&self, c: &str, body: Value) -> Value {
-        let (s, v) = self.put_raw(c, body).await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        v
+        self.put_directory(c, body).await
     }
 
-    async fn test_connection(&self, c: &str, body: Option<Value>) -> Value {
-        let (s, v) = self
-            .api
-            .call(
-                Method::POST,
-                &format!("/v1/customers/{c}/directory/test"),
-                body,
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        v
-    }
-
-    /// Sync Now: 202 and the run id. With the worker on, a scheduled run
-    /// may be going: wait for it and ask again.
+    /// Sync Now: the run id and the answer.
     async fn start_sync(&self, c: &str) -> (String, Value) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (s, v) = self
-                .api
-                .call(
-                    Method::POST,
-                    &format!("/v1/customers/{c}/directory/sync"),
-                    None,
-                )
-                .await;
-            if s == StatusCode::ACCEPTED {
-                return (v["run_id"].as_str().unwrap().to_string(), v);
-            }
-            assert!(
-                self.clock.is_some()
-                    && s == StatusCode::CONFLICT
-                    && v["code"] == "sync_running"
-                    && Instant::now() < deadline,
-                "Sync Now: {s} {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let v = self.start_sync_answer(c).await;
+        (v["run_id"].as_str().unwrap().to_string(), v)
     }
 
     async fn wait_run(&self, c: &str, run: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let (s, v) = self
-                .api
-                .get(&format!(
-                    "/v1/customers/{c}/directory/syncs/{run}?page_size=1000"
-                ))
-                .await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-            if v["run"]["status"] != "running" {
-                return v["run"].clone();
-            }
-            assert!(Instant::now() < deadline, "run {run} still running: {v}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.run_detail(c, run).await["run"].clone()
     }
 
     /// Sync Now and wait: the run.
@@ -167,33 +69,6 @@ impl Env {
         let r = self.sync(c).await;
         assert_eq!(r["status"], "completed", "{r}");
         r["counts"].clone()
-    }
-
-    async fn users(&self, c: &str, query: &str) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut page: Option<String> = None;
-        loop {
-            let mut path = format!("/v1/customers/{c}/users?page_size=1000&{query}");
-            if let Some(p) = &page {
-                path.push_str(&format!("&page={}", enc(p)));
-            }
-            let (s, v) = self.api.get(&path).await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-            out.extend(v["users"].as_array().unwrap().iter().cloned());
-            match v["next_page"].as_str() {
-                Some(p) => page = Some(p.to_string()),
-                None => return out,
-            }
-        }
-    }
-
-    async fn user(&self, c: &str, address: &str) -> Value {
-        let (s, v) = self
-            .api
-            .get(&format!("/v1/customers/{c}/users/{}", enc(address)))
-            .await;
-        assert_eq!(s, StatusCode::OK, "{address}: {v}");
-        v
     }
 
     async fn maybe_user(&self, c: &str, address: &str) -> Option<Value> {
@@ -235,18 +110,6 @@ impl Env {
         }
     }
 
-    async fn conflict_action(&self, c: &str, action: &str, addresses: &[&str]) -> Vec<Value> {
-        let (s, v) = self
-            .api
-            .post(
-                &format!("/v1/customers/{c}/conflicts/actions"),
-                json!({"action": action, "addresses": addresses}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        v["results"].as_array().unwrap().clone()
-    }
-
     async fn history_types(&self, c: &str, address: &str) -> Vec<String> {
         let (s, v) = self
             .api
@@ -282,13 +145,6 @@ impl Env {
         assert_eq!(s, StatusCode::OK, "{v}");
         v
     }
-}
-
-fn write_clock(path: &std::path::Path, now: DateTime<Utc>) {
-    // Atomically: the binary must never read half a time.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, now.to_rfc3339()).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 fn n(v: &Value, key: &str) -> u64 {
