@@ -186,6 +186,55 @@ impl RosterEnv {
         v
     }
 
+    /// The user at `address`, if there is one (not deleted).
+    pub async fn maybe_user(&self, c: &str, address: &str) -> Option<Value> {
+        let (s, v) = self
+            .api
+            .get(&format!("/v1/customers/{c}/users/{}", enc(address)))
+            .await;
+        if s == StatusCode::OK {
+            return Some(v);
+        }
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        None
+    }
+
+    /// A user's status; `deleted` for a deleted one, `absent` if it never was.
+    pub async fn status_of(&self, c: &str, address: &str) -> String {
+        if let Some(u) = self.maybe_user(c, address).await {
+            return u["status"].as_str().unwrap().to_string();
+        }
+        let deleted = self
+            .users(c, &format!("status=deleted&q={}", enc(address)))
+            .await;
+        if deleted.iter().any(|u| u["address"] == address) {
+            "deleted".into()
+        } else {
+            "absent".into()
+        }
+    }
+
+    /// Polls until `address` has `status` (the worker acts on its own); on
+    /// timeout the message ends with the server's last log lines.
+    pub async fn wait_status(&self, c: &str, address: &str, status: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.status_of(c, address).await;
+            if now == status {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let log = self.p.log_text();
+                let lines: Vec<&str> = log.lines().collect();
+                panic!(
+                    "{address} is still {now}, not {status}; log:\n{}",
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Delete, ignore or deactivate conflicts (D3.m): the per-address results.
     pub async fn conflict_action(&self, c: &str, action: &str, addresses: &[&str]) -> Vec<Value> {
         let (s, v) = self

@@ -83,43 +83,6 @@ impl Env {
         d["run"]["counts"].clone()
     }
 
-    /// A user's status; `deleted` for a deleted one, `absent` if it never was.
-    async fn status_of(&self, c: &str, address: &str) -> String {
-        let (s, v) = self
-            .api
-            .get(&format!("/v1/customers/{c}/users/{}", enc(address)))
-            .await;
-        if s == StatusCode::OK {
-            return v["status"].as_str().unwrap().to_string();
-        }
-        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-        let deleted = self
-            .users(c, &format!("status=deleted&q={}", enc(address)))
-            .await;
-        if deleted.iter().any(|u| u["address"] == address) {
-            "deleted".into()
-        } else {
-            "absent".into()
-        }
-    }
-
-    /// Polls until `address` has `status` (the worker acts on its own).
-    async fn wait_status(&self, c: &str, address: &str, status: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let now = self.status_of(c, address).await;
-            if now == status {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{address} is still {now}, not {status}; log:\n{}",
-                tail(&self.p.log_text(), 40)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     async fn conflicts(&self, c: &str) -> Vec<Value> {
         let (s, v) = self
             .api

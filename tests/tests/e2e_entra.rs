@@ -71,45 +71,6 @@ impl Env {
         r["counts"].clone()
     }
 
-    async fn maybe_user(&self, c: &str, address: &str) -> Option<Value> {
-        let (s, v) = self
-            .api
-            .get(&format!("/v1/customers/{c}/users/{}", enc(address)))
-            .await;
-        (s == StatusCode::OK).then_some(v)
-    }
-
-    /// A user's status; `deleted` for a deleted one, `absent` if it never was.
-    async fn status(&self, c: &str, address: &str) -> String {
-        if let Some(u) = self.maybe_user(c, address).await {
-            return u["status"].as_str().unwrap().to_string();
-        }
-        let deleted = self
-            .users(c, &format!("status=deleted&q={}", enc(address)))
-            .await;
-        if deleted.iter().any(|u| u["address"] == address) {
-            "deleted".into()
-        } else {
-            "absent".into()
-        }
-    }
-
-    /// Polls until `address` has `status` (the worker acts on its own).
-    async fn wait_status(&self, c: &str, address: &str, status: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let now = self.status(c, address).await;
-            if now == status {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{address} is still {now}, not {status}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     async fn history_types(&self, c: &str, address: &str) -> Vec<String> {
         let (s, v) = self
             .api
@@ -371,8 +332,8 @@ async fn core_flow(db: Db) {
         && u["source_label"] == "Azure"
         && u["status"] == "active"));
     // D3.b: olga's domain is not managed, carl is disabled, nomail has none.
-    assert_eq!(env.status(&c, "olga@unmanaged.example").await, "absent");
-    assert_eq!(env.status(&c, &format!("carl@{d}")).await, "absent");
+    assert_eq!(env.status_of(&c, "olga@unmanaged.example").await, "absent");
+    assert_eq!(env.status_of(&c, &format!("carl@{d}")).await, "absent");
     // D3.c, D3.d: smtp: aliases in managed domains only; the attributes.
     let a = env.user(&c, &format!("ann@{d}")).await;
     assert_eq!(a["aliases"], json!([format!("ann.lee@{d}")]), "{a}");
@@ -415,7 +376,7 @@ async fn core_flow(db: Db) {
         "Finance"
     );
     // D3.e
-    assert_eq!(env.status(&c, &format!("eve@{d}")).await, "active");
+    assert_eq!(env.status_of(&c, &format!("eve@{d}")).await, "active");
     // D3.h: deleted -> missing; disabled -> disabled.
     let dv = env.user(&c, &format!("dave@{d}")).await;
     assert_eq!(
@@ -440,8 +401,8 @@ async fn core_flow(db: Db) {
     fx.tenant.set_account_enabled(&ann, true);
     let counts = env.sync_ok(&c).await;
     assert_eq!(n(&counts, "unflagged"), 2, "{counts}");
-    assert_eq!(env.status(&c, &format!("dave@{d}")).await, "active");
-    assert_eq!(env.status(&c, &format!("ann@{d}")).await, "active");
+    assert_eq!(env.status_of(&c, &format!("dave@{d}")).await, "active");
+    assert_eq!(env.status_of(&c, &format!("ann@{d}")).await, "active");
     assert!(env.conflicts(&c).await.is_empty());
 }
 
@@ -507,7 +468,7 @@ async fn d3g_d3h_d3l_d3o_d3p_d3s_d3t_entra_rules_through_delta_runs() {
     let u0 = env.user(&c, &mail(0)).await;
     assert_eq!(u0["source"], "manual", "D3.g: source kept: {u0}");
     assert!(u0["first_name"].is_string(), "D3.g: supplemented: {u0}");
-    assert_eq!(env.status(&c, &mail(1)).await, "absent", "D3.o");
+    assert_eq!(env.status_of(&c, &mail(1)).await, "absent", "D3.o");
 
     // D3.p: an addition is created at once and not flagged while listed.
     let extra = format!("shared-mailbox@{d}");
@@ -533,9 +494,9 @@ async fn d3g_d3h_d3l_d3o_d3p_d3s_d3t_entra_rules_through_delta_runs() {
     emu.clear_requests();
     env.sync_ok(&c).await;
     assert_eq!(calls(&emu, "/users"), 0, "a delta run");
-    assert_eq!(env.status(&c, &mail(2)).await, "active", "D3.l");
-    assert_eq!(env.status(&c, &mail(0)).await, "active", "D3.g");
-    assert_eq!(env.status(&c, &extra).await, "active", "D3.p");
+    assert_eq!(env.status_of(&c, &mail(2)).await, "active", "D3.l");
+    assert_eq!(env.status_of(&c, &mail(0)).await, "active", "D3.g");
+    assert_eq!(env.status_of(&c, &extra).await, "active", "D3.p");
 
     // D3.h: with include disabled, a disabled user is not flagged.
     env.put(
@@ -548,7 +509,7 @@ async fn d3g_d3h_d3l_d3o_d3p_d3s_d3t_entra_rules_through_delta_runs() {
     .await;
     fx.tenant.set_account_enabled(&ids[3], false);
     env.sync_ok(&c).await;
-    assert_eq!(env.status(&c, &mail(3)).await, "active");
+    assert_eq!(env.status_of(&c, &mail(3)).await, "active");
 
     // D3.s: the default guard holds a run that would flag 8 of 18.
     env.put(
@@ -610,7 +571,7 @@ async fn d3r_entra_throttling_is_retried_and_a_read_given_up_flags_nobody() {
         (Some("failed"), Some("throttled")),
         "{r}"
     );
-    assert_eq!(env.status(&c, &mail(0)).await, "active");
+    assert_eq!(env.status_of(&c, &mail(0)).await, "active");
     emu.clear_faults();
 
     // A page cut off mid-body: failed as incomplete, nobody flagged.
@@ -621,12 +582,12 @@ async fn d3r_entra_throttling_is_retried_and_a_read_given_up_flags_nobody() {
         (Some("failed"), Some("incomplete")),
         "{r}"
     );
-    assert_eq!(env.status(&c, &mail(0)).await, "active");
+    assert_eq!(env.status_of(&c, &mail(0)).await, "active");
     emu.clear_faults();
 
     // Once Graph answers again: flagged.
     env.sync_ok(&c).await;
-    assert_eq!(env.status(&c, &mail(0)).await, "pending_deletion");
+    assert_eq!(env.status_of(&c, &mail(0)).await, "pending_deletion");
 }
 
 // ---------------------------------------------------------------------------
@@ -672,7 +633,7 @@ async fn d6_d3r_entra_expired_or_revoked_secret_fails_the_run_and_flags_nobody()
         r["reason"].as_str().unwrap().contains("AADSTS7000222"),
         "{r}"
     );
-    assert_eq!(env.status(&c, &mail(0)).await, "active", "D3.r");
+    assert_eq!(env.status_of(&c, &mail(0)).await, "active", "D3.r");
 
     // A new secret is saved: the run works again.
     let second = fx
@@ -687,7 +648,7 @@ async fn d6_d3r_entra_expired_or_revoked_secret_fails_the_run_and_flags_nobody()
     )
     .await;
     env.sync_ok(&c).await;
-    assert_eq!(env.status(&c, &mail(0)).await, "pending_deletion");
+    assert_eq!(env.status_of(&c, &mail(0)).await, "pending_deletion");
 
     // It is revoked (removed from the app registration).
     fx.app.remove_secret(second);
@@ -699,7 +660,7 @@ async fn d6_d3r_entra_expired_or_revoked_secret_fails_the_run_and_flags_nobody()
         (Some("failed"), Some("secret_rejected")),
         "{r}"
     );
-    assert_eq!(env.status(&c, &mail(1)).await, "active", "D3.r");
+    assert_eq!(env.status_of(&c, &mail(1)).await, "active", "D3.r");
     let log = env.p.log_text();
     assert!(
         !log.contains("first-secret") && !log.contains("second-secret"),
@@ -739,7 +700,7 @@ async fn b1_entra_expired_delta_link_falls_back_to_a_full_read() {
         .count();
     assert_eq!(gone, 1, "the delta link was rejected once");
     assert!(calls(&emu, "/users") >= 1, "then a full read");
-    assert_eq!(env.status(&c, &mail(0)).await, "pending_deletion");
+    assert_eq!(env.status_of(&c, &mail(0)).await, "pending_deletion");
     assert_eq!(env.user(&c, &mail(1)).await["last_name"], "Renamed");
 
     // The full read left a new link: the next run is a delta round again.
@@ -844,9 +805,9 @@ async fn d3i_d3k_d3m_d3n_d3q_entra_delay_return_conflict_actions_domain_removal_
         env.conflict_action(&c, "deactivate", &[&mail(4)]).await[0]["ok"],
         true
     );
-    assert_eq!(env.status(&c, &mail(2)).await, "deleted");
-    assert_eq!(env.status(&c, &mail(3)).await, "active");
-    assert_eq!(env.status(&c, &mail(4)).await, "deactivated");
+    assert_eq!(env.status_of(&c, &mail(2)).await, "deleted");
+    assert_eq!(env.status_of(&c, &mail(3)).await, "active");
+    assert_eq!(env.status_of(&c, &mail(4)).await, "deactivated");
     let counts = env.sync_ok(&c).await;
     assert_eq!(
         n(&counts, "flagged"),
@@ -861,13 +822,13 @@ async fn d3i_d3k_d3m_d3n_d3q_entra_delay_return_conflict_actions_domain_removal_
         .delete(&format!("/v1/customers/{c}/domains/{second}"))
         .await;
     assert!(s.is_success(), "{v}");
-    assert_eq!(env.status(&c, &s0).await, "deleted");
+    assert_eq!(env.status_of(&c, &s0).await, "deleted");
     assert_eq!(env.user(&c, &mail(0)).await["aliases"], json!([]));
 
     // D3.q: disabled, every user is kept, no new flag; existing flags expire.
     fx.tenant.delete_user(&ids[5]);
     env.sync_ok(&c).await;
-    assert_eq!(env.status(&c, &mail(5)).await, "pending_deletion");
+    assert_eq!(env.status_of(&c, &mail(5)).await, "pending_deletion");
     let (s, v) = env
         .api
         .call(
@@ -894,7 +855,7 @@ async fn d3i_d3k_d3m_d3n_d3q_entra_delay_return_conflict_actions_domain_removal_
         "{v}"
     );
     assert_eq!(
-        env.status(&c, &mail(6)).await,
+        env.status_of(&c, &mail(6)).await,
         "active",
         "no new flag while disabled"
     );
