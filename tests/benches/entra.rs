@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use roster_graph_emulator::{GenerateUsers, GraphEmulator, Group, TenantFixture};
 use roster_testkit::PgDb;
-use roster_tests::bench::{head, peak_mib, reset_peak, split_from_log};
+use roster_tests::bench::{head, peak_mib, reset_peak, split_from_log, sync_and_wait};
 use roster_tests::process::{Api, RosterProcess};
 use serde_json::{json, Value};
 
@@ -52,30 +52,9 @@ async fn phase(
     emu.clear_requests();
     reset_peak(Some(pid));
     let started = Instant::now();
-    let (s, v) = api
-        .call(
-            Method::POST,
-            &format!("/v1/customers/{c}/directory/sync"),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let run = v["run_id"].as_str().unwrap().to_string();
-    let done = loop {
-        let (s, v) = api
-            .get(&format!(
-                "/v1/customers/{c}/directory/syncs/{run}?page_size=1"
-            ))
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        if v["run"]["status"] != "running" {
-            break v;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let (run, done) = sync_and_wait(api, c).await;
     let seconds = started.elapsed().as_secs_f64();
     let peak_mib = peak_mib(Some(pid));
-    assert_eq!(done["run"]["status"], "completed", "{}", done["run"]);
     let k = &done["run"]["counts"];
     let counts = format!(
         "read {} added {} updated {} flagged {} unchanged {}",

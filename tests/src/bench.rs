@@ -1,7 +1,10 @@
 //! What the benchmarks share: a process's memory from /proc, the split of a
 //! sync run from the server's log, and the log's head as the audit shows it.
 
-use reqwest::StatusCode;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
 
 use crate::process::Api;
 
@@ -73,4 +76,32 @@ pub async fn head(api: &Api, c: &str) -> i64 {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["events"][0]["position"].as_i64().unwrap_or(0)
+}
+
+/// Sync Now over HTTP, then polls until the run is no longer running (a
+/// run completes once the read models show it). Returns the run id and
+/// its detail; asserts it completed.
+pub async fn sync_and_wait(api: &Api, c: &str) -> (String, Value) {
+    let (s, v) = api
+        .call(
+            Method::POST,
+            &format!("/v1/customers/{c}/directory/sync"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let run = v["run_id"].as_str().unwrap().to_string();
+    loop {
+        let (s, v) = api
+            .get(&format!(
+                "/v1/customers/{c}/directory/syncs/{run}?page_size=1"
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["run"]["status"] != "running" {
+            assert_eq!(v["run"]["status"], "completed", "{}", v["run"]);
+            return (run, v);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -874,6 +874,14 @@ pub struct ExceptionList {
     pub exceptions: Vec<Exception>,
 }
 
+impl ExceptionList {
+    fn of(d: roster_domain::Directory) -> Self {
+        ExceptionList {
+            exceptions: d.exceptions.into_iter().collect(),
+        }
+    }
+}
+
 /// Exceptions (D3.o): excluded objects are not added, updated or flagged;
 /// an excluded alias is not mapped.
 #[utoipa::path(get, path = "/v1/customers/{c}/directory/exceptions", tag = "directory",
@@ -887,9 +895,7 @@ pub async fn exceptions(
 ) -> ApiResult<Json<ExceptionList>> {
     let customer = caller.customer(&state, &c).await?;
     let d = state.sync.directory(customer).await?;
-    Ok(Json(ExceptionList {
-        exceptions: d.exceptions.into_iter().collect(),
-    }))
+    Ok(Json(ExceptionList::of(d)))
 }
 
 #[utoipa::path(post, path = "/v1/customers/{c}/directory/exceptions", tag = "directory", request_body = ExceptionInput,
@@ -909,12 +915,7 @@ pub async fn add_exception(
         .await?;
     state.settle(a.last).await;
     let d = state.sync.directory(customer).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(ExceptionList {
-            exceptions: d.exceptions.into_iter().collect(),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(ExceptionList::of(d))))
 }
 
 #[utoipa::path(delete, path = "/v1/customers/{c}/directory/exceptions", tag = "directory", request_body = ExceptionInput,
@@ -934,9 +935,7 @@ pub async fn remove_exception(
         .await?;
     state.settle(a.last).await;
     let d = state.sync.directory(customer).await?;
-    Ok(Json(ExceptionList {
-        exceptions: d.exceptions.into_iter().collect(),
-    }))
+    Ok(Json(ExceptionList::of(d)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -948,6 +947,14 @@ pub struct AdditionInput {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AdditionList {
     pub additions: Vec<String>,
+}
+
+impl AdditionList {
+    fn of(d: &roster_domain::Directory) -> Self {
+        AdditionList {
+            additions: d.additions.iter().map(|a| a.to_string()).collect(),
+        }
+    }
 }
 
 /// Additions (D3.p): addresses created at once with the directory as their
@@ -963,9 +970,7 @@ pub async fn additions(
 ) -> ApiResult<Json<AdditionList>> {
     let customer = caller.customer(&state, &c).await?;
     let d = state.sync.directory(customer).await?;
-    Ok(Json(AdditionList {
-        additions: d.additions.iter().map(|a| a.to_string()).collect(),
-    }))
+    Ok(Json(AdditionList::of(&d)))
 }
 
 #[utoipa::path(post, path = "/v1/customers/{c}/directory/additions", tag = "directory", request_body = AdditionInput,
@@ -986,12 +991,7 @@ pub async fn add_addition(
         .await?;
     state.settle(a.last).await;
     let d = state.sync.directory(customer).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(AdditionList {
-            additions: d.additions.iter().map(|a| a.to_string()).collect(),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(AdditionList::of(&d))))
 }
 
 #[utoipa::path(delete, path = "/v1/customers/{c}/directory/additions", tag = "directory", request_body = AdditionInput,
@@ -1012,7 +1012,5 @@ pub async fn remove_addition(
         .await?;
     state.settle(a.last).await;
     let d = state.sync.directory(customer).await?;
-    Ok(Json(AdditionList {
-        additions: d.additions.iter().map(|a| a.to_string()).collect(),
-    }))
+    Ok(Json(AdditionList::of(&d)))
 }
