@@ -552,6 +552,154 @@ impl DomainEvent for DirectoryObjectsEvent {
     }
 }
 
+/// Why a directory object, or one of its addresses, was not synced by a
+/// run (D3.b, D3.h, D3.o, D3.u, issue 11).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// An administrator excluded the object (D3.o).
+    Excluded,
+    /// The object has no mail address.
+    NoAddress,
+    /// The object's mail address is not a valid email address.
+    InvalidAddress,
+    /// The address is in a domain this customer does not manage (D3.b, D3.c).
+    UnmanagedDomain,
+    /// The object is disabled and "include disabled users" is off (D3.h).
+    Disabled,
+    /// Several directory objects claim the address (D3.u).
+    Contested,
+    /// The address belongs to a user that keeps it: a manual or CSV user,
+    /// an excluded or disabled one, or a flagged user whose object no
+    /// longer claims it (until it is deleted).
+    AddressInUse,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Excluded => "excluded",
+            SkipReason::NoAddress => "no_address",
+            SkipReason::InvalidAddress => "invalid_address",
+            SkipReason::UnmanagedDomain => "unmanaged_domain",
+            SkipReason::Disabled => "disabled",
+            SkipReason::Contested => "contested",
+            SkipReason::AddressInUse => "address_in_use",
+        }
+    }
+}
+
+/// What of a directory object a run did not apply.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipScope {
+    /// The whole object: it is not added (or, for an existing user, not
+    /// updated).
+    Object,
+    /// One alias of the object: not mapped.
+    Alias,
+    /// The object's new primary address: its user keeps the old one.
+    Rename,
+}
+
+/// One object (or one address of it) a run did not sync, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SkippedObject {
+    pub object_id: String,
+    /// `user`, `group` or `public_folder`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dn: Option<String>,
+    /// The address concerned, as the directory has it (none when the
+    /// object has no mail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    pub scope: SkipScope,
+    pub reason: SkipReason,
+    /// What happened, for people.
+    pub detail: String,
+}
+
+/// How a directory object claims an address.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimKind {
+    /// As its primary address.
+    Primary,
+    /// As an alias (`smtp:` proxy address).
+    Alias,
+}
+
+/// A directory object that claims a contested address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Claimant {
+    pub object_id: String,
+    /// `user`, `group` or `public_folder`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dn: Option<String>,
+    /// The claimant's primary address.
+    pub primary: Address,
+    pub claim: ClaimKind,
+}
+
+/// An address several directory objects claim in one read (D3.u), with
+/// every claimant. The user that already owns it and whose object still
+/// claims it keeps it (`kept_by`); otherwise nobody gets it until an
+/// administrator excludes all claimants but one. The outcome never depends
+/// on the order in which a server returns the objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ContestedAddress {
+    pub address: Address,
+    /// Sorted by object id.
+    pub claimants: Vec<Claimant>,
+    /// The object whose user keeps the address, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_by: Option<String>,
+}
+
+/// Part of a sync run's report (B4, issue 11): the objects it did not sync
+/// and the addresses several objects claimed. Written in the same append as
+/// the run's outcome (completed or held), in parts of at most 5,000 items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncReported {
+    pub run_id: Uuid,
+    /// The part, from 0.
+    pub part: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedObject>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contested: Vec<ContestedAddress>,
+}
+
+/// Events of the sync-report aggregate (one per run, id = run id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SyncReportEvent {
+    SyncReported(SyncReported),
+}
+
+impl SyncReportEvent {
+    pub const TYPES: &'static [(&'static str, &'static str)] = &[("SyncReported", "1.0")];
+    pub fn type_name(&self) -> &'static str {
+        "SyncReported"
+    }
+}
+
+impl DomainEvent for SyncReportEvent {
+    fn event_type(&self) -> String {
+        self.type_name().to_string()
+    }
+    fn event_version(&self) -> String {
+        crate::version_of(Self::TYPES, self.type_name()).to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

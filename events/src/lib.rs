@@ -25,6 +25,8 @@ pub const CUSTOMER_AGGREGATE: &str = "Customer";
 pub const DIRECTORY_AGGREGATE: &str = "Directory";
 pub const DIRECTORY_OBJECTS_AGGREGATE: &str = "DirectoryObjects";
 pub const IMPORT_AGGREGATE: &str = "Import";
+/// One sync run's report of skipped objects and contested addresses (id = run id).
+pub const SYNC_REPORT_AGGREGATE: &str = "SyncReport";
 
 pub(crate) fn version_of(types: &[(&str, &'static str)], name: &str) -> &'static str {
     types

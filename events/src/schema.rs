@@ -18,6 +18,7 @@ use crate::{
     DIRECTORY_AGGREGATE, DIRECTORY_OBJECTS_AGGREGATE, USER_AGGREGATE,
 };
 use crate::{ImportEvent, IMPORT_AGGREGATE};
+use crate::{SyncReportEvent, SYNC_REPORT_AGGREGATE};
 
 /// The JSON Schema dialect of the generated files.
 pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -89,6 +90,7 @@ pub fn event_schemas() -> Result<Vec<EventSchema>, SchemaError> {
         &mut out,
     )?;
     schemas_of::<ImportEvent>(IMPORT_AGGREGATE, ImportEvent::TYPES, &mut out)?;
+    schemas_of::<SyncReportEvent>(SYNC_REPORT_AGGREGATE, SyncReportEvent::TYPES, &mut out)?;
     let mut seen = BTreeSet::new();
     for s in &out {
         if !seen.insert(s.event_type) {
@@ -228,7 +230,8 @@ mod tests {
             + CustomerEvent::TYPES.len()
             + DirectoryEvent::TYPES.len()
             + DirectoryObjectsEvent::TYPES.len()
-            + ImportEvent::TYPES.len();
+            + ImportEvent::TYPES.len()
+            + SyncReportEvent::TYPES.len();
         assert_eq!(schemas.len(), expected);
         let added = schemas
             .iter()

@@ -206,7 +206,9 @@ impl Profile {
     }
 }
 
-/// Why a user was flagged for deletion (D3.h).
+/// Why a user was flagged for deletion (D3.h). An open set: subscribers
+/// treat a reason they do not know as "flagged for another reason" (new
+/// reasons arrive with a minor version, see docs/events.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FlagReason {
@@ -214,14 +216,31 @@ pub enum FlagReason {
     Missing,
     /// The user is disabled in the directory.
     Disabled,
+    /// The directory still returns the user's object, but its primary
+    /// address is now in a domain this customer does not manage (issue 12).
+    UnmanagedDomain,
+    /// The directory still returns the user's object, but without a mail
+    /// address (issue 12).
+    NoAddress,
 }
 
 impl FlagReason {
+    pub const ALL: [FlagReason; 4] = [
+        FlagReason::Missing,
+        FlagReason::Disabled,
+        FlagReason::UnmanagedDomain,
+        FlagReason::NoAddress,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             FlagReason::Missing => "missing",
             FlagReason::Disabled => "disabled",
+            FlagReason::UnmanagedDomain => "unmanaged_domain",
+            FlagReason::NoAddress => "no_address",
         }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s.trim())
     }
 }
 
@@ -358,6 +377,10 @@ pub struct ProfileUpdated {
 pub struct AliasMapped {
     pub address: Address,
     pub alias: Address,
+    /// When the alias moved from another user in the same sync run: that
+    /// user's primary address after the run (issue 12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_from: Option<Address>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -366,6 +389,10 @@ pub struct AliasUnmapped {
     pub alias: Address,
     #[serde(default)]
     pub reason: UnmapReason,
+    /// When the alias moves to another user in the same sync run: that
+    /// user's primary address after the run (issue 12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_to: Option<Address>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -440,6 +467,33 @@ pub struct AddressChanged {
     /// The new primary address.
     pub address: Address,
     pub previous: Address,
+    /// When the new primary was another user's address before this sync
+    /// run (its primary or an alias): that user's primary after the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_from: Option<Address>,
+    /// When `previous` goes to another user in the same sync run: that
+    /// user's primary after the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_to: Option<Address>,
+}
+
+/// The first half of a rename inside a cycle of renames (two users swapping
+/// their addresses, a rotation of three or more): the user gives up its
+/// primary `address` so that another user can take it, and takes `next`
+/// with the [`AddressChanged`] that follows in the same append (the same
+/// sync run, the same commit). Between the two events the user has no
+/// primary address, so no prefix of the log ever shows an address owned
+/// twice (U1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AddressReleased {
+    /// The primary address given up.
+    pub address: Address,
+    /// The primary address the user takes next, in the same append.
+    pub next: Address,
+    /// The user that takes `address` in the same sync run, by its primary
+    /// address after the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_to: Option<Address>,
 }
 
 /// The user is now managed by a directory object: a manual or earlier-source
@@ -488,6 +542,7 @@ pub enum UserEvent {
     DirectoryLinked(DirectoryLinked),
     AbsenceEnded(AbsenceEnded),
     ListMembersChanged(ListMembersChanged),
+    AddressReleased(AddressReleased),
 }
 
 impl UserEvent {
@@ -496,20 +551,21 @@ impl UserEvent {
         ("UserAdded", "1.1"),
         ("UserReturned", "1.1"),
         ("ProfileUpdated", "1.0"),
-        ("AliasMapped", "1.0"),
-        ("AliasUnmapped", "1.0"),
-        ("FlaggedForDeletion", "1.0"),
+        ("AliasMapped", "1.1"),
+        ("AliasUnmapped", "1.1"),
+        ("FlaggedForDeletion", "1.1"),
         ("DeletionCancelled", "1.0"),
-        ("ConflictIgnored", "1.0"),
-        ("UserDeactivated", "1.0"),
+        ("ConflictIgnored", "1.1"),
+        ("UserDeactivated", "1.1"),
         ("UserReactivated", "1.0"),
         ("UserDeleted", "1.0"),
         ("RuleAdded", "1.0"),
         ("RuleRemoved", "1.0"),
-        ("AddressChanged", "1.0"),
+        ("AddressChanged", "1.1"),
         ("DirectoryLinked", "1.0"),
         ("AbsenceEnded", "1.0"),
         ("ListMembersChanged", "1.0"),
+        ("AddressReleased", "1.0"),
     ];
 
     pub fn type_name(&self) -> &'static str {
@@ -531,6 +587,7 @@ impl UserEvent {
             UserEvent::DirectoryLinked(_) => "DirectoryLinked",
             UserEvent::AbsenceEnded(_) => "AbsenceEnded",
             UserEvent::ListMembersChanged(_) => "ListMembersChanged",
+            UserEvent::AddressReleased(_) => "AddressReleased",
         }
     }
 
@@ -554,6 +611,8 @@ impl UserEvent {
             UserEvent::DirectoryLinked(e) => &e.address,
             UserEvent::AbsenceEnded(e) => &e.address,
             UserEvent::ListMembersChanged(e) => &e.address,
+            // The address given up: what the event is about.
+            UserEvent::AddressReleased(e) => &e.address,
         }
     }
 
@@ -566,6 +625,7 @@ impl UserEvent {
                 Some(&e.earlier.address)
             }
             UserEvent::AddressChanged(e) => Some(&e.previous),
+            UserEvent::AddressReleased(e) => Some(&e.next),
             _ => None,
         }
     }

@@ -81,15 +81,17 @@ fn examples() -> Vec<(&'static str, Value)> {
         UserEvent::AliasMapped(AliasMapped {
             address: a("ann@acme.example"),
             alias: a("b@acme.example"),
+            taken_from: Some(a("bob@acme.example")),
         }),
         UserEvent::AliasUnmapped(AliasUnmapped {
             address: a("ann@acme.example"),
             alias: a("b@acme.example"),
             reason: UnmapReason::DomainRemoved,
+            released_to: Some(a("bob@acme.example")),
         }),
         UserEvent::FlaggedForDeletion(FlaggedForDeletion {
             address: a("ann@acme.example"),
-            reason: FlagReason::Missing,
+            reason: FlagReason::UnmanagedDomain,
             flagged_at: t,
             delete_at: Some(t),
         }),
@@ -128,6 +130,13 @@ fn examples() -> Vec<(&'static str, Value)> {
         UserEvent::AddressChanged(AddressChanged {
             address: a("ann.lee@acme.example"),
             previous: a("ann@acme.example"),
+            taken_from: Some(a("lee@acme.example")),
+            released_to: Some(a("bob@acme.example")),
+        }),
+        UserEvent::AddressReleased(AddressReleased {
+            address: a("ann@acme.example"),
+            next: a("ann.lee@acme.example"),
+            released_to: Some(a("bob@acme.example")),
         }),
         UserEvent::DirectoryLinked(DirectoryLinked {
             address: a("ann@acme.example"),
@@ -294,6 +303,39 @@ fn examples() -> Vec<(&'static str, Value)> {
             skipped: 1,
         }),
     ];
+    let reports = vec![SyncReportEvent::SyncReported(SyncReported {
+        run_id: run,
+        part: 0,
+        skipped: vec![SkippedObject {
+            object_id: "6f1c2a8e".into(),
+            kind: "user".into(),
+            dn: Some("CN=Ann Lee,OU=Staff,DC=acme,DC=example".into()),
+            address: Some("ann@elsewhere.example".into()),
+            scope: SkipScope::Object,
+            reason: SkipReason::UnmanagedDomain,
+            detail: "elsewhere.example is not a managed domain of this customer".into(),
+        }],
+        contested: vec![ContestedAddress {
+            address: a("sales@acme.example"),
+            claimants: vec![
+                Claimant {
+                    object_id: "0d1e".into(),
+                    kind: "user".into(),
+                    dn: None,
+                    primary: a("sales@acme.example"),
+                    claim: ClaimKind::Primary,
+                },
+                Claimant {
+                    object_id: "6f1c2a8e".into(),
+                    kind: "user".into(),
+                    dn: Some("CN=Ann Lee,OU=Staff,DC=acme,DC=example".into()),
+                    primary: a("ann@acme.example"),
+                    claim: ClaimKind::Alias,
+                },
+            ],
+            kept_by: Some("6f1c2a8e".into()),
+        }],
+    })];
     let mut out: Vec<(&'static str, Value)> = users
         .into_iter()
         .map(|e| {
@@ -324,6 +366,17 @@ fn examples() -> Vec<(&'static str, Value)> {
             DIRECTORY_OBJECTS_AGGREGATE,
             sample(
                 DIRECTORY_OBJECTS_AGGREGATE,
+                &e.event_type(),
+                &e.event_version(),
+                serde_json::to_value(&e).unwrap(),
+            ),
+        )
+    }));
+    out.extend(reports.into_iter().map(|e| {
+        (
+            SYNC_REPORT_AGGREGATE,
+            sample(
+                SYNC_REPORT_AGGREGATE,
                 &e.event_type(),
                 &e.event_version(),
                 serde_json::to_value(&e).unwrap(),
@@ -413,6 +466,11 @@ fn e1_every_stored_shape_is_still_readable() {
             IMPORT_AGGREGATE => serde_json::from_value::<ImportEvent>(current.payload.clone())
                 .map(|e| e.event_type() == current.event_type)
                 .map_err(|e| e.to_string()),
+            SYNC_REPORT_AGGREGATE => {
+                serde_json::from_value::<SyncReportEvent>(current.payload.clone())
+                    .map(|e| e.event_type() == current.event_type)
+                    .map_err(|e| e.to_string())
+            }
             other => Err(format!("unknown aggregate {other}")),
         };
         assert_eq!(ok, Ok(true), "{} can no longer be read", path.display());
@@ -429,6 +487,7 @@ fn e1_every_current_event_type_and_version_has_a_stored_sample() {
         (USER_AGGREGATE, UserEvent::TYPES),
         (CUSTOMER_AGGREGATE, CustomerEvent::TYPES),
         (IMPORT_AGGREGATE, ImportEvent::TYPES),
+        (SYNC_REPORT_AGGREGATE, SyncReportEvent::TYPES),
     ] {
         for (t, v) in types {
             let path = dir().join(file_name(agg, t, v));
@@ -450,6 +509,7 @@ fn e1_every_current_event_type_and_version_has_a_stored_sample() {
         .chain(DirectoryEvent::TYPES)
         .chain(DirectoryObjectsEvent::TYPES)
         .chain(ImportEvent::TYPES)
+        .chain(SyncReportEvent::TYPES)
     {
         assert!(covered.contains(*t), "examples() lacks {t}");
     }

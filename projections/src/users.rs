@@ -195,8 +195,15 @@ impl UserRow {
             UserEvent::ListMembersChanged(e) => {
                 row.members = e.members.iter().map(|a| a.to_string()).collect()
             }
+            UserEvent::AddressReleased(_) => {}
         }
-        row.address = e.address().to_string();
+        row.address = match e {
+            // Between the two halves of a rename in a cycle (one append) the
+            // user has no primary address: a reader of that prefix never
+            // sees the address twice (U1).
+            UserEvent::AddressReleased(_) => String::new(),
+            _ => e.address().to_string(),
+        };
         row.updated_at = at;
         row.version = d.sequence;
         row.last_position = d.position;

@@ -150,7 +150,8 @@ impl From<UserError> for ApiError {
             | UserError::NotDeactivated
             | UserError::RuleExists { .. }
             | UserError::NotDue
-            | UserError::NotAList => ApiError::new(S::CONFLICT, "invalid_state", m),
+            | UserError::NotAList
+            | UserError::InTransit => ApiError::new(S::CONFLICT, "invalid_state", m),
         }
     }
 }

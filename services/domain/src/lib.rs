@@ -8,9 +8,11 @@ pub mod directory;
 pub mod import;
 pub mod reconcile;
 pub mod snapshot;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod user;
 
 pub use customer::{Customer, CustomerCommand, CustomerError};
-pub use directory::{Directory, DirectoryCommand, DirectoryError, DirectoryObjects};
+pub use directory::{Directory, DirectoryCommand, DirectoryError, DirectoryObjects, SyncReport};
 pub use import::{Import, ImportCommand, ImportError};
 pub use user::{AddUser, SeatUsage, User, UserCommand, UserError, UserServices};

@@ -3,11 +3,25 @@
 //! the time, to the commands that bring the user list in step. No IO; every
 //! rule of SPEC.md section 3 is a unit test below, named after it.
 //!
-//! The commands are ordered so that their address claims can be applied in
-//! one transaction: aliases leave their users first, then renames, then the
-//! other changes, then new aliases, then new users. Addresses are tracked
-//! while planning, so the plan never claims an address another user keeps:
-//! such a change is skipped and reported instead of failing the run.
+//! It works in passes over the whole read (issue 12):
+//!
+//! 1. [`classify`]: what each object is (excluded, without a usable or
+//!    managed address, disabled, or synced) and which addresses it claims.
+//! 2. [`match_users`]: which current user each object is (by stable id,
+//!    else by primary address), and so the role of every user.
+//! 3. [`Ownership::decide`]: who owns every claimed or held address after
+//!    the run, for the whole read at once. An address claimed by one object
+//!    goes to that object's user; one claimed by several follows D3.u (the
+//!    user who owns it and whose object still claims it keeps it, else
+//!    nobody gets it); a user's primary address leaves it only by a rename
+//!    that succeeds, which is a greatest fixed point, so swaps and rotations
+//!    all succeed together.
+//! 4. [`Builder`]: the commands of each user, new user and flag.
+//! 5. [`order_steps`]: every release before the take that needs it: alias
+//!    releases, then renames along their chains (a cycle starts with an
+//!    `AddressReleased` of one of its users), then the other changes, then
+//!    alias takes, then new users. Every prefix of the resulting log owns
+//!    each address at most once (U1); the append's claims check it again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -72,6 +86,23 @@ pub struct PlanChange {
     pub detail: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_id: Option<String>,
+    /// For a move between users: the user the address comes from (its
+    /// primary address after the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// For a move between users: the user the address goes to (its
+    /// primary address after the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// What a run did not sync, kept with the run (issue 11).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Sorted by object id, then address.
+    pub skipped: Vec<SkippedObject>,
+    /// Sorted by address.
+    pub contested: Vec<ContestedAddress>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,39 +110,98 @@ pub struct Plan {
     pub steps: Vec<Step>,
     pub changes: Vec<PlanChange>,
     pub counts: SyncCounts,
-    /// Users the plan flags (the guard's number, D3.s).
+    /// Users (not lists or public folders) the plan flags: the guard's
+    /// number (D3.s).
     pub flags: u64,
-    /// Directory-sourced users the customer has now (the guard's base).
+    /// Directory-sourced users (not lists or public folders) the customer
+    /// has now: the guard's base.
     pub directory_users: u64,
+    pub report: Report,
 }
 
-/// How an object's addresses came out.
-#[derive(Debug, Clone)]
-struct Addresses {
-    primary: Address,
+/// Computes the plan. Pure: same inputs, same plan, whatever the order of
+/// the snapshot's objects or of the users.
+pub fn reconcile(snapshot: &Snapshot, users: &[CurrentUser], settings: &Settings) -> Plan {
+    let mut sorted_objects: Vec<&DirectoryObject> = snapshot.objects.iter().collect();
+    sorted_objects.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut sorted_users: Vec<&CurrentUser> = users.iter().collect();
+    sorted_users.sort_by(|a, b| (&a.address, a.id).cmp(&(&b.address, b.id)));
+    let objs = classify(&sorted_objects, settings);
+    let matching = match_users(&objs, &sorted_users, settings);
+    let own = Ownership::decide(&objs, &sorted_users, &matching, settings);
+    let mut b = Builder::new(&objs, &sorted_users, &matching, &own, settings);
+    b.plan.counts.read = objs.len() as u64;
+    b.plan.directory_users = sorted_users
+        .iter()
+        .filter(|u| u.source.is_directory() && u.kind.counts_against_licence())
+        .count() as u64;
+    b.report_objects();
+    b.report_contested();
+    for ui in 0..sorted_users.len() {
+        b.user_steps(ui);
+    }
+    for oi in 0..objs.len() {
+        if objs[oi].state == State::Synced && matching.user_of[oi].is_none() {
+            b.add_step(oi);
+        }
+    }
+    b.finish()
+}
+
+// ---------------------------------------------------------------------------
+// Pass 1: what each object is, and what it claims.
+
+/// What an object is, for this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// An administrator excluded it (D3.o).
+    Excluded,
+    NoAddress,
+    /// The mail address cannot be read as an address.
+    Invalid(String),
+    /// The primary address is in a domain the customer does not manage.
+    Unmanaged,
+    /// Disabled and "include disabled users" is off.
+    Disabled,
+    /// Synced: it claims its primary address and aliases.
+    Synced,
+}
+
+struct Obj<'a> {
+    o: &'a DirectoryObject,
+    state: State,
+    /// The primary address, when it is one (managed or not).
+    primary: Option<Address>,
+    /// Synced objects only: managed aliases, not excluded, not the
+    /// primary, sorted, each once.
     aliases: Vec<Address>,
+    /// Aliases in domains the customer does not manage (reported only).
+    unmanaged_aliases: Vec<Address>,
 }
 
-/// Why an object is not synced.
-fn skip(plan: &mut Plan, o: &DirectoryObject, address: Option<&str>, detail: String) {
-    plan.counts.skipped += 1;
-    plan.changes.push(PlanChange {
-        address: address
-            .map(str::to_string)
-            .or_else(|| o.mail.clone())
-            .unwrap_or_default(),
-        action: "skip".into(),
-        detail,
-        object_id: Some(o.id.to_string()),
-    });
+impl Obj<'_> {
+    fn id(&self) -> String {
+        self.o.id.to_string()
+    }
+    fn claims(&self) -> impl Iterator<Item = (&Address, ClaimKind)> {
+        let synced = self.state == State::Synced;
+        self.primary
+            .iter()
+            .filter(move |_| synced)
+            .map(|p| (p, ClaimKind::Primary))
+            .chain(self.aliases.iter().map(|a| (a, ClaimKind::Alias)))
+    }
+    fn claims_address(&self, a: &Address) -> bool {
+        self.claims().any(|(c, _)| c == a)
+    }
 }
 
 /// D3.b / D3.c: the primary address (the `SMTP:` entry of proxyAddresses
-/// when present, else `mail`) and the aliases (`smtp:` entries), validated.
+/// when present, on LDAP; else `mail`) and the raw aliases (`smtp:` entries).
 fn addresses_of(
     o: &DirectoryObject,
     kind: DirectoryKind,
-) -> Result<(Address, Vec<String>), String> {
+) -> Result<(Address, Vec<String>), Option<String>> {
     let smtp_primary = o
         .proxy_addresses
         .iter()
@@ -120,9 +210,9 @@ fn addresses_of(
     let raw = match (smtp_primary, &o.mail) {
         (Some(p), _) => p.to_string(),
         (None, Some(m)) if !m.trim().is_empty() => m.clone(),
-        _ => return Err("it has no mail address".into()),
+        _ => return Err(None),
     };
-    let primary = Address::parse(&raw).map_err(|e| e.to_string())?;
+    let primary = Address::parse(&raw).map_err(|e| Some(format!("{raw}: {e}")))?;
     let aliases = o
         .proxy_addresses
         .iter()
@@ -135,563 +225,793 @@ fn addresses_of(
     Ok((primary, aliases))
 }
 
-fn kind_of(o: &DirectoryObject) -> Kind {
-    match o.kind {
-        ObjectKind::User => Kind::User,
-        ObjectKind::Group => Kind::DistributionList,
-        ObjectKind::PublicFolder => Kind::PublicFolder,
-    }
-}
-
-fn excluded(settings: &Settings, o: &DirectoryObject) -> bool {
-    let id = o.id.as_str().to_string();
-    settings.exceptions.iter().any(|e| match e {
-        Exception::User { object_id } | Exception::Group { object_id } => {
-            object_id.eq_ignore_ascii_case(&id)
-        }
-        Exception::Alias { .. } => false,
-    })
-}
-
-fn alias_excluded(settings: &Settings, a: &Address) -> bool {
+fn excluded_ids(settings: &Settings) -> BTreeSet<String> {
     settings
-        .exceptions
-        .contains(&Exception::Alias { address: a.clone() })
-}
-
-/// Who holds each address while the plan is built.
-struct Owners(HashMap<Address, UserId>);
-
-impl Owners {
-    fn holder(&self, a: &Address) -> Option<UserId> {
-        self.0.get(a).copied()
-    }
-    fn free_for(&self, a: &Address, who: Option<UserId>) -> bool {
-        match self.holder(a) {
-            None => true,
-            Some(h) => Some(h) == who,
-        }
-    }
-}
-
-/// Computes the plan. Pure: same inputs, same plan.
-pub fn reconcile(snapshot: &Snapshot, users: &[CurrentUser], settings: &Settings) -> Plan {
-    let mut plan = Plan {
-        directory_users: users.iter().filter(|u| u.source.is_directory()).count() as u64,
-        ..Plan::default()
-    };
-    let mut objects: Vec<&DirectoryObject> = snapshot.objects.iter().collect();
-    objects.sort_by(|a, b| a.id.cmp(&b.id));
-    plan.counts.read = objects.len() as u64;
-
-    let by_id: HashMap<&ObjectId, &CurrentUser> = users
-        .iter()
-        .filter_map(|u| u.directory_id.as_ref().map(|d| (d, u)))
-        .collect();
-    let by_address: HashMap<&Address, &CurrentUser> =
-        users.iter().map(|u| (&u.address, u)).collect();
-    let mut owners = Owners(
-        users
-            .iter()
-            .flat_map(|u| {
-                std::iter::once((u.address.clone(), u.id))
-                    .chain(u.aliases.iter().map(|a| (a.clone(), u.id)))
-            })
-            .collect(),
-    );
-
-    // First pass: every object's addresses, so that a primary always wins
-    // over another object's alias and list members can be resolved.
-    let mut addresses: HashMap<&ObjectId, Addresses> = HashMap::new();
-    let mut primaries: BTreeMap<Address, &ObjectId> = BTreeMap::new();
-    for o in &objects {
-        if excluded(settings, o) {
-            continue;
-        }
-        let Ok((primary, raw_aliases)) = addresses_of(o, settings.kind) else {
-            continue;
-        };
-        if !settings.managed.contains(&primary.domain()) {
-            continue;
-        }
-        if primaries.contains_key(&primary) {
-            continue; // a second object with the same primary: reported below
-        }
-        primaries.insert(primary.clone(), &o.id);
-        let aliases = raw_aliases
-            .iter()
-            .filter_map(|a| Address::parse(a).ok())
-            .filter(|a| a != &primary && settings.managed.contains(&a.domain()))
-            .collect();
-        addresses.insert(&o.id, Addresses { primary, aliases });
-    }
-    // An alias claimed by two objects, or equal to another's primary, goes to nobody but its first claimant.
-    let mut alias_claims: HashMap<Address, &ObjectId> = HashMap::new();
-    for o in &objects {
-        let Some(a) = addresses.get(&o.id) else {
-            continue;
-        };
-        for alias in &a.aliases {
-            if !primaries.contains_key(alias) {
-                alias_claims.entry(alias.clone()).or_insert(&o.id);
-            }
-        }
-    }
-
-    let mut seen: BTreeSet<UserId> = BTreeSet::new();
-    let mut unmaps: Vec<Step> = Vec::new();
-    let mut renames: Vec<Step> = Vec::new();
-    let mut updates: Vec<Step> = Vec::new();
-    let mut maps: Vec<(UserId, Address)> = Vec::new();
-    let mut adds: Vec<(&DirectoryObject, Address, Vec<Address>)> = Vec::new();
-    let disabled_skip = |o: &DirectoryObject| o.disabled && !settings.include_disabled;
-
-    // Which current user each object is: by stable id first; by primary
-    // address only for users no other object claims by id.
-    let id_matched: BTreeSet<UserId> = objects
-        .iter()
-        .filter_map(|o| by_id.get(&o.id).map(|u| u.id))
-        .collect();
-    for o in &objects {
-        let matched_by_id = by_id.get(&o.id).copied();
-        if excluded(settings, o) {
-            // D3.o: not added, updated or flagged.
-            if let Some(u) = matched_by_id {
-                seen.insert(u.id);
-            } else if let Ok((p, _)) = addresses_of(o, settings.kind) {
-                if let Some(u) = by_address.get(&p) {
-                    seen.insert(u.id);
-                }
-            }
-            skip(&mut plan, o, None, "excluded by an exception".into());
-            continue;
-        }
-        let (primary, raw_aliases) = match addresses_of(o, settings.kind) {
-            Ok(x) => x,
-            Err(reason) => {
-                if let Some(u) = matched_by_id {
-                    seen.insert(u.id); // never flag a user for an unreadable address
-                }
-                if o.kind == ObjectKind::User || o.mail.is_some() {
-                    skip(&mut plan, o, None, format!("not synced: {reason}"));
-                }
-                continue;
-            }
-        };
-        if !settings.managed.contains(&primary.domain()) {
-            // D3.b: skipped and reported.
-            if let Some(u) = matched_by_id {
-                seen.insert(u.id);
-            }
-            skip(
-                &mut plan,
-                o,
-                Some(primary.as_str()),
-                format!(
-                    "{} is not a managed domain of this customer",
-                    primary.domain()
-                ),
-            );
-            continue;
-        }
-        if primaries.get(&primary) != Some(&&o.id) {
-            skip(
-                &mut plan,
-                o,
-                Some(primary.as_str()),
-                "another directory object has the same primary address".into(),
-            );
-            continue;
-        }
-        let Some(addrs) = addresses.get(&o.id) else {
-            continue;
-        };
-        // D3.c: aliases in managed domains, not excluded, not another object's.
-        let mut wanted_aliases: Vec<Address> = Vec::new();
-        for a in &addrs.aliases {
-            if alias_excluded(settings, a) {
-                continue;
-            }
-            if alias_claims.get(a) != Some(&&o.id) {
-                plan.changes.push(PlanChange {
-                    address: primary.to_string(),
-                    action: "skip".into(),
-                    detail: format!("alias {a} belongs to another directory object"),
-                    object_id: Some(o.id.to_string()),
-                });
-                continue;
-            }
-            wanted_aliases.push(a.clone());
-        }
-        for raw in raw_aliases {
-            if let Ok(a) = Address::parse(&raw) {
-                if a != primary && !settings.managed.contains(&a.domain()) {
-                    plan.changes.push(PlanChange {
-                        address: primary.to_string(),
-                        action: "skip".into(),
-                        detail: format!("alias {a} is not in a managed domain"),
-                        object_id: Some(o.id.to_string()),
-                    });
-                }
-            }
-        }
-        let matched = matched_by_id.or_else(|| {
-            by_address
-                .get(&primary)
-                .copied()
-                .filter(|u| !id_matched.contains(&u.id) && !seen.contains(&u.id))
-        });
-        let Some(user) = matched else {
-            // D3.e (and D3.k / D3.l: a deleted address comes back as a return).
-            if disabled_skip(o) {
-                skip(
-                    &mut plan,
-                    o,
-                    Some(primary.as_str()),
-                    "disabled in the directory".into(),
-                );
-                continue;
-            }
-            adds.push((o, primary, wanted_aliases));
-            continue;
-        };
-        seen.insert(user.id);
-        let uid = user.id;
-        let supplemental = !user.source.is_directory();
-        let mut changed = false;
-        let mut detail: Vec<String> = Vec::new();
-
-        if disabled_skip(o) {
-            // D3.h: disabled directory users are flagged; supplemental ones never (D3.g).
-            if !supplemental && user.flag.is_none() && user.ignored != Some(FlagReason::Disabled) {
-                flag(
-                    &mut plan,
-                    &mut updates,
-                    user,
-                    FlagReason::Disabled,
-                    settings,
-                );
-            } else {
-                plan.counts.unchanged += 1;
-            }
-            continue;
-        }
-
-        // D3.j: a flagged user the directory returns, enabled, is unflagged.
-        if user.flag.is_some() && !supplemental {
-            updates.push(Step {
-                target: Target::Existing(uid),
-                command: UserCommand::CancelDeletion {
-                    reason: CancelReason::ReturnedByDirectory,
-                },
-            });
-            plan.counts.unflagged += 1;
-            plan.changes.push(change(
-                &user.address,
-                "unflag",
-                "returned by the directory",
-                o,
-            ));
-            changed = true;
-        }
-        if user.ignored.is_some() && !supplemental {
-            updates.push(Step {
-                target: Target::Existing(uid),
-                command: UserCommand::EndAbsence,
-            });
-            plan.changes.push(change(
-                &user.address,
-                "end_ignore",
-                "returned by the directory; an ignored absence no longer applies",
-                o,
-            ));
-            changed = true;
-        }
-
-        // Renames: same object, new primary (directory users only).
-        let mut current_address = user.address.clone();
-        if !supplemental && matched_by_id.is_some() && primary != user.address {
-            let freed_own_alias = user.aliases.contains(&primary);
-            if owners.free_for(&primary, Some(uid)) {
-                renames.push(Step {
-                    target: Target::Existing(uid),
-                    command: UserCommand::ChangeAddress {
-                        address: primary.clone(),
-                    },
-                });
-                owners.0.remove(&user.address);
-                owners.0.insert(primary.clone(), uid);
-                plan.counts.renamed += 1;
-                plan.changes.push(PlanChange {
-                    address: primary.to_string(),
-                    action: "rename".into(),
-                    detail: format!("renamed from {}", user.address),
-                    object_id: Some(o.id.to_string()),
-                });
-                current_address = primary.clone();
-                changed = true;
-                let _ = freed_own_alias;
-            } else {
-                plan.changes.push(change(
-                    &user.address,
-                    "skip",
-                    &format!("cannot rename to {primary}: the address belongs to another user"),
-                    o,
-                ));
-            }
-        }
-
-        // D2 / recreated objects: the user now belongs to this directory object.
-        if !supplemental
-            && (user.source != settings.kind.source() || user.directory_id.as_ref() != Some(&o.id))
-        {
-            updates.push(Step {
-                target: Target::Existing(uid),
-                command: UserCommand::LinkDirectory {
-                    source: settings.kind.source(),
-                    directory_id: o.id.to_string(),
-                },
-            });
-            plan.changes.push(change(
-                &current_address,
-                "link",
-                &format!(
-                    "now managed by the {} directory object",
-                    settings.kind.as_str()
-                ),
-                o,
-            ));
-            changed = true;
-        }
-
-        // D3.f / D3.g: metadata from the directory; unchanged emits nothing.
-        let profile = o.profile.clone().normalised();
-        let fields = changed_fields(&user.profile, &profile);
-        if !fields.is_empty() {
-            updates.push(Step {
-                target: Target::Existing(uid),
-                command: UserCommand::UpdateProfile { profile },
-            });
-            plan.changes
-                .push(change(&current_address, "update", &fields.join(", "), o));
-            detail.extend(fields);
-            changed = true;
-        }
-
-        // Lists: members (U4).
-        if user.kind == Kind::DistributionList && o.kind == ObjectKind::Group {
-            let members = members_of(o, &addresses);
-            if members != user.members {
-                updates.push(Step {
-                    target: Target::Existing(uid),
-                    command: UserCommand::SetMembers { members },
-                });
-                plan.changes.push(change(
-                    &current_address,
-                    "members",
-                    "list members changed",
-                    o,
-                ));
-                changed = true;
-            }
-        }
-
-        // Aliases: the directory is the truth for its users; supplemental users only gain.
-        let wanted: BTreeSet<Address> = wanted_aliases.iter().cloned().collect();
-        if !supplemental {
-            for a in user.aliases.difference(&wanted) {
-                if *a == primary || alias_excluded(settings, a) {
-                    continue;
-                }
-                unmaps.push(Step {
-                    target: Target::Existing(uid),
-                    command: UserCommand::UnmapAlias {
-                        alias: a.clone(),
-                        reason: UnmapReason::Directory,
-                    },
-                });
-                owners.0.remove(a);
-                plan.counts.aliases_unmapped += 1;
-                plan.changes
-                    .push(change(&current_address, "unmap_alias", a.as_str(), o));
-                changed = true;
-            }
-        }
-        for a in wanted.difference(&user.aliases) {
-            maps.push((uid, a.clone()));
-            changed = true;
-        }
-        if changed {
-            plan.counts.updated += 1;
-        } else {
-            plan.counts.unchanged += 1;
-        }
-        let _ = detail;
-    }
-
-    // D3.o: an excluded object's user is never flagged, even once the
-    // object is gone from the directory.
-    let excluded_ids: BTreeSet<String> = settings
         .exceptions
         .iter()
         .filter_map(|e| match e {
             Exception::User { object_id } | Exception::Group { object_id } => {
-                Some(object_id.to_ascii_lowercase())
+                Some(object_id.trim().to_ascii_lowercase())
             }
             Exception::Alias { .. } => None,
         })
-        .collect();
-    // D3.h: directory users the directory no longer returns are flagged,
-    // unless on the additions list (D3.p) or ignored (D3.m).
-    let mut missing: Vec<&CurrentUser> = users
-        .iter()
-        .filter(|u| u.source.is_directory() && !seen.contains(&u.id))
-        .filter(|u| {
-            !u.directory_id
-                .as_ref()
-                .is_some_and(|d| excluded_ids.contains(d.as_str()))
-        })
-        .filter(|u| !settings.additions.contains(&u.address))
-        .filter(|u| u.flag.is_none() && u.ignored != Some(FlagReason::Missing))
-        .collect();
-    missing.sort_by(|a, b| a.address.cmp(&b.address));
-    for u in missing {
-        flag(&mut plan, &mut updates, u, FlagReason::Missing, settings);
-    }
+        .collect()
+}
 
-    // New aliases, once the addresses they need have been released.
-    maps.sort_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
-    let mut alias_steps = Vec::new();
-    for (uid, a) in maps {
-        let address = users
-            .iter()
-            .find(|u| u.id == uid)
-            .map(|u| u.address.to_string())
-            .unwrap_or_default();
-        if owners.free_for(&a, Some(uid)) {
-            owners.0.insert(a.clone(), uid);
-            alias_steps.push(Step {
-                target: Target::Existing(uid),
-                command: UserCommand::MapAlias { alias: a.clone() },
-            });
-            plan.counts.aliases_mapped += 1;
-            plan.changes.push(PlanChange {
-                address,
-                action: "map_alias".into(),
-                detail: a.to_string(),
-                object_id: None,
-            });
-        } else {
-            plan.changes.push(PlanChange {
-                address,
-                action: "skip".into(),
-                detail: format!("alias {a} belongs to another user"),
-                object_id: None,
-            });
+fn classify<'a>(objects: &[&'a DirectoryObject], settings: &Settings) -> Vec<Obj<'a>> {
+    let excluded = excluded_ids(settings);
+    let managed = |a: &Address| settings.managed.contains(&a.domain());
+    objects
+        .iter()
+        .map(|o| {
+            let mut obj = Obj {
+                o,
+                state: State::Synced,
+                primary: None,
+                aliases: vec![],
+                unmanaged_aliases: vec![],
+            };
+            let parsed = addresses_of(o, settings.kind);
+            if let Ok((p, _)) = &parsed {
+                obj.primary = Some(p.clone());
+            }
+            obj.state = match &parsed {
+                _ if excluded.contains(o.id.as_str()) => State::Excluded,
+                Err(None) => State::NoAddress,
+                Err(Some(why)) => State::Invalid(why.clone()),
+                Ok((p, _)) if !managed(p) => State::Unmanaged,
+                Ok(_) if o.disabled && !settings.include_disabled => State::Disabled,
+                Ok(_) => State::Synced,
+            };
+            if let (State::Synced, Ok((primary, raw))) = (&obj.state, &parsed) {
+                for a in raw.iter().filter_map(|a| Address::parse(a).ok()) {
+                    if &a == primary {
+                        continue;
+                    }
+                    if !managed(&a) {
+                        obj.unmanaged_aliases.push(a);
+                    } else if !settings
+                        .exceptions
+                        .contains(&Exception::Alias { address: a.clone() })
+                    {
+                        obj.aliases.push(a);
+                    }
+                }
+                obj.aliases.sort();
+                obj.aliases.dedup();
+                obj.unmanaged_aliases.sort();
+                obj.unmanaged_aliases.dedup();
+            }
+            obj
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Pass 2: which user each object is, and what each user is in this run.
+
+/// What a current user is in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A directory user whose object is synced: the directory is its truth.
+    Active,
+    /// A manual, CSV or SMTP user whose address a synced object has (D3.g):
+    /// it gains profile and aliases, never loses anything.
+    Supplemental,
+    /// Kept exactly as it is: excluded (D3.o), on the additions list
+    /// (D3.p), an unreadable address, several objects with its address, or
+    /// a user the directory does not manage.
+    Frozen,
+    /// Disabled in the directory (D3.h): flagged, otherwise kept.
+    Disabled,
+    /// A directory user whose object is gone (`Missing`), or returned
+    /// without a managed address (`UnmanagedDomain`, `NoAddress`): flagged;
+    /// keeps its primary address until it is deleted; an alias moves only to
+    /// an object that alone claims it.
+    Leaving(FlagReason),
+}
+
+struct Matching {
+    /// Per object: the user it is.
+    user_of: Vec<Option<usize>>,
+    /// Per user: the object that is it.
+    obj_of: Vec<Option<usize>>,
+    role: Vec<Role>,
+}
+
+fn match_users(objs: &[Obj], users: &[&CurrentUser], settings: &Settings) -> Matching {
+    let mut user_of: Vec<Option<usize>> = vec![None; objs.len()];
+    let mut obj_of: Vec<Option<usize>> = vec![None; users.len()];
+    let by_id: HashMap<&ObjectId, usize> = users
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| u.directory_id.as_ref().map(|d| (d, i)))
+        .collect();
+    for (oi, obj) in objs.iter().enumerate() {
+        if let Some(&ui) = by_id.get(&obj.o.id) {
+            user_of[oi] = Some(ui);
+            obj_of[ui] = Some(oi);
         }
     }
-
-    // New users (D3.e), primaries first-come by object id.
-    let mut add_steps = Vec::new();
-    for (o, primary, aliases) in adds {
-        if !owners.free_for(&primary, None) {
-            skip(
-                &mut plan,
-                o,
-                Some(primary.as_str()),
-                format!("{primary} already belongs to another user or alias"),
-            );
+    // By primary address: users no object claims by id, objects that are
+    // no user by id, and only when exactly one such object has the address
+    // (a recreated object, an addition, a manual user to supplement).
+    let mut candidates: HashMap<&Address, Vec<usize>> = HashMap::new();
+    for (oi, obj) in objs.iter().enumerate() {
+        let usable = matches!(obj.state, State::Synced | State::Disabled | State::Excluded);
+        if let (true, None, Some(p)) = (usable, user_of[oi], &obj.primary) {
+            candidates.entry(p).or_default().push(oi);
+        }
+    }
+    let mut ambiguous = vec![false; users.len()];
+    for (ui, u) in users.iter().enumerate() {
+        if obj_of[ui].is_some() {
             continue;
         }
-        let placeholder = UserId(uuid::Uuid::nil());
-        owners.0.insert(primary.clone(), placeholder);
-        let mut kept = Vec::new();
-        for a in aliases {
-            if owners.free_for(&a, None) {
-                owners.0.insert(a.clone(), placeholder);
-                kept.push(a);
-            } else {
-                plan.changes.push(PlanChange {
-                    address: primary.to_string(),
-                    action: "skip".into(),
-                    detail: format!("alias {a} belongs to another user"),
-                    object_id: Some(o.id.to_string()),
+        match candidates.get(&u.address).map(Vec::as_slice) {
+            Some([oi]) => {
+                user_of[*oi] = Some(ui);
+                obj_of[ui] = Some(*oi);
+            }
+            Some([_, _, ..]) => ambiguous[ui] = true,
+            _ => {}
+        }
+    }
+    let excluded = excluded_ids(settings);
+    let role = users
+        .iter()
+        .enumerate()
+        .map(|(ui, u)| {
+            let directory = u.source.is_directory();
+            match obj_of[ui].map(|oi| &objs[oi].state) {
+                Some(State::Synced) if directory => Role::Active,
+                Some(State::Synced) => Role::Supplemental,
+                Some(State::Disabled) if directory => Role::Disabled,
+                Some(State::Unmanaged) if directory => Role::Leaving(FlagReason::UnmanagedDomain),
+                Some(State::NoAddress) if directory => Role::Leaving(FlagReason::NoAddress),
+                Some(_) => Role::Frozen,
+                None if !directory || ambiguous[ui] => Role::Frozen,
+                None if settings.additions.contains(&u.address) => Role::Frozen,
+                None if u
+                    .directory_id
+                    .as_ref()
+                    .is_some_and(|d| excluded.contains(d.as_str())) =>
+                {
+                    Role::Frozen
+                }
+                None => Role::Leaving(FlagReason::Missing),
+            }
+        })
+        .collect();
+    Matching {
+        user_of,
+        obj_of,
+        role,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pass 3: who owns each address after the run.
+
+/// What the current holder of an address does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Its own object claims it: it keeps it, whoever else claims it (D3.u).
+    Claims,
+    /// Keeps it (a primary whose user is not renamed, a frozen user's...).
+    Keeps,
+    /// Lets it go (D3.f: its object no longer lists it).
+    Releases,
+    /// Lets it go only if it is renamed (its primary address).
+    IfRenamed(usize),
+    /// Lets it go only to an object that alone claims it (a leaving user's alias).
+    ToSoleClaimant,
+}
+
+/// Who owns an address after the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    User(usize),
+    /// The new user of a synced object that is no user yet.
+    New(usize),
+    Nobody,
+}
+
+struct Ownership {
+    /// Claims of synced objects, per address: (object, how), by object id.
+    claims: BTreeMap<Address, Vec<(usize, ClaimKind)>>,
+    /// Current holders: address -> user.
+    holder: HashMap<Address, usize>,
+    /// Per user: the new primary address it is renamed to, if the rename is
+    /// possible (solved as a greatest fixed point: swaps and rotations
+    /// succeed together).
+    renamed: Vec<Option<Address>>,
+    /// Per address claimed or held: its owner after the run.
+    owner: BTreeMap<Address, Owner>,
+    /// Aliases an administrator excluded (D3.o): not mapped, and a user
+    /// that has one keeps it.
+    excluded_aliases: BTreeSet<Address>,
+}
+
+impl Ownership {
+    fn decide(objs: &[Obj], users: &[&CurrentUser], m: &Matching, s: &Settings) -> Ownership {
+        let mut claims: BTreeMap<Address, Vec<(usize, ClaimKind)>> = BTreeMap::new();
+        for (oi, obj) in objs.iter().enumerate() {
+            for (a, how) in obj.claims() {
+                claims.entry(a.clone()).or_default().push((oi, how));
+            }
+        }
+        let mut holder = HashMap::new();
+        for (ui, u) in users.iter().enumerate() {
+            holder.insert(u.address.clone(), ui);
+            for a in &u.aliases {
+                holder.insert(a.clone(), ui);
+            }
+        }
+        let mut own = Ownership {
+            claims,
+            holder,
+            renamed: vec![None; users.len()],
+            owner: BTreeMap::new(),
+            excluded_aliases: s
+                .exceptions
+                .iter()
+                .filter_map(|e| match e {
+                    Exception::Alias { address } => Some(address.clone()),
+                    _ => None,
+                })
+                .collect(),
+        };
+        // Every rename starts possible; one whose new address does not come
+        // to it is withdrawn, which can withdraw the renames waiting for it.
+        let candidates: Vec<(usize, Address)> = (0..users.len())
+            .filter(|&ui| m.role[ui] == Role::Active)
+            .filter_map(|ui| {
+                let p = objs[m.obj_of[ui]?].primary.clone()?;
+                (p != users[ui].address).then_some((ui, p))
+            })
+            .collect();
+        for (ui, p) in &candidates {
+            own.renamed[*ui] = Some(p.clone());
+        }
+        loop {
+            let mut changed = false;
+            for (ui, p) in &candidates {
+                if own.renamed[*ui].is_some() && own.winner(p, objs, users, m) != m.obj_of[*ui] {
+                    own.renamed[*ui] = None;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let addresses: BTreeSet<Address> = own
+            .claims
+            .keys()
+            .chain(own.holder.keys())
+            .cloned()
+            .collect();
+        for a in addresses {
+            let owner = own.final_owner(&a, objs, users, m);
+            own.owner.insert(a, owner);
+        }
+        own
+    }
+
+    fn hold(
+        &self,
+        a: &Address,
+        ui: usize,
+        objs: &[Obj],
+        users: &[&CurrentUser],
+        m: &Matching,
+    ) -> Hold {
+        let own_claim = m.obj_of[ui].is_some_and(|oi| objs[oi].claims_address(a));
+        match m.role[ui] {
+            Role::Active | Role::Supplemental if own_claim => Hold::Claims,
+            Role::Active if *a == users[ui].address => Hold::IfRenamed(ui),
+            Role::Active if self.excluded_aliases.contains(a) => Hold::Keeps,
+            Role::Active => Hold::Releases,
+            Role::Leaving(_) if *a != users[ui].address => Hold::ToSoleClaimant,
+            _ => Hold::Keeps,
+        }
+    }
+
+    fn sole_claimant(&self, a: &Address) -> Option<usize> {
+        match self.claims.get(a).map(Vec::as_slice) {
+            Some([(oi, _)]) => Some(*oi),
+            _ => None,
+        }
+    }
+
+    /// Whether object `oi` ends the run as a user (existing, or added
+    /// because its primary address comes to it), for a claim of `a`.
+    fn ends_as_user(
+        &self,
+        oi: usize,
+        a: &Address,
+        objs: &[Obj],
+        users: &[&CurrentUser],
+        m: &Matching,
+    ) -> bool {
+        if m.user_of[oi].is_some() || objs[oi].primary.as_ref() == Some(a) {
+            return true;
+        }
+        let p = objs[oi]
+            .primary
+            .as_ref()
+            .expect("synced objects have a primary");
+        self.winner(p, objs, users, m) == Some(oi)
+    }
+
+    /// The claimant object whose user gets `a`, if one does.
+    fn winner(
+        &self,
+        a: &Address,
+        objs: &[Obj],
+        users: &[&CurrentUser],
+        m: &Matching,
+    ) -> Option<usize> {
+        let sole = self.sole_claimant(a);
+        let to_sole = || sole.filter(|&oi| self.ends_as_user(oi, a, objs, users, m));
+        match self.holder.get(a) {
+            None => to_sole(),
+            Some(&h) => match self.hold(a, h, objs, users, m) {
+                Hold::Claims => m.obj_of[h],
+                Hold::Keeps => None,
+                Hold::IfRenamed(h) if self.renamed[h].is_none() => None,
+                Hold::Releases | Hold::IfRenamed(_) | Hold::ToSoleClaimant => to_sole(),
+            },
+        }
+    }
+
+    fn final_owner(
+        &self,
+        a: &Address,
+        objs: &[Obj],
+        users: &[&CurrentUser],
+        m: &Matching,
+    ) -> Owner {
+        if let Some(oi) = self.winner(a, objs, users, m) {
+            return match m.user_of[oi] {
+                Some(ui) => Owner::User(ui),
+                None => Owner::New(oi),
+            };
+        }
+        let Some(&h) = self.holder.get(a) else {
+            return Owner::Nobody;
+        };
+        match self.hold(a, h, objs, users, m) {
+            Hold::Releases => Owner::Nobody,
+            Hold::IfRenamed(h) if self.renamed[h].is_some() => Owner::Nobody,
+            _ => Owner::User(h),
+        }
+    }
+
+    fn owner(&self, a: &Address) -> Owner {
+        self.owner.get(a).copied().unwrap_or(Owner::Nobody)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pass 4: the commands.
+
+/// A rename, ordered by [`order_steps`].
+struct Rename {
+    ui: usize,
+    to: Address,
+    taken_from: Option<Address>,
+    released_to: Option<Address>,
+}
+
+struct Builder<'a> {
+    objs: &'a [Obj<'a>],
+    users: &'a [&'a CurrentUser],
+    m: &'a Matching,
+    own: &'a Ownership,
+    s: &'a Settings<'a>,
+    plan: Plan,
+    /// Aliases given up (first).
+    releases: Vec<Step>,
+    renames: Vec<Rename>,
+    /// Flags, links, profiles, members (addresses unchanged).
+    updates: Vec<Step>,
+    /// Aliases taken (after every release).
+    takes: Vec<Step>,
+    adds: Vec<Step>,
+}
+
+fn change(address: &Address, action: &str, detail: &str, object: Option<&ObjectId>) -> PlanChange {
+    PlanChange {
+        address: address.to_string(),
+        action: action.into(),
+        detail: detail.into(),
+        object_id: object.map(|o| o.to_string()),
+        from: None,
+        to: None,
+    }
+}
+
+fn kind_name(k: ObjectKind) -> String {
+    k.as_str().to_string()
+}
+
+impl<'a> Builder<'a> {
+    fn new(
+        objs: &'a [Obj<'a>],
+        users: &'a [&'a CurrentUser],
+        m: &'a Matching,
+        own: &'a Ownership,
+        s: &'a Settings<'a>,
+    ) -> Self {
+        Builder {
+            objs,
+            users,
+            m,
+            own,
+            s,
+            plan: Plan::default(),
+            releases: vec![],
+            renames: vec![],
+            updates: vec![],
+            takes: vec![],
+            adds: vec![],
+        }
+    }
+
+    /// The primary address an owner has after the run.
+    fn primary_after(&self, owner: Owner) -> Option<Address> {
+        match owner {
+            Owner::User(ui) => Some(
+                self.own.renamed[ui]
+                    .clone()
+                    .unwrap_or_else(|| self.users[ui].address.clone()),
+            ),
+            Owner::New(oi) => self.objs[oi].primary.clone(),
+            Owner::Nobody => None,
+        }
+    }
+
+    /// The other user `a` comes from, by its primary after the run.
+    fn taken_from(&self, a: &Address, receiver: Option<usize>) -> Option<Address> {
+        let h = *self.own.holder.get(a)?;
+        (Some(h) != receiver)
+            .then(|| self.primary_after(Owner::User(h)))
+            .flatten()
+    }
+
+    /// The other user `a` goes to, by its primary after the run.
+    fn released_to(&self, a: &Address, giver: usize) -> Option<Address> {
+        match self.own.owner(a) {
+            Owner::User(ui) if ui == giver => None,
+            o => self.primary_after(o),
+        }
+    }
+
+    fn step(&mut self, ui: usize, command: UserCommand) -> Step {
+        Step {
+            target: Target::Existing(self.users[ui].id),
+            command,
+        }
+    }
+
+    fn object_id(&self, ui: usize) -> Option<&'a ObjectId> {
+        self.m.obj_of[ui].map(|oi| &self.objs[oi].o.id)
+    }
+
+    fn user_steps(&mut self, ui: usize) {
+        let u = self.users[ui];
+        match self.m.role[ui] {
+            Role::Active | Role::Supplemental => self.synced_user_steps(ui),
+            Role::Disabled => {
+                // D3.h: flagged; returned but disabled stays flagged (D3.j).
+                if u.flag.is_none() && u.ignored != Some(FlagReason::Disabled) {
+                    self.flag(ui, FlagReason::Disabled);
+                } else {
+                    self.plan.counts.unchanged += 1;
+                }
+            }
+            Role::Leaving(reason) => {
+                if u.flag.is_none() && u.ignored != Some(reason) {
+                    self.flag(ui, reason);
+                }
+                self.release_aliases(ui);
+            }
+            Role::Frozen => {
+                let disabled =
+                    self.m.obj_of[ui].is_some_and(|oi| self.objs[oi].state == State::Disabled);
+                if disabled {
+                    self.plan.counts.unchanged += 1; // D3.g: never flagged for the directory
+                }
+            }
+        }
+    }
+
+    /// A user whose object is synced: D3.f, D3.g, D3.j, renames, aliases.
+    fn synced_user_steps(&mut self, ui: usize) {
+        let u = self.users[ui];
+        let oi = self.m.obj_of[ui].expect("synced users have an object");
+        let o = self.objs[oi].o;
+        let active = self.m.role[ui] == Role::Active;
+        let mut changed = false;
+        if active && u.flag.is_some() {
+            // D3.j: a flagged user the directory returns, enabled, is unflagged.
+            let s = self.step(
+                ui,
+                UserCommand::CancelDeletion {
+                    reason: CancelReason::ReturnedByDirectory,
+                },
+            );
+            self.updates.push(s);
+            self.plan.counts.unflagged += 1;
+            let c = change(
+                &u.address,
+                "unflag",
+                "returned by the directory",
+                Some(&o.id),
+            );
+            self.plan.changes.push(c);
+            changed = true;
+        }
+        if active && u.ignored.is_some() {
+            let s = self.step(ui, UserCommand::EndAbsence);
+            self.updates.push(s);
+            self.plan.changes.push(change(
+                &u.address,
+                "end_ignore",
+                "returned by the directory; an ignored absence no longer applies",
+                Some(&o.id),
+            ));
+            changed = true;
+        }
+        let address = self
+            .primary_after(Owner::User(ui))
+            .expect("a user has a primary");
+        if let Some(to) = self.own.renamed[ui].clone() {
+            let taken_from = self.taken_from(&to, Some(ui));
+            let released_to = self.released_to(&u.address, ui);
+            self.plan.counts.renamed += 1;
+            self.plan.changes.push(PlanChange {
+                from: taken_from.as_ref().map(|a| a.to_string()),
+                to: released_to.as_ref().map(|a| a.to_string()),
+                ..change(
+                    &to,
+                    "rename",
+                    &format!("renamed from {}", u.address),
+                    Some(&o.id),
+                )
+            });
+            self.renames.push(Rename {
+                ui,
+                to,
+                taken_from,
+                released_to,
+            });
+            changed = true;
+        }
+        if active && (u.source != self.s.kind.source() || u.directory_id.as_ref() != Some(&o.id)) {
+            // D2 / recreated objects: the user now belongs to this directory object.
+            let s = self.step(
+                ui,
+                UserCommand::LinkDirectory {
+                    source: self.s.kind.source(),
+                    directory_id: o.id.to_string(),
+                },
+            );
+            self.updates.push(s);
+            let detail = format!(
+                "now managed by the {} directory object",
+                self.s.kind.as_str()
+            );
+            self.plan
+                .changes
+                .push(change(&address, "link", &detail, Some(&o.id)));
+            changed = true;
+        }
+        changed |= self.profile_and_members(ui, oi, &address);
+        if active {
+            changed |= self.release_aliases(ui);
+        }
+        changed |= self.take_aliases(ui, oi, &address);
+        if changed {
+            self.plan.counts.updated += 1;
+        } else {
+            self.plan.counts.unchanged += 1;
+        }
+    }
+
+    /// D3.f / D3.g: metadata from the directory; lists' members (U4).
+    fn profile_and_members(&mut self, ui: usize, oi: usize, address: &Address) -> bool {
+        let u = self.users[ui];
+        let o = self.objs[oi].o;
+        let mut changed = false;
+        let profile = o.profile.clone().normalised();
+        let fields = changed_fields(&u.profile, &profile);
+        if !fields.is_empty() {
+            let s = self.step(ui, UserCommand::UpdateProfile { profile });
+            self.updates.push(s);
+            let c = change(address, "update", &fields.join(", "), Some(&o.id));
+            self.plan.changes.push(c);
+            changed = true;
+        }
+        if u.kind == Kind::DistributionList && o.kind == ObjectKind::Group {
+            let members = members_of(o, self.objs, self.s);
+            if members != u.members {
+                let s = self.step(ui, UserCommand::SetMembers { members });
+                self.updates.push(s);
+                let c = change(address, "members", "list members changed", Some(&o.id));
+                self.plan.changes.push(c);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Aliases the user holds and does not keep: unmapped (D3.f), or moved
+    /// to the user that takes them.
+    fn release_aliases(&mut self, ui: usize) -> bool {
+        let u = self.users[ui];
+        let mut changed = false;
+        for a in &u.aliases {
+            if self.own.owner(a) == Owner::User(ui) || self.own.renamed[ui].as_ref() == Some(a) {
+                continue; // kept, or becomes the primary (the rename unmaps it)
+            }
+            let to = self.released_to(a, ui);
+            let command = match &to {
+                Some(t) => UserCommand::ReleaseAlias {
+                    alias: a.clone(),
+                    released_to: t.clone(),
+                },
+                None => UserCommand::UnmapAlias {
+                    alias: a.clone(),
+                    reason: UnmapReason::Directory,
+                },
+            };
+            let s = self.step(ui, command);
+            self.releases.push(s);
+            self.plan.counts.aliases_unmapped += 1;
+            let detail = match &to {
+                Some(t) => format!("{a} moves to {t}"),
+                None => a.to_string(),
+            };
+            self.plan.changes.push(PlanChange {
+                to: to.map(|t| t.to_string()),
+                ..change(&u.address, "unmap_alias", &detail, self.object_id(ui))
+            });
+            changed = true;
+        }
+        changed
+    }
+
+    /// Aliases the user's object claims and gets.
+    fn take_aliases(&mut self, ui: usize, oi: usize, address: &Address) -> bool {
+        let u = self.users[ui];
+        let mut changed = false;
+        for a in &self.objs[oi].aliases {
+            if self.own.owner(a) != Owner::User(ui) || u.aliases.contains(a) || a == address {
+                continue;
+            }
+            let from = self.taken_from(a, Some(ui));
+            let command = match &from {
+                Some(f) => UserCommand::TakeAlias {
+                    alias: a.clone(),
+                    taken_from: f.clone(),
+                },
+                None => UserCommand::MapAlias { alias: a.clone() },
+            };
+            let s = self.step(ui, command);
+            self.takes.push(s);
+            self.plan.counts.aliases_mapped += 1;
+            let detail = match &from {
+                Some(f) => format!("{a} moves from {f}"),
+                None => a.to_string(),
+            };
+            self.plan.changes.push(PlanChange {
+                from: from.map(|f| f.to_string()),
+                ..change(address, "map_alias", &detail, Some(&self.objs[oi].o.id))
+            });
+            changed = true;
+        }
+        changed
+    }
+
+    /// D3.e (and D3.k / D3.l: a deleted address comes back as a return).
+    fn add_step(&mut self, oi: usize) {
+        let obj = &self.objs[oi];
+        let o = obj.o;
+        let primary = obj.primary.clone().expect("synced objects have a primary");
+        if self.own.owner(&primary) != Owner::New(oi) {
+            return; // reported by report_objects
+        }
+        let aliases: Vec<Address> = obj
+            .aliases
+            .iter()
+            .filter(|a| self.own.owner(a) == Owner::New(oi))
+            .cloned()
+            .collect();
+        for a in aliases.iter().chain(std::iter::once(&primary)) {
+            if let Some(from) = self.taken_from(a, None) {
+                self.plan.changes.push(PlanChange {
+                    from: Some(from.to_string()),
+                    ..change(
+                        &primary,
+                        "map_alias",
+                        &format!("{a} moves from {from}"),
+                        Some(&o.id),
+                    )
                 });
             }
         }
-        let kind = kind_of(o);
-        let members = if kind == Kind::DistributionList {
-            members_of(o, &addresses)
-        } else {
-            vec![]
+        let kind = match o.kind {
+            ObjectKind::User => Kind::User,
+            ObjectKind::Group => Kind::DistributionList,
+            ObjectKind::PublicFolder => Kind::PublicFolder,
         };
-        plan.counts.added += 1;
-        plan.changes.push(PlanChange {
-            address: primary.to_string(),
-            action: "add".into(),
-            detail: kind.as_str().into(),
-            object_id: Some(o.id.to_string()),
-        });
-        add_steps.push(Step {
+        let members = match kind {
+            Kind::DistributionList => members_of(o, self.objs, self.s),
+            _ => vec![],
+        };
+        self.plan.counts.added += 1;
+        // Aliases created inside UserAdded are mapped aliases too (issue 11).
+        self.plan.counts.aliases_mapped += aliases.len() as u64;
+        self.plan
+            .changes
+            .push(change(&primary, "add", kind.as_str(), Some(&o.id)));
+        self.adds.push(Step {
             target: Target::New,
             command: UserCommand::Add(AddUser {
-                user_id: placeholder,
-                customer_id: settings.customer_id,
+                user_id: UserId(uuid::Uuid::nil()),
+                customer_id: self.s.customer_id,
                 address: primary,
                 kind,
-                source: settings.kind.source(),
+                source: self.s.kind.source(),
                 profile: o.profile.clone().normalised(),
-                aliases: kept,
+                aliases,
                 directory_id: Some(o.id.to_string()),
                 members,
             }),
         });
     }
 
-    plan.steps = unmaps;
-    plan.steps.extend(renames);
-    plan.steps.extend(updates);
-    plan.steps.extend(alias_steps);
-    plan.steps.extend(add_steps);
-    plan
-}
-
-fn change(address: &Address, action: &str, detail: &str, o: &DirectoryObject) -> PlanChange {
-    PlanChange {
-        address: address.to_string(),
-        action: action.into(),
-        detail: detail.into(),
-        object_id: Some(o.id.to_string()),
-    }
-}
-
-fn flag(
-    plan: &mut Plan,
-    steps: &mut Vec<Step>,
-    u: &CurrentUser,
-    reason: FlagReason,
-    settings: &Settings,
-) {
-    let delete_at = settings.delete_after.duration().map(|d| settings.now + d);
-    steps.push(Step {
-        target: Target::Existing(u.id),
-        command: UserCommand::FlagForDeletion {
-            reason,
-            at: settings.now,
-            delete_at,
-        },
-    });
-    plan.flags += 1;
-    plan.counts.flagged += 1;
-    plan.changes.push(PlanChange {
-        address: u.address.to_string(),
-        action: "flag".into(),
-        detail: match delete_at {
+    fn flag(&mut self, ui: usize, reason: FlagReason) {
+        let u = self.users[ui];
+        let delete_at = self.s.delete_after.duration().map(|d| self.s.now + d);
+        let s = self.step(
+            ui,
+            UserCommand::FlagForDeletion {
+                reason,
+                at: self.s.now,
+                delete_at,
+            },
+        );
+        self.updates.push(s);
+        // The guard counts users, not lists or public folders (D3.s, issue 11).
+        if u.kind.counts_against_licence() {
+            self.plan.flags += 1;
+        }
+        self.plan.counts.flagged += 1;
+        let detail = match delete_at {
             Some(t) => format!("{}; deleted after {}", reason.as_str(), t.to_rfc3339()),
             None => format!("{}; never deleted automatically", reason.as_str()),
-        },
-        object_id: u.directory_id.as_ref().map(|d| d.to_string()),
-    });
+        };
+        let object = u.directory_id.clone();
+        self.plan
+            .changes
+            .push(change(&u.address, "flag", &detail, object.as_ref()));
+    }
+
+    fn finish(mut self) -> Plan {
+        let renames = std::mem::take(&mut self.renames);
+        let ordered = order_renames(renames, self.users);
+        let mut steps = std::mem::take(&mut self.releases);
+        steps.extend(ordered);
+        steps.append(&mut self.updates);
+        steps.append(&mut self.takes);
+        steps.append(&mut self.adds);
+        self.plan.steps = steps;
+        self.plan
+    }
 }
 
 fn changed_fields(old: &Profile, new: &Profile) -> Vec<String> {
@@ -704,20 +1024,343 @@ fn changed_fields(old: &Profile, new: &Profile) -> Vec<String> {
         .collect()
 }
 
-fn members_of(o: &DirectoryObject, addresses: &HashMap<&ObjectId, Addresses>) -> Vec<Address> {
+/// U4: a list's members are the primary addresses (in managed domains) of
+/// its member objects, and of the members the read did not return as
+/// objects (outside a user filter: membership is the group's, D6).
+fn members_of(o: &DirectoryObject, objs: &[Obj], s: &Settings) -> Vec<Address> {
+    let by_id: HashMap<&ObjectId, &Obj> = objs.iter().map(|x| (&x.o.id, x)).collect();
     let mut out: Vec<Address> = o
         .members
         .iter()
-        .filter_map(|m| addresses.get(m).map(|a| a.primary.clone()))
+        .filter_map(|m| by_id.get(m))
+        .filter(|x| matches!(x.state, State::Synced | State::Disabled))
+        .filter_map(|x| x.primary.clone())
+        .chain(
+            o.member_addresses
+                .iter()
+                .filter_map(|a| Address::parse(a).ok())
+                .filter(|a| s.managed.contains(&a.domain())),
+        )
         .collect();
     out.sort();
     out.dedup();
     out
 }
 
+// ---------------------------------------------------------------------------
+// Pass 5: the order of the renames.
+
+/// Renames so that each takes its new address after its holder gave it up:
+/// along a chain, the end first; in a cycle (a swap, a rotation), one user
+/// releases its address first (`ReleaseAddress`), the others follow, and it
+/// completes last. Which user opens a cycle: the one with the smallest
+/// address (the walk goes in address order), so the log is the same on
+/// every server.
+fn order_renames(renames: Vec<Rename>, users: &[&CurrentUser]) -> Vec<Step> {
+    let renaming_primary: HashMap<&Address, usize> = renames
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (&users[r.ui].address, i))
+        .collect();
+    // The rename (index) that must give up this rename's new address first.
+    let dep: Vec<Option<usize>> = renames
+        .iter()
+        .enumerate()
+        .map(|(i, r)| renaming_primary.get(&r.to).copied().filter(|&d| d != i))
+        .collect();
+    let mut done = vec![false; renames.len()];
+    let mut visiting = vec![false; renames.len()];
+    let mut released = vec![false; renames.len()];
+    let mut out = Vec::new();
+    let mut start: Vec<usize> = (0..renames.len()).collect();
+    start.sort_by(|&a, &b| {
+        users[renames[a].ui]
+            .address
+            .cmp(&users[renames[b].ui].address)
+    });
+    for i in start {
+        let mut path = vec![i];
+        // An explicit walk along the chain (no recursion on long chains).
+        while let Some(&cur) = path.last() {
+            if done[cur] {
+                path.pop();
+                continue;
+            }
+            visiting[cur] = true;
+            match dep[cur] {
+                Some(d) if !done[d] && !visiting[d] => {
+                    path.push(d);
+                    continue;
+                }
+                Some(d) if visiting[d] && !released[d] && !done[d] => {
+                    // A cycle: `d` gives up its address first.
+                    let r = &renames[d];
+                    released[d] = true;
+                    out.push(Step {
+                        target: Target::Existing(users[r.ui].id),
+                        command: UserCommand::ReleaseAddress {
+                            next: r.to.clone(),
+                            released_to: r.released_to.clone(),
+                        },
+                    });
+                }
+                _ => {}
+            }
+            let r = &renames[cur];
+            out.push(Step {
+                target: Target::Existing(users[r.ui].id),
+                command: UserCommand::ChangeAddress {
+                    address: r.to.clone(),
+                    taken_from: r.taken_from.clone(),
+                    released_to: r.released_to.clone(),
+                },
+            });
+            done[cur] = true;
+            visiting[cur] = false;
+            path.pop();
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The run's report (issue 11): what was not synced, and why.
+
+impl Builder<'_> {
+    fn skip(
+        &mut self,
+        oi: usize,
+        address: Option<&Address>,
+        scope: SkipScope,
+        reason: SkipReason,
+        detail: String,
+    ) {
+        let o = self.objs[oi].o;
+        let raw = address.map(|a| a.to_string()).or_else(|| o.mail.clone());
+        if scope == SkipScope::Object {
+            self.plan.counts.skipped += 1;
+        }
+        let subject = match (scope, &self.objs[oi].primary) {
+            (SkipScope::Object, _) | (_, None) => raw.clone().unwrap_or_default(),
+            (_, Some(p)) => {
+                let user = self.m.user_of[oi].map(|ui| self.users[ui].address.clone());
+                user.unwrap_or_else(|| p.clone()).to_string()
+            }
+        };
+        self.plan.changes.push(PlanChange {
+            address: subject,
+            action: "skip".into(),
+            detail: detail.clone(),
+            object_id: Some(o.id.to_string()),
+            from: None,
+            to: None,
+        });
+        self.plan.report.skipped.push(SkippedObject {
+            object_id: o.id.to_string(),
+            kind: kind_name(o.kind),
+            dn: o.dn.clone(),
+            address: raw,
+            scope,
+            reason,
+            detail,
+        });
+    }
+
+    /// Objects not synced, and addresses of synced objects that did not
+    /// come to them.
+    fn report_objects(&mut self) {
+        for oi in 0..self.objs.len() {
+            let obj = &self.objs[oi];
+            let matched = self.m.user_of[oi].is_some();
+            match &obj.state {
+                State::Excluded => self.skip(
+                    oi,
+                    None,
+                    SkipScope::Object,
+                    SkipReason::Excluded,
+                    "excluded by an exception".into(),
+                ),
+                State::NoAddress
+                    if obj.o.kind == ObjectKind::User || obj.o.mail.is_some() || matched =>
+                {
+                    self.skip(
+                        oi,
+                        None,
+                        SkipScope::Object,
+                        SkipReason::NoAddress,
+                        "not synced: it has no mail address".into(),
+                    )
+                }
+                State::NoAddress => {}
+                State::Invalid(why) => {
+                    let why = why.clone();
+                    self.skip(
+                        oi,
+                        None,
+                        SkipScope::Object,
+                        SkipReason::InvalidAddress,
+                        format!("not synced: {why}"),
+                    )
+                }
+                State::Unmanaged => {
+                    let p = obj.primary.clone().expect("parsed");
+                    let detail = format!("{} is not a managed domain of this customer", p.domain());
+                    self.skip(
+                        oi,
+                        Some(&p),
+                        SkipScope::Object,
+                        SkipReason::UnmanagedDomain,
+                        detail,
+                    )
+                }
+                State::Disabled if !matched => {
+                    let p = obj.primary.clone();
+                    self.skip(
+                        oi,
+                        p.as_ref(),
+                        SkipScope::Object,
+                        SkipReason::Disabled,
+                        "disabled in the directory".into(),
+                    )
+                }
+                State::Disabled => {}
+                State::Synced => self.report_claims(oi),
+            }
+        }
+    }
+
+    fn report_claims(&mut self, oi: usize) {
+        let obj = &self.objs[oi];
+        let user = self.m.user_of[oi];
+        let mine = |o: Owner| match user {
+            Some(ui) => o == Owner::User(ui),
+            None => o == Owner::New(oi),
+        };
+        let primary = obj.primary.clone().expect("synced objects have a primary");
+        if user.is_none() && !mine(self.own.owner(&primary)) {
+            let (reason, detail) = self.why_not(&primary);
+            self.skip(oi, Some(&primary), SkipScope::Object, reason, detail);
+            return;
+        }
+        let claims: Vec<(Address, ClaimKind)> = obj.claims().map(|(a, k)| (a.clone(), k)).collect();
+        for (a, how) in claims {
+            if mine(self.own.owner(&a)) {
+                continue;
+            }
+            let keeps_current = user.is_some_and(|ui| self.users[ui].address == a);
+            if keeps_current {
+                continue;
+            }
+            let (reason, detail) = self.why_not(&a);
+            let (scope, detail) = match how {
+                ClaimKind::Primary => (SkipScope::Rename, format!("not renamed to {a}: {detail}")),
+                ClaimKind::Alias => (SkipScope::Alias, format!("alias {a} not mapped: {detail}")),
+            };
+            self.skip(oi, Some(&a), scope, reason, detail);
+        }
+        for a in obj.unmanaged_aliases.clone() {
+            let p = user
+                .map(|ui| self.users[ui].address.clone())
+                .unwrap_or(primary.clone());
+            let detail = format!("alias {a} is not in a managed domain");
+            self.plan
+                .changes
+                .push(change(&p, "skip", &detail, Some(&obj.o.id)));
+        }
+    }
+
+    /// Why a claimed address does not come to its claimant.
+    fn why_not(&self, a: &Address) -> (SkipReason, String) {
+        let claimants = self
+            .own
+            .claims
+            .get(a)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if claimants.len() > 1 {
+            let names: Vec<String> = claimants
+                .iter()
+                .map(|(oi, _)| self.objs[*oi].id())
+                .collect();
+            let outcome = match self.own.owner(a) {
+                Owner::Nobody => {
+                    "nobody gets it until an administrator excludes all claimants but one (D3.u)"
+                        .to_string()
+                }
+                o => format!(
+                    "{} keeps it (D3.u)",
+                    self.primary_after(o)
+                        .map(|p| p.to_string())
+                        .unwrap_or_default()
+                ),
+            };
+            let detail = format!(
+                "{a} is claimed by {} directory objects ({}); {outcome}",
+                names.len(),
+                names.join(", ")
+            );
+            return (SkipReason::Contested, detail);
+        }
+        let Some(&h) = self.own.holder.get(a) else {
+            return (SkipReason::AddressInUse, format!("{a} is not free"));
+        };
+        let u = self.users[h];
+        let why = match self.m.role[h] {
+            Role::Leaving(r) => format!(
+                "a user flagged for deletion ({}) keeps it until it is deleted",
+                r.as_str()
+            ),
+            Role::Disabled => "a user disabled in the directory keeps it".into(),
+            Role::Active => "its user keeps it while its own new address is not free".into(),
+            Role::Supplemental | Role::Frozen if !u.source.is_directory() => {
+                format!("a {} user keeps it", u.source.as_str())
+            }
+            _ => "a user that is kept as it is (excluded, on the additions list, or with an unreadable address) keeps it".into(),
+        };
+        (
+            SkipReason::AddressInUse,
+            format!("{a} belongs to {}: {why}", u.address),
+        )
+    }
+
+    /// D3.u: every address several objects claim, with all its claimants.
+    fn report_contested(&mut self) {
+        for (a, claimants) in &self.own.claims {
+            if claimants.len() < 2 {
+                continue;
+            }
+            let kept_by = match self.own.owner(a) {
+                Owner::User(ui) => self.m.obj_of[ui]
+                    .filter(|oi| claimants.iter().any(|(c, _)| c == oi))
+                    .map(|oi| self.objs[oi].id()),
+                Owner::New(oi) => Some(self.objs[oi].id()),
+                Owner::Nobody => None,
+            };
+            self.plan.report.contested.push(ContestedAddress {
+                address: a.clone(),
+                claimants: claimants
+                    .iter()
+                    .map(|(oi, how)| {
+                        let o = self.objs[*oi].o;
+                        Claimant {
+                            object_id: o.id.to_string(),
+                            kind: kind_name(o.kind),
+                            dn: o.dn.clone(),
+                            primary: self.objs[*oi].primary.clone().expect("synced"),
+                            claim: *how,
+                        }
+                    })
+                    .collect(),
+                kept_by,
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::World;
     use chrono::TimeZone;
 
     fn a(s: &str) -> Address {
@@ -740,6 +1383,7 @@ mod tests {
             },
             disabled: false,
             members: vec![],
+            member_addresses: vec![],
         }
     }
     fn user(n: u128, address: &str, source: Source, dir: Option<&str>) -> CurrentUser {
@@ -908,7 +1552,7 @@ mod tests {
     }
 
     #[test]
-    fn d3c_an_alias_of_another_user_or_object_is_not_mapped() {
+    fn d3c_d3u_an_alias_of_another_user_or_claimed_by_several_objects_is_not_mapped() {
         let mut o1 = obj("1", "ann@example.com");
         o1.proxy_addresses = vec![
             "smtp:shared@example.com".into(),
@@ -928,16 +1572,37 @@ mod tests {
             .iter()
             .map(|x| (x.address.to_string(), x.aliases.clone()))
             .collect();
-        assert_eq!(
-            by["ann@example.com"],
-            vec![a("shared@example.com")],
-            "first object wins the alias; bob's primary beats ann's alias"
+        assert!(
+            by["ann@example.com"].is_empty() && by["carl@example.com"].is_empty(),
+            "an alias two new objects claim goes to neither (D3.u): {by:?}"
         );
-        assert!(by["carl@example.com"].is_empty());
+        assert!(
+            !by.contains_key("bob@example.com"),
+            "bob's primary is also ann's alias: contested, nobody gets it"
+        );
         assert!(
             by["eve@example.com"].is_empty(),
             "a manual user's alias is not taken"
         );
+        let contested: Vec<&str> = plan
+            .report
+            .contested
+            .iter()
+            .map(|c| c.address.as_str())
+            .collect();
+        assert_eq!(contested, vec!["bob@example.com", "shared@example.com"]);
+        assert!(plan.report.contested.iter().all(|c| c.kept_by.is_none()));
+        let eve = plan
+            .report
+            .skipped
+            .iter()
+            .find(|s| s.object_id == "4")
+            .unwrap();
+        assert_eq!(
+            (eve.scope, eve.reason),
+            (SkipScope::Alias, SkipReason::AddressInUse)
+        );
+        assert!(eve.detail.contains("dan@example.com"), "{}", eve.detail);
     }
 
     #[test]
@@ -1016,7 +1681,9 @@ mod tests {
             commands(&plan),
             vec![
                 &UserCommand::ChangeAddress {
-                    address: a("ann.lee@example.com")
+                    address: a("ann.lee@example.com"),
+                    taken_from: None,
+                    released_to: None,
                 },
                 &UserCommand::MapAlias {
                     alias: a("ann@example.com")
@@ -1349,7 +2016,383 @@ mod tests {
         assert!(plan
             .changes
             .iter()
-            .any(|c| c.detail.contains("cannot rename")));
+            .any(|c| c.detail.contains("not renamed to boss@example.com")));
+        let s = &plan.report.skipped[0];
+        assert_eq!(
+            (s.scope, s.reason),
+            (SkipScope::Rename, SkipReason::AddressInUse)
+        );
         assert!(flags(&plan).is_empty());
+    }
+
+    // ---- issue 12: address moves converge in one run ---------------------
+
+    /// `obj` with proxyAddresses: `SMTP:primary` and `smtp:` aliases.
+    fn ad(id: &str, primary: &str, aliases: &[&str]) -> DirectoryObject {
+        let mut o = obj(id, primary);
+        o.proxy_addresses = std::iter::once(format!("SMTP:{primary}"))
+            .chain(aliases.iter().map(|x| format!("smtp:{x}")))
+            .collect();
+        o
+    }
+    fn dir_user(n: u128, address: &str, aliases: &[&str]) -> CurrentUser {
+        CurrentUser {
+            aliases: aliases.iter().map(|x| a(x)).collect(),
+            ..user(n, address, Source::Ldap, Some(&n.to_string()))
+        }
+    }
+    /// Runs the plan through the user aggregate and the claims, event by
+    /// event (no address owned twice after any of them), checks that a
+    /// second run on the same read changes nothing, and returns the world.
+    fn converge(env: &Env, objects: Vec<DirectoryObject>, users: &[CurrentUser]) -> (Plan, World) {
+        let plan = env.run(objects.clone(), users);
+        let mut world = World::of(users);
+        world
+            .apply(&plan)
+            .unwrap_or_else(|e| panic!("{e}\n{:#?}", plan.steps));
+        let again = env.run(objects, &world.current());
+        let moves: Vec<&UserCommand> = again
+            .steps
+            .iter()
+            .map(|s| &s.command)
+            .filter(|c| !matches!(c, UserCommand::UpdateProfile { .. }))
+            .collect();
+        assert!(moves.is_empty(), "a second run still changes: {moves:?}");
+        (plan, world)
+    }
+    fn has(world: &World, address: &str, id: u128, aliases: &[&str]) {
+        let (uid, got) = world
+            .by_address(address)
+            .unwrap_or_else(|| panic!("nobody has {address}"));
+        assert_eq!(uid, UserId(uuid::Uuid::from_u128(id)), "{address}");
+        let want: BTreeSet<String> = aliases.iter().map(|x| x.to_string()).collect();
+        assert_eq!(got, want, "aliases of {address}");
+    }
+
+    #[test]
+    fn u1_d3_a_swap_of_two_primaries_and_their_aliases_converges_in_one_run() {
+        let users = [
+            dir_user(1, "a@example.com", &["a1@example.com"]),
+            dir_user(2, "b@example.com", &["b1@example.com"]),
+        ];
+        let objects = vec![
+            ad("1", "b@example.com", &["b1@example.com"]),
+            ad("2", "a@example.com", &["a1@example.com"]),
+        ];
+        let (plan, world) = converge(&Env::new(), objects, &users);
+        has(&world, "b@example.com", 1, &["b1@example.com"]);
+        has(&world, "a@example.com", 2, &["a1@example.com"]);
+        assert_eq!(plan.counts.renamed, 2);
+        assert!(plan.report.skipped.is_empty(), "{:?}", plan.report.skipped);
+        // The cycle opens with one release, and the renames name each other.
+        let renames: Vec<&UserCommand> = commands(&plan)
+            .into_iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    UserCommand::ReleaseAddress { .. } | UserCommand::ChangeAddress { .. }
+                )
+            })
+            .collect();
+        assert_eq!(renames.len(), 3, "{renames:?}");
+        assert!(
+            matches!(renames[0], UserCommand::ReleaseAddress { next, .. } if next == &a("b@example.com"))
+        );
+        assert!(renames.contains(&&UserCommand::ChangeAddress {
+            address: a("a@example.com"),
+            taken_from: Some(a("b@example.com")),
+            released_to: Some(a("b@example.com")),
+        }));
+        let moved: Vec<(&str, Option<&str>)> = plan
+            .changes
+            .iter()
+            .filter(|c| c.action == "unmap_alias")
+            .map(|c| (c.detail.as_str(), c.to.as_deref()))
+            .collect();
+        assert!(
+            moved.contains(&(
+                "a1@example.com moves to a@example.com",
+                Some("a@example.com")
+            )),
+            "{moved:?}"
+        );
+    }
+
+    #[test]
+    fn u1_d3_a_rotation_of_three_renamed_in_one_read_converges() {
+        let users = [
+            dir_user(1, "x@example.com", &[]),
+            dir_user(2, "y@example.com", &[]),
+            dir_user(3, "z@example.com", &[]),
+        ];
+        let objects = vec![
+            ad("1", "y@example.com", &[]),
+            ad("2", "z@example.com", &[]),
+            ad("3", "x@example.com", &[]),
+        ];
+        let (plan, world) = converge(&Env::new(), objects.clone(), &users);
+        has(&world, "y@example.com", 1, &[]);
+        has(&world, "z@example.com", 2, &[]);
+        has(&world, "x@example.com", 3, &[]);
+        let releases = commands(&plan)
+            .iter()
+            .filter(|c| matches!(c, UserCommand::ReleaseAddress { .. }))
+            .count();
+        assert_eq!(releases, 1, "one release opens the cycle");
+        // The same log whatever order the server returns the objects in.
+        let mut reversed = objects;
+        reversed.reverse();
+        let again = Env::new().run(reversed, &users);
+        assert_eq!(again.steps, plan.steps);
+    }
+
+    #[test]
+    fn d3_a_chain_renames_and_takes_the_old_address_in_the_same_run() {
+        // X is renamed to a new address and Y takes X's old one (defect 2).
+        let users = [
+            dir_user(1, "x@example.com", &[]),
+            dir_user(2, "y@example.com", &[]),
+        ];
+        let objects = vec![
+            ad("1", "x.new@example.com", &[]),
+            ad("2", "x@example.com", &[]),
+        ];
+        let (plan, world) = converge(&Env::new(), objects, &users);
+        has(&world, "x.new@example.com", 1, &[]);
+        has(&world, "x@example.com", 2, &[]);
+        assert_eq!(
+            commands(&plan)
+                .iter()
+                .filter(|c| matches!(c, UserCommand::ReleaseAddress { .. }))
+                .count(),
+            0,
+            "a chain needs no release: the end goes first"
+        );
+        // A new object takes an old address freed by a rename, too.
+        let objects = vec![
+            ad("1", "x.new@example.com", &[]),
+            ad("2", "y@example.com", &[]),
+            ad("9", "x@example.com", &[]),
+        ];
+        let (_, world) = converge(&Env::new(), objects, &users);
+        assert!(world.by_address("x@example.com").is_some());
+    }
+
+    #[test]
+    fn d3u_a_rename_onto_another_users_alias_leaves_it_with_its_owner() {
+        // S changes its mail to an address D still lists as its alias (defect 3).
+        let users = [
+            dir_user(1, "s@example.com", &[]),
+            dir_user(2, "d@example.com", &["d.alias@example.com"]),
+        ];
+        let objects = vec![
+            ad("1", "d.alias@example.com", &[]),
+            ad("2", "d@example.com", &["d.alias@example.com"]),
+        ];
+        let (plan, world) = converge(&Env::new(), objects, &users);
+        has(&world, "s@example.com", 1, &[]);
+        has(&world, "d@example.com", 2, &["d.alias@example.com"]);
+        let c = &plan.report.contested[0];
+        assert_eq!(c.address, a("d.alias@example.com"));
+        assert_eq!(c.kept_by.as_deref(), Some("2"));
+        let names: Vec<&str> = c.claimants.iter().map(|x| x.object_id.as_str()).collect();
+        assert_eq!(names, vec!["1", "2"], "every claimant is named");
+        let s = &plan.report.skipped[0];
+        assert_eq!(
+            (s.object_id.as_str(), s.scope, s.reason),
+            ("1", SkipScope::Rename, SkipReason::Contested)
+        );
+        // Once D drops it, S gets it in the same run as D's change.
+        let objects = vec![
+            ad("1", "d.alias@example.com", &[]),
+            ad("2", "d@example.com", &[]),
+        ];
+        let (_, world) = converge(&Env::new(), objects, &users);
+        has(&world, "d.alias@example.com", 1, &[]);
+    }
+
+    #[test]
+    fn d3h_a_user_whose_address_leaves_the_managed_domains_or_is_cleared_is_flagged() {
+        let users = [
+            dir_user(1, "gone@example.com", &["g@example.com"]),
+            dir_user(2, "cleared@example.com", &[]),
+            dir_user(3, "stays@example.com", &[]),
+        ];
+        let mut cleared = obj("2", "");
+        cleared.mail = None;
+        let objects = vec![
+            ad("1", "gone@elsewhere.net", &["g@example.com"]),
+            cleared,
+            ad("3", "stays@example.com", &[]),
+        ];
+        let plan = Env::new().run(objects.clone(), &users);
+        let mut f: Vec<(UserId, FlagReason)> =
+            flags(&plan).into_iter().map(|(u, r, _)| (u, r)).collect();
+        f.sort_by_key(|x| x.0);
+        assert_eq!(
+            f,
+            vec![
+                (
+                    UserId(uuid::Uuid::from_u128(1)),
+                    FlagReason::UnmanagedDomain
+                ),
+                (UserId(uuid::Uuid::from_u128(2)), FlagReason::NoAddress),
+            ]
+        );
+        assert_eq!(
+            flags(&plan)[0].2,
+            Some(now() + chrono::Duration::days(7)),
+            "the deletion delay applies"
+        );
+        let reasons: Vec<(&str, SkipReason)> = plan
+            .report
+            .skipped
+            .iter()
+            .map(|s| (s.object_id.as_str(), s.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                ("1", SkipReason::UnmanagedDomain),
+                ("2", SkipReason::NoAddress)
+            ]
+        );
+        // Flagged users keep their addresses; the next run flags nobody again.
+        let mut world = World::of(&users);
+        world.apply(&plan).unwrap();
+        has(&world, "gone@example.com", 1, &["g@example.com"]);
+        assert!(Env::new().run(objects, &world.current()).steps.is_empty());
+        // An alias of a leaving user moves to an object that alone claims it.
+        let objects = vec![
+            ad("1", "gone@elsewhere.net", &[]),
+            ad("3", "stays@example.com", &["g@example.com"]),
+        ];
+        let (_, world) = converge(&Env::new(), objects, &world.current());
+        has(&world, "stays@example.com", 3, &["g@example.com"]);
+        has(&world, "gone@example.com", 1, &[]);
+    }
+
+    #[test]
+    fn d3h_u1_a_leaving_users_primary_is_kept_until_it_is_deleted() {
+        // X's mail moves to an unmanaged domain and Y takes X's old address:
+        // X is flagged (the delay protects a directory mistake) and keeps
+        // it; Y waits, and is told why.
+        let users = [
+            dir_user(1, "x@example.com", &[]),
+            dir_user(2, "y@example.com", &[]),
+        ];
+        let objects = vec![
+            ad("1", "x@elsewhere.net", &[]),
+            ad("2", "x@example.com", &[]),
+        ];
+        let (plan, world) = converge(&Env::new(), objects, &users);
+        has(&world, "x@example.com", 1, &[]);
+        has(&world, "y@example.com", 2, &[]);
+        let s = plan
+            .report
+            .skipped
+            .iter()
+            .find(|s| s.object_id == "2")
+            .unwrap();
+        assert_eq!(
+            (s.scope, s.reason),
+            (SkipScope::Rename, SkipReason::AddressInUse)
+        );
+        assert!(
+            s.detail.contains("flagged for deletion (unmanaged_domain)"),
+            "{}",
+            s.detail
+        );
+    }
+
+    #[test]
+    fn u4_d6_list_members_outside_the_user_filter_stay_members() {
+        let mut g = obj("g", "team@example.com");
+        g.kind = ObjectKind::Group;
+        g.members = vec![ObjectId::new("1")];
+        g.member_addresses = vec!["Outside@Example.com".into(), "ext@unmanaged.net".into()];
+        let plan = Env::new().run(vec![g, obj("1", "ann@example.com")], &[]);
+        let list = adds(&plan)
+            .into_iter()
+            .find(|x| x.kind == Kind::DistributionList)
+            .unwrap();
+        assert_eq!(
+            list.members,
+            vec![a("ann@example.com"), a("outside@example.com")]
+        );
+    }
+
+    #[test]
+    fn d3u_two_new_claimants_get_nothing_in_any_order_and_both_are_named() {
+        let objects = vec![obj("b", "sales@example.com"), obj("a", "sales@example.com")];
+        let plan = Env::new().run(objects.clone(), &[]);
+        assert!(adds(&plan).is_empty());
+        let mut reversed = objects.clone();
+        reversed.reverse();
+        assert_eq!(Env::new().run(reversed, &[]), plan, "never object-id order");
+        let c = &plan.report.contested[0];
+        assert_eq!(c.kept_by, None);
+        let names: Vec<&str> = c.claimants.iter().map(|x| x.object_id.as_str()).collect();
+        assert_eq!(names, vec!["a", "b"]);
+        assert_eq!(plan.counts.skipped, 2);
+        assert!(plan
+            .report
+            .skipped
+            .iter()
+            .all(|s| s.reason == SkipReason::Contested));
+        // An administrator excludes one: the other gets it.
+        let mut env = Env::new();
+        env.exceptions.insert(Exception::User {
+            object_id: "a".into(),
+        });
+        let plan = env.run(objects, &[]);
+        assert_eq!(adds(&plan)[0].directory_id.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn d3u_the_user_who_owns_a_contested_address_keeps_it() {
+        let owner = dir_user(1, "sales@example.com", &[]);
+        let objects = vec![obj("1", "sales@example.com"), obj("0", "sales@example.com")];
+        let plan = Env::new().run(objects, std::slice::from_ref(&owner));
+        assert!(adds(&plan).is_empty());
+        assert!(flags(&plan).is_empty());
+        assert_eq!(plan.report.contested[0].kept_by.as_deref(), Some("1"));
+        assert_eq!(plan.report.contested[0].claimants.len(), 2);
+    }
+
+    #[test]
+    fn d3s_b4_counts_mean_what_they_say() {
+        // Aliases created inside UserAdded are mapped aliases (issue 11).
+        let plan = Env::new().run(
+            vec![ad(
+                "1",
+                "ann@example.com",
+                &["a1@example.com", "a2@example.com"],
+            )],
+            &[],
+        );
+        assert_eq!(plan.counts.aliases_mapped, 2);
+        // The guard counts users, not distribution lists.
+        let list = CurrentUser {
+            kind: Kind::DistributionList,
+            ..user(2, "team@example.com", Source::Ldap, Some("2"))
+        };
+        let plan = Env::new().run(
+            vec![],
+            &[user(1, "ann@example.com", Source::Ldap, Some("1")), list],
+        );
+        assert_eq!(plan.counts.flagged, 2);
+        assert_eq!((plan.flags, plan.directory_users), (1, 1));
+    }
+
+    #[test]
+    fn d3o_an_excluded_alias_a_user_already_has_is_kept() {
+        let mut env = Env::new();
+        env.exceptions.insert(Exception::Alias {
+            address: a("old@example.com"),
+        });
+        let u = dir_user(1, "ann@example.com", &["old@example.com"]);
+        let plan = env.run(vec![ad("1", "ann@example.com", &[])], &[u]);
+        assert!(plan.steps.is_empty(), "{:?}", plan.steps);
     }
 }

@@ -67,6 +67,12 @@ pub struct DirectoryObject {
     pub disabled: bool,
     /// For groups: the ids of the member objects found in the snapshot.
     pub members: Vec<ObjectId>,
+    /// For groups: the mail addresses of members the read did not return
+    /// as objects (users outside the custom user filter, D6), as the
+    /// directory gives them. Membership is the group's, whatever the user
+    /// filter (issue 12).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_addresses: Vec<String>,
 }
 
 /// A complete read of the directory. Readers never return a partial one.

@@ -84,9 +84,30 @@ pub enum UserCommand {
         rule_id: RuleId,
     },
     /// The same directory object has a new primary address: a rename. An
-    /// alias that becomes the primary is unmapped first.
+    /// alias that becomes the primary is unmapped first. `taken_from` and
+    /// `released_to` name the other users of a move inside one sync run
+    /// (issue 12), by their primary address after the run.
     ChangeAddress {
         address: Address,
+        taken_from: Option<Address>,
+        released_to: Option<Address>,
+    },
+    /// The first half of a rename inside a cycle (a swap, a rotation): give
+    /// up the primary address now, take `next` with the `ChangeAddress`
+    /// that follows in the same append.
+    ReleaseAddress {
+        next: Address,
+        released_to: Option<Address>,
+    },
+    /// An alias moves to another user in the same sync run (issue 12).
+    ReleaseAlias {
+        alias: Address,
+        released_to: Address,
+    },
+    /// An alias moves here from another user in the same sync run.
+    TakeAlias {
+        alias: Address,
+        taken_from: Address,
     },
     /// The user is managed by this directory object from now on (D2, D3.g).
     LinkDirectory {
@@ -135,6 +156,10 @@ pub enum UserError {
     NotDue,
     #[error("only distribution lists have members")]
     NotAList,
+    #[error(
+        "the user is between two primary addresses: only the rename that completes it is possible"
+    )]
+    InTransit,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +197,10 @@ pub struct User {
     /// Members of a distribution list.
     #[serde(default)]
     pub members: Vec<Address>,
+    /// Between an `AddressReleased` and the `AddressChanged` that completes
+    /// it (one append): the primary address is given up.
+    #[serde(default)]
+    pub in_transit: bool,
 }
 
 impl User {
@@ -253,7 +282,7 @@ impl User {
     }
 
     /// The events a command results in; an empty list when nothing changes.
-    fn decide(
+    pub(crate) fn decide(
         &self,
         command: UserCommand,
         services: &UserServices,
@@ -262,6 +291,9 @@ impl User {
             return Ok(vec![self.add(cmd, services)?]);
         }
         let address = self.live_address()?;
+        if self.in_transit && !matches!(command, UserCommand::ChangeAddress { .. }) {
+            return Err(UserError::InTransit);
+        }
         let event = match command {
             UserCommand::Add(_) => unreachable!("handled above"),
             UserCommand::UpdateProfile { profile } => {
@@ -293,7 +325,35 @@ impl User {
                 if self.aliases.contains(&alias) {
                     return Err(UserError::AliasAlreadyMapped(alias));
                 }
-                UserEvent::AliasMapped(AliasMapped { address, alias })
+                UserEvent::AliasMapped(AliasMapped {
+                    address,
+                    alias,
+                    taken_from: None,
+                })
+            }
+            UserCommand::TakeAlias { alias, taken_from } => {
+                if alias == address {
+                    return Err(UserError::AliasIsPrimary(alias));
+                }
+                if self.aliases.contains(&alias) {
+                    return Err(UserError::AliasAlreadyMapped(alias));
+                }
+                UserEvent::AliasMapped(AliasMapped {
+                    address,
+                    alias,
+                    taken_from: Some(taken_from),
+                })
+            }
+            UserCommand::ReleaseAlias { alias, released_to } => {
+                if !self.aliases.contains(&alias) {
+                    return Err(UserError::AliasNotMapped(alias));
+                }
+                UserEvent::AliasUnmapped(AliasUnmapped {
+                    address,
+                    alias,
+                    reason: UnmapReason::Directory,
+                    released_to: Some(released_to),
+                })
             }
             UserCommand::UnmapAlias { alias, reason } => {
                 if !self.aliases.contains(&alias) {
@@ -303,6 +363,7 @@ impl User {
                     address,
                     alias,
                     reason,
+                    released_to: None,
                 })
             }
             UserCommand::FlagForDeletion {
@@ -402,7 +463,11 @@ impl User {
                 }
                 UserEvent::RuleRemoved(RuleRemoved { address, rule_id })
             }
-            UserCommand::ChangeAddress { address: new } => {
+            UserCommand::ChangeAddress {
+                address: new,
+                taken_from,
+                released_to,
+            } => {
                 if new == address {
                     return Ok(vec![]);
                 }
@@ -412,13 +477,26 @@ impl User {
                         address: address.clone(),
                         alias: new.clone(),
                         reason: UnmapReason::Directory,
+                        released_to: None,
                     }));
                 }
                 out.push(UserEvent::AddressChanged(AddressChanged {
                     address: new,
                     previous: address,
+                    taken_from,
+                    released_to,
                 }));
                 return Ok(out);
+            }
+            UserCommand::ReleaseAddress { next, released_to } => {
+                if next == address {
+                    return Ok(vec![]);
+                }
+                UserEvent::AddressReleased(AddressReleased {
+                    address,
+                    next,
+                    released_to,
+                })
             }
             UserCommand::LinkDirectory {
                 source,
@@ -588,7 +666,11 @@ impl Aggregate for User {
             UserEvent::RuleRemoved(e) => {
                 self.rules.remove(&e.rule_id);
             }
-            UserEvent::AddressChanged(e) => self.address = Some(e.address),
+            UserEvent::AddressChanged(e) => {
+                self.address = Some(e.address);
+                self.in_transit = false;
+            }
+            UserEvent::AddressReleased(_) => self.in_transit = true,
             UserEvent::DirectoryLinked(e) => {
                 self.source = Some(e.source);
                 self.directory_id = Some(e.directory_id);
@@ -647,19 +729,28 @@ impl ClaimsOf for User {
                     seat: true,
                 }]
             }
-            UserEvent::AddressChanged(e) => vec![
-                ClaimChange::ClaimAddress {
+            UserEvent::AddressChanged(e) => {
+                let mut out = vec![ClaimChange::ClaimAddress {
                     address: e.address.clone(),
                     owner,
                     primary: true,
                     seat: self.kind.counts_against_licence() && self.status != Status::Deactivated,
-                },
-                ClaimChange::ReleaseAddress {
-                    address: e.previous.clone(),
-                    owner,
-                    tombstone: false,
-                },
-            ],
+                }];
+                // After an AddressReleased the previous address is already free.
+                if !self.in_transit {
+                    out.push(ClaimChange::ReleaseAddress {
+                        address: e.previous.clone(),
+                        owner,
+                        tombstone: false,
+                    });
+                }
+                out
+            }
+            UserEvent::AddressReleased(e) => vec![ClaimChange::ReleaseAddress {
+                address: e.address.clone(),
+                owner,
+                tombstone: false,
+            }],
             UserEvent::UserDeleted(e) => {
                 let mut out = vec![ClaimChange::ReleaseAddress {
                     address: e.address.clone(),
@@ -830,6 +921,7 @@ mod tests {
             .then_expect_events(vec![UserEvent::AliasMapped(AliasMapped {
                 address: addr("ann@example.com"),
                 alias: addr("ann.b@example.com"),
+                taken_from: None,
             })]);
     }
 

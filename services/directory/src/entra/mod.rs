@@ -28,7 +28,7 @@
 mod client;
 mod model;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -515,30 +515,41 @@ impl EntraReader {
         let top = g_top(g);
         let concurrency = self.graph()?.member_concurrency();
         let ids: Vec<String> = groups.iter().map(|x| x.id.clone()).collect();
-        let lists: Vec<(String, Vec<String>)> = futures::stream::iter(ids)
+        type Members = (String, Vec<String>, BTreeMap<String, String>);
+        let lists: Vec<Members> = futures::stream::iter(ids)
             .map(|id| {
                 let top = top.clone();
                 async move {
                     let first = url(
                         g.base(),
                         &format!("/groups/{id}/members"),
-                        &[("$select", "id"), ("$top", top.as_str())],
+                        &[("$select", "id,mail"), ("$top", top.as_str())],
                     )?;
                     let mut members = Vec::new();
+                    let mut mail = BTreeMap::new();
                     self.pages::<MemberRef>(first, false, |v| {
-                        members.extend(v.into_iter().map(|m| m.id))
+                        for m in v {
+                            mail.insert(m.id.clone(), m.mail.unwrap_or_default());
+                            members.push(m.id);
+                        }
                     })
                     .await
                     .map_err(GetError::into_read)?;
-                    Ok::<_, ReadError>((id, members))
+                    Ok::<_, ReadError>((id, members, mail))
                 }
             })
             .buffer_unordered(concurrency)
             .try_collect()
             .await?;
-        let by_id: std::collections::HashMap<String, Vec<String>> = lists.into_iter().collect();
+        let mut by_id: std::collections::HashMap<String, (Vec<String>, BTreeMap<String, String>)> =
+            lists
+                .into_iter()
+                .map(|(id, m, mail)| (id, (m, mail)))
+                .collect();
         for grp in groups.iter_mut() {
-            grp.members = by_id.get(&grp.id).cloned().unwrap_or_default();
+            let (members, mail) = by_id.remove(&grp.id).unwrap_or_default();
+            grp.members = members;
+            grp.member_mail = mail;
         }
         Ok(())
     }
@@ -664,7 +675,15 @@ impl EntraReader {
                 state.groups.remove(id);
                 continue;
             }
-            if !known {
+            // A member the users do not hold (outside the user filter) whose
+            // address is not known yet: the list's members are read again,
+            // with their addresses (D6).
+            let unknown_member = merged
+                .members
+                .iter()
+                .any(|m| !state.users.contains_key(m) && !merged.member_mail.contains_key(m));
+            merged.member_mail.retain(|m, _| merged.members.contains(m));
+            if !known || unknown_member {
                 // Newly mail-enabled (or new): members@delta is not a full list.
                 refetch.insert(id.to_string());
             }

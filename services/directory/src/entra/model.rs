@@ -60,6 +60,11 @@ pub struct GraphGroup {
     pub proxy_addresses: Vec<String>,
     #[serde(default)]
     pub members: Vec<String>,
+    /// The mail address of each member, by id, as the last member read
+    /// gave it ("" for a member without one): a member outside the user
+    /// filter is still a member of the list (D6, issue 12).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub member_mail: BTreeMap<String, String>,
 }
 
 impl GraphGroup {
@@ -78,6 +83,8 @@ fn null_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
 #[derive(Debug, Deserialize)]
 pub struct MemberRef {
     pub id: String,
+    #[serde(default)]
+    pub mail: Option<String>,
 }
 
 fn clean(v: &Option<String>) -> Option<String> {
@@ -115,6 +122,7 @@ impl GraphUser {
             },
             disabled: self.account_enabled == Some(false),
             members: vec![],
+            member_addresses: vec![],
         }
     }
 }
@@ -170,6 +178,17 @@ pub fn snapshot_with_groups<'a>(
             .collect();
         members.sort();
         members.dedup();
+        // Members the snapshot does not hold (outside the user filter):
+        // their addresses, so that the list keeps them (D6).
+        let mut member_addresses: Vec<String> = g
+            .members
+            .iter()
+            .filter(|m| !ids.contains(&ObjectId::new(m).0))
+            .filter_map(|m| g.member_mail.get(m))
+            .filter_map(|m| clean(&Some(m.clone())))
+            .collect();
+        member_addresses.sort();
+        member_addresses.dedup();
         objects.push(DirectoryObject {
             id: ObjectId::new(&g.id),
             kind: ObjectKind::Group,
@@ -180,6 +199,7 @@ pub fn snapshot_with_groups<'a>(
             profile: Profile::default(),
             disabled: false,
             members,
+            member_addresses,
         });
     }
     Snapshot { objects }

@@ -151,6 +151,7 @@ impl Slots {
             profile,
             disabled,
             members: Vec::new(),
+            member_addresses: Vec::new(),
             dn: Some(std::mem::take(&mut entry.dn)),
         })
     }
@@ -461,6 +462,7 @@ mod tests {
             profile: Profile::default(),
             disabled: false,
             members: vec![],
+            member_addresses: vec![],
         }
     }
 
