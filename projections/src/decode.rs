@@ -1,8 +1,9 @@
 //! Decoding stored events once per batch, for every projection.
 
 use roster_events::{
-    CustomerEvent, DirectoryEvent, DirectoryObjectsEvent, EventMeta, UserEvent, CUSTOMER_AGGREGATE,
-    DIRECTORY_AGGREGATE, DIRECTORY_OBJECTS_AGGREGATE, USER_AGGREGATE,
+    CustomerEvent, DirectoryEvent, DirectoryObjectsEvent, EventMeta, SyncReportEvent, UserEvent,
+    CUSTOMER_AGGREGATE, DIRECTORY_AGGREGATE, DIRECTORY_OBJECTS_AGGREGATE, SYNC_REPORT_AGGREGATE,
+    USER_AGGREGATE,
 };
 use roster_store::StoredEvent;
 
@@ -25,6 +26,7 @@ pub enum AnyEvent {
     Customer(CustomerEvent),
     Directory(DirectoryEvent),
     DirectoryObjects(DirectoryObjectsEvent),
+    SyncReport(SyncReportEvent),
     /// An aggregate these projections do not know (a later feature); skipped.
     Other,
 }
@@ -56,6 +58,9 @@ pub fn decode(
         DIRECTORY_OBJECTS_AGGREGATE => AnyEvent::DirectoryObjects(
             roster_store::decode::<DirectoryObjectsEvent>(e, upcasters)
                 .map_err(|err| err.to_string())?,
+        ),
+        SYNC_REPORT_AGGREGATE => AnyEvent::SyncReport(
+            roster_store::decode::<SyncReportEvent>(e, upcasters).map_err(|err| err.to_string())?,
         ),
         _ => AnyEvent::Other,
     };

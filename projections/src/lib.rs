@@ -16,6 +16,7 @@ pub mod directory;
 pub mod projector;
 pub mod queries;
 pub mod rebuild;
+pub mod reports;
 pub mod timetravel;
 pub mod users;
 
@@ -56,5 +57,6 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(users::UsersProjection),
         Arc::new(audit::AuditProjection),
         Arc::new(directory::DirectoryProjection),
+        Arc::new(reports::RunReportsProjection),
     ]
 }

@@ -53,7 +53,7 @@ impl Modify for Bearer {
         AuditView, AuditList, History, Health,
         directory::DirectorySettingsInput, directory::DirectoryView, directory::LdapView, directory::EntraView, directory::RunningView,
         directory::HeldView, directory::TestView, directory::SyncStarted, directory::EnableInput, directory::RunView,
-        directory::RunList, directory::RunDetail, directory::ObjectList, directory::ExceptionInput,
+        directory::RunList, directory::RunDetail, directory::RunReport, directory::ObjectList, directory::ExceptionInput,
         directory::ExceptionList, directory::AdditionInput, directory::AdditionList,
         conflicts::ActionInput, conflicts::ActionResult, conflicts::ActionResults,
     )),

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod readers;
+mod report;
 pub mod service;
 pub mod worker;
 

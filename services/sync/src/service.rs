@@ -107,6 +107,8 @@ pub struct DryRun {
     /// Whether a real run would be held by the mass-deletion guard.
     pub would_hold: bool,
     pub changes: Vec<PlanChange>,
+    /// Addresses several directory objects claim, with every claimant (D3.u).
+    pub contested: Vec<ContestedAddress>,
 }
 
 #[derive(Clone)]
@@ -633,6 +635,7 @@ impl SyncService {
             directory_users: plan.directory_users,
             would_hold: config.guard.holds(plan.flags, plan.directory_users),
             changes: plan.changes,
+            contested: plan.report.contested,
         }))
     }
 
@@ -683,6 +686,7 @@ impl SyncService {
                     meta,
                 )
                 .await?;
+            crate::report::stage(&mut batch, run_id, &plan.report, meta).await;
             let a = self.store.commit(batch).await?;
             self.settle(a.last).await;
             tracing::warn!(customer = %customer, run = %run_id, would_flag = plan.flags, "sync held by the mass-deletion guard");
@@ -709,6 +713,7 @@ impl SyncService {
             meta,
         )
         .await?;
+        crate::report::stage(&mut batch, run_id, &plan.report, meta).await;
         let seats = self.store.db().seats(customer).await?;
         let over_seat_limit = seats.used + seats_added > seats.limit;
         batch
@@ -1210,16 +1215,8 @@ pub enum ConflictAction {
 }
 
 fn current_user(r: roster_projections::users::UserRow) -> Option<CurrentUser> {
-    let flag = match r.flag_reason.as_deref() {
-        Some("missing") => Some(FlagReason::Missing),
-        Some("disabled") => Some(FlagReason::Disabled),
-        _ => None,
-    };
-    let ignored = match r.ignored_reason.as_deref() {
-        Some("missing") => Some(FlagReason::Missing),
-        Some("disabled") => Some(FlagReason::Disabled),
-        _ => None,
-    };
+    let flag = r.flag_reason.as_deref().and_then(FlagReason::parse);
+    let ignored = r.ignored_reason.as_deref().and_then(FlagReason::parse);
     Some(CurrentUser {
         id: UserId::parse(&r.user_id).ok()?,
         address: Address::parse(&r.address).ok()?,

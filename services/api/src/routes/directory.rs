@@ -704,18 +704,60 @@ pub struct RunDetail {
     pub run: RunView,
     pub changes: Vec<AuditView>,
     pub next_page: Option<String>,
+    pub report: RunReport,
+}
+
+/// What a run did not sync (issue 11), for completed and held runs alike.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunReport {
+    /// Objects not synced at all, by reason: `excluded`, `no_address`,
+    /// `invalid_address`, `unmanaged_domain`, `disabled`, `contested`,
+    /// `address_in_use`.
+    #[schema(value_type = Object)]
+    pub skipped_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Aliases not mapped and renames not applied, by reason.
+    #[schema(value_type = Object)]
+    pub not_applied_by_reason: std::collections::BTreeMap<String, u64>,
+    /// How many addresses several directory objects claimed (D3.u).
+    pub contested_count: u64,
+    /// One page of the skipped objects and addresses (`object_id`, `kind`,
+    /// `dn`, `address`, `scope`: object | alias | rename, `reason`, `detail`).
+    #[schema(value_type = Vec<Object>)]
+    pub skipped: Vec<roster_events::SkippedObject>,
+    /// Pass as `skipped_page` for the next page.
+    pub skipped_next_page: Option<String>,
+    /// One page of the contested addresses, each with every claimant
+    /// (`object_id`, `kind`, `dn`, `primary`, `claim`: primary | alias) and
+    /// `kept_by` (the claimant whose user keeps it, if any).
+    #[schema(value_type = Vec<Object>)]
+    pub contested: Vec<roster_events::ContestedAddress>,
+    /// Pass as `contested_page` for the next page.
+    pub contested_next_page: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunQuery {
+    /// The page of `changes`.
+    pub page: Option<String>,
+    /// The page of `report.skipped`.
+    pub skipped_page: Option<String>,
+    /// The page of `report.contested`.
+    pub contested_page: Option<String>,
+    /// Items per page of each list (1-1000, default 100).
+    pub page_size: Option<i64>,
 }
 
 /// One sync run with the per-user list of its changes.
 #[utoipa::path(get, path = "/v1/customers/{c}/directory/syncs/{run}", tag = "directory",
-    params(("c" = String, Path, description = "customer id"), ("run" = String, Path, description = "run id"), PageQuery),
+    params(("c" = String, Path, description = "customer id"), ("run" = String, Path, description = "run id"), RunQuery),
     responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn run(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((c, run)): ApiPath<(String, String)>,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(q): ApiQuery<RunQuery>,
 ) -> ApiResult<Json<RunDetail>> {
     let customer = caller.customer(&state, &c).await?;
     let row = roster_projections::directory::run(&state.store, customer, run.trim())
@@ -734,11 +776,43 @@ pub async fn run(
         page_size(q.page_size)?,
     )
     .await?;
+    let report = run_report(&state, customer, &row.run_id, &q).await?;
     Ok(Json(RunDetail {
         run: row.into(),
         changes: page.items.into_iter().map(AuditView::from).collect(),
         next_page: page.next_page,
+        report,
     }))
+}
+
+async fn run_report(
+    state: &AppState,
+    customer: CustomerId,
+    run: &str,
+    q: &RunQuery,
+) -> ApiResult<RunReport> {
+    use roster_projections::reports;
+    let size = page_size(q.page_size)?;
+    let counts = reports::counts(&state.store, customer, run).await?;
+    let (skipped, skipped_next_page) =
+        reports::skipped(&state.store, customer, run, q.skipped_page.as_deref(), size).await?;
+    let (contested, contested_next_page) = reports::contested(
+        &state.store,
+        customer,
+        run,
+        q.contested_page.as_deref(),
+        size,
+    )
+    .await?;
+    Ok(RunReport {
+        skipped_by_reason: counts.skipped_by_reason,
+        not_applied_by_reason: counts.not_applied_by_reason,
+        contested_count: counts.contested,
+        skipped,
+        skipped_next_page,
+        contested,
+        contested_next_page,
+    })
 }
 
 /// Applies a run held by the mass-deletion guard (D3.s): a new run reads the
