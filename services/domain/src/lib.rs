@@ -7,6 +7,8 @@ pub mod customer;
 pub mod directory;
 pub mod import;
 pub mod reconcile;
+#[cfg(test)]
+mod reconcile_props;
 pub mod snapshot;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -122,9 +122,14 @@ impl State {
         let Some(r) = self.by_id.get_mut(&e.aggregateid) else {
             return;
         };
-        // Every user event carries the primary address as it is after the event.
+        // Every user event carries the primary address as it is after the
+        // event, but AddressReleased: it names the address given up (the
+        // user takes its next one with the AddressChanged that follows).
         if let Some(a) = data["address"].as_str() {
             r.address = a.to_string();
+        }
+        if name == "AddressReleased" {
+            r.address.clear();
         }
         match name {
             "AliasMapped" => {
