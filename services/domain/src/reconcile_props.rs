@@ -129,11 +129,18 @@ fn apply_change(objs: &mut Vec<MObj>, c: &Change) {
         }
         Change::Unmanaged(i) => objs[i % n].primary = Some(format!("x{i}@elsewhere.net")),
         Change::Clear(i) => objs[i % n].primary = None,
-        Change::New(k, p) => objs.push(MObj {
-            id: format!("n{k}-{}", objs.len()),
-            primary: Some(pool(p)),
-            aliases: vec![],
-        }),
+        Change::New(k, p) => {
+            // Object ids are unique in a directory.
+            let mut id = format!("n{k}");
+            while objs.iter().any(|o| o.id == id) {
+                id.push('x');
+            }
+            objs.push(MObj {
+                id,
+                primary: Some(pool(p)),
+                aliases: vec![],
+            })
+        }
     }
 }
 
@@ -210,7 +217,13 @@ fn reference(
     let claims_of = |o: &MObj| -> BTreeSet<Address> {
         let p = addr(o.primary.as_deref().unwrap());
         std::iter::once(p.clone())
-            .chain(o.aliases.iter().map(|a| addr(a)).filter(|a| *a != p))
+            .chain(
+                o.aliases
+                    .iter()
+                    .filter(|a| managed(a))
+                    .map(|a| addr(a))
+                    .filter(|a| *a != p),
+            )
             .collect()
     };
     let mut claimants: BTreeMap<Address, Vec<&str>> = BTreeMap::new();
@@ -233,7 +246,11 @@ fn reference(
         }
     }
     let mut frozen: BTreeSet<UserId> = BTreeSet::new();
-    for u in users.iter().filter(|u| !user_obj.contains_key(&u.id)) {
+    let unmatched: Vec<&CurrentUser> = users
+        .iter()
+        .filter(|u| !user_obj.contains_key(&u.id))
+        .collect();
+    for u in unmatched {
         let cands: Vec<&MObj> = synced
             .iter()
             .copied()
