@@ -235,8 +235,7 @@ async fn u1_d3_a_swap_and_a_rotation_of_three_converge_in_one_run_on_samba_ad() 
     let dc = SambaDc::shared().await.expect("Samba AD DC");
     let ou = dc.new_ou().await.unwrap();
     let mut users = Vec::new();
-    for i in 0..5 {
-        let (g, s, _) = PEOPLE_OF_MOVES[i];
+    for (i, &(g, s, _)) in PEOPLE_OF_MOVES.iter().enumerate().take(5) {
         let mut u = ou.new_user(g, s, DOMAIN);
         u.mail = Some(primary(i));
         u.proxy_addresses = proxies(i);
@@ -510,8 +509,7 @@ async fn u1_d3_u4_d6_entra_swap_and_rotation_in_a_delta_round_and_members_outsid
     let mail = |i: usize| primary(i).replace(DOMAIN, &d);
     let alias_of = |i: usize| alias(i).replace(DOMAIN, &d);
     let mut ids = Vec::new();
-    for i in 0..5 {
-        let (g, s, _) = PEOPLE_OF_MOVES[i];
+    for (i, &(g, s, _)) in PEOPLE_OF_MOVES.iter().enumerate().take(5) {
         let mut u = User::new(&format!("{}{}@{d}", g.to_lowercase(), i)).named(g, s);
         u.mail = Some(mail(i));
         u.proxy_addresses = vec![format!("SMTP:{}", mail(i)), format!("smtp:{}", alias_of(i))];

@@ -140,8 +140,8 @@ pub fn reconcile(snapshot: &Snapshot, users: &[CurrentUser], settings: &Settings
     for ui in 0..sorted_users.len() {
         b.user_steps(ui);
     }
-    for oi in 0..objs.len() {
-        if objs[oi].state == State::Synced && matching.user_of[oi].is_none() {
+    for (oi, o) in objs.iter().enumerate() {
+        if o.state == State::Synced && matching.user_of[oi].is_none() {
             b.add_step(oi);
         }
     }
