@@ -44,6 +44,17 @@ async fn review_with(
     bytes: impl Into<Vec<u8>>,
     settings: &ImportSettings,
 ) -> Result<ImportId, ApiError> {
+    review_read_as(s, customer, bytes, ImportOptions::default(), settings).await
+}
+
+/// A review of `bytes` read with `options` (encoding, delimiter).
+async fn review_read_as(
+    s: &TestStore,
+    customer: CustomerId,
+    bytes: impl Into<Vec<u8>>,
+    options: ImportOptions,
+    settings: &ImportSettings,
+) -> Result<ImportId, ApiError> {
     imports::review(
         &s.app(),
         &actor(),
@@ -52,7 +63,7 @@ async fn review_with(
             bytes: Bytes::from(bytes.into()),
             kind: InputKind::Body,
             file_name: Some("users.csv".into()),
-            options: ImportOptions::default(),
+            options,
         },
         settings,
     )
@@ -1215,27 +1226,6 @@ async fn m2_malformed_files_get_clear_errors(s: TestStore) {
         .any(|e| e.code == "too_few_cells" || e.code == "too_many_cells")));
 }
 
-async fn review_options(
-    s: &TestStore,
-    customer: CustomerId,
-    bytes: impl Into<Vec<u8>>,
-    options: ImportOptions,
-) -> Result<ImportId, ApiError> {
-    imports::review(
-        &s.app(),
-        &actor(),
-        customer,
-        ReviewInput {
-            bytes: Bytes::from(bytes.into()),
-            kind: InputKind::Body,
-            file_name: None,
-            options,
-        },
-        &settings(),
-    )
-    .await
-}
-
 /// The messages of the row on `line`.
 fn messages(v: &ImportView, line: u64) -> Vec<String> {
     v.rows
@@ -1284,7 +1274,7 @@ async fn m2_a_utf8_file_with_a_few_bad_bytes_is_utf8_with_row_errors(s: TestStor
     assert!(user(&s, c, "rene@example.com").await.is_none());
 
     // A declared Windows-1252 with a byte it leaves undefined.
-    let e = review_options(
+    let e = review_read_as(
         &s,
         c,
         b"email,first_name\r\nx@example.com,\x81\r\n".to_vec(),
@@ -1292,6 +1282,7 @@ async fn m2_a_utf8_file_with_a_few_bad_bytes_is_utf8_with_row_errors(s: TestStor
             encoding: roster_csv::EncodingChoice::Windows1252,
             ..ImportOptions::default()
         },
+        &settings(),
     )
     .await
     .unwrap_err();
@@ -1309,7 +1300,7 @@ async fn m2_a_utf8_file_with_a_few_bad_bytes_is_utf8_with_row_errors(s: TestStor
 // after '@' is an error, and echoed cells are cut to 200 characters.
 async fn m2_review_messages_name_the_real_problem(s: TestStore) {
     let c = s.customer(10, &["example.com"]).await;
-    let e = review_options(
+    let e = review_read_as(
         &s,
         c,
         b"email,first_name\r\nann@example.com,Ann\r\n".to_vec(),
@@ -1317,6 +1308,7 @@ async fn m2_review_messages_name_the_real_problem(s: TestStore) {
             delimiter: Some(roster_csv::Delimiter::Tab),
             ..ImportOptions::default()
         },
+        &settings(),
     )
     .await
     .unwrap_err();
