@@ -2012,6 +2012,35 @@ async fn m2_imports_end_to_end_upload_body_pasted_text_review_commit() {
         assert_eq!(s, StatusCode::OK);
         // Records, not lines: René's note spans two lines inside its quotes.
         assert_eq!(csv_cells(v.as_str().unwrap()).len(), 4, "{v}");
+        // Issue 11: an export imports back as unchanged through the API,
+        // and exports again to the same bytes (hostile values by hand).
+        let (s, v) = api
+            .patch(
+                &format!("/v1/customers/{c}/users/{}", enc("carl@example.com")),
+                json!({"last_name": "-5", "mobile": "'+44 20 7946 0000", "notes": "'=1+2\r\n@x"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let export = || async {
+            let resp = api
+                .client
+                .get(format!("{}/v1/customers/{c}/users?format=csv", api.base))
+                .bearer_auth(&api.token)
+                .send()
+                .await
+                .unwrap();
+            resp.bytes().await.unwrap().to_vec()
+        };
+        let first = export().await;
+        let text = String::from_utf8_lossy(&first).to_string();
+        assert!(text.contains("carl@example.com,Carlos,'-5,,,''+44 20 7946 0000,,,\"''=1+2\r\n@x\""), "{text}");
+        let (s, v) = send(&api, &imports, "text/csv", first.clone()).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["totals"]["unchanged"], v["totals"]["rows"], "{v}");
+        let (s, r) = api.post(&format!("{imports}/{}/commit", v["id"].as_str().unwrap()), json!({})).await;
+        assert_eq!((s, r["added"].as_u64(), r["updated"].as_u64()), (StatusCode::OK, Some(0), Some(0)), "{r}");
+        assert_eq!(String::from_utf8_lossy(&export().await), text);
+
         // The OpenAPI document lists the import routes.
         let (_, doc) = api.get("/openapi.json").await;
         for path in ["/v1/customers/{c}/imports", "/v1/customers/{c}/imports/{id}/commit", "/v1/customers/{c}/imports/sample.csv"] {
