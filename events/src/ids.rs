@@ -105,6 +105,12 @@ impl Address {
         if local.is_empty() {
             return Err(err("the part before '@' is empty"));
         }
+        if domain.is_empty() {
+            return Err(err("the domain after '@' is missing"));
+        }
+        if domain.starts_with(char::is_whitespace) || local.ends_with(char::is_whitespace) {
+            return Err(err("there is a space next to '@': remove it"));
+        }
         if local.len() > 64 {
             return Err(err("the part before '@' is longer than 64 characters"));
         }
@@ -342,6 +348,23 @@ mod tests {
         }
         let long_local = format!("{}@example.com", "a".repeat(65));
         assert!(Address::parse(&long_local).is_err());
+    }
+
+    #[test]
+    fn m2_a_missing_domain_or_a_space_next_to_at_is_named_not_called_empty() {
+        let e = Address::parse("u20@").unwrap_err().to_string();
+        assert!(e.contains("the domain after '@' is missing"), "{e}");
+        assert!(!e.contains("empty"), "{e}");
+        // A space after (or before) '@' is refused, never dropped silently.
+        for input in ["ann@ example.com", "ann @example.com", "ann@\texample.com"] {
+            let e = Address::parse(input).unwrap_err().to_string();
+            assert!(e.contains("space next to '@'"), "{input:?}: {e}");
+        }
+        // Spaces around the whole address are still trimmed.
+        assert_eq!(
+            Address::parse(" ann@example.com ").unwrap().as_str(),
+            "ann@example.com"
+        );
     }
 
     #[test]

@@ -44,6 +44,17 @@ async fn review_with(
     bytes: impl Into<Vec<u8>>,
     settings: &ImportSettings,
 ) -> Result<ImportId, ApiError> {
+    review_read_as(s, customer, bytes, ImportOptions::default(), settings).await
+}
+
+/// A review of `bytes` read with `options` (encoding, delimiter).
+async fn review_read_as(
+    s: &TestStore,
+    customer: CustomerId,
+    bytes: impl Into<Vec<u8>>,
+    options: ImportOptions,
+    settings: &ImportSettings,
+) -> Result<ImportId, ApiError> {
     imports::review(
         &s.app(),
         &actor(),
@@ -52,7 +63,7 @@ async fn review_with(
             bytes: Bytes::from(bytes.into()),
             kind: InputKind::Body,
             file_name: Some("users.csv".into()),
-            options: ImportOptions::default(),
+            options,
         },
         settings,
     )
@@ -1215,6 +1226,125 @@ async fn m2_malformed_files_get_clear_errors(s: TestStore) {
         .any(|e| e.code == "too_few_cells" || e.code == "too_many_cells")));
 }
 
+/// The messages of the row on `line`.
+fn messages(v: &ImportView, line: u64) -> Vec<String> {
+    v.rows
+        .iter()
+        .find(|r| r.line == line)
+        .unwrap_or_else(|| panic!("no row on line {line}"))
+        .errors
+        .iter()
+        .map(|e| e.message.clone())
+        .collect()
+}
+
+// M2 (issue 11, defect 10): a UTF-8 file with a few damaged bytes is read
+// as UTF-8: its correct accents are stored correctly, and each damaged
+// sequence is an error of its row naming the line, column and character.
+async fn m2_a_utf8_file_with_a_few_bad_bytes_is_utf8_with_row_errors(s: TestStore) {
+    let c = s.customer(10, &["example.com"]).await;
+    let bytes = [
+        "email,first_name,last_name\r\njose@example.com,José,García\r\n".as_bytes(),
+        b"rene@example.com,Ren\xE9,Dubois\r\nzoe@example.com,Zo\xC3\xAB,N\xC3\xBA\xC3\xB1ez\r\n",
+    ]
+    .concat();
+    let id = review_with(&s, c, bytes, &settings()).await.unwrap();
+    let v = view(&s, c, id).await;
+    assert_eq!(v.file.encoding, "utf-8");
+    let o = outcomes(&v);
+    assert_eq!(o[&2], (Outcome::Add, vec![]));
+    assert_eq!(
+        o[&3],
+        (Outcome::Error, vec!["invalid_encoding".to_string()])
+    );
+    assert_eq!(o[&4], (Outcome::Add, vec![]));
+    let rene = &v.rows.iter().find(|r| r.line == 3).unwrap().errors[0];
+    assert_eq!(rene.column.as_deref(), Some("first_name"));
+    assert_eq!(
+        rene.message,
+        "first_name holds 0xE9 (line 3, character 21), which is not UTF-8 although the rest of the file is: retype that character, or save the file again as 'CSV UTF-8'"
+    );
+    let r = commit(&s, c, id).await;
+    assert_eq!((r.added, r.rejected), (2, 1));
+    let jose = user(&s, c, "jose@example.com").await.unwrap();
+    assert_eq!(jose.state.profile.first_name.as_deref(), Some("José"));
+    assert_eq!(jose.state.profile.last_name.as_deref(), Some("García"));
+    let zoe = user(&s, c, "zoe@example.com").await.unwrap();
+    assert_eq!(zoe.state.profile.last_name.as_deref(), Some("Núñez"));
+    assert!(user(&s, c, "rene@example.com").await.is_none());
+
+    // A declared Windows-1252 with a byte it leaves undefined.
+    let e = review_read_as(
+        &s,
+        c,
+        b"email,first_name\r\nx@example.com,\x81\r\n".to_vec(),
+        ImportOptions {
+            encoding: roster_csv::EncodingChoice::Windows1252,
+            ..ImportOptions::default()
+        },
+        &settings(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!((e.status.as_u16(), e.code), (400, "csv_invalid_encoding"));
+    assert!(
+        e.message
+            .contains("0x81 on line 2, character 15, is not a character in windows-1252"),
+        "{}",
+        e.message
+    );
+}
+
+// M2 messages (issue 11, defect 11): the chosen separator is named (not
+// "not separated by commas"), "u20@" has no domain (not "empty"), a space
+// after '@' is an error, and echoed cells are cut to 200 characters.
+async fn m2_review_messages_name_the_real_problem(s: TestStore) {
+    let c = s.customer(10, &["example.com"]).await;
+    let e = review_read_as(
+        &s,
+        c,
+        b"email,first_name\r\nann@example.com,Ann\r\n".to_vec(),
+        ImportOptions {
+            delimiter: Some(roster_csv::Delimiter::Tab),
+            ..ImportOptions::default()
+        },
+        &settings(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!((e.status.as_u16(), e.code), (400, "csv_not_csv"));
+    assert_eq!(
+        e.message,
+        "the first line, 'email,first_name', has no tabs (tab is the separator chosen with the request) but is separated by commas: choose that separator, or leave it out to have it detected"
+    );
+
+    let huge = "h".repeat(5 * 1024 * 1024);
+    let file = format!(
+        "email,{huge}\nu20@,x\nann@ example.com,y\n{huge}@example.com,z\nok@example.com,w\n"
+    );
+    let id = review(&s, c, &file).await;
+    let v = view(&s, c, id).await;
+    assert_eq!(
+        messages(&v, 2),
+        ["'u20@' is not a valid email address: the domain after '@' is missing"]
+    );
+    assert_eq!(
+        messages(&v, 3),
+        ["'ann@ example.com' is not a valid email address: there is a space next to '@': remove it"]
+    );
+    let long = &messages(&v, 4)[0];
+    assert!(
+        long.starts_with(&format!("'{}…' is not", "h".repeat(199))),
+        "{}",
+        &long[..300]
+    );
+    assert_eq!(v.rows[2].address.chars().count(), 200);
+    assert_eq!(v.file.columns[1].name.chars().count(), 200);
+    let answer = serde_json::to_string(&v).unwrap();
+    assert!(answer.len() < 8_000, "the review is {} bytes", answer.len());
+    assert_eq!(outcomes(&v)[&5], (Outcome::Add, vec![]));
+}
+
 /// Splits CSV text into records of cells as written (quotes removed).
 fn csv_cells(text: &str) -> Vec<Vec<String>> {
     let mut out = vec![];
@@ -1310,6 +1440,183 @@ async fn m2_the_user_export_is_formula_safe_and_reimports_unchanged(s: TestStore
     assert_eq!(
         csv_cells(std::str::from_utf8(&bytes[3..]).unwrap()).len(),
         2
+    );
+}
+
+/// Addresses a spreadsheet would read as a formula, or that start with the
+/// export's escape quote (issue 11: `'-info@...` came back as a new user).
+const HOSTILE_LOCAL_PARTS: [&str; 7] = ["-info", "+tag", "=cmd", "'q", "'-x", "''", "plain"];
+
+/// Profile values an export must escape and an import undo exactly:
+/// formula starts, the quote itself before a formula character or alone,
+/// full-width forms, separators and quotes.
+const HOSTILE_VALUES: [&str; 16] = [
+    "=1+2",
+    "'=1+2",
+    "+44 20 7946 0000",
+    "'+44 20 7946 0000",
+    "-5",
+    "'-x",
+    "@SUM(A1)",
+    "'@x",
+    "''",
+    "'",
+    "'t Hooft",
+    "\u{FF1D}1+1",
+    "=HYPERLINK(\"http://x.example\",\"open\")",
+    "Sales, EMEA; \"West\"",
+    "José Müller",
+    "plain",
+];
+
+/// Notes may also hold line breaks (CR LF too) and tabs.
+const HOSTILE_NOTES: [&str; 4] = [
+    "=1+2\nsecond line",
+    "line one\r\nline two",
+    "a\tb",
+    "'=x\r\n'",
+];
+
+/// The hostile users of `domain`: every local part, aliases that start with
+/// `-` or `'`, and every value in every column.
+fn hostile_users(domain: &str) -> Vec<(Address, Vec<Address>, Profile)> {
+    HOSTILE_LOCAL_PARTS
+        .iter()
+        .enumerate()
+        .map(|(i, local)| {
+            let aliases = match i % 3 {
+                0 => vec![
+                    addr(&format!("-alias{i}@{domain}")),
+                    addr(&format!("b{i}@{domain}")),
+                ],
+                1 => vec![addr(&format!("'alias{i}@{domain}"))],
+                _ => vec![],
+            };
+            let v = |k: usize| Some(HOSTILE_VALUES[(i * 6 + k) % HOSTILE_VALUES.len()].to_string());
+            let profile = Profile {
+                first_name: v(0),
+                last_name: v(1),
+                home_phone: v(2),
+                mobile: v(3),
+                company: v(4),
+                department: v(5),
+                notes: Some(HOSTILE_NOTES[i % HOSTILE_NOTES.len()].to_string()),
+            };
+            (addr(&format!("{local}@{domain}")), aliases, profile)
+        })
+        .collect()
+}
+
+async fn export_users(s: &TestStore, customer: CustomerId) -> Vec<u8> {
+    let response =
+        roster_api::export::user_list_csv(s.app(), customer, UserFilter::default(), None);
+    axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+// M2 (issue 11, defects 8 and 9): export, import, export again is
+// byte-identical for hostile values in addresses and every other column;
+// re-importing an export changes nothing (no new users, no alias swaps, no
+// dropped quotes), and a canonical file imports to users that export as
+// that very file.
+async fn m2_export_import_export_is_byte_identical_and_changes_nothing(s: TestStore) {
+    // Users added by hand.
+    let c = s.customer(50, &["acme.example"]).await;
+    let users = hostile_users("acme.example");
+    for (address, aliases, profile) in &users {
+        app::add_user(
+            &s.app(),
+            s.meta(c),
+            NewUser {
+                address: address.clone(),
+                kind: Kind::User,
+                profile: profile.clone(),
+                aliases: aliases.clone(),
+            },
+            Source::Manual,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("add {address}: {}", e.message));
+    }
+    s.project().await;
+    let first = export_users(&s, c).await;
+    let text = String::from_utf8(first[3..].to_vec()).unwrap();
+    for cell in csv_cells(&text).iter().flatten() {
+        assert!(!cell.starts_with(roster_csv::FORMULA_TRIGGERS), "{cell:?}");
+    }
+    assert!(text.contains("'-info@acme.example,"), "{text}");
+    assert!(text.contains("''q@acme.example,"), "{text}");
+    let head = s.store.head_position().await.unwrap();
+    let id = review_with(&s, c, first.clone(), &settings())
+        .await
+        .unwrap();
+    let v = view(&s, c, id).await;
+    assert_eq!(
+        (v.totals.rows, v.totals.unchanged),
+        (users.len() as u64, users.len() as u64),
+        "{:#?}",
+        v.rows
+    );
+    let r = commit(&s, c, id).await;
+    assert_eq!(
+        (r.added, r.updated, r.unchanged),
+        (0, 0, users.len() as u64)
+    );
+    s.project().await;
+    let log_after: Vec<_> = log(&s)
+        .await
+        .into_iter()
+        .filter(|e| e.aggregate_type == USER_AGGREGATE)
+        .filter(|e| e.position > head)
+        .collect();
+    assert!(
+        log_after.is_empty(),
+        "the import changed users: {log_after:?}"
+    );
+    for (address, aliases, profile) in &users {
+        let u = user(&s, c, address.as_str()).await.unwrap().state;
+        assert_eq!(&u.profile, profile, "{address}");
+        assert_eq!(u.aliases.iter().cloned().collect::<Vec<_>>(), {
+            let mut a = aliases.clone();
+            a.sort();
+            a
+        });
+    }
+    let second = export_users(&s, c).await;
+    assert_eq!(
+        String::from_utf8_lossy(&second),
+        String::from_utf8_lossy(&first)
+    );
+    assert_eq!(second, first, "export, import, export is byte-identical");
+
+    // Users that come in by CSV: the file an export would write imports
+    // to users whose export is that file, byte for byte.
+    let c2 = s.customer(50, &["other.example"]).await;
+    let mut users = hostile_users("other.example");
+    // In the order of the user list (by address), as an export writes it.
+    users.sort_by(|a, b| a.0.cmp(&b.0));
+    let file = roster_csv::users_csv(
+        users
+            .iter()
+            .map(|(address, aliases, profile)| roster_csv::UserRecord {
+                address,
+                aliases,
+                profile,
+            }),
+        &roster_csv::ExportOptions::default(),
+    );
+    let id = review_with(&s, c2, file.clone(), &settings())
+        .await
+        .unwrap();
+    let r = commit(&s, c2, id).await;
+    assert_eq!((r.added, r.rejected), (users.len() as u64, 0), "{r:?}");
+    s.project().await;
+    let exported = export_users(&s, c2).await;
+    assert_eq!(
+        String::from_utf8_lossy(&exported),
+        String::from_utf8_lossy(&file)
     );
 }
 
@@ -1423,7 +1730,10 @@ both_backends!(
     m2_a_user_changed_during_a_commit_is_skipped_and_reported,
     m2_spreadsheet_files_review_and_commit,
     m2_malformed_files_get_clear_errors,
+    m2_a_utf8_file_with_a_few_bad_bytes_is_utf8_with_row_errors,
+    m2_review_messages_name_the_real_problem,
     m2_the_user_export_is_formula_safe_and_reimports_unchanged,
+    m2_export_import_export_is_byte_identical_and_changes_nothing,
     m2_the_conflicts_export_is_formula_safe,
     m2_the_sample_file_imports_cleanly,
 );
@@ -1702,6 +2012,35 @@ async fn m2_imports_end_to_end_upload_body_pasted_text_review_commit() {
         assert_eq!(s, StatusCode::OK);
         // Records, not lines: René's note spans two lines inside its quotes.
         assert_eq!(csv_cells(v.as_str().unwrap()).len(), 4, "{v}");
+        // Issue 11: an export imports back as unchanged through the API,
+        // and exports again to the same bytes (hostile values by hand).
+        let (s, v) = api
+            .patch(
+                &format!("/v1/customers/{c}/users/{}", enc("carl@example.com")),
+                json!({"last_name": "-5", "mobile": "'+44 20 7946 0000", "notes": "'=1+2\r\n@x"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let export = || async {
+            let resp = api
+                .client
+                .get(format!("{}/v1/customers/{c}/users?format=csv", api.base))
+                .bearer_auth(&api.token)
+                .send()
+                .await
+                .unwrap();
+            resp.bytes().await.unwrap().to_vec()
+        };
+        let first = export().await;
+        let text = String::from_utf8_lossy(&first).to_string();
+        assert!(text.contains("carl@example.com,Carlos,'-5,,,''+44 20 7946 0000,,,\"''=1+2\r\n@x\""), "{text}");
+        let (s, v) = send(&api, &imports, "text/csv", first.clone()).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["totals"]["unchanged"], v["totals"]["rows"], "{v}");
+        let (s, r) = api.post(&format!("{imports}/{}/commit", v["id"].as_str().unwrap()), json!({})).await;
+        assert_eq!((s, r["added"].as_u64(), r["updated"].as_u64()), (StatusCode::OK, Some(0), Some(0)), "{r}");
+        assert_eq!(String::from_utf8_lossy(&export().await), text);
+
         // The OpenAPI document lists the import routes.
         let (_, doc) = api.get("/openapi.json").await;
         for path in ["/v1/customers/{c}/imports", "/v1/customers/{c}/imports/{id}/commit", "/v1/customers/{c}/imports/sample.csv"] {

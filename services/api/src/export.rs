@@ -1,22 +1,23 @@
 //! CSV downloads (M2, D3.m): whole lists streamed page by page as UTF-8
 //! CSV with BOM and CRLF, through roster-csv's writer, so that no cell can
-//! start a formula (`=`, `+`, `-`, `@`, tab, carriage return).
+//! start a formula (`=`, `+`, `-`, `@`, tab, carriage return), and an
+//! import undoes exactly what the export escaped
+//! ([`roster_csv::escape_formula`], [`roster_csv::unescape_cell`]).
 //!
-//! [`csv_download`] streams any paged list; [`user_cells`] and
-//! [`write_user_row`] write a user in the canonical columns
-//! ([`roster_csv::USER_HEADER`]), which an import reads back as unchanged.
+//! [`csv_download`] streams any paged list; [`user_cells`] are a user in
+//! the canonical columns ([`roster_csv::USER_HEADER`]), which an import
+//! reads back as unchanged: export, import and export give the same bytes.
 //! The user list export is [`user_list_csv`]; the conflicts view builds
 //! its export from the same pieces (its own columns after the user's).
 
 use std::future::Future;
-use std::io::Write;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use roster_csv::{CsvWriter, ExportOptions, UserRecord, USER_HEADER};
-use roster_events::{Address, CustomerId};
+use roster_csv::{CsvWriter, ExportOptions, USER_HEADER};
+use roster_events::CustomerId;
 use roster_projections::queries::{self, Page, UserFilter};
 use roster_projections::users::UserRow;
 
@@ -83,26 +84,6 @@ pub fn user_cells(row: &UserRow) -> Vec<String> {
         f(&p.department),
         f(&p.notes),
     ]
-}
-
-/// Writes one user row in the canonical columns, formula-safe.
-pub fn write_user_row<W: Write>(writer: &mut CsvWriter<W>, row: &UserRow) -> std::io::Result<()> {
-    match Address::parse(&row.address) {
-        Ok(address) => {
-            let aliases: Vec<Address> = row
-                .aliases
-                .iter()
-                .filter_map(|a| Address::parse(a).ok())
-                .collect();
-            writer.write_user(&UserRecord {
-                address: &address,
-                aliases: &aliases,
-                profile: &row.profile,
-            })
-        }
-        // Stored addresses are valid; write the cells as they are if not.
-        Err(_) => writer.write_record(user_cells(row)),
-    }
 }
 
 /// A CSV download streamed page by page: the header, then the cells of

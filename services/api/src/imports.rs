@@ -116,7 +116,7 @@ pub struct RowIssue {
     /// The header of the cell at fault, as written in the file.
     pub column: Option<String>,
     /// Stable: the roster-csv row codes (`invalid_address`,
-    /// `duplicate_address`, `too_long`, ...) and `unmanaged_domain`,
+    /// `duplicate_address`, `too_long`, `invalid_encoding`, ...) and `unmanaged_domain`,
     /// `address_taken`, `over_seat_limit`, `directory_managed`, `invalid_field`.
     pub code: String,
     /// What is wrong and what to fix.
@@ -232,7 +232,8 @@ pub struct ColumnInfo {
 /// Something accepted that may not be what the person meant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FileNote {
-    /// `unknown_column`, `shadowed_column` or `unnamed_column_has_values`.
+    /// `unknown_column`, `shadowed_column`, `unnamed_column_has_values` or
+    /// `mixed_encoding`.
     pub code: String,
     pub message: String,
 }
@@ -967,7 +968,9 @@ fn plan_update(
         return;
     }
     let patch = w.patch.take().unwrap_or_default();
-    let next = patch.applied_to(&state.profile);
+    // As the user would store it (trimmed, blank as absent), so that the
+    // review shows exactly what the commit changes.
+    let next = patch.applied_to(&state.profile).normalised();
     w.plan.changes = state
         .profile
         .fields()
@@ -988,7 +991,7 @@ fn plan_update(
     let changes = !w.plan.changes.is_empty()
         || !w.plan.aliases_added.is_empty()
         || !w.plan.aliases_removed.is_empty();
-    if let Err((field, reason)) = next.clone().normalised().check() {
+    if let Err((field, reason)) = next.check() {
         w.plan
             .error(None, "invalid_field", format!("{field} {reason}"));
     }
@@ -1022,12 +1025,12 @@ fn plan_update(
 /// Plans a row that adds a user (or brings a deleted one back, U6).
 fn plan_add(w: &mut Work) {
     let patch = w.patch.take().unwrap_or_default();
-    let profile = patch.to_new_profile();
+    let profile = patch.to_new_profile().normalised();
     // An addition's changes are its profile's fields: they are derived when
     // shown ([`addition_changes`]), not kept twice for every row of a large
     // file.
     w.plan.aliases_added = w.aliases.take().unwrap_or_default();
-    if let Err((field, reason)) = profile.clone().normalised().check() {
+    if let Err((field, reason)) = profile.check() {
         w.plan
             .error(None, "invalid_field", format!("{field} {reason}"));
     }

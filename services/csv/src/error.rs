@@ -1,11 +1,13 @@
 //! File-level errors and warnings, and per-row errors. Every message says
 //! what to fix; every kind has a stable `code` for API error bodies.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::columns::Column;
+use crate::delimiter::Delimiter;
 use crate::encoding::Encoding;
 
 /// Why a whole file was refused. Nothing in it was read as rows.
@@ -43,14 +45,14 @@ pub enum FileError {
         what: String,
     },
     /// A single column whose header names no address column: most likely
-    /// not a CSV file at all, or one with an unsupported separator.
-    #[error(
-        "the file does not look like CSV: its first line, '{first_line}', is not separated by commas, semicolons or tabs and is not an address column header ({accepted})",
-        accepted = Column::Email.accepted_names().join(", ")
-    )]
+    /// not a CSV file at all, or one read with the wrong separator.
+    #[error("{}", not_csv_message(.first_line, .delimiter.as_ref()))]
     NotCsv {
         /// The first line, shortened.
         first_line: String,
+        /// The separator, when it was chosen rather than detected (the
+        /// file was split by it and nothing else).
+        delimiter: Option<ChosenDelimiter>,
     },
     /// The first line holds an address, not column names.
     #[error(
@@ -90,16 +92,96 @@ pub enum FileError {
         /// The line of the opening quote.
         line: u64,
     },
-    /// The bytes are not in the encoding the caller named.
-    #[error(
-        "the file is not valid {encoding} (first bad character on line {line}): save it again as UTF-8, or choose the encoding it was saved in"
-    )]
+    /// The bytes are not in the encoding named by the request or a BOM, or
+    /// a file that is not UTF-8 holds a byte Windows-1252 leaves undefined.
+    #[error("{}", invalid_encoding_message(*.encoding, *.line, *.column, .bytes, *.declared))]
     InvalidEncoding {
-        /// The encoding named by the caller.
+        /// The encoding the bytes were read as.
         encoding: Encoding,
         /// The line of the first invalid byte sequence.
         line: u64,
+        /// Its character position in the line (1 = the first character).
+        column: u64,
+        /// The invalid bytes, such as `0x81`.
+        bytes: String,
+        /// The encoding was named (by the request or a byte-order mark);
+        /// `false` when Windows-1252 was only the guess for a file that is
+        /// not UTF-8.
+        declared: bool,
     },
+}
+
+/// A separator that was chosen, not detected, and who chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChosenDelimiter {
+    /// The separator used.
+    pub delimiter: Delimiter,
+    /// Named by a `sep=` first line (else by the request).
+    pub by_sep_line: bool,
+    /// A separator the first line does use, when there is one.
+    pub fits: Option<Delimiter>,
+}
+
+fn plural(d: Delimiter) -> &'static str {
+    match d {
+        Delimiter::Comma => "commas",
+        Delimiter::Semicolon => "semicolons",
+        Delimiter::Tab => "tabs",
+    }
+}
+
+fn not_csv_message(first_line: &str, chosen: Option<&ChosenDelimiter>) -> String {
+    let accepted = Column::Email.accepted_names().join(", ");
+    let Some(chosen) = chosen else {
+        return format!(
+            "the file does not look like CSV: its first line, '{first_line}', is not separated by commas, semicolons or tabs and is not an address column header ({accepted})"
+        );
+    };
+    let (who, fix) = if chosen.by_sep_line {
+        (
+            "named by the file's 'sep=' line",
+            "correct or remove the 'sep=' line",
+        )
+    } else {
+        (
+            "chosen with the request",
+            "choose that separator, or leave it out to have it detected",
+        )
+    };
+    let d = chosen.delimiter;
+    match chosen.fits {
+        Some(fits) => format!(
+            "the first line, '{first_line}', has no {} ({} is the separator {who}) but is separated by {}: {fix}",
+            plural(d),
+            d.name(),
+            plural(fits),
+        ),
+        None => format!(
+            "the first line, '{first_line}', has no {} ({} is the separator {who}) and is not an address column header ({accepted}): use a header line such as 'email{}first_name{}last_name'",
+            plural(d),
+            d.name(),
+            d.as_char(),
+            d.as_char(),
+        ),
+    }
+}
+
+fn invalid_encoding_message(
+    encoding: Encoding,
+    line: u64,
+    column: u64,
+    bytes: &str,
+    declared: bool,
+) -> String {
+    if declared {
+        format!(
+            "the file is not valid {encoding}: {bytes} on line {line}, character {column}, is not a character in {encoding}; save the file again as UTF-8, or choose the encoding it was saved in"
+        )
+    } else {
+        format!(
+            "the file is neither UTF-8 nor Windows-1252: {bytes} on line {line}, character {column}, is not a character in either; save the file as 'CSV UTF-8' and upload it again, or choose the encoding it was saved in"
+        )
+    }
 }
 
 impl FileError {
@@ -120,15 +202,39 @@ impl FileError {
     }
 }
 
+/// The most characters of a cell that a message or a review echoes.
+pub const MAX_ECHO_CHARS: usize = 200;
+
+/// A cell as messages and reviews echo it: at most [`MAX_ECHO_CHARS`]
+/// characters, the last one `…` when it was cut, so that a huge cell never
+/// makes a huge answer.
+pub fn echo(cell: &str) -> Cow<'_, str> {
+    // Bytes bound characters from above: count only when it may matter.
+    if cell.len() <= MAX_ECHO_CHARS || cell.chars().count() <= MAX_ECHO_CHARS {
+        return Cow::Borrowed(cell);
+    }
+    let mut out: String = cell.chars().take(MAX_ECHO_CHARS - 1).collect();
+    out.push('…');
+    Cow::Owned(out)
+}
+
+/// At most this many header cells are named in a message.
+const MAX_LISTED: usize = 20;
+
 fn quote_list(items: &[String]) -> String {
     if items.iter().all(|s| s.is_empty()) {
         return "no column names".to_string();
     }
-    items
+    let mut out = items
         .iter()
-        .map(|s| format!("'{s}'"))
+        .take(MAX_LISTED)
+        .map(|s| format!("'{}'", echo(s)))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if items.len() > MAX_LISTED {
+        out.push_str(&format!(" and {} more", items.len() - MAX_LISTED));
+    }
+    out
 }
 
 /// Something about the file that was accepted but may not be what the
@@ -162,6 +268,13 @@ pub enum FileWarning {
         /// The first line with a value in it.
         line: u64,
     },
+    /// The file was read as Windows-1252 because most of its non-ASCII
+    /// bytes are not UTF-8, but some characters are correctly encoded
+    /// UTF-8: those are read wrong.
+    MixedEncoding {
+        /// How many correctly encoded UTF-8 characters the file holds.
+        characters: usize,
+    },
 }
 
 impl fmt::Display for FileWarning {
@@ -185,6 +298,10 @@ impl fmt::Display for FileWarning {
                 f,
                 "column {position} has no name in the header but holds values (first on line {line}); they are ignored"
             ),
+            FileWarning::MixedEncoding { characters } => write!(
+                f,
+                "the file was read as Windows-1252, as most of its accented characters are not UTF-8, but {characters} characters in it are UTF-8 and are read wrong (such as 'Ã©' for 'é'): save the file as 'CSV UTF-8', or choose its encoding"
+            ),
         }
     }
 }
@@ -207,17 +324,31 @@ pub enum RowErrorKind {
     MissingAddress,
     /// The primary address does not parse.
     InvalidAddress {
-        /// The value as written.
+        /// The value as written, at most [`MAX_ECHO_CHARS`] characters.
         value: String,
         /// Why, from [`roster_events::Address::parse`].
         reason: String,
     },
     /// An alias does not parse.
     InvalidAlias {
-        /// The value as written.
+        /// The value as written, at most [`MAX_ECHO_CHARS`] characters.
         value: String,
         /// Why, from [`roster_events::Address::parse`].
         reason: String,
+    },
+    /// A byte sequence that is not UTF-8, in a file that is UTF-8 but for
+    /// a few such sequences (M2: read as UTF-8, not guessed as another
+    /// encoding). Stands for U+FFFD in the value.
+    InvalidEncoding {
+        /// The column.
+        column: Column,
+        /// The physical line of the sequence (a multi-line cell can put it
+        /// below the row's first line).
+        line: u64,
+        /// Its character position in that line (1 = the first character).
+        position: u64,
+        /// The bytes, such as `0xE9`.
+        bytes: String,
     },
     /// An alias is the row's own primary address.
     AliasIsPrimary {
@@ -275,6 +406,7 @@ impl RowErrorKind {
             RowErrorKind::MissingAddress => "missing_address",
             RowErrorKind::InvalidAddress { .. } => "invalid_address",
             RowErrorKind::InvalidAlias { .. } => "invalid_alias",
+            RowErrorKind::InvalidEncoding { .. } => "invalid_encoding",
             RowErrorKind::AliasIsPrimary { .. } => "alias_is_primary",
             RowErrorKind::DuplicateAddress { .. } => "duplicate_address",
             RowErrorKind::TooLong { .. } => "too_long",
@@ -291,9 +423,21 @@ impl fmt::Display for RowErrorKind {
             RowErrorKind::MissingAddress => {
                 f.write_str("the address cell is empty: every row needs the user's email address")
             }
-            // `reason` is the whole IdError message, which names the value.
-            RowErrorKind::InvalidAddress { reason, .. } => f.write_str(reason),
-            RowErrorKind::InvalidAlias { reason, .. } => write!(f, "alias {reason}"),
+            RowErrorKind::InvalidAddress { value, reason } => {
+                write!(f, "'{value}' is not a valid email address: {reason}")
+            }
+            RowErrorKind::InvalidAlias { value, reason } => {
+                write!(f, "alias '{value}' is not a valid email address: {reason}")
+            }
+            RowErrorKind::InvalidEncoding {
+                column,
+                line,
+                position,
+                bytes,
+            } => write!(
+                f,
+                "{column} holds {bytes} (line {line}, character {position}), which is not UTF-8 although the rest of the file is: retype that character, or save the file again as 'CSV UTF-8'"
+            ),
             RowErrorKind::AliasIsPrimary { address } => write!(
                 f,
                 "{address} is this row's own address and cannot also be one of its aliases: remove it from the aliases"

@@ -16,25 +16,85 @@ pub const FORMULA_TRIGGERS: &[char] = &[
     '=', '+', '-', '@', '\t', '\r', '\u{FF1D}', '\u{FF0B}', '\u{FF0D}', '\u{FF20}',
 ];
 
-/// Makes a cell safe to open in a spreadsheet: when it starts with one of
-/// [`FORMULA_TRIGGERS`], or its first character other than spaces does, a
-/// single quote is put in front (the OWASP recommendation). Other cells are
-/// returned as they are. [`crate::parse_import`] removes that quote again,
-/// so an export imports back unchanged.
+/// The escape character put in front of a cell (M2): Excel and the OWASP
+/// recommendation use a single quote to say "text, not a formula".
+pub const ESCAPE: char = '\'';
+
+/// Makes a cell safe to open in a spreadsheet and exact to import again:
+/// a single quote is put in front of it when [`needs_escape`] says so
+/// (it starts with a formula character, a quote or a space, ends with a
+/// space, or holds a carriage return). Other cells are returned as they
+/// are. [`unescape_cell`] (used by [`crate::parse_import`]) removes exactly
+/// that quote again, so export, import and export give the same bytes.
 pub fn escape_formula(cell: &str) -> Cow<'_, str> {
-    if starts_like_formula(cell) {
-        Cow::Owned(format!("'{cell}"))
+    if needs_escape(cell) {
+        Cow::Owned(format!("{ESCAPE}{cell}"))
     } else {
         Cow::Borrowed(cell)
     }
 }
 
-/// Whether the first character of `cell` that is not a space (tab and
-/// carriage return count) is one of [`FORMULA_TRIGGERS`].
-pub(crate) fn starts_like_formula(cell: &str) -> bool {
-    cell.chars()
-        .find(|&c| !(c.is_whitespace() && c != '\t' && c != '\r'))
-        .is_some_and(|c| FORMULA_TRIGGERS.contains(&c))
+/// Whether [`escape_formula`] puts a quote in front of `value`:
+/// - its first character is one of [`FORMULA_TRIGGERS`] (a formula), or
+///   white space (spaces, and tab and carriage return, which spreadsheets
+///   also treat as formula starts, OWASP);
+/// - its first character is the [`ESCAPE`] quote itself, so that a stored
+///   `'=1+2` comes back with its quote;
+/// - it ends with white space, or holds a carriage return anywhere: an
+///   import trims cells and turns line breaks in notes into `\n`, and an
+///   escaped cell is read exactly as written instead.
+pub fn needs_escape(value: &str) -> bool {
+    let Some(first) = value.chars().next() else {
+        return false;
+    };
+    FORMULA_TRIGGERS.contains(&first)
+        || first == ESCAPE
+        || first.is_whitespace()
+        || value.ends_with(char::is_whitespace)
+        || value.contains('\r')
+}
+
+/// A cell of an import file as [`unescape_cell`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellValue<'a> {
+    /// The value.
+    pub text: &'a str,
+    /// Escaped by an export: `text` is exactly the exported value, not
+    /// trimmed, its line breaks as they were.
+    pub exact: bool,
+}
+
+/// Reads an import cell, undoing [`escape_formula`] exactly:
+/// - a cell that starts with a quote followed by a value that
+///   [`needs_escape`] is that value, exactly (no trimming);
+/// - any other cell is trimmed; if it then starts with a quote followed by
+///   a formula character or a second quote (written by hand, such as
+///   `'+49 30 1234`), the quote is removed.
+///
+/// Cells that do not start with a quote are only trimmed, so a name such
+/// as `'t Hooft` keeps its quote.
+pub fn unescape_cell(raw: &str) -> CellValue<'_> {
+    if let Some(rest) = raw.strip_prefix(ESCAPE) {
+        if needs_escape(rest) {
+            return CellValue {
+                text: rest,
+                exact: true,
+            };
+        }
+    }
+    let trimmed = raw.trim();
+    let text = match trimmed.strip_prefix(ESCAPE) {
+        Some(rest)
+            if rest
+                .chars()
+                .next()
+                .is_some_and(|c| FORMULA_TRIGGERS.contains(&c) || c == ESCAPE) =>
+        {
+            rest
+        }
+        _ => trimmed,
+    };
+    CellValue { text, exact: false }
 }
 
 /// How to write a CSV file.
@@ -258,6 +318,90 @@ mod tests {
             ("", ""),
         ] {
             assert_eq!(escape_formula(cell), want, "{cell:?}");
+        }
+    }
+
+    /// Values that a careless export or import would change (OWASP CSV
+    /// injection starts, the escape quote itself, spaces, line breaks).
+    const HOSTILE: &[&str] = &[
+        "=1+2",
+        "+44 20 7946 0000",
+        "-5",
+        "@SUM(A1)",
+        "\tx",
+        "\rx",
+        "\r\nx",
+        "x\r\ny",
+        "x\ry",
+        "'=1+2",
+        "'+44 20 7946 0000",
+        "'-x",
+        "'@x",
+        "'\tx",
+        "''=x",
+        "''",
+        "'",
+        "'it's fine",
+        "'t Hooft",
+        "it's",
+        "  =cmd|' /C calc'!A0",
+        " lead",
+        "trail ",
+        "trail\t",
+        "\u{A0}nbsp",
+        "\u{FF1D}1+1",
+        "\u{FF0B}1",
+        "\u{FF0D}1",
+        "\u{FF20}x",
+        "a=b",
+        "a,b",
+        "say \"hi\"",
+        "two\nlines",
+        "=",
+        "-",
+        "plain",
+        "",
+        "-info@example.com",
+        "'-info@example.com",
+        "-a@example.com; b@example.com",
+    ];
+
+    #[test]
+    fn m2_import_undoes_exactly_what_export_did() {
+        for &value in HOSTILE {
+            let cell = escape_formula(value);
+            assert!(
+                !cell.starts_with(FORMULA_TRIGGERS),
+                "{value:?} is written as {cell:?}, a formula"
+            );
+            assert_eq!(unescape_cell(&cell).text, value, "{value:?} via {cell:?}");
+            // Escaping is needed exactly when reading the value as written
+            // would change it.
+            if !needs_escape(value) {
+                assert_eq!(cell, value);
+                assert_eq!(unescape_cell(value).text, value);
+            }
+        }
+    }
+
+    #[test]
+    fn m2_hand_written_cells_are_trimmed_and_lose_a_quote_before_a_formula_character() {
+        for (raw, want, exact) in [
+            ("'+49 30 1234", "+49 30 1234", true),
+            ("  '+49 30 1234  ", "+49 30 1234", false),
+            ("''=x", "'=x", true),
+            ("'it's fine", "'it's fine", false),
+            ("'t Hooft", "'t Hooft", false),
+            ("  Ann  ", "Ann", false),
+            ("'Ann ", "Ann ", true),
+            ("'", "'", false),
+            ("", "", false),
+        ] {
+            assert_eq!(
+                unescape_cell(raw),
+                CellValue { text: want, exact },
+                "{raw:?}"
+            );
         }
     }
 

@@ -2,15 +2,17 @@
 
 use std::collections::hash_map::{Entry, HashMap};
 
-use roster_events::Address;
+use roster_events::{Address, IdError};
 use serde::{Deserialize, Serialize};
 
 use crate::aliases::split_aliases;
 use crate::columns::{Column, HeaderCell};
 use crate::delimiter::{detect_delimiter, Delimiter};
 use crate::encoding::{decode, Encoding, EncodingChoice};
-use crate::error::{AddressRole, FileError, FileWarning, RowError, RowErrorKind};
-use crate::export::starts_like_formula;
+use crate::error::{
+    echo, AddressRole, ChosenDelimiter, FileError, FileWarning, RowError, RowErrorKind,
+};
+use crate::export::{unescape_cell, CellValue};
 use crate::patch::ProfilePatch;
 
 /// Default of [`ImportOptions::max_bytes`]: 64 MiB.
@@ -197,7 +199,19 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
     if let Some(what) = known_binary_format(bytes) {
         return Err(FileError::Binary { what });
     }
-    let decoded = decode(bytes, options.encoding)?;
+    let decoded = match decode(bytes, options.encoding) {
+        Ok(decoded) => decoded,
+        // Neither UTF-8 nor Windows-1252: binary data is the likelier story.
+        Err(
+            e @ FileError::InvalidEncoding {
+                declared: false, ..
+            },
+        ) => {
+            let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes);
+            return Err(binary_content(&text).map_or(e, binary_error));
+        }
+        Err(e) => return Err(e),
+    };
     let text: &str = &decoded.text;
     if text
         .trim_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}')
@@ -206,11 +220,7 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
         return Err(FileError::Empty);
     }
     if let Some(line) = binary_content(text) {
-        return Err(FileError::Binary {
-            what: format!(
-                "it holds binary data (zero bytes or control characters, first on line {line}); save the user list as CSV or tab-separated text"
-            ),
-        });
+        return Err(binary_error(line));
     }
 
     // Excel's "sep=;" first line names the delimiter.
@@ -218,10 +228,15 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
         Some((delimiter, rest)) => (Some(delimiter), rest, 2),
         None => (None, text, 1),
     };
-    let delimiter = options
-        .delimiter
-        .or(sep)
-        .unwrap_or_else(|| detect_delimiter(body));
+    let chosen = options.delimiter.or(sep);
+    let delimiter = chosen.unwrap_or_else(|| detect_delimiter(body));
+    // Invalid UTF-8 sequences, by offset in `body` (a suffix of `text`).
+    let shift = text.len() - body.len();
+    let mut invalid = decoded
+        .invalid
+        .iter()
+        .skip_while(|s| s.offset < shift)
+        .peekable();
 
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -239,24 +254,36 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
     let mut rows = Vec::with_capacity(line_count.min(options.max_rows));
 
     loop {
-        let more = reader
-            .read_record(&mut record)
-            .map_err(|_| FileError::InvalidEncoding {
+        let more = reader.read_record(&mut record).map_err(|_| {
+            // The text is UTF-8 already: not expected to happen.
+            FileError::InvalidEncoding {
                 encoding: decoded.encoding,
                 line: lines.line_at(reader.position().byte() as usize),
-            })?;
+                column: 1,
+                bytes: "a byte sequence".into(),
+                declared: true,
+            }
+        })?;
         if !more {
             break;
         }
         let offset = record.position().map_or(0, |p| p.byte() as usize);
         let start = lines.skip_line_breaks(offset);
         last_record_start = start;
+        // The invalid sequences of this record (a blank one has none).
+        let end = reader.position().byte() as usize;
+        let mut in_record = Vec::new();
+        while let Some(sequence) = invalid.next_if(|s| s.offset - shift < end) {
+            in_record.push(sequence);
+        }
         if record.iter().all(|cell| cell.trim().is_empty()) {
             continue;
         }
         let line = lines.line_at(start);
         match &mut state {
             None => {
+                // Invalid bytes in the header only spoil names of columns
+                // that are then unknown (and reported as such).
                 header_line = line;
                 match RowParser::new(&record) {
                     Ok(parser) => state = Some(parser),
@@ -268,7 +295,12 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
                                 Some(open) => FileError::UnterminatedQuote {
                                     line: lines.line_at(open),
                                 },
-                                None => e,
+                                None => not_csv_with(
+                                    e,
+                                    chosen,
+                                    options.delimiter.is_none() && sep.is_some(),
+                                    body,
+                                ),
                             },
                         )
                     }
@@ -281,7 +313,28 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
                         line,
                     });
                 }
-                rows.push(parser.parse(&record, line));
+                let mut row = parser.parse(&record, line);
+                let errors: Vec<RowError> = in_record
+                    .iter()
+                    .filter_map(|s| {
+                        let field =
+                            field_index_at(body.as_bytes(), start, s.offset - shift, delimiter);
+                        let column = parser.header.get(field)?.column?;
+                        let kind = RowErrorKind::InvalidEncoding {
+                            column,
+                            line: s.line,
+                            position: s.column,
+                            bytes: s.hex(),
+                        };
+                        Some(parser.error(line, Some(column), kind))
+                    })
+                    .collect();
+                if !errors.is_empty() {
+                    // First: they explain the other errors of the row.
+                    let rejected = into_rejected(&mut row);
+                    rejected.errors.splice(0..0, errors);
+                }
+                rows.push(row);
             }
         }
     }
@@ -294,6 +347,12 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
         return Err(FileError::Empty);
     };
     reject_reused_addresses(&mut rows, &parser);
+    let mut warnings = parser.warnings;
+    if decoded.utf8_characters > 0 {
+        warnings.push(FileWarning::MixedEncoding {
+            characters: decoded.utf8_characters,
+        });
+    }
     if rows.capacity() > rows.len() + rows.len() / 4 + 16 {
         // Many blank lines or multi-line cells: give the excess back, as
         // the result may be kept for a while (review, then save).
@@ -305,7 +364,7 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
         delimiter,
         header_line,
         header: parser.header,
-        warnings: parser.warnings,
+        warnings,
         rows,
     })
 }
@@ -361,29 +420,97 @@ fn reject_reused_addresses(rows: &mut [RowOutcome], parser: &RowParser) {
     }
     drop(seen);
     for (index, error) in reused {
-        let row = &mut rows[index];
-        if let RowOutcome::Parsed(_) = row {
-            let placeholder = RowOutcome::Rejected(RejectedRow {
-                line: 0,
-                address_text: String::new(),
-                address: None,
-                aliases: Vec::new(),
+        into_rejected(&mut rows[index]).errors.push(error);
+    }
+}
+
+/// The row as a rejected one (a parsed row becomes one without errors yet),
+/// to add errors found after it was read.
+fn into_rejected(row: &mut RowOutcome) -> &mut RejectedRow {
+    if let RowOutcome::Parsed(_) = row {
+        let placeholder = RowOutcome::Rejected(RejectedRow {
+            line: 0,
+            address_text: String::new(),
+            address: None,
+            aliases: Vec::new(),
+            errors: Vec::new(),
+        });
+        if let RowOutcome::Parsed(parsed) = std::mem::replace(row, placeholder) {
+            *row = RowOutcome::Rejected(RejectedRow {
+                line: parsed.line,
+                address_text: parsed.address.to_string(),
+                address: Some(parsed.address),
+                aliases: parsed.aliases.unwrap_or_default(),
                 errors: Vec::new(),
             });
-            if let RowOutcome::Parsed(parsed) = std::mem::replace(row, placeholder) {
-                *row = RowOutcome::Rejected(RejectedRow {
-                    line: parsed.line,
-                    address_text: parsed.address.to_string(),
-                    address: Some(parsed.address),
-                    aliases: parsed.aliases.unwrap_or_default(),
-                    errors: Vec::new(),
-                });
-            }
-        }
-        if let RowOutcome::Rejected(rejected) = row {
-            rejected.errors.push(error);
         }
     }
+    match row {
+        RowOutcome::Rejected(rejected) => rejected,
+        RowOutcome::Parsed(_) => unreachable!("replaced above"),
+    }
+}
+
+/// A header that is one cell names the separator that was chosen (by the
+/// request or a `sep=` line), and one the first line does use.
+fn not_csv_with(
+    e: FileError,
+    chosen: Option<Delimiter>,
+    by_sep_line: bool,
+    body: &str,
+) -> FileError {
+    match (e, chosen) {
+        (FileError::NotCsv { first_line, .. }, Some(delimiter)) => {
+            let line = body.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let fits = Some(detect_delimiter(body))
+                .filter(|d| *d != delimiter && line.contains(d.as_char()))
+                .or_else(|| {
+                    Delimiter::ALL
+                        .into_iter()
+                        .find(|d| *d != delimiter && line.contains(d.as_char()))
+                });
+            FileError::NotCsv {
+                first_line,
+                delimiter: Some(ChosenDelimiter {
+                    delimiter,
+                    by_sep_line,
+                    fits,
+                }),
+            }
+        }
+        (e, _) => e,
+    }
+}
+
+/// The index of the cell of the record starting at `start` that holds the
+/// byte at `at`. Follows csv's rules: a quote opens a quoted cell only as
+/// the first character of the cell.
+fn field_index_at(text: &[u8], start: usize, at: usize, delimiter: Delimiter) -> usize {
+    #[derive(Clone, Copy)]
+    enum S {
+        CellStart,
+        Unquoted,
+        Quoted,
+        /// After a quote inside a quoted cell: closed, or the first of "".
+        QuoteInQuoted,
+    }
+    let delimiter = delimiter.as_byte();
+    let mut field = 0;
+    let mut state = S::CellStart;
+    for &b in &text[start.min(at)..at] {
+        state = match state {
+            S::CellStart | S::Unquoted | S::QuoteInQuoted if b == delimiter => {
+                field += 1;
+                S::CellStart
+            }
+            S::CellStart if b == b'"' => S::Quoted,
+            S::Quoted if b == b'"' => S::QuoteInQuoted,
+            S::Quoted => S::Quoted,
+            S::QuoteInQuoted if b == b'"' => S::Quoted,
+            S::CellStart | S::Unquoted | S::QuoteInQuoted => S::Unquoted,
+        };
+    }
+    field
 }
 
 /// Signatures of formats people upload by mistake, and what to do instead.
@@ -402,6 +529,14 @@ fn known_binary_format(bytes: &[u8]) -> Option<String> {
         return None;
     };
     Some(format!("{what}: {SAVE_AS}"))
+}
+
+fn binary_error(line: u64) -> FileError {
+    FileError::Binary {
+        what: format!(
+            "it holds binary data (zero bytes or control characters, first on line {line}); save the user list as CSV or tab-separated text"
+        ),
+    }
 }
 
 /// The line of the first zero byte, or of the first control character when
@@ -535,12 +670,16 @@ struct RowParser {
 
 impl RowParser {
     fn new(record: &csv::StringRecord) -> Result<Self, FileError> {
-        let mut header: Vec<HeaderCell> = record
-            .iter()
-            .map(|cell| {
-                let name = cell.trim_start_matches('\u{FEFF}').trim().to_string();
-                let column = Column::from_header(&name);
-                HeaderCell { name, column }
+        let names = || {
+            record
+                .iter()
+                .map(|cell| cell.trim_start_matches('\u{FEFF}').trim())
+        };
+        // Names are kept (and echoed) shortened: a header cell can be huge.
+        let mut header: Vec<HeaderCell> = names()
+            .map(|name| HeaderCell {
+                column: Column::from_header(name),
+                name: echo(name).into_owned(),
             })
             .collect();
         let mut warnings = Vec::new();
@@ -588,10 +727,7 @@ impl RowParser {
             *slot = Some(i);
         }
         if positions[Column::Email as usize].is_none() {
-            if let Some(address) = header
-                .iter()
-                .find_map(|h| Address::parse(strip_smtp(&h.name)).ok())
-            {
+            if let Some(address) = names().find_map(|name| Address::parse(strip_smtp(name)).ok()) {
                 return Err(FileError::MissingHeader {
                     address: address.to_string(),
                 });
@@ -601,7 +737,10 @@ impl RowParser {
                 if first_line.len() < header[0].name.len() {
                     first_line.push('…');
                 }
-                return Err(FileError::NotCsv { first_line });
+                return Err(FileError::NotCsv {
+                    first_line,
+                    delimiter: None,
+                });
             }
             return Err(FileError::NoAddressColumn {
                 found: header.into_iter().map(|h| h.name).collect(),
@@ -615,10 +754,12 @@ impl RowParser {
         })
     }
 
-    /// The trimmed cell of `column`, `None` when the file has no such column.
-    /// A row shorter than the header reads as empty cells (and is rejected).
-    fn cell<'r>(&self, record: &'r csv::StringRecord, column: Column) -> Option<&'r str> {
-        self.positions[column as usize].map(|i| record.get(i).unwrap_or("").trim())
+    /// The cell of `column` as [`unescape_cell`] reads it (trimmed, or
+    /// exactly as an export escaped it), `None` when the file has no such
+    /// column. A row shorter than the header reads as empty cells (and is
+    /// rejected).
+    fn cell<'r>(&self, record: &'r csv::StringRecord, column: Column) -> Option<CellValue<'r>> {
+        self.positions[column as usize].map(|i| unescape_cell(record.get(i).unwrap_or("")))
     }
 
     fn error(&self, line: u64, column: Option<Column>, kind: RowErrorKind) -> RowError {
@@ -658,7 +799,7 @@ impl RowParser {
         }
 
         // Primary address.
-        let address_cell = self.cell(record, Column::Email).unwrap_or("");
+        let address_cell = self.cell(record, Column::Email).map_or("", |c| c.text);
         let address = if address_cell.is_empty() {
             errors.push(self.error(line, Some(Column::Email), RowErrorKind::MissingAddress));
             None
@@ -670,8 +811,8 @@ impl RowParser {
                         line,
                         Some(Column::Email),
                         RowErrorKind::InvalidAddress {
-                            value: address_cell.to_string(),
-                            reason: e.to_string(),
+                            value: echo(address_cell).into_owned(),
+                            reason: id_reason(e),
                         },
                     ));
                     None
@@ -682,7 +823,7 @@ impl RowParser {
         // Aliases.
         let aliases = self.cell(record, Column::Aliases).map(|cell| {
             let mut aliases: Vec<Address> = Vec::new();
-            for token in split_aliases(cell) {
+            for token in split_aliases(cell.text) {
                 let alias = match Address::parse(token.value) {
                     Ok(alias) => alias,
                     Err(e) => {
@@ -690,8 +831,8 @@ impl RowParser {
                             line,
                             Some(Column::Aliases),
                             RowErrorKind::InvalidAlias {
-                                value: token.value.to_string(),
-                                reason: e.to_string(),
+                                value: echo(token.value).into_owned(),
+                                reason: id_reason(e),
                             },
                         ));
                         continue;
@@ -744,7 +885,7 @@ impl RowParser {
                 line,
                 address_text: match &address {
                     Some(a) => a.to_string(),
-                    None => address_cell.to_string(),
+                    None => echo(address_cell).into_owned(),
                 },
                 address,
                 aliases: aliases.unwrap_or_default(),
@@ -768,6 +909,17 @@ impl RowParser {
     }
 }
 
+/// What is wrong with an address, without the address itself (messages
+/// echo it shortened, [`echo`]).
+fn id_reason(e: IdError) -> String {
+    match e {
+        IdError::InvalidAddress { reason, .. } | IdError::InvalidDomain { reason, .. } => {
+            reason.to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// `a@b` for `smtp:a@b` or `SMTP:a@b` (proxyAddresses style).
 fn strip_smtp(value: &str) -> &str {
     match value.get(..5) {
@@ -776,23 +928,22 @@ fn strip_smtp(value: &str) -> &str {
     }
 }
 
-/// The value of a trimmed profile cell: the `'` that exports put before a
-/// formula character is removed again, and line breaks in notes become `\n`.
-fn clean_value(cell: &str, column: Column) -> String {
-    let cell = match cell.strip_prefix('\'') {
-        Some(rest) if starts_like_formula(rest) => rest.trim(),
-        _ => cell,
-    };
-    if column == Column::Notes && cell.contains('\r') {
-        cell.replace("\r\n", "\n").replace('\r', "\n")
+/// The value of a profile cell read by [`unescape_cell`]: line breaks in
+/// notes become `\n`, unless an export escaped the cell, which keeps it
+/// exactly as it was exported.
+fn clean_value(cell: CellValue<'_>, column: Column) -> String {
+    if column == Column::Notes && !cell.exact && cell.text.contains('\r') {
+        cell.text.replace("\r\n", "\n").replace('\r', "\n")
     } else {
-        cell.to_string()
+        cell.text.to_string()
     }
 }
 
 /// The first problem of a cleaned profile value.
 fn check_value(value: &str, column: Column) -> Option<RowErrorKind> {
-    let allowed = |c: char| column == Column::Notes && matches!(c, '\n' | '\t');
+    // As roster_events::Profile::check: line breaks and tabs in notes only
+    // (a carriage return reaches here only from an escaped export cell).
+    let allowed = |c: char| column == Column::Notes && matches!(c, '\n' | '\r' | '\t');
     if let Some(c) = value.chars().find(|&c| c.is_control() && !allowed(c)) {
         return Some(RowErrorKind::ControlCharacter {
             column,

@@ -3,7 +3,7 @@
 
 use roster_csv::{
     escape_formula, parse_import, sample_csv, users_csv, Column, CsvWriter, Delimiter,
-    ExportOptions, ImportOptions, RowOutcome, UserRecord, USER_HEADER,
+    ExportOptions, ImportOptions, RowOutcome, UserRecord, FORMULA_TRIGGERS, USER_HEADER,
 };
 use roster_events::{Address, Profile};
 
@@ -120,9 +120,8 @@ fn m2_exported_users_never_start_a_formula_and_import_back_unchanged() {
     for ((address, aliases, profile), row) in users.iter().zip(file.parsed_rows()) {
         assert_eq!(&row.address, address);
         assert_eq!(row.aliases.as_ref().unwrap(), aliases);
-        let mut expected = profile.clone();
-        expected.company = expected.company.map(|c| c.trim().to_string());
-        assert_eq!(row.profile.to_new_profile(), expected);
+        // Exactly: the escaped "  =1+1" keeps its spaces.
+        assert_eq!(&row.profile.to_new_profile(), profile);
     }
     assert_eq!(file.errors().count(), 0);
 }
@@ -160,4 +159,127 @@ fn m2_formula_escape_covers_cells_starting_after_spaces() {
     assert_eq!(escape_formula("   @x"), "'   @x");
     assert_eq!(escape_formula("a@x"), "a@x");
     assert_eq!(Column::ALL.map(Column::name), USER_HEADER);
+}
+
+/// The addresses of users (and aliases) that a spreadsheet would read as
+/// a formula, or whose first character is the escape quote.
+const HOSTILE_ADDRESSES: [&str; 8] = [
+    "-info@example.com",
+    "+tag@example.com",
+    "=cmd@example.com",
+    "'q@example.com",
+    "'-x@example.com",
+    "''@example.com",
+    "@@example.com",
+    "plain@example.com",
+];
+
+/// Profile values of every kind an export must escape and an import undo:
+/// formula starts, the quote itself, full-width forms, line breaks.
+const HOSTILE_VALUES: [&str; 14] = [
+    "=1+2",
+    "'=1+2",
+    "+44 20 7946 0000",
+    "'+44 20 7946 0000",
+    "-5",
+    "'-x",
+    "@SUM(A1)",
+    "'@x",
+    "''",
+    "'",
+    "'t Hooft",
+    "\u{FF1D}1+1",
+    "=HYPERLINK(\"http://evil\",\"click\")",
+    "Sales, EMEA",
+];
+
+/// Notes may also hold tabs and carriage returns (Profile::check).
+const HOSTILE_NOTES: [&str; 5] = [
+    "\tindented",
+    "\r\nfirst line empty",
+    "line one\r\nline two",
+    "=1+2\nsecond",
+    "'\tx",
+];
+
+fn hostile_users() -> Vec<(Address, Vec<Address>, Profile)> {
+    let mut users = Vec::new();
+    for (i, value) in HOSTILE_VALUES.iter().enumerate() {
+        let address = match HOSTILE_ADDRESSES.get(i) {
+            Some(a) if !a.starts_with('@') => a.to_string(),
+            _ => format!("user{i}@example.com"),
+        };
+        // The first alias decides whether the aliases cell needs escaping.
+        let aliases: Vec<String> = match i % 3 {
+            0 => vec![
+                format!("-alias{i}@example.com"),
+                format!("b{i}@example.com"),
+            ],
+            1 => vec![format!("'alias{i}@example.com")],
+            _ => vec![],
+        };
+        let v = |s: &str| Some(s.to_string());
+        users.push((
+            Address::parse(&address).unwrap(),
+            aliases.iter().map(|a| Address::parse(a).unwrap()).collect(),
+            Profile {
+                first_name: v(value),
+                last_name: v(HOSTILE_VALUES[(i + 1) % HOSTILE_VALUES.len()]),
+                home_phone: v(HOSTILE_VALUES[(i + 2) % HOSTILE_VALUES.len()]),
+                mobile: v(HOSTILE_VALUES[(i + 3) % HOSTILE_VALUES.len()]),
+                company: v(HOSTILE_VALUES[(i + 4) % HOSTILE_VALUES.len()]),
+                department: v(HOSTILE_VALUES[(i + 5) % HOSTILE_VALUES.len()]),
+                notes: v(HOSTILE_NOTES[i % HOSTILE_NOTES.len()]),
+            },
+        ));
+    }
+    users
+}
+
+fn export(users: &[(Address, Vec<Address>, Profile)]) -> Vec<u8> {
+    users_csv(
+        users.iter().map(|(address, aliases, profile)| UserRecord {
+            address,
+            aliases,
+            profile,
+        }),
+        &ExportOptions::default(),
+    )
+}
+
+// M2 "exports never let a cell start a formula", and import undoes exactly
+// what export did: export, import, export again gives the same bytes.
+#[test]
+fn m2_export_import_export_is_byte_identical_for_hostile_values() {
+    let users = hostile_users();
+    let first = export(&users);
+    let file = parse_import(&first, &ImportOptions::default()).unwrap();
+    let errors: Vec<String> = file.errors().map(ToString::to_string).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let back: Vec<(Address, Vec<Address>, Profile)> = file
+        .parsed_rows()
+        .map(|r| {
+            (
+                r.address.clone(),
+                r.aliases.clone().unwrap(),
+                r.profile.to_new_profile(),
+            )
+        })
+        .collect();
+    assert_eq!(back, users, "the import reads what was exported");
+    let second = export(&back);
+    assert_eq!(
+        String::from_utf8_lossy(&second),
+        String::from_utf8_lossy(&first)
+    );
+    assert_eq!(second, first);
+    // No cell of it starts a formula.
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(&first[3..]);
+    for record in reader.records() {
+        for cell in record.unwrap().iter() {
+            assert!(!cell.starts_with(FORMULA_TRIGGERS), "{cell:?}");
+        }
+    }
 }

@@ -145,8 +145,16 @@ fn m2_explicit_encoding_overrides_detection() {
         e,
         FileError::InvalidEncoding {
             encoding: Encoding::Utf8,
-            line: 2
+            line: 2,
+            column: 28,
+            bytes: "0xE9".into(),
+            declared: true,
         }
+    );
+    assert!(
+        e.to_string()
+            .contains("0xE9 on line 2, character 28, is not a character in utf-8"),
+        "{e}"
     );
 }
 
@@ -420,7 +428,8 @@ fn m2_single_column_without_address_header_is_not_csv() {
     assert_eq!(
         e,
         FileError::NotCsv {
-            first_line: "Name|Phone|Department".into()
+            first_line: "Name|Phone|Department".into(),
+            delimiter: None,
         }
     );
     assert!(e.to_string().contains("commas, semicolons or tabs"));
@@ -530,4 +539,220 @@ fn m2_results_serialise_for_the_review_api() {
     );
     let back: ImportFile = serde_json::from_value(json).unwrap();
     assert_eq!(back, file);
+}
+
+/// The (column as written, message) of every error of the row on `line`.
+fn errors_of(file: &ImportFile, line: u64) -> Vec<(Option<String>, String)> {
+    file.rows
+        .iter()
+        .find(|r| r.line() == line)
+        .unwrap_or_else(|| panic!("no row on line {line}"))
+        .errors()
+        .iter()
+        .map(|e| (e.column.clone(), e.kind.to_string()))
+        .collect()
+}
+
+// M2: a UTF-8 file with a few damaged bytes is read as UTF-8 (the correct
+// accents stay correct) and each damaged sequence is an error of its row,
+// naming the line, the column and the character position.
+#[test]
+fn m2_a_utf8_file_with_a_few_bad_bytes_gives_row_errors_naming_line_and_column() {
+    let bytes = [
+        "\u{FEFF}Email,First Name,Last Name,Title,Notes\r\n".as_bytes(),
+        "jose@example.com,José,García,,\r\n".as_bytes(),
+        // A Windows-1252 é in the last name (line 3, character 26).
+        b"rene@example.com,Ren\xC3\xA9,Dub\xE9is,,\r\n",
+        // A cut UTF-8 sequence inside a quoted two-line note, on line 5.
+        b"zoe@example.com,Zo\xC3\xAB,Smith,,\"first line\r\nsecond \xC3 line\"\r\n",
+        // In the address itself: the row cannot be applied.
+        b"m\xFCller@example.com,M\xC3\xBCller,,,\r\n",
+        // In a column Roster ignores: ignored with it.
+        b"ann@example.com,Ann,Lee,Direct\x92rice,\r\n",
+    ]
+    .concat();
+    let file = parse_import(&bytes, &ImportOptions::default()).unwrap();
+    assert_eq!(file.encoding, Encoding::Utf8);
+    assert!(file
+        .warnings
+        .iter()
+        .all(|w| !matches!(w, FileWarning::MixedEncoding { .. })));
+    let first = |line: u64| {
+        file.rows
+            .iter()
+            .find(|r| r.line() == line)
+            .and_then(|r| r.parsed())
+            .map(|r| r.profile.first_name.clone())
+    };
+    assert_eq!(first(2), Some(set("José")));
+    assert_eq!(first(7), Some(set("Ann")));
+    assert_eq!(
+        errors_of(&file, 3),
+        [(
+            Some("Last Name".to_string()),
+            "last_name holds 0xE9 (line 3, character 26), which is not UTF-8 although the rest of the file is: retype that character, or save the file again as 'CSV UTF-8'".to_string()
+        )]
+    );
+    let zoe = errors_of(&file, 4);
+    assert_eq!(zoe.len(), 1, "{zoe:?}");
+    assert_eq!(zoe[0].0.as_deref(), Some("Notes"));
+    assert!(zoe[0].1.contains("0xC3 (line 5, character 8)"), "{zoe:?}");
+    let muller = errors_of(&file, 6);
+    assert_eq!(muller[0].0.as_deref(), Some("Email"));
+    assert!(
+        muller[0].1.contains("0xFC (line 6, character 2)"),
+        "{muller:?}"
+    );
+    assert_eq!(file.rejected_rows().count(), 3);
+    // The rendered error names the row's line and the column too.
+    let e = file.errors().next().unwrap().to_string();
+    assert!(
+        e.starts_with("line 3, column 'Last Name': last_name holds 0xE9"),
+        "{e}"
+    );
+}
+
+// M2: the same bytes in a file that is mostly Windows-1252 are Windows-1252,
+// and the review warns that some characters looked like UTF-8.
+#[test]
+fn m2_a_mostly_windows_1252_file_stays_windows_1252_with_a_warning() {
+    let bytes = b"email,first_name,last_name\r\nr@x.com,Ren\xE9,M\xFCller\r\ns@x.com,Stra\xDFe,\xC3\xA9t\xE9\r\n";
+    let file = parse_import(bytes, &ImportOptions::default()).unwrap();
+    assert_eq!(file.encoding, Encoding::Windows1252);
+    assert_eq!(parsed(&file)[0].profile.first_name, set("René"));
+    let warning = file
+        .warnings
+        .iter()
+        .find(|w| matches!(w, FileWarning::MixedEncoding { characters: 1 }))
+        .expect("a mixed_encoding warning");
+    assert!(warning.to_string().contains("save the file as 'CSV UTF-8'"));
+    assert_eq!(
+        serde_json::to_value(warning).unwrap()["code"],
+        "mixed_encoding"
+    );
+}
+
+// M2: a named Windows-1252 with bytes Windows-1252 leaves undefined is
+// csv_invalid_encoding, naming the line and the character.
+#[test]
+fn m2_declared_windows_1252_with_undefined_bytes_is_csv_invalid_encoding() {
+    let options = ImportOptions {
+        encoding: EncodingChoice::Windows1252,
+        ..ImportOptions::default()
+    };
+    let e = parse_import(b"email,first_name\r\nr@x.com,Ren\xE9\x8D\r\n", &options).unwrap_err();
+    assert_eq!(e.code(), "csv_invalid_encoding");
+    assert_eq!(
+        e.to_string(),
+        "the file is not valid windows-1252: 0x8D on line 2, character 13, is not a character in windows-1252; save the file again as UTF-8, or choose the encoding it was saved in"
+    );
+}
+
+// M2 messages: a chosen separator that the file does not use is named,
+// with the one the file does use (not "not separated by commas").
+#[test]
+fn m2_a_chosen_delimiter_that_the_file_does_not_use_is_named() {
+    let text = b"email,first_name,last_name\r\nann@x.com,Ann,Lee\r\n";
+    let options = ImportOptions {
+        delimiter: Some(Delimiter::Semicolon),
+        ..ImportOptions::default()
+    };
+    let e = parse_import(text, &options).unwrap_err();
+    assert_eq!(e.code(), "csv_not_csv");
+    assert_eq!(
+        e.to_string(),
+        "the first line, 'email,first_name,last_name', has no semicolons (semicolon is the separator chosen with the request) but is separated by commas: choose that separator, or leave it out to have it detected"
+    );
+    // Named by an Excel "sep=" line.
+    let e = parse_import(
+        b"sep=\t\r\nemail;first_name\r\nann@x.com;Ann\r\n",
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
+    let message = e.to_string();
+    assert!(message.contains("has no tabs (tab is the separator named by the file's 'sep=' line) but is separated by semicolons: correct or remove the 'sep=' line"), "{message}");
+    // A file that uses none of them: say which one was chosen.
+    let e = parse_import(
+        b"Name|Phone\nann|1\n",
+        &ImportOptions {
+            delimiter: Some(Delimiter::Tab),
+            ..ImportOptions::default()
+        },
+    )
+    .unwrap_err();
+    let message = e.to_string();
+    assert!(message.starts_with("the first line, 'Name|Phone', has no tabs (tab is the separator chosen with the request) and is not an address column header"), "{message}");
+    assert!(!message.contains("commas"), "{message}");
+}
+
+// M2 messages: a missing domain is named as such ("u20@" is not "empty"),
+// and a space next to '@' is an error, never dropped silently.
+#[test]
+fn m2_a_missing_domain_and_a_space_after_at_are_named() {
+    let file = parse_import(
+        b"email,aliases\nu20@,\nann@ example.com,\nbob@example.com,b@ example.com\n",
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        errors_of(&file, 2),
+        [(
+            Some("email".to_string()),
+            "'u20@' is not a valid email address: the domain after '@' is missing".to_string()
+        )]
+    );
+    assert_eq!(
+        errors_of(&file, 3),
+        [(
+            Some("email".to_string()),
+            "'ann@ example.com' is not a valid email address: there is a space next to '@': remove it".to_string()
+        )]
+    );
+    // In an aliases cell a space separates aliases: "b@" has no domain.
+    let bob = errors_of(&file, 4);
+    assert!(
+        bob.iter().any(|(_, m)| m
+            == "alias 'b@' is not a valid email address: the domain after '@' is missing"),
+        "{bob:?}"
+    );
+    assert_eq!(file.parsed_rows().count(), 0);
+}
+
+// M2 messages: cells are echoed at most 200 characters long, so a huge
+// cell never makes a huge error or review.
+#[test]
+fn m2_echoed_cells_are_cut_to_200_characters() {
+    let huge = "x".repeat(5 * 1024 * 1024);
+    // A 5 MB header cell beside the address column.
+    let text = format!("email,{huge}\nann@example.com,1\n{huge}@example.com,2\n");
+    let file = parse_import(text.as_bytes(), &ImportOptions::default()).unwrap();
+    let json = serde_json::to_string(&file).unwrap();
+    assert!(json.len() < 4_000, "{} bytes", json.len());
+    let name = &file.header[1].name;
+    assert_eq!(name.chars().count(), 200);
+    assert!(name.ends_with('…'));
+    let warning = file.warnings[0].to_string();
+    assert!(
+        warning.contains(&format!("'{}…'", "x".repeat(199))),
+        "{warning}"
+    );
+    assert!(warning.len() < 1_000);
+    let e = file.errors().next().unwrap().to_string();
+    assert!(e.len() < 600, "{} bytes", e.len());
+    assert!(e.contains("is not a valid email address"), "{e}");
+    // The same cell where the address column should be: a short error.
+    let text = format!("{huge},name\nann@example.com,Ann\n");
+    let e = parse_import(text.as_bytes(), &ImportOptions::default()).unwrap_err();
+    assert_eq!(e.code(), "csv_no_address_column");
+    assert!(e.to_string().len() < 1_000, "{} bytes", e.to_string().len());
+    // A header of thousands of cells names the first ones only.
+    let text = format!(
+        "{}\n",
+        (0..5_000)
+            .map(|i| format!("c{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let e = parse_import(text.as_bytes(), &ImportOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("and 4980 more"), "{e}");
 }
