@@ -1833,6 +1833,13 @@ async fn d3t_a_dry_run_lists_every_change_and_changes_nothing() {
         .unwrap();
     admin.delete(&data.user(3).dn).await.unwrap();
 
+    let new_aliases = slapd_data
+        .user(10)
+        .proxy_addresses
+        .iter()
+        .filter(|p| p.starts_with("smtp:"))
+        .count() as u64;
+    assert!(new_aliases > 0, "the new user brings aliases");
     let users_before = env.users(&c, "").await;
     let audit_before = env.audit(&c, "").await;
     let runs_before = env.runs(&c).await;
@@ -1848,8 +1855,9 @@ async fn d3t_a_dry_run_lists_every_change_and_changes_nothing() {
             n(counts, "aliases_mapped"),
             n(counts, "flagged")
         ),
-        // Users 1 (department) and 2 (a new alias) are both updated.
-        (1, 2, 1, 1),
+        // Users 1 (department) and 2 (a new alias) are both updated; the
+        // new user's smtp: aliases count as mapped too (issue 11).
+        (1, 2, 1 + new_aliases, 1),
         "{counts}"
     );
     assert_eq!(

@@ -101,8 +101,9 @@ async fn d3e_d3f_a_first_sync_adds_the_directory_and_a_resync_changes_nothing(s:
     assert!(
         appended
             .iter()
-            .all(|e| e.aggregate_type == DIRECTORY_AGGREGATE),
-        "only the run's own start and completion: {:?}",
+            .all(|e| e.aggregate_type == DIRECTORY_AGGREGATE
+                || e.aggregate_type == SYNC_REPORT_AGGREGATE),
+        "only the run's own start, completion and report (B4): {:?}",
         appended.iter().map(|e| &e.event_type).collect::<Vec<_>>()
     );
 }
