@@ -1,15 +1,23 @@
 //! The audit trail (E4): one row per event with who, when, what and about
 //! which address; the payload stays in the log and is joined by position.
+//! Every address an event touches (primaries, aliases, previous and next
+//! addresses, released ones) is indexed in `audit_addresses`, so that
+//! "who owned x@ on that date" finds an alias that arrived inside a
+//! `UserAdded` or left inside a `UserDeleted` (issue 9).
+
+use std::collections::BTreeSet;
 
 use async_trait::async_trait;
-use roster_events::{CustomerEvent, DirectoryEvent, Exception};
+use roster_events::{CustomerEvent, DirectoryEvent, Exception, SyncReportEvent, UserEvent};
 use roster_store::Tx;
 
 use crate::{AnyEvent, Decoded, Projection, ProjectionError};
 
 pub struct AuditProjection;
 
-pub const AUDIT: &str = "audit_v1";
+pub const AUDIT: &str = "audit_v2";
+/// (customer, address, position): every address an audit row touches.
+pub const AUDIT_ADDRESSES: &str = "audit_addresses_v2";
 
 /// The columns of one audit row, derived from an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +32,8 @@ pub struct AuditRow {
     pub subject: Option<String>,
     pub actor: String,
     pub correlation_id: String,
+    /// Every address the event touches, lower case, without repeats.
+    pub addresses: Vec<String>,
 }
 
 impl AuditRow {
@@ -51,7 +61,15 @@ impl AuditRow {
             }
             _ => (None, None),
         };
+        let addresses = touched(&d.event)
+            .into_iter()
+            .map(|a| a.trim().to_lowercase())
+            .filter(|a| !a.is_empty())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         AuditRow {
+            addresses,
             position: d.position,
             customer_id: d.meta.customer_id.to_string(),
             recorded_at: d.recorded_at,
@@ -64,6 +82,78 @@ impl AuditRow {
             correlation_id: d.meta.correlation_id.to_string(),
         }
     }
+}
+
+/// Every address an event touches: for user events the primary, the
+/// aliases it carries (added, returned or released with the user), the
+/// alias mapped or unmapped, the previous and next primary of a rename or a
+/// release, the earlier address of a returning user; the addresses of
+/// directory additions and alias exceptions; the addresses a sync run
+/// skipped or found contested. Not indexed: list members (the list's
+/// events are found by the list's address) and the directory mirror
+/// (`DirectoryObjectsChanged`, what the directory held, not who owned what).
+fn touched(event: &AnyEvent) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    macro_rules! push {
+        ($a:expr) => {
+            out.push($a.to_string())
+        };
+    }
+    match event {
+        AnyEvent::User(e) => {
+            push!(e.address());
+            if let Some(a) = e.subject_address() {
+                push!(a);
+            }
+            match e {
+                UserEvent::UserAdded(u) => {
+                    for a in &u.aliases {
+                        push!(a);
+                    }
+                }
+                UserEvent::UserReturned(u) => {
+                    for a in &u.aliases {
+                        push!(a);
+                    }
+                    push!(u.earlier.address);
+                }
+                UserEvent::UserDeleted(u) => {
+                    for a in &u.aliases {
+                        push!(a);
+                    }
+                }
+                UserEvent::AliasMapped(u) => push!(u.alias),
+                UserEvent::AliasUnmapped(u) => push!(u.alias),
+                UserEvent::AddressChanged(u) => push!(u.previous),
+                UserEvent::AddressReleased(u) => push!(u.next),
+                _ => {}
+            }
+        }
+        AnyEvent::Directory(DirectoryEvent::AdditionAdded(e)) => push!(e.address),
+        AnyEvent::Directory(DirectoryEvent::AdditionRemoved(e)) => push!(e.address),
+        AnyEvent::Directory(DirectoryEvent::ExceptionAdded(e)) => {
+            if let Exception::Alias { address } = &e.exception {
+                push!(address);
+            }
+        }
+        AnyEvent::Directory(DirectoryEvent::ExceptionRemoved(e)) => {
+            if let Exception::Alias { address } = &e.exception {
+                push!(address);
+            }
+        }
+        AnyEvent::SyncReport(SyncReportEvent::SyncReported(r)) => {
+            for s in &r.skipped {
+                if let Some(a) = &s.address {
+                    push!(a);
+                }
+            }
+            for c in &r.contested {
+                push!(c.address);
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 fn exception_subject(e: &Exception) -> Option<String> {
@@ -80,7 +170,7 @@ impl Projection for AuditProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &[AUDIT]
+        &[AUDIT, AUDIT_ADDRESSES]
     }
 
     fn ddl(&self, p: &str) -> Vec<String> {
@@ -90,6 +180,11 @@ impl Projection for AuditProjection {
                     position BIGINT PRIMARY KEY, customer_id TEXT NOT NULL, recorded_at BIGINT NOT NULL,
                     event_type TEXT NOT NULL, aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL,
                     address TEXT, subject TEXT, actor TEXT NOT NULL, correlation_id TEXT NOT NULL)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}{AUDIT_ADDRESSES} (
+                    customer_id TEXT NOT NULL, address TEXT NOT NULL, position BIGINT NOT NULL,
+                    PRIMARY KEY (customer_id, address, position))"
             ),
             format!(
                 "CREATE INDEX IF NOT EXISTS {p}{AUDIT}_customer ON {p}{AUDIT} (customer_id, position)"
@@ -149,10 +244,32 @@ impl Projection for AuditProjection {
                 .bind(col!(|r| r.correlation_id.clone()))
                 .execute(&mut **t)
                 .await?;
+                let (mut cs, mut addrs, mut ps) = (Vec::new(), Vec::new(), Vec::new());
+                for r in &rows {
+                    for a in &r.addresses {
+                        cs.push(r.customer_id.clone());
+                        addrs.push(a.clone());
+                        ps.push(r.position);
+                    }
+                }
+                if !ps.is_empty() {
+                    sqlx::query(&format!(
+                        "INSERT INTO {p}{AUDIT_ADDRESSES} (customer_id, address, position) \
+                         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])"
+                    ))
+                    .bind(&cs)
+                    .bind(&addrs)
+                    .bind(&ps)
+                    .execute(&mut **t)
+                    .await?;
+                }
             }
             Tx::Sqlite(t) => {
                 let sql = format!(
                     "INSERT INTO {p}{AUDIT} ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                );
+                let addr_sql = format!(
+                    "INSERT INTO {p}{AUDIT_ADDRESSES} (customer_id, address, position) VALUES ($1, $2, $3)"
                 );
                 for r in &rows {
                     sqlx::query(&sql)
@@ -168,6 +285,14 @@ impl Projection for AuditProjection {
                         .bind(&r.correlation_id)
                         .execute(&mut **t)
                         .await?;
+                    for a in &r.addresses {
+                        sqlx::query(&addr_sql)
+                            .bind(&r.customer_id)
+                            .bind(a)
+                            .bind(r.position)
+                            .execute(&mut **t)
+                            .await?;
+                    }
                 }
             }
         }

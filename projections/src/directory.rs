@@ -388,24 +388,43 @@ fn run_row(t: RunTuple) -> RunRow {
     }
 }
 
-/// The customer's sync runs, newest first.
+/// The customer's sync runs, newest first, after the keyset `before`
+/// (`started_at`, `run_id`) of the last run of the previous page: runs
+/// that share a start time are neither lost nor repeated between pages.
 pub async fn runs(
     store: &roster_store::Store,
     customer: roster_events::CustomerId,
-    before: Option<i64>,
+    before: Option<(i64, String)>,
     limit: i64,
 ) -> Result<Vec<RunRow>, ProjectionError> {
     let sql = format!(
-        "SELECT {RUN_COLUMNS} FROM {RUNS} WHERE customer_id = $1 AND started_at < $2
-         ORDER BY started_at DESC, run_id DESC LIMIT $3"
+        "SELECT {RUN_COLUMNS} FROM {RUNS} WHERE customer_id = $1
+           AND (started_at < $2 OR (started_at = $2 AND run_id < $3))
+         ORDER BY started_at DESC, run_id DESC LIMIT $4"
     );
+    let (at, id) = before.unwrap_or((i64::MAX, String::new()));
     let rows: Vec<RunTuple> = roster_store::with_db!(store.db(), |p| sqlx::query_as(&sql)
         .bind(customer.to_string())
-        .bind(before.unwrap_or(i64::MAX))
+        .bind(at)
+        .bind(&id)
         .bind(limit)
         .fetch_all(p)
         .await?);
     Ok(rows.into_iter().map(run_row).collect())
+}
+
+/// The page token of a run list: the keyset of its last run.
+pub fn runs_cursor(run: &RunRow) -> String {
+    crate::queries::encode_cursor(&[&run.started_at.to_string(), &run.run_id])
+}
+
+/// The keyset a page token of [`runs_cursor`] stands for.
+pub fn runs_after(token: &str) -> Result<(i64, String), ProjectionError> {
+    let parts = crate::queries::decode_cursor(token, 2)?;
+    let at = parts[0]
+        .parse::<i64>()
+        .map_err(|_| ProjectionError::Invalid("page is not a token this API returned".into()))?;
+    Ok((at, parts[1].clone()))
 }
 
 pub async fn run(

@@ -21,7 +21,7 @@ pub mod timetravel;
 pub mod users;
 
 pub use decode::{decode, AnyEvent, Decoded};
-pub use projector::Projector;
+pub use projector::{LagLimits, ProjectionLag, Projector};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -31,6 +31,62 @@ pub enum ProjectionError {
     Database(#[from] sqlx::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A projection failed on the event at `position` and will try it again
+    /// (a deterministic failure, not yet tried often enough to be skipped).
+    #[error(
+        "{projection} failed on the event at position {position} (attempt {attempts}); retrying"
+    )]
+    Retrying {
+        projection: String,
+        position: i64,
+        attempts: i64,
+    },
+}
+
+impl ProjectionError {
+    /// A failure that says nothing about the event: the database was
+    /// unreachable, busy, or gave up waiting (connection lost, pool
+    /// exhausted, deadlock, serialization failure, lock or statement
+    /// timeout, SQLite busy). Retried with backoff for as long as it takes;
+    /// never recorded against the event, never a reason to skip it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProjectionError::Store(StoreError::Database(e)) | ProjectionError::Database(e) => {
+                transient_sqlx(e)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn transient_sqlx(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            // SQLite: (extended) result codes whose primary code is BUSY (5),
+            // LOCKED (6), IOERR (10) or FULL (13).
+            if let Ok(n) = code.parse::<i64>() {
+                return matches!(n & 0xff, 5 | 6 | 10 | 13);
+            }
+            // PostgreSQL SQLSTATE: connection (08), transaction rollback
+            // (40: serialization failure, deadlock), insufficient resources
+            // (53), lock not available (55P03), operator intervention (57:
+            // statement timeout, shutdown), system error (58).
+            code.starts_with("08")
+                || code.starts_with("40")
+                || code.starts_with("53")
+                || code == "55P03"
+                || code.starts_with("57")
+                || code.starts_with("58")
+        }
+        _ => false,
+    }
 }
 
 /// One read model: its tables and how a batch of events changes them.

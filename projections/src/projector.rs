@@ -4,8 +4,15 @@
 //! Batches are serialised across processes (PostgreSQL transaction-level
 //! advisory lock, SQLite's single writer) and re-read the checkpoints inside
 //! the lock, so several `roster serve` replicas can run projectors without
-//! applying an event twice. An event a projection fails on is recorded in
-//! `projection_failures` and skipped, so one bad event cannot stop the rest.
+//! applying an event twice.
+//!
+//! Failures (issue 9): a transient database error (connection, deadlock,
+//! lock or statement timeout, SQLite busy) is retried with backoff for as
+//! long as it lasts and never recorded or skipped. Only a deterministic
+//! failure (an event that cannot be decoded or applied) is recorded in
+//! `projection_failures` with a count of attempts; after [`MAX_ATTEMPTS`] the
+//! event is skipped for that projection (`roster_projection_skipped_total`),
+//! so one bad event cannot stop the rest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +25,55 @@ use crate::{decode, Decoded, Projection, ProjectionError};
 const PROJECT_LOCK: i64 = 0x526f_7374_6572_5072; // "RosterPr"
 
 pub const DEFAULT_BATCH: i64 = 5_000;
+/// Attempts at an event a projection fails on deterministically before it
+/// is skipped for that projection.
+pub const MAX_ATTEMPTS: i64 = 3;
+/// How long a projector transaction waits for a row lock (PostgreSQL)
+/// before giving up and retrying later.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How far behind the log's head a projection may be and still count as
+/// ready (`/readyz`): within `max_events` events, or with its oldest
+/// unprojected event committed at most `max_age` ago (a burst being worked
+/// off, not a replay).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LagLimits {
+    pub max_events: i64,
+    pub max_age: Duration,
+}
+
+impl Default for LagLimits {
+    fn default() -> Self {
+        LagLimits {
+            max_events: 1_000,
+            max_age: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How far one projection is behind the log's head.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProjectionLag {
+    /// The projection (its checkpoint's name, with version).
+    pub name: String,
+    /// The position it has applied up to.
+    pub position: i64,
+    /// Events committed but not yet applied.
+    pub behind_events: i64,
+    /// How long ago the oldest event it has not applied was committed.
+    pub behind_seconds: f64,
+    /// Within the limits.
+    pub ready: bool,
+}
 
 pub struct Projector {
     store: Store,
     projections: Vec<Arc<dyn Projection>>,
     prefix: String,
     batch_size: i64,
+    lock_timeout: Duration,
     reached: watch::Sender<i64>,
     /// The next batch, read while the previous one was being applied:
     /// (the position it follows, its events).
@@ -51,6 +101,7 @@ impl Projector {
             projections,
             prefix: prefix.to_string(),
             batch_size: DEFAULT_BATCH,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
             reached: watch::channel(0).0,
             ahead: tokio::sync::Mutex::new(None),
         }
@@ -58,6 +109,13 @@ impl Projector {
 
     pub fn with_batch_size(mut self, n: i64) -> Self {
         self.batch_size = n.max(1);
+        self
+    }
+
+    /// How long a batch waits for a row lock before it is retried later
+    /// (PostgreSQL `lock_timeout`).
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -96,6 +154,14 @@ impl Projector {
                 .bind(PROJECT_LOCK)
                 .execute(&mut **t)
                 .await?;
+            // Only for the projection writes: waiting for the projector lock
+            // itself is normal when several replicas project.
+            sqlx::query(&format!(
+                "SET LOCAL lock_timeout = {}",
+                self.lock_timeout.as_millis().max(1)
+            ))
+            .execute(&mut **t)
+            .await?;
         }
         Ok(())
     }
@@ -135,33 +201,60 @@ impl Projector {
         Ok(())
     }
 
+    /// Records one more failed attempt at an event; returns the attempts so far.
     async fn record_failure(
         tx: &mut Tx,
         name: &str,
         position: i64,
         error: &str,
-    ) -> Result<(), ProjectionError> {
-        tracing::error!(
-            projection = name,
-            position,
-            error,
-            "projection failed on an event; recorded and skipped"
-        );
-        metrics::counter!("roster_projection_failures_total", "projection" => name.to_string())
-            .increment(1);
-        with_tx!(tx, |c| {
-            sqlx::query(
-            "INSERT INTO projection_failures (name, position, error, failed_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (name, position) DO UPDATE SET error = excluded.error, failed_at = excluded.failed_at"
+    ) -> Result<i64, ProjectionError> {
+        let attempts: i64 = with_tx!(tx, |c| {
+            sqlx::query_scalar(
+            "INSERT INTO projection_failures (name, position, error, failed_at, attempts) VALUES ($1, $2, $3, $4, 1)
+             ON CONFLICT (name, position) DO UPDATE SET error = excluded.error,
+               failed_at = excluded.failed_at, attempts = projection_failures.attempts + 1
+             RETURNING attempts"
         )
         .bind(name)
         .bind(position)
         .bind(error)
         .bind(now_micros())
+        .fetch_one(c)
+        .await?
+        });
+        metrics::counter!("roster_projection_failures_total", "projection" => name.to_string())
+            .increment(1);
+        if attempts >= MAX_ATTEMPTS {
+            metrics::counter!("roster_projection_skipped_total", "projection" => name.to_string())
+                .increment(1);
+            tracing::error!(
+                projection = name,
+                position,
+                error,
+                attempts,
+                "projection failed on an event every time; recorded and SKIPPED for this projection"
+            );
+        } else {
+            tracing::warn!(
+                projection = name,
+                position,
+                error,
+                attempts,
+                "projection failed on an event; recorded, tried again later"
+            );
+        }
+        Ok(attempts)
+    }
+
+    async fn clear_failure(tx: &mut Tx, name: &str, position: i64) -> Result<(), ProjectionError> {
+        with_tx!(tx, |c| sqlx::query(
+            "DELETE FROM projection_failures WHERE name = $1 AND position = $2"
+        )
+        .bind(name)
+        .bind(position)
         .execute(c)
         .await
-        .map(|_| ())?
-        });
+        .map(|_| ())?);
         Ok(())
     }
 
@@ -180,6 +273,49 @@ impl Projector {
             min = min.min(pos.unwrap_or(0));
         }
         Ok(if min == i64::MAX { 0 } else { min })
+    }
+
+    /// The log's head and how far each projection is behind it, measured
+    /// against `now` (microseconds since the epoch, the service's clock).
+    pub async fn lag(
+        &self,
+        now_micros: i64,
+        limits: LagLimits,
+    ) -> Result<(i64, Vec<ProjectionLag>), ProjectionError> {
+        let head = self.store.head_position().await?;
+        let mut out = Vec::with_capacity(self.projections.len());
+        for p in &self.projections {
+            let name = self.checkpoint_name(p.as_ref());
+            let position: i64 = roster_store::with_db!(self.store.db(), |c| sqlx::query_scalar(
+                "SELECT position FROM projection_checkpoints WHERE name = $1"
+            )
+            .bind(&name)
+            .fetch_optional(c)
+            .await
+            .map_err(StoreError::from)?)
+            .unwrap_or(0);
+            let behind_events = (head - position).max(0);
+            let behind_seconds = if behind_events == 0 {
+                0.0
+            } else {
+                match self.store.read_from(position, 1).await?.first() {
+                    Some(e) => (now_micros - e.recorded_at).max(0) as f64 / 1e6,
+                    None => 0.0,
+                }
+            };
+            metrics::gauge!("roster_projection_lag_events", "projection" => name.clone())
+                .set(behind_events as f64);
+            let ready = behind_events <= limits.max_events
+                || behind_seconds <= limits.max_age.as_secs_f64();
+            out.push(ProjectionLag {
+                name,
+                position,
+                behind_events,
+                behind_seconds,
+                ready,
+            });
+        }
+        Ok((head, out))
     }
 
     /// Projects one batch. Returns the number of events read (0 when caught up).
@@ -242,26 +378,30 @@ impl Projector {
                     "projected"
                 );
                 if let Err(e) = applied {
-                    tracing::warn!(projection = p.name(), error = %e, "batch failed; retrying event by event");
-                    return true;
+                    return Some((p.name(), e));
                 }
             }
-            false
+            None
         };
         let (failed, next) = tokio::join!(apply, read_ahead);
-        if failed {
+        if let Some((projection, e)) = failed {
+            drop(tx);
+            if e.is_transient() {
+                return Err(e);
+            }
+            tracing::warn!(projection, error = %e, "batch failed; retrying event by event");
+            self.step_one_by_one(&decoded, &undecodable, &checkpoints, last)
+                .await?;
+        } else if !undecodable.is_empty() {
             drop(tx);
             self.step_one_by_one(&decoded, &undecodable, &checkpoints, last)
                 .await?;
         } else {
             for (p, cp) in self.projections.iter().zip(&checkpoints) {
                 let name = self.checkpoint_name(p.as_ref());
-                for (pos, err) in &undecodable {
-                    if pos > cp {
-                        Self::record_failure(&mut tx, &name, *pos, err).await?;
-                    }
-                }
-                Self::write_checkpoint(&mut tx, &name, last).await?;
+                // Never back: a projection ahead of the others (the others
+                // were replayed after a version change) keeps its checkpoint.
+                Self::write_checkpoint(&mut tx, &name, last.max(*cp)).await?;
             }
             tx.commit().await?;
             if let Some(events) = next {
@@ -283,40 +423,71 @@ impl Projector {
     ) -> Result<(), ProjectionError> {
         for (p, cp) in self.projections.iter().zip(checkpoints) {
             let name = self.checkpoint_name(p.as_ref());
-            for d in decoded.iter().filter(|d| d.position > *cp) {
+            let mut items: Vec<(i64, Result<&Decoded, &str>)> = decoded
+                .iter()
+                .filter(|d| d.position > *cp)
+                .map(|d| (d.position, Ok(d)))
+                .chain(
+                    undecodable
+                        .iter()
+                        .filter(|(pos, _)| pos > cp)
+                        .map(|(pos, err)| (*pos, Err(err.as_str()))),
+                )
+                .collect();
+            items.sort_by_key(|(pos, _)| *pos);
+            for (position, item) in items {
                 let mut tx = self.store.db().begin_write().await?;
                 self.lock(&mut tx).await?;
-                match p.apply(&mut tx, &self.prefix, &[d]).await {
+                let applied = match item {
+                    Ok(d) => p.apply(&mut tx, &self.prefix, &[d]).await,
+                    Err(why) => Err(ProjectionError::Invalid(why.to_string())),
+                };
+                match applied {
                     Ok(()) => {
-                        Self::write_checkpoint(&mut tx, &name, d.position).await?;
+                        Self::write_checkpoint(&mut tx, &name, position).await?;
+                        Self::clear_failure(&mut tx, &name, position).await?;
                         tx.commit().await?;
                     }
+                    // Nothing is known about the event: never recorded, never skipped.
+                    Err(e) if e.is_transient() => return Err(e),
                     Err(e) => {
                         drop(tx);
                         let mut tx = self.store.db().begin_write().await?;
                         self.lock(&mut tx).await?;
-                        Self::record_failure(&mut tx, &name, d.position, &e.to_string()).await?;
-                        Self::write_checkpoint(&mut tx, &name, d.position).await?;
+                        let attempts =
+                            Self::record_failure(&mut tx, &name, position, &e.to_string()).await?;
+                        if attempts < MAX_ATTEMPTS {
+                            tx.commit().await?;
+                            return Err(ProjectionError::Retrying {
+                                projection: name,
+                                position,
+                                attempts,
+                            });
+                        }
+                        Self::write_checkpoint(&mut tx, &name, position).await?;
                         tx.commit().await?;
                     }
                 }
             }
             let mut tx = self.store.db().begin_write().await?;
             self.lock(&mut tx).await?;
-            for (pos, err) in undecodable {
-                if pos > cp {
-                    Self::record_failure(&mut tx, &name, *pos, err).await?;
-                }
-            }
-            Self::write_checkpoint(&mut tx, &name, last).await?;
+            Self::write_checkpoint(&mut tx, &name, last.max(*cp)).await?;
             tx.commit().await?;
         }
         Ok(())
     }
 
-    /// Projects until the head of the log as it is now. Returns the position reached.
+    /// Projects until the head of the log as it is now. Returns the position
+    /// reached. An event a projection fails on deterministically is tried
+    /// [`MAX_ATTEMPTS`] times, then skipped; a transient error is returned.
     pub async fn catch_up(&self) -> Result<i64, ProjectionError> {
-        while self.step().await? > 0 {}
+        loop {
+            match self.step().await {
+                Ok(0) => break,
+                Ok(_) | Err(ProjectionError::Retrying { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let cp = self.checkpoint().await?;
         self.reached.send_replace(cp);
         Ok(cp)
@@ -364,16 +535,32 @@ impl Projector {
     /// (in this process, or every `poll` for other writers).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, poll: Duration) {
         let mut head = self.store.watch_head();
+        let mut backoff = BACKOFF_MIN;
         loop {
             if *shutdown.borrow() {
                 return;
             }
             match self.step().await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
+                Ok(n) if n > 0 => {
+                    backoff = BACKOFF_MIN;
+                    continue;
+                }
+                Ok(_) => backoff = BACKOFF_MIN,
                 Err(e) => {
-                    tracing::error!(error = %e, "projector step failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if e.is_transient() {
+                        metrics::counter!("roster_projection_transient_errors_total").increment(1);
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                            "projector step failed on a transient database error; retrying, nothing skipped");
+                    } else if matches!(e, ProjectionError::Retrying { .. }) {
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "projector retries an event");
+                    } else {
+                        tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "projector step failed; retrying");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
             }

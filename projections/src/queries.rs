@@ -7,7 +7,7 @@ use roster_events::{CustomerId, PartnerId, Source, Status};
 use roster_store::{with_db, Store, StoredEvent};
 use serde::Serialize;
 
-use crate::audit::AUDIT;
+use crate::audit::{AUDIT, AUDIT_ADDRESSES};
 use crate::customers::{CUSTOMERS, DOMAINS};
 use crate::users::{decode_row, RuleRow, UserRow, ALIASES, COLUMNS, RULES, USERS};
 use crate::ProjectionError;
@@ -508,8 +508,14 @@ pub async fn audit(
     ));
     q.s(customer.to_string());
     if let Some(a) = &filter.address {
-        let p = q.s(a.clone());
-        q.push(&format!(" AND (address = {p} OR subject = {p})"));
+        // Every address the event touches (primary, aliases, previous and
+        // next), and the domain or object id of other events.
+        let p = q.s(a.trim().to_lowercase());
+        let raw = q.s(a.clone());
+        q.push(&format!(
+            " AND (subject = {raw} OR position IN (SELECT position FROM {AUDIT_ADDRESSES} \
+             WHERE customer_id = $1 AND address = {p}))"
+        ));
     }
     if let Some(a) = &filter.actor {
         let p = q.s(a.clone());

@@ -45,14 +45,18 @@ impl TestStore {
                 None,
             ),
         };
-        let store = Store::open(db).await.expect("open store");
+        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap());
+        let store = Store::open(db)
+            .await
+            .expect("open store")
+            .with_clock(Arc::new(clock.clone()));
         let projector = Arc::new(Projector::new(store.clone(), ""));
         projector.ensure_tables().await.expect("projection tables");
         TestStore {
             backend,
             store,
             projector,
-            clock: ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap()),
+            clock,
             database_url: pg.as_ref().map(|p| p.url().to_string()),
             data_dir,
             key: roster_store::SecretKey::generate(),

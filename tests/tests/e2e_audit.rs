@@ -418,3 +418,331 @@ async fn b7_users_as_of_an_instant_equal_the_list_as_it_was_fetched_then() {
     })
     .await;
 }
+
+/// E4 (issue 9): `audit?address=<alias>` finds an alias wherever it came
+/// from (with the user at creation: by hand, by CSV import, by directory
+/// sync) and where it left (inside the user's deletion); the primary of a
+/// deleted user too.
+async fn e4_audit_by_alias(db: roster_tests::e2e::Db, slapd: &roster_testkit::Slapd) {
+    let env = roster_tests::e2e::RosterEnv::launch(db, None, &[]).await;
+    let api = &env.api;
+    let c = api.customer("Acme", 100, &["example.org"]).await;
+    let users = format!("/v1/customers/{c}/users");
+    let audit = format!("/v1/customers/{c}/audit");
+
+    // By hand, with an alias.
+    let (s, v) = api
+        .post(
+            &users,
+            json!({"address": "ann@example.org", "aliases": ["ann.alias@example.org"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // By CSV import.
+    let (s, review) = api
+        .post(
+            &format!("/v1/customers/{c}/imports"),
+            json!({"text": "email,first_name,aliases\ncee@example.org,Cee,cee.alias@example.org\n"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{review}");
+    let (s, done) = api
+        .call(
+            reqwest::Method::POST,
+            &format!(
+                "/v1/customers/{c}/imports/{}/commit",
+                review["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{done}");
+    // By directory sync.
+    let (s, v) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/customers/{c}/directory"),
+            Some(ldap_settings(slapd)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let run = env.start_sync_answer(&c).await["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let detail = env.run_detail(&c, &run).await;
+    assert_eq!(detail["run"]["status"], "completed", "{detail}");
+    // Deletion releases ann's alias.
+    let (s, v) = api
+        .delete(&format!("{users}/{}", enc("ann@example.org")))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+
+    let by = |address: &'static str| {
+        let path = format!("{audit}?address={}", enc(address));
+        async move {
+            let mut t: Vec<String> = all_pages(api, &path, 10)
+                .await
+                .iter()
+                .map(|e| e["event_type"].as_str().unwrap().to_string())
+                .collect();
+            t.sort();
+            t.dedup();
+            t
+        }
+    };
+    assert_eq!(
+        by("ann.alias@example.org").await,
+        ["UserAdded", "UserDeleted"]
+    );
+    assert_eq!(
+        by("ANN.Alias@example.org").await,
+        ["UserAdded", "UserDeleted"]
+    );
+    assert_eq!(by("ann@example.org").await, ["UserAdded", "UserDeleted"]);
+    assert_eq!(by("cee.alias@example.org").await, ["UserAdded"]);
+    assert_eq!(by("syd.alias@example.org").await, ["UserAdded"]);
+    let synced = all_pages(
+        api,
+        &format!("{audit}?address={}", enc("syd.alias@example.org")),
+        10,
+    )
+    .await;
+    assert_eq!(synced[0]["actor"], format!("sync:{run}"), "{synced:?}");
+    assert_eq!(synced[0]["address"], "syd@example.org");
+    assert!(by("nobody@example.org").await.is_empty());
+}
+
+/// An AD-like slapd holding one user, syd@example.org, with the alias
+/// syd.alias@example.org.
+async fn slapd_with_syd() -> roster_testkit::Slapd {
+    use roster_testkit::{deterministic_guid, DirectoryData, Slapd, SlapdConfig, Style};
+    let data = DirectoryData::new(Style::AdLike, "dc=example,dc=com", "example.org")
+        .users(0)
+        .groups(0, 5);
+    let slapd = Slapd::start(SlapdConfig::ad_like().data(data))
+        .await
+        .expect("slapd");
+    let mut syd = roster_testkit::User::new(
+        "ou=People,dc=example,dc=com",
+        "syd",
+        "Syd",
+        "Sync",
+        "example.org",
+    );
+    syd.mail = Some("syd@example.org".into());
+    syd.proxy_addresses = vec![
+        "SMTP:syd@example.org".into(),
+        "smtp:syd.alias@example.org".into(),
+    ];
+    syd.object_guid = Some(deterministic_guid(91, 9, 1));
+    slapd
+        .admin()
+        .await
+        .unwrap()
+        .add(&syd.entry(Style::AdLike))
+        .await
+        .unwrap();
+    slapd
+}
+
+fn ldap_settings(slapd: &roster_testkit::Slapd) -> Value {
+    json!({
+        "kind": "ldap",
+        "host": slapd.host(),
+        "port": slapd.port(),
+        "ssl": false,
+        "bind_user": slapd.root_dn(),
+        "password": slapd.root_password(),
+        "base_dn": "dc=example,dc=com",
+        "preset": "active_directory",
+        "timeout_secs": 20,
+        "enabled": true,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e4_audit_by_alias_finds_it_added_by_hand_by_import_by_sync_and_released_by_deletion() {
+    let slapd = slapd_with_syd().await;
+    for db in [
+        roster_tests::e2e::Db::Sqlite,
+        roster_tests::e2e::Db::Postgres,
+    ] {
+        e4_audit_by_alias(db, &slapd).await;
+    }
+}
+
+/// B4 (issue 9): runs that share a start time (a fixed clock) are all
+/// reachable through the sync history's pages, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b4_sync_history_pages_reach_every_run_sharing_a_start_time() {
+    let slapd = slapd_with_syd().await;
+    let fixed = "2026-11-27T09:00:00Z"
+        .parse::<chrono::DateTime<Utc>>()
+        .unwrap();
+    for db in [
+        roster_tests::e2e::Db::Sqlite,
+        roster_tests::e2e::Db::Postgres,
+    ] {
+        let env = roster_tests::e2e::RosterEnv::launch(db, Some(fixed), &[]).await;
+        let api = &env.api;
+        let c = api.customer("Acme", 100, &["example.org"]).await;
+        let (s, v) = api
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/customers/{c}/directory"),
+                Some(ldap_settings(&slapd)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        for _ in 0..3 {
+            let run = env.start_sync_answer(&c).await["run_id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            env.run_detail(&c, &run).await;
+        }
+        let syncs = format!("/v1/customers/{c}/directory/syncs");
+        let all = ok(api, &format!("{syncs}?page_size=1000")).await["runs"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(all.len() >= 3, "{all:?}");
+        let starts: BTreeSet<String> = all.iter().map(|r| r["started_at"].to_string()).collect();
+        assert_eq!(starts.len(), 1, "one start time: {all:?}");
+        let mut paged = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let mut path = format!("{syncs}?page_size=1");
+            if let Some(t) = &page {
+                path.push_str(&format!("&page={}", enc(t)));
+            }
+            let v = ok(api, &path).await;
+            let runs = v["runs"].as_array().unwrap();
+            assert!(runs.len() <= 1);
+            paged.extend(
+                runs.iter()
+                    .map(|r| r["run_id"].as_str().unwrap().to_string()),
+            );
+            match v["next_page"].as_str() {
+                Some(n) => page = Some(n.to_string()),
+                None => break,
+            }
+        }
+        let ids: Vec<String> = all
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(paged, ids, "every run once, in the same order");
+        let (s, v) = api.get(&format!("{syncs}?page=12345")).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{v}"
+        );
+    }
+}
+
+/// B7 (issue 9): `recorded_at` is stamped under the append lock, so it never
+/// decreases in log order, and `as_of=T` taken while several writers add and
+/// delete users is the state after a prefix of the log (never a user
+/// deleted before another was added, both after T). One user honours
+/// `as_of` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn b7_as_of_taken_during_concurrent_writes_is_the_state_after_a_prefix_of_the_log() {
+    on_both(|p| async move {
+        let api = p.admin();
+        let c = api.customer("Acme", 1_000, &["acme.example"]).await;
+        let users = format!("/v1/customers/{c}/users");
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let writer = |w: usize| {
+            let (api, users, done) = (p.admin(), users.clone(), &done);
+            async move {
+                for i in 0..12 {
+                    let a = format!("w{w}-{i}@acme.example");
+                    let (s, v) = api.post(&users, json!({"address": a})).await;
+                    assert_eq!(s, StatusCode::CREATED, "{v}");
+                    if i % 3 == 2 {
+                        let gone = format!("w{w}-{}@acme.example", i - 1);
+                        let (s, v) = api.delete(&format!("{users}/{}", enc(&gone))).await;
+                        assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+                    }
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        };
+        let sampler = async {
+            let mut instants = Vec::new();
+            while done.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+                instants.push(now());
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            instants
+        };
+        let (_, _, _, _, instants) =
+            tokio::join!(writer(0), writer(1), writer(2), writer(3), sampler);
+        assert!(instants.len() >= 3, "instants taken during the run");
+
+        // The log in order: commit times never go back.
+        let mut events = all_pages(&api, &format!("/v1/customers/{c}/audit"), 1000).await;
+        events.reverse();
+        let times: Vec<chrono::DateTime<Utc>> = events
+            .iter()
+            .map(|e| e["time"].as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "recorded_at is non-decreasing in position order"
+        );
+        // The live user set after each prefix of the log.
+        let mut state: BTreeSet<String> = BTreeSet::new();
+        let mut prefixes = vec![state.clone()];
+        for e in &events {
+            let a = e["address"].as_str().unwrap_or_default().to_string();
+            match e["event_type"].as_str().unwrap() {
+                "UserAdded" => {
+                    state.insert(a);
+                }
+                "UserDeleted" => {
+                    state.remove(&a);
+                }
+                _ => continue,
+            }
+            prefixes.push(state.clone());
+        }
+        for t in &instants {
+            let v = ok(&api, &format!("{users}?page_size=1000&as_of={}", enc(t))).await;
+            let then = addresses(v["users"].as_array().unwrap());
+            assert!(
+                prefixes.contains(&then),
+                "as_of={t} is the state after a prefix of the log: {then:?}"
+            );
+        }
+
+        // One user honours as_of: a user deleted during the run was there before.
+        let deleted = "w0-1@acme.example";
+        let path = format!("{users}/{}", enc(deleted));
+        let (s, _) = api.get(&path).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "deleted now");
+        let added_at = events
+            .iter()
+            .find(|e| e["event_type"] == "UserAdded" && e["address"] == deleted)
+            .unwrap()["time"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (s, v) = api.get(&format!("{path}?as_of={}", enc(&added_at))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["address"], deleted);
+        let (s, v) = api.get(&format!("{path}?as_of=2000-01-01T00:00:00Z")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        let (s, v) = api.get(&format!("{path}?as_of=yesterday")).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{v}"
+        );
+        p.stop().await;
+    })
+    .await;
+}

@@ -287,6 +287,15 @@ pub struct UserList {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+pub struct UserQuery {
+    /// The user as it was at this instant (RFC 3339), computed from the log
+    /// (B7): the user whose primary address this was then, 404 when there
+    /// was none (or it was deleted).
+    pub as_of: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserListQuery {
     /// Part of an address (primary or alias) or of a first or last name, any case.
     pub q: Option<String>,
@@ -397,8 +406,38 @@ pub struct AuditQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
+    /// `ready`, `database unavailable` or `projections behind`.
     pub status: &'static str,
     pub backend: &'static str,
     pub log_head: i64,
+    /// The position every projection has reached (the smallest checkpoint).
     pub projected: i64,
+    /// How far each projection is behind the log's head.
+    pub projections: Vec<ProjectionReadiness>,
+}
+
+/// One projection's distance to the log's head (`/readyz`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionReadiness {
+    /// The projection, with its version (`users_v2`).
+    pub name: String,
+    pub position: i64,
+    /// Events committed but not yet applied.
+    pub behind_events: i64,
+    /// Age of the oldest event not yet applied, in seconds.
+    pub behind_seconds: f64,
+    /// Within the configured lag (ROSTER_READY_MAX_LAG_EVENTS, ROSTER_READY_MAX_LAG_SECS).
+    pub ready: bool,
+}
+
+impl From<roster_projections::ProjectionLag> for ProjectionReadiness {
+    fn from(l: roster_projections::ProjectionLag) -> Self {
+        ProjectionReadiness {
+            name: l.name,
+            position: l.position,
+            behind_events: l.behind_events,
+            behind_seconds: l.behind_seconds,
+            ready: l.ready,
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use roster_projections::Projector;
+use roster_projections::{LagLimits, Projector};
 use roster_store::{Clock, SecretKey, Store};
 use roster_sync::{DefaultReaders, ReaderFactory, SyncService};
 
@@ -31,6 +31,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// How long a write waits for the projections to show it (read-your-writes).
     pub consistency_timeout: Duration,
+    /// How far behind the log's head the projections may be for `/readyz`.
+    pub ready_lag: LagLimits,
     /// Directory sync (settings, runs, conflicts, exceptions, additions).
     pub sync: SyncService,
 }
@@ -52,6 +54,7 @@ impl AppState {
             clock,
             metrics: None,
             consistency_timeout: Duration::from_secs(10),
+            ready_lag: LagLimits::default(),
             sync,
         }
     }

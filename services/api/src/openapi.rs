@@ -50,7 +50,7 @@ impl Modify for Bearer {
         ErrorBody, CreateCustomer, UpdateCustomer, CustomerView, CustomerList, LicenceView,
         AddDomain, DomainView, DomainList, DomainRemoval,
         CreateUser, UpdateUser, UserView, UserList, FlagView, RuleView, RuleList, CreateRule,
-        AuditView, AuditList, History, Health,
+        AuditView, AuditList, History, Health, ProjectionReadiness,
         directory::DirectorySettingsInput, directory::DirectoryView, directory::LdapView, directory::EntraView, directory::RunningView,
         directory::HeldView, directory::TestView, directory::SyncStarted, directory::EnableInput, directory::RunView,
         directory::RunList, directory::RunDetail, directory::RunReport, directory::ObjectList, directory::ExceptionInput,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 pub struct BusMessage {
     /// `<prefix>.<customer>.<EventType>`.
     pub subject: String,
-    /// `<aggregate_id>:<sequence>`: the CloudEvent id and JetStream's `Nats-Msg-Id`.
+    /// `<aggregate_type>:<aggregate_id>:<sequence>`: the CloudEvent id and JetStream's `Nats-Msg-Id`.
     pub msg_id: String,
     /// The event's position in the log's global order.
     pub position: i64,
@@ -45,6 +45,13 @@ pub enum BusError {
     /// tail and goes on from there.
     #[error("bus refused the message: {0}")]
     Rejected(String),
+    /// The bus acknowledged a message as a duplicate, but what it holds under
+    /// that id is not this event (or cannot be read back to check): the
+    /// event was NOT published. The relay stops publishing (never moving its
+    /// checkpoint past the event), logs an error and raises
+    /// `roster_relay_halted` until an operator resolves it.
+    #[error("duplicate acknowledgement for a different event: {0}")]
+    Mismatch(String),
     /// A setting is wrong (bad URL, stream that does not take our subjects):
     /// retrying does not help.
     #[error("bus configuration: {0}")]

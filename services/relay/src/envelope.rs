@@ -25,8 +25,10 @@ pub const NO_CUSTOMER: &str = "_";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CloudEvent {
     pub specversion: String,
-    /// `<aggregate_id>:<sequence>`, unique per event and stable across
-    /// republishing (also the JetStream `Nats-Msg-Id`).
+    /// `<aggregate_type>:<aggregate_id>:<sequence>`, unique across the whole
+    /// log and stable across republishing (also the JetStream `Nats-Msg-Id`).
+    /// A customer's Customer, Directory and DirectoryObjects aggregates share
+    /// the customer's id, so the aggregate type is part of the id.
     pub id: String,
     /// `roster/customers/<customer_id>`.
     pub source: String,
@@ -92,9 +94,11 @@ pub fn subject_for(prefix: &str, customer: Option<&str>, event_type: &str) -> St
     )
 }
 
-/// The message id of an event: `<aggregate_id>:<sequence>`.
-pub fn message_id(aggregate_id: &str, sequence: i64) -> String {
-    format!("{aggregate_id}:{sequence}")
+/// The message id of an event: `<aggregate_type>:<aggregate_id>:<sequence>`.
+/// The log holds at most one event per (aggregate type, aggregate id,
+/// sequence), so the id is unique across the whole log (E5).
+pub fn message_id(aggregate_type: &str, aggregate_id: &str, sequence: i64) -> String {
+    format!("{aggregate_type}:{aggregate_id}:{sequence}")
 }
 
 fn meta_str(meta: &Value, key: &str) -> Option<String> {
@@ -149,7 +153,7 @@ pub fn cloudevent(e: StoredEvent, upcasters: &[Box<dyn EventUpcaster>]) -> Cloud
         .map(str::to_string);
     CloudEvent {
         specversion: "1.0".into(),
-        id: message_id(&aggregate_id, sequence as i64),
+        id: message_id(&aggregate_type, &aggregate_id, sequence as i64),
         source: format!(
             "roster/customers/{}",
             customer.as_deref().unwrap_or(NO_CUSTOMER)
@@ -224,14 +228,14 @@ mod tests {
             m.subject,
             "roster.events.0190a5a8-0000-7000-8000-000000000001.AliasMapped"
         );
-        assert_eq!(m.msg_id, "0190a5a8-7b1e-7c3e-8f4a-1234567890ab:3");
+        assert_eq!(m.msg_id, "User:0190a5a8-7b1e-7c3e-8f4a-1234567890ab:3");
         assert_eq!(m.position, 42);
         let v: Value = serde_json::from_slice(&m.payload).unwrap();
         assert_eq!(
             v,
             json!({
                 "specversion": "1.0",
-                "id": "0190a5a8-7b1e-7c3e-8f4a-1234567890ab:3",
+                "id": "User:0190a5a8-7b1e-7c3e-8f4a-1234567890ab:3",
                 "source": "roster/customers/0190a5a8-0000-7000-8000-000000000001",
                 "type": "com.roster.AliasMapped.v1",
                 "subject": "ann@acme.example",

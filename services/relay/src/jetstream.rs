@@ -329,6 +329,13 @@ impl EventBus for JetStreamBus {
 
     async fn publish(&self, message: BusMessage) -> Result<PendingAck, BusError> {
         let expected = self.expected.fetch_add(1, Ordering::SeqCst);
+        let check = DuplicateCheck {
+            js: self.js.clone(),
+            stream: self.settings.stream.clone(),
+            msg_id: message.msg_id.clone(),
+            position: message.position,
+            payload: message.payload.clone(),
+        };
         let publish = PublishMessage::build()
             .payload(message.payload)
             .message_id(&message.msg_id)
@@ -343,9 +350,11 @@ impl EventBus for JetStreamBus {
             .map_err(unavailable)?;
         Ok(Box::pin(async move {
             match ack.await {
-                Ok(a) => Ok(Ack {
-                    duplicate: a.duplicate,
-                }),
+                Ok(a) if a.duplicate => {
+                    check.verify(a.sequence).await?;
+                    Ok(Ack { duplicate: true })
+                }
+                Ok(_) => Ok(Ack { duplicate: false }),
                 Err(e) => match e.kind() {
                     PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId => {
                         Err(BusError::Rejected(e.to_string()))
@@ -356,6 +365,79 @@ impl EventBus for JetStreamBus {
             }
         }))
     }
+}
+
+/// What a duplicate acknowledgement must be checked against: JetStream
+/// drops a message whose `Nats-Msg-Id` it saw within the duplicate window,
+/// whatever the message holds. Before the relay counts such a message as
+/// published, it reads back the one the stream holds and compares.
+struct DuplicateCheck {
+    js: Context,
+    stream: String,
+    msg_id: String,
+    position: i64,
+    payload: bytes::Bytes,
+}
+
+impl DuplicateCheck {
+    async fn verify(&self, sequence: u64) -> Result<(), BusError> {
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(unavailable)?;
+        let held = match stream.get_raw_message(sequence).await {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(BusError::Mismatch(format!(
+                    "event at position {} (id {}) was acknowledged as a duplicate of stream \
+                     sequence {sequence}, which cannot be read back to check it: {e}",
+                    self.position, self.msg_id
+                )))
+            }
+        };
+        let header = |k: &str| held.headers.get(k).map(|v| v.as_str().to_string());
+        let same_id = header("Nats-Msg-Id").as_deref() == Some(self.msg_id.as_str());
+        let same_position =
+            header(POSITION_HEADER).as_deref() == Some(self.position.to_string().as_str());
+        if same_id && same_position && same_event(&held.payload, &self.payload) {
+            return Ok(());
+        }
+        Err(BusError::Mismatch(format!(
+            "event at position {} (id {}) was acknowledged as a duplicate of stream sequence \
+             {sequence}, which holds another event (id {:?}, position {:?})",
+            self.position,
+            self.msg_id,
+            header("Nats-Msg-Id"),
+            header(POSITION_HEADER)
+        )))
+    }
+}
+
+/// Two CloudEvents are the same event when their coordinates in the log and
+/// their time agree (the payload may differ in shape when an upcaster was
+/// added between two publications).
+fn same_event(held: &[u8], ours: &[u8]) -> bool {
+    if held == ours {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (
+        serde_json::from_slice::<serde_json::Value>(held),
+        serde_json::from_slice::<serde_json::Value>(ours),
+    ) else {
+        return false;
+    };
+    [
+        "id",
+        "source",
+        "time",
+        "position",
+        "aggregatetype",
+        "aggregateid",
+        "aggregatesequence",
+    ]
+    .iter()
+    .all(|k| a.get(*k) == b.get(*k))
 }
 
 #[cfg(test)]
@@ -382,6 +464,17 @@ mod tests {
         );
         assert_eq!(redact("nats://h:1/path"), "nats://h:1/path");
         assert!(!redact("nats://u:p%40ss@h").contains("p%40ss"));
+    }
+
+    #[test]
+    fn e5_same_event_compares_log_coordinates_and_time() {
+        let a = br#"{"id":"User:u:1","source":"s","time":"t","position":3,"aggregatetype":"User","aggregateid":"u","aggregatesequence":1,"data":{"x":1}}"#;
+        let upcast = br#"{"id":"User:u:1","source":"s","time":"t","position":3,"aggregatetype":"User","aggregateid":"u","aggregatesequence":1,"data":{"x":1,"y":2}}"#;
+        let other = br#"{"id":"User:u:1","source":"s","time":"t2","position":9,"aggregatetype":"User","aggregateid":"u","aggregatesequence":1,"data":{"x":1}}"#;
+        assert!(same_event(a, a));
+        assert!(same_event(a, upcast));
+        assert!(!same_event(a, other));
+        assert!(!same_event(b"not json", a));
     }
 
     #[test]

@@ -153,6 +153,16 @@ pub async fn run_relay(
     nats: &NatsArgs,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), BusError> {
+    run_relay_with(store, nats, stop, |_| {}).await
+}
+
+/// [`run_relay`], handing the running relay to `started` (for health endpoints).
+pub async fn run_relay_with(
+    store: Store,
+    nats: &NatsArgs,
+    stop: impl std::future::Future<Output = ()>,
+    started: impl FnOnce(Arc<Relay>),
+) -> Result<(), BusError> {
     if nats.settings().is_none() {
         return Err(BusError::Config(
             "roster relay needs NATS_URL (the in-process bus serves only `roster serve`)".into(),
@@ -161,6 +171,7 @@ pub async fn run_relay(
     let relay = Arc::new(jetstream_relay(store, nats).await?);
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(relay.clone().run(rx));
+    started(relay.clone());
     stop.await;
     let _ = tx.send(true);
     let _ = task.await;

@@ -7,8 +7,11 @@
 //! message) ends the session; the relay waits (exponential backoff), asks
 //! the bus again where its tail is, and republishes from the checkpoint.
 //! Events committed meanwhile simply wait in the log (E5). With
-//! `exclusive`, one relay per checkpoint holds a PostgreSQL advisory lock
-//! (a lease on its own connection) and the others stand by.
+//! `exclusive`, one relay per checkpoint holds a lease (a row in
+//! `relay_leases` on PostgreSQL) that it renews by heartbeat; the others
+//! stand by. A relay that stops renewing it (hung, SIGSTOPped,
+//! partitioned from the database) loses it when it expires and a standby
+//! takes over; before publishing, a relay makes sure its lease is fresh.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,8 +21,7 @@ use std::time::{Duration, Instant};
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use roster_store::{with_db, Db, Store, StoreError};
-use sqlx::postgres::PgListener;
-use sqlx::Connection;
+use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::watch;
 
 use crate::bus::{Ack, BusError, EventBus};
@@ -33,7 +35,7 @@ pub enum RelayError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Bus(#[from] BusError),
-    #[error("the relay lease (PostgreSQL advisory lock) was lost with its connection")]
+    #[error("the relay lease expired or was taken over by another relay")]
     LeaseLost,
 }
 
@@ -63,6 +65,8 @@ pub struct RelayConfig {
     pub exclusive: bool,
     /// How often a standby relay tries to take the lease.
     pub standby_retry: Duration,
+    /// How long a lease lasts without a heartbeat; renewed every third of it.
+    pub lease_ttl: Duration,
 }
 
 impl RelayConfig {
@@ -78,7 +82,8 @@ impl RelayConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             exclusive: true,
-            standby_retry: Duration::from_secs(2),
+            standby_retry: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(5),
         }
     }
 
@@ -100,39 +105,101 @@ pub struct Relay {
     bus: Arc<dyn EventBus>,
     config: RelayConfig,
     reached: watch::Sender<i64>,
+    /// This relay's name as a lease holder.
+    holder: String,
+    /// Publishing now (holds the lease, or needs none), as opposed to
+    /// standing by or waiting out a failure.
+    active: watch::Sender<bool>,
+    /// Why publishing stopped, while it is stopped (see [`BusError::Mismatch`]).
+    halted: watch::Sender<Option<String>>,
 }
 
 fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-/// A stable 64-bit key for the advisory lock of one checkpoint (FNV-1a).
-fn lock_key(name: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in "roster-relay:".bytes().chain(name.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
-}
-
-/// The lease: a session-level advisory lock on a connection of its own.
-/// If the process dies, the connection closes and another relay takes over.
+/// The lease: a row naming its holder and when it expires (the database's
+/// clock). The holder renews it every third of its TTL; a relay that does
+/// not (hung, stopped, cut off) loses it at expiry and a standby takes it.
 struct Lease {
-    conn: sqlx::PgConnection,
-    checked: Instant,
+    pool: PgPool,
+    name: String,
+    holder: String,
+    ttl: Duration,
+    /// When the last renewal was sent that the database confirmed.
+    renewed: Instant,
 }
 
 impl Lease {
+    /// Takes the lease if it is free, expired, or already ours.
+    async fn take(
+        pool: &PgPool,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, sqlx::Error> {
+        let sent = Instant::now();
+        let got: Option<String> = sqlx::query_scalar(
+            "INSERT INTO relay_leases (name, holder, expires_at)
+             VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE relay_leases.expires_at < clock_timestamp() OR relay_leases.holder = excluded.holder
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(pool)
+        .await?;
+        Ok(got.map(|_| Lease {
+            pool: pool.clone(),
+            name: name.to_string(),
+            holder: holder.to_string(),
+            ttl,
+            renewed: sent,
+        }))
+    }
+
+    /// Renews the lease when a third of its TTL has passed. Lost when
+    /// another relay holds it now, or when it could not be renewed before
+    /// it expired. Called before every publish.
     async fn check(&mut self) -> Result<(), RelayError> {
-        if self.checked.elapsed() < Duration::from_secs(5) {
+        let heartbeat = self.ttl / 3;
+        if self.renewed.elapsed() < heartbeat {
             return Ok(());
         }
-        self.checked = Instant::now();
-        match tokio::time::timeout(Duration::from_secs(5), self.conn.ping()).await {
-            Ok(Ok(())) => Ok(()),
+        let sent = Instant::now();
+        let renewed = tokio::time::timeout(
+            heartbeat,
+            sqlx::query(
+                "UPDATE relay_leases SET expires_at = clock_timestamp() + make_interval(secs => $3)
+                 WHERE name = $1 AND holder = $2 AND expires_at >= clock_timestamp()",
+            )
+            .bind(&self.name)
+            .bind(&self.holder)
+            .bind(self.ttl.as_secs_f64())
+            .execute(&self.pool),
+        )
+        .await;
+        match renewed {
+            Ok(Ok(r)) if r.rows_affected() == 1 => {
+                self.renewed = sent;
+                Ok(())
+            }
+            Ok(Ok(_)) => Err(RelayError::LeaseLost),
+            // Not renewed (database unreachable): still ours until it expires.
+            _ if self.renewed.elapsed() < self.ttl => Ok(()),
             _ => Err(RelayError::LeaseLost),
         }
+    }
+
+    /// Gives the lease up (on shutdown), so a standby takes over at once.
+    async fn release(&self) {
+        let _ = sqlx::query("DELETE FROM relay_leases WHERE name = $1 AND holder = $2")
+            .bind(&self.name)
+            .bind(&self.holder)
+            .execute(&self.pool)
+            .await;
     }
 }
 
@@ -195,6 +262,9 @@ impl Relay {
             bus,
             config,
             reached: watch::channel(0).0,
+            holder: format!("{}:{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            active: watch::channel(false).0,
+            halted: watch::channel(None).0,
         }
     }
 
@@ -209,6 +279,23 @@ impl Relay {
     /// Follows the highest position up to which every event was acknowledged.
     pub fn reached(&self) -> watch::Receiver<i64> {
         self.reached.subscribe()
+    }
+
+    /// Whether this relay publishes now (holds the lease, or needs none and
+    /// its session is up), rather than standing by or retrying.
+    pub fn active(&self) -> watch::Receiver<bool> {
+        self.active.subscribe()
+    }
+
+    /// The log's head (for health endpoints).
+    pub async fn log_head(&self) -> Result<i64, RelayError> {
+        Ok(self.store.head_position().await?)
+    }
+
+    /// Why the relay stopped publishing, while it is stopped: a duplicate
+    /// acknowledgement for an event the stream does not hold (E5).
+    pub fn halted(&self) -> watch::Receiver<Option<String>> {
+        self.halted.subscribe()
     }
 
     /// The stored checkpoint (0 when none).
@@ -245,7 +332,7 @@ impl Relay {
         if let Ok(head) = self.store.head_position().await {
             metrics::gauge!("roster_relay_lag", "bus" => bus).set((head - position).max(0) as f64);
         }
-        self.reached.send_if_modified(|r| {
+        let moved = self.reached.send_if_modified(|r| {
             if *r != position {
                 *r = position;
                 true
@@ -253,6 +340,11 @@ impl Relay {
                 false
             }
         });
+        if moved && self.halted.borrow().is_some() {
+            self.halted.send_replace(None);
+            metrics::gauge!("roster_relay_halted", "bus" => bus).set(0.0);
+            tracing::info!(bus, position, "relay publishes again");
+        }
         Ok(())
     }
 
@@ -266,27 +358,16 @@ impl Relay {
         ) else {
             return None;
         };
-        let key = lock_key(name);
         let mut told = false;
         loop {
             if *shutdown.borrow() {
                 return None;
             }
-            let attempt = async {
-                let mut conn = pool.acquire().await?.detach();
-                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(key)
-                    .fetch_one(&mut conn)
-                    .await?;
-                Ok::<_, sqlx::Error>(got.then_some(conn))
-            };
-            match attempt.await {
-                Ok(Some(conn)) => {
-                    tracing::info!(checkpoint = %name, "relay holds the lease and publishes");
-                    return Some(Lease {
-                        conn,
-                        checked: Instant::now(),
-                    });
+            match Lease::take(pool, name, &self.holder, self.config.lease_ttl).await {
+                Ok(Some(lease)) => {
+                    tracing::info!(checkpoint = %name, holder = %self.holder, "relay holds the lease and publishes");
+                    metrics::gauge!("roster_relay_active", "bus" => self.bus.kind()).set(1.0);
+                    return Some(lease);
                 }
                 Ok(None) => {
                     if !told {
@@ -329,6 +410,9 @@ impl Relay {
             };
             loop {
                 if *shutdown.borrow() {
+                    if let Some(l) = &lease {
+                        l.release().await;
+                    }
                     return;
                 }
                 let result = self
@@ -341,16 +425,44 @@ impl Relay {
                     )
                     .await;
                 let error = match result {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        if let Some(l) = &lease {
+                            l.release().await;
+                        }
+                        return;
+                    }
                     Err(e) => e,
                 };
+                if matches!(error, RelayError::LeaseLost) {
+                    metrics::gauge!("roster_relay_active", "bus" => bus).set(0.0);
+                    metrics::counter!("roster_relay_lease_lost_total", "bus" => bus).increment(1);
+                }
                 metrics::counter!("roster_relay_failures_total", "bus" => bus).increment(1);
-                tracing::warn!(
-                    bus,
-                    error = %error,
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "relay interrupted; events stay in the log and are published when it resumes"
-                );
+                self.active.send_replace(false);
+                if let RelayError::Bus(BusError::Mismatch(why)) = &error {
+                    // Never counted as published: the checkpoint stays before
+                    // the event, and every retry checks it again.
+                    metrics::counter!("roster_relay_duplicate_mismatches_total", "bus" => bus)
+                        .increment(1);
+                    metrics::gauge!("roster_relay_halted", "bus" => bus).set(1.0);
+                    backoff = self.config.backoff_max;
+                    tracing::error!(
+                        bus,
+                        error = %why,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "RELAY HALTED: the stream claims to hold an event it does not hold; \
+                         publishing stopped before it (is the stream shared with another \
+                         deployment, or was the database restored?)"
+                    );
+                    self.halted.send_replace(Some(why.clone()));
+                } else {
+                    tracing::warn!(
+                        bus,
+                        error = %error,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "relay interrupted; events stay in the log and are published when it resumes"
+                    );
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => {}
@@ -402,6 +514,7 @@ impl Relay {
         }
         self.save(acked).await?;
         *position = Some(acked);
+        self.active.send_replace(true);
         let upcasters = roster_events::upcasters();
         let mut flushed = acked;
         let mut last_flush = Instant::now();
@@ -513,8 +626,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lock_keys_are_stable_and_distinct() {
-        assert_eq!(lock_key("relay:jetstream:A"), lock_key("relay:jetstream:A"));
-        assert_ne!(lock_key("relay:jetstream:A"), lock_key("relay:jetstream:B"));
+    fn e5_a_lease_is_renewed_well_before_it_expires() {
+        let c = RelayConfig::durable("relay:x", "p");
+        assert!(c.lease_ttl + c.standby_retry < Duration::from_secs(10));
     }
 }

@@ -467,3 +467,123 @@ async fn e5_example_subscriber_keeps_the_valid_recipients_equal_to_the_user_list
     sub.start_kill().unwrap();
     p.stop().await;
 }
+
+/// A `roster relay` process serving /healthz, /readyz and /metrics on `port`.
+fn start_relay_listening(
+    data_dir: &Path,
+    database_url: &str,
+    nats_url: &str,
+    log: &Path,
+    port: u16,
+) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(roster_binary())
+        .args(["relay", "--listen", &format!("127.0.0.1:{port}")])
+        .env("ROSTER_DATA_DIR", data_dir)
+        .env("DATABASE_URL", database_url)
+        .env("NATS_URL", nats_url)
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start roster relay")
+}
+
+/// The relay's /readyz: its status (`active`, `standby`, `halted`), once it answers.
+async fn relay_status(port: u16) -> Option<String> {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .ok()?;
+    let v: Value = r.json().await.ok()?;
+    v["status"].as_str().map(str::to_string)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().expect("running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Issue 9: the active relay hangs (SIGSTOP): its lease expires without a
+/// heartbeat and the standby publishes within 10 s; when the hung one
+/// resumes it stands by. Nothing is lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e5_a_hung_relay_loses_its_lease_and_the_standby_publishes_within_10_s() {
+    let nats = NatsServer::start().await.unwrap();
+    let pg = PgDb::create().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = roster_store::Db::connect_postgres(pg.url(), 4)
+        .await
+        .unwrap();
+    let store = roster_store::Store::open(db).await.unwrap();
+    let customer = CustomerId::new();
+    let first = append(&store, raw_events(customer, 50, 2), 50).await;
+    let js = jetstream(&nats).await;
+    let log = dir.path().join("relays.log");
+    let (port_a, port_b) = (
+        roster_tests::process::free_port(),
+        roster_tests::process::free_port(),
+    );
+    let a = start_relay_listening(dir.path(), pg.url(), &nats.url(), &log, port_a);
+    eventually(LONG, "relay A publishes the log", || async {
+        stream_messages(&js, "ROSTER_EVENTS").await >= first as u64
+    })
+    .await;
+    assert_eq!(relay_status(port_a).await.as_deref(), Some("active"));
+    let _b = start_relay_listening(dir.path(), pg.url(), &nats.url(), &log, port_b);
+    eventually(LONG, "relay B stands by", || async {
+        relay_status(port_b).await.as_deref() == Some("standby")
+    })
+    .await;
+
+    signal(&a, "-STOP");
+    let second = append(&store, raw_events(customer, 20, 1), 20).await;
+    eventually(
+        Duration::from_secs(10),
+        "the standby publishes within 10 s",
+        || async { stream_messages(&js, "ROSTER_EVENTS").await >= second as u64 },
+    )
+    .await;
+    assert_eq!(relay_status(port_b).await.as_deref(), Some("active"));
+
+    signal(&a, "-CONT");
+    let last = append(&store, raw_events(customer, 20, 1), 20).await;
+    eventually(LONG, "relay A stands by after resuming", || async {
+        relay_status(port_a).await.as_deref() == Some("standby")
+    })
+    .await;
+    let got = consume(
+        &js,
+        "ROSTER_EVENTS",
+        "roster.events.>",
+        last as usize,
+        GRACE,
+        LONG,
+    )
+    .await;
+    assert_once_in_order(&got, 1..=last);
+    assert_eq!(stream_messages(&js, "ROSTER_EVENTS").await, last as u64);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port_b}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("roster_relay_published_total"),
+        "{metrics}"
+    );
+    let healthz = reqwest::get(format!("http://127.0.0.1:{port_a}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), StatusCode::OK);
+}

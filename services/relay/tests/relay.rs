@@ -13,6 +13,7 @@ use roster_events::CustomerId;
 use roster_relay::*;
 use roster_testkit::NatsServer;
 use roster_tests::{both_backends, TestStore};
+use serde_json::json;
 use tokio::sync::watch;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -133,9 +134,190 @@ async fn e5_in_process_bus_delivers_every_later_event_in_log_order(s: TestStore)
     let _ = stop.send(true);
 }
 
+/// A customer's Customer, Directory and DirectoryObjects aggregates share
+/// the customer's id: their first events, committed within the duplicate
+/// window, must all arrive (issue 9: the later two were dropped as
+/// duplicates of `<customer>:1`).
+async fn e5_customer_directory_and_objects_events_of_one_customer_all_arrive(s: TestStore) {
+    let nats = NatsServer::start().await.unwrap();
+    let settings = settings(&nats, "SHARED");
+    let customer = CustomerId::new();
+    let id = customer.to_string();
+    let events = vec![
+        raw_event(
+            customer,
+            roster_events::CUSTOMER_AGGREGATE,
+            &id,
+            1,
+            "CustomerCreated",
+            json!({"partner_id": uuid::Uuid::new_v4(), "name": "Acme", "seat_limit": 10}),
+        ),
+        raw_event(
+            customer,
+            roster_events::DIRECTORY_AGGREGATE,
+            &id,
+            1,
+            "DirectoryConfigured",
+            json!({}),
+        ),
+        raw_event(
+            customer,
+            roster_events::DIRECTORY_OBJECTS_AGGREGATE,
+            &id,
+            1,
+            "DirectoryObjectsChanged",
+            json!({}),
+        ),
+        raw_event(
+            customer,
+            roster_events::CUSTOMER_AGGREGATE,
+            &id,
+            2,
+            "SeatLimitChanged",
+            json!({"seat_limit": 20}),
+        ),
+    ];
+    // One event per transaction, as the API commits them.
+    let head = append(&s.store, events, 1).await;
+    let bus = JetStreamBus::connect(settings.clone()).await.unwrap();
+    let js = bus.context().clone();
+    let config = RelayConfig::durable("relay:jetstream:SHARED", &settings.subject_prefix);
+    let (relay, stop) = start(Relay::new(s.store.clone(), Arc::new(bus), config)).await;
+    wait_reached(&relay, head).await;
+    let got = consume(
+        &js,
+        "SHARED",
+        "t.shared.>",
+        head as usize,
+        Duration::from_millis(500),
+        LONG,
+    )
+    .await;
+    assert_once_in_order(&got, 1..=head);
+    let ids: Vec<&str> = got.iter().map(|r| r.event.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            format!("Customer:{id}:1"),
+            format!("Directory:{id}:1"),
+            format!("DirectoryObjects:{id}:1"),
+            format!("Customer:{id}:2"),
+        ]
+    );
+    let mut stream = js.get_stream("SHARED").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, head as u64);
+    assert_eq!(*relay.halted().borrow(), None);
+    let _ = stop.send(true);
+}
+
+/// Every aggregate type, ids shared between them, 10,000 events: every
+/// CloudEvent id (and `Nats-Msg-Id`) is distinct.
+async fn e5_every_event_id_of_a_mixed_10000_event_log_is_unique(s: TestStore) {
+    let customers: Vec<CustomerId> = (0..10).map(|_| CustomerId::new()).collect();
+    let types = [
+        (roster_events::CUSTOMER_AGGREGATE, "SeatLimitChanged"),
+        (roster_events::DIRECTORY_AGGREGATE, "DirectoryConfigured"),
+        (
+            roster_events::DIRECTORY_OBJECTS_AGGREGATE,
+            "DirectoryObjectsChanged",
+        ),
+        (roster_events::IMPORT_AGGREGATE, "ImportStarted"),
+        (roster_events::SYNC_REPORT_AGGREGATE, "SyncReported"),
+    ];
+    let mut events = Vec::new();
+    // 10 customers x 5 aggregate types sharing the customer's id x 100 sequences.
+    for seq in 1..=100 {
+        for c in &customers {
+            for (aggregate, event_type) in types {
+                events.push(raw_event(
+                    *c,
+                    aggregate,
+                    &c.to_string(),
+                    seq,
+                    event_type,
+                    json!({}),
+                ));
+            }
+        }
+    }
+    // And 5,000 user events of 10 customers.
+    for c in &customers {
+        events.extend(raw_events(*c, 100, 5));
+    }
+    assert_eq!(events.len(), 10_000);
+    let head = append(&s.store, events, 2_500).await;
+    assert_eq!(head, 10_000);
+    let upcasters = roster_events::upcasters();
+    let mut ids = std::collections::HashSet::new();
+    let mut after = 0;
+    loop {
+        let batch = s.store.read_from(after, 5_000).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        after = last.position;
+        for e in batch {
+            let m = roster_relay::envelope::bus_message(e, &upcasters, "p");
+            let ce: CloudEvent = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(ce.id, m.msg_id, "the CloudEvent id is the Nats-Msg-Id");
+            ids.insert(m.msg_id);
+        }
+    }
+    assert_eq!(ids.len(), 10_000, "10,000 events, 10,000 distinct ids");
+}
+
+/// A duplicate acknowledgement for a message that is not this event (an
+/// impostor under the same `Nats-Msg-Id`): the relay stops before it,
+/// loudly, and does not move its checkpoint past it.
+async fn e5_a_duplicate_ack_for_another_event_halts_the_relay_before_it(s: TestStore) {
+    let nats = NatsServer::start().await.unwrap();
+    let settings = settings(&nats, "IMPOSTOR");
+    let customer = CustomerId::new();
+    let head = append(&s.store, raw_events(customer, 3, 1), 10).await;
+    let first = s.store.read_from(0, 1).await.unwrap().remove(0);
+    let bus = JetStreamBus::connect(settings.clone()).await.unwrap();
+    let js = bus.context().clone();
+    bus.ensure_stream().await.unwrap();
+    let impostor = js
+        .send_publish(
+            format!("{}.{customer}.UserAdded", settings.subject_prefix),
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload("{\"not\": \"this event\"}".into())
+                .message_id(format!("User:{}:1", first.aggregate_id).as_str()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(!impostor.duplicate);
+    let mut config = RelayConfig::durable("relay:jetstream:IMPOSTOR", &settings.subject_prefix);
+    config.backoff_min = Duration::from_millis(10);
+    config.backoff_max = Duration::from_millis(200);
+    let (relay, stop) = start(Relay::new(s.store.clone(), Arc::new(bus), config)).await;
+    let mut halted = relay.halted();
+    let why = tokio::time::timeout(LONG, halted.wait_for(|h| h.is_some()))
+        .await
+        .expect("the relay halts")
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert!(why.contains("position 1"), "{why}");
+    assert_eq!(relay.checkpoint().await.unwrap(), 0, "never moved past it");
+    assert_eq!(*relay.reached().borrow(), 0);
+    let mut stream = js.get_stream("IMPOSTOR").await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        1,
+        "nothing published after it"
+    );
+    assert!(head > 1);
+    let _ = stop.send(true);
+}
+
 both_backends!(
     e5_relay_creates_the_stream_and_publishes_every_event_once_in_order,
     e5_in_process_bus_delivers_every_later_event_in_log_order,
+    e5_customer_directory_and_objects_events_of_one_customer_all_arrive,
+    e5_every_event_id_of_a_mixed_10000_event_log_is_unique,
+    e5_a_duplicate_ack_for_another_event_halts_the_relay_before_it,
 );
 
 /// Two relays on one checkpoint and stream, without the lease: the

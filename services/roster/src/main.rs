@@ -100,11 +100,16 @@ enum Command {
         /// Seconds between the worker's passes.
         #[arg(long, env = "ROSTER_WORKER_TICK_SECS", default_value_t = 30)]
         tick_secs: u64,
+        #[command(flatten)]
+        health: HealthArgs,
     },
     /// Applies the database schema and creates the projection tables, then exits.
     Migrate,
     /// Runs only the projector (for a deployment with separate roles).
-    Project,
+    Project {
+        #[command(flatten)]
+        health: HealthArgs,
+    },
     /// Replays the whole log into fresh projection tables and swaps them in (E3).
     Rebuild {
         /// Build the fresh tables and compare them with the live ones; change nothing.
@@ -113,7 +118,12 @@ enum Command {
     },
     /// Publishes the event log to NATS JetStream as CloudEvents (E5); with
     /// several replicas one publishes and the others stand by.
-    Relay(roster_relay::NatsArgs),
+    Relay {
+        #[command(flatten)]
+        nats: roster_relay::NatsArgs,
+        #[command(flatten)]
+        health: HealthArgs,
+    },
     /// Issues, lists and revokes API tokens.
     Token {
         #[command(subcommand)]
@@ -141,6 +151,40 @@ struct ServeArgs {
     /// Seconds between the worker's passes.
     #[arg(long, env = "ROSTER_WORKER_TICK_SECS", default_value_t = 30)]
     worker_tick_secs: u64,
+    #[command(flatten)]
+    ready: ReadyArgs,
+}
+
+/// `/healthz`, `/readyz` and `/metrics` of the roles without the API.
+#[derive(Args, Clone)]
+struct HealthArgs {
+    /// Serve /healthz, /readyz and /metrics on this address (host:port).
+    /// Unset: no HTTP endpoint.
+    #[arg(long, env = "ROSTER_LISTEN")]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    ready: ReadyArgs,
+}
+
+/// When `/readyz` says the read models are ready.
+#[derive(Args, Clone, Copy)]
+struct ReadyArgs {
+    /// /readyz is 503 while a projection is more than this many events
+    /// behind the log's head ...
+    #[arg(long, env = "ROSTER_READY_MAX_LAG_EVENTS", default_value_t = 1_000)]
+    ready_max_lag_events: i64,
+    /// ... and its oldest unapplied event is older than this, in seconds.
+    #[arg(long, env = "ROSTER_READY_MAX_LAG_SECS", default_value_t = 5.0)]
+    ready_max_lag_secs: f64,
+}
+
+impl ReadyArgs {
+    fn limits(&self) -> roster_projections::LagLimits {
+        roster_projections::LagLimits {
+            max_events: self.ready_max_lag_events.max(0),
+            max_age: Duration::from_secs_f64(self.ready_max_lag_secs.max(0.0)),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -185,7 +229,8 @@ fn init_logging(format: &str) {
 
 async fn open(storage: &Storage) -> anyhow::Result<Store> {
     let db = Db::connect(storage.database_url.as_deref(), &storage.data_dir).await?;
-    let store = Store::open(db).await?;
+    // Appends are stamped with the service's clock (B7).
+    let store = Store::open(db).await?.with_clock(storage.clock());
     Ok(store)
 }
 
@@ -201,15 +246,30 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("schema is up to date ({})", store.db().backend().as_str());
             Ok(())
         }
-        Command::Project => {
+        Command::Project { health } => {
             let store = open(&cli.storage).await?;
             let projector = Arc::new(Projector::new(store, ""));
             projector.ensure_tables().await?;
             let (tx, rx) = watch::channel(false);
+            let endpoints = match health.listen {
+                Some(listen) => {
+                    let router = projection_health(
+                        projector.clone(),
+                        cli.storage.clock(),
+                        health.ready.limits(),
+                        install_metrics()?,
+                    );
+                    Some(serve_health(listen, router, tx.subscribe()).await?)
+                }
+                None => None,
+            };
             let task = tokio::spawn(projector.clone().run(rx, Duration::from_millis(200)));
             shutdown_signal().await;
             let _ = tx.send(true);
             let _ = task.await;
+            if let Some(e) = endpoints {
+                let _ = e.await;
+            }
             Ok(())
         }
         Command::Rebuild { verify } => {
@@ -253,11 +313,24 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         }
-        Command::Worker { tick_secs } => {
+        Command::Worker { tick_secs, health } => {
             let store = open(&cli.storage).await?;
             let key = cli.storage.secret_key(store.db().backend())?;
             let projector = Arc::new(Projector::new(store.clone(), ""));
             projector.ensure_tables().await?;
+            let (health_tx, health_rx) = watch::channel(false);
+            let endpoints = match health.listen {
+                Some(listen) => {
+                    let router = projection_health(
+                        projector.clone(),
+                        cli.storage.clock(),
+                        health.ready.limits(),
+                        install_metrics()?,
+                    );
+                    Some(serve_health(listen, router, health_rx).await?)
+                }
+                None => None,
+            };
             let sync = roster_sync::SyncService::new(
                 store,
                 projector,
@@ -273,12 +346,37 @@ async fn main() -> anyhow::Result<()> {
             ));
             shutdown_signal().await;
             let _ = tx.send(true);
+            let _ = health_tx.send(true);
             let _ = task.await;
+            if let Some(e) = endpoints {
+                let _ = e.await;
+            }
             Ok(())
         }
-        Command::Relay(nats) => {
+        Command::Relay { nats, health } => {
             let store = open(&cli.storage).await?;
-            roster_relay::run_relay(store, &nats, shutdown_signal()).await?;
+            let endpoints = match health.listen {
+                Some(listen) => {
+                    let metrics = install_metrics()?;
+                    let listener = tokio::net::TcpListener::bind(listen)
+                        .await
+                        .with_context(|| format!("cannot listen on {listen}"))?;
+                    tracing::info!(listen = %listener.local_addr()?, "relay health endpoints: /healthz, /readyz, /metrics");
+                    Some((listener, metrics))
+                }
+                None => None,
+            };
+            roster_relay::run_relay_with(store, &nats, shutdown_signal(), move |relay| {
+                if let Some((listener, metrics)) = endpoints {
+                    let router = relay_health(relay, metrics);
+                    tokio::spawn(async move {
+                        if let Err(e) = axum::serve(listener, router).await {
+                            tracing::error!(error = %e, "relay health endpoints stopped");
+                        }
+                    });
+                }
+            })
+            .await?;
             Ok(())
         }
         Command::Token { command } => token(cli.storage, command).await,
@@ -390,6 +488,7 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
         roster_api::AppState::new(store.clone(), projector.clone(), clock).with_secret_key(key);
     state.metrics = Some(metrics);
     state.consistency_timeout = Duration::from_millis(args.consistency_timeout_ms);
+    state.ready_lag = args.ready.limits();
     let worker_task = (!args.no_worker).then(|| {
         tokio::spawn(roster_sync::worker::run(
             state.sync.clone(),
@@ -428,6 +527,126 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     store.db().close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus recorder")
+}
+
+fn metrics_route(
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> axum::routing::MethodRouter {
+    axum::routing::get(move || {
+        let m = metrics.clone();
+        async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                m.render(),
+            )
+        }
+    })
+}
+
+fn healthz_route() -> axum::routing::MethodRouter {
+    axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) })
+}
+
+/// `/healthz`, `/readyz` (the projections' lag, as `serve` reports it) and
+/// `/metrics` of `roster project` and `roster worker`.
+fn projection_health(
+    projector: Arc<Projector>,
+    clock: Arc<dyn Clock>,
+    limits: roster_projections::LagLimits,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> axum::Router {
+    let readyz = axum::routing::get(move || {
+        let (projector, clock) = (projector.clone(), clock.clone());
+        async move {
+            let (status, body) = roster_api::routes::system::readiness(
+                &projector,
+                clock.now().timestamp_micros(),
+                limits,
+            )
+            .await;
+            (status, axum::Json(body))
+        }
+    });
+    axum::Router::new()
+        .route("/healthz", healthz_route())
+        .route("/readyz", readyz)
+        .route("/metrics", metrics_route(metrics))
+}
+
+/// `/healthz`, `/readyz` and `/metrics` of `roster relay`: ready while the
+/// database answers and publishing is not halted; the body says whether
+/// this relay publishes or stands by, and how far behind the log it is.
+fn relay_health(
+    relay: Arc<roster_relay::Relay>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> axum::Router {
+    use axum::http::StatusCode;
+    let readyz = axum::routing::get(move || {
+        let relay = relay.clone();
+        async move {
+            let halted = relay.halted().borrow().clone();
+            let active = *relay.active().borrow();
+            match (relay.checkpoint().await, relay.log_head().await) {
+                (Ok(checkpoint), Ok(head)) => {
+                    let (code, status) = match (&halted, active) {
+                        (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "halted"),
+                        (None, true) => (StatusCode::OK, "active"),
+                        (None, false) => (StatusCode::OK, "standby"),
+                    };
+                    (
+                        code,
+                        axum::Json(serde_json::json!({
+                            "status": status,
+                            "checkpoint": checkpoint,
+                            "log_head": head,
+                            "behind_events": (head - checkpoint).max(0),
+                            "halted": halted,
+                        })),
+                    )
+                }
+                _ => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(serde_json::json!({ "status": "database unavailable" })),
+                ),
+            }
+        }
+    });
+    axum::Router::new()
+        .route("/healthz", healthz_route())
+        .route("/readyz", readyz)
+        .route("/metrics", metrics_route(metrics))
+}
+
+/// Serves health endpoints until `stop` turns true.
+async fn serve_health(
+    listen: SocketAddr,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(listen = %listener.local_addr()?, "health endpoints: /healthz, /readyz, /metrics");
+    Ok(tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, "health endpoints stopped");
+        }
+    }))
 }
 
 /// Writes a secret to a new file readable by its owner only.

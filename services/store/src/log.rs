@@ -17,7 +17,7 @@ use sqlx::Row;
 use tokio::sync::{watch, Mutex};
 
 use crate::claims::{self, ClaimItem};
-use crate::{with_db, Db, StoreError, Tx};
+use crate::{with_db, Clock, Db, StoreError, SystemClock, Tx};
 
 /// The advisory lock key that serialises appends on PostgreSQL.
 const APPEND_LOCK: i64 = 0x526f_7374_6572_4c67; // "RosterLg"
@@ -41,7 +41,9 @@ pub struct PendingEvent {
     /// JSON text of the metadata map.
     pub metadata: String,
     pub customer_id: CustomerId,
-    /// Microseconds since the Unix epoch.
+    /// Microseconds since the Unix epoch. Replaced when the event is
+    /// appended: the store stamps the commit time under the append lock
+    /// (see [`Store::append`]).
     pub recorded_at: i64,
     pub claims: Vec<ClaimChange>,
 }
@@ -75,6 +77,8 @@ pub struct Store {
     db: Db,
     head: Arc<watch::Sender<i64>>,
     writer: Arc<Mutex<()>>,
+    /// The time appends are stamped with.
+    clock: Arc<dyn Clock>,
 }
 
 const SELECT_EVENT: &str = "SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
@@ -109,10 +113,18 @@ impl Store {
             db,
             head: Arc::new(watch::channel(0).0),
             writer: Arc::new(Mutex::new(())),
+            clock: Arc::new(SystemClock),
         };
         let head = store.head_position().await?;
         store.head.send_replace(head);
         Ok(store)
+    }
+
+    /// Stamps appends with `clock` (the service's clock: a file clock in
+    /// end-to-end tests, a manual one in in-process tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Store {
+        self.clock = clock;
+        self
     }
 
     pub fn db(&self) -> &Db {
@@ -149,6 +161,11 @@ impl Store {
 
     /// Appends events atomically: all of them with their claims and guards,
     /// or none. A stale aggregate version gives [`StoreError::Conflict`].
+    ///
+    /// `recorded_at` (B7) is stamped here, under the append lock: the
+    /// clock's time, but never earlier than the log's last event. It is
+    /// therefore non-decreasing in position order, and "every event recorded
+    /// at or before T" is always a prefix of the log.
     pub async fn append(
         &self,
         events: Vec<PendingEvent>,
@@ -166,12 +183,18 @@ impl Store {
                 .execute(&mut **t)
                 .await?;
         }
-        let head: Option<i64> = crate::with_tx!(&mut tx, |c| sqlx::query_scalar(
-            "SELECT MAX(position) FROM events"
+        let head: Option<(i64, i64)> = crate::with_tx!(&mut tx, |c| sqlx::query_as(
+            "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
         )
-        .fetch_one(c)
+        .fetch_optional(c)
         .await?);
-        let first = head.unwrap_or(0) + 1;
+        let (head, previous_at) = head.unwrap_or((0, i64::MIN));
+        let at = self.clock.now().timestamp_micros().max(previous_at);
+        let mut events = events;
+        for e in &mut events {
+            e.recorded_at = at;
+        }
+        let first = head + 1;
         let count = events.len();
         let last = first + count as i64 - 1;
         let claim_items: Vec<ClaimItem> = events

@@ -679,16 +679,13 @@ pub async fn runs(
     let limit = page_size(q.page_size)?;
     let before = match q.page.as_deref() {
         None => None,
-        Some(p) => Some(
-            p.parse::<i64>()
-                .map_err(|_| ApiError::invalid("page is not a token this API returned"))?,
-        ),
+        Some(p) => Some(roster_projections::directory::runs_after(p)?),
     };
     let mut rows =
         roster_projections::directory::runs(&state.store, customer, before, limit + 1).await?;
     let next_page = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
-        rows.last().map(|r| r.started_at.to_string())
+        rows.last().map(roster_projections::directory::runs_cursor)
     } else {
         None
     };

@@ -14,30 +14,61 @@ pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Readiness: the database answers and the projections are within reach of the log's head.
+/// Readiness: the database answers and every projection is within the
+/// configured lag of the log's head (default 1,000 events, or its oldest
+/// unapplied event at most 5 s old); the body says how far behind each is.
 #[utoipa::path(get, path = "/readyz", tag = "system", responses(
     (status = 200, description = "ready", body = Health),
-    (status = 503, description = "not ready", body = Health)))]
+    (status = 503, description = "not ready: the database is unavailable or a projection is behind", body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let db_ok = state.store.db().ping().await.is_ok();
-    let head = state.store.head_position().await.unwrap_or(-1);
-    let projected = state.projector.checkpoint().await.unwrap_or(-1);
-    let body = Health {
-        status: if db_ok {
-            "ready"
-        } else {
-            "database unavailable"
-        },
-        backend: state.store.db().backend().as_str(),
-        log_head: head,
-        projected,
+    let (status, body) = readiness(
+        &state.projector,
+        state.clock.now().timestamp_micros(),
+        state.ready_lag,
+    )
+    .await;
+    (status, Json(body)).into_response()
+}
+
+/// The readiness of a process that projects or reads projections (also
+/// served by `roster worker` and `roster project` with `--listen`).
+pub async fn readiness(
+    projector: &roster_projections::Projector,
+    now_micros: i64,
+    limits: roster_projections::LagLimits,
+) -> (StatusCode, Health) {
+    let store = projector.store();
+    let db_ok = store.db().ping().await.is_ok();
+    let lag = if db_ok {
+        projector.lag(now_micros, limits).await.ok()
+    } else {
+        None
     };
-    let status = if db_ok {
+    let backend = store.db().backend().as_str();
+    let Some((head, lags)) = lag else {
+        let body = Health {
+            status: "database unavailable",
+            backend,
+            log_head: -1,
+            projected: -1,
+            projections: vec![],
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, body);
+    };
+    let ready = lags.iter().all(|l| l.ready);
+    let body = Health {
+        status: if ready { "ready" } else { "projections behind" },
+        backend,
+        log_head: head,
+        projected: lags.iter().map(|l| l.position).min().unwrap_or(head),
+        projections: lags.into_iter().map(Into::into).collect(),
+    };
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body)).into_response()
+    (status, body)
 }
 
 /// Prometheus metrics.

@@ -168,20 +168,39 @@ pub async fn create(
     ))
 }
 
-/// One user, with aliases, flag and rules.
+/// One user, with aliases, flag and rules; or as it was at `as_of` (B7).
 #[utoipa::path(get, path = "/v1/customers/{c}/users/{address}", tag = "users",
-    params(("c" = String, Path, description = "customer id"), ("address" = String, Path, description = "primary address, URL-encoded")),
-    responses((status = 200, body = UserView), (status = 404, body = ErrorBody)),
+    params(("c" = String, Path, description = "customer id"), ("address" = String, Path, description = "primary address, URL-encoded"), UserQuery),
+    responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((c, address)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<UserQuery>,
 ) -> ApiResult<Json<UserView>> {
     let customer = caller.customer(&state, &c).await?;
+    let at = match query.as_of.as_deref() {
+        Some(t) => Some(parse_time("as_of", t)?),
+        None => None,
+    };
     let address = Address::parse(&address)
         .map_err(|_| ApiError::not_found(format!("{address} is not a user of this customer")))?;
-    Ok(Json(current(&state, customer, &address).await?))
+    let Some(at) = at else {
+        return Ok(Json(current(&state, customer, &address).await?));
+    };
+    let mut then = roster_projections::timetravel::users_at(&state.store, customer, at)
+        .await?
+        .into_values()
+        .find(|r| r.address == address.as_str() && r.status != Status::Deleted.as_str())
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "{address} was not a user of this customer at {}",
+                at.to_rfc3339()
+            ))
+        })?;
+    then.aliases.sort();
+    Ok(Json(UserView::from(then)))
 }
 
 /// Edits a user (M1): fields (`null` clears), the whole set of aliases, or

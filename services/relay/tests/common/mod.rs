@@ -60,6 +60,36 @@ pub fn raw_events(customer: CustomerId, users: usize, per_user: usize) -> Vec<Pe
     out
 }
 
+/// One raw event of any aggregate (the relay publishes what is stored,
+/// without decoding it).
+pub fn raw_event(
+    customer: CustomerId,
+    aggregate_type: &'static str,
+    aggregate_id: &str,
+    sequence: i64,
+    event_type: &str,
+    data: serde_json::Value,
+) -> PendingEvent {
+    let meta = EventMeta {
+        customer_id: customer,
+        actor: Actor::System("test".into()),
+        correlation_id: CorrelationId::new(),
+        time: chrono::Utc::now(),
+    };
+    PendingEvent {
+        aggregate_type,
+        aggregate_id: aggregate_id.to_string(),
+        sequence,
+        event_type: event_type.into(),
+        event_version: "1.0".into(),
+        payload: json!({ event_type: data }).to_string(),
+        metadata: serde_json::to_string(&meta.to_map()).unwrap(),
+        customer_id: customer,
+        recorded_at: chrono::Utc::now().timestamp_micros(),
+        claims: vec![],
+    }
+}
+
 /// Appends `events` in chunks (as bulk work does).
 pub async fn append(store: &Store, events: Vec<PendingEvent>, chunk: usize) -> i64 {
     let mut last = 0;
@@ -156,9 +186,12 @@ pub fn assert_once_in_order(received: &[Received], positions: std::ops::RangeInc
     let want: Vec<i64> = positions.collect();
     assert_eq!(got.len(), want.len(), "each event exactly once");
     assert_eq!(got, want, "every event, once, in the log's order");
-    let mut last: HashMap<&str, i64> = HashMap::new();
+    let mut last: HashMap<(&str, &str), i64> = HashMap::new();
     for r in received {
-        let prev = last.insert(&r.event.aggregateid, r.event.aggregatesequence);
+        let prev = last.insert(
+            (&r.event.aggregatetype, &r.event.aggregateid),
+            r.event.aggregatesequence,
+        );
         assert_eq!(
             r.event.aggregatesequence,
             prev.unwrap_or(0) + 1,

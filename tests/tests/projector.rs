@@ -1,0 +1,265 @@
+//! The projector's failure handling and versioning (issue 9, E3): a
+//! transient database error is retried and never recorded or skipped; one
+//! projection's new version replays that projection only.
+
+use std::time::Duration;
+
+use roster_api::app::{self, Edit, NewUser};
+use roster_events::*;
+use roster_projections::{queries, rebuild, ProjectionError, Projector};
+use roster_tests::backend::addr;
+use roster_tests::{both_backends, Backend, TestStore};
+use sqlx::Connection;
+
+fn user(address: &str) -> NewUser {
+    NewUser {
+        address: addr(address),
+        kind: Kind::User,
+        profile: Profile {
+            first_name: Some("First".into()),
+            ..Profile::default()
+        },
+        aliases: vec![],
+    }
+}
+
+async fn failures(s: &TestStore) -> i64 {
+    roster_store::with_db!(s.store.db(), |p| sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM projection_failures"
+    )
+    .fetch_one(p)
+    .await
+    .unwrap())
+}
+
+async fn checkpoints(s: &TestStore) -> Vec<(String, i64)> {
+    roster_store::with_db!(s.store.db(), |p| sqlx::query_as::<_, (String, i64)>(
+        "SELECT name, position FROM projection_checkpoints ORDER BY name"
+    )
+    .fetch_all(p)
+    .await
+    .unwrap())
+}
+
+/// A row of the user list locked by another PostgreSQL connection past the
+/// projector's lock timeout: the step fails as transient, nothing is
+/// recorded as failed and nothing skipped; once the lock is released the
+/// event is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e3_a_transient_lock_timeout_is_retried_never_recorded_and_applied_after_release() {
+    let s = TestStore::new(Backend::Postgres).await;
+    let c = s.customer(10, &["lock.example"]).await;
+    let app = s.app();
+    app::add_user(&app, s.meta(c), user("ann@lock.example"), Source::Manual)
+        .await
+        .unwrap();
+    s.project().await;
+
+    // Another connection holds ann's row.
+    let mut holder = sqlx::PgConnection::connect(s.database_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    let locked: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM {} WHERE customer_id = $1 AND address = $2 FOR UPDATE) l",
+        roster_projections::users::USERS
+    ))
+    .bind(c.to_string())
+    .bind("ann@lock.example")
+    .fetch_one(&mut holder)
+    .await
+    .unwrap();
+    assert_eq!(locked, 1);
+
+    let mut edit = Edit::default();
+    edit.profile[0] = Some(Some("Changed".into()));
+    app::edit_user(&app, s.meta(c), addr("ann@lock.example"), edit)
+        .await
+        .unwrap();
+    let head = s.store.head_position().await.unwrap();
+
+    let projector =
+        Projector::new(s.store.clone(), "").with_lock_timeout(Duration::from_millis(200));
+    for _ in 0..2 {
+        let e = projector.step().await.expect_err("the row is locked");
+        assert!(e.is_transient(), "a lock timeout is transient: {e}");
+        assert!(!matches!(e, ProjectionError::Retrying { .. }));
+    }
+    assert_eq!(failures(&s).await, 0, "nothing recorded as failed");
+    assert!(
+        projector.checkpoint().await.unwrap() < head,
+        "nothing skipped"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    assert_eq!(projector.catch_up().await.unwrap(), head);
+    let ann = queries::user_by_address(&s.store, c, "ann@lock.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ann.profile.first_name.as_deref(), Some("Changed"));
+    assert_eq!(failures(&s).await, 0);
+}
+
+/// A new version of one projection (its checkpoint and tables gone) is
+/// replayed alone: the other projections keep their checkpoints at every
+/// step, and nothing is recorded as failed.
+async fn e3_a_new_version_of_one_projection_replays_only_that_projection(s: TestStore) {
+    let c = s.customer(100, &["v.example"]).await;
+    let app = s.app();
+    for i in 0..20 {
+        app::add_user(
+            &app,
+            s.meta(c),
+            user(&format!("u{i:02}@v.example")),
+            Source::Manual,
+        )
+        .await
+        .unwrap();
+    }
+    let head = s.project().await;
+    let before = rebuild::dump(&s.store, "").await.unwrap();
+    let all = roster_projections::all_projections();
+    let users = all
+        .iter()
+        .find(|p| p.name().starts_with("users_"))
+        .expect("the user list projection");
+    for t in users.tables() {
+        let sql = format!("DELETE FROM {t}");
+        roster_store::with_db!(s.store.db(), |p| sqlx::query(&sql)
+            .execute(p)
+            .await
+            .map(|_| ())
+            .unwrap());
+    }
+    roster_store::with_db!(s.store.db(), |p| sqlx::query(
+        "DELETE FROM projection_checkpoints WHERE name = $1"
+    )
+    .bind(users.name())
+    .execute(p)
+    .await
+    .map(|_| ())
+    .unwrap());
+    let others: Vec<(String, i64)> = checkpoints(&s)
+        .await
+        .into_iter()
+        .filter(|(n, _)| all.iter().any(|p| p.name() == n))
+        .collect();
+    assert_eq!(others.len(), all.len() - 1);
+    assert!(others.iter().all(|(_, p)| *p == head), "{others:?}");
+
+    let projector = Projector::new(s.store.clone(), "").with_batch_size(3);
+    while projector.step().await.unwrap() > 0 {
+        let now = checkpoints(&s).await;
+        for (name, position) in &others {
+            assert!(
+                now.contains(&(name.clone(), *position)),
+                "{name} keeps its checkpoint {position}: {now:?}"
+            );
+        }
+    }
+    assert_eq!(projector.checkpoint().await.unwrap(), head);
+    assert_eq!(rebuild::dump(&s.store, "").await.unwrap(), before);
+    assert_eq!(failures(&s).await, 0, "no spurious failures");
+}
+
+both_backends!(e3_a_new_version_of_one_projection_replays_only_that_projection);
+
+/// `/readyz` answers 503 while a projection is both more than the allowed
+/// events behind the log's head and its oldest unapplied event older than
+/// the allowed age; the body says how far behind each projection is.
+async fn e3_readyz_is_503_until_every_projection_is_within_the_lag(s: TestStore) {
+    let c = s.customer(100, &["r.example"]).await;
+    s.project().await;
+    let mut state = s.app();
+    state.ready_lag = roster_projections::LagLimits {
+        max_events: 3,
+        max_age: Duration::from_secs(5),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = roster_api::router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let readyz = || async {
+        let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().await.unwrap())
+    };
+    let add = |i: usize| {
+        let state = state.clone();
+        let meta = s.meta(c);
+        async move {
+            app::add_user(
+                &state,
+                meta,
+                user(&format!("u{i}@r.example")),
+                Source::Manual,
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let (status, v) = readyz().await;
+    assert_eq!(status, 200, "caught up: {v}");
+    assert_eq!(v["status"], "ready");
+
+    // Ten events not applied, ten seconds old: a replay, not a burst.
+    for i in 0..10 {
+        add(i).await;
+    }
+    s.clock.advance(chrono::Duration::seconds(10));
+    let head = s.store.head_position().await.unwrap();
+    let (status, v) = readyz().await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["status"], "projections behind");
+    assert_eq!(v["log_head"], head);
+    let projections = v["projections"].as_array().unwrap();
+    assert_eq!(
+        projections.len(),
+        roster_projections::all_projections().len()
+    );
+    for p in projections {
+        assert_eq!(p["behind_events"], 10, "{p}");
+        assert!(p["behind_seconds"].as_f64().unwrap() >= 10.0, "{p}");
+        assert_eq!(p["ready"], false);
+        assert_eq!(p["position"], head - 10);
+    }
+
+    s.project().await;
+    let (status, v) = readyz().await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["behind_events"] == 0 && p["ready"] == true));
+
+    // Within the events allowed, however old: ready.
+    for i in 10..13 {
+        add(i).await;
+    }
+    s.clock.advance(chrono::Duration::seconds(60));
+    assert_eq!(readyz().await.0, 200);
+    // More than allowed but fresh (a burst being worked off): ready; once
+    // the oldest is older than allowed: not.
+    for i in 13..20 {
+        add(i).await;
+    }
+    s.clock.advance(chrono::Duration::seconds(1));
+    let (status, v) = readyz().await;
+    assert_eq!(
+        status, 503,
+        "the oldest unapplied event is a minute old: {v}"
+    );
+    s.project().await;
+    for i in 20..30 {
+        add(i).await;
+    }
+    let (status, v) = readyz().await;
+    assert_eq!(status, 200, "ten events, all just committed: {v}");
+    s.clock.advance(chrono::Duration::seconds(6));
+    let (status, v) = readyz().await;
+    assert_eq!(status, 503, "{v}");
+}
+
+both_backends!(e3_readyz_is_503_until_every_projection_is_within_the_lag);
