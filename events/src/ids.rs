@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 /// Why a domain or address was refused. The message says what to fix.
@@ -85,8 +86,74 @@ pub struct Address(String);
 
 const LOCAL_SPECIALS: &[u8] = b"!#$%&'*+-/=?^_`{|}~.";
 
+/// Why a local part is a look-alike of another spelling (U1): code points
+/// that are invisible or reorder text on screen, and compatibility forms
+/// (full-width letters, ligatures) that display like other letters.
+fn look_alike(local: &str) -> Option<&'static str> {
+    for c in local.chars() {
+        if is_bidi_control(c) {
+            return Some("the part before '@' holds an invisible text-direction control (such as U+202E): remove it");
+        }
+        if is_default_ignorable(c) {
+            return Some("the part before '@' holds an invisible character (such as a zero-width space, zero-width joiner or soft hyphen): remove it");
+        }
+    }
+    if !local.nfkc().eq(local.nfc()) {
+        return Some("the part before '@' holds a compatibility form (such as full-width letters or a ligature): type the ordinary letters instead");
+    }
+    None
+}
+
+/// Unicode's Bidi_Control property.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt).
+fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
+
 impl Address {
+    /// Parses an address typed by a person or read from a file or a
+    /// directory: normalised to NFC (`josé` typed precomposed or with a
+    /// combining accent is one address), and refused when the local part
+    /// holds invisible, text-direction or compatibility characters that
+    /// would make a second address look like an existing one (U1).
     pub fn parse(input: &str) -> Result<Self, IdError> {
+        let address = Self::parse_stored(input)?;
+        if let Some(reason) = look_alike(address.local_part()) {
+            return Err(IdError::InvalidAddress {
+                input: input.to_string(),
+                reason,
+            });
+        }
+        Ok(address)
+    }
+
+    /// Parses an address read back from the event log: the checks and the
+    /// normalisation of [`Address::parse`] except the look-alike refusal,
+    /// so that events recorded before it still replay.
+    pub fn parse_stored(input: &str) -> Result<Self, IdError> {
         let err = |reason| IdError::InvalidAddress {
             input: input.to_string(),
             reason,
@@ -136,7 +203,13 @@ impl Address {
             IdError::InvalidDomain { reason, .. } => err(reason),
             other => other,
         })?;
-        let address = format!("{}@{}", local.to_lowercase(), domain.as_str());
+        let local: String = local
+            .nfc()
+            .collect::<String>()
+            .to_lowercase()
+            .nfc()
+            .collect();
+        let address = format!("{local}@{}", domain.as_str());
         if address.len() > 254 {
             return Err(err("it is longer than 254 characters"));
         }
@@ -220,7 +293,7 @@ string_id!(
 );
 string_id!(
     Address,
-    Address::parse,
+    Address::parse_stored,
     "email",
     "An email address; the domain in its ASCII (IDNA) form, all in lower case."
 );
@@ -375,5 +448,44 @@ mod tests {
         let back: Address = serde_json::from_str(&json).unwrap();
         assert_eq!(a, back);
         assert!(serde_json::from_str::<Address>("\"bogus\"").is_err());
+    }
+
+    /// U1: the look-alike list of issue 10. Each is refused with a message
+    /// naming what to remove, or is the same address as the plain spelling.
+    #[test]
+    fn u1_look_alike_local_parts_are_refused_and_two_spellings_are_one_address() {
+        for (input, says) in [
+            ("jo\u{200B}hn@example.com", "invisible character"),
+            ("jo\u{00AD}hn@example.com", "invisible character"),
+            ("jo\u{200D}hn@example.com", "invisible character"),
+            ("jo\u{2060}hn@example.com", "invisible character"),
+            ("\u{FEFF}john@example.com", "invisible character"),
+            ("jo\u{202E}nh@example.com", "text-direction control"),
+            ("jo\u{2066}hn@example.com", "text-direction control"),
+            ("\u{FF4A}\u{FF4F}hn@example.com", "compatibility form"),
+            ("\u{FF2A}OHN@example.com", "compatibility form"),
+            ("\u{FB01}sh@example.com", "compatibility form"),
+        ] {
+            let e = Address::parse(input).unwrap_err();
+            assert!(matches!(e, IdError::InvalidAddress { .. }), "{input:?}");
+            assert!(e.to_string().contains(says), "{input:?}: {e}");
+        }
+        // NFC and NFD of one name are one address, stored in NFC.
+        let nfc = Address::parse("jos\u{E9}@example.com").unwrap();
+        let nfd = Address::parse("jose\u{301}@example.com").unwrap();
+        assert_eq!(nfc, nfd);
+        assert_eq!(nfc.as_str(), "jos\u{E9}@example.com");
+        assert_eq!(Address::parse("JOS\u{C9}@Example.COM").unwrap(), nfc);
+        // Domains compare as IDNA A-labels: full-width and U-label spellings are one.
+        let a = Address::parse("ann@b\u{FC}cher.example").unwrap();
+        assert_eq!(a.as_str(), "ann@xn--bcher-kva.example");
+        assert_eq!(Address::parse("ann@xn--bcher-kva.example").unwrap(), a);
+        assert_eq!(
+            Address::parse("ann@\u{FF45}xample.com").unwrap().as_str(),
+            "ann@example.com"
+        );
+        // Events recorded before the refusal still replay.
+        let old: Address = serde_json::from_str("\"jo\u{200B}hn@example.com\"").unwrap();
+        assert_eq!(old.as_str(), "jo\u{200B}hn@example.com");
     }
 }

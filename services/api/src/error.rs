@@ -163,7 +163,10 @@ impl From<CustomerError> for ApiError {
         match e {
             CustomerError::AlreadyExists => ApiError::new(S::CONFLICT, "conflict", m),
             CustomerError::Unknown => ApiError::unknown_customer(),
-            CustomerError::EmptyName | CustomerError::NameTooLong => ApiError::invalid(m),
+            CustomerError::EmptyName
+            | CustomerError::NameTooLong
+            | CustomerError::NameControlCharacter(_)
+            | CustomerError::SeatLimitOutOfRange(_) => ApiError::invalid(m),
             CustomerError::DomainAlreadyManaged(_) => ApiError::new(S::CONFLICT, "domain_taken", m),
             CustomerError::DomainNotManaged(_) => ApiError::not_found(m),
         }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod export;
 pub mod extract;
 pub mod imports;
+pub mod inputs;
 pub mod openapi;
 pub mod routes;
 

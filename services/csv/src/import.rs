@@ -539,8 +539,10 @@ fn binary_error(line: u64) -> FileError {
     }
 }
 
-/// The line of the first zero byte, or of the first control character when
-/// the sample has many: text never has them, binary files always do.
+/// The line of the first control character (zero bytes included) when the
+/// sample has many: text never has them, binary files always do. A few in
+/// an otherwise textual file are the cells' problem, reported as row errors
+/// naming the column (issue 10).
 fn binary_content(text: &str) -> Option<u64> {
     let mut end = text.len().min(8192);
     while !text.is_char_boundary(end) {
@@ -554,9 +556,6 @@ fn binary_content(text: &str) -> Option<u64> {
         if is_odd(c) {
             odd += 1;
             first.get_or_insert(i);
-            if c == '\0' {
-                return Some(line_of(sample, i));
-            }
         }
     }
     (odd >= 4 && odd * 50 > chars).then(|| line_of(sample, first.unwrap_or(0)))

@@ -756,3 +756,75 @@ fn m2_echoed_cells_are_cut_to_200_characters() {
     let e = parse_import(text.as_bytes(), &ImportOptions::default()).unwrap_err();
     assert!(e.to_string().contains("and 4980 more"), "{e}");
 }
+
+/// Issue 10: a cell holding NUL (or another control character) is a row
+/// error naming its column, not a reason to refuse the whole file, and the
+/// other rows are read.
+#[test]
+fn u2_a_cell_with_nul_is_a_row_error() {
+    let text = "email,first_name,aliases\n\
+                ann@example.com,Ann,\n\
+                b\0b@example.com,Bob,\n\
+                cat@example.com,Ca\0t,\n\
+                dan@example.com,Dan,d\0@example.com\n";
+    let file = parse_import(text.as_bytes(), &ImportOptions::default()).unwrap();
+    let outcome: Vec<(u64, Vec<(Option<&str>, &str)>)> = file
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.line(),
+                r.errors()
+                    .iter()
+                    .map(|e| (e.column.as_deref(), e.kind.code()))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcome,
+        [
+            (2, vec![]),
+            (3, vec![(Some("email"), "invalid_address")]),
+            (4, vec![(Some("first_name"), "control_character")]),
+            (5, vec![(Some("aliases"), "invalid_alias")]),
+        ]
+    );
+}
+
+/// U1: the look-alike list of issue 10 by CSV: each spelling is a row error
+/// saying what to remove, and NFC / NFD spellings are one address (the
+/// second is a duplicate of the first).
+#[test]
+fn u1_look_alike_addresses_in_a_file_are_row_errors_or_duplicates() {
+    let text = "email\n\
+                jos\u{E9}@example.com\n\
+                jose\u{301}@example.com\n\
+                jo\u{200B}hn@example.com\n\
+                jo\u{AD}hn@example.com\n\
+                jo\u{200D}hn@example.com\n\
+                jo\u{202E}hn@example.com\n\
+                \u{FF4A}ohn@example.com\n";
+    let file = parse_import(text.as_bytes(), &ImportOptions::default()).unwrap();
+    let codes: Vec<(u64, Vec<&str>)> = file
+        .rows
+        .iter()
+        .map(|r| (r.line(), r.errors().iter().map(|e| e.kind.code()).collect()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (2, vec![]),
+            (3, vec!["duplicate_address"]),
+            (4, vec!["invalid_address"]),
+            (5, vec!["invalid_address"]),
+            (6, vec!["invalid_address"]),
+            (7, vec!["invalid_address"]),
+            (8, vec!["invalid_address"]),
+        ]
+    );
+    let message = file.rows[2].errors()[0].to_string();
+    assert!(message.contains("invisible character"), "{message}");
+    let message = file.rows[6].errors()[0].to_string();
+    assert!(message.contains("compatibility form"), "{message}");
+}

@@ -11,6 +11,9 @@ use roster_events::{
 use serde::{Deserialize, Serialize};
 
 pub const NAME_MAX: usize = 200;
+/// The largest seat limit a customer can have (T3); larger numbers are typing
+/// mistakes, and every store keeps it exactly.
+pub const SEAT_LIMIT_MAX: u64 = 10_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CustomerCommand {
@@ -42,6 +45,10 @@ pub enum CustomerError {
     EmptyName,
     #[error("the customer name is longer than {NAME_MAX} characters")]
     NameTooLong,
+    #[error("the customer name holds a control character ({0}): remove it")]
+    NameControlCharacter(String),
+    #[error("seat_limit must be between 0 and {SEAT_LIMIT_MAX}, not {0}")]
+    SeatLimitOutOfRange(u64),
     #[error("{0} is already managed by this customer")]
     DomainAlreadyManaged(Domain),
     #[error("{0} is not managed by this customer")]
@@ -86,6 +93,15 @@ impl Aggregate for Customer {
             if name.chars().count() > NAME_MAX {
                 return Err(CustomerError::NameTooLong);
             }
+            if let Some(c) = name.chars().find(|c| c.is_control()) {
+                return Err(CustomerError::NameControlCharacter(format!(
+                    "U+{:04X}",
+                    u32::from(c)
+                )));
+            }
+            if seat_limit > SEAT_LIMIT_MAX {
+                return Err(CustomerError::SeatLimitOutOfRange(seat_limit));
+            }
             let event = CustomerEvent::CustomerCreated(CustomerCreated {
                 partner_id,
                 name,
@@ -112,6 +128,9 @@ impl Aggregate for Customer {
                 CustomerEvent::DomainRemoved(DomainRemoved { domain })
             }
             CustomerCommand::ChangeSeatLimit { seat_limit } => {
+                if seat_limit > SEAT_LIMIT_MAX {
+                    return Err(CustomerError::SeatLimitOutOfRange(seat_limit));
+                }
                 if seat_limit == self.seat_limit {
                     return Ok(());
                 }
@@ -220,6 +239,39 @@ mod tests {
             })
             .await
             .then_expect_error(CustomerError::EmptyName);
+    }
+
+    #[tokio::test]
+    async fn t3_a_seat_limit_above_the_maximum_is_refused_on_create_and_change() {
+        Given::with(())
+            .given_no_previous_events()
+            .when_async(CustomerCommand::Create {
+                partner_id: PartnerId(uuid::Uuid::nil()),
+                name: "Acme".into(),
+                seat_limit: SEAT_LIMIT_MAX + 1,
+            })
+            .await
+            .then_expect_error(CustomerError::SeatLimitOutOfRange(SEAT_LIMIT_MAX + 1));
+        Given::with(())
+            .given(vec![created()])
+            .when_async(CustomerCommand::ChangeSeatLimit {
+                seat_limit: u64::MAX,
+            })
+            .await
+            .then_expect_error(CustomerError::SeatLimitOutOfRange(u64::MAX));
+    }
+
+    #[tokio::test]
+    async fn t1_a_name_with_a_control_character_is_refused() {
+        Given::with(())
+            .given_no_previous_events()
+            .when_async(CustomerCommand::Create {
+                partner_id: PartnerId(uuid::Uuid::nil()),
+                name: "Ac\0me".into(),
+                seat_limit: 10,
+            })
+            .await
+            .then_expect_error(CustomerError::NameControlCharacter("U+0000".into()));
     }
 
     #[tokio::test]

@@ -38,7 +38,9 @@ fn wants_csv(headers: &HeaderMap, format: Option<&str>) -> bool {
 /// cell can start a formula.
 #[utoipa::path(get, path = "/v1/customers/{c}/conflicts", tag = "conflicts",
     params(("c" = String, Path, description = "customer id"), ConflictQuery),
-    responses((status = 200, body = UserList), (status = 200, description = "CSV export", content_type = "text/csv")),
+    responses((status = 200, description = "a page of flagged users (JSON), or all of them as CSV (`format=csv` or `Accept: text/csv`; UTF-8 with BOM, CRLF)",
+            content((UserList = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,

@@ -61,7 +61,7 @@ pub struct DirectorySettingsInput {
     /// LDAP: attribute names overriding the preset's (id, mail, proxy_addresses,
     /// first_name, last_name, home_phone, mobile, company, department, notes,
     /// member, user_filter, group_filter).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub attributes: Option<AttributeMap>,
     /// LDAP: seconds (default 30).
     pub timeout_secs: Option<u32>,
@@ -86,7 +86,7 @@ pub struct DirectorySettingsInput {
     pub delete_after: Option<String>,
     /// The mass-deletion guard (D3.s); default: more than 500 users, or more
     /// than 10% of the directory users when that is more than 5.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub guard: Option<GuardSettings>,
     /// Enable (true) or disable (false) sync with this save.
     pub enabled: Option<bool>,
@@ -118,9 +118,7 @@ fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<Optio
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(None);
     }
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|e| ApiError::invalid(format!("the request body is not valid: {e}")))
+    crate::inputs::from_slice(body).map(Some)
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(

@@ -252,9 +252,10 @@ async fn input(state: &AppState, query: &ReviewQuery, req: Request) -> ApiResult
         let bytes = axum::body::to_bytes(req.into_body(), IMPORT_BODY_LIMIT)
             .await
             .map_err(|e| body_error(e, true))?;
-        let pasted: PastedText = serde_json::from_slice(&bytes).map_err(|e| {
+        let pasted: PastedText = crate::inputs::from_slice(&bytes).map_err(|e| {
             ApiError::invalid(format!(
-                "the request body is not valid: {e}; send pasted text as {{\"text\": \"email,first_name\\n...\"}}"
+                "{}; send pasted text as {{\"text\": \"email,first_name\\n...\"}}",
+                e.message
             ))
         })?;
         return Ok(ReviewInput {

@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(system::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(crate::inputs::check_request))
         .layer(middleware::from_fn(http_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req

@@ -40,8 +40,8 @@ async fn current(
 /// CSV download in the import columns (M2), every cell formula-safe.
 #[utoipa::path(get, path = "/v1/customers/{c}/users", tag = "users",
     params(("c" = String, Path, description = "customer id"), UserListQuery),
-    responses((status = 200, body = UserList),
-        (status = 200, description = "CSV export (UTF-8 with BOM, CRLF)", content_type = "text/csv", body = String),
+    responses((status = 200, description = "a page of users (JSON), or the whole filtered list as CSV (`format=csv` or `Accept: text/csv`; UTF-8 with BOM, CRLF)",
+            content((UserList = "application/json"), (String = "text/csv"))),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
