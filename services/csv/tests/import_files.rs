@@ -768,7 +768,8 @@ fn u2_a_cell_with_nul_is_a_row_error() {
                 cat@example.com,Ca\0t,\n\
                 dan@example.com,Dan,d\0@example.com\n";
     let file = parse_import(text.as_bytes(), &ImportOptions::default()).unwrap();
-    let outcome: Vec<(u64, Vec<(Option<&str>, &str)>)> = file
+    type Errors<'a> = Vec<(Option<&'a str>, &'a str)>;
+    let outcome: Vec<(u64, Errors)> = file
         .rows
         .iter()
         .map(|r| {
