@@ -132,6 +132,10 @@ pub struct AttributeMap {
     /// An LDAP filter that selects groups; overrides the preset's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_filter: Option<String>,
+    /// An LDAP filter that selects the disabled users (within the user
+    /// filter); overrides how the preset recognises them (D3.h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_filter: Option<String>,
 }
 
 /// How TLS certificates are checked. Verification is on unless explicitly
@@ -419,6 +423,24 @@ pub struct SyncDiscarded {
     pub run_id: Uuid,
 }
 
+/// A held run was replaced by a newer run (Sync Now while it was held):
+/// it can no longer be confirmed or discarded (D3.s, issue 11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncSuperseded {
+    pub run_id: Uuid,
+    /// The run that replaced it.
+    pub by_run: Uuid,
+}
+
+/// A completed or held run's outcome is visible: appended once the append
+/// that recorded it is projected. Its `finished_at` is the run's end
+/// (issue 11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncFinished {
+    pub run_id: Uuid,
+    pub finished_at: DateTime<Utc>,
+}
+
 /// Events of the directory aggregate (one per customer, id = customer id).
 #[allow(clippy::large_enum_variant)] // stored and sent as data, never on a hot path
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -436,11 +458,13 @@ pub enum DirectoryEvent {
     SyncHeld(SyncHeld),
     SyncConfirmed(SyncConfirmed),
     SyncDiscarded(SyncDiscarded),
+    SyncSuperseded(SyncSuperseded),
+    SyncFinished(SyncFinished),
 }
 
 impl DirectoryEvent {
     pub const TYPES: &'static [(&'static str, &'static str)] = &[
-        ("DirectoryConfigured", "1.0"),
+        ("DirectoryConfigured", "1.1"),
         ("DirectoryEnabled", "1.0"),
         ("DirectoryDisabled", "1.0"),
         ("ExceptionAdded", "1.0"),
@@ -453,6 +477,8 @@ impl DirectoryEvent {
         ("SyncHeld", "1.0"),
         ("SyncConfirmed", "1.0"),
         ("SyncDiscarded", "1.0"),
+        ("SyncSuperseded", "1.0"),
+        ("SyncFinished", "1.0"),
     ];
 
     pub fn type_name(&self) -> &'static str {
@@ -470,6 +496,8 @@ impl DirectoryEvent {
             DirectoryEvent::SyncHeld(_) => "SyncHeld",
             DirectoryEvent::SyncConfirmed(_) => "SyncConfirmed",
             DirectoryEvent::SyncDiscarded(_) => "SyncDiscarded",
+            DirectoryEvent::SyncSuperseded(_) => "SyncSuperseded",
+            DirectoryEvent::SyncFinished(_) => "SyncFinished",
         }
     }
 
@@ -482,6 +510,8 @@ impl DirectoryEvent {
             DirectoryEvent::SyncHeld(e) => Some(e.run_id),
             DirectoryEvent::SyncConfirmed(e) => Some(e.run_id),
             DirectoryEvent::SyncDiscarded(e) => Some(e.run_id),
+            DirectoryEvent::SyncSuperseded(e) => Some(e.run_id),
+            DirectoryEvent::SyncFinished(e) => Some(e.run_id),
             _ => None,
         }
     }

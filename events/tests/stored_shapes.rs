@@ -259,6 +259,14 @@ fn examples() -> Vec<(&'static str, Value)> {
             by_run: run,
         }),
         DirectoryEvent::SyncDiscarded(SyncDiscarded { run_id: run }),
+        DirectoryEvent::SyncSuperseded(SyncSuperseded {
+            run_id: run,
+            by_run: run,
+        }),
+        DirectoryEvent::SyncFinished(SyncFinished {
+            run_id: run,
+            finished_at: t,
+        }),
     ];
     let objects = vec![DirectoryObjectsEvent::DirectoryObjectsChanged(
         DirectoryObjectsChanged {

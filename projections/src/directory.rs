@@ -242,6 +242,26 @@ async fn apply_run(
                 .await
                 .map(|_| ())?);
         }
+        DirectoryEvent::SyncSuperseded(s) => {
+            let sql = format!(
+                "UPDATE {p}{RUNS} SET status = 'superseded', decided_by_run = $2 WHERE run_id = $1"
+            );
+            with_tx!(tx, |c| sqlx::query(&sql)
+                .bind(s.run_id.to_string())
+                .bind(s.by_run.to_string())
+                .execute(c)
+                .await
+                .map(|_| ())?);
+        }
+        DirectoryEvent::SyncFinished(s) => {
+            let sql = format!("UPDATE {p}{RUNS} SET finished_at = $2 WHERE run_id = $1");
+            with_tx!(tx, |c| sqlx::query(&sql)
+                .bind(s.run_id.to_string())
+                .bind(s.finished_at.timestamp_micros())
+                .execute(c)
+                .await
+                .map(|_| ())?);
+        }
         DirectoryEvent::SyncDiscarded(s) => {
             let sql = format!("UPDATE {p}{RUNS} SET status = 'discarded' WHERE run_id = $1");
             with_tx!(tx, |c| sqlx::query(&sql)
@@ -337,7 +357,7 @@ pub struct RunRow {
     pub run_id: String,
     pub kind: String,
     pub trigger: String,
-    /// running, completed, failed, held, confirmed, discarded.
+    /// running, completed, failed, held, confirmed, discarded, superseded.
     pub status: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,

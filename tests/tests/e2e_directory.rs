@@ -646,7 +646,7 @@ async fn d3d_custom_attribute_mapping_overrides_the_preset() {
         .await;
     assert_eq!(
         (s, v["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_settings")),
+        (StatusCode::BAD_REQUEST, Some("invalid_request")),
         "{v}"
     );
 }
@@ -871,6 +871,169 @@ async fn d3h_deleted_moved_filtered_out_and_disabled_users_are_flagged_unless_di
         a.sort();
         a
     });
+}
+
+/// 389-DS / FreeIPA's lock attribute, for slapd (which lacks it).
+const NS_ACCOUNT_LOCK_SCHEMA: &str =
+    "attributetype ( 2.16.840.1.113730.3.1.610 NAME 'nsAccountLock' \
+     DESC '389-DS and FreeIPA: the account is locked' EQUALITY caseIgnoreMatch \
+     SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )\n";
+
+/// D3.h, issue 11: each preset knows how its directory marks a disabled
+/// account: OpenLDAP a ppolicy lock (`pwdAccountLockedTime`, the real
+/// overlay) or an expired shadow account (`shadowExpire` in the past,
+/// nis.schema); 389-DS / FreeIPA `nsAccountLock: TRUE`; and
+/// `attributes.disabled_filter` (checked like the user filter) replaces the
+/// preset's rule. (Active Directory's ACCOUNTDISABLE bit: the D3.h test
+/// above on the AD-like schema, and the Samba AD test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d3h_presets_know_how_openldap_and_389ds_mark_disabled_accounts_and_a_disabled_filter_overrides_them(
+) {
+    let env = Env::start(Db::Sqlite).await;
+    let data = DirectoryData::new(Style::InetOrgPerson, BASE, DOMAIN).users(6);
+    let slapd = Slapd::start(
+        SlapdConfig::inet_org_person()
+            .ppolicy(true)
+            .schema(NS_ACCOUNT_LOCK_SCHEMA)
+            .data(data.clone()),
+    )
+    .await
+    .unwrap();
+    let admin = slapd.admin().await.unwrap();
+    let dn = |i: usize| data.user(i).dn.clone();
+    // 0: locked by ppolicy. 1: shadow account expired on 1970-01-02.
+    // 2: shadow account expiring in 2243 (not disabled). 3: locked the
+    // 389-DS way. 4: has left (employeeType). 5: nothing.
+    admin
+        .add_values(&dn(0), "pwdAccountLockedTime", &["000001010000Z"])
+        .await
+        .unwrap();
+    for (i, day) in [(1, "1"), (2, "99999")] {
+        admin
+            .add_values(&dn(i), "objectClass", &["shadowAccount"])
+            .await
+            .unwrap();
+        admin
+            .add_values(&dn(i), "shadowExpire", &[day])
+            .await
+            .unwrap();
+    }
+    admin
+        .add_values(&dn(3), "objectClass", &["extensibleObject"])
+        .await
+        .unwrap();
+    admin
+        .add_values(&dn(3), "nsAccountLock", &["TRUE"])
+        .await
+        .unwrap();
+    admin
+        .add_values(&dn(4), "employeeType", &["left"])
+        .await
+        .unwrap();
+    let c = env.customer("Acme", &[DOMAIN]).await;
+    let openldap = with(ldap_settings(&slapd, BASE), json!({"guard": no_guard()}));
+    assert_eq!(openldap["preset"], "openldap");
+    env.put_directory(&c, openldap.clone()).await;
+    let t = env.test_connection(&c, None).await;
+    assert_eq!(t["users"], 6, "{t}");
+    assert!(
+        t["message"].as_str().unwrap().contains("(2 disabled)"),
+        "{t}"
+    );
+    let d = env.sync(&c).await;
+    assert_eq!(d["run"]["status"], "completed", "{}", d["run"]);
+    assert_eq!(n(&d["run"]["counts"], "added"), 4, "{}", d["run"]);
+    assert_eq!(
+        d["report"]["skipped_by_reason"]["disabled"], 2,
+        "{}",
+        d["report"]
+    );
+    let want = |is: &[usize]| {
+        let mut m: Vec<String> = is.iter().map(|&i| mail(&data, i)).collect();
+        m.sort();
+        m
+    };
+    assert_eq!(addresses(&env.users(&c, "").await), want(&[2, 3, 4, 5]));
+
+    // The 389-DS / FreeIPA preset (ids from entryUUID on this server): only
+    // nsAccountLock counts; users 0 and 1 are added, user 3 is flagged.
+    env.put_directory(
+        &c,
+        with(
+            openldap.clone(),
+            json!({"preset": "389ds", "attributes": {"id": "entryUUID"}, "password": null}),
+        ),
+    )
+    .await;
+    let counts = env.sync_ok(&c).await;
+    assert_eq!(
+        (n(&counts, "added"), n(&counts, "flagged")),
+        (2, 1),
+        "{counts}"
+    );
+    let flagged: Vec<(String, String)> = env
+        .conflicts(&c)
+        .await
+        .iter()
+        .map(|u| {
+            (
+                u["address"].as_str().unwrap().to_string(),
+                u["flag"]["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(flagged, vec![(mail(&data, 3), "disabled".to_string())]);
+
+    // A disabled_filter replaces the preset's rule (the server matches it).
+    let (s, v) = env
+        .put_directory_raw(
+            &c,
+            with(
+                openldap.clone(),
+                json!({"attributes": {"disabled_filter": "(employeeType=left"}, "password": null}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request")),
+        "{v}"
+    );
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("disabled filter") && message.contains("RFC 4515"),
+        "{v}"
+    );
+    env.put_directory(
+        &c,
+        with(
+            openldap,
+            json!({"attributes": {"disabled_filter": "(employeeType=left)"}, "password": null}),
+        ),
+    )
+    .await;
+    let t = env.test_connection(&c, None).await;
+    assert!(
+        t["message"].as_str().unwrap().contains("(1 disabled)"),
+        "{t}"
+    );
+    let counts = env.sync_ok(&c).await;
+    assert_eq!(
+        (n(&counts, "flagged"), n(&counts, "unflagged")),
+        (1, 1),
+        "{counts}"
+    );
+    let flagged: Vec<String> = env
+        .conflicts(&c)
+        .await
+        .iter()
+        .map(|u| u["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(flagged, vec![mail(&data, 4)]);
+    assert_eq!(
+        addresses(&env.users(&c, "").await),
+        want(&[0, 1, 2, 3, 4, 5])
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1801,6 +1964,211 @@ async fn d3s_a_base_dn_typo_is_held_by_the_guard_flags_nobody_and_waits_for_disc
     assert!(env.conflicts(&c).await.is_empty());
 }
 
+/// The data of a directory event in the audit log (the payload names its type).
+fn payload<'a>(e: &'a Value, event_type: &str) -> &'a Value {
+    e["payload"].get(event_type).unwrap_or(&e["payload"])
+}
+
+/// D3.s, issue 11: one held run at a time. Sync Now while a run is held
+/// supersedes it (it shows `superseded`, naming the new run; a
+/// `SyncSuperseded` event records it); confirming or discarding the
+/// superseded run answers 409 `run_superseded` naming its successor; the
+/// new run is the only held one and still decides. The guard's numbers
+/// count users, not the distribution lists that would be flagged with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d3s_sync_now_supersedes_a_held_run_never_an_orphan_and_the_guard_counts_users_only() {
+    let env = Env::start(Db::Sqlite).await;
+    // 20 users (9 and 19 disabled: 18 directory users), groups 0 and 1
+    // with mail (lists), group 2 without.
+    let data = ad_data(20, 3);
+    let slapd = ad_slapd(&data).await;
+    let admin = slapd.admin().await.unwrap();
+    admin
+        .add(&organizational_unit("ou=Empty,dc=example,dc=com"))
+        .await
+        .unwrap();
+    let c = env.customer("Acme", &[DOMAIN]).await;
+    let settings = ldap_settings(&slapd, BASE);
+    env.put_directory(&c, settings.clone()).await;
+    let counts = env.sync_ok(&c).await;
+    assert_eq!(n(&counts, "added"), 20, "18 users and 2 lists: {counts}");
+
+    // A base DN typo hides everyone: held, with users-only numbers.
+    env.put_directory(
+        &c,
+        with(
+            settings,
+            json!({"base_dn": "ou=Empty,dc=example,dc=com", "password": null}),
+        ),
+    )
+    .await;
+    let first = env.sync(&c).await;
+    let r = &first["run"];
+    assert_eq!(r["status"], "held", "{r}");
+    assert_eq!(n(&r["counts"], "flagged"), 20, "users and lists: {r}");
+    assert_eq!(
+        (n(r, "would_flag"), n(r, "directory_users")),
+        (18, 18),
+        "the guard counts users only: {r}"
+    );
+    let first_id = r["run_id"].as_str().unwrap().to_string();
+
+    // Sync Now again: the held run is superseded, not orphaned.
+    let second = env.sync(&c).await;
+    assert_eq!(second["run"]["status"], "held", "{}", second["run"]);
+    let second_id = second["run"]["run_id"].as_str().unwrap().to_string();
+    assert_ne!(first_id, second_id);
+    let (s, old) = env
+        .api
+        .get(&format!("/v1/customers/{c}/directory/syncs/{first_id}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{old}");
+    assert_eq!(old["run"]["status"], "superseded", "{}", old["run"]);
+    assert_eq!(old["run"]["decided_by_run"], second_id.as_str());
+    let dir = env.directory(&c).await;
+    assert_eq!(dir["held"]["run_id"], second_id.as_str(), "{dir}");
+    let runs = env.runs(&c).await;
+    let statuses: Vec<&str> = runs.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["held", "superseded", "completed"], "{runs:?}");
+    let superseded = env.audit(&c, "type=SyncSuperseded").await;
+    assert_eq!(superseded.len(), 1, "{superseded:?}");
+    let e = payload(&superseded[0], "SyncSuperseded");
+    assert_eq!(
+        (e["run_id"].as_str(), e["by_run"].as_str()),
+        (Some(first_id.as_str()), Some(second_id.as_str())),
+        "{e}"
+    );
+
+    // The superseded run can no longer be decided, and says which can.
+    for action in ["confirm", "discard"] {
+        let (s, v) = env
+            .post_empty(&format!(
+                "/v1/customers/{c}/directory/syncs/{first_id}/{action}"
+            ))
+            .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::CONFLICT, Some("run_superseded")),
+            "{action}: {v}"
+        );
+        assert!(
+            v["message"].as_str().unwrap().contains(&second_id),
+            "{action} names the run that replaced it: {v}"
+        );
+    }
+    assert!(env.conflicts(&c).await.is_empty(), "held: nobody flagged");
+
+    // The held run decides: discarded, nothing is held any more.
+    let (s, v) = env
+        .post_empty(&format!(
+            "/v1/customers/{c}/directory/syncs/{second_id}/discard"
+        ))
+        .await;
+    assert_eq!(
+        (s, &v["status"]),
+        (StatusCode::OK, &json!("discarded")),
+        "{v}"
+    );
+    assert_eq!(env.directory(&c).await["held"], json!(null));
+    let (s, v) = env
+        .post_empty(&format!(
+            "/v1/customers/{c}/directory/syncs/{second_id}/confirm"
+        ))
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid_state")),
+        "{v}"
+    );
+    assert!(env.conflicts(&c).await.is_empty());
+    assert!(env
+        .users(&c, "")
+        .await
+        .iter()
+        .all(|u| u["status"] == "active"));
+}
+
+/// Issue 11: a run's `finished_at` is when its changes are visible: a
+/// `SyncFinished` event appended after the run's changes and outcome were
+/// projected sets it, and `duration_secs` is `finished_at - started_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b4_finished_at_is_when_the_runs_changes_are_visible_and_the_duration_is_shown() {
+    let env = Env::start(Db::Sqlite).await;
+    let data = ad_data(30, 2);
+    let slapd = ad_slapd(&data).await;
+    let c = env.customer("Acme", &[DOMAIN]).await;
+    env.put_directory(&c, ldap_settings(&slapd, BASE)).await;
+    let run = env.start_sync(&c).await;
+    let done = env.wait_run(&c, &run).await;
+    assert_eq!(done["run"]["status"], "completed", "{}", done["run"]);
+    let q = format!("actor=sync:{run}");
+    // The end is recorded once the changes are projected (a moment after
+    // the outcome).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let events = env.audit(&c, &q).await;
+        if event_types(&events).iter().any(|t| t == "SyncFinished") {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "no SyncFinished: {events:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let position = |e: &Value| e["position"].as_i64().unwrap();
+    let finished = events
+        .iter()
+        .find(|e| e["event_type"] == "SyncFinished")
+        .unwrap();
+    let completed = events
+        .iter()
+        .find(|e| e["event_type"] == "SyncCompleted")
+        .expect("SyncCompleted");
+    assert!(
+        events
+            .iter()
+            .all(|e| std::ptr::eq(e, finished) || position(e) < position(finished)),
+        "SyncFinished comes after every event of the run: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["aggregate_type"] == "User")
+            .count()
+            > 20,
+        "the run's changes are in the log: {events:?}"
+    );
+    let finished_at = time(&payload(finished, "SyncFinished")["finished_at"]);
+    assert!(finished_at >= time(&payload(completed, "SyncCompleted")["finished_at"]));
+
+    // The history and the run show that time and the duration.
+    let (s, v) = env
+        .api
+        .get(&format!("/v1/customers/{c}/directory/syncs/{run}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let listed = env.runs(&c).await;
+    for r in [&v["run"], &listed[0]] {
+        assert_eq!(r["run_id"], run.as_str(), "{r}");
+        // (The history keeps microseconds.)
+        let shown = time(&r["finished_at"]);
+        assert_eq!(
+            shown.timestamp_micros(),
+            finished_at.timestamp_micros(),
+            "{r}"
+        );
+        let started = time(&r["started_at"]);
+        let duration = r["duration_secs"].as_f64().unwrap_or_else(|| panic!("{r}"));
+        assert!(
+            ((shown - started).num_microseconds().unwrap() as f64 / 1e6 - duration).abs() < 1e-6,
+            "{r}"
+        );
+        assert!(duration > 0.0, "{r}");
+    }
+    // Every user the run added is visible.
+    let added = n(&v["run"]["counts"], "added");
+    assert!(added > 20, "{v}");
+    assert_eq!(env.users(&c, "").await.len() as u64, added);
+}
+
 // ---------------------------------------------------------------------------
 // D3.t
 
@@ -2075,16 +2443,49 @@ async fn d5_test_connection_reports_each_failure_and_settings_are_checked_when_s
         );
     }
     drop(silent);
+    // A bad filter in the settings tested answers as documented, naming
+    // the filter (issue 11); so does one of the attribute map's filters.
+    for patch in [
+        json!({"filter": "(&(department=Sales)"}),
+        json!({"attributes": {"user_filter": "(objectClass=user"}}),
+    ] {
+        let t = env
+            .test_connection(&c, Some(with(good.clone(), patch.clone())))
+            .await;
+        assert_eq!(
+            (&t["ok"], t["code"].as_str()),
+            (&json!(false), Some("invalid_filter")),
+            "{patch}: {t}"
+        );
+        assert!(t["message"].as_str().unwrap().contains("RFC 4515"), "{t}");
+    }
     // Nothing was saved by testing.
     assert_eq!(env.directory(&c).await["ldap"], json!(null));
 
-    // Checked when saved, with what to fix.
+    // Checked when saved, with what to fix: the message names the field
+    // and the code is the documented one (issue 11).
+    let garbled_ca =
+        "-----BEGIN CERTIFICATE-----\nTm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
     for (patch, words) in [
         (json!({"filter": "(&(department=Sales)"}), "RFC 4515"),
         (json!({"filter": "department=Sales)"}), "RFC 4515"),
+        (
+            json!({"attributes": {"group_filter": "objectClass=group)"}}),
+            "RFC 4515",
+        ),
         (json!({"ssl": true, "starttls": true}), "not both"),
         (json!({"host": "ldap://dc1.example.com"}), "without ldap://"),
-        (json!({"base_dn": "People"}), "LDAP notation"),
+        (
+            json!({"base_dn": "People"}),
+            "base_dn is not a valid DN (RFC 4514)",
+        ),
+        (
+            json!({"base_dn": "ou=Roster,,dc=corp"}),
+            "base_dn is not a valid DN (RFC 4514): an attribute type is missing at character 11",
+        ),
+        (json!({"base_dn": "cn=a;b,dc=corp"}), "base_dn"),
+        (json!({"ca_pem": "not a certificate"}), "ca_pem"),
+        (json!({"ca_pem": garbled_ca}), "ca_pem"),
         (json!({"password": null}), "password is required"),
         (json!({"delete_after": "5d"}), "7d, 14d, 30d, never"),
         (json!({"poll_interval": "1h"}), "6h, 12h, 24h, 3d, 7d"),
@@ -2098,7 +2499,7 @@ async fn d5_test_connection_reports_each_failure_and_settings_are_checked_when_s
             .await;
         assert_eq!(
             (s, v["code"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("invalid_settings")),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
             "{patch}: {v}"
         );
         assert!(

@@ -194,10 +194,13 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl From<roster_sync::SyncError> for ApiError {
     fn from(e: roster_sync::SyncError) -> Self {
         use roster_domain::DirectoryError as D;
+        use roster_sync::codes;
         use roster_sync::SyncError as E;
         use StatusCode as S;
         match e {
-            E::Invalid(m) => ApiError::new(S::BAD_REQUEST, "invalid_settings", m),
+            E::Invalid(m) | E::InvalidFilter(m) => {
+                ApiError::new(S::BAD_REQUEST, codes::INVALID_REQUEST, m)
+            }
             E::Store(s) => s.into(),
             E::User(u) => u.into(),
             E::NoSuchUser(m) => ApiError::not_found(m),
@@ -205,19 +208,20 @@ impl From<roster_sync::SyncError> for ApiError {
             E::Directory(d) => {
                 let m = d.to_string();
                 match d {
-                    D::NotConfigured(_) => ApiError::new(S::CONFLICT, "not_configured", m),
-                    D::NotEnabled => ApiError::new(S::CONFLICT, "sync_not_enabled", m),
+                    D::NotConfigured(_) => ApiError::new(S::CONFLICT, codes::NOT_CONFIGURED, m),
+                    D::NotEnabled => ApiError::new(S::CONFLICT, codes::SYNC_NOT_ENABLED, m),
                     D::SwitchNeedsConfirmation { .. } => ApiError::new(
                         S::CONFLICT,
-                        "confirm_switch",
+                        codes::CONFIRM_SWITCH,
                         format!("{m} (send confirm_switch: true)"),
                     ),
-                    D::AlreadyRunning(_) => ApiError::new(S::CONFLICT, "sync_running", m),
-                    D::NotRunning(_) | D::NotHeld(_) => {
-                        ApiError::new(S::CONFLICT, "invalid_state", m)
+                    D::AlreadyRunning(_) => ApiError::new(S::CONFLICT, codes::SYNC_RUNNING, m),
+                    D::Superseded { .. } => ApiError::new(S::CONFLICT, codes::RUN_SUPERSEDED, m),
+                    D::NotRunning(_) | D::NotHeld(_) | D::NotFinished(_) | D::RunHeld(_) => {
+                        ApiError::new(S::CONFLICT, codes::INVALID_STATE, m)
                     }
                     D::ExceptionExists | D::AdditionExists(_) => {
-                        ApiError::new(S::CONFLICT, "already_listed", m)
+                        ApiError::new(S::CONFLICT, codes::ALREADY_LISTED, m)
                     }
                     D::NoSuchException | D::NoSuchAddition(_) => ApiError::not_found(m),
                 }

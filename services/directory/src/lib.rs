@@ -20,6 +20,6 @@ pub mod ldap;
 pub use entra::{validate_settings as validate_entra_settings, EntraOptions, EntraReader};
 
 pub use ldap::{
-    normalize_dn, validate_filter, LdapReader, Mapping, PageEvent, PageHook, ReaderOptions,
-    SearchKind, MAX_PAGE_SIZE,
+    check_ca_pem, normalize_dn, validate_dn, validate_filter, LdapReader, Mapping, PageEvent,
+    PageHook, ReaderOptions, SearchKind, MAX_PAGE_SIZE,
 };

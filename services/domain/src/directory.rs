@@ -56,6 +56,12 @@ pub enum DirectoryCommand {
         counts: SyncCounts,
         at: DateTime<Utc>,
     },
+    /// Records that a completed or held run's outcome is visible (issue 11):
+    /// sent once the append that recorded it has been projected.
+    FinishSync {
+        run_id: Uuid,
+        at: DateTime<Utc>,
+    },
     ConfirmHeld {
         run_id: Uuid,
         by_run: Uuid,
@@ -80,8 +86,16 @@ pub enum DirectoryError {
     AlreadyRunning(Uuid),
     #[error("run {0} is not the running sync")]
     NotRunning(Uuid),
+    #[error("run {0} is still running")]
+    NotFinished(Uuid),
     #[error("run {0} is not waiting for a decision")]
     NotHeld(Uuid),
+    /// Scheduled runs wait while a run is held (D3.s): only an
+    /// administrator's Sync Now supersedes it.
+    #[error("run {0} is held by the mass-deletion guard: confirm or discard it, or start Sync Now to supersede it")]
+    RunHeld(Uuid),
+    #[error("run {run_id} was superseded by run {by_run} and can no longer be confirmed or discarded; decide on run {by_run} instead")]
+    Superseded { run_id: Uuid, by_run: Uuid },
     #[error("that exception is already on the list")]
     ExceptionExists,
     #[error("no such exception")]
@@ -216,6 +230,17 @@ impl Directory {
                         finished_at: at,
                     }));
                 }
+                // One held run at a time (D3.s, issue 11): Sync Now
+                // supersedes it; the scheduler waits for the decision.
+                if let Some(h) = &self.held {
+                    if trigger == SyncTrigger::Scheduled {
+                        return Err(DirectoryError::RunHeld(h.run_id));
+                    }
+                    out.push(E::SyncSuperseded(SyncSuperseded {
+                        run_id: h.run_id,
+                        by_run: run_id,
+                    }));
+                }
                 out.push(E::SyncStarted(SyncStarted {
                     run_id,
                     kind,
@@ -266,6 +291,15 @@ impl Directory {
                     would_flag,
                     directory_users,
                     counts,
+                    finished_at: at,
+                })]
+            }
+            DirectoryCommand::FinishSync { run_id, at } => {
+                if self.running.as_ref().is_some_and(|r| r.run_id == run_id) {
+                    return Err(DirectoryError::NotFinished(run_id));
+                }
+                vec![E::SyncFinished(SyncFinished {
+                    run_id,
                     finished_at: at,
                 })]
             }
@@ -356,7 +390,10 @@ impl Aggregate for Directory {
                     would_flag: e.would_flag,
                 });
             }
-            DirectoryEvent::SyncConfirmed(_) | DirectoryEvent::SyncDiscarded(_) => self.held = None,
+            DirectoryEvent::SyncConfirmed(_)
+            | DirectoryEvent::SyncDiscarded(_)
+            | DirectoryEvent::SyncSuperseded(_) => self.held = None,
+            DirectoryEvent::SyncFinished(_) => {}
         }
     }
 }
@@ -666,6 +703,94 @@ mod tests {
             })
             .await
             .then_expect_error(DirectoryError::NotHeld(Uuid::from_u128(7)));
+    }
+
+    fn held(run: u128, h: u32) -> DirectoryEvent {
+        DirectoryEvent::SyncHeld(SyncHeld {
+            run_id: Uuid::from_u128(run),
+            would_flag: 900,
+            directory_users: 1000,
+            counts: SyncCounts::default(),
+            finished_at: t(h),
+        })
+    }
+
+    #[tokio::test]
+    async fn d3s_sync_now_supersedes_a_held_run_and_the_scheduler_waits_for_the_decision() {
+        let history = vec![
+            configured(ldap()),
+            enabled(DirectoryKind::Ldap),
+            started(1, 9),
+            held(1, 9),
+        ];
+        Given::with(())
+            .given(history.clone())
+            .when_async(DirectoryCommand::StartSync {
+                run_id: Uuid::from_u128(2),
+                trigger: SyncTrigger::Scheduled,
+                at: t(16),
+                lease: chrono::Duration::hours(1),
+            })
+            .await
+            .then_expect_error(DirectoryError::RunHeld(Uuid::from_u128(1)));
+        let events = Given::with(())
+            .given(history.clone())
+            .when_async(DirectoryCommand::StartSync {
+                run_id: Uuid::from_u128(2),
+                trigger: SyncTrigger::Manual,
+                at: t(10),
+                lease: chrono::Duration::hours(1),
+            })
+            .await
+            .inspect_result()
+            .unwrap();
+        assert_eq!(
+            events[0],
+            DirectoryEvent::SyncSuperseded(SyncSuperseded {
+                run_id: Uuid::from_u128(1),
+                by_run: Uuid::from_u128(2),
+            })
+        );
+        assert!(
+            matches!(&events[1], DirectoryEvent::SyncStarted(s) if s.run_id == Uuid::from_u128(2))
+        );
+        // The superseded run is no longer held: never an orphan.
+        let mut d = Directory::default();
+        for e in history.into_iter().chain(events) {
+            d.apply(e);
+        }
+        assert!(d.held.is_none());
+        // The new run held too: it is the only held run.
+        d.apply(held(2, 10));
+        assert_eq!(d.held.as_ref().map(|h| h.run_id), Some(Uuid::from_u128(2)));
+    }
+
+    #[tokio::test]
+    async fn issue11_a_run_is_finished_only_after_it_stopped_running() {
+        let history = vec![
+            configured(ldap()),
+            enabled(DirectoryKind::Ldap),
+            started(1, 9),
+        ];
+        Given::with(())
+            .given(history.clone())
+            .when_async(DirectoryCommand::FinishSync {
+                run_id: Uuid::from_u128(1),
+                at: t(10),
+            })
+            .await
+            .then_expect_error(DirectoryError::NotFinished(Uuid::from_u128(1)));
+        Given::with(())
+            .given(history.into_iter().chain([held(1, 9)]).collect())
+            .when_async(DirectoryCommand::FinishSync {
+                run_id: Uuid::from_u128(1),
+                at: t(10),
+            })
+            .await
+            .then_expect_events(vec![DirectoryEvent::SyncFinished(SyncFinished {
+                run_id: Uuid::from_u128(1),
+                finished_at: t(10),
+            })]);
     }
 
     #[tokio::test]

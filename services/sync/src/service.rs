@@ -23,6 +23,10 @@ use crate::readers::ReaderFactory;
 pub enum SyncError {
     #[error("{0}")]
     Invalid(String),
+    /// A filter in the settings is not a valid LDAP filter (RFC 4515):
+    /// refused on save, `invalid_filter` from Test Connection.
+    #[error("{0}")]
+    InvalidFilter(String),
     #[error(transparent)]
     Directory(#[from] DirectoryError),
     #[error(transparent)]
@@ -298,7 +302,20 @@ impl SyncService {
     ) -> Result<TestOutcome, SyncError> {
         let (connection, secret) = match candidate {
             Some((config, secret)) => {
-                validate(&config)?;
+                match validate(&config) {
+                    // Test Connection answers a bad filter like a server
+                    // would (docs/directory-sync.md).
+                    Err(SyncError::InvalidFilter(message)) => {
+                        return Ok(TestOutcome {
+                            ok: false,
+                            code: Some(crate::codes::INVALID_FILTER.to_string()),
+                            message,
+                            users: None,
+                            groups: None,
+                        })
+                    }
+                    other => other?,
+                }
                 let kind = config.connection.kind();
                 let secret = match secret {
                     Some(s) => Some(s),
@@ -505,7 +522,7 @@ impl SyncService {
                         self.fail(
                             &meta,
                             run_id,
-                            "internal",
+                            crate::codes::INTERNAL,
                             &format!("the changes could not be applied: {e}"),
                         )
                         .await?
@@ -548,6 +565,43 @@ impl SyncService {
             code: code.into(),
             reason: reason.into(),
         })
+    }
+
+    /// Records the end of a completed or held run once its append is
+    /// projected: its changes (or its report) can be read from then on, and
+    /// that is its `finished_at` (issue 11). Best effort: when this fails
+    /// the run keeps the time its outcome was committed.
+    async fn finished(&self, customer: CustomerId, run_id: Uuid) {
+        let meta = self.meta(customer, Actor::Sync(run_id), CorrelationId(run_id));
+        let command = DirectoryCommand::FinishSync {
+            run_id,
+            at: self.clock.now(),
+        };
+        match self.directory_commands(&meta, &[command]).await {
+            Ok(a) => self.settle(a.last).await,
+            Err(e) => {
+                tracing::warn!(customer = %customer, run = %run_id, error = %e, "the run's end could not be recorded; it keeps the time its outcome was committed")
+            }
+        }
+    }
+
+    /// Why a run an administrator wants to confirm or discard is not held:
+    /// superseded by a newer run (issue 11), or simply not held.
+    async fn not_held(&self, customer: CustomerId, run_id: Uuid) -> SyncError {
+        if let Ok(Some(row)) =
+            roster_projections::directory::run(&self.store, customer, &run_id.to_string()).await
+        {
+            if row.status == "superseded" {
+                if let Some(by_run) = row
+                    .decided_by_run
+                    .as_deref()
+                    .and_then(|r| Uuid::parse_str(r).ok())
+                {
+                    return DirectoryError::Superseded { run_id, by_run }.into();
+                }
+            }
+        }
+        DirectoryError::NotHeld(run_id).into()
     }
 
     async fn settle(&self, position: i64) {
@@ -689,6 +743,7 @@ impl SyncService {
             crate::report::stage(&mut batch, run_id, &plan.report, meta).await;
             let a = self.store.commit(batch).await?;
             self.settle(a.last).await;
+            self.finished(customer, run_id).await;
             tracing::warn!(customer = %customer, run = %run_id, would_flag = plan.flags, "sync held by the mass-deletion guard");
             return Ok(RunOutcome::Held {
                 run_id,
@@ -735,6 +790,7 @@ impl SyncService {
         let append_s = t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
         self.settle(a.last).await;
+        self.finished(customer, run_id).await;
         tracing::info!(
             customer = %customer,
             run = %run_id,
@@ -913,7 +969,7 @@ impl SyncService {
         let dir = self.directory(customer).await?;
         let limit = match &dir.held {
             Some(h) if h.run_id == held => h.would_flag,
-            _ => return Err(DirectoryError::NotHeld(held).into()),
+            _ => return Err(self.not_held(customer, held).await),
         };
         let run_id = Uuid::now_v7();
         let meta = self.meta(customer, by, CorrelationId(run_id));
@@ -939,8 +995,15 @@ impl SyncService {
     }
 
     pub async fn discard(&self, meta: &EventMeta, held: Uuid) -> Result<Appended, SyncError> {
-        self.directory_commands(meta, &[DirectoryCommand::DiscardHeld { run_id: held }])
+        match self
+            .directory_commands(meta, &[DirectoryCommand::DiscardHeld { run_id: held }])
             .await
+        {
+            Err(SyncError::Directory(DirectoryError::NotHeld(_))) => {
+                Err(self.not_held(meta.customer_id, held).await)
+            }
+            other => other,
+        }
     }
 
     // ---- deletion delay (D3.i) -------------------------------------------
@@ -1025,6 +1088,8 @@ impl SyncService {
             match result {
                 Ok(run) => started.push(run),
                 Err(SyncError::Directory(DirectoryError::AlreadyRunning(_))) => {}
+                // D3.s: a held run waits for an administrator's decision.
+                Err(SyncError::Directory(DirectoryError::RunHeld(_))) => {}
                 Err(SyncError::Directory(DirectoryError::NotEnabled)) => {}
                 Err(e) => {
                     tracing::error!(customer = %customer, error = %e, "scheduled sync could not start")
@@ -1287,34 +1352,41 @@ pub fn validate(config: &DirectoryConfig) -> Result<(), SyncError> {
                 return bad("port must be between 1 and 65535");
             }
             if s.ssl && s.starttls {
-                return bad("choose SSL (LDAPS) or StartTLS, not both");
+                return bad("ssl and starttls: choose SSL (LDAPS) or StartTLS, not both");
             }
             if s.base_dn.trim().is_empty() {
-                return bad("base DN is required, e.g. ou=Staff,dc=example,dc=com");
+                return bad("base_dn is required, e.g. ou=Staff,dc=example,dc=com");
             }
-            if !s.base_dn.contains('=') {
-                return bad("base DN must be in LDAP notation, e.g. ou=Staff,dc=example,dc=com");
-            }
+            roster_directory::validate_dn(s.base_dn.trim()).map_err(|e| {
+                SyncError::Invalid(format!(
+                    "base_dn is not a valid DN (RFC 4514): {e}; e.g. ou=Staff,dc=example,dc=com"
+                ))
+            })?;
             if s.timeout_secs == 0 || s.timeout_secs > 600 {
-                return bad("timeout must be between 1 and 600 seconds");
+                return bad("timeout_secs must be between 1 and 600 seconds");
             }
             if let Some(f) = s.filter.as_deref().filter(|f| !f.trim().is_empty()) {
                 roster_directory::validate_filter(f).map_err(|e| {
-                    SyncError::Invalid(format!(
-                        "the custom filter is not a valid LDAP filter (RFC 4515): {e}"
+                    SyncError::InvalidFilter(format!(
+                        "filter: the custom filter is not a valid LDAP filter (RFC 4515): {e}"
                     ))
                 })?;
             }
             // The preset, the attribute map and every filter combined must make sense.
             roster_directory::LdapReader::new(s.clone(), String::new())
                 .mapping()
-                .map_err(|e| {
-                    SyncError::Invalid(format!("the attribute mapping is not usable: {e}"))
+                .map_err(|e| match e {
+                    ReadError::InvalidFilter(m) => SyncError::InvalidFilter(format!(
+                        "attributes: not a valid LDAP filter (RFC 4515): {m}"
+                    )),
+                    other => SyncError::Invalid(format!(
+                        "attributes: the attribute mapping is not usable: {other}"
+                    )),
                 })?;
             if let Some(pem) = &s.tls.ca_pem {
-                if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                    return bad("the CA certificate must be PEM (-----BEGIN CERTIFICATE-----)");
-                }
+                roster_directory::check_ca_pem(pem).map_err(|e| {
+                    SyncError::Invalid(format!("ca_pem: the CA certificate is not usable: {e}"))
+                })?;
             }
             Ok(())
         }

@@ -62,6 +62,8 @@ pub struct SlapdConfig {
     page_cap: bool,
     tls: bool,
     memberof: bool,
+    ppolicy: bool,
+    schemas: Vec<String>,
     initial: Vec<Initial>,
 }
 
@@ -76,6 +78,8 @@ impl SlapdConfig {
             page_cap: false,
             tls: false,
             memberof: true,
+            ppolicy: false,
+            schemas: Vec::new(),
             initial: Vec::new(),
         }
     }
@@ -119,6 +123,21 @@ impl SlapdConfig {
     /// groups do not.
     pub fn memberof(mut self, on: bool) -> Self {
         self.memberof = on;
+        self
+    }
+
+    /// The password policy overlay (off by default): its operational
+    /// attributes, e.g. `pwdAccountLockedTime` (a locked account), exist
+    /// and the root account may set them.
+    pub fn ppolicy(mut self, on: bool) -> Self {
+        self.ppolicy = on;
+        self
+    }
+
+    /// A further schema (slapd.conf `attributetype` / `objectclass`
+    /// text), included after the standard ones.
+    pub fn schema(mut self, text: impl Into<String>) -> Self {
+        self.schemas.push(text.into());
         self
     }
 
@@ -251,6 +270,9 @@ impl Slapd {
         if config.flavour == Flavour::AdLike {
             write(&server.dir.path().join("ad-like.schema"), AD_LIKE_SCHEMA)?;
         }
+        for (i, text) in config.schemas.iter().enumerate() {
+            write(&server.dir.path().join(format!("extra-{i}.schema")), text)?;
+        }
         write(&server.conf_path(), &server.slapd_conf(&config))?;
 
         // The suffix entry and the reader account, then the test's data.
@@ -321,9 +343,15 @@ impl Slapd {
         if config.flavour == Flavour::AdLike {
             c += &format!("include {d}/ad-like.schema\n");
         }
+        for i in 0..config.schemas.len() {
+            c += &format!("include {d}/extra-{i}.schema\n");
+        }
         c += &format!("modulepath {MODULE_DIR}\nmoduleload back_mdb\n");
         if config.memberof {
             c += "moduleload memberof\n";
+        }
+        if config.ppolicy {
+            c += "moduleload ppolicy\n";
         }
         c += &format!("pidfile {d}/slapd.pid\nargsfile {d}/slapd.args\n");
         if config.tls {
@@ -358,6 +386,9 @@ impl Slapd {
             c += &format!(
                 "overlay memberof\nmemberof-group-oc {group_oc}\nmemberof-member-ad member\nmemberof-memberof-ad memberOf\nmemberof-refint TRUE\n"
             );
+        }
+        if config.ppolicy {
+            c += "overlay ppolicy\n";
         }
         c
     }

@@ -60,7 +60,8 @@ pub struct DirectorySettingsInput {
     pub preset: Option<String>,
     /// LDAP: attribute names overriding the preset's (id, mail, proxy_addresses,
     /// first_name, last_name, home_phone, mobile, company, department, notes,
-    /// member, user_filter, group_filter).
+    /// member) and filters (user_filter, group_filter, disabled_filter: the
+    /// disabled users, instead of the preset's rule).
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<AttributeMap>,
     /// LDAP: seconds (default 30).
@@ -129,7 +130,7 @@ fn parse_enum<T: serde::de::DeserializeOwned>(
     serde_json::from_value(serde_json::Value::String(value.trim().to_string())).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_settings",
+            roster_sync::codes::INVALID_REQUEST,
             format!("{field} must be one of {allowed}"),
         )
     })
@@ -137,7 +138,7 @@ fn parse_enum<T: serde::de::DeserializeOwned>(
 
 impl DirectorySettingsInput {
     fn into_config(self) -> ApiResult<(DirectoryConfig, SettingsChange)> {
-        let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_settings", m);
+        let invalid = |m: String| ApiError::invalid(m);
         let trimmed = |v: &Option<String>| v.as_deref().unwrap_or("").trim().to_string();
         let (connection, secret) = match self.kind.trim() {
             "ldap" => {
@@ -410,7 +411,7 @@ pub async fn get(
 /// RFC 4515); the password is sealed apart from the log (D7).
 #[utoipa::path(put, path = "/v1/customers/{c}/directory", tag = "directory", request_body = DirectorySettingsInput,
     params(("c" = String, Path, description = "customer id")),
-    responses((status = 200, body = DirectoryView), (status = 400, description = "invalid_settings", body = ErrorBody),
+    responses((status = 200, body = DirectoryView), (status = 400, description = "invalid_request: the message names the field", body = ErrorBody),
         (status = 409, description = "confirm_switch", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn put(
@@ -484,7 +485,8 @@ pub struct SyncStarted {
 }
 
 /// Sync Now (D4): starts a run (202) or answers that one is running (409
-/// `sync_running`). With `dry_run=true` returns the plan and changes nothing.
+/// `sync_running`). A run held by the guard is superseded by the new run
+/// (D3.s). With `dry_run=true` returns the plan and changes nothing.
 #[utoipa::path(post, path = "/v1/customers/{c}/directory/sync", tag = "directory",
     params(("c" = String, Path, description = "customer id"), SyncQuery),
     responses((status = 202, body = SyncStarted), (status = 200, description = "dry run: the plan", body = Object),
@@ -506,7 +508,7 @@ pub async fn sync(
             )),
             Err(e) => Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "directory_read_failed",
+                roster_sync::codes::DIRECTORY_READ_FAILED,
                 format!("{} ({})", e, e.code()),
             )),
         };
@@ -559,7 +561,7 @@ pub async fn enable(
                 (Some(_), Some(_)) => {
                     return Err(ApiError::new(
                         StatusCode::BAD_REQUEST,
-                        "invalid_settings",
+                        roster_sync::codes::INVALID_REQUEST,
                         "both LDAP and Entra ID are configured: say which to enable (kind: ldap or entra)",
                     ))
                 }
@@ -604,10 +606,14 @@ pub struct RunView {
     pub kind: String,
     /// scheduled, manual or confirmed.
     pub trigger: String,
-    /// running, completed, failed, held, confirmed, discarded.
+    /// running, completed, failed, held, confirmed, discarded, superseded.
     pub status: String,
     pub started_at: DateTime<Utc>,
+    /// When the run's outcome was visible: for a completed run, once its
+    /// changes could be read (issue 11).
     pub finished_at: Option<DateTime<Utc>>,
+    /// `finished_at - started_at` in seconds.
+    pub duration_secs: Option<f64>,
     /// Why a run failed (stable code) and the reason in words.
     pub code: Option<String>,
     pub reason: Option<String>,
@@ -617,7 +623,8 @@ pub struct RunView {
     pub directory_users: Option<i64>,
     /// T3: directory users take the customer beyond its seat limit.
     pub over_seat_limit: Option<bool>,
-    /// For a confirmed held run: the run that applied it.
+    /// For a confirmed held run: the run that applied it; for a superseded
+    /// one: the run that replaced it.
     pub decided_by_run: Option<String>,
 }
 
@@ -630,6 +637,9 @@ impl From<roster_projections::directory::RunRow> for RunView {
             status: r.status,
             started_at: from_micros(r.started_at),
             finished_at: r.finished_at.map(from_micros),
+            duration_secs: r
+                .finished_at
+                .map(|f| (f - r.started_at).max(0) as f64 / 1_000_000.0),
             code: r.code,
             reason: r.reason,
             counts: r.counts,

@@ -22,7 +22,7 @@ pub(crate) struct Slots {
     display: Vec<usize>,
     profile: [Vec<usize>; 7],
     pub(crate) member: Vec<usize>,
-    disabled: Option<(usize, DisabledRule)>,
+    disabled: Vec<(usize, DisabledRule)>,
     /// Slots more than one field reads: their values are copied, not moved.
     shared: Vec<bool>,
 }
@@ -63,9 +63,11 @@ impl Slots {
                 many(&m.notes),
             ],
             member: many(&m.member),
-            disabled: attrs
-                .slot_of(m.disabled.attribute())
-                .map(|s| (s, m.disabled.clone())),
+            disabled: m
+                .disabled
+                .iter()
+                .filter_map(|r| attrs.slot_of(r.attribute()).map(|s| (s, r.clone())))
+                .collect(),
             shared: Vec::new(),
         };
         let mut uses = vec![0u8; attrs.len()];
@@ -183,23 +185,9 @@ impl Slots {
     }
 
     fn disabled(&self, entry: &RawEntry) -> bool {
-        let Some((slot, rule)) = &self.disabled else {
-            return false;
-        };
-        let mut values = entry.values(*slot);
-        match rule {
-            DisabledRule::UserAccountControl => values
-                .next()
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .is_some_and(|uac| uac & 0x2 != 0),
-            DisabledRule::AttributeIs { values: yes, .. } => values.any(|v| {
-                std::str::from_utf8(v)
-                    .map(|v| yes.iter().any(|y| y.eq_ignore_ascii_case(v.trim())))
-                    .unwrap_or(false)
-            }),
-            DisabledRule::AttributePresent { .. } => entry.has(*slot),
-        }
+        self.disabled
+            .iter()
+            .any(|(slot, rule)| disabled_by(entry, *slot, rule))
     }
 
     /// The member DNs of a group entry (all member attributes), with the
@@ -214,6 +202,37 @@ impl Slots {
             });
         }
         out
+    }
+}
+
+/// Whether `rule` marks the user of `entry` disabled (the rule's attribute
+/// is at `slot`).
+fn disabled_by(entry: &RawEntry, slot: usize, rule: &DisabledRule) -> bool {
+    let mut values = entry.values(slot);
+    let number = |v: &[u8]| {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    match rule {
+        DisabledRule::UserAccountControl => values
+            .next()
+            .and_then(number)
+            .is_some_and(|uac| uac & 0x2 != 0),
+        DisabledRule::AttributeIs { values: yes, .. } => values.any(|v| {
+            std::str::from_utf8(v)
+                .map(|v| yes.iter().any(|y| y.eq_ignore_ascii_case(v.trim())))
+                .unwrap_or(false)
+        }),
+        DisabledRule::AttributePresent { .. } => entry.has(slot),
+        // shadow(5): expired from that day on; 0 and -1 mean never.
+        DisabledRule::ExpiredOnDay { .. } => {
+            let today = chrono::Utc::now().timestamp().div_euclid(86_400);
+            values
+                .next()
+                .and_then(number)
+                .is_some_and(|day| day >= 1 && day <= today)
+        }
     }
 }
 

@@ -115,6 +115,24 @@ pub(crate) fn client_config(tls: &TlsSettings) -> Result<Arc<ClientConfig>, Read
     ))
 }
 
+/// Checks a custom CA (D5): PEM holding at least one certificate, each one
+/// a certificate a trust store accepts. Returns how many it holds.
+pub fn check_ca_pem(pem: &str) -> Result<usize, String> {
+    let mut roots = RootCertStore::empty();
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("the PEM is unreadable: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("certificate {} is not usable: {e}", n + 1))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err("it holds no certificate (expected -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(n)
+}
+
 /// Accepts any certificate (verification explicitly turned off) but still
 /// checks the handshake signatures, so the session keys belong to whoever
 /// holds the presented certificate's key.

@@ -41,6 +41,132 @@ pub fn normalize_dn(dn: &str) -> String {
 
 type Ava = (String, String);
 
+/// Checks that `dn` is a distinguished name in the string form of RFC 4514:
+/// one or more RDNs separated by `,`, each one or more `type=value` pairs
+/// joined by `+`; a type is a name (a letter, then letters, digits and
+/// hyphens) or a numeric OID; in a value the characters `"`, `+`, `,`, `;`,
+/// `<`, `>` and `\` are escaped with `\`, and `#` starts a hex (BER) value.
+/// The error says what is wrong and at which character (from 1).
+pub fn validate_dn(dn: &str) -> Result<(), String> {
+    let chars: Vec<(usize, char)> = dn.char_indices().collect();
+    if dn.trim().is_empty() {
+        return Err("it is empty".into());
+    }
+    let at = |k: usize| k + 1;
+    let mut i = 0;
+    loop {
+        // attribute type
+        while i < chars.len() && chars[i].1 == ' ' {
+            i += 1;
+        }
+        let start = i;
+        while i < chars.len() && !matches!(chars[i].1, '=' | ',' | '+') {
+            i += 1;
+        }
+        let ty: String = chars[start..i].iter().map(|c| c.1).collect();
+        let ty = ty.trim_end();
+        if ty.is_empty() {
+            return Err(format!(
+                "an attribute type is missing at character {} (an empty RDN, e.g. \",,\"?)",
+                at(start)
+            ));
+        }
+        if i >= chars.len() || chars[i].1 != '=' {
+            return Err(format!(
+                "\"=\" is missing after the attribute type {ty:?} at character {}",
+                at(start)
+            ));
+        }
+        let ty = ty
+            .strip_prefix("OID.")
+            .or_else(|| ty.strip_prefix("oid."))
+            .unwrap_or(ty);
+        let descr = ty.starts_with(|c: char| c.is_ascii_alphabetic())
+            && ty.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let oid = ty
+            .split('.')
+            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if !descr && !oid {
+            return Err(format!(
+                "{ty:?} at character {} is not an attribute type (a name or a numeric OID)",
+                at(start)
+            ));
+        }
+        i += 1;
+        // attribute value
+        while i < chars.len() && chars[i].1 == ' ' {
+            i += 1;
+        }
+        if i < chars.len() && chars[i].1 == '#' {
+            let start = i;
+            i += 1;
+            let mut digits = 0;
+            while i < chars.len() && !matches!(chars[i].1, ',' | '+') {
+                if chars[i].1 == ' ' {
+                    break;
+                }
+                if !chars[i].1.is_ascii_hexdigit() {
+                    return Err(format!(
+                        "the hex value at character {} has a character that is not a hex digit",
+                        at(start)
+                    ));
+                }
+                digits += 1;
+                i += 1;
+            }
+            if digits == 0 || digits % 2 != 0 {
+                return Err(format!(
+                    "the hex value at character {} needs an even number of hex digits",
+                    at(start)
+                ));
+            }
+            while i < chars.len() && chars[i].1 == ' ' {
+                i += 1;
+            }
+        } else {
+            while i < chars.len() && !matches!(chars[i].1, ',' | '+') {
+                match chars[i].1 {
+                    '\\' => {
+                        let next = chars.get(i + 1).map(|c| c.1);
+                        let hex = |k: usize| chars.get(k).is_some_and(|c| c.1.is_ascii_hexdigit());
+                        match next {
+                            Some(c) if c.is_ascii_hexdigit() && hex(i + 2) => i += 3,
+                            Some(
+                                ' ' | '"' | '#' | '+' | ',' | ';' | '<' | '=' | '>' | '\\',
+                            ) => i += 2,
+                            _ => {
+                                return Err(format!(
+                                    "the \\ at character {} escapes nothing valid (use \\, \\+ \\\\ or two hex digits)",
+                                    at(i)
+                                ))
+                            }
+                        }
+                    }
+                    c @ ('"' | ';' | '<' | '>') => {
+                        return Err(format!(
+                            "{c:?} at character {} must be escaped with \\",
+                            at(i)
+                        ))
+                    }
+                    _ => i += 1,
+                }
+            }
+        }
+        if i >= chars.len() {
+            return Ok(());
+        }
+        // `,` or `+`: another RDN or AVA follows.
+        if i + 1 >= chars.len() || chars[i + 1..].iter().all(|c| c.1 == ' ') {
+            return Err(format!(
+                "the DN ends with {:?} at character {}",
+                chars[i].1,
+                at(i)
+            ));
+        }
+        i += 1;
+    }
+}
+
 /// Splits `dn` into RDNs of (type, canonical value) pairs; `None` when it
 /// is not a DN.
 fn parse(dn: &str) -> Option<Vec<Vec<Ava>>> {
@@ -180,6 +306,39 @@ fn escape_into(value: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::normalize_dn as n;
+    use super::validate_dn;
+
+    #[test]
+    fn d5_base_dns_are_checked_per_rfc_4514() {
+        for ok in [
+            "dc=example,dc=com",
+            "ou=Roster, dc=corp",
+            r"cn=Doe\, John,ou=People,dc=example,dc=com",
+            r"cn=Zo\C3\AB+uid=z,dc=a",
+            "2.5.4.3=x,dc=a",
+            "OID.2.5.4.11=Sales,o=Acme",
+            "cn=#04024869,dc=x",
+            "cn=a=b,dc=x",
+            "CN=Users,DC=corp,DC=example",
+        ] {
+            assert_eq!(validate_dn(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("ou=Roster,,dc=corp", "character 11"),
+            ("", "empty"),
+            ("dc=example,", "ends with"),
+            ("ou=Roster,dc", "\"=\" is missing"),
+            ("1ou=x,dc=a", "not an attribute type"),
+            ("cn=a;b,dc=x", "must be escaped"),
+            (r"cn=a\qb,dc=x", "escapes nothing"),
+            ("cn=#123,dc=x", "even number"),
+            ("example.com", "\"=\" is missing"),
+            ("cn=x+,dc=a", "missing"),
+        ] {
+            let e = validate_dn(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn d3d_escaped_comma_spellings_are_one_dn() {

@@ -27,7 +27,8 @@ use self::build::{assemble, ReadGroup, Slots};
 use self::conn::{Security, Session};
 use self::search::{paged_search, rest_of_range, AttrSet, Ctx, Search};
 
-pub use self::dn::normalize_dn;
+pub use self::conn::check_ca_pem;
+pub use self::dn::{normalize_dn, validate_dn};
 pub use self::filter::{check_filter, validate_filter, FilterError};
 pub use self::schema::{DisabledRule, Mapping};
 
@@ -49,6 +50,8 @@ pub enum SearchKind {
     PublicFolders,
     /// The rest of a ranged attribute (`member;range=...`).
     MemberRanges,
+    /// The users `attributes.disabled_filter` selects (ids only).
+    DisabledUsers,
 }
 
 impl fmt::Display for SearchKind {
@@ -59,6 +62,7 @@ impl fmt::Display for SearchKind {
             SearchKind::Groups => "group",
             SearchKind::PublicFolders => "public folder",
             SearchKind::MemberRanges => "member range",
+            SearchKind::DisabledUsers => "disabled user",
         })
     }
 }
@@ -266,6 +270,13 @@ impl LdapReader {
             },
         )
         .await?;
+        if let Some(disabled) = disabled_ids(ldap, &ctx, &mapping, base).await? {
+            counts.disabled = 0;
+            for u in &mut users {
+                u.disabled = disabled.contains(&u.id);
+                counts.disabled += u64::from(u.disabled);
+            }
+        }
         counts.users = users.len() as u64;
 
         // Groups, then the rest of any ranged member values.
@@ -404,10 +415,9 @@ impl LdapReader {
         let ctx = self.ctx(&endpoint);
         let ldap = &mut session.ldap;
 
-        let user_attrs = AttrSet::new(vec![
-            mapping.id.clone(),
-            mapping.disabled.attribute().to_string(),
-        ]);
+        let mut names = vec![mapping.id.clone()];
+        names.extend(mapping.disabled.iter().map(|r| r.attribute().to_string()));
+        let user_attrs = AttrSet::new(names);
         let slots = Slots::new(&mapping, &user_attrs);
         let (mut users, mut disabled, mut without_id) = (0u64, 0u64, 0u64);
         paged_search(
@@ -431,6 +441,9 @@ impl LdapReader {
             },
         )
         .await?;
+        if let Some(ids) = disabled_ids(ldap, &ctx, &mapping, base).await? {
+            disabled = ids.len() as u64;
+        }
 
         let group_attrs = AttrSet::new(mapping.mail_object_attributes());
         let gslots = Slots::new(&mapping, &group_attrs);
@@ -480,6 +493,42 @@ impl LdapReader {
             details,
         })
     }
+}
+
+/// With `attributes.disabled_filter`: the ids of the users it selects
+/// (within the user filter), read by the server's own matching; `None`
+/// when the preset's rules apply.
+async fn disabled_ids(
+    ldap: &mut ldap3::Ldap,
+    ctx: &Ctx<'_>,
+    mapping: &Mapping,
+    base: &str,
+) -> Result<Option<std::collections::HashSet<roster_domain::snapshot::ObjectId>>, ReadError> {
+    let Some(filter) = mapping.disabled_users_filter() else {
+        return Ok(None);
+    };
+    let attrs = AttrSet::new(vec![mapping.id.clone()]);
+    let slots = Slots::new(mapping, &attrs);
+    let mut ids = std::collections::HashSet::new();
+    paged_search(
+        ldap,
+        ctx,
+        &Search {
+            kind: SearchKind::DisabledUsers,
+            base,
+            filter: &filter,
+            attrs: &attrs,
+        },
+        |e| {
+            // Read as a group: only its id matters here.
+            if let Some(o) = slots.object(e, ObjectKind::Group) {
+                ids.insert(o.id);
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(Some(ids))
 }
 
 /// Runs `work` on a thread of its own with a single-threaded runtime, and

@@ -27,6 +27,13 @@ pub enum DisabledRule {
         /// The attribute.
         attribute: String,
     },
+    /// Disabled when the attribute holds a day (days since 1970-01-01, 1 or
+    /// more) that is today or earlier, e.g. `shadowExpire` (nis.schema):
+    /// the account has expired.
+    ExpiredOnDay {
+        /// The attribute.
+        attribute: String,
+    },
 }
 
 impl DisabledRule {
@@ -35,7 +42,8 @@ impl DisabledRule {
         match self {
             DisabledRule::UserAccountControl => "userAccountControl",
             DisabledRule::AttributeIs { attribute, .. }
-            | DisabledRule::AttributePresent { attribute } => attribute,
+            | DisabledRule::AttributePresent { attribute }
+            | DisabledRule::ExpiredOnDay { attribute } => attribute,
         }
     }
 }
@@ -86,8 +94,12 @@ pub struct Mapping {
     pub notes: Vec<String>,
     /// Group membership attributes (DNs).
     pub member: Vec<String>,
-    /// How disabled users are recognised.
-    pub disabled: DisabledRule,
+    /// How the preset recognises disabled users: any rule that matches
+    /// marks the user disabled. Empty when `disabled_filter` replaces them.
+    pub disabled: Vec<DisabledRule>,
+    /// `attributes.disabled_filter`: users it selects (within the user
+    /// filter) are the disabled ones, instead of the preset's rules.
+    pub disabled_filter: Option<String>,
 }
 
 fn v(names: &[&str]) -> Vec<String> {
@@ -135,7 +147,8 @@ impl Mapping {
                 department: v(&["department"]),
                 notes: v(&["info"]),
                 member: v(&["member"]),
-                disabled: DisabledRule::UserAccountControl,
+                disabled: vec![DisabledRule::UserAccountControl],
+                disabled_filter: None,
             },
             LdapPreset::Openldap | LdapPreset::Ds389 => Mapping {
                 preset,
@@ -160,15 +173,23 @@ impl Mapping {
                 notes: v(&["description"]),
                 member: v(&["member", "uniqueMember"]),
                 disabled: if preset == LdapPreset::Openldap {
-                    DisabledRule::AttributePresent {
-                        attribute: "pwdAccountLockedTime".into(),
-                    }
+                    // ppolicy's lockout, or a shadow account that expired.
+                    vec![
+                        DisabledRule::AttributePresent {
+                            attribute: "pwdAccountLockedTime".into(),
+                        },
+                        DisabledRule::ExpiredOnDay {
+                            attribute: "shadowExpire".into(),
+                        },
+                    ]
                 } else {
-                    DisabledRule::AttributeIs {
+                    // 389-DS and FreeIPA: `nsAccountLock: TRUE`.
+                    vec![DisabledRule::AttributeIs {
                         attribute: "nsAccountLock".into(),
                         values: v(&["true"]),
-                    }
+                    }]
                 },
+                disabled_filter: None,
             },
         }
     }
@@ -224,6 +245,15 @@ impl Mapping {
             filter("group filter", f)?;
             m.group_filter = f.trim().to_string();
         }
+        if let Some(f) = a
+            .disabled_filter
+            .as_deref()
+            .filter(|f| !f.trim().is_empty())
+        {
+            filter("disabled filter", f)?;
+            m.disabled_filter = Some(f.trim().to_string());
+            m.disabled.clear();
+        }
         if let Some(custom) = settings.filter.as_deref().filter(|f| !f.trim().is_empty()) {
             filter("custom filter", custom)?;
             m.user_filter = and_all(&[&m.user_filter, custom]);
@@ -254,8 +284,18 @@ impl Mapping {
                 push(&mut out, a);
             }
         }
-        push(&mut out, self.disabled.attribute());
+        for rule in &self.disabled {
+            push(&mut out, rule.attribute());
+        }
         out
+    }
+
+    /// The filter that selects the disabled users when `disabled_filter`
+    /// is set: the user filter ANDed with it.
+    pub fn disabled_users_filter(&self) -> Option<String> {
+        self.disabled_filter
+            .as_deref()
+            .map(|f| and_all(&[&self.user_filter, f]))
     }
 
     /// Attributes a group search requests.
@@ -346,7 +386,7 @@ mod tests {
         assert_eq!(ad.id, "objectGUID");
         assert_eq!(ad.notes, vec!["info"]);
         assert_eq!(ad.proxy_addresses.as_deref(), Some("proxyAddresses"));
-        assert_eq!(ad.disabled, DisabledRule::UserAccountControl);
+        assert_eq!(ad.disabled, vec![DisabledRule::UserAccountControl]);
         let ol = Mapping::of(&settings(LdapPreset::Openldap)).unwrap();
         assert_eq!(ol.id, "entryUUID");
         assert_eq!(ol.company, vec!["o"]);
@@ -354,7 +394,53 @@ mod tests {
         assert!(ol.public_folder_filter.is_none());
         let ds = Mapping::of(&settings(LdapPreset::Ds389)).unwrap();
         assert_eq!(ds.id, "nsUniqueId");
-        assert_eq!(ds.disabled.attribute(), "nsAccountLock");
+        assert_eq!(
+            ds.disabled,
+            vec![DisabledRule::AttributeIs {
+                attribute: "nsAccountLock".into(),
+                values: vec!["true".into()]
+            }]
+        );
+    }
+
+    #[test]
+    fn d3h_each_preset_knows_how_its_directory_marks_disabled_accounts() {
+        let ol = Mapping::of(&settings(LdapPreset::Openldap)).unwrap();
+        assert_eq!(
+            ol.disabled,
+            vec![
+                DisabledRule::AttributePresent {
+                    attribute: "pwdAccountLockedTime".into()
+                },
+                DisabledRule::ExpiredOnDay {
+                    attribute: "shadowExpire".into()
+                },
+            ]
+        );
+        let attrs = ol.user_attributes();
+        for a in ["pwdAccountLockedTime", "shadowExpire"] {
+            assert!(attrs.contains(&a.to_string()), "{a} is read");
+        }
+        assert_eq!(ol.disabled_users_filter(), None);
+    }
+
+    #[test]
+    fn d3h_a_disabled_filter_replaces_the_presets_rules_and_is_checked() {
+        let mut s = settings(LdapPreset::Openldap);
+        s.filter = Some("(o=Acme)".into());
+        s.attributes.disabled_filter = Some(" (employeeType=left) ".into());
+        let m = Mapping::of(&s).unwrap();
+        assert!(m.disabled.is_empty());
+        assert!(!m.user_attributes().contains(&"shadowExpire".to_string()));
+        assert_eq!(
+            m.disabled_users_filter().as_deref(),
+            Some("(&(&(objectClass=inetOrgPerson)(o=Acme))(employeeType=left))")
+        );
+        s.attributes.disabled_filter = Some("(employeeType=left".into());
+        assert!(matches!(
+            Mapping::of(&s),
+            Err(ReadError::InvalidFilter(ref m)) if m.contains("disabled filter") && m.contains("position")
+        ));
     }
 
     #[test]
