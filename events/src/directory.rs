@@ -419,6 +419,26 @@ pub struct SyncDiscarded {
     pub run_id: Uuid,
 }
 
+/// A "Test connection" was made (D7): with the saved settings or with
+/// settings sent for the test only, where it connected and how it ended.
+/// Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DirectoryTested {
+    pub kind: DirectoryKind,
+    /// The saved settings were tested (false: settings sent with the test).
+    pub saved: bool,
+    /// A new password / client secret came with the test (false: the
+    /// stored one, entered for this same target, was used).
+    pub secret_given: bool,
+    /// Where it connected: `ldap://host:port` / `ldaps://host:port`, or the
+    /// tenant at the login endpoint.
+    pub target: String,
+    pub ok: bool,
+    /// On failure, the test's code (refused, timeout, tls, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
 /// Events of the directory aggregate (one per customer, id = customer id).
 #[allow(clippy::large_enum_variant)] // stored and sent as data, never on a hot path
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -436,6 +456,7 @@ pub enum DirectoryEvent {
     SyncHeld(SyncHeld),
     SyncConfirmed(SyncConfirmed),
     SyncDiscarded(SyncDiscarded),
+    DirectoryTested(DirectoryTested),
 }
 
 impl DirectoryEvent {
@@ -453,6 +474,7 @@ impl DirectoryEvent {
         ("SyncHeld", "1.0"),
         ("SyncConfirmed", "1.0"),
         ("SyncDiscarded", "1.0"),
+        ("DirectoryTested", "1.0"),
     ];
 
     pub fn type_name(&self) -> &'static str {
@@ -470,6 +492,7 @@ impl DirectoryEvent {
             DirectoryEvent::SyncHeld(_) => "SyncHeld",
             DirectoryEvent::SyncConfirmed(_) => "SyncConfirmed",
             DirectoryEvent::SyncDiscarded(_) => "SyncDiscarded",
+            DirectoryEvent::DirectoryTested(_) => "DirectoryTested",
         }
     }
 

@@ -259,6 +259,14 @@ fn examples() -> Vec<(&'static str, Value)> {
             by_run: run,
         }),
         DirectoryEvent::SyncDiscarded(SyncDiscarded { run_id: run }),
+        DirectoryEvent::DirectoryTested(DirectoryTested {
+            kind: DirectoryKind::Ldap,
+            saved: false,
+            secret_given: true,
+            target: "ldaps://dc1.acme.example:636".into(),
+            ok: false,
+            code: Some("bind_rejected".into()),
+        }),
     ];
     let objects = vec![DirectoryObjectsEvent::DirectoryObjectsChanged(
         DirectoryObjectsChanged {

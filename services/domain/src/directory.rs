@@ -63,6 +63,8 @@ pub enum DirectoryCommand {
     DiscardHeld {
         run_id: Uuid,
     },
+    /// Records a "Test connection" in the audit trail (D7).
+    RecordTest(DirectoryTested),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -277,6 +279,7 @@ impl Directory {
                 self.check_held(run_id)?;
                 vec![E::SyncDiscarded(SyncDiscarded { run_id })]
             }
+            DirectoryCommand::RecordTest(tested) => vec![E::DirectoryTested(tested)],
         })
     }
 
@@ -357,6 +360,7 @@ impl Aggregate for Directory {
                 });
             }
             DirectoryEvent::SyncConfirmed(_) | DirectoryEvent::SyncDiscarded(_) => self.held = None,
+            DirectoryEvent::DirectoryTested(_) => {}
         }
     }
 }
