@@ -14,8 +14,9 @@ static BUILD: Mutex<bool> = Mutex::new(false);
 
 /// The operator's outbound allowance every test binary runs with: the
 /// directory servers and the Graph emulator of the tests listen on loopback
-/// (127.0.0.1) over plain http / LDAP. Tests of the policy itself override it.
-pub const TEST_ALLOW_OUTBOUND: &str = "http,loopback,127.0.0.1,localhost";
+/// (127.0.0.1) over plain http / LDAP, Samba AD in a network namespace on a
+/// private address (10.231.0.0/16). Tests of the policy itself override it.
+pub const TEST_ALLOW_OUTBOUND: &str = "http,loopback,private,127.0.0.1,localhost";
 
 /// The secrets key the tests' servers use (32 bytes, hex): a test may give
 /// its own with the `ROSTER_SECRET_KEY` entry of `start_with`.
