@@ -441,6 +441,26 @@ pub struct SyncFinished {
     pub finished_at: DateTime<Utc>,
 }
 
+/// A "Test connection" was made (D7): with the saved settings or with
+/// settings sent for the test only, where it connected and how it ended.
+/// Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DirectoryTested {
+    pub kind: DirectoryKind,
+    /// The saved settings were tested (false: settings sent with the test).
+    pub saved: bool,
+    /// A new password / client secret came with the test (false: the
+    /// stored one, entered for this same target, was used).
+    pub secret_given: bool,
+    /// Where it connected: `ldap://host:port` / `ldaps://host:port`, or the
+    /// tenant at the login endpoint.
+    pub target: String,
+    pub ok: bool,
+    /// On failure, the test's code (refused, timeout, tls, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
 /// Events of the directory aggregate (one per customer, id = customer id).
 #[allow(clippy::large_enum_variant)] // stored and sent as data, never on a hot path
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -460,6 +480,7 @@ pub enum DirectoryEvent {
     SyncDiscarded(SyncDiscarded),
     SyncSuperseded(SyncSuperseded),
     SyncFinished(SyncFinished),
+    DirectoryTested(DirectoryTested),
 }
 
 impl DirectoryEvent {
@@ -479,6 +500,7 @@ impl DirectoryEvent {
         ("SyncDiscarded", "1.0"),
         ("SyncSuperseded", "1.0"),
         ("SyncFinished", "1.0"),
+        ("DirectoryTested", "1.0"),
     ];
 
     pub fn type_name(&self) -> &'static str {
@@ -498,6 +520,7 @@ impl DirectoryEvent {
             DirectoryEvent::SyncDiscarded(_) => "SyncDiscarded",
             DirectoryEvent::SyncSuperseded(_) => "SyncSuperseded",
             DirectoryEvent::SyncFinished(_) => "SyncFinished",
+            DirectoryEvent::DirectoryTested(_) => "DirectoryTested",
         }
     }
 

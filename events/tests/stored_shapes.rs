@@ -267,6 +267,14 @@ fn examples() -> Vec<(&'static str, Value)> {
             run_id: run,
             finished_at: t,
         }),
+        DirectoryEvent::DirectoryTested(DirectoryTested {
+            kind: DirectoryKind::Ldap,
+            saved: false,
+            secret_given: true,
+            target: "ldaps://dc1.acme.example:636".into(),
+            ok: false,
+            code: Some("bind_rejected".into()),
+        }),
     ];
     let objects = vec![DirectoryObjectsEvent::DirectoryObjectsChanged(
         DirectoryObjectsChanged {

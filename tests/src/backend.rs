@@ -70,7 +70,11 @@ impl TestStore {
     pub fn app(&self) -> AppState {
         let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
         let mut state = AppState::new(self.store.clone(), self.projector.clone(), clock)
-            .with_secret_key(self.key.clone());
+            .with_secret_key(self.key.clone())
+            .with_outbound(std::sync::Arc::new(
+                roster_sync::OutboundPolicy::parse(crate::process::TEST_ALLOW_OUTBOUND)
+                    .expect("the tests' outbound allowance"),
+            ));
         state.consistency_timeout = std::time::Duration::from_secs(20);
         state
     }

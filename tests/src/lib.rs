@@ -7,6 +7,7 @@ pub mod bench;
 pub mod e2e;
 pub mod ldap_tap;
 pub mod process;
+pub mod recorder;
 pub mod sync;
 
 pub use backend::{Backend, TestStore};

@@ -12,6 +12,12 @@ use tokio::process::{Child, Command};
 
 static BUILD: Mutex<bool> = Mutex::new(false);
 
+/// The operator's outbound allowance every test binary runs with: the
+/// directory servers and the Graph emulator of the tests listen on loopback
+/// (127.0.0.1) over plain http / LDAP, Samba AD in a network namespace on a
+/// private address (10.231.0.0/16). Tests of the policy itself override it.
+pub const TEST_ALLOW_OUTBOUND: &str = "http,loopback,private,127.0.0.1,localhost";
+
 /// The secrets key the tests' servers use (32 bytes, hex): a test may give
 /// its own with the `ROSTER_SECRET_KEY` entry of `start_with`.
 pub const TEST_SECRET_KEY: &str =
@@ -37,7 +43,9 @@ pub fn roster_binary() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "roster"]);
+        // With roster-tests in the same build, roster-store's `test-clock`
+        // feature (ROSTER_CLOCK_FILE) is in the binary, as in a workspace build.
+        cmd.args(["build", "-q", "-p", "roster", "-p", "roster-tests"]);
         if profile == "release" {
             cmd.arg("--release");
         }
@@ -90,6 +98,7 @@ impl RosterProcess {
             .env("ROSTER_BOOTSTRAP_TOKEN", &token)
             .env("RUST_LOG", "info,sqlx=warn")
             .env("ROSTER_SECRET_KEY", TEST_SECRET_KEY)
+            .env("ROSTER_ALLOW_OUTBOUND", TEST_ALLOW_OUTBOUND)
             .env_remove("DATABASE_URL")
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -181,8 +181,8 @@ async fn d6_d7_entra_settings_are_checked_secret_never_returned_test_names_the_f
             "not closed",
         ),
         (
-            json!({"graph_endpoint": "http://graph.example.com/v1.0"}),
-            "https",
+            json!({"graph_endpoint": "https://graph.example.com/v1.0"}),
+            "documented hosts",
         ),
         (json!({"host": "dc.example.com"}), "LDAP setting"),
         (json!({"client_secret": null}), "client secret is required"),

@@ -670,7 +670,46 @@ async fn aggregates_load_the_same_one_by_one_and_in_bulk(s: TestStore) {
     let _ = StoreError::Conflict;
 }
 
+/// D7 (issue 10): a stored secret is released only for the connection
+/// target it was entered for; a new secret entered for another target
+/// replaces it and is bound to that one.
+async fn d7_a_stored_secret_is_released_only_for_its_target(s: TestStore) {
+    let db = s.store.db();
+    let c = CustomerId::new();
+    let now = s.clock.now();
+    let secret = roster_store::Secret::new("canary-bound-to-a");
+    db.put_secret(&s.key, c, "ldap", "target-a", &secret, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.get_secret(&s.key, c, "ldap", "target-a").await.unwrap(),
+        Some(secret.clone())
+    );
+    assert_eq!(
+        db.get_secret(&s.key, c, "ldap", "target-b").await.unwrap(),
+        None,
+        "not released for another target"
+    );
+    assert_eq!(
+        db.get_secret(&s.key, c, "entra", "target-a").await.unwrap(),
+        None
+    );
+    let other = roster_store::Secret::new("canary-bound-to-b");
+    db.put_secret(&s.key, c, "ldap", "target-b", &other, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.get_secret(&s.key, c, "ldap", "target-a").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        db.get_secret(&s.key, c, "ldap", "target-b").await.unwrap(),
+        Some(other)
+    );
+}
+
 both_backends!(
+    d7_a_stored_secret_is_released_only_for_its_target,
     e1_appends_are_read_back_in_global_order,
     e1_a_stale_version_is_a_conflict,
     e1_a_stale_version_in_a_bulk_append_is_a_conflict,

@@ -221,6 +221,7 @@ impl ReaderFactory for KillAfterFirstPage {
                 page_size: 5,
                 member_range_step: None,
                 on_page: Some(hook),
+                ..Default::default()
             },
         )))
     }
@@ -687,16 +688,35 @@ async fn d5_invalid_settings_are_refused_precisely(s: TestStore) {
     // Test connection reports the specific failure.
     let mut wrong = settings_for(&sc.slapd, "dc=example,dc=com");
     wrong.port = roster_tests::process::free_port();
+    // D7: another port without the password is refused, and connects nowhere.
+    let err = app
+        .sync
+        .test(
+            &s.meta(sc.customer),
+            Some((config(wrong.clone(), DeleteAfter::Days7), None)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, roster_sync::SyncError::SecretRequired(m) if m.starts_with("port")),
+        "{err}"
+    );
     let t = app
         .sync
-        .test(sc.customer, Some((config(wrong, DeleteAfter::Days7), None)))
+        .test(
+            &s.meta(sc.customer),
+            Some((
+                config(wrong, DeleteAfter::Days7),
+                Some(Secret::new(sc.slapd.root_password())),
+            )),
+        )
         .await
         .unwrap();
     assert_eq!((t.ok, t.code.as_deref()), (false, Some("refused")), "{t:?}");
     let t = app
         .sync
         .test(
-            sc.customer,
+            &s.meta(sc.customer),
             Some((
                 config(
                     settings_for(&sc.slapd, "dc=example,dc=com"),
@@ -712,7 +732,7 @@ async fn d5_invalid_settings_are_refused_precisely(s: TestStore) {
         (false, Some("bind_rejected")),
         "{t:?}"
     );
-    let t = app.sync.test(sc.customer, None).await.unwrap();
+    let t = app.sync.test(&s.meta(sc.customer), None).await.unwrap();
     assert!(t.ok, "{t:?}");
     assert_eq!(t.users, Some(1));
 }

@@ -71,7 +71,15 @@ impl IntoResponse for ApiError {
             code: self.code,
             message: self.message,
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: a 401 names the scheme to authenticate with.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"roster\""),
+            );
+        }
+        response
     }
 }
 
@@ -201,6 +209,7 @@ impl From<roster_sync::SyncError> for ApiError {
             E::Invalid(m) | E::InvalidFilter(m) => {
                 ApiError::new(S::BAD_REQUEST, codes::INVALID_REQUEST, m)
             }
+            E::SecretRequired(m) => ApiError::new(S::BAD_REQUEST, "secret_required", m),
             E::Store(s) => s.into(),
             E::User(u) => u.into(),
             E::NoSuchUser(m) => ApiError::not_found(m),

@@ -73,10 +73,12 @@ impl FromRequestParts<AppState> for Caller {
         let value = header
             .to_str()
             .map_err(|_| ApiError::bad_token("the Authorization header is not readable text"))?;
+        // The scheme is case-insensitive (RFC 9110 section 11.1).
         let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
+            .trim_start()
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
                 ApiError::bad_token("the Authorization header must be `Bearer <token>`")
@@ -99,6 +101,38 @@ impl FromRequestParts<AppState> for Caller {
             correlation_id,
         })
     }
+}
+
+/// A client-chosen `X-Request-Id` is namespaced: the request's id (and the
+/// correlation id of what it writes, E2) is a UUID version 8 derived from
+/// the client's value, so a client can never pick the id of a sync run or
+/// an import (UUID versions 4 and 7) and join its report. The same value
+/// always gives the same id; the answer's `X-Request-Id` is that id.
+pub async fn namespace_request_id(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(v) = req.headers().get(REQUEST_ID) {
+        let id = client_request_id(v.as_bytes());
+        if let Ok(h) = axum::http::HeaderValue::from_str(&id.to_string()) {
+            req.headers_mut().insert(REQUEST_ID, h);
+        }
+    }
+    next.run(req).await
+}
+
+/// The request id a client's `X-Request-Id` value stands for.
+pub fn client_request_id(value: &[u8]) -> uuid::Uuid {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"roster:client-request-id:");
+    h.update(value);
+    let digest = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80; // version 8 (RFC 9562: custom)
+    b[8] = (b[8] & 0x3f) | 0x80; // the RFC variant
+    uuid::Uuid::from_bytes(b)
 }
 
 impl Caller {

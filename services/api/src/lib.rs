@@ -8,7 +8,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use roster_projections::{LagLimits, Projector};
 use roster_store::{Clock, SecretKey, Store};
-use roster_sync::{DefaultReaders, ReaderFactory, SyncService};
+use roster_sync::{DefaultReaders, OutboundPolicy, ReaderFactory, SyncService};
 
 pub mod app;
 pub mod dto;
@@ -19,6 +19,7 @@ pub mod imports;
 pub mod inputs;
 pub mod openapi;
 pub mod routes;
+pub mod server;
 
 pub use error::{ApiError, ApiResult};
 pub use routes::router;
@@ -47,7 +48,7 @@ impl AppState {
             projector.clone(),
             clock.clone(),
             SecretKey::generate(),
-            Arc::new(DefaultReaders),
+            Arc::new(DefaultReaders::default()),
         );
         AppState {
             store,
@@ -63,6 +64,15 @@ impl AppState {
     /// The key that seals directory secrets (D7).
     pub fn with_secret_key(mut self, key: SecretKey) -> Self {
         self.sync.key = key;
+        self
+    }
+
+    /// Where directory connections may go (the operator's
+    /// `ROSTER_ALLOW_OUTBOUND`): checked when settings are saved or tested,
+    /// and by the production readers when they connect.
+    pub fn with_outbound(mut self, outbound: Arc<OutboundPolicy>) -> Self {
+        self.sync.outbound = outbound.clone();
+        self.sync.readers = Arc::new(DefaultReaders::new(outbound));
         self
     }
 

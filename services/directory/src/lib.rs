@@ -16,8 +16,13 @@
 
 pub mod entra;
 pub mod ldap;
+pub mod outbound;
 
-pub use entra::{validate_settings as validate_entra_settings, EntraOptions, EntraReader};
+pub use entra::{
+    check_outbound as check_entra_outbound, validate_settings as validate_entra_settings,
+    EntraOptions, EntraReader,
+};
+pub use outbound::OutboundPolicy;
 
 pub use ldap::{
     check_ca_pem, normalize_dn, validate_dn, validate_filter, LdapReader, Mapping, PageEvent,

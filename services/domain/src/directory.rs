@@ -69,6 +69,8 @@ pub enum DirectoryCommand {
     DiscardHeld {
         run_id: Uuid,
     },
+    /// Records a "Test connection" in the audit trail (D7).
+    RecordTest(DirectoryTested),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -311,6 +313,7 @@ impl Directory {
                 self.check_held(run_id)?;
                 vec![E::SyncDiscarded(SyncDiscarded { run_id })]
             }
+            DirectoryCommand::RecordTest(tested) => vec![E::DirectoryTested(tested)],
         })
     }
 
@@ -394,6 +397,7 @@ impl Aggregate for Directory {
             | DirectoryEvent::SyncDiscarded(_)
             | DirectoryEvent::SyncSuperseded(_) => self.held = None,
             DirectoryEvent::SyncFinished(_) => {}
+            DirectoryEvent::DirectoryTested(_) => {}
         }
     }
 }

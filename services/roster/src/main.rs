@@ -53,20 +53,44 @@ struct Storage {
     /// on the embedded default; with DATABASE_URL a key must be given).
     #[arg(long, env = "ROSTER_SECRET_KEY_FILE", global = true)]
     secret_key_file: Option<PathBuf>,
+    /// Where directory connections may go besides public addresses and, for
+    /// Entra ID, https to Microsoft's clouds: a comma-separated list of
+    /// `http`, `loopback`, `private`, `link-local`, `metadata` and host names
+    /// (`*.example.test` for subdomains) Entra ID endpoints may use.
+    #[arg(long, env = "ROSTER_ALLOW_OUTBOUND", global = true)]
+    allow_outbound: Option<String>,
     /// Testing and staging only: read the current time from this file (RFC 3339).
     #[arg(long, env = "ROSTER_CLOCK_FILE", global = true, hide = true)]
     clock_file: Option<PathBuf>,
 }
 
 impl Storage {
-    fn clock(&self) -> Arc<dyn Clock> {
+    fn clock(&self) -> anyhow::Result<Arc<dyn Clock>> {
         match &self.clock_file {
-            Some(path) => {
-                tracing::warn!(file = %path.display(), "ROSTER_CLOCK_FILE is set: the time is read from a file (testing only)");
-                Arc::new(roster_store::FileClock(path.clone()))
-            }
-            None => Arc::new(SystemClock),
+            Some(path) => match roster_store::file_clock(path) {
+                Some(clock) => {
+                    tracing::warn!(file = %path.display(), "ROSTER_CLOCK_FILE is set: the time is read from a file (a build for tests)");
+                    Ok(clock)
+                }
+                None => bail!(
+                    "ROSTER_CLOCK_FILE is set, but this build has no clock override: it exists only in builds for tests (feature roster-store/test-clock). Unset ROSTER_CLOCK_FILE"
+                ),
+            },
+            None => Ok(Arc::new(SystemClock)),
         }
+    }
+
+    /// The operator's outbound policy for directory connections (issue 10).
+    fn outbound(&self) -> anyhow::Result<Arc<roster_sync::OutboundPolicy>> {
+        let text = self.allow_outbound.as_deref().unwrap_or("");
+        let policy = roster_sync::OutboundPolicy::parse(text).map_err(anyhow::Error::msg)?;
+        if !text.trim().is_empty() {
+            tracing::warn!(
+                allow = text,
+                "ROSTER_ALLOW_OUTBOUND widens where directory connections may go"
+            );
+        }
+        Ok(Arc::new(policy))
     }
 
     fn secret_key(
@@ -153,6 +177,45 @@ struct ServeArgs {
     worker_tick_secs: u64,
     #[command(flatten)]
     ready: ReadyArgs,
+    /// Seconds a client has to send a request's line and headers (from the
+    /// connection's start, or the end of the previous response).
+    #[arg(long, env = "ROSTER_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    http_header_timeout_secs: u64,
+    /// Seconds a client has to send a request's whole body.
+    #[arg(long, env = "ROSTER_HTTP_BODY_TIMEOUT_SECS", default_value_t = 60)]
+    http_body_timeout_secs: u64,
+    /// Seconds without a byte either way after which a connection is closed.
+    #[arg(long, env = "ROSTER_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 120)]
+    http_idle_timeout_secs: u64,
+    /// Connections open at once; more are closed as soon as accepted.
+    #[arg(long, env = "ROSTER_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    http_max_connections: usize,
+}
+
+impl ServeArgs {
+    fn http_limits(&self) -> anyhow::Result<roster_api::server::HttpLimits> {
+        for (name, v) in [
+            (
+                "ROSTER_HTTP_HEADER_TIMEOUT_SECS",
+                self.http_header_timeout_secs,
+            ),
+            ("ROSTER_HTTP_BODY_TIMEOUT_SECS", self.http_body_timeout_secs),
+            ("ROSTER_HTTP_IDLE_TIMEOUT_SECS", self.http_idle_timeout_secs),
+        ] {
+            if v == 0 || v > 86_400 {
+                bail!("{name} must be between 1 and 86400 seconds, not {v}");
+            }
+        }
+        if self.http_max_connections == 0 {
+            bail!("ROSTER_HTTP_MAX_CONNECTIONS must be at least 1");
+        }
+        Ok(roster_api::server::HttpLimits {
+            header_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            body_timeout: Duration::from_secs(self.http_body_timeout_secs),
+            idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
+            max_connections: self.http_max_connections,
+        })
+    }
 }
 
 /// `/healthz`, `/readyz` and `/metrics` of the roles without the API.
@@ -230,7 +293,7 @@ fn init_logging(format: &str) {
 async fn open(storage: &Storage) -> anyhow::Result<Store> {
     let db = Db::connect(storage.database_url.as_deref(), &storage.data_dir).await?;
     // Appends are stamped with the service's clock (B7).
-    let store = Store::open(db).await?.with_clock(storage.clock());
+    let store = Store::open(db).await?.with_clock(storage.clock()?);
     Ok(store)
 }
 
@@ -255,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(listen) => {
                     let router = projection_health(
                         projector.clone(),
-                        cli.storage.clock(),
+                        cli.storage.clock()?,
                         health.ready.limits(),
                         install_metrics()?,
                     );
@@ -316,6 +379,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker { tick_secs, health } => {
             let store = open(&cli.storage).await?;
             let key = cli.storage.secret_key(store.db().backend())?;
+            let outbound = cli.storage.outbound()?;
             let projector = Arc::new(Projector::new(store.clone(), ""));
             projector.ensure_tables().await?;
             let (health_tx, health_rx) = watch::channel(false);
@@ -323,7 +387,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(listen) => {
                     let router = projection_health(
                         projector.clone(),
-                        cli.storage.clock(),
+                        cli.storage.clock()?,
                         health.ready.limits(),
                         install_metrics()?,
                     );
@@ -331,13 +395,14 @@ async fn main() -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let sync = roster_sync::SyncService::new(
+            let mut sync = roster_sync::SyncService::new(
                 store,
                 projector,
-                cli.storage.clock(),
+                cli.storage.clock()?,
                 key,
-                Arc::new(roster_sync::DefaultReaders),
+                Arc::new(roster_sync::DefaultReaders::new(outbound.clone())),
             );
+            sync.outbound = outbound;
             let (tx, rx) = watch::channel(false);
             let task = tokio::spawn(roster_sync::worker::run(
                 sync,
@@ -457,11 +522,14 @@ async fn token(storage: Storage, command: TokenCommand) -> anyhow::Result<()> {
 }
 
 async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
+    let limits = args.http_limits()?;
     let store = open(&storage).await?;
     let backend = store.db().backend();
-    let clock: Arc<dyn Clock> = storage.clock();
+    let clock: Arc<dyn Clock> = storage.clock()?;
     let key = storage.secret_key(backend)?;
+    let outbound = storage.outbound()?;
     if let Some(token) = args.bootstrap_token.as_deref().filter(|t| !t.is_empty()) {
+        check_bootstrap_token(token).map_err(anyhow::Error::msg)?;
         if let Some(id) = store.db().bootstrap(token, clock.now()).await? {
             tracing::info!(token_id = %id, "ROSTER_BOOTSTRAP_TOKEN is now the first partner-administrator token");
         }
@@ -484,8 +552,9 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the Prometheus recorder")?;
-    let mut state =
-        roster_api::AppState::new(store.clone(), projector.clone(), clock).with_secret_key(key);
+    let mut state = roster_api::AppState::new(store.clone(), projector.clone(), clock)
+        .with_secret_key(key)
+        .with_outbound(outbound);
     state.metrics = Some(metrics);
     state.consistency_timeout = Duration::from_millis(args.consistency_timeout_ms);
     state.ready_lag = args.ready.limits();
@@ -513,9 +582,7 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     if backend == roster_store::Backend::Sqlite {
         tracing::info!(database = %storage.data_dir.join("roster.db").display(), "embedded SQLite database (set DATABASE_URL for PostgreSQL)");
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    roster_api::server::serve(listener, app, limits, shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     let _ = projector_task.await;
     if let Some(w) = worker_task {
@@ -649,6 +716,44 @@ async fn serve_health(
     }))
 }
 
+/// A bootstrap token becomes a partner-administrator token: one that looks
+/// like a template's placeholder, or is short, is refused at start.
+fn check_bootstrap_token(token: &str) -> Result<(), String> {
+    let lower = token.to_ascii_lowercase();
+    let squeezed: String = lower
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    for marker in [
+        "changeme",
+        "placeholder",
+        "replaceme",
+        "yourtoken",
+        "example",
+        "secret",
+        "password",
+    ] {
+        if squeezed.contains(marker) {
+            return Err(format!(
+                "ROSTER_BOOTSTRAP_TOKEN looks like a placeholder (it contains '{marker}'): set it to at least 24 random characters, e.g. `openssl rand -hex 32`"
+            ));
+        }
+    }
+    if token.chars().count() < 24 {
+        return Err(format!(
+            "ROSTER_BOOTSTRAP_TOKEN is {} characters long: it becomes a partner-administrator token, so give it at least 24 random characters, e.g. `openssl rand -hex 32`",
+            token.chars().count()
+        ));
+    }
+    let distinct: std::collections::BTreeSet<char> = token.chars().collect();
+    if distinct.len() < 8 {
+        return Err(
+            "ROSTER_BOOTSTRAP_TOKEN repeats too few characters to be random: set it to e.g. `openssl rand -hex 32`".into(),
+        );
+    }
+    Ok(())
+}
+
 /// Writes a secret to a new file readable by its owner only.
 fn write_secret_file(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -683,5 +788,27 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_bootstrap_token;
+
+    #[test]
+    fn placeholder_and_short_bootstrap_tokens_are_refused() {
+        for bad in [
+            "CHANGE-ME-to-at-least-24-random-characters",
+            "changeme-changeme-changeme-1234",
+            "please-put-a-placeholder-here-123",
+            "Change_Me_0123456789abcdefghij",
+            "short-token-1234",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            let e = check_bootstrap_token(bad).unwrap_err();
+            assert!(e.contains("ROSTER_BOOTSTRAP_TOKEN"), "{bad}: {e}");
+        }
+        assert!(check_bootstrap_token("3f9a1c7e52b84d06a9e1f3c5b7d92e40").is_ok());
+        assert!(check_bootstrap_token("bootstrap-0b8e6f9c1d2a4e7fb3c5d8a9e0f1a2b3").is_ok());
     }
 }

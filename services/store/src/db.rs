@@ -118,6 +118,7 @@ impl Db {
             ))
         })?;
         let file = data_dir.join("roster.db");
+        make_private(data_dir, &file)?;
         let options = SqliteConnectOptions::new()
             .filename(&file)
             .create_if_missing(true)
@@ -179,3 +180,46 @@ impl Db {
 
 /// A shared, cheaply cloned database handle.
 pub type SharedDb = Arc<Db>;
+
+/// The embedded database holds every customer's data: its folder is the
+/// owner's only (0700) and so are its files (0600). The database file is
+/// created private before SQLite opens it; SQLite gives its WAL and shared
+/// memory files the database file's mode.
+fn make_private(data_dir: &Path, file: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let fail = |what: &Path, e: std::io::Error| {
+            StoreError::Config(format!(
+                "cannot make {} private to its owner: {e}",
+                what.display()
+            ))
+        };
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail(data_dir, e))?;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fail(file, e)),
+        }
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        for f in [
+            file.to_path_buf(),
+            file.with_file_name(format!("{name}-wal")),
+            file.with_file_name(format!("{name}-shm")),
+        ] {
+            if f.exists() {
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| fail(&f, e))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (data_dir, file);
+    Ok(())
+}

@@ -15,7 +15,9 @@ pub mod read_state;
 pub mod secrets;
 
 pub use claims::{AddressOwner, Seats};
-pub use clock::{Clock, FileClock, ManualClock, SystemClock};
+#[cfg(feature = "test-clock")]
+pub use clock::FileClock;
+pub use clock::{file_clock, Clock, ManualClock, SystemClock};
 pub use db::{Backend, Db, Tx};
 pub use error::StoreError;
 pub use exec::{decode, history, Batch, Loaded};

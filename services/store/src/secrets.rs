@@ -215,27 +215,34 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn aad(customer: CustomerId, kind: &str) -> String {
-    format!("roster:directory-secret:{customer}:{kind}")
+fn aad(customer: CustomerId, kind: &str, target: Option<&str>) -> String {
+    match target {
+        Some(t) => format!("roster:directory-secret:{customer}:{kind}:{t}"),
+        None => format!("roster:directory-secret:{customer}:{kind}"),
+    }
 }
 
 impl Db {
-    /// Seals and stores a directory secret (replacing any earlier one).
+    /// Seals and stores a directory secret (replacing any earlier one),
+    /// bound to `target`: the digest of the connection it was entered for
+    /// (D7). [`Db::get_secret`] releases it for that target only.
     pub async fn put_secret(
         &self,
         key: &SecretKey,
         customer: CustomerId,
         kind: &str,
+        target: &str,
         secret: &Secret,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), StoreError> {
-        let (nonce, ct) = key.seal(secret, &aad(customer, kind));
+        let (nonce, ct) = key.seal(secret, &aad(customer, kind, Some(target)));
         with_db!(self, |p| {
             sqlx::query(
-            "INSERT INTO directory_secrets (customer_id, kind, key_id, nonce, ciphertext, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO directory_secrets (customer_id, kind, key_id, nonce, ciphertext, updated_at, target)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (customer_id, kind) DO UPDATE SET key_id = excluded.key_id,
-               nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at"
+               nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at,
+               target = excluded.target"
         )
         .bind(customer.to_string())
         .bind(kind)
@@ -243,6 +250,7 @@ impl Db {
         .bind(nonce)
         .bind(ct)
         .bind(micros(now))
+        .bind(target)
         .execute(p)
         .await
         .map(|_| ())?
@@ -250,16 +258,20 @@ impl Db {
         Ok(())
     }
 
-    /// The directory secret of a customer, opened; `None` when none is set.
+    /// The directory secret of a customer, opened, for the connection
+    /// `target` (D7); `None` when none is set or when the stored one was
+    /// entered for another target.
     pub async fn get_secret(
         &self,
         key: &SecretKey,
         customer: CustomerId,
         kind: &str,
+        target: &str,
     ) -> Result<Option<Secret>, StoreError> {
-        let row: Option<(String, Vec<u8>, Vec<u8>)> = with_db!(self, |p| {
+        type Row = (String, Vec<u8>, Vec<u8>, Option<String>);
+        let row: Option<Row> = with_db!(self, |p| {
             sqlx::query_as(
-            "SELECT key_id, nonce, ciphertext FROM directory_secrets WHERE customer_id = $1 AND kind = $2"
+            "SELECT key_id, nonce, ciphertext, target FROM directory_secrets WHERE customer_id = $1 AND kind = $2"
         )
         .bind(customer.to_string())
         .bind(kind)
@@ -268,12 +280,15 @@ impl Db {
         });
         match row {
             None => Ok(None),
-            Some((key_id, _, _)) if key_id != key.id() => Err(StoreError::Config(format!(
+            Some((_, _, _, Some(bound))) if bound != target => Ok(None),
+            Some((key_id, _, _, _)) if key_id != key.id() => Err(StoreError::Config(format!(
                 "the {kind} secret of customer {customer} was sealed with another key ({key_id}, this one is {}): \
                  give every replica the same ROSTER_SECRET_KEY",
                 key.id()
             ))),
-            Some((_, nonce, ct)) => key.open(&nonce, &ct, &aad(customer, kind)).map(Some),
+            Some((_, nonce, ct, bound)) => key
+                .open(&nonce, &ct, &aad(customer, kind, bound.as_deref()))
+                .map(Some),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod service;
 pub mod worker;
 
 pub use readers::{DefaultReaders, ReaderFactory};
+pub use roster_directory::OutboundPolicy;
 pub use service::{
     ConflictAction, DryRun, RunOutcome, SettingsChange, SyncError, SyncService, TestOutcome,
 };

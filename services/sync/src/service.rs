@@ -37,6 +37,9 @@ pub enum SyncError {
     Projection(String),
     #[error("no such user: {0}")]
     NoSuchUser(String),
+    /// D7: a connection field changed and the secret was not given again.
+    #[error("{0}")]
+    SecretRequired(String),
 }
 
 impl From<roster_projections::ProjectionError> for SyncError {
@@ -69,6 +72,9 @@ pub struct TestOutcome {
     pub message: String,
     pub users: Option<u64>,
     pub groups: Option<u64>,
+    /// Where the test's audit event went in the log (read-your-writes).
+    #[serde(skip)]
+    pub position: i64,
 }
 
 /// How a run ended.
@@ -124,6 +130,11 @@ pub struct SyncService {
     pub readers: Arc<dyn ReaderFactory>,
     /// How long a run may take before another may supersede it.
     pub lease: chrono::Duration,
+    /// Where directory connections may go: the operator's decision
+    /// (`ROSTER_ALLOW_OUTBOUND`); the default refuses loopback, private,
+    /// link-local and metadata addresses, plain http, and Entra endpoints
+    /// off Microsoft's clouds.
+    pub outbound: Arc<roster_directory::OutboundPolicy>,
 }
 
 const ATTEMPTS: u32 = 5;
@@ -160,6 +171,7 @@ impl SyncService {
             key,
             readers,
             lease: chrono::Duration::minutes(30),
+            outbound: Arc::default(),
         }
     }
 
@@ -213,6 +225,7 @@ impl SyncService {
         change: SettingsChange,
     ) -> Result<Appended, SyncError> {
         validate(&config)?;
+        self.check_outbound(&config.connection).await?;
         let kind = config.connection.kind();
         let current = self.directory(meta.customer_id).await?;
         if change.secret.is_none() && !current.secret_set.contains(&kind) {
@@ -225,22 +238,26 @@ impl SyncService {
                 }
             }));
         }
-        if let Some(secret) = &change.secret {
-            if secret.expose().is_empty() {
-                return Err(SyncError::Invalid(
-                    "the password / secret must not be empty".into(),
-                ));
+        match &change.secret {
+            None => require_same_target(&current, &config.connection)?,
+            Some(secret) => {
+                if secret.expose().is_empty() {
+                    return Err(SyncError::Invalid(
+                        "the password / secret must not be empty".into(),
+                    ));
+                }
+                self.store
+                    .db()
+                    .put_secret(
+                        &self.key,
+                        meta.customer_id,
+                        kind.as_str(),
+                        &secret_target(&config.connection),
+                        secret,
+                        self.clock.now(),
+                    )
+                    .await?;
             }
-            self.store
-                .db()
-                .put_secret(
-                    &self.key,
-                    meta.customer_id,
-                    kind.as_str(),
-                    secret,
-                    self.clock.now(),
-                )
-                .await?;
         }
         let mut commands = vec![DirectoryCommand::Configure {
             config,
@@ -281,26 +298,80 @@ impl SyncService {
             .await
     }
 
+    /// Issue 10: the connection goes only where the operator allows: the
+    /// endpoints' scheme and hosts, and every address a host name resolves
+    /// to now (the readers check the addresses again when they connect).
+    pub async fn check_outbound(&self, connection: &Connection) -> Result<(), SyncError> {
+        let p = &*self.outbound;
+        let bad = SyncError::Invalid;
+        match connection {
+            Connection::Ldap(s) => {
+                p.check_host_literal("host", &s.host).map_err(bad)?;
+                p.check_resolved("host", &s.host, s.port)
+                    .await
+                    .map_err(bad)?;
+            }
+            Connection::Entra(s) => {
+                roster_directory::check_entra_outbound(s, p).map_err(bad)?;
+                for (field, url) in [
+                    (
+                        "login_endpoint",
+                        s.login_endpoint
+                            .as_deref()
+                            .unwrap_or(roster_directory::entra::DEFAULT_LOGIN_ENDPOINT),
+                    ),
+                    (
+                        "graph_endpoint",
+                        s.graph_endpoint
+                            .as_deref()
+                            .unwrap_or(roster_directory::entra::DEFAULT_GRAPH_ENDPOINT),
+                    ),
+                ] {
+                    // Microsoft's own hosts are not looked up here.
+                    if let Some((host, port)) =
+                        roster_directory::outbound::url_host_port(url.trim())
+                            .filter(|(h, _)| !roster_directory::outbound::is_microsoft_host(h))
+                    {
+                        p.check_resolved(field, &host, port).await.map_err(bad)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored secret, released only for the connection it was entered
+    /// for (D7).
     async fn secret_for(
         &self,
         customer: CustomerId,
-        kind: DirectoryKind,
+        connection: &Connection,
     ) -> Result<Option<Secret>, SyncError> {
         Ok(self
             .store
             .db()
-            .get_secret(&self.key, customer, kind.as_str())
+            .get_secret(
+                &self.key,
+                customer,
+                connection.kind().as_str(),
+                &secret_target(connection),
+            )
             .await?)
     }
 
     /// Test connection: the given settings (before saving them) or the
-    /// stored ones; a secret left out is taken from the store.
+    /// stored ones. A secret left out is taken from the store only when
+    /// every connection field is as saved (D7); otherwise the test is
+    /// refused with [`SyncError::SecretRequired`] and connects nowhere.
+    /// Every test made is recorded in the audit trail.
     pub async fn test(
         &self,
-        customer: CustomerId,
+        meta: &EventMeta,
         candidate: Option<(DirectoryConfig, Option<Secret>)>,
     ) -> Result<TestOutcome, SyncError> {
-        let (connection, secret) = match candidate {
+        let customer = meta.customer_id;
+        let saved = candidate.is_none();
+        let (connection, secret, secret_given) = match candidate {
             Some((config, secret)) => {
                 match validate(&config) {
                     // Test Connection answers a bad filter like a server
@@ -312,16 +383,23 @@ impl SyncService {
                             message,
                             users: None,
                             groups: None,
-                        })
+                            // Refused before connecting anywhere: nothing
+                            // was tested, nothing is recorded.
+                            position: 0,
+                        });
                     }
                     other => other?,
                 }
-                let kind = config.connection.kind();
-                let secret = match secret {
-                    Some(s) => Some(s),
-                    None => self.secret_for(customer, kind).await?,
-                };
-                (config.connection, secret)
+                self.check_outbound(&config.connection).await?;
+                match secret {
+                    Some(s) => (config.connection, Some(s), true),
+                    None => {
+                        let dir = self.directory(customer).await?;
+                        require_same_target(&dir, &config.connection)?;
+                        let secret = self.secret_for(customer, &config.connection).await?;
+                        (config.connection, secret, false)
+                    }
+                }
             }
             None => {
                 let dir = self.directory(customer).await?;
@@ -339,14 +417,16 @@ impl SyncService {
                     .get(&kind)
                     .cloned()
                     .ok_or(DirectoryError::NotConfigured(kind))?;
-                (config.connection, self.secret_for(customer, kind).await?)
+                self.check_outbound(&config.connection).await?;
+                let secret = self.secret_for(customer, &config.connection).await?;
+                (config.connection, secret, false)
             }
         };
         let outcome = match self.readers.reader(&connection, secret.as_ref()) {
             Err(e) => Err(e),
             Ok(reader) => reader.test().await,
         };
-        Ok(match outcome {
+        let mut outcome = match outcome {
             Ok(r) => TestOutcome {
                 ok: true,
                 code: None,
@@ -356,15 +436,37 @@ impl SyncService {
                 },
                 users: Some(r.users),
                 groups: Some(r.groups),
+                position: 0,
             },
-            Err(e) => TestOutcome {
-                ok: false,
-                code: Some(e.code().to_string()),
-                message: e.to_string(),
-                users: None,
-                groups: None,
-            },
-        })
+            Err(e) => {
+                // The detail can quote the server's own answer: it goes to
+                // the operator's log, the caller gets the code and our text.
+                tracing::info!(customer = %customer, code = e.code(), error = %e, "test connection failed");
+                TestOutcome {
+                    ok: false,
+                    code: Some(e.code().to_string()),
+                    message: test_failure_message(&e).to_string(),
+                    users: None,
+                    groups: None,
+                    position: 0,
+                }
+            }
+        };
+        let appended = self
+            .directory_commands(
+                meta,
+                &[DirectoryCommand::RecordTest(DirectoryTested {
+                    kind: connection.kind(),
+                    saved,
+                    secret_given,
+                    target: target_description(&connection),
+                    ok: outcome.ok,
+                    code: outcome.code.clone(),
+                })],
+            )
+            .await?;
+        outcome.position = appended.last;
+        Ok(outcome)
     }
 
     // ---- runs (D3, D4) ---------------------------------------------------
@@ -439,9 +541,14 @@ impl SyncService {
             .cloned()
             .ok_or_else(|| ReadError::Settings(format!("no {} settings", kind.as_str())))?;
         let secret = self
-            .secret_for(customer, kind)
+            .secret_for(customer, &config.connection)
             .await
             .map_err(|e| ReadError::Settings(e.to_string()))?;
+        if secret.is_none() && dir.secret_set.contains(&kind) {
+            return Err(ReadError::Settings(
+                "the stored password / client secret was entered for other connection settings (D7): save the settings with it again".into(),
+            ));
+        }
         let reader = self.readers.reader(&config.connection, secret.as_ref())?;
         // B1: what the previous read left (delta links and the directory as
         // read); a reader that keeps none reads everything.
@@ -1393,5 +1500,136 @@ pub fn validate(config: &DirectoryConfig) -> Result<(), SyncError> {
         // D6: tenant (id or domain), client id (GUID), filter, endpoints.
         Connection::Entra(s) => roster_directory::validate_entra_settings(s)
             .map_err(|e| SyncError::Invalid(format!("Entra ID settings: {e}"))),
+    }
+}
+
+/// The connection fields a directory secret is bound to (D7), by name:
+/// where it is sent and as whom. Entra endpoints left out are the defaults.
+fn connection_fields(c: &Connection) -> Vec<(&'static str, String)> {
+    match c {
+        Connection::Ldap(s) => vec![
+            ("host", s.host.clone()),
+            ("port", s.port.to_string()),
+            ("ssl", s.ssl.to_string()),
+            ("starttls", s.starttls.to_string()),
+            ("verify_tls", s.tls.verify.to_string()),
+            ("ca_pem", s.tls.ca_pem.clone().unwrap_or_default()),
+            ("bind_user", s.bind_user.clone()),
+        ],
+        Connection::Entra(s) => vec![
+            ("tenant", s.tenant.clone()),
+            ("client_id", s.client_id.clone()),
+            (
+                "login_endpoint",
+                s.login_endpoint
+                    .clone()
+                    .unwrap_or_else(|| roster_directory::entra::DEFAULT_LOGIN_ENDPOINT.into()),
+            ),
+            (
+                "graph_endpoint",
+                s.graph_endpoint
+                    .clone()
+                    .unwrap_or_else(|| roster_directory::entra::DEFAULT_GRAPH_ENDPOINT.into()),
+            ),
+        ],
+    }
+}
+
+/// The digest a stored secret is bound to (D7): every connection field.
+pub fn secret_target(c: &Connection) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(c.kind().as_str().as_bytes());
+    for (name, value) in connection_fields(c) {
+        h.update([0u8]);
+        h.update(name.as_bytes());
+        h.update([0u8]);
+        h.update(value.as_bytes());
+    }
+    format!("v1:{}", hex::encode(h.finalize()))
+}
+
+/// The first connection field that differs between two settings.
+pub fn changed_connection_field(old: &Connection, new: &Connection) -> Option<&'static str> {
+    connection_fields(old)
+        .into_iter()
+        .zip(connection_fields(new))
+        .find(|(a, b)| a != b)
+        .map(|(a, _)| a.0)
+}
+
+/// D7: without a new secret, the connection must be the one the stored
+/// secret was entered for; otherwise the secret must be given again.
+fn require_same_target(dir: &Directory, new: &Connection) -> Result<(), SyncError> {
+    let (what, verb) = match new.kind() {
+        DirectoryKind::Ldap => ("password", "bind password"),
+        DirectoryKind::Entra => ("client_secret", "client secret"),
+    };
+    let Some(old) = dir.configs.get(&new.kind()) else {
+        return Ok(());
+    };
+    match changed_connection_field(&old.connection, new) {
+        None => Ok(()),
+        Some(field) => Err(SyncError::SecretRequired(format!(
+            "{field} differs from the saved settings: the stored {verb} is sent only to the connection it was entered for, so give {what} again with the new {field}"
+        ))),
+    }
+}
+
+/// Where a connection goes, for the audit trail (never a secret).
+fn target_description(c: &Connection) -> String {
+    match c {
+        Connection::Ldap(s) => {
+            let scheme = if s.ssl { "ldaps" } else { "ldap" };
+            let host = s.host.trim();
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host.to_string()
+            };
+            let starttls = if !s.ssl && s.starttls {
+                " (StartTLS)"
+            } else {
+                ""
+            };
+            format!(
+                "{scheme}://{host}:{}{starttls} as {}",
+                s.port,
+                s.bind_user.trim()
+            )
+        }
+        Connection::Entra(s) => format!(
+            "tenant {} client {} at {}",
+            s.tenant.trim(),
+            s.client_id.trim(),
+            s.login_endpoint
+                .as_deref()
+                .unwrap_or(roster_directory::entra::DEFAULT_LOGIN_ENDPOINT)
+                .trim()
+        ),
+    }
+}
+
+/// What a failed test tells the caller: Roster's own words for the code,
+/// never the other server's answer (a test must not read out a server that
+/// the settings point at).
+fn test_failure_message(e: &ReadError) -> &'static str {
+    match e {
+        ReadError::NameResolution(_) => "the host name could not be resolved: check the host (DNS)",
+        ReadError::Refused(_) => "the connection was refused: check the port, the firewall and whether the server listens (636 for LDAPS)",
+        ReadError::Timeout(_) => "the server did not answer in time: check the network path, or raise timeout_secs",
+        ReadError::Tls(_) => "the TLS connection failed: check the certificate (its issuer, given as ca_pem for a private CA; its host name; its dates) and SSL / StartTLS against the port",
+        ReadError::BindRejected(_) => "the server refused the credentials: check the bind user and the password",
+        ReadError::BaseDnNotFound(_) => "the base DN was not found: check it for typos, and that the bind user can see it",
+        ReadError::Permission(_) => "the account may not read the directory: grant the permissions the documentation lists",
+        ReadError::InvalidFilter(_) => "the directory rejected the filter: check the custom filter",
+        ReadError::Throttled(_) => "the directory is throttling or unavailable: try again later",
+        ReadError::Incomplete(_) => "the directory's answer was cut off or not understood",
+        ReadError::Settings(_) => "the settings cannot be used: check them",
+        ReadError::TenantNotFound(_) => "the tenant was not found: check the directory (tenant) id or the verified domain",
+        ReadError::ClientIdNotFound(_) => "the application was not found: check the application (client) id and that it is registered in this tenant",
+        ReadError::SecretRejected(_) => "the client secret was rejected: use the secret's value (not its id), and check that it was not removed",
+        ReadError::SecretExpired(_) => "the client secret has expired: create a new one in the app registration and save it here",
+        ReadError::Other(_) => "the connection test failed",
     }
 }

@@ -43,7 +43,9 @@ pub struct DirectorySettingsInput {
     pub ca_pem: Option<String>,
     /// LDAP: a DN or `user@domain`.
     pub bind_user: Option<String>,
-    /// LDAP: required the first time; omitted: the stored one is kept.
+    /// LDAP: required the first time and whenever host, port, ssl,
+    /// starttls, verify_tls, ca_pem or bind_user changes (D7, else 400
+    /// `secret_required`); omitted: the stored one is kept.
     pub password: Option<String>,
     /// LDAP: e.g. `ou=Staff,dc=example,dc=com`.
     pub base_dn: Option<String>,
@@ -70,8 +72,9 @@ pub struct DirectorySettingsInput {
     pub tenant: Option<String>,
     /// Entra ID: the application (client) id, a GUID.
     pub client_id: Option<String>,
-    /// Entra ID: the client secret's value; required the first time;
-    /// omitted: the stored one is kept.
+    /// Entra ID: the client secret's value; required the first time and
+    /// whenever tenant, client_id, login_endpoint or graph_endpoint changes
+    /// (D7, else 400 `secret_required`); omitted: the stored one is kept.
     pub client_secret: Option<String>,
     /// Entra ID: the identity platform (default
     /// `https://login.microsoftonline.com`; national clouds).
@@ -411,7 +414,7 @@ pub async fn get(
 /// RFC 4515); the password is sealed apart from the log (D7).
 #[utoipa::path(put, path = "/v1/customers/{c}/directory", tag = "directory", request_body = DirectorySettingsInput,
     params(("c" = String, Path, description = "customer id")),
-    responses((status = 200, body = DirectoryView), (status = 400, description = "invalid_request: the message names the field", body = ErrorBody),
+    responses((status = 200, body = DirectoryView), (status = 400, description = "invalid_request: the message names the field; secret_required: a connection field changed without the password / client secret (D7)", body = ErrorBody),
         (status = 409, description = "confirm_switch", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn put(
@@ -430,12 +433,14 @@ pub async fn put(
     Ok(Json(view(&state, customer).await?))
 }
 
-/// Tests a connection: the settings in the body (before saving them; a
-/// missing password is taken from the stored settings) or the stored ones.
+/// Tests a connection: the settings in the body (before saving them) or the
+/// stored ones. A missing password / client secret is taken from the stored
+/// settings only when every connection field is as saved (D7). Every test
+/// is recorded in the audit trail (`DirectoryTested`).
 #[utoipa::path(post, path = "/v1/customers/{c}/directory/test", tag = "directory", request_body(content = DirectorySettingsInput, description = "optional"),
     params(("c" = String, Path, description = "customer id")),
     responses((status = 200, description = "the outcome: ok, or the specific failure (LDAP: name_resolution, refused, timeout, tls, bind_rejected, base_dn_not_found; Entra ID: tenant_not_found, client_id_not_found, secret_rejected, secret_expired, permission, invalid_filter, throttled)", body = TestView),
-        (status = 400, body = ErrorBody)),
+        (status = 400, description = "invalid_request (the message names the field); secret_required (a connection field differs from the saved settings and the password / client secret was not given, D7)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn test(
     State(state): State<AppState>,
@@ -451,7 +456,11 @@ pub async fn test(
         }
         None => None,
     };
-    let o = state.sync.test(customer, candidate).await?;
+    let o = state
+        .sync
+        .test(&caller.meta(customer, &state), candidate)
+        .await?;
+    state.settle(o.position).await;
     Ok(Json(TestView {
         ok: o.ok,
         code: o.code,

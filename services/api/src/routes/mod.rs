@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(middleware::from_fn(crate::extract::namespace_request_id))
         .layer(middleware::from_fn(imports::body_limit))
         .with_state(state)
 }

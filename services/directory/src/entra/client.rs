@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as _;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::{header, StatusCode};
@@ -281,6 +281,12 @@ impl Graph {
             .timeout(opts.timeout)
             .user_agent(concat!("roster/", env!("CARGO_PKG_VERSION")))
             .https_only(false)
+            // The token request carries the client secret: never re-sent
+            // to wherever a redirect points.
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(crate::outbound::PolicyResolver(
+                opts.outbound.clone(),
+            )))
             .build()
             .map_err(|e| ReadError::Other(format!("HTTP client: {e}")))?;
         let login_base = login_base.trim_end_matches('/');
@@ -420,6 +426,18 @@ impl Graph {
     /// token once.
     pub async fn get<T: DeserializeOwned>(&self, url: &str, advanced: bool) -> Result<T, GetError> {
         let url = if url.starts_with("http://") || url.starts_with("https://") {
+            // A next or delta link gets the access token: only on Graph's
+            // own origin, never wherever an answer points.
+            let origin = |u: &str| {
+                reqwest::Url::parse(u)
+                    .ok()
+                    .map(|p| p.origin().ascii_serialization())
+            };
+            if origin(url).is_none() || origin(url) != origin(&self.graph_base) {
+                return Err(GetError::Read(ReadError::Incomplete(
+                    "Microsoft Graph returned a link to another host; it was not followed".into(),
+                )));
+            }
             url.to_string()
         } else {
             format!("{}{}", self.graph_base, url)

@@ -29,6 +29,7 @@ mod client;
 mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -40,6 +41,7 @@ use sha2::{Digest, Sha256};
 
 use self::client::{GetError, Graph, Page};
 use self::model::{merge, DeltaState, GraphGroup, GraphUser, MemberRef, GROUP_SELECT, USER_SELECT};
+use crate::outbound::OutboundPolicy;
 
 /// The public cloud's identity platform.
 pub const DEFAULT_LOGIN_ENDPOINT: &str = "https://login.microsoftonline.com";
@@ -67,6 +69,9 @@ pub struct EntraOptions {
     pub timeout: Duration,
     /// Groups whose members are listed at the same time.
     pub member_concurrency: usize,
+    /// Where the client may connect (the service passes the operator's
+    /// policy; the default is unrestricted).
+    pub outbound: Arc<OutboundPolicy>,
 }
 
 impl Default for EntraOptions {
@@ -78,6 +83,7 @@ impl Default for EntraOptions {
             backoff: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
             member_concurrency: 8,
+            outbound: Arc::new(OutboundPolicy::unrestricted()),
         }
     }
 }
@@ -148,27 +154,40 @@ fn is_domain(s: &str) -> bool {
             .is_some_and(|t| t.len() >= 2 && t.chars().all(|c| c.is_ascii_alphabetic()))
 }
 
-fn is_loopback(host: &str) -> bool {
-    host == "localhost" || host == "[::1]" || host.starts_with("127.")
-}
-
 fn check_endpoint(name: &str, url: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| format!("{name} must be an absolute URL such as https://...: {e}"))?;
-    let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
-    match parsed.scheme() {
-        "https" => {}
-        "http" if is_loopback(&host) => {}
-        _ => {
-            return Err(format!(
-                "{name} must use https (the client secret and tokens cross it)"
-            ))
-        }
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(format!(
+            "{name} must use https (the client secret and tokens cross it)"
+        ));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(format!("{name} must not carry a query or a fragment"));
     }
     Ok(())
+}
+
+/// Whether the endpoints are where the operator lets Roster connect
+/// (https to the national clouds' hosts unless allowed otherwise, no
+/// refused address): see [`crate::outbound`].
+pub fn check_outbound(s: &EntraSettings, policy: &OutboundPolicy) -> Result<(), String> {
+    policy.check_entra_endpoint(
+        "login_endpoint",
+        s.login_endpoint
+            .as_deref()
+            .unwrap_or(DEFAULT_LOGIN_ENDPOINT)
+            .trim(),
+        crate::outbound::LOGIN_HOSTS,
+    )?;
+    policy.check_entra_endpoint(
+        "graph_endpoint",
+        s.graph_endpoint
+            .as_deref()
+            .unwrap_or(DEFAULT_GRAPH_ENDPOINT)
+            .trim(),
+        crate::outbound::GRAPH_HOSTS,
+    )
 }
 
 /// D6: checks Entra ID settings when they are saved or tested, naming the
@@ -313,6 +332,7 @@ impl EntraReader {
         options.page_size = options.page_size.clamp(1, MAX_PAGE_SIZE);
         options.member_concurrency = options.member_concurrency.max(1);
         let graph = validate_settings(&settings)
+            .and_then(|_| check_outbound(&settings, &options.outbound))
             .map_err(ReadError::Settings)
             .and_then(|_| {
                 Graph::new(
@@ -863,10 +883,18 @@ mod tests {
         s.filter = Some("department eq 'R''n''D'".into());
         assert!(validate_settings(&s).is_ok());
         let mut s = settings();
-        s.graph_endpoint = Some("http://graph.example.com/v1.0".into());
+        s.graph_endpoint = Some("ftp://graph.example.com/v1.0".into());
         assert!(validate_settings(&s).unwrap_err().contains("https"));
-        s.graph_endpoint = Some("http://127.0.0.1:8080/v1.0".into());
+        s.graph_endpoint = Some("http://graph.example.com/v1.0".into());
         assert!(validate_settings(&s).is_ok());
+        let strict = OutboundPolicy::default();
+        assert!(check_outbound(&s, &strict).unwrap_err().contains("https"));
+        s.graph_endpoint = Some("http://127.0.0.1:8080/v1.0".into());
+        assert!(check_outbound(&s, &strict).is_err());
+        let emulator = OutboundPolicy::parse("http,loopback,127.0.0.1").unwrap();
+        assert!(check_outbound(&s, &emulator).is_ok());
+        s.graph_endpoint = None;
+        assert!(check_outbound(&s, &strict).is_ok(), "the default endpoints");
     }
 
     #[test]

@@ -198,6 +198,7 @@ pub(crate) async fn open(
     s: &LdapSettings,
     password: &str,
     timeout: Duration,
+    outbound: &crate::outbound::OutboundPolicy,
 ) -> Result<Session, ReadError> {
     let host = s.host.trim();
     if host.is_empty() {
@@ -224,7 +225,7 @@ pub(crate) async fn open(
     };
     let endpoint = format!("{scheme}://{url_host}:{port}");
 
-    let stream = tcp_connect(host, port, timeout).await?;
+    let stream = tcp_connect(host, port, timeout, outbound).await?;
     let stream = stream
         .into_std()
         .map_err(|e| ReadError::Other(format!("{endpoint}: preparing the socket: {e}")))?;
@@ -292,6 +293,7 @@ async fn tcp_connect(
     host: &str,
     port: u16,
     timeout: Duration,
+    outbound: &crate::outbound::OutboundPolicy,
 ) -> Result<tokio::net::TcpStream, ReadError> {
     let addrs: Vec<SocketAddr> =
         match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
@@ -309,6 +311,8 @@ async fn tcp_connect(
             "{host}: the name has no address"
         )));
     }
+    // Only the addresses the operator lets Roster reach (issue 10).
+    let addrs = outbound.filter("host", addrs)?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last: Option<ReadError> = None;
     for addr in &addrs {

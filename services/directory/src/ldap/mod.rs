@@ -97,6 +97,9 @@ pub struct ReaderOptions {
     pub member_range_step: Option<u32>,
     /// Called after every page.
     pub on_page: Option<PageHook>,
+    /// Where the reader may connect (the service passes the operator's
+    /// policy; the default is unrestricted).
+    pub outbound: std::sync::Arc<crate::outbound::OutboundPolicy>,
 }
 
 impl Default for ReaderOptions {
@@ -105,6 +108,7 @@ impl Default for ReaderOptions {
             page_size: MAX_PAGE_SIZE,
             member_range_step: None,
             on_page: None,
+            outbound: std::sync::Arc::new(crate::outbound::OutboundPolicy::unrestricted()),
         }
     }
 }
@@ -115,6 +119,7 @@ impl fmt::Debug for ReaderOptions {
             .field("page_size", &self.page_size)
             .field("member_range_step", &self.member_range_step)
             .field("on_page", &self.on_page.as_ref().map(|_| "hook"))
+            .field("outbound", &self.outbound)
             .finish()
     }
 }
@@ -221,7 +226,13 @@ impl LdapReader {
             ),
             _ => {}
         }
-        let mut session = conn::open(&self.settings, &self.password, self.timeout()).await?;
+        let mut session = conn::open(
+            &self.settings,
+            &self.password,
+            self.timeout(),
+            &self.options.outbound,
+        )
+        .await?;
         let ctx = self.ctx(&session.endpoint);
         search::check_base(&mut session.ldap, &ctx, self.settings.base_dn.trim()).await?;
         Ok((mapping, session))
