@@ -17,8 +17,6 @@ use roster_tests::recorder::Recorder;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const DUMMY_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAKHBfpegPjMCMA0GCSqGSIb3DQEBCwUAMA0xCzAJBgNVBAYTAlVT\n-----END CERTIFICATE-----\n";
-
 fn with(mut base: Value, patch: &[(&str, Value)]) -> Value {
     let o = base.as_object_mut().unwrap();
     for (k, v) in patch {
@@ -65,7 +63,7 @@ async fn every_change_is_refused(
         let body = with(saved.clone(), &picked);
         // SSL and StartTLS together are refused as invalid before anything else.
         let expected = if names.contains(&"ssl") && names.contains(&"starttls") {
-            "invalid_settings"
+            "invalid_request"
         } else {
             "secret_required"
         };
@@ -113,13 +111,16 @@ async fn d7_secrets_go_only_to_their_target(db: Db) {
     });
     env.put_directory(&c, ldap.clone()).await;
     let ldap_saved = with(ldap.clone(), &[("password", Value::Null)]);
+    let other_ca = roster_testkit::TestCa::new("another CA").unwrap();
     let ldap_changes = [
         ("host", json!("localhost")),
         ("port", json!(ldap_b.port())),
         ("ssl", json!(true)),
         ("starttls", json!(true)),
         ("verify_tls", json!(false)),
-        ("ca_pem", json!(DUMMY_PEM)),
+        // A real CA certificate: an unusable one is refused on save before
+        // the secret question (issue 11).
+        ("ca_pem", json!(other_ca.cert_pem())),
         ("bind_user", json!("cn=admin,dc=example,dc=com")),
     ];
 
@@ -396,7 +397,7 @@ async fn outbound_is_the_operators_decision(db: Db) {
         ] {
             assert_eq!(
                 (s, v["code"].as_str()),
-                (StatusCode::BAD_REQUEST, Some("invalid_settings")),
+                (StatusCode::BAD_REQUEST, Some("invalid_request")),
                 "{what} {host}: {v}"
             );
             let m = v["message"].as_str().unwrap();
@@ -447,7 +448,7 @@ async fn outbound_is_the_operators_decision(db: Db) {
         ] {
             assert_eq!(
                 (s, v["code"].as_str()),
-                (StatusCode::BAD_REQUEST, Some("invalid_settings")),
+                (StatusCode::BAD_REQUEST, Some("invalid_request")),
                 "{what} {patch}: {v}"
             );
             assert!(
