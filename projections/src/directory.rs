@@ -1,7 +1,9 @@
 //! Sync history (B4, E3) and the directory as last read (D3.o).
 
 use async_trait::async_trait;
-use roster_events::{DirectoryEvent, DirectoryObjectsEvent, ObjectSummary};
+use roster_events::{
+    DirectoryEvent, DirectoryObjectsEvent, ObjectSummary, SyncConfirmed, SyncSuperseded,
+};
 use roster_store::{with_tx, Tx};
 
 use crate::{AnyEvent, Decoded, Projection, ProjectionError};
@@ -231,24 +233,19 @@ async fn apply_run(
                 .await
                 .map(|_| ())?);
         }
-        DirectoryEvent::SyncConfirmed(s) => {
-            let sql = format!(
-                "UPDATE {p}{RUNS} SET status = 'confirmed', decided_by_run = $2 WHERE run_id = $1"
-            );
+        // A held run decided by a later run: confirmed by it, or replaced.
+        DirectoryEvent::SyncConfirmed(SyncConfirmed { run_id, by_run })
+        | DirectoryEvent::SyncSuperseded(SyncSuperseded { run_id, by_run }) => {
+            let status = match e {
+                DirectoryEvent::SyncConfirmed(_) => "confirmed",
+                _ => "superseded",
+            };
+            let sql =
+                format!("UPDATE {p}{RUNS} SET status = $3, decided_by_run = $2 WHERE run_id = $1");
             with_tx!(tx, |c| sqlx::query(&sql)
-                .bind(s.run_id.to_string())
-                .bind(s.by_run.to_string())
-                .execute(c)
-                .await
-                .map(|_| ())?);
-        }
-        DirectoryEvent::SyncSuperseded(s) => {
-            let sql = format!(
-                "UPDATE {p}{RUNS} SET status = 'superseded', decided_by_run = $2 WHERE run_id = $1"
-            );
-            with_tx!(tx, |c| sqlx::query(&sql)
-                .bind(s.run_id.to_string())
-                .bind(s.by_run.to_string())
+                .bind(run_id.to_string())
+                .bind(by_run.to_string())
+                .bind(status)
                 .execute(c)
                 .await
                 .map(|_| ())?);
