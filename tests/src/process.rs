@@ -254,3 +254,15 @@ impl Api {
         v["id"].as_str().expect("id").to_string()
     }
 }
+
+/// Runs `f` against a fresh `roster serve` on SQLite, then on PostgreSQL.
+pub async fn on_both<F, Fut>(f: F)
+where
+    F: Fn(RosterProcess) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    f(RosterProcess::start(&dir.path().join("sqlite"), None).await).await;
+    let pg = roster_testkit::PgDb::create().await.unwrap();
+    f(RosterProcess::start(&dir.path().join("pg"), Some(pg.url())).await).await;
+}

@@ -2,21 +2,10 @@
 //! embedded default) and on PostgreSQL.
 
 use reqwest::StatusCode;
-use roster_testkit::PgDb;
 use roster_tests::process::enc;
+use roster_tests::process::on_both;
 use roster_tests::RosterProcess;
 use serde_json::json;
-
-async fn on_both<F, Fut>(f: F)
-where
-    F: Fn(RosterProcess) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().unwrap();
-    f(RosterProcess::start(&dir.path().join("sqlite"), None).await).await;
-    let pg = PgDb::create().await.unwrap();
-    f(RosterProcess::start(&dir.path().join("pg"), Some(pg.url())).await).await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m1_manual_users_end_to_end_with_stable_error_codes() {

@@ -1,26 +1,15 @@
 //! End-to-end audit queries (E4) and time travel (B7) through the real
 //! `roster` binary over HTTP, on SQLite and on PostgreSQL.
 
+use roster_tests::process::on_both;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use reqwest::StatusCode;
-use roster_testkit::PgDb;
 use roster_tests::process::enc;
 use roster_tests::{Api, RosterProcess};
 use serde_json::{json, Value};
-
-async fn on_both<F, Fut>(f: F)
-where
-    F: Fn(RosterProcess) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().unwrap();
-    f(RosterProcess::start(&dir.path().join("sqlite"), None).await).await;
-    let pg = PgDb::create().await.unwrap();
-    f(RosterProcess::start(&dir.path().join("pg"), Some(pg.url())).await).await;
-}
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)

@@ -5,21 +5,10 @@
 //! clear client error, and nothing reaches the event log.
 
 use reqwest::{Method, StatusCode};
-use roster_testkit::PgDb;
 use roster_tests::process::enc;
+use roster_tests::process::on_both;
 use roster_tests::RosterProcess;
 use serde_json::{json, Map, Value};
-
-async fn on_both<F, Fut>(f: F)
-where
-    F: Fn(RosterProcess) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().unwrap();
-    f(RosterProcess::start(&dir.path().join("sqlite"), None).await).await;
-    let pg = PgDb::create().await.unwrap();
-    f(RosterProcess::start(&dir.path().join("pg"), Some(pg.url())).await).await;
-}
 
 /// The position of the last event in the log.
 async fn log_head(p: &RosterProcess) -> i64 {

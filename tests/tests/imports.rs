@@ -2,6 +2,7 @@
 //! both back-ends with real databases, on files as spreadsheet programs
 //! write them and malformed ones, and end to end through the real binary.
 
+use roster_tests::process::on_both;
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
@@ -16,7 +17,6 @@ use roster_domain::{Directory, DirectoryCommand, Import, User, UserCommand, User
 use roster_events::*;
 use roster_projections::queries::{self, UserFilter};
 use roster_store::{Batch, Clock, Loaded};
-use roster_testkit::PgDb;
 use roster_tests::backend::addr;
 use roster_tests::process::enc;
 use roster_tests::{both_backends, RosterProcess, TestStore};
@@ -1740,17 +1740,6 @@ both_backends!(
 
 // ---------------------------------------------------------------------------
 // End to end, through the real binary.
-
-async fn on_both<F, Fut>(f: F)
-where
-    F: Fn(RosterProcess) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().unwrap();
-    f(RosterProcess::start(&dir.path().join("sqlite"), None).await).await;
-    let pg = PgDb::create().await.unwrap();
-    f(RosterProcess::start(&dir.path().join("pg"), Some(pg.url())).await).await;
-}
 
 async fn send(
     api: &roster_tests::Api,
