@@ -30,12 +30,16 @@ pub struct UserFilter {
 
 pub const MAX_PAGE: i64 = 1_000;
 
-pub(crate) fn encode_cursor(parts: &[&str]) -> String {
+/// The one page-token style of the API: the keyset of the last row served,
+/// as URL-safe base64 of a JSON array of strings. Opaque to clients.
+pub fn encode_cursor(parts: &[&str]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(serde_json::to_vec(parts).expect("strings serialise"))
 }
 
-pub(crate) fn decode_cursor(token: &str, n: usize) -> Result<Vec<String>, ProjectionError> {
+/// Reads a token of [`encode_cursor`] holding `n` parts; anything else is
+/// `invalid`, never a silently different page.
+pub fn decode_cursor(token: &str, n: usize) -> Result<Vec<String>, ProjectionError> {
     let bad = || ProjectionError::Invalid("page is not a token this API returned".into());
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token.trim())

@@ -263,6 +263,22 @@ async fn m2_review_classifies_every_row_and_changes_nothing(s: TestStore) {
         vec![4, 5, 6]
     );
     assert!(rest.next_page.is_none());
+    // One page-token style across the API (E3): the rows' token is the shared
+    // keyset cursor, and a bare row number is refused, not served.
+    let token = page.next_page.clone().unwrap();
+    assert!(roster_projections::queries::decode_cursor(&token, 1).is_ok());
+    let bare = imports::view(
+        &s.app(),
+        c,
+        id,
+        &RowQuery {
+            page: Some("1".into()),
+            ..RowQuery::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{bare:?}").contains("not a token"), "{bare:?}");
     let errors = imports::view(
         &s.app(),
         c,

@@ -1095,9 +1095,10 @@ pub async fn view(
             "page_size must be between 1 and {MAX_PAGE}"
         )));
     }
+    // The shared keyset token (E3-style paging everywhere): the last row
+    // number served.
     let after = match query.page.as_deref().filter(|p| !p.trim().is_empty()) {
-        Some(p) => p
-            .trim()
+        Some(p) => roster_projections::queries::decode_cursor(p, 1)?[0]
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)
@@ -1115,7 +1116,9 @@ pub async fn view(
         .await?;
     let next_page = if records.len() as i64 > limit {
         records.truncate(limit as usize);
-        records.last().map(|r| r.row_no.to_string())
+        records
+            .last()
+            .map(|r| roster_projections::queries::encode_cursor(&[&r.row_no.to_string()]))
     } else {
         None
     };
