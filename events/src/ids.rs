@@ -76,6 +76,44 @@ impl Domain {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The form shown to people: IDNA U-labels (`bücher.example`), while
+    /// comparison, storage and events keep the A-labels of [`Domain::as_str`].
+    pub fn to_unicode(&self) -> String {
+        display_domain(&self.0)
+    }
+}
+
+/// Shows a stored (A-label) domain as U-labels; a label that does not decode
+/// is shown as stored, never altered into something else.
+pub fn display_domain(stored: &str) -> String {
+    if !stored.contains("xn--") {
+        return stored.to_string();
+    }
+    match idna::domain_to_unicode(stored) {
+        (unicode, Ok(())) => unicode,
+        _ => stored.to_string(),
+    }
+}
+
+/// Shows a stored address with its domain as U-labels
+/// (`ann@xn--bcher-kva.example` reads `ann@bücher.example`).
+pub fn display_address(stored: &str) -> String {
+    match stored.rsplit_once('@') {
+        Some((local, domain)) if domain.contains("xn--") => {
+            format!("{local}@{}", display_domain(domain))
+        }
+        _ => stored.to_string(),
+    }
+}
+
+/// Shows a stored address or domain (audit subjects hold either).
+pub fn display_address_or_domain(stored: &str) -> String {
+    if stored.contains('@') {
+        display_address(stored)
+    } else {
+        display_domain(stored)
+    }
 }
 
 /// An email address, primary or alias. The domain is normalised as a
@@ -478,6 +516,11 @@ mod tests {
         assert_eq!(Address::parse("JOS\u{C9}@Example.COM").unwrap(), nfc);
         // Domains compare as IDNA A-labels: full-width and U-label spellings are one.
         let a = Address::parse("ann@b\u{FC}cher.example").unwrap();
+        assert_eq!(display_address(a.as_str()), "ann@bücher.example");
+        assert_eq!(a.domain().to_unicode(), "bücher.example");
+        // Plain ASCII and an undecodable label are shown as stored.
+        assert_eq!(display_address("bob@example.com"), "bob@example.com");
+        assert_eq!(display_domain("xn--zz.example"), "xn--zz.example");
         assert_eq!(a.as_str(), "ann@xn--bcher-kva.example");
         assert_eq!(Address::parse("ann@xn--bcher-kva.example").unwrap(), a);
         assert_eq!(

@@ -544,6 +544,28 @@ async fn u1_look_alike_addresses_are_refused_and_two_spellings_are_one_user() {
         }
         let (_, v) = api.get(&users).await;
         assert_eq!(v["users"].as_array().unwrap().len(), 1, "{v}");
+        // Compared as A-labels, shown as U-labels (T2, U1): in the list, the
+        // customer's domains, a search typed with U-labels and the CSV export.
+        assert_eq!(
+            v["users"][0]["address"], "jos\u{E9}@b\u{FC}cher.example",
+            "{v}"
+        );
+        let (_, v) = api.get(&format!("/v1/customers/{c}/domains")).await;
+        assert_eq!(v["domains"][0]["domain"], "b\u{FC}cher.example", "{v}");
+        let (_, v) = api.get(&format!("/v1/customers/{c}")).await;
+        assert_eq!(v["domains"][0]["domain"], "b\u{FC}cher.example", "{v}");
+        for q in [
+            "b\u{FC}cher.example",
+            "JOS\u{C9}@B\u{DC}CHER.example",
+            "bcher-kva",
+        ] {
+            let (_, v) = api.get(&format!("{users}?q={}", enc(q))).await;
+            assert_eq!(v["users"].as_array().unwrap().len(), 1, "{q:?}: {v}");
+        }
+        let (s, csv) = api.get(&format!("{users}?format=csv")).await;
+        assert_eq!(s, StatusCode::OK);
+        let csv = csv.as_str().unwrap_or_default();
+        assert!(csv.contains("jos\u{E9}@b\u{FC}cher.example"), "{csv}");
         p.stop().await;
     })
     .await;

@@ -91,7 +91,7 @@ impl CustomerView {
                 .domains
                 .into_iter()
                 .map(|d| DomainView {
-                    domain: d.domain,
+                    domain: roster_events::ids::display_domain(&d.domain),
                     added_at: from_micros(d.added_at),
                 })
                 .collect(),
@@ -110,7 +110,9 @@ pub struct CustomerList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddDomain {
-    /// A domain name; internationalised names are stored in their ASCII form.
+    /// A domain name; internationalised names may be given in either form
+    /// (`bücher.example` or `xn--bcher-kva.example`), compared as A-labels
+    /// and shown as U-labels.
     pub domain: String,
 }
 
@@ -242,7 +244,7 @@ impl From<UserRow> for UserView {
     fn from(r: UserRow) -> Self {
         UserView {
             id: r.user_id,
-            address: r.address,
+            address: roster_events::ids::display_address(&r.address),
             kind: r.kind,
             source_label: source_label(&r.source).to_string(),
             source: r.source,
@@ -254,8 +256,16 @@ impl From<UserRow> for UserView {
             company: r.profile.company,
             department: r.profile.department,
             notes: r.profile.notes,
-            aliases: r.aliases,
-            members: r.members,
+            aliases: r
+                .aliases
+                .iter()
+                .map(|a| roster_events::ids::display_address(a))
+                .collect(),
+            members: r
+                .members
+                .iter()
+                .map(|a| roster_events::ids::display_address(a))
+                .collect(),
             flag: r.flag_reason.map(|reason| FlagView {
                 reason,
                 flagged_at: r.flagged_at.map(from_micros),
@@ -267,7 +277,7 @@ impl From<UserRow> for UserView {
                 .map(|x| RuleView {
                     id: x.rule_id,
                     kind: x.kind,
-                    value: x.value,
+                    value: roster_events::ids::display_address_or_domain(&x.value),
                     created_at: from_micros(x.created_at),
                 })
                 .collect(),
@@ -364,8 +374,14 @@ impl From<AuditEntry> for AuditView {
             event_version: e.event_version,
             aggregate_type: e.aggregate_type,
             aggregate_id: e.aggregate_id,
-            address: e.address,
-            subject: e.subject,
+            address: e
+                .address
+                .as_deref()
+                .map(roster_events::ids::display_address),
+            subject: e
+                .subject
+                .as_deref()
+                .map(roster_events::ids::display_address_or_domain),
             actor: e.actor,
             correlation_id: e.correlation_id,
             payload: e.payload,

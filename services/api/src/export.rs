@@ -10,6 +10,7 @@
 //! The user list export is [`user_list_csv`]; the conflicts view builds
 //! its export from the same pieces (its own columns after the user's).
 
+use roster_events::ids::display_address;
 use std::future::Future;
 
 use axum::body::{Body, Bytes};
@@ -68,16 +69,25 @@ pub fn wants_csv(headers: &HeaderMap, format: Option<&str>) -> ApiResult<bool> {
     Ok(best.is_some_and(|(csv, q)| csv && q > 0.0))
 }
 
+/// Aliases as people read them (U-label domains), joined by `sep`.
+fn display_aliases(aliases: &[String], sep: &str) -> String {
+    aliases
+        .iter()
+        .map(|a| display_address(a))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 /// The cells of a user in the order of [`USER_HEADER`] (aliases joined with
 /// `"; "`), before formula escaping, which the writer does.
 pub fn user_cells(row: &UserRow) -> Vec<String> {
     let p = &row.profile;
     let f = |v: &Option<String>| v.clone().unwrap_or_default();
     vec![
-        row.address.clone(),
+        display_address(&row.address),
         f(&p.first_name),
         f(&p.last_name),
-        row.aliases.join("; "),
+        display_aliases(&row.aliases, "; "),
         f(&p.home_phone),
         f(&p.mobile),
         f(&p.company),
@@ -216,14 +226,14 @@ fn rfc3339(us: Option<i64>) -> String {
 pub fn conflict_cells(row: &UserRow) -> Vec<String> {
     let p = &row.profile;
     vec![
-        row.address.clone(),
+        display_address(&row.address),
         p.first_name.clone().unwrap_or_default(),
         p.last_name.clone().unwrap_or_default(),
         crate::dto::source_label(&row.source).to_string(),
         row.flag_reason.clone().unwrap_or_default(),
         rfc3339(row.flagged_at),
         rfc3339(row.delete_at),
-        row.aliases.join(";"),
+        display_aliases(&row.aliases, ";"),
     ]
 }
 

@@ -84,7 +84,7 @@ pub async fn history(
         )));
     }
     Ok(Json(History {
-        address: address.to_string(),
+        address: roster_events::ids::display_address(address.as_str()),
         events: events.into_iter().map(AuditView::from).collect(),
     }))
 }

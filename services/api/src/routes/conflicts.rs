@@ -139,7 +139,7 @@ pub async fn act(
         .await?;
     state.settle(position).await;
     results.extend(done.into_iter().map(|(a, r)| ActionResult {
-        address: a.to_string(),
+        address: roster_events::ids::display_address(a.as_str()),
         ok: r.is_ok(),
         error: r.err(),
     }));

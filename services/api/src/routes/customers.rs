@@ -129,7 +129,7 @@ pub async fn domains(
         .await?
         .into_iter()
         .map(|d| DomainView {
-            domain: d.domain,
+            domain: roster_events::ids::display_domain(&d.domain),
             added_at: roster_store::from_micros(d.added_at),
         })
         .collect();
@@ -164,7 +164,7 @@ pub async fn add_domain(
     Ok((
         StatusCode::CREATED,
         Json(DomainView {
-            domain: domain.to_string(),
+            domain: domain.to_unicode(),
             added_at: time,
         }),
     ))
@@ -187,16 +187,16 @@ pub async fn remove_domain(
     let removal = app::remove_domain(&state, caller.meta(id, &state), domain.clone()).await?;
     state.settle(removal.position).await;
     Ok(Json(DomainRemoval {
-        domain: domain.to_string(),
+        domain: domain.to_unicode(),
         users_deleted: removal
             .users_deleted
             .iter()
-            .map(|a| a.to_string())
+            .map(|a| roster_events::ids::display_address(a.as_str()))
             .collect(),
         aliases_removed: removal
             .aliases_removed
             .iter()
-            .map(|a| a.to_string())
+            .map(|a| roster_events::ids::display_address(a.as_str()))
             .collect(),
     }))
 }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use roster_domain::UserCommand;
-use roster_events::{Address, Kind, Profile, RuleId, RuleKind, Source, Status};
+use roster_events::{Address, Domain, Kind, Profile, RuleId, RuleKind, Source, Status};
 use roster_projections::queries::{self, UserFilter};
 
 use crate::app::{self, Edit, NewUser};
@@ -67,7 +67,7 @@ pub async fn list(
             None => None,
         };
     let filter = UserFilter {
-        q: query.q,
+        q: query.q.map(|q| search_form(&q)),
         status,
         source,
     };
@@ -357,4 +357,26 @@ pub async fn remove_rule(
     .await?;
     state.settle(position).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Addresses and domains are stored as A-labels and shown as U-labels, so a
+/// search typed with U-labels (`bücher.example`, `ann@bücher.example`) is
+/// turned into the stored form; anything else (a name, a part of an address)
+/// is searched as typed.
+fn search_form(q: &str) -> String {
+    if q.is_ascii() {
+        return q.to_string();
+    }
+    let t = q.trim();
+    if let Ok(a) = Address::parse(t) {
+        return a.as_str().to_string();
+    }
+    let (at, bare) = match t.strip_prefix('@') {
+        Some(rest) => ("@", rest),
+        None => ("", t),
+    };
+    if let Ok(d) = Domain::parse(bare) {
+        return format!("{at}{}", d.as_str());
+    }
+    q.to_string()
 }
