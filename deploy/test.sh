@@ -27,6 +27,9 @@ export ROSTER_BIN="$target_dir/debug/roster"
 echo "== lint"
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== kubernetes manifests (kustomize build + schema validation, 1.30 to 1.37)"
+deploy/k8s-check.sh
+
 echo "== test"
 cargo nextest run --workspace --no-fail-fast --profile ci "$@"
 
