@@ -88,7 +88,7 @@ impl FromRequestParts<AppState> for Caller {
             .db()
             .authenticate(token)
             .await
-            .map_err(ApiError::internal)?
+            .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::bad_token("the token is unknown or has been revoked"))?;
         let correlation_id = parts
             .headers
@@ -164,7 +164,7 @@ impl Caller {
                     .db()
                     .customer_partner(id)
                     .await
-                    .map_err(ApiError::internal)?
+                    .map_err(ApiError::from)?
                     == Some(p)
             }
         };

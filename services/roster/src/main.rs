@@ -43,6 +43,23 @@ struct Storage {
     /// PostgreSQL URL (postgres://user@host:port/db). Unset: embedded SQLite in the data dir.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
+    /// PostgreSQL connections this process keeps at most.
+    #[arg(
+        long,
+        env = "ROSTER_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    db_max_connections: u32,
+    /// How long a query waits for a PostgreSQL connection, in milliseconds;
+    /// while the database is down, requests answer 503 after this long.
+    #[arg(
+        long,
+        env = "ROSTER_DB_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 1_500,
+        global = true
+    )]
+    db_acquire_timeout_ms: u64,
     /// Log format: json (default) or text.
     #[arg(long, env = "ROSTER_LOG_FORMAT", default_value = "json", global = true)]
     log_format: String,
@@ -93,16 +110,43 @@ impl Storage {
         Ok(Arc::new(policy))
     }
 
-    fn secret_key(
-        &self,
-        backend: roster_store::Backend,
-    ) -> anyhow::Result<roster_store::SecretKey> {
+    fn pool_settings(&self) -> anyhow::Result<roster_store::PoolSettings> {
+        if self.db_max_connections == 0 || self.db_max_connections > 10_000 {
+            bail!(
+                "ROSTER_DB_MAX_CONNECTIONS must be between 1 and 10000, not {}",
+                self.db_max_connections
+            );
+        }
+        if !(100..=600_000).contains(&self.db_acquire_timeout_ms) {
+            bail!(
+                "ROSTER_DB_ACQUIRE_TIMEOUT_MS must be between 100 and 600000 milliseconds, not {}",
+                self.db_acquire_timeout_ms
+            );
+        }
+        Ok(roster_store::PoolSettings {
+            max_connections: self.db_max_connections,
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+        })
+    }
+
+    /// Loads the key that seals directory secrets and checks that it opens
+    /// the stored ones (issue 16): a wrong key stops the start with a
+    /// message naming where the key comes from, instead of a 500 later.
+    async fn secret_key(&self, db: &Db) -> anyhow::Result<roster_store::SecretKey> {
         let (key, source) = roster_store::SecretKey::load(
             self.secret_key.as_deref(),
             self.secret_key_file.as_deref(),
             &self.data_dir,
-            backend == roster_store::Backend::Sqlite,
+            db.backend() == roster_store::Backend::Sqlite,
         )?;
+        if let Err(e) = db.check_secret_key(&key).await {
+            if let roster_store::secrets::KeySource::Created(path) = &source {
+                // A key made just now cannot be the one they were sealed
+                // with: leave no new file behind (the real one may be restored).
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
         match source {
             roster_store::secrets::KeySource::Created(path) => tracing::info!(
                 file = %path.display(),
@@ -229,6 +273,15 @@ struct HealthArgs {
     ready: ReadyArgs,
 }
 
+impl HealthArgs {
+    async fn bind(&self) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+        match self.listen {
+            Some(listen) => Ok(Some(bind(listen, "ROSTER_LISTEN (--listen)").await?)),
+            None => Ok(None),
+        }
+    }
+}
+
 /// When `/readyz` says the read models are ready.
 #[derive(Args, Clone, Copy)]
 struct ReadyArgs {
@@ -273,6 +326,45 @@ enum TokenCommand {
     Revoke { token_id: String },
 }
 
+/// The accepted values of `ROSTER_LOG_FORMAT`.
+const LOG_FORMATS: [&str; 2] = ["json", "text"];
+
+fn check_log_format(format: &str) -> anyhow::Result<()> {
+    if !LOG_FORMATS.contains(&format) {
+        bail!(
+            "ROSTER_LOG_FORMAT (--log-format) is {format:?}: use one of {}",
+            LOG_FORMATS.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The data directory exists (or can be made) and a file can be written in
+/// it; the error names the directory (issue 16).
+fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let fail = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "the data directory {} is not writable ({e}): set ROSTER_DATA_DIR (--data-dir) to a directory this user can write",
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(format!(".roster-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Binds the listen address before anything else happens, so that a port
+/// in use stops the start before the database is touched (issue 16).
+async fn bind(listen: SocketAddr, setting: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {listen} ({e}): is another process using the port? Set {setting} to a free address"
+        )
+    })
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
@@ -290,39 +382,59 @@ fn init_logging(format: &str) {
     }
 }
 
-async fn open(storage: &Storage) -> anyhow::Result<Store> {
-    let db = Db::connect(storage.database_url.as_deref(), &storage.data_dir).await?;
+/// Connects, then under the startup lock (one process at a time, issue 16)
+/// applies the migrations and creates the projection tables. The caller
+/// may do more under the lock (the first token) before releasing it.
+async fn open_locked(storage: &Storage) -> anyhow::Result<(Store, roster_store::StartupLock)> {
+    let db = Db::connect_with(
+        storage.database_url.as_deref(),
+        &storage.data_dir,
+        storage.pool_settings()?,
+    )
+    .await?;
+    let lock = db.startup_lock().await?;
+    tracing::debug!("startup lock taken: applying migrations");
     // Appends are stamped with the service's clock (B7).
     let store = Store::open(db).await?.with_clock(storage.clock()?);
+    Projector::new(store.clone(), "").ensure_tables().await?;
+    Ok((store, lock))
+}
+
+async fn open(storage: &Storage) -> anyhow::Result<Store> {
+    let (store, lock) = open_locked(storage).await?;
+    lock.release().await;
     Ok(store)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Err(e) = check_log_format(&cli.storage.log_format) {
+        init_logging("text");
+        return Err(e);
+    }
     init_logging(&cli.storage.log_format);
     match cli.command {
         Command::Serve(args) => serve(cli.storage, args).await,
         Command::Migrate => {
             let store = open(&cli.storage).await?;
-            Projector::new(store.clone(), "").ensure_tables().await?;
             eprintln!("schema is up to date ({})", store.db().backend().as_str());
             Ok(())
         }
         Command::Project { health } => {
+            let listener = health.bind().await?;
             let store = open(&cli.storage).await?;
             let projector = Arc::new(Projector::new(store, ""));
-            projector.ensure_tables().await?;
             let (tx, rx) = watch::channel(false);
-            let endpoints = match health.listen {
-                Some(listen) => {
+            let endpoints = match listener {
+                Some(listener) => {
                     let router = projection_health(
                         projector.clone(),
                         cli.storage.clock()?,
                         health.ready.limits(),
                         install_metrics()?,
                     );
-                    Some(serve_health(listen, router, tx.subscribe()).await?)
+                    Some(serve_health(listener, router, tx.subscribe())?)
                 }
                 None => None,
             };
@@ -338,7 +450,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Rebuild { verify } => {
             let store = open(&cli.storage).await?;
             let live = Projector::new(store.clone(), "");
-            live.ensure_tables().await?;
             if verify {
                 live.catch_up().await?;
                 let report = roster_projections::rebuild::rebuild(&store, false).await?;
@@ -377,21 +488,21 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Worker { tick_secs, health } => {
+            let listener = health.bind().await?;
             let store = open(&cli.storage).await?;
-            let key = cli.storage.secret_key(store.db().backend())?;
+            let key = cli.storage.secret_key(store.db()).await?;
             let outbound = cli.storage.outbound()?;
             let projector = Arc::new(Projector::new(store.clone(), ""));
-            projector.ensure_tables().await?;
             let (health_tx, health_rx) = watch::channel(false);
-            let endpoints = match health.listen {
-                Some(listen) => {
+            let endpoints = match listener {
+                Some(listener) => {
                     let router = projection_health(
                         projector.clone(),
                         cli.storage.clock()?,
                         health.ready.limits(),
                         install_metrics()?,
                     );
-                    Some(serve_health(listen, router, health_rx).await?)
+                    Some(serve_health(listener, router, health_rx)?)
                 }
                 None => None,
             };
@@ -419,13 +530,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Relay { nats, health } => {
+            let listener = health.bind().await?;
             let store = open(&cli.storage).await?;
-            let endpoints = match health.listen {
-                Some(listen) => {
+            let endpoints = match listener {
+                Some(listener) => {
                     let metrics = install_metrics()?;
-                    let listener = tokio::net::TcpListener::bind(listen)
-                        .await
-                        .with_context(|| format!("cannot listen on {listen}"))?;
                     tracing::info!(listen = %listener.local_addr()?, "relay health endpoints: /healthz, /readyz, /metrics");
                     Some((listener, metrics))
                 }
@@ -522,30 +631,45 @@ async fn token(storage: Storage, command: TokenCommand) -> anyhow::Result<()> {
 }
 
 async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
+    // Start-up checks before anything is written (issue 16): the settings,
+    // the listen port, the bootstrap token's shape.
     let limits = args.http_limits()?;
-    let store = open(&storage).await?;
-    let backend = store.db().backend();
-    let clock: Arc<dyn Clock> = storage.clock()?;
-    let key = storage.secret_key(backend)?;
-    let outbound = storage.outbound()?;
-    if let Some(token) = args.bootstrap_token.as_deref().filter(|t| !t.is_empty()) {
+    let bootstrap = args.bootstrap_token.as_deref().filter(|t| !t.is_empty());
+    if let Some(token) = bootstrap {
         check_bootstrap_token(token).map_err(anyhow::Error::msg)?;
+    }
+    let outbound = storage.outbound()?;
+    let clock: Arc<dyn Clock> = storage.clock()?;
+    let listener = bind(args.listen, "ROSTER_LISTEN (--listen)").await?;
+    if storage.database_url.is_none() {
+        check_data_dir(&storage.data_dir)?;
+    }
+    let (store, lock) = open_locked(&storage).await?;
+    let backend = store.db().backend();
+    let key = storage.secret_key(store.db()).await?;
+    // Under the startup lock: however many replicas start together on a
+    // fresh database, one creates the first token (issue 16).
+    if let Some(token) = bootstrap {
         if let Some(id) = store.db().bootstrap(token, clock.now()).await? {
             tracing::info!(token_id = %id, "ROSTER_BOOTSTRAP_TOKEN is now the first partner-administrator token");
         }
-    } else if let Some(issued) = store.db().initial_token(clock.now()).await? {
+    } else if !store.db().has_tokens().await? {
         // A fresh store and no bootstrap token: hand the first token over in a
-        // file only the owner can read, never in the log.
+        // file only the owner can read, never in the log. The file must be
+        // writable before the token is made.
         let path = storage.data_dir.join("initial-token");
-        write_secret_file(&path, &issued.secret)?;
-        tracing::info!(
-            token_id = %issued.token_id,
-            file = %path.display(),
-            "no API token existed: a partner-administrator token was written to this file; read it, then delete the file"
-        );
+        check_data_dir(&storage.data_dir)?;
+        if let Some(issued) = store.db().initial_token(clock.now()).await? {
+            write_secret_file(&path, &issued.secret)?;
+            tracing::info!(
+                token_id = %issued.token_id,
+                file = %path.display(),
+                "no API token existed: a partner-administrator token was written to this file; read it, then delete the file"
+            );
+        }
     }
+    lock.release().await;
     let projector = Arc::new(Projector::new(store.clone(), ""));
-    projector.ensure_tables().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let projector_task = tokio::spawn(projector.clone().run(stop_rx, Duration::from_millis(200)));
 
@@ -569,9 +693,6 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
 
     let relay =
         roster_relay::start_in_serve(store.clone(), &args.relay, stop_tx.subscribe()).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(
         listen = %local,
@@ -662,8 +783,13 @@ fn relay_health(
         async move {
             let halted = relay.halted().borrow().clone();
             let active = *relay.active().borrow();
-            match (relay.checkpoint().await, relay.log_head().await) {
-                (Ok(checkpoint), Ok(head)) => {
+            let positions =
+                tokio::time::timeout(roster_api::routes::system::READY_TIMEOUT, async {
+                    (relay.checkpoint().await, relay.log_head().await)
+                })
+                .await;
+            match positions {
+                Ok((Ok(checkpoint), Ok(head))) => {
                     let (code, status) = match (&halted, active) {
                         (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "halted"),
                         (None, true) => (StatusCode::OK, "active"),
@@ -694,14 +820,11 @@ fn relay_health(
 }
 
 /// Serves health endpoints until `stop` turns true.
-async fn serve_health(
-    listen: SocketAddr,
+fn serve_health(
+    listener: tokio::net::TcpListener,
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, "health endpoints: /healthz, /readyz, /metrics");
     Ok(tokio::spawn(async move {
         let stopped = async move {
