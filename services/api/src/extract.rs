@@ -90,6 +90,9 @@ impl FromRequestParts<AppState> for Caller {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::bad_token("the token is unknown or has been revoked"))?;
+        if let Some(actor) = parts.extensions.get::<crate::observe::RequestActor>() {
+            actor.set(format!("token:{}", principal.token_id));
+        }
         let correlation_id = parts
             .headers
             .get(REQUEST_ID)

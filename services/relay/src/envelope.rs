@@ -64,6 +64,11 @@ pub struct CloudEvent {
     /// Extension: the request, sync run or import it belongs to (E2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlationid: Option<String>,
+    /// Extension (CloudEvents distributed tracing): the W3C trace context of
+    /// the request or run that wrote the event, when tracing was on, so a
+    /// subscriber continues that trace (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// The event's payload, as described by `dataschema`.
     pub data: Value,
 }
@@ -171,6 +176,7 @@ pub fn cloudevent(e: StoredEvent, upcasters: &[Box<dyn EventUpcaster>]) -> Cloud
         customerid: customer,
         actor: meta_str(&metadata, META_ACTOR),
         correlationid: meta_str(&metadata, META_CORRELATION),
+        traceparent: meta_str(&metadata, roster_store::tracecontext::META_TRACEPARENT),
         data,
     }
 }

@@ -17,6 +17,8 @@ use roster_store::auth::Scope;
 use roster_store::{Clock, Db, Store, SystemClock};
 use tokio::sync::watch;
 
+mod progress;
+
 #[derive(Parser)]
 #[command(
     name = "roster",
@@ -60,6 +62,15 @@ struct Storage {
         global = true
     )]
     db_acquire_timeout_ms: u64,
+    /// Seconds between the progress lines of `rebuild` and `migrate` when
+    /// standard error is not a terminal (on a terminal: a progress bar).
+    #[arg(
+        long,
+        env = "ROSTER_PROGRESS_SECS",
+        default_value_t = 5.0,
+        global = true
+    )]
+    progress_secs: f64,
     /// Log format: json (default) or text.
     #[arg(long, env = "ROSTER_LOG_FORMAT", default_value = "json", global = true)]
     log_format: String,
@@ -365,43 +376,139 @@ async fn bind(listen: SocketAddr, setting: &str) -> anyhow::Result<tokio::net::T
     })
 }
 
-fn init_logging(format: &str) {
+/// Logs on stderr, and OpenTelemetry traces over OTLP/HTTP when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set (issue
+/// 16); the exporter reads the standard `OTEL_*` variables. Returns the
+/// tracer provider to flush at exit.
+fn init_logging(format: &str) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "text" {
-        builder.init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if format == "text" {
+        fmt.boxed()
     } else {
-        builder
-            .json()
+        fmt.json()
             .flatten_event(true)
             .with_current_span(true)
-            .init();
+            .boxed()
+    };
+    let (provider, otel_error) = match otel_provider() {
+        Ok(p) => (p, None),
+        Err(e) => (None, Some(e)),
+    };
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider;
+        tracing_opentelemetry::layer().with_tracer(p.tracer("roster"))
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
+    if let Some(e) = otel_error {
+        tracing::error!(error = %e, "OpenTelemetry export is off: the OTLP exporter could not be built");
     }
+    if provider.is_some() {
+        roster_store::tracecontext::set_current(current_traceparent);
+        tracing::info!(
+            endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .unwrap_or_default(),
+            "exporting traces over OTLP/HTTP"
+        );
+    }
+    provider
+}
+
+fn env_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// The tracer provider when OTLP export is asked for.
+fn otel_provider() -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    let wanted = (env_set("OTEL_EXPORTER_OTLP_ENDPOINT")
+        || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        && !std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        && !std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.trim() == "none");
+    if !wanted {
+        return Ok(None);
+    }
+    if let Ok(p) = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL") {
+        if !p.trim().is_empty() && p.trim() != "http/protobuf" {
+            bail!("OTEL_EXPORTER_OTLP_PROTOCOL is {p:?}: this build exports http/protobuf only");
+        }
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .context("building the OTLP span exporter")?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if !env_set("OTEL_SERVICE_NAME") {
+        resource = resource.with_service_name("roster");
+    }
+    let resource = resource
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    Ok(Some(provider))
+}
+
+/// The W3C `traceparent` of the current span (recorded with the events it
+/// appends, and carried into their CloudEvents).
+fn current_traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
 }
 
 /// Connects, then under the startup lock (one process at a time, issue 16)
 /// applies the migrations and creates the projection tables. The caller
 /// may do more under the lock (the first token) before releasing it.
-async fn open_locked(storage: &Storage) -> anyhow::Result<(Store, roster_store::StartupLock)> {
+async fn open_locked(
+    storage: &Storage,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<(Store, roster_store::StartupLock)> {
     let db = Db::connect_with(
         storage.database_url.as_deref(),
         &storage.data_dir,
         storage.pool_settings()?,
     )
     .await?;
+    say("taking the startup lock");
     let lock = db.startup_lock().await?;
-    tracing::debug!("startup lock taken: applying migrations");
+    say("applying migrations");
     // Appends are stamped with the service's clock (B7).
     let store = Store::open(db).await?.with_clock(storage.clock()?);
+    say("creating the projection tables");
     Projector::new(store.clone(), "").ensure_tables().await?;
     Ok((store, lock))
 }
 
 async fn open(storage: &Storage) -> anyhow::Result<Store> {
-    let (store, lock) = open_locked(storage).await?;
+    let (store, lock) = open_locked(storage, &|_| {}).await?;
     lock.release().await;
     Ok(store)
 }
@@ -410,14 +517,26 @@ async fn open(storage: &Storage) -> anyhow::Result<Store> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Err(e) = check_log_format(&cli.storage.log_format) {
-        init_logging("text");
+        let _ = init_logging("text");
         return Err(e);
     }
-    init_logging(&cli.storage.log_format);
+    let tracer = init_logging(&cli.storage.log_format);
+    let result = run(cli).await;
+    if let Some(provider) = tracer {
+        // Flush the spans still queued (on a thread: the exporter blocks).
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(cli.storage, args).await,
         Command::Migrate => {
-            let store = open(&cli.storage).await?;
+            let phases = progress::Phases::new();
+            let (store, lock) = open_locked(&cli.storage, &|what| phases.phase(what)).await?;
+            lock.release().await;
+            phases.finish();
             eprintln!("schema is up to date ({})", store.db().backend().as_str());
             Ok(())
         }
@@ -438,6 +557,15 @@ async fn main() -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            if endpoints.is_some() {
+                spawn_collector(
+                    projector.store().clone(),
+                    Some(projector.clone()),
+                    None,
+                    cli.storage.clock()?,
+                    tx.subscribe(),
+                );
+            }
             let task = tokio::spawn(projector.clone().run(rx, Duration::from_millis(200)));
             shutdown_signal().await;
             let _ = tx.send(true);
@@ -448,11 +576,30 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rebuild { verify } => {
+            use progress::{Checkpoints, Progress};
             let store = open(&cli.storage).await?;
             let live = Projector::new(store.clone(), "");
+            let every = Duration::from_secs_f64(cli.storage.progress_secs.clamp(0.01, 3600.0));
             if verify {
-                live.catch_up().await?;
-                let report = roster_projections::rebuild::rebuild(&store, false).await?;
+                let p = Progress::start(
+                    &store,
+                    "catching up the live projections",
+                    Checkpoints::Live,
+                    every,
+                );
+                let caught_up = live.catch_up().await;
+                p.finish().await;
+                caught_up?;
+                let p = Progress::start(
+                    &store,
+                    "rebuild --verify: replaying",
+                    Checkpoints::Rebuild,
+                    every,
+                );
+                let report = roster_projections::rebuild::rebuild(&store, false).await;
+                p.finish().await;
+                let report = report?;
+                tracing::info!("rebuild --verify: comparing the fresh tables with the live ones");
                 let fresh = roster_projections::rebuild::dump(
                     &store,
                     roster_projections::rebuild::REBUILD_PREFIX,
@@ -478,7 +625,10 @@ async fn main() -> anyhow::Result<()> {
                     bail!("rebuilt projections differ from the live ones in: {differing:?}");
                 }
             } else {
-                let report = roster_projections::rebuild::rebuild(&store, true).await?;
+                let p = Progress::start(&store, "rebuild: replaying", Checkpoints::Rebuild, every);
+                let report = roster_projections::rebuild::rebuild(&store, true).await;
+                p.finish().await;
+                let report = report?;
                 eprintln!(
                     "replayed {} events into fresh tables and swapped them in: {}",
                     report.events,
@@ -506,6 +656,15 @@ async fn main() -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            if endpoints.is_some() {
+                spawn_collector(
+                    store.clone(),
+                    Some(projector.clone()),
+                    None,
+                    cli.storage.clock()?,
+                    health_tx.subscribe(),
+                );
+            }
             let mut sync = roster_sync::SyncService::new(
                 store,
                 projector,
@@ -540,8 +699,12 @@ async fn main() -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            let clock = cli.storage.clock()?;
+            let collector_store = store.clone();
+            let (stop_tx, stop_rx) = watch::channel(false);
             roster_relay::run_relay_with(store, &nats, shutdown_signal(), move |relay| {
                 if let Some((listener, metrics)) = endpoints {
+                    spawn_collector(collector_store, None, Some(relay.clone()), clock, stop_rx);
                     let router = relay_health(relay, metrics);
                     tokio::spawn(async move {
                         if let Err(e) = axum::serve(listener, router).await {
@@ -551,6 +714,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
             .await?;
+            let _ = stop_tx.send(true);
             Ok(())
         }
         Command::Token { command } => token(cli.storage, command).await,
@@ -644,7 +808,7 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     if storage.database_url.is_none() {
         check_data_dir(&storage.data_dir)?;
     }
-    let (store, lock) = open_locked(&storage).await?;
+    let (store, lock) = open_locked(&storage, &|_| {}).await?;
     let backend = store.db().backend();
     let key = storage.secret_key(store.db()).await?;
     // Under the startup lock: however many replicas start together on a
@@ -673,9 +837,7 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let projector_task = tokio::spawn(projector.clone().run(stop_rx, Duration::from_millis(200)));
 
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the Prometheus recorder")?;
+    let metrics = install_metrics()?;
     let mut state = roster_api::AppState::new(store.clone(), projector.clone(), clock)
         .with_secret_key(key)
         .with_outbound(outbound);
@@ -693,6 +855,13 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
 
     let relay =
         roster_relay::start_in_serve(store.clone(), &args.relay, stop_tx.subscribe()).await?;
+    spawn_collector(
+        store.clone(),
+        Some(projector.clone()),
+        relay.as_ref().map(|r| r.relay.clone()),
+        storage.clock()?,
+        stop_tx.subscribe(),
+    );
     let local = listener.local_addr()?;
     tracing::info!(
         listen = %local,
@@ -718,9 +887,40 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the Prometheus recorder")
+    roster_api::telemetry::install().map_err(anyhow::Error::msg)
+}
+
+/// Reads the gauges of the database, the projections and the relay every
+/// few seconds until `stop` turns true (issue 16).
+fn spawn_collector(
+    store: Store,
+    projector: Option<Arc<Projector>>,
+    relay: Option<Arc<roster_relay::Relay>>,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let checkpoint = match &relay {
+                Some(r) => tokio::time::timeout(Duration::from_secs(2), r.checkpoint())
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            };
+            roster_api::telemetry::collect(
+                &store,
+                projector.as_deref(),
+                checkpoint,
+                clock.now().timestamp_micros(),
+            )
+            .await;
+            tokio::select! {
+                _ = tokio::time::sleep(roster_api::telemetry::COLLECT_INTERVAL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    })
 }
 
 fn metrics_route(

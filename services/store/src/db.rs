@@ -319,6 +319,11 @@ impl Db {
         })
     }
 
+    /// The pool's maximum size (metrics).
+    pub fn pool_max(&self) -> u32 {
+        with_db!(self, |pool| pool.options().get_max_connections())
+    }
+
     /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`, so a
     /// writer never has to upgrade a read lock (which fails at once, whatever
     /// the busy timeout, when another writer went first).

@@ -13,6 +13,7 @@ pub mod imports;
 pub mod log;
 pub mod read_state;
 pub mod secrets;
+pub mod tracecontext;
 
 pub use claims::{AddressOwner, Seats};
 #[cfg(feature = "test-clock")]

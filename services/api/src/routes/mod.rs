@@ -1,11 +1,8 @@
 //! The routes of SPEC section 7 that this service implements.
 
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -25,38 +22,83 @@ pub mod users;
 pub fn router(state: AppState) -> Router {
     let request_id = axum::http::HeaderName::from_static(crate::extract::REQUEST_ID);
     Router::new()
-        .route("/v1/customers", get(customers::list).post(customers::create))
-        .route("/v1/customers/{c}", get(customers::get).patch(customers::update))
-        .route("/v1/customers/{c}/domains", get(customers::domains).post(customers::add_domain))
-        .route("/v1/customers/{c}/domains/{domain}", delete(customers::remove_domain))
-        .route("/v1/customers/{c}/users", get(users::list).post(users::create))
+        .route(
+            "/v1/customers",
+            get(customers::list).post(customers::create),
+        )
+        .route(
+            "/v1/customers/{c}",
+            get(customers::get).patch(customers::update),
+        )
+        .route(
+            "/v1/customers/{c}/domains",
+            get(customers::domains).post(customers::add_domain),
+        )
+        .route(
+            "/v1/customers/{c}/domains/{domain}",
+            delete(customers::remove_domain),
+        )
+        .route(
+            "/v1/customers/{c}/users",
+            get(users::list).post(users::create),
+        )
         .route(
             "/v1/customers/{c}/users/{address}",
             get(users::get).patch(users::update).delete(users::remove),
         )
-        .route("/v1/customers/{c}/users/{address}/history", get(audit::history))
+        .route(
+            "/v1/customers/{c}/users/{address}/history",
+            get(audit::history),
+        )
         .route(
             "/v1/customers/{c}/users/{address}/rules",
-            get(users::rules).post(users::add_rule).delete(users::remove_rule),
+            get(users::rules)
+                .post(users::add_rule)
+                .delete(users::remove_rule),
         )
         .route("/v1/customers/{c}/audit", get(audit::list))
-        .route("/v1/customers/{c}/directory", get(directory::get).put(directory::put))
+        .route(
+            "/v1/customers/{c}/directory",
+            get(directory::get).put(directory::put),
+        )
         .route("/v1/customers/{c}/directory/test", post(directory::test))
         .route("/v1/customers/{c}/directory/sync", post(directory::sync))
-        .route("/v1/customers/{c}/directory/enable", post(directory::enable))
-        .route("/v1/customers/{c}/directory/disable", post(directory::disable))
+        .route(
+            "/v1/customers/{c}/directory/enable",
+            post(directory::enable),
+        )
+        .route(
+            "/v1/customers/{c}/directory/disable",
+            post(directory::disable),
+        )
         .route("/v1/customers/{c}/directory/syncs", get(directory::runs))
-        .route("/v1/customers/{c}/directory/syncs/{run}", get(directory::run))
-        .route("/v1/customers/{c}/directory/syncs/{run}/confirm", post(directory::confirm))
-        .route("/v1/customers/{c}/directory/syncs/{run}/discard", post(directory::discard))
-        .route("/v1/customers/{c}/directory/objects", get(directory::objects))
+        .route(
+            "/v1/customers/{c}/directory/syncs/{run}",
+            get(directory::run),
+        )
+        .route(
+            "/v1/customers/{c}/directory/syncs/{run}/confirm",
+            post(directory::confirm),
+        )
+        .route(
+            "/v1/customers/{c}/directory/syncs/{run}/discard",
+            post(directory::discard),
+        )
+        .route(
+            "/v1/customers/{c}/directory/objects",
+            get(directory::objects),
+        )
         .route(
             "/v1/customers/{c}/directory/exceptions",
-            get(directory::exceptions).post(directory::add_exception).delete(directory::remove_exception),
+            get(directory::exceptions)
+                .post(directory::add_exception)
+                .delete(directory::remove_exception),
         )
         .route(
             "/v1/customers/{c}/directory/additions",
-            get(directory::additions).post(directory::add_addition).delete(directory::remove_addition),
+            get(directory::additions)
+                .post(directory::add_addition)
+                .delete(directory::remove_addition),
         )
         .route("/v1/customers/{c}/conflicts", get(conflicts::list))
         .route("/v1/customers/{c}/conflicts/actions", post(conflicts::act))
@@ -68,15 +110,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(crate::inputs::check_request))
-        .layer(middleware::from_fn(http_metrics))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req
-                .headers()
-                .get(crate::extract::REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
+        .layer(middleware::from_fn(crate::observe::access))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| crate::observe::make_span(req)),
+        )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(middleware::from_fn(crate::extract::namespace_request_id))
@@ -94,20 +132,4 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this method is not allowed on this route; see /openapi.json",
     )
-}
-
-async fn http_metrics(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("roster_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("roster_http_request_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response.into_response()
 }
