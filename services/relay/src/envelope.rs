@@ -264,6 +264,21 @@ mod tests {
     }
 
     #[test]
+    fn e5_the_writers_trace_context_is_the_traceparent_attribute() {
+        // Issue 16: the CloudEvents distributed-tracing extension.
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut e = stored();
+        e.metadata["traceparent"] = json!(tp);
+        let m = bus_message(e, &[], "roster.events");
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(v["traceparent"], tp);
+        // Without one (tracing off), no attribute at all.
+        let m = bus_message(stored(), &[], "roster.events");
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert!(v.get("traceparent").is_none());
+    }
+
+    #[test]
     fn e5_odd_events_are_still_published() {
         let mut e = stored();
         e.metadata = json!({});

@@ -276,6 +276,18 @@ impl Db {
                 use sqlx::{ConnectOptions, Connection};
                 let db_file = pool.connect_options().get_filename().to_path_buf();
                 let path = db_file.with_file_name("roster.db.lock");
+                // Private like the database beside it (no data, but the
+                // folder's files are the owner's only).
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+                    let _ = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path);
+                    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+                }
                 let mut conn = SqliteConnectOptions::new()
                     .filename(&path)
                     .create_if_missing(true)
