@@ -234,6 +234,7 @@ async fn ops_database_outage_answers_503_quickly_and_recovers_without_restart() 
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
         assert_eq!(v["code"], "unavailable", "{v}");
         assert!(took < Duration::from_secs(2), "answered after {took:?}");
+        eprintln!("outage: API answered 503 after {took:?}");
     }
     // A write as well.
     let t = Instant::now();
@@ -255,6 +256,7 @@ async fn ops_database_outage_answers_503_quickly_and_recovers_without_restart() 
         .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    eprintln!("outage: /readyz answered 503 after {:?}", t.elapsed());
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "database unavailable", "{body}");
 
@@ -273,6 +275,7 @@ async fn ops_database_outage_answers_503_quickly_and_recovers_without_restart() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!("outage: ready again {:?} after the database came back", t.elapsed());
     let (s, v) = admin
         .post(
             &format!("/v1/customers/{c}/users"),
