@@ -275,7 +275,10 @@ async fn ops_database_outage_answers_503_quickly_and_recovers_without_restart() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("outage: ready again {:?} after the database came back", t.elapsed());
+    eprintln!(
+        "outage: ready again {:?} after the database came back",
+        t.elapsed()
+    );
     let (s, v) = admin
         .post(
             &format!("/v1/customers/{c}/users"),
