@@ -19,86 +19,43 @@ pub mod imports;
 pub mod system;
 pub mod users;
 
+// One route a line: the table reads better than rustfmt's layout of it.
+#[rustfmt::skip]
 pub fn router(state: AppState) -> Router {
     let request_id = axum::http::HeaderName::from_static(crate::extract::REQUEST_ID);
     Router::new()
-        .route(
-            "/v1/customers",
-            get(customers::list).post(customers::create),
-        )
-        .route(
-            "/v1/customers/{c}",
-            get(customers::get).patch(customers::update),
-        )
-        .route(
-            "/v1/customers/{c}/domains",
-            get(customers::domains).post(customers::add_domain),
-        )
-        .route(
-            "/v1/customers/{c}/domains/{domain}",
-            delete(customers::remove_domain),
-        )
-        .route(
-            "/v1/customers/{c}/users",
-            get(users::list).post(users::create),
-        )
+        .route("/v1/customers", get(customers::list).post(customers::create))
+        .route("/v1/customers/{c}", get(customers::get).patch(customers::update))
+        .route("/v1/customers/{c}/domains", get(customers::domains).post(customers::add_domain))
+        .route("/v1/customers/{c}/domains/{domain}", delete(customers::remove_domain))
+        .route("/v1/customers/{c}/users", get(users::list).post(users::create))
         .route(
             "/v1/customers/{c}/users/{address}",
             get(users::get).patch(users::update).delete(users::remove),
         )
-        .route(
-            "/v1/customers/{c}/users/{address}/history",
-            get(audit::history),
-        )
+        .route("/v1/customers/{c}/users/{address}/history", get(audit::history))
         .route(
             "/v1/customers/{c}/users/{address}/rules",
-            get(users::rules)
-                .post(users::add_rule)
-                .delete(users::remove_rule),
+            get(users::rules).post(users::add_rule).delete(users::remove_rule),
         )
         .route("/v1/customers/{c}/audit", get(audit::list))
-        .route(
-            "/v1/customers/{c}/directory",
-            get(directory::get).put(directory::put),
-        )
+        .route("/v1/customers/{c}/directory", get(directory::get).put(directory::put))
         .route("/v1/customers/{c}/directory/test", post(directory::test))
         .route("/v1/customers/{c}/directory/sync", post(directory::sync))
-        .route(
-            "/v1/customers/{c}/directory/enable",
-            post(directory::enable),
-        )
-        .route(
-            "/v1/customers/{c}/directory/disable",
-            post(directory::disable),
-        )
+        .route("/v1/customers/{c}/directory/enable", post(directory::enable))
+        .route("/v1/customers/{c}/directory/disable", post(directory::disable))
         .route("/v1/customers/{c}/directory/syncs", get(directory::runs))
-        .route(
-            "/v1/customers/{c}/directory/syncs/{run}",
-            get(directory::run),
-        )
-        .route(
-            "/v1/customers/{c}/directory/syncs/{run}/confirm",
-            post(directory::confirm),
-        )
-        .route(
-            "/v1/customers/{c}/directory/syncs/{run}/discard",
-            post(directory::discard),
-        )
-        .route(
-            "/v1/customers/{c}/directory/objects",
-            get(directory::objects),
-        )
+        .route("/v1/customers/{c}/directory/syncs/{run}", get(directory::run))
+        .route("/v1/customers/{c}/directory/syncs/{run}/confirm", post(directory::confirm))
+        .route("/v1/customers/{c}/directory/syncs/{run}/discard", post(directory::discard))
+        .route("/v1/customers/{c}/directory/objects", get(directory::objects))
         .route(
             "/v1/customers/{c}/directory/exceptions",
-            get(directory::exceptions)
-                .post(directory::add_exception)
-                .delete(directory::remove_exception),
+            get(directory::exceptions).post(directory::add_exception).delete(directory::remove_exception),
         )
         .route(
             "/v1/customers/{c}/directory/additions",
-            get(directory::additions)
-                .post(directory::add_addition)
-                .delete(directory::remove_addition),
+            get(directory::additions).post(directory::add_addition).delete(directory::remove_addition),
         )
         .route("/v1/customers/{c}/conflicts", get(conflicts::list))
         .route("/v1/customers/{c}/conflicts/actions", post(conflicts::act))
@@ -110,11 +67,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(crate::inputs::check_request))
+        // Access log, request metrics and the request's span (issue 16).
         .layer(middleware::from_fn(crate::observe::access))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| crate::observe::make_span(req)),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| crate::observe::make_span(req)))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(middleware::from_fn(crate::extract::namespace_request_id))
