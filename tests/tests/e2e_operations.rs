@@ -107,18 +107,18 @@ async fn ops_three_concurrent_migrates_on_a_fresh_sqlite_data_dir_all_succeed() 
 
 /// Three `roster serve` started together on one fresh database, each with
 /// its own data dir and `extra` settings.
-async fn three_first_starts(pg: &PgDb, extra: &[(&str, &str)]) -> Vec<RosterProcess> {
+/// The dirs are removed when the returned handles drop.
+async fn three_first_starts(
+    pg: &PgDb,
+    extra: &[(&str, &str)],
+) -> (Vec<RosterProcess>, Vec<tempfile::TempDir>) {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let started = futures::future::join_all(
         dirs.iter()
             .map(|d| RosterProcess::start_with(d.path(), Some(pg.url()), extra)),
     )
     .await;
-    // The processes outlive the temporary dirs' handles: keep the dirs.
-    for d in dirs {
-        let _ = d.keep();
-    }
-    started
+    (started, dirs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +128,7 @@ async fn ops_three_concurrent_first_starts_create_one_partner_and_one_token() {
     // before the startup lock).
     for _ in 0..2 {
         let pg = PgDb::create().await.expect("database");
-        let ps = three_first_starts(&pg, &[("ROSTER_BOOTSTRAP_TOKEN", "")]).await;
+        let (ps, _dirs) = three_first_starts(&pg, &[("ROSTER_BOOTSTRAP_TOKEN", "")]).await;
         assert_eq!(scalar(&pg, "SELECT COUNT(*) FROM partners").await, 1);
         assert_eq!(scalar(&pg, "SELECT COUNT(*) FROM api_tokens").await, 1);
         let files: Vec<_> = ps
@@ -148,7 +148,7 @@ async fn ops_three_concurrent_first_starts_create_one_partner_and_one_token() {
     // on every replica.
     let pg = PgDb::create().await.expect("database");
     let token = format!("bootstrap-{}", uuid::Uuid::new_v4().simple());
-    let ps = three_first_starts(&pg, &[("ROSTER_BOOTSTRAP_TOKEN", &token)]).await;
+    let (ps, _dirs) = three_first_starts(&pg, &[("ROSTER_BOOTSTRAP_TOKEN", &token)]).await;
     assert_eq!(scalar(&pg, "SELECT COUNT(*) FROM partners").await, 1);
     assert_eq!(scalar(&pg, "SELECT COUNT(*) FROM api_tokens").await, 1);
     for p in &ps {
