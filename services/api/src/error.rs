@@ -55,6 +55,17 @@ impl ApiError {
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
+    /// The database cannot be reached (issue 16): 503, so that clients and
+    /// load balancers retry instead of treating it as a bug.
+    pub fn unavailable(e: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %e, "database unavailable");
+        metrics::counter!("roster_db_unavailable_total").increment(1);
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database is unavailable; try again shortly",
+        )
+    }
     pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "internal error");
         Self::new(
@@ -72,6 +83,12 @@ impl IntoResponse for ApiError {
             message: self.message,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6750: a 401 names the scheme to authenticate with.
             response.headers_mut().insert(
@@ -120,6 +137,7 @@ impl From<StoreError> for ApiError {
                 ),
             ),
             StoreError::UnknownCustomer => ApiError::unknown_customer(),
+            _ if e.is_unavailable() => ApiError::unavailable(&e),
             _ => ApiError::internal(e),
         }
     }
@@ -130,6 +148,9 @@ impl From<ProjectionError> for ApiError {
         match e {
             ProjectionError::Invalid(m) => ApiError::invalid(m),
             ProjectionError::Store(s) => s.into(),
+            ProjectionError::Database(d) if roster_store::error::sqlx_unavailable(&d) => {
+                ApiError::unavailable(d)
+            }
             other => ApiError::internal(other),
         }
     }

@@ -88,8 +88,11 @@ impl FromRequestParts<AppState> for Caller {
             .db()
             .authenticate(token)
             .await
-            .map_err(ApiError::internal)?
+            .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::bad_token("the token is unknown or has been revoked"))?;
+        if let Some(actor) = parts.extensions.get::<crate::observe::RequestActor>() {
+            actor.set(format!("token:{}", principal.token_id));
+        }
         let correlation_id = parts
             .headers
             .get(REQUEST_ID)
@@ -164,7 +167,7 @@ impl Caller {
                     .db()
                     .customer_partner(id)
                     .await
-                    .map_err(ApiError::internal)?
+                    .map_err(ApiError::from)?
                     == Some(p)
             }
         };

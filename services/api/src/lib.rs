@@ -17,9 +17,11 @@ pub mod export;
 pub mod extract;
 pub mod imports;
 pub mod inputs;
+pub mod observe;
 pub mod openapi;
 pub mod routes;
 pub mod server;
+pub mod telemetry;
 
 pub use error::{ApiError, ApiResult};
 pub use routes::router;

@@ -17,7 +17,9 @@ struct Bearer;
 ///   oversized text, is refused before the handler runs ([`crate::inputs`]);
 /// - 401 `bad_token` on every secured operation;
 /// - 404 `unknown_customer` on every customer-scoped operation (T1);
-/// - 413 `request_too_large` on every operation that takes a body.
+/// - 413 `request_too_large` on every operation that takes a body;
+/// - 503 `unavailable` on every secured operation: the database cannot be
+///   reached (issue 16).
 struct EveryResponse;
 
 fn error_response(description: &str) -> utoipa::openapi::Response {
@@ -56,6 +58,10 @@ impl Modify for EveryResponse {
                 );
                 if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add("401", "bad_token: no token, or an unknown or revoked one");
+                    add(
+                        "503",
+                        "unavailable: the database cannot be reached; retry after the Retry-After seconds",
+                    );
                 }
                 if path.starts_with("/v1/customers/{c}") {
                     add(

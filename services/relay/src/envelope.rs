@@ -64,6 +64,11 @@ pub struct CloudEvent {
     /// Extension: the request, sync run or import it belongs to (E2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlationid: Option<String>,
+    /// Extension (CloudEvents distributed tracing): the W3C trace context of
+    /// the request or run that wrote the event, when tracing was on, so a
+    /// subscriber continues that trace (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// The event's payload, as described by `dataschema`.
     pub data: Value,
 }
@@ -171,6 +176,7 @@ pub fn cloudevent(e: StoredEvent, upcasters: &[Box<dyn EventUpcaster>]) -> Cloud
         customerid: customer,
         actor: meta_str(&metadata, META_ACTOR),
         correlationid: meta_str(&metadata, META_CORRELATION),
+        traceparent: meta_str(&metadata, roster_store::tracecontext::META_TRACEPARENT),
         data,
     }
 }
@@ -255,6 +261,21 @@ mod tests {
         );
         let back: CloudEvent = serde_json::from_value(v).unwrap();
         assert_eq!(back.aggregatesequence, 3);
+    }
+
+    #[test]
+    fn e5_the_writers_trace_context_is_the_traceparent_attribute() {
+        // Issue 16: the CloudEvents distributed-tracing extension.
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut e = stored();
+        e.metadata["traceparent"] = json!(tp);
+        let m = bus_message(e, &[], "roster.events");
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(v["traceparent"], tp);
+        // Without one (tracing off), no attribute at all.
+        let m = bus_message(stored(), &[], "roster.events");
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert!(v.get("traceparent").is_none());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
@@ -552,10 +553,25 @@ impl Relay {
                     Err(e) => break Err(e.into()),
                 };
                 read = events.len();
+                // One span per batch published (issue 16).
+                let span = (read > 0).then(|| {
+                    tracing::info_span!(
+                        "relay.publish",
+                        bus,
+                        events = read,
+                        from = next + 1,
+                        to = events.last().map(|e| e.position).unwrap_or(next)
+                    )
+                });
                 for e in events {
                     let message = bus_message(e, &upcasters, &self.config.subject_prefix);
                     let (pos, recorded_at) = (message.position, message.recorded_at);
-                    let pending = match self.bus.publish(message).await {
+                    let publish = self.bus.publish(message);
+                    let published = match &span {
+                        Some(span) => publish.instrument(span.clone()).await,
+                        None => publish.await,
+                    };
+                    let pending = match published {
                         Ok(p) => p,
                         Err(e) => break 'session Err(e.into()),
                     };

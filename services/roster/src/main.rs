@@ -17,6 +17,8 @@ use roster_store::auth::Scope;
 use roster_store::{Clock, Db, Store, SystemClock};
 use tokio::sync::watch;
 
+mod progress;
+
 #[derive(Parser)]
 #[command(
     name = "roster",
@@ -43,6 +45,32 @@ struct Storage {
     /// PostgreSQL URL (postgres://user@host:port/db). Unset: embedded SQLite in the data dir.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
+    /// PostgreSQL connections this process keeps at most.
+    #[arg(
+        long,
+        env = "ROSTER_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    db_max_connections: u32,
+    /// How long a query waits for a PostgreSQL connection, in milliseconds;
+    /// while the database is down, requests answer 503 after this long.
+    #[arg(
+        long,
+        env = "ROSTER_DB_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 1_500,
+        global = true
+    )]
+    db_acquire_timeout_ms: u64,
+    /// Seconds between the progress lines of `rebuild` and `migrate` when
+    /// standard error is not a terminal (on a terminal: a progress bar).
+    #[arg(
+        long,
+        env = "ROSTER_PROGRESS_SECS",
+        default_value_t = 5.0,
+        global = true
+    )]
+    progress_secs: f64,
     /// Log format: json (default) or text.
     #[arg(long, env = "ROSTER_LOG_FORMAT", default_value = "json", global = true)]
     log_format: String,
@@ -93,16 +121,43 @@ impl Storage {
         Ok(Arc::new(policy))
     }
 
-    fn secret_key(
-        &self,
-        backend: roster_store::Backend,
-    ) -> anyhow::Result<roster_store::SecretKey> {
+    fn pool_settings(&self) -> anyhow::Result<roster_store::PoolSettings> {
+        if self.db_max_connections == 0 || self.db_max_connections > 10_000 {
+            bail!(
+                "ROSTER_DB_MAX_CONNECTIONS must be between 1 and 10000, not {}",
+                self.db_max_connections
+            );
+        }
+        if !(100..=600_000).contains(&self.db_acquire_timeout_ms) {
+            bail!(
+                "ROSTER_DB_ACQUIRE_TIMEOUT_MS must be between 100 and 600000 milliseconds, not {}",
+                self.db_acquire_timeout_ms
+            );
+        }
+        Ok(roster_store::PoolSettings {
+            max_connections: self.db_max_connections,
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+        })
+    }
+
+    /// Loads the key that seals directory secrets and checks that it opens
+    /// the stored ones (issue 16): a wrong key stops the start with a
+    /// message naming where the key comes from, instead of a 500 later.
+    async fn secret_key(&self, db: &Db) -> anyhow::Result<roster_store::SecretKey> {
         let (key, source) = roster_store::SecretKey::load(
             self.secret_key.as_deref(),
             self.secret_key_file.as_deref(),
             &self.data_dir,
-            backend == roster_store::Backend::Sqlite,
+            db.backend() == roster_store::Backend::Sqlite,
         )?;
+        if let Err(e) = db.check_secret_key(&key).await {
+            if let roster_store::secrets::KeySource::Created(path) = &source {
+                // A key made just now cannot be the one they were sealed
+                // with: leave no new file behind (the real one may be restored).
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
         match source {
             roster_store::secrets::KeySource::Created(path) => tracing::info!(
                 file = %path.display(),
@@ -229,6 +284,15 @@ struct HealthArgs {
     ready: ReadyArgs,
 }
 
+impl HealthArgs {
+    async fn bind(&self) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+        match self.listen {
+            Some(listen) => Ok(Some(bind(listen, "ROSTER_LISTEN (--listen)").await?)),
+            None => Ok(None),
+        }
+    }
+}
+
 /// When `/readyz` says the read models are ready.
 #[derive(Args, Clone, Copy)]
 struct ReadyArgs {
@@ -273,59 +337,235 @@ enum TokenCommand {
     Revoke { token_id: String },
 }
 
-fn init_logging(format: &str) {
+/// The accepted values of `ROSTER_LOG_FORMAT`.
+const LOG_FORMATS: [&str; 2] = ["json", "text"];
+
+fn check_log_format(format: &str) -> anyhow::Result<()> {
+    if !LOG_FORMATS.contains(&format) {
+        bail!(
+            "ROSTER_LOG_FORMAT (--log-format) is {format:?}: use one of {}",
+            LOG_FORMATS.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The data directory exists (or can be made) and a file can be written in
+/// it; the error names the directory (issue 16).
+fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let fail = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "the data directory {} is not writable ({e}): set ROSTER_DATA_DIR (--data-dir) to a directory this user can write",
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(format!(".roster-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Binds the listen address before anything else happens, so that a port
+/// in use stops the start before the database is touched (issue 16).
+async fn bind(listen: SocketAddr, setting: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {listen} ({e}): is another process using the port? Set {setting} to a free address"
+        )
+    })
+}
+
+/// Logs on stderr, and OpenTelemetry traces over OTLP/HTTP when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set (issue
+/// 16); the exporter reads the standard `OTEL_*` variables. Returns the
+/// tracer provider to flush at exit.
+fn init_logging(format: &str) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "text" {
-        builder.init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if format == "text" {
+        fmt.boxed()
     } else {
-        builder
-            .json()
+        fmt.json()
             .flatten_event(true)
             .with_current_span(true)
-            .init();
+            .boxed()
+    };
+    let (provider, otel_error) = match otel_provider() {
+        Ok(p) => (p, None),
+        Err(e) => (None, Some(e)),
+    };
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider;
+        tracing_opentelemetry::layer().with_tracer(p.tracer("roster"))
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
+    if let Some(e) = otel_error {
+        tracing::error!(error = %e, "OpenTelemetry export is off: the OTLP exporter could not be built");
     }
+    if provider.is_some() {
+        roster_store::tracecontext::set_current(current_traceparent);
+        tracing::info!(
+            endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .unwrap_or_default(),
+            "exporting traces over OTLP/HTTP"
+        );
+    }
+    provider
+}
+
+fn env_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// The tracer provider when OTLP export is asked for.
+fn otel_provider() -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    let wanted = (env_set("OTEL_EXPORTER_OTLP_ENDPOINT")
+        || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        && !std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        && !std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.trim() == "none");
+    if !wanted {
+        return Ok(None);
+    }
+    if let Ok(p) = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL") {
+        if !p.trim().is_empty() && p.trim() != "http/protobuf" {
+            bail!("OTEL_EXPORTER_OTLP_PROTOCOL is {p:?}: this build exports http/protobuf only");
+        }
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .context("building the OTLP span exporter")?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if !env_set("OTEL_SERVICE_NAME") {
+        resource = resource.with_service_name("roster");
+    }
+    let resource = resource
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    Ok(Some(provider))
+}
+
+/// The W3C `traceparent` of the current span (recorded with the events it
+/// appends, and carried into their CloudEvents).
+fn current_traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// Connects, then under the startup lock (one process at a time, issue 16)
+/// applies the migrations and creates the projection tables. The caller
+/// may do more under the lock (the first token) before releasing it.
+async fn open_locked(
+    storage: &Storage,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<(Store, roster_store::StartupLock)> {
+    let db = Db::connect_with(
+        storage.database_url.as_deref(),
+        &storage.data_dir,
+        storage.pool_settings()?,
+    )
+    .await?;
+    say("taking the startup lock");
+    let lock = db.startup_lock().await?;
+    say("applying migrations");
+    // Appends are stamped with the service's clock (B7).
+    let store = Store::open(db).await?.with_clock(storage.clock()?);
+    say("creating the projection tables");
+    Projector::new(store.clone(), "").ensure_tables().await?;
+    Ok((store, lock))
 }
 
 async fn open(storage: &Storage) -> anyhow::Result<Store> {
-    let db = Db::connect(storage.database_url.as_deref(), &storage.data_dir).await?;
-    // Appends are stamped with the service's clock (B7).
-    let store = Store::open(db).await?.with_clock(storage.clock()?);
+    let (store, lock) = open_locked(storage, &|_| {}).await?;
+    lock.release().await;
     Ok(store)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.storage.log_format);
+    if let Err(e) = check_log_format(&cli.storage.log_format) {
+        let _ = init_logging("text");
+        return Err(e);
+    }
+    let tracer = init_logging(&cli.storage.log_format);
+    let result = run(cli).await;
+    if let Some(provider) = tracer {
+        // Flush the spans still queued (on a thread: the exporter blocks).
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(cli.storage, args).await,
         Command::Migrate => {
-            let store = open(&cli.storage).await?;
-            Projector::new(store.clone(), "").ensure_tables().await?;
+            let phases = progress::Phases::new();
+            let (store, lock) = open_locked(&cli.storage, &|what| phases.phase(what)).await?;
+            lock.release().await;
+            phases.finish();
             eprintln!("schema is up to date ({})", store.db().backend().as_str());
             Ok(())
         }
         Command::Project { health } => {
+            let listener = health.bind().await?;
             let store = open(&cli.storage).await?;
             let projector = Arc::new(Projector::new(store, ""));
-            projector.ensure_tables().await?;
             let (tx, rx) = watch::channel(false);
-            let endpoints = match health.listen {
-                Some(listen) => {
+            let endpoints = match listener {
+                Some(listener) => {
                     let router = projection_health(
                         projector.clone(),
                         cli.storage.clock()?,
                         health.ready.limits(),
                         install_metrics()?,
                     );
-                    Some(serve_health(listen, router, tx.subscribe()).await?)
+                    Some(serve_health(listener, router, tx.subscribe())?)
                 }
                 None => None,
             };
+            if endpoints.is_some() {
+                spawn_collector(
+                    projector.store().clone(),
+                    Some(projector.clone()),
+                    None,
+                    cli.storage.clock()?,
+                    tx.subscribe(),
+                );
+            }
             let task = tokio::spawn(projector.clone().run(rx, Duration::from_millis(200)));
             shutdown_signal().await;
             let _ = tx.send(true);
@@ -336,12 +576,30 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rebuild { verify } => {
+            use progress::{Checkpoints, Progress};
             let store = open(&cli.storage).await?;
             let live = Projector::new(store.clone(), "");
-            live.ensure_tables().await?;
+            let every = Duration::from_secs_f64(cli.storage.progress_secs.clamp(0.01, 3600.0));
             if verify {
-                live.catch_up().await?;
-                let report = roster_projections::rebuild::rebuild(&store, false).await?;
+                let p = Progress::start(
+                    &store,
+                    "catching up the live projections",
+                    Checkpoints::Live,
+                    every,
+                );
+                let caught_up = live.catch_up().await;
+                p.finish().await;
+                caught_up?;
+                let p = Progress::start(
+                    &store,
+                    "rebuild --verify: replaying",
+                    Checkpoints::Rebuild,
+                    every,
+                );
+                let report = roster_projections::rebuild::rebuild(&store, false).await;
+                p.finish().await;
+                let report = report?;
+                tracing::info!("rebuild --verify: comparing the fresh tables with the live ones");
                 let fresh = roster_projections::rebuild::dump(
                     &store,
                     roster_projections::rebuild::REBUILD_PREFIX,
@@ -367,7 +625,10 @@ async fn main() -> anyhow::Result<()> {
                     bail!("rebuilt projections differ from the live ones in: {differing:?}");
                 }
             } else {
-                let report = roster_projections::rebuild::rebuild(&store, true).await?;
+                let p = Progress::start(&store, "rebuild: replaying", Checkpoints::Rebuild, every);
+                let report = roster_projections::rebuild::rebuild(&store, true).await;
+                p.finish().await;
+                let report = report?;
                 eprintln!(
                     "replayed {} events into fresh tables and swapped them in: {}",
                     report.events,
@@ -377,24 +638,33 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Worker { tick_secs, health } => {
+            let listener = health.bind().await?;
             let store = open(&cli.storage).await?;
-            let key = cli.storage.secret_key(store.db().backend())?;
+            let key = cli.storage.secret_key(store.db()).await?;
             let outbound = cli.storage.outbound()?;
             let projector = Arc::new(Projector::new(store.clone(), ""));
-            projector.ensure_tables().await?;
             let (health_tx, health_rx) = watch::channel(false);
-            let endpoints = match health.listen {
-                Some(listen) => {
+            let endpoints = match listener {
+                Some(listener) => {
                     let router = projection_health(
                         projector.clone(),
                         cli.storage.clock()?,
                         health.ready.limits(),
                         install_metrics()?,
                     );
-                    Some(serve_health(listen, router, health_rx).await?)
+                    Some(serve_health(listener, router, health_rx)?)
                 }
                 None => None,
             };
+            if endpoints.is_some() {
+                spawn_collector(
+                    store.clone(),
+                    Some(projector.clone()),
+                    None,
+                    cli.storage.clock()?,
+                    health_tx.subscribe(),
+                );
+            }
             let mut sync = roster_sync::SyncService::new(
                 store,
                 projector,
@@ -419,20 +689,22 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Relay { nats, health } => {
+            let listener = health.bind().await?;
             let store = open(&cli.storage).await?;
-            let endpoints = match health.listen {
-                Some(listen) => {
+            let endpoints = match listener {
+                Some(listener) => {
                     let metrics = install_metrics()?;
-                    let listener = tokio::net::TcpListener::bind(listen)
-                        .await
-                        .with_context(|| format!("cannot listen on {listen}"))?;
                     tracing::info!(listen = %listener.local_addr()?, "relay health endpoints: /healthz, /readyz, /metrics");
                     Some((listener, metrics))
                 }
                 None => None,
             };
+            let clock = cli.storage.clock()?;
+            let collector_store = store.clone();
+            let (stop_tx, stop_rx) = watch::channel(false);
             roster_relay::run_relay_with(store, &nats, shutdown_signal(), move |relay| {
                 if let Some((listener, metrics)) = endpoints {
+                    spawn_collector(collector_store, None, Some(relay.clone()), clock, stop_rx);
                     let router = relay_health(relay, metrics);
                     tokio::spawn(async move {
                         if let Err(e) = axum::serve(listener, router).await {
@@ -442,6 +714,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
             .await?;
+            let _ = stop_tx.send(true);
             Ok(())
         }
         Command::Token { command } => token(cli.storage, command).await,
@@ -522,36 +795,49 @@ async fn token(storage: Storage, command: TokenCommand) -> anyhow::Result<()> {
 }
 
 async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
+    // Start-up checks before anything is written (issue 16): the settings,
+    // the listen port, the bootstrap token's shape.
     let limits = args.http_limits()?;
-    let store = open(&storage).await?;
-    let backend = store.db().backend();
-    let clock: Arc<dyn Clock> = storage.clock()?;
-    let key = storage.secret_key(backend)?;
-    let outbound = storage.outbound()?;
-    if let Some(token) = args.bootstrap_token.as_deref().filter(|t| !t.is_empty()) {
+    let bootstrap = args.bootstrap_token.as_deref().filter(|t| !t.is_empty());
+    if let Some(token) = bootstrap {
         check_bootstrap_token(token).map_err(anyhow::Error::msg)?;
+    }
+    let outbound = storage.outbound()?;
+    let clock: Arc<dyn Clock> = storage.clock()?;
+    let listener = bind(args.listen, "ROSTER_LISTEN (--listen)").await?;
+    if storage.database_url.is_none() {
+        check_data_dir(&storage.data_dir)?;
+    }
+    let (store, lock) = open_locked(&storage, &|_| {}).await?;
+    let backend = store.db().backend();
+    let key = storage.secret_key(store.db()).await?;
+    // Under the startup lock: however many replicas start together on a
+    // fresh database, one creates the first token (issue 16).
+    if let Some(token) = bootstrap {
         if let Some(id) = store.db().bootstrap(token, clock.now()).await? {
             tracing::info!(token_id = %id, "ROSTER_BOOTSTRAP_TOKEN is now the first partner-administrator token");
         }
-    } else if let Some(issued) = store.db().initial_token(clock.now()).await? {
+    } else if !store.db().has_tokens().await? {
         // A fresh store and no bootstrap token: hand the first token over in a
-        // file only the owner can read, never in the log.
+        // file only the owner can read, never in the log. The file must be
+        // writable before the token is made.
         let path = storage.data_dir.join("initial-token");
-        write_secret_file(&path, &issued.secret)?;
-        tracing::info!(
-            token_id = %issued.token_id,
-            file = %path.display(),
-            "no API token existed: a partner-administrator token was written to this file; read it, then delete the file"
-        );
+        check_data_dir(&storage.data_dir)?;
+        if let Some(issued) = store.db().initial_token(clock.now()).await? {
+            write_secret_file(&path, &issued.secret)?;
+            tracing::info!(
+                token_id = %issued.token_id,
+                file = %path.display(),
+                "no API token existed: a partner-administrator token was written to this file; read it, then delete the file"
+            );
+        }
     }
+    lock.release().await;
     let projector = Arc::new(Projector::new(store.clone(), ""));
-    projector.ensure_tables().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let projector_task = tokio::spawn(projector.clone().run(stop_rx, Duration::from_millis(200)));
 
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the Prometheus recorder")?;
+    let metrics = install_metrics()?;
     let mut state = roster_api::AppState::new(store.clone(), projector.clone(), clock)
         .with_secret_key(key)
         .with_outbound(outbound);
@@ -569,9 +855,13 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
 
     let relay =
         roster_relay::start_in_serve(store.clone(), &args.relay, stop_tx.subscribe()).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    spawn_collector(
+        store.clone(),
+        Some(projector.clone()),
+        relay.as_ref().map(|r| r.relay.clone()),
+        storage.clock()?,
+        stop_tx.subscribe(),
+    );
     let local = listener.local_addr()?;
     tracing::info!(
         listen = %local,
@@ -597,9 +887,40 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the Prometheus recorder")
+    roster_api::telemetry::install().map_err(anyhow::Error::msg)
+}
+
+/// Reads the gauges of the database, the projections and the relay every
+/// few seconds until `stop` turns true (issue 16).
+fn spawn_collector(
+    store: Store,
+    projector: Option<Arc<Projector>>,
+    relay: Option<Arc<roster_relay::Relay>>,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let checkpoint = match &relay {
+                Some(r) => tokio::time::timeout(Duration::from_secs(2), r.checkpoint())
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            };
+            roster_api::telemetry::collect(
+                &store,
+                projector.as_deref(),
+                checkpoint,
+                clock.now().timestamp_micros(),
+            )
+            .await;
+            tokio::select! {
+                _ = tokio::time::sleep(roster_api::telemetry::COLLECT_INTERVAL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    })
 }
 
 fn metrics_route(
@@ -662,8 +983,13 @@ fn relay_health(
         async move {
             let halted = relay.halted().borrow().clone();
             let active = *relay.active().borrow();
-            match (relay.checkpoint().await, relay.log_head().await) {
-                (Ok(checkpoint), Ok(head)) => {
+            let positions =
+                tokio::time::timeout(roster_api::routes::system::READY_TIMEOUT, async {
+                    (relay.checkpoint().await, relay.log_head().await)
+                })
+                .await;
+            match positions {
+                Ok((Ok(checkpoint), Ok(head))) => {
                     let (code, status) = match (&halted, active) {
                         (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "halted"),
                         (None, true) => (StatusCode::OK, "active"),
@@ -694,14 +1020,11 @@ fn relay_health(
 }
 
 /// Serves health endpoints until `stop` turns true.
-async fn serve_health(
-    listen: SocketAddr,
+fn serve_health(
+    listener: tokio::net::TcpListener,
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, "health endpoints: /healthz, /readyz, /metrics");
     Ok(tokio::spawn(async move {
         let stopped = async move {

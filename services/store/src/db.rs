@@ -85,25 +85,106 @@ impl Backend {
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// The PostgreSQL pool's size and how long a query waits for a connection
+/// (`ROSTER_DB_MAX_CONNECTIONS`, `ROSTER_DB_ACQUIRE_TIMEOUT_MS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// Also bounds connecting: while the database is down a request fails
+    /// (503 `unavailable`) after this long instead of hanging (issue 16).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 16,
+            acquire_timeout: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// Held while one process migrates and creates what a fresh database needs
+/// (schema, projection tables, the first token): other processes starting
+/// at the same time wait for it (issue 16). Released by
+/// [`StartupLock::release`], or when the process ends.
+pub struct StartupLock {
+    inner: LockInner,
+}
+
+enum LockInner {
+    Pg(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+/// The advisory lock key of the startup lock ("roster-startup").
+const STARTUP_LOCK_KEY: i64 = 0x726f_7374_6572_0001;
+
+impl StartupLock {
+    pub async fn release(self) {
+        match self.inner {
+            LockInner::Pg(mut conn) => {
+                if sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(STARTUP_LOCK_KEY)
+                    .execute(&mut *conn)
+                    .await
+                    .is_err()
+                {
+                    // The session ends with the connection, and the lock with it.
+                    let _ = conn.close().await;
+                }
+            }
+            LockInner::Sqlite(mut conn) => {
+                use sqlx::Connection;
+                let _ = sqlx::query("COMMIT").execute(&mut conn).await;
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
+
 impl Db {
     /// Connects to PostgreSQL at `database_url`, or opens (creating it if
     /// needed) `roster.db` in `data_dir`.
     pub async fn connect(database_url: Option<&str>, data_dir: &Path) -> Result<Db, StoreError> {
+        Self::connect_with(database_url, data_dir, PoolSettings::default()).await
+    }
+
+    /// [`Db::connect`] with the PostgreSQL pool's settings.
+    pub async fn connect_with(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        pool: PoolSettings,
+    ) -> Result<Db, StoreError> {
         match database_url.filter(|u| !u.trim().is_empty()) {
-            Some(url) => Self::connect_postgres(url, 16).await,
+            Some(url) => Self::connect_postgres_with(url, pool).await,
             None => Self::open_sqlite(data_dir).await,
         }
     }
 
     pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<Db, StoreError> {
+        Self::connect_postgres_with(
+            url,
+            PoolSettings {
+                max_connections,
+                ..PoolSettings::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn connect_postgres_with(
+        url: &str,
+        settings: PoolSettings,
+    ) -> Result<Db, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             StoreError::Config(format!(
                 "DATABASE_URL is not a valid PostgreSQL URL ({e}); expected postgres://user@host:port/database"
             ))
         })?;
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Config(format!("cannot connect to PostgreSQL: {e}")))?;
@@ -153,6 +234,106 @@ impl Db {
             Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
         }
         Ok(())
+    }
+
+    /// Takes the startup lock, waiting (and saying so every 5 s) while
+    /// another process holds it: a PostgreSQL advisory lock on a connection
+    /// of the pool, or an exclusive transaction on `roster.db.lock` beside
+    /// the SQLite file.
+    pub async fn startup_lock(&self) -> Result<StartupLock, StoreError> {
+        let started = std::time::Instant::now();
+        let mut said = Duration::ZERO;
+        let mut wait = |what: &str| {
+            let waited = started.elapsed();
+            if waited >= said + Duration::from_secs(5) {
+                said = waited;
+                tracing::info!(
+                    waited_secs = waited.as_secs(),
+                    "waiting for another roster process to finish {what}"
+                );
+            }
+        };
+        match self {
+            Db::Pg(pool) => {
+                let mut conn = pool.acquire().await?;
+                loop {
+                    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                        .bind(STARTUP_LOCK_KEY)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    if got {
+                        return Ok(StartupLock {
+                            inner: LockInner::Pg(conn),
+                        });
+                    }
+                    wait("migrating (PostgreSQL advisory lock)");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            Db::Sqlite(pool) => {
+                // An exclusive transaction on a small lock database beside
+                // the data (released on commit, or when the process ends).
+                use sqlx::{ConnectOptions, Connection};
+                let db_file = pool.connect_options().get_filename().to_path_buf();
+                let path = db_file.with_file_name("roster.db.lock");
+                // Private like the database beside it (no data, but the
+                // folder's files are the owner's only).
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+                    let _ = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path);
+                    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+                }
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .busy_timeout(Duration::ZERO)
+                    .connect()
+                    .await
+                    .map_err(|e| {
+                        StoreError::Config(format!("cannot open {}: {e}", path.display()))
+                    })?;
+                loop {
+                    match sqlx::query("BEGIN EXCLUSIVE").execute(&mut conn).await {
+                        Ok(_) => {
+                            return Ok(StartupLock {
+                                inner: LockInner::Sqlite(conn),
+                            })
+                        }
+                        Err(sqlx::Error::Database(e))
+                            if matches!(e.code().as_deref(), Some("5") | Some("6")) =>
+                        {
+                            wait("migrating (lock database)");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(e) => {
+                            let _ = conn.close().await;
+                            return Err(StoreError::Config(format!(
+                                "cannot lock {}: {e}",
+                                path.display()
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Connections of the pool in use and idle (metrics).
+    pub fn pool_connections(&self) -> (u32, u32) {
+        with_db!(self, |pool| {
+            let idle = pool.num_idle() as u32;
+            (pool.size().saturating_sub(idle), idle)
+        })
+    }
+
+    /// The pool's maximum size (metrics).
+    pub fn pool_max(&self) -> u32 {
+        with_db!(self, |pool| pool.options().get_max_connections())
     }
 
     /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`, so a

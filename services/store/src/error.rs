@@ -39,6 +39,18 @@ impl StoreError {
         matches!(self, StoreError::Conflict)
     }
 
+    /// The database could not be reached or is shutting down (issue 16):
+    /// the pool found no connection within its acquire timeout, the
+    /// connection broke, or the server refuses sessions. The API answers
+    /// 503 `unavailable`; retrying later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => sqlx_unavailable(e),
+            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => sqlx_unavailable(e),
+            _ => false,
+        }
+    }
+
     pub(crate) fn from_insert(e: sqlx::Error) -> StoreError {
         match &e {
             sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
@@ -46,5 +58,24 @@ impl StoreError {
             }
             _ => StoreError::Database(e),
         }
+    }
+}
+
+/// Whether a sqlx error means the database is unreachable rather than that
+/// the statement was wrong.
+pub fn sqlx_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            // 08: connection exception; 57P01-57P03: admin shutdown, crash
+            // shutdown, cannot connect now; 53300: too many connections;
+            // 55000 on a database with ALLOW_CONNECTIONS false.
+            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300" | "55000")
+        }),
+        _ => false,
     }
 }

@@ -38,7 +38,7 @@ impl<A: Aggregate> Loaded<A> {
 pub struct Batch {
     events: Vec<PendingEvent>,
     guards: Vec<(CustomerId, Guard)>,
-    meta_cache: Option<(EventMeta, String)>,
+    meta_cache: Option<(EventMeta, Option<String>, String)>,
 }
 
 impl Batch {
@@ -62,13 +62,18 @@ impl Batch {
     }
 
     fn metadata_json(&mut self, meta: &EventMeta) -> String {
-        if let Some((m, s)) = &self.meta_cache {
-            if m == meta {
+        let trace = crate::tracecontext::current();
+        if let Some((m, t, s)) = &self.meta_cache {
+            if m == meta && *t == trace {
                 return s.clone();
             }
         }
-        let s = serde_json::to_string(&meta.to_map()).expect("a string map serialises");
-        self.meta_cache = Some((meta.clone(), s.clone()));
+        let mut map = meta.to_map();
+        if let Some(t) = &trace {
+            map.insert(crate::tracecontext::META_TRACEPARENT.to_string(), t.clone());
+        }
+        let s = serde_json::to_string(&map).expect("a string map serialises");
+        self.meta_cache = Some((meta.clone(), trace, s.clone()));
         s
     }
 

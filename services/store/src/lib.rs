@@ -13,12 +13,13 @@ pub mod imports;
 pub mod log;
 pub mod read_state;
 pub mod secrets;
+pub mod tracecontext;
 
 pub use claims::{AddressOwner, Seats};
 #[cfg(feature = "test-clock")]
 pub use clock::FileClock;
 pub use clock::{file_clock, Clock, ManualClock, SystemClock};
-pub use db::{Backend, Db, Tx};
+pub use db::{Backend, Db, PoolSettings, StartupLock, Tx};
 pub use error::StoreError;
 pub use exec::{decode, history, Batch, Loaded};
 pub use imports::{ImportRecord, ImportRowRecord, ImportWriter};

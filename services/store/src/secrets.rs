@@ -258,6 +258,51 @@ impl Db {
         Ok(())
     }
 
+    /// Whether `key` opens the stored directory secrets (a start-up check,
+    /// issue 16): one sealed with another key, or one that does not open,
+    /// is a clear error naming the key's settings instead of a 500 at the
+    /// next directory test. Returns how many secrets are stored.
+    pub async fn check_secret_key(&self, key: &SecretKey) -> Result<u64, StoreError> {
+        type Row = (String, String, String, Vec<u8>, Vec<u8>, Option<String>);
+        let rows: Vec<Row> = with_db!(self, |p| {
+            sqlx::query_as(
+                "SELECT customer_id, kind, key_id, nonce, ciphertext, target FROM directory_secrets
+                 ORDER BY updated_at DESC LIMIT 20",
+            )
+            .fetch_all(p)
+            .await?
+        });
+        let count: i64 = with_db!(self, |p| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM directory_secrets"
+        )
+        .fetch_one(p)
+        .await?);
+        let wrong = |detail: String| {
+            StoreError::Config(format!(
+                "the secrets key does not open the {count} stored directory secret(s): {detail}. \
+                 Give the key they were sealed with: ROSTER_SECRET_KEY, ROSTER_SECRET_KEY_FILE, or \
+                 {KEY_FILE_NAME} in the data directory (restore it from the backup taken with the database)"
+            ))
+        };
+        for (customer, kind, key_id, nonce, ct, target) in rows {
+            if key_id != key.id() {
+                return Err(wrong(format!(
+                    "they were sealed with key {key_id}, this key is {}",
+                    key.id()
+                )));
+            }
+            let customer = CustomerId::parse(&customer)
+                .map_err(|e| StoreError::Corrupt(format!("directory_secrets: {e}")))?;
+            key.open(&nonce, &ct, &aad(customer, &kind, target.as_deref()))
+                .map_err(|_| {
+                    wrong(format!(
+                        "the {kind} secret of customer {customer} does not open"
+                    ))
+                })?;
+        }
+        Ok(count.max(0) as u64)
+    }
+
     /// The directory secret of a customer, opened, for the connection
     /// `target` (D7); `None` when none is set or when the stored one was
     /// entered for another target.

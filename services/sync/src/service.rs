@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use roster_domain::reconcile::{self, CurrentUser, Plan, PlanChange, Target};
 use roster_domain::snapshot::{DirectoryObject, ObjectId, ObjectKind, ReadError, Snapshot};
@@ -518,15 +519,20 @@ impl SyncService {
     ) -> Result<Uuid, SyncError> {
         let run = self.start(customer, trigger, by).await?;
         let svc = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = svc.execute(customer, run, None).await {
-                tracing::error!(customer = %customer, run = %run, error = %e, "sync run failed to record its outcome");
+        // The run's trace continues the request's that started it (issue 16).
+        tokio::spawn(
+            async move {
+                if let Err(e) = svc.execute(customer, run, None).await {
+                    tracing::error!(customer = %customer, run = %run, error = %e, "sync run failed to record its outcome");
+                }
             }
-        });
+            .in_current_span(),
+        );
         Ok(run)
     }
 
     /// Reads the enabled directory: a complete snapshot or why not.
+    #[tracing::instrument(name = "sync.read", skip_all)]
     async fn read(
         &self,
         customer: CustomerId,
@@ -585,6 +591,7 @@ impl SyncService {
 
     /// Runs a started run to its end and records the outcome. A read that
     /// does not complete fails the run and changes nothing (D3.r).
+    #[tracing::instrument(name = "sync.run", skip_all, fields(customer = %customer, run = %run_id))]
     pub async fn execute(
         &self,
         customer: CustomerId,
@@ -598,6 +605,8 @@ impl SyncService {
         // the database is loaded meanwhile.
         let (read, prefetched) = tokio::join!(self.read(customer, &dir), self.prefetch(customer));
         tracing::info!(customer = %customer, run = %run_id, seconds = started.elapsed().as_secs_f64(), ok = read.is_ok(), "directory read");
+        metrics::histogram!("roster_sync_phase_seconds", "phase" => "read")
+            .record(started.elapsed().as_secs_f64());
         let mut prefetched = prefetched.ok();
         let outcome = match read {
             Err(e) => {
@@ -637,12 +646,13 @@ impl SyncService {
                 }
             }
         };
-        metrics::histogram!("roster_sync_run_seconds").record(started.elapsed().as_secs_f64());
         let status = match &outcome {
             RunOutcome::Completed { .. } => "completed",
             RunOutcome::Failed { .. } => "failed",
             RunOutcome::Held { .. } => "held",
         };
+        metrics::histogram!("roster_sync_run_seconds", "status" => status)
+            .record(started.elapsed().as_secs_f64());
         metrics::counter!("roster_sync_runs_total", "status" => status).increment(1);
         tracing::info!(customer = %customer, run = %run_id, status, seconds = started.elapsed().as_secs_f64(), "sync run finished");
         Ok(outcome)
@@ -817,8 +827,10 @@ impl SyncService {
             Some(p) => (p.current, Some(p.objects)),
             None => (self.current(customer).await?, None),
         };
-        let plan = self.plan(customer, config, snapshot, &current);
+        let plan = tracing::info_span!("sync.plan")
+            .in_scope(|| self.plan(customer, config, snapshot, &current));
         let plan_s = t.elapsed().as_secs_f64();
+        metrics::histogram!("roster_sync_phase_seconds", "phase" => "plan").record(plan_s);
         let hold = match confirmed_limit {
             Some(limit) => plan.flags > limit,
             None => config.guard.holds(plan.flags, plan.directory_users),
@@ -862,8 +874,10 @@ impl SyncService {
         let t = std::time::Instant::now();
         let mut batch = Batch::new();
         let mut counts = plan.counts;
+        let stage = tracing::info_span!("sync.stage");
         let seats_added = self
             .stage_plan(&mut batch, customer, &plan, meta, &mut counts)
+            .instrument(stage.clone())
             .await?;
         self.stage_objects(
             &mut batch,
@@ -874,6 +888,7 @@ impl SyncService {
             objects,
             meta,
         )
+        .instrument(stage)
         .await?;
         crate::report::stage(&mut batch, run_id, &plan.report, meta).await;
         let seats = self.store.db().seats(customer).await?;
@@ -893,11 +908,24 @@ impl SyncService {
             .await?;
         let stage_s = t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
-        let a = self.store.commit(batch).await?;
+        let a = self
+            .store
+            .commit(batch)
+            .instrument(tracing::info_span!("sync.append"))
+            .await?;
         let append_s = t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
-        self.settle(a.last).await;
+        self.settle(a.last)
+            .instrument(tracing::info_span!("sync.project"))
+            .await;
         self.finished(customer, run_id).await;
+        for (phase, seconds) in [
+            ("stage", stage_s),
+            ("append", append_s),
+            ("project", t.elapsed().as_secs_f64()),
+        ] {
+            metrics::histogram!("roster_sync_phase_seconds", "phase" => phase).record(seconds);
+        }
         tracing::info!(
             customer = %customer,
             run = %run_id,

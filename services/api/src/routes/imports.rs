@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use roster_csv::{Delimiter, EncodingChoice, ImportOptions};
 use roster_events::ImportId;
 use serde::Deserialize;
+use tracing::Instrument;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -316,7 +317,14 @@ pub async fn review(
     let customer = caller.customer(&state, &c).await?;
     let input = input(&state, &query, req).await?;
     let settings = ImportSettings::default();
-    let id = imports::review(&state, &caller.actor(), customer, input, &settings).await?;
+    // A span and a latency histogram for the review (issue 16).
+    let started = std::time::Instant::now();
+    let id = imports::review(&state, &caller.actor(), customer, input, &settings)
+        .instrument(tracing::info_span!("import.review", customer = %customer))
+        .await;
+    metrics::histogram!("roster_import_review_seconds", "outcome" => outcome(&id))
+        .record(started.elapsed().as_secs_f64());
+    let id = id?;
     let view = imports::view(
         &state,
         customer,
@@ -384,6 +392,7 @@ pub async fn commit(
 ) -> ApiResult<Json<imports::CommitResult>> {
     let customer = caller.customer(&state, &c).await?;
     let id = import_id(&id)?;
+    let started = std::time::Instant::now();
     let done = imports::commit(
         &state,
         &caller.actor(),
@@ -391,9 +400,21 @@ pub async fn commit(
         id,
         &ImportSettings::default(),
     )
-    .await?;
+    .instrument(tracing::info_span!("import.commit", customer = %customer, import = %id))
+    .await;
+    metrics::histogram!("roster_import_commit_seconds", "outcome" => outcome(&done))
+        .record(started.elapsed().as_secs_f64());
+    let done = done?;
     state.settle(done.position).await;
     Ok(Json(done.result))
+}
+
+/// The label of a review's or commit's latency: `ok` or the error code.
+fn outcome<T>(r: &ApiResult<T>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(e) => e.code,
+    }
 }
 
 /// The sample file (M2): the canonical columns and three users in the

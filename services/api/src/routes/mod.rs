@@ -1,11 +1,8 @@
 //! The routes of SPEC section 7 that this service implements.
 
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -22,6 +19,8 @@ pub mod imports;
 pub mod system;
 pub mod users;
 
+// One route a line: the table reads better than rustfmt's layout of it.
+#[rustfmt::skip]
 pub fn router(state: AppState) -> Router {
     let request_id = axum::http::HeaderName::from_static(crate::extract::REQUEST_ID);
     Router::new()
@@ -68,15 +67,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(crate::inputs::check_request))
-        .layer(middleware::from_fn(http_metrics))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req
-                .headers()
-                .get(crate::extract::REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
+        // Access log, request metrics and the request's span (issue 16).
+        .layer(middleware::from_fn(crate::observe::access))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| crate::observe::make_span(req)))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(middleware::from_fn(crate::extract::namespace_request_id))
@@ -94,20 +87,4 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this method is not allowed on this route; see /openapi.json",
     )
-}
-
-async fn http_metrics(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("roster_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("roster_http_request_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response.into_response()
 }

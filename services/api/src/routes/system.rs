@@ -30,6 +30,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// How long `/readyz` waits for the database before answering 503.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The readiness of a process that projects or reads projections (also
 /// served by `roster worker` and `roster project` with `--listen`).
 pub async fn readiness(
@@ -38,12 +41,15 @@ pub async fn readiness(
     limits: roster_projections::LagLimits,
 ) -> (StatusCode, Health) {
     let store = projector.store();
-    let db_ok = store.db().ping().await.is_ok();
-    let lag = if db_ok {
+    // Bounded (issue 16): an unreachable database turns /readyz 503 within
+    // the pool's acquire timeout, and never later than READY_TIMEOUT.
+    let lag = tokio::time::timeout(READY_TIMEOUT, async {
+        store.db().ping().await.ok()?;
         projector.lag(now_micros, limits).await.ok()
-    } else {
-        None
-    };
+    })
+    .await
+    .ok()
+    .flatten();
     let backend = store.db().backend().as_str();
     let Some((head, lags)) = lag else {
         let body = Health {
