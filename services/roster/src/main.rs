@@ -377,6 +377,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Worker { tick_secs, health } => {
+            roster_sync::check_env().map_err(anyhow::Error::msg)?;
             let store = open(&cli.storage).await?;
             let key = cli.storage.secret_key(store.db().backend())?;
             let outbound = cli.storage.outbound()?;
@@ -523,6 +524,7 @@ async fn token(storage: Storage, command: TokenCommand) -> anyhow::Result<()> {
 
 async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     let limits = args.http_limits()?;
+    roster_sync::check_env().map_err(anyhow::Error::msg)?;
     let store = open(&storage).await?;
     let backend = store.db().backend();
     let clock: Arc<dyn Clock> = storage.clock()?;

@@ -13,6 +13,7 @@ pub mod imports;
 pub mod log;
 pub mod read_state;
 pub mod secrets;
+pub mod sync_leases;
 
 pub use claims::{AddressOwner, Seats};
 #[cfg(feature = "test-clock")]
@@ -24,6 +25,7 @@ pub use exec::{decode, history, Batch, Loaded};
 pub use imports::{ImportRecord, ImportRowRecord, ImportWriter};
 pub use log::{Appended, PendingEvent, Store, StoredEvent};
 pub use secrets::{Secret, SecretKey};
+pub use sync_leases::ExpiredLease;
 
 /// Microseconds since the Unix epoch, the time unit of every stored column.
 pub fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {

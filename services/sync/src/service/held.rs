@@ -37,7 +37,8 @@ impl SyncService {
         };
         let run_id = Uuid::now_v7();
         let meta = self.meta(customer, by, CorrelationId(run_id));
-        self.directory_commands(
+        self.take_lease(customer, run_id).await?;
+        let started = self.directory_commands(
             &meta,
             &[
                 DirectoryCommand::ConfirmHeld {
@@ -52,7 +53,11 @@ impl SyncService {
                 },
             ],
         )
-        .await?;
+        .await;
+        if let Err(e) = started {
+            self.end_lease(run_id).await;
+            return Err(e);
+        }
         let svc = self.clone();
         let outcome = svc.execute(customer, run_id, Some(limit)).await?;
         Ok(outcome.run_id())

@@ -17,6 +17,7 @@ use roster_store::{Appended, Batch, Clock, Loaded, Secret, SecretKey, Store, Sto
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::queue::{RunConfig, RunQueue};
 use crate::readers::ReaderFactory;
 
 mod additions;
@@ -24,6 +25,7 @@ mod conflicts;
 mod connection_test;
 mod exceptions;
 mod held;
+mod leases;
 mod reaper;
 mod runs;
 mod scheduler;
@@ -148,6 +150,8 @@ pub struct SyncService {
     /// link-local and metadata addresses, plain http, and Entra endpoints
     /// off Microsoft's clouds.
     pub outbound: Arc<roster_directory::OutboundPolicy>,
+    /// This replica's runs: how many at once, their leases (issue 18).
+    pub queue: Arc<RunQueue>,
 }
 
 const ATTEMPTS: u32 = 5;
@@ -185,6 +189,10 @@ impl SyncService {
             readers,
             lease: chrono::Duration::minutes(30),
             outbound: Arc::default(),
+            queue: Arc::new(RunQueue::new(RunConfig::from_env().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "sync run settings: using the defaults");
+                RunConfig::default()
+            }))),
         }
     }
 

@@ -5,8 +5,34 @@ use super::*;
 
 impl SyncService {
     /// Starts a run if none is running (D4). Returns its id; the caller runs
-    /// [`SyncService::execute`] (in the background for Sync Now).
+    /// [`SyncService::execute`] (in the background for Sync Now). The run
+    /// holds a lease from now until it ends (issue 18); a run whose lease
+    /// expired (its replica stopped) is marked interrupted and replaced at
+    /// once.
     pub async fn start(
+        &self,
+        customer: CustomerId,
+        trigger: SyncTrigger,
+        by: Actor,
+    ) -> Result<Uuid, SyncError> {
+        match self.start_leased(customer, trigger, by.clone()).await {
+            Err(SyncError::Directory(DirectoryError::AlreadyRunning(running)))
+                if self.store.db().run_lease_expired(running).await? =>
+            {
+                let lease = roster_store::ExpiredLease {
+                    run_id: running,
+                    customer_id: customer,
+                    holder: String::new(),
+                };
+                self.interrupt(&lease, false).await?;
+                metrics::counter!("roster_sync_lease_takeovers_total").increment(1);
+                self.start_leased(customer, trigger, by).await
+            }
+            other => other,
+        }
+    }
+
+    async fn start_leased(
         &self,
         customer: CustomerId,
         trigger: SyncTrigger,
@@ -14,7 +40,8 @@ impl SyncService {
     ) -> Result<Uuid, SyncError> {
         let run_id = Uuid::now_v7();
         let meta = self.meta(customer, by, CorrelationId(run_id));
-        let a = self
+        self.take_lease(customer, run_id).await?;
+        let started = self
             .directory_commands(
                 &meta,
                 &[DirectoryCommand::StartSync {
@@ -24,7 +51,14 @@ impl SyncService {
                     lease: self.lease,
                 }],
             )
-            .await?;
+            .await;
+        let a = match started {
+            Ok(a) => a,
+            Err(e) => {
+                self.end_lease(run_id).await;
+                return Err(e);
+            }
+        };
         // The caller's next read (GET .../syncs/{run}) must see the run.
         self.settle(a.last).await;
         metrics::counter!("roster_sync_runs_started_total").increment(1);
@@ -50,12 +84,9 @@ impl SyncService {
         by: Actor,
     ) -> Result<Uuid, SyncError> {
         let run = self.start(customer, trigger, by).await?;
-        let svc = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = svc.execute(customer, run, None).await {
-                tracing::error!(customer = %customer, run = %run, error = %e, "sync run failed to record its outcome");
-            }
-        });
+        // In the replica's next free slot (issue 18); the lease is renewed
+        // while it waits.
+        self.run_in_background(customer, run, None);
         Ok(run)
     }
 
@@ -119,6 +150,17 @@ impl SyncService {
     /// Runs a started run to its end and records the outcome. A read that
     /// does not complete fails the run and changes nothing (D3.r).
     pub async fn execute(
+        &self,
+        customer: CustomerId,
+        run_id: Uuid,
+        confirmed_limit: Option<u64>,
+    ) -> Result<RunOutcome, SyncError> {
+        let outcome = self.execute_run(customer, run_id, confirmed_limit).await;
+        self.end_lease(run_id).await;
+        outcome
+    }
+
+    async fn execute_run(
         &self,
         customer: CustomerId,
         run_id: Uuid,
