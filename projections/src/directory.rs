@@ -354,7 +354,8 @@ pub struct RunRow {
     pub run_id: String,
     pub kind: String,
     pub trigger: String,
-    /// running, completed, failed, held, confirmed, discarded, superseded.
+    /// running, completed, failed, interrupted, held, confirmed, discarded,
+    /// superseded.
     pub status: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,

@@ -40,22 +40,55 @@ async fn main() {
     println!("| measure | value |");
     println!("|---|---|");
     let rows = [
-        ("customers x users", format!("{} x {}", cfg.customers, cfg.users)),
-        ("replicas (concurrency each)", format!("{} ({})", cfg.replicas, cfg.concurrency)),
+        (
+            "customers x users",
+            format!("{} x {}", cfg.customers, cfg.users),
+        ),
+        (
+            "replicas (concurrency each)",
+            format!("{} ({})", cfg.replicas, cfg.concurrency),
+        ),
         ("slapd load (s)", format!("{:.1}", r.load_seconds)),
-        ("every first run completed (s)", format!("{:.1}", r.complete_seconds)),
-        ("completed runs per customer (runs: customers)", format!("{:?}", r.completed_runs)),
-        ("started runs per customer (runs: customers)", format!("{:?}", r.started_runs)),
-        ("runs held by the killed replica / marked interrupted", format!("{} / {}", r.killed_runs.len(), r.interrupted_killed)),
-        ("kill to every run completed (s)", format!("{:.1}", r.recovery_seconds.unwrap_or(f64::NAN))),
+        (
+            "every first run completed (s)",
+            format!("{:.1}", r.complete_seconds),
+        ),
+        (
+            "completed runs per customer (runs: customers)",
+            format!("{:?}", r.completed_runs),
+        ),
+        (
+            "started runs per customer (runs: customers)",
+            format!("{:?}", r.started_runs),
+        ),
+        (
+            "runs held by the killed replica / marked interrupted",
+            format!("{} / {}", r.killed_runs.len(), r.interrupted_killed),
+        ),
+        (
+            "kill to every run completed (s)",
+            format!("{:.1}", r.recovery_seconds.unwrap_or(f64::NAN)),
+        ),
         ("lease takeovers", r.takeovers.to_string()),
-        ("events per user (events: users)", format!("{:?}", r.events_per_user)),
-        ("events per user, one replica alone", format!("{:?}", r.control_events_per_user)),
+        (
+            "events per user (events: users)",
+            format!("{:?}", r.events_per_user),
+        ),
+        (
+            "events per user, one replica alone",
+            format!("{:?}", r.control_events_per_user),
+        ),
         ("users", r.users_total.to_string()),
         ("users flagged", r.flagged.to_string()),
-        ("events in the log / messages on the stream", format!("{} / {}", r.log_events, r.stream_messages)),
+        (
+            "events in the log / messages on the stream",
+            format!("{} / {}", r.log_events, r.stream_messages),
+        ),
         ("peak RSS per replica (MiB)", format!("{:?}", r.peak_mib)),
-        ("Sync Now for every customer, nothing changed (s)", format!("{:.1}", r.resync_seconds.unwrap_or(f64::NAN))),
+        (
+            "Sync Now for every customer, nothing changed (s)",
+            format!("{:.1}", r.resync_seconds.unwrap_or(f64::NAN)),
+        ),
     ];
     for (k, v) in rows {
         println!("| {k} | {v} |");

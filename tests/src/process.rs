@@ -122,7 +122,7 @@ impl RosterProcess {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start roster");
-        let p = RosterProcess {
+        RosterProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
             bootstrap_token: token,
@@ -132,6 +132,7 @@ impl RosterProcess {
         }
     }
 
+    /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         for _ in 0..300 {

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
-use roster_testkit::{organizational_unit, DirectoryData, NatsServer, PgDb, Slapd, SlapdConfig, Style};
+use roster_testkit::{
+    organizational_unit, DirectoryData, NatsServer, PgDb, Slapd, SlapdConfig, Style,
+};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -86,7 +88,9 @@ fn write_ldif(cfg: &ScaleConfig, path: &std::path::Path) -> usize {
     let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let total = cfg.customers + 1;
     for i in 0..total {
-        organizational_unit(&customer_base(i)).write_ldif(&mut w).unwrap();
+        organizational_unit(&customer_base(i))
+            .write_ldif(&mut w)
+            .unwrap();
         data(cfg, i).write_ldif(&mut w).unwrap();
     }
     w.flush().unwrap();
@@ -157,7 +161,7 @@ fn replica(
 /// Per customer id: (started, completed, interrupted) runs, from the log.
 async fn runs(pool: &PgPool) -> BTreeMap<String, (usize, usize, usize)> {
     let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT aggregate_id, event_type, payload->>'code' FROM events
+        "SELECT aggregate_id, event_type, payload->'SyncFailed'->>'code' FROM events
          WHERE aggregate_type = $1 AND event_type IN ('SyncStarted', 'SyncCompleted', 'SyncFailed')",
     )
     .bind(roster_events::DIRECTORY_AGGREGATE)
@@ -181,9 +185,9 @@ async fn runs(pool: &PgPool) -> BTreeMap<String, (usize, usize, usize)> {
 /// as interrupted.
 async fn runs_ended(pool: &PgPool, event_type: &str) -> BTreeSet<String> {
     let rows: Vec<(Option<String>,)> = sqlx::query_as(
-        "SELECT payload->>'run_id' FROM events
+        "SELECT payload->event_type->>'run_id' FROM events
          WHERE aggregate_type = $1 AND event_type = $2
-         AND ($2 <> 'SyncFailed' OR payload->>'code' = 'interrupted')",
+         AND ($2 <> 'SyncFailed' OR payload->'SyncFailed'->>'code' = 'interrupted')",
     )
     .bind(roster_events::DIRECTORY_AGGREGATE)
     .bind(event_type)
@@ -249,7 +253,10 @@ pub async fn run(cfg: &ScaleConfig) -> ScaleReport {
         .await
         .unwrap();
     report.load_seconds = t.elapsed().as_secs_f64();
-    eprintln!("slapd with {total} customers loaded in {:.1} s", report.load_seconds);
+    eprintln!(
+        "slapd with {total} customers loaded in {:.1} s",
+        report.load_seconds
+    );
 
     // One replica without a worker configures every customer (all due at
     // once from then on) and syncs the control customer alone.
@@ -285,10 +292,11 @@ pub async fn run(cfg: &ScaleConfig) -> ScaleReport {
             let holders: Vec<(String, String)> = sqlx::query_as(
                 "SELECT l.holder, l.run_id FROM sync_leases l
                  WHERE EXISTS (SELECT 1 FROM events e WHERE e.aggregate_type = $1
-                   AND e.event_type = 'SyncStarted' AND e.payload->>'run_id' = l.run_id)
+                   AND e.event_type = 'SyncStarted'
+                   AND e.payload->'SyncStarted'->>'run_id' = l.run_id)
                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.aggregate_type = $1
                    AND e.event_type IN ('SyncCompleted', 'SyncFailed', 'SyncHeld')
-                   AND e.payload->>'run_id' = l.run_id)",
+                   AND e.payload->e.event_type->>'run_id' = l.run_id)",
             )
             .bind(roster_events::DIRECTORY_AGGREGATE)
             .fetch_all(&pool)
@@ -383,7 +391,9 @@ pub async fn run(cfg: &ScaleConfig) -> ScaleReport {
     let (h, n) = events_per_user(&pool, &ids).await;
     report.events_per_user = h;
     report.users_total = n;
-    report.control_events_per_user = events_per_user(&pool, std::slice::from_ref(&control)).await.0;
+    report.control_events_per_user = events_per_user(&pool, std::slice::from_ref(&control))
+        .await
+        .0;
     let per_customer: Vec<(String, i64)> = sqlx::query_as(
         "SELECT customer_id, count(DISTINCT aggregate_id) FROM events WHERE aggregate_type = $1
          AND customer_id = ANY($2) GROUP BY customer_id",

@@ -36,7 +36,10 @@ async fn d4_three_replicas_one_killed_every_customer_synced_exactly_once() {
         r.killed_runs.len(),
         "every run the killed replica held is interrupted (or had just completed): {r:#?}"
     );
-    assert_eq!(r.interrupted, r.interrupted_killed, "only the killed replica's runs are interrupted");
+    assert_eq!(
+        r.interrupted, r.interrupted_killed,
+        "only the killed replica's runs are interrupted"
+    );
     assert!(r.recovery_seconds.unwrap() < 120.0, "{r:#?}");
     assert!(r.takeovers >= r.killed_runs.len());
     // No run but those: one start per customer, two for an interrupted one.

@@ -812,7 +812,11 @@ async fn d4_a_stopped_replicas_run_is_interrupted_and_run_again_by_another(s: Te
     assert_eq!(other.sweep_leases().await.unwrap(), 1);
     assert_eq!(other.sweep_leases().await.unwrap(), 0, "taken over once");
     let runs = settled_runs(&s, sc.customer).await;
-    assert_eq!(runs.get(&run.to_string()).map(String::as_str), Some("interrupted"), "{runs:?}");
+    assert_eq!(
+        runs.get(&run.to_string()).map(String::as_str),
+        Some("interrupted"),
+        "{runs:?}"
+    );
     let completed: Vec<_> = runs.iter().filter(|(_, st)| *st == "completed").collect();
     assert_eq!(completed.len(), 1, "run again and completed: {runs:?}");
     let row = roster_projections::directory::run(&s.store, sc.customer, &run.to_string())
@@ -820,7 +824,10 @@ async fn d4_a_stopped_replicas_run_is_interrupted_and_run_again_by_another(s: Te
         .unwrap()
         .unwrap();
     assert_eq!(row.code.as_deref(), Some("interrupted"));
-    assert!(row.reason.unwrap_or_default().contains("stopped renewing its lease"));
+    assert!(row
+        .reason
+        .unwrap_or_default()
+        .contains("stopped renewing its lease"));
     assert_eq!(all(&s, sc.customer, None).await.len(), 5);
 }
 
@@ -848,8 +855,14 @@ async fn d4_sync_now_after_a_crash_takes_the_expired_run_over(s: TestStore) {
         .expect("Sync Now once the lease expired");
     alive.execute(sc.customer, now, None).await.unwrap();
     let runs = settled_runs(&s, sc.customer).await;
-    assert_eq!(runs.get(&run.to_string()).map(String::as_str), Some("interrupted"));
-    assert_eq!(runs.get(&now.to_string()).map(String::as_str), Some("completed"));
+    assert_eq!(
+        runs.get(&run.to_string()).map(String::as_str),
+        Some("interrupted")
+    );
+    assert_eq!(
+        runs.get(&now.to_string()).map(String::as_str),
+        Some("completed")
+    );
 }
 
 /// Issue 18: of replicas scheduling at the same moment from the same view,

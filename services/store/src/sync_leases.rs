@@ -166,11 +166,13 @@ impl Db {
 impl Db {
     /// Forgets the lease of a run the log shows ended, whoever held it.
     pub async fn drop_run_lease(&self, run_id: Uuid) -> Result<(), StoreError> {
-        crate::with_db!(self, |p| sqlx::query("DELETE FROM sync_leases WHERE run_id = $1")
-            .bind(run_id.to_string())
-            .execute(p)
-            .await
-            .map(|_| ())?);
+        crate::with_db!(self, |p| sqlx::query(
+            "DELETE FROM sync_leases WHERE run_id = $1"
+        )
+        .bind(run_id.to_string())
+        .execute(p)
+        .await
+        .map(|_| ())?);
         Ok(())
     }
 }

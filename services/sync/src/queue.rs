@@ -70,7 +70,12 @@ impl RunConfig {
         if let Some(n) = number("ROSTER_SYNC_LEASE_SECS", 3, 600, "a number of seconds")? {
             c.lease_ttl = Duration::from_secs(n);
         }
-        if let Some(n) = number("ROSTER_SYNC_SHUTDOWN_GRACE_SECS", 0, 3600, "a number of seconds")? {
+        if let Some(n) = number(
+            "ROSTER_SYNC_SHUTDOWN_GRACE_SECS",
+            0,
+            3600,
+            "a number of seconds",
+        )? {
             c.shutdown_grace = Duration::from_secs(n);
         }
         Ok(c)
@@ -226,7 +231,10 @@ mod tests {
         assert_eq!(c.lease_ttl, Duration::from_secs(45));
         assert_eq!(c.shutdown_grace, RunConfig::default().shutdown_grace);
         let e = RunConfig::from_vars(vars(&[("ROSTER_SYNC_LEASE_SECS", "0")])).unwrap_err();
-        assert!(e.contains("ROSTER_SYNC_LEASE_SECS must be a number of seconds from 3 to 600"), "{e}");
+        assert!(
+            e.contains("ROSTER_SYNC_LEASE_SECS must be a number of seconds from 3 to 600"),
+            "{e}"
+        );
         let e = RunConfig::from_vars(vars(&[("ROSTER_SYNC_CONCURRENCY", "many")])).unwrap_err();
         assert!(e.contains("ROSTER_SYNC_CONCURRENCY"), "{e}");
         assert!(RunConfig::default().concurrency >= 2);

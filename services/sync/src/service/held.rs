@@ -38,22 +38,23 @@ impl SyncService {
         let run_id = Uuid::now_v7();
         let meta = self.meta(customer, by, CorrelationId(run_id));
         self.take_lease(customer, run_id).await?;
-        let started = self.directory_commands(
-            &meta,
-            &[
-                DirectoryCommand::ConfirmHeld {
-                    run_id: held,
-                    by_run: run_id,
-                },
-                DirectoryCommand::StartSync {
-                    run_id,
-                    trigger: SyncTrigger::Confirmed,
-                    at: self.clock.now(),
-                    lease: self.lease,
-                },
-            ],
-        )
-        .await;
+        let started = self
+            .directory_commands(
+                &meta,
+                &[
+                    DirectoryCommand::ConfirmHeld {
+                        run_id: held,
+                        by_run: run_id,
+                    },
+                    DirectoryCommand::StartSync {
+                        run_id,
+                        trigger: SyncTrigger::Confirmed,
+                        at: self.clock.now(),
+                        lease: self.lease,
+                    },
+                ],
+            )
+            .await;
         if let Err(e) = started {
             self.end_lease(run_id).await;
             return Err(e);
