@@ -273,6 +273,8 @@ pub async fn run(cfg: &ScaleConfig) -> ScaleReport {
     }
     let control = ids.pop().unwrap();
     crate::bench::sync_and_wait(&api, &control).await;
+    // Only the first replica's bootstrap token became a token.
+    let token = setup.bootstrap_token.clone();
     setup.stop().await;
     eprintln!("{} customers configured", ids.len());
 
@@ -414,7 +416,7 @@ pub async fn run(cfg: &ScaleConfig) -> ScaleReport {
 
     if cfg.resync {
         let t = Instant::now();
-        let live = replicas.iter().flatten().next().unwrap().admin();
+        let live = replicas.iter().flatten().next().unwrap().api(&token);
         let mut tasks = Vec::new();
         for chunk in ids.chunks(ids.len().div_ceil(16).max(1)) {
             let api = live.clone();
