@@ -57,6 +57,8 @@ pub struct ScaleReport {
     /// Of those, the ones that completed after all (between the look and
     /// the kill).
     pub killed_completed: usize,
+    /// Of those, the ones it was still claiming (never started).
+    pub killed_unstarted: usize,
     /// All runs marked interrupted.
     pub interrupted: usize,
     /// From the kill until every customer's run completed.
@@ -318,6 +320,19 @@ pub async fn run(cfg: &ScaleConfig) -> ScaleReport {
                         .args(["-KILL", &pid.to_string()])
                         .status();
                     killed_at = Some(Instant::now());
+                    // Every lease it held when it died (a run may have
+                    // started since the look, or been mid-claim).
+                    let all: Vec<(String,)> = sqlx::query_as(
+                        "SELECT run_id FROM sync_leases WHERE split_part(holder, '/', 2) = $1",
+                    )
+                    .bind(pid.to_string())
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                    let held: BTreeSet<String> = held
+                        .into_iter()
+                        .chain(all.into_iter().map(|r| r.0))
+                        .collect();
                     eprintln!(
                         "replica {n} killed at {:.1} s holding {} runs",
                         t0.elapsed().as_secs_f64(),
@@ -382,6 +397,12 @@ pub async fn run(cfg: &ScaleConfig) -> ScaleReport {
         .killed_runs
         .iter()
         .filter(|r| interrupted.contains(*r))
+        .count();
+    let started = runs_ended(&pool, "SyncStarted").await;
+    report.killed_unstarted = report
+        .killed_runs
+        .iter()
+        .filter(|r| !started.contains(*r))
         .count();
     let completed = runs_ended(&pool, "SyncCompleted").await;
     report.killed_completed = report
