@@ -881,6 +881,40 @@ async fn d4_a_due_run_is_started_once_across_replicas(s: TestStore) {
     assert_eq!(a.schedule(true).await.unwrap().len(), 0, "not due again");
 }
 
+/// Issue 18, D3.i: replicas reaping at the same moment delete each user
+/// whose delay passed once (each deletion is decided by the user aggregate
+/// and appended only if nothing came first).
+async fn d3i_replicas_reaping_at_once_delete_each_user_once(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 12, 0).await;
+    run(&s, sc.customer).await;
+    let admin = sc.slapd.admin().await.unwrap();
+    for i in [1, 3, 5] {
+        admin.delete(&sc.data.user(i).dn).await.unwrap();
+    }
+    let c = counts(&run(&s, sc.customer).await);
+    assert_eq!(c.flagged, 3, "{c:?}");
+    s.clock.advance(chrono::Duration::days(8));
+    s.project().await;
+    let (a, b, c) = (replica(&s), replica(&s), replica(&s));
+    let (x, y, z) = tokio::join!(a.reap(), b.reap(), c.reap());
+    // A replica whose append lost the race deletes nothing this pass; the
+    // next pass finds what is left.
+    let deleted = x.unwrap() + y.unwrap() + z.unwrap() + a.reap().await.unwrap();
+    assert_eq!(deleted, 3);
+    let (events, users): (i64, i64) = roster_store::with_db!(s.store.db(), |p| {
+        sqlx::query_as(
+            "SELECT count(*), count(DISTINCT aggregate_id) FROM events
+             WHERE aggregate_type = $1 AND event_type = 'UserDeleted'",
+        )
+        .bind(roster_events::USER_AGGREGATE)
+        .fetch_one(p)
+        .await
+        .unwrap()
+    });
+    assert_eq!((events, users), (3, 3));
+}
+
 both_backends!(
     d3e_d3f_a_first_sync_adds_the_directory_and_a_resync_changes_nothing,
     d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_delay_and_come_back,
@@ -898,4 +932,5 @@ both_backends!(
     d4_a_stopped_replicas_run_is_interrupted_and_run_again_by_another,
     d4_sync_now_after_a_crash_takes_the_expired_run_over,
     d4_a_due_run_is_started_once_across_replicas,
+    d3i_replicas_reaping_at_once_delete_each_user_once,
 );
