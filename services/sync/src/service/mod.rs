@@ -143,7 +143,9 @@ pub struct SyncService {
     pub clock: Arc<dyn Clock>,
     pub key: SecretKey,
     pub readers: Arc<dyn ReaderFactory>,
-    /// How long a run may take before another may supersede it.
+    /// How long a run may take before another may supersede it in the log
+    /// (30 minutes): the last resort. A stopped replica's runs are taken
+    /// over long before, when their heartbeat lease (`queue`) expires.
     pub lease: chrono::Duration,
     /// Where directory connections may go: the operator's decision
     /// (`ROSTER_ALLOW_OUTBOUND`); the default refuses loopback, private,
