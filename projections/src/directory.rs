@@ -207,7 +207,7 @@ async fn apply_run(
         }
         DirectoryEvent::SyncFailed(s) => {
             let sql = format!(
-                "UPDATE {p}{RUNS} SET status = 'failed', code = $2, reason = $3, finished_at = $4 WHERE run_id = $1"
+                "UPDATE {p}{RUNS} SET status = CASE WHEN $2 = 'interrupted' THEN 'interrupted' ELSE 'failed' END, code = $2, reason = $3, finished_at = $4 WHERE run_id = $1"
             );
             with_tx!(tx, |c| sqlx::query(&sql)
                 .bind(s.run_id.to_string())
@@ -354,7 +354,8 @@ pub struct RunRow {
     pub run_id: String,
     pub kind: String,
     pub trigger: String,
-    /// running, completed, failed, held, confirmed, discarded, superseded.
+    /// running, completed, failed, interrupted, held, confirmed, discarded,
+    /// superseded.
     pub status: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -458,11 +459,31 @@ pub async fn run(
     Ok(row.map(run_row))
 }
 
-/// Customers whose enabled directory is due for a scheduled sync (D4).
+/// The customers whose scheduled run is due (D4), oldest due first.
 pub async fn due(
     store: &roster_store::Store,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<(roster_events::CustomerId, roster_events::DirectoryKind)>, ProjectionError> {
+    Ok(due_since(store, now)
+        .await?
+        .into_iter()
+        .map(|(c, k, _)| (c, k))
+        .collect())
+}
+
+/// The customers whose scheduled run is due, with the time it fell due
+/// (`None`: never run), oldest first (issue 18: the run queue's order).
+pub async fn due_since(
+    store: &roster_store::Store,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<
+    Vec<(
+        roster_events::CustomerId,
+        roster_events::DirectoryKind,
+        Option<chrono::DateTime<chrono::Utc>>,
+    )>,
+    ProjectionError,
+> {
     let sql = format!(
         "SELECT customer_id, enabled_kind, ldap_interval, entra_interval, last_started_at FROM {STATE}
          WHERE enabled_kind IS NOT NULL"
@@ -487,16 +508,14 @@ pub async fn due(
         }) else {
             continue;
         };
-        let due = match last {
-            None => true,
-            Some(t) => roster_store::from_micros(t) + interval.duration() <= now,
-        };
-        if due {
+        let due_at = last.map(|t| roster_store::from_micros(t) + interval.duration());
+        if due_at.is_none_or(|d| d <= now) {
             if let Ok(c) = roster_events::CustomerId::parse(&customer) {
-                out.push((c, kind));
+                out.push((c, kind, due_at));
             }
         }
     }
+    out.sort_by_key(|(c, _, due_at)| (*due_at, c.to_string()));
     Ok(out)
 }
 

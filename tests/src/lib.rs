@@ -8,6 +8,7 @@ pub mod e2e;
 pub mod ldap_tap;
 pub mod process;
 pub mod recorder;
+pub mod scale;
 pub mod sync;
 
 pub use backend::{Backend, TestStore};

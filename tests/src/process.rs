@@ -86,6 +86,18 @@ impl RosterProcess {
         database_url: Option<&str>,
         env: &[(&str, &str)],
     ) -> RosterProcess {
+        let p = Self::spawn_with(data_dir, database_url, env);
+        p.wait_ready().await;
+        p
+    }
+
+    /// Starts `roster serve` like [`RosterProcess::start_with`] without
+    /// waiting for it to be ready ([`RosterProcess::wait_ready`]).
+    pub fn spawn_with(
+        data_dir: &std::path::Path,
+        database_url: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> RosterProcess {
         let port = free_port();
         let token = format!("bootstrap-{}", uuid::Uuid::new_v4().simple());
         let log = data_dir.join(format!("roster-{port}.log"));
@@ -110,19 +122,18 @@ impl RosterProcess {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start roster");
-        let p = RosterProcess {
+        RosterProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
             bootstrap_token: token,
             data_dir: data_dir.to_path_buf(),
             database_url: database_url.map(str::to_string),
             log,
-        };
-        p.wait_ready().await;
-        p
+        }
     }
 
-    async fn wait_ready(&self) {
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         for _ in 0..300 {
             if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await {

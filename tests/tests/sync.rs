@@ -756,6 +756,165 @@ async fn d7_the_bind_password_is_never_stored_in_plaintext(s: TestStore) {
     let _ = DOMAIN;
 }
 
+/// Waits until the customer has no run going and returns its runs' statuses
+/// by id.
+async fn settled_runs(s: &TestStore, c: CustomerId) -> std::collections::BTreeMap<String, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let dir = s.app().sync.directory(c).await.unwrap();
+        if dir.running.is_none() {
+            s.project().await;
+            let sql = format!(
+                "SELECT run_id, status FROM {} WHERE customer_id = $1",
+                roster_projections::directory::RUNS
+            );
+            let rows: Vec<(String, String)> = roster_store::with_db!(s.store.db(), |p| {
+                sqlx::query_as(&sql)
+                    .bind(c.to_string())
+                    .fetch_all(p)
+                    .await
+                    .unwrap()
+            });
+            return rows.into_iter().collect();
+        }
+        assert!(std::time::Instant::now() < deadline, "a run is still going");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A replica that stops holding `run`: SIGTERM with no grace, so the run is
+/// handed back (its lease expires now).
+async fn stop_replica(replica: &roster_sync::SyncService) {
+    replica.drain().await;
+}
+
+fn replica(s: &TestStore) -> roster_sync::SyncService {
+    let mut sync = s.app().sync.clone();
+    sync.queue = Arc::new(roster_sync::RunQueue::new(roster_sync::RunConfig {
+        shutdown_grace: std::time::Duration::ZERO,
+        ..Default::default()
+    }));
+    sync
+}
+
+/// Issue 18: a run whose replica stopped is marked `interrupted` by another
+/// replica, which starts the customer's run again at once and completes it.
+async fn d4_a_stopped_replicas_run_is_interrupted_and_run_again_by_another(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 5, 0).await;
+    let dead = replica(&s);
+    let run = dead
+        .start(sc.customer, SyncTrigger::Scheduled, by())
+        .await
+        .unwrap();
+    stop_replica(&dead).await;
+    let other = replica(&s);
+    assert_eq!(other.sweep_leases().await.unwrap(), 1);
+    assert_eq!(other.sweep_leases().await.unwrap(), 0, "taken over once");
+    let runs = settled_runs(&s, sc.customer).await;
+    assert_eq!(
+        runs.get(&run.to_string()).map(String::as_str),
+        Some("interrupted"),
+        "{runs:?}"
+    );
+    let completed: Vec<_> = runs.iter().filter(|(_, st)| *st == "completed").collect();
+    assert_eq!(completed.len(), 1, "run again and completed: {runs:?}");
+    let row = roster_projections::directory::run(&s.store, sc.customer, &run.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.code.as_deref(), Some("interrupted"));
+    assert!(row
+        .reason
+        .unwrap_or_default()
+        .contains("stopped renewing its lease"));
+    assert_eq!(all(&s, sc.customer, None).await.len(), 5);
+}
+
+/// Issue 18: after a crash, Sync Now works as soon as the crashed run's
+/// lease expired (not after the 30-minute run limit): the old run is
+/// interrupted and the new one starts.
+async fn d4_sync_now_after_a_crash_takes_the_expired_run_over(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 3, 0).await;
+    let dead = replica(&s);
+    let run = dead
+        .start(sc.customer, SyncTrigger::Manual, by())
+        .await
+        .unwrap();
+    let alive = replica(&s);
+    assert!(
+        matches!(alive.start(sc.customer, SyncTrigger::Manual, by()).await,
+            Err(roster_sync::SyncError::Directory(roster_domain::DirectoryError::AlreadyRunning(r))) if r == run),
+        "a live run's lease is respected"
+    );
+    stop_replica(&dead).await;
+    let now = alive
+        .start(sc.customer, SyncTrigger::Manual, by())
+        .await
+        .expect("Sync Now once the lease expired");
+    alive.execute(sc.customer, now, None).await.unwrap();
+    let runs = settled_runs(&s, sc.customer).await;
+    assert_eq!(
+        runs.get(&run.to_string()).map(String::as_str),
+        Some("interrupted")
+    );
+    assert_eq!(
+        runs.get(&now.to_string()).map(String::as_str),
+        Some("completed")
+    );
+}
+
+/// Issue 18: of replicas scheduling at the same moment from the same view,
+/// one starts the due run (its start is claimed in the log).
+async fn d4_a_due_run_is_started_once_across_replicas(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 3, 0).await;
+    let (a, b, c) = (replica(&s), replica(&s), replica(&s));
+    // The same view for all three: sync enabled, never run, so due.
+    s.project().await;
+    let (x, y, z) = tokio::join!(a.schedule(true), b.schedule(true), c.schedule(true));
+    let started = x.unwrap().len() + y.unwrap().len() + z.unwrap().len();
+    assert_eq!(started, 1);
+    let runs = settled_runs(&s, sc.customer).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(a.schedule(true).await.unwrap().len(), 0, "not due again");
+}
+
+/// Issue 18, D3.i: replicas reaping at the same moment delete each user
+/// whose delay passed once (each deletion is decided by the user aggregate
+/// and appended only if nothing came first).
+async fn d3i_replicas_reaping_at_once_delete_each_user_once(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 12, 0).await;
+    run(&s, sc.customer).await;
+    let admin = sc.slapd.admin().await.unwrap();
+    for i in [1, 3, 5] {
+        admin.delete(&sc.data.user(i).dn).await.unwrap();
+    }
+    let c = counts(&run(&s, sc.customer).await);
+    assert_eq!(c.flagged, 3, "{c:?}");
+    s.clock.advance(chrono::Duration::days(8));
+    s.project().await;
+    let (a, b, c) = (replica(&s), replica(&s), replica(&s));
+    let (x, y, z) = tokio::join!(a.reap(), b.reap(), c.reap());
+    // A replica whose append lost the race deletes nothing this pass; the
+    // next pass finds what is left.
+    let deleted = x.unwrap() + y.unwrap() + z.unwrap() + a.reap().await.unwrap();
+    assert_eq!(deleted, 3);
+    let (events, users): (i64, i64) = roster_store::with_db!(s.store.db(), |p| {
+        sqlx::query_as(
+            "SELECT count(*), count(DISTINCT aggregate_id) FROM events
+             WHERE aggregate_type = $1 AND event_type = 'UserDeleted'",
+        )
+        .bind(roster_events::USER_AGGREGATE)
+        .fetch_one(p)
+        .await
+        .unwrap()
+    });
+    assert_eq!((events, users), (3, 3));
+}
+
 both_backends!(
     d3e_d3f_a_first_sync_adds_the_directory_and_a_resync_changes_nothing,
     d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_delay_and_come_back,
@@ -770,4 +929,8 @@ both_backends!(
     d3_a_rename_keeps_the_user,
     d5_invalid_settings_are_refused_precisely,
     d7_the_bind_password_is_never_stored_in_plaintext,
+    d4_a_stopped_replicas_run_is_interrupted_and_run_again_by_another,
+    d4_sync_now_after_a_crash_takes_the_expired_run_over,
+    d4_a_due_run_is_started_once_across_replicas,
+    d3i_replicas_reaping_at_once_delete_each_user_once,
 );

@@ -70,7 +70,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("roster_sync_runs_total", Kind::Counter, "Directory sync runs finished, by status (completed, failed, held)"),
     ("roster_sync_run_seconds", Kind::Histogram, "Directory sync run duration in seconds, by status"),
     ("roster_sync_phase_seconds", Kind::Histogram, "Duration of a sync run's phases in seconds: read, plan, stage, append, project"),
-    ("roster_sync_runs_in_flight", Kind::Gauge, "Directory sync runs running now (all replicas)"),
+    ("roster_sync_runs_running", Kind::Gauge, "Directory sync runs running now (all replicas, from the database)"),
     ("roster_sync_runs_held", Kind::Gauge, "Directory sync runs held by the mass-deletion guard, awaiting confirmation"),
     ("roster_directory_reads_total", Kind::Counter, "Directory reads, by kind (ldap, entra) and mode (full, delta)"),
     ("roster_entra_retries_total", Kind::Counter, "Waits after Microsoft Graph throttled (429/503)"),
@@ -182,7 +182,7 @@ pub async fn collect(
     .await;
     if let Ok(Ok(rows)) = runs {
         let count = |s: &str| rows.iter().find(|r| r.0 == s).map(|r| r.1).unwrap_or(0);
-        metrics::gauge!("roster_sync_runs_in_flight").set(count("running") as f64);
+        metrics::gauge!("roster_sync_runs_running").set(count("running") as f64);
         metrics::gauge!("roster_sync_runs_held").set(count("held") as f64);
     }
 }

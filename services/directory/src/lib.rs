@@ -25,6 +25,6 @@ pub use entra::{
 pub use outbound::OutboundPolicy;
 
 pub use ldap::{
-    check_ca_pem, normalize_dn, validate_dn, validate_filter, LdapReader, Mapping, PageEvent,
-    PageHook, ReaderOptions, SearchKind, MAX_PAGE_SIZE,
+    check_ca_pem, normalize_dn, read_threads, validate_dn, validate_filter, LdapReader, Mapping,
+    PageEvent, PageHook, ReaderOptions, SearchKind, MAX_PAGE_SIZE,
 };

@@ -638,6 +638,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Worker { tick_secs, health } => {
+            roster_sync::check_env().map_err(anyhow::Error::msg)?;
             let listener = health.bind().await?;
             let store = open(&cli.storage).await?;
             let key = cli.storage.secret_key(store.db()).await?;
@@ -798,6 +799,7 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     // Start-up checks before anything is written (issue 16): the settings,
     // the listen port, the bootstrap token's shape.
     let limits = args.http_limits()?;
+    roster_sync::check_env().map_err(anyhow::Error::msg)?;
     let bootstrap = args.bootstrap_token.as_deref().filter(|t| !t.is_empty());
     if let Some(token) = bootstrap {
         check_bootstrap_token(token).map_err(anyhow::Error::msg)?;

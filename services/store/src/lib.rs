@@ -14,6 +14,7 @@ pub mod log;
 pub mod read_state;
 pub mod secrets;
 pub mod tracecontext;
+pub mod sync_leases;
 
 pub use claims::{AddressOwner, Seats};
 #[cfg(feature = "test-clock")]
@@ -25,6 +26,7 @@ pub use exec::{decode, history, Batch, Loaded};
 pub use imports::{ImportRecord, ImportRowRecord, ImportWriter};
 pub use log::{Appended, PendingEvent, Store, StoredEvent};
 pub use secrets::{Secret, SecretKey};
+pub use sync_leases::ExpiredLease;
 
 /// Microseconds since the Unix epoch, the time unit of every stored column.
 pub fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {

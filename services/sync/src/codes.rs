@@ -36,12 +36,15 @@ pub const ENTRA_CONNECTION: &[&str] = &[
 
 /// A run abandoned by a process that stopped before its lease ran out.
 pub const ABANDONED: &str = "abandoned";
+/// A run whose replica stopped renewing its lease (killed, crashed, shut
+/// down while it ran): marked `interrupted` and started again (issue 18).
+pub const INTERRUPTED: &str = "interrupted";
 /// A run whose changes could not be appended.
 pub const INTERNAL: &str = "internal";
 
 /// The `code` of a failed run besides the [`CONNECTION`] codes.
 /// Documented in the "Failed runs" table.
-pub const RUN_FAILURE: &[&str] = &[ABANDONED, INTERNAL];
+pub const RUN_FAILURE: &[&str] = &[ABANDONED, INTERRUPTED, INTERNAL];
 
 /// Settings (or another request body) refused: the message names the field.
 pub const INVALID_REQUEST: &str = "invalid_request";

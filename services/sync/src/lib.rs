@@ -9,13 +9,23 @@
 #![forbid(unsafe_code)]
 
 pub mod codes;
+pub mod queue;
 pub mod readers;
 mod report;
 pub mod service;
 pub mod worker;
 
+pub use queue::{RunConfig, RunQueue};
 pub use readers::{DefaultReaders, ReaderFactory};
 pub use roster_directory::OutboundPolicy;
 pub use service::{
     ConflictAction, DryRun, RunOutcome, SettingsChange, SyncError, SyncService, TestOutcome,
 };
+
+/// Refuses sync settings in the environment that cannot be used, saying
+/// what to set (checked at startup; see docs/operations.md).
+pub fn check_env() -> Result<(), String> {
+    RunConfig::from_env()?;
+    roster_directory::read_threads()?;
+    Ok(())
+}

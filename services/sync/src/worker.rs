@@ -1,4 +1,7 @@
-//! The worker: the scheduler (D4) and the deletion reaper (D3.i) on a tick.
+//! The worker: on every tick (and whenever one of its runs ends), takes
+//! over runs whose replica stopped, runs the deletion reaper (D3.i) and the
+//! scheduler (D4). On shutdown it takes no more runs, lets the ones it holds
+//! finish for a grace period and hands the rest back (issue 18).
 
 use std::time::Duration;
 
@@ -6,11 +9,16 @@ use tokio::sync::watch;
 
 use crate::SyncService;
 
-/// Runs the scheduler and the reaper every `tick` until `shutdown`.
+/// Runs the lease sweeper, the reaper and the scheduler every `tick` until
+/// `shutdown`, then drains.
 pub async fn run(svc: SyncService, tick: Duration, mut shutdown: watch::Receiver<bool>) {
     loop {
         if *shutdown.borrow() {
+            svc.drain().await;
             return;
+        }
+        if let Err(e) = svc.sweep_leases().await {
+            tracing::error!(error = %e, "the run lease sweeper failed; retrying next tick");
         }
         if let Err(e) = svc.reap().await {
             tracing::error!(error = %e, "the deletion reaper failed; retrying next tick");
@@ -21,6 +29,8 @@ pub async fn run(svc: SyncService, tick: Duration, mut shutdown: watch::Receiver
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             _ = shutdown.changed() => {}
+            // A run ended: a slot is free for the next due customer.
+            _ = svc.queue.changed.notified() => {}
         }
     }
 }

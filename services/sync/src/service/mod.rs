@@ -1,0 +1,251 @@
+//! The sync service: settings, test connection, runs, held runs, conflicts,
+//! exceptions and additions.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+use roster_domain::reconcile::{self, CurrentUser, Plan, PlanChange, Target};
+use roster_domain::snapshot::{DirectoryObject, ObjectId, ObjectKind, ReadError, Snapshot};
+use roster_domain::{
+    AddUser, Customer, Directory, DirectoryCommand, DirectoryError, DirectoryObjects, SeatUsage,
+    User, UserCommand, UserError, UserServices,
+};
+use roster_events::*;
+use roster_projections::Projector;
+use roster_store::{Appended, Batch, Clock, Loaded, Secret, SecretKey, Store, StoreError};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::queue::{RunConfig, RunQueue};
+use crate::readers::ReaderFactory;
+
+mod additions;
+mod conflicts;
+mod connection_test;
+mod exceptions;
+mod held;
+mod leases;
+mod reaper;
+mod runs;
+mod scheduler;
+mod settings;
+
+pub use conflicts::ConflictAction;
+pub use settings::{changed_connection_field, secret_target, validate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Invalid(String),
+    /// A filter in the settings is not a valid LDAP filter (RFC 4515):
+    /// refused on save, `invalid_filter` from Test Connection.
+    #[error("{0}")]
+    InvalidFilter(String),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Projection(String),
+    #[error("no such user: {0}")]
+    NoSuchUser(String),
+    /// D7: a connection field changed and the secret was not given again.
+    #[error("{0}")]
+    SecretRequired(String),
+}
+
+impl From<roster_projections::ProjectionError> for SyncError {
+    fn from(e: roster_projections::ProjectionError) -> Self {
+        match e {
+            roster_projections::ProjectionError::Store(s) => SyncError::Store(s),
+            other => SyncError::Projection(other.to_string()),
+        }
+    }
+}
+
+/// What saving settings does besides storing them.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsChange {
+    /// A new bind password / client secret; `None` keeps the stored one.
+    pub secret: Option<Secret>,
+    /// Enable (true) or disable (false) sync with this save.
+    pub enable: Option<bool>,
+    /// Confirms disabling the other directory (D1).
+    pub confirm_switch: bool,
+}
+
+/// The answer to "Test connection".
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TestOutcome {
+    pub ok: bool,
+    /// On failure: name_resolution, refused, timeout, tls, bind_rejected,
+    /// base_dn_not_found, permission, invalid_filter, ...
+    pub code: Option<String>,
+    pub message: String,
+    pub users: Option<u64>,
+    pub groups: Option<u64>,
+    /// Where the test's audit event went in the log (read-your-writes).
+    #[serde(skip)]
+    pub position: i64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RunOutcome {
+    Completed {
+        run_id: Uuid,
+        counts: SyncCounts,
+        over_seat_limit: bool,
+    },
+    Failed {
+        run_id: Uuid,
+        code: String,
+        reason: String,
+    },
+    Held {
+        run_id: Uuid,
+        would_flag: u64,
+        directory_users: u64,
+    },
+}
+
+impl RunOutcome {
+    pub fn run_id(&self) -> Uuid {
+        match self {
+            RunOutcome::Completed { run_id, .. }
+            | RunOutcome::Failed { run_id, .. }
+            | RunOutcome::Held { run_id, .. } => *run_id,
+        }
+    }
+}
+
+/// A dry run's answer (D3.t): everything the run would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    pub counts: SyncCounts,
+    pub would_flag: u64,
+    pub directory_users: u64,
+    /// Whether a real run would be held by the mass-deletion guard.
+    pub would_hold: bool,
+    pub changes: Vec<PlanChange>,
+    /// Addresses several directory objects claim, with every claimant (D3.u).
+    pub contested: Vec<ContestedAddress>,
+}
+
+#[derive(Clone)]
+pub struct SyncService {
+    pub store: Store,
+    pub projector: Arc<Projector>,
+    pub clock: Arc<dyn Clock>,
+    pub key: SecretKey,
+    pub readers: Arc<dyn ReaderFactory>,
+    /// How long a run may take before another may supersede it in the log
+    /// (30 minutes): the last resort. A stopped replica's runs are taken
+    /// over long before, when their heartbeat lease (`queue`) expires.
+    pub lease: chrono::Duration,
+    /// Where directory connections may go: the operator's decision
+    /// (`ROSTER_ALLOW_OUTBOUND`); the default refuses loopback, private,
+    /// link-local and metadata addresses, plain http, and Entra endpoints
+    /// off Microsoft's clouds.
+    pub outbound: Arc<roster_directory::OutboundPolicy>,
+    /// This replica's runs: how many at once, their leases (issue 18).
+    pub queue: Arc<RunQueue>,
+}
+
+const ATTEMPTS: u32 = 5;
+
+/// The state a run plans from.
+struct Current {
+    users: Vec<CurrentUser>,
+    managed: BTreeSet<Domain>,
+    /// With its version: a run that finds it changed plans again.
+    dir: Loaded<Directory>,
+}
+
+struct Prefetched {
+    current: Current,
+    objects: HashMap<String, ObjectSummary>,
+}
+
+fn is_retryable(e: &SyncError) -> bool {
+    matches!(e, SyncError::Store(StoreError::Conflict))
+}
+
+impl SyncService {
+    pub fn new(
+        store: Store,
+        projector: Arc<Projector>,
+        clock: Arc<dyn Clock>,
+        key: SecretKey,
+        readers: Arc<dyn ReaderFactory>,
+    ) -> Self {
+        SyncService {
+            store,
+            projector,
+            clock,
+            key,
+            readers,
+            lease: chrono::Duration::minutes(30),
+            outbound: Arc::default(),
+            queue: Arc::new(RunQueue::new(RunConfig::from_env().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "sync run settings: using the defaults");
+                RunConfig::default()
+            }))),
+        }
+    }
+
+    fn meta(&self, customer: CustomerId, actor: Actor, correlation: CorrelationId) -> EventMeta {
+        EventMeta {
+            customer_id: customer,
+            actor,
+            correlation_id: correlation,
+            time: self.clock.now(),
+        }
+    }
+
+    pub async fn directory(&self, customer: CustomerId) -> Result<Directory, SyncError> {
+        Ok(self
+            .store
+            .load::<Directory>(&customer.to_string())
+            .await?
+            .state)
+    }
+
+    /// Runs directory commands in one batch, retrying on conflicts.
+    async fn directory_commands(
+        &self,
+        meta: &EventMeta,
+        commands: &[DirectoryCommand],
+    ) -> Result<Appended, SyncError> {
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            let mut dir: Loaded<Directory> = self.store.load(&meta.customer_id.to_string()).await?;
+            let mut batch = Batch::new();
+            for c in commands {
+                batch.execute(&mut dir, c.clone(), &(), meta).await?;
+            }
+            match self.store.commit(batch).await {
+                Ok(a) => return Ok(a),
+                Err(StoreError::Conflict) => last = Some(StoreError::Conflict),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.unwrap_or(StoreError::Conflict).into())
+    }
+
+    async fn settle(&self, position: i64) {
+        if position > 0
+            && !self
+                .projector
+                .wait_for(position, Duration::from_secs(60))
+                .await
+        {
+            tracing::warn!(position, "projections did not catch up within 60 s");
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! Runs (D3, D4): start, read the directory, plan, apply or hold, and
+//! record the outcome.
+
+use super::*;
+
+impl SyncService {
+    /// Starts a run if none is running (D4). Returns its id; the caller runs
+    /// [`SyncService::execute`] (in the background for Sync Now). The run
+    /// holds a lease from now until it ends (issue 18); a run whose lease
+    /// expired (its replica stopped) is marked interrupted and replaced at
+    /// once.
+    pub async fn start(
+        &self,
+        customer: CustomerId,
+        trigger: SyncTrigger,
+        by: Actor,
+    ) -> Result<Uuid, SyncError> {
+        match self.start_leased(customer, trigger, by.clone()).await {
+            Err(SyncError::Directory(DirectoryError::AlreadyRunning(running)))
+                if self.store.db().run_lease_expired(running).await? =>
+            {
+                let lease = roster_store::ExpiredLease {
+                    run_id: running,
+                    customer_id: customer,
+                    holder: String::new(),
+                };
+                self.interrupt(&lease, false).await?;
+                metrics::counter!("roster_sync_lease_takeovers_total").increment(1);
+                self.start_leased(customer, trigger, by).await
+            }
+            other => other,
+        }
+    }
+
+    async fn start_leased(
+        &self,
+        customer: CustomerId,
+        trigger: SyncTrigger,
+        by: Actor,
+    ) -> Result<Uuid, SyncError> {
+        let run_id = Uuid::now_v7();
+        let meta = self.meta(customer, by, CorrelationId(run_id));
+        self.take_lease(customer, run_id).await?;
+        let started = self
+            .directory_commands(
+                &meta,
+                &[DirectoryCommand::StartSync {
+                    run_id,
+                    trigger,
+                    at: self.clock.now(),
+                    lease: self.lease,
+                }],
+            )
+            .await;
+        let a = match started {
+            Ok(a) => a,
+            Err(e) => {
+                self.end_lease(run_id).await;
+                return Err(e);
+            }
+        };
+        // The caller's next read (GET .../syncs/{run}) must see the run.
+        self.settle(a.last).await;
+        metrics::counter!("roster_sync_runs_started_total").increment(1);
+        Ok(run_id)
+    }
+
+    /// Starts a run and waits for it (the scheduler and tests).
+    pub async fn run_now(
+        &self,
+        customer: CustomerId,
+        trigger: SyncTrigger,
+        by: Actor,
+    ) -> Result<RunOutcome, SyncError> {
+        let run = self.start(customer, trigger, by).await?;
+        self.execute(customer, run, None).await
+    }
+
+    /// Starts a run and returns at once; the run goes on in the background.
+    pub async fn spawn(
+        &self,
+        customer: CustomerId,
+        trigger: SyncTrigger,
+        by: Actor,
+    ) -> Result<Uuid, SyncError> {
+        let run = self.start(customer, trigger, by).await?;
+        // In the replica's next free slot (issue 18); the lease is renewed
+        // while it waits.
+        self.run_in_background(customer, run, None);
+        Ok(run)
+    }
+
+    /// Reads the enabled directory: a complete snapshot or why not.
+    #[tracing::instrument(name = "sync.read", skip_all)]
+    async fn read(
+        &self,
+        customer: CustomerId,
+        dir: &Directory,
+    ) -> Result<(DirectoryConfig, Snapshot), ReadError> {
+        let kind = dir
+            .enabled
+            .ok_or_else(|| ReadError::Settings("directory sync is not enabled".into()))?;
+        let config = dir
+            .configs
+            .get(&kind)
+            .cloned()
+            .ok_or_else(|| ReadError::Settings(format!("no {} settings", kind.as_str())))?;
+        let secret = self
+            .secret_for(customer, &config.connection)
+            .await
+            .map_err(|e| ReadError::Settings(e.to_string()))?;
+        if secret.is_none() && dir.secret_set.contains(&kind) {
+            return Err(ReadError::Settings(
+                "the stored password / client secret was entered for other connection settings (D7): save the settings with it again".into(),
+            ));
+        }
+        let reader = self.readers.reader(&config.connection, secret.as_ref())?;
+        // B1: what the previous read left (delta links and the directory as
+        // read); a reader that keeps none reads everything.
+        let previous = match self
+            .store
+            .db()
+            .get_read_state(customer, kind.as_str())
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(customer = %customer, error = %e, "the previous read's state could not be loaded; reading everything");
+                None
+            }
+        };
+        let read = reader.read_incremental(previous.as_deref()).await?;
+        metrics::counter!("roster_directory_reads_total", "kind" => kind.as_str(), "mode" => read.mode.as_str())
+            .increment(1);
+        // The stored state is always a complete directory and the delta link
+        // that continues from it, whatever the run then does with the
+        // snapshot; losing it only costs a full read.
+        if let Some(state) = &read.state {
+            if let Err(e) = self
+                .store
+                .db()
+                .put_read_state(customer, kind.as_str(), state, self.clock.now())
+                .await
+            {
+                tracing::warn!(customer = %customer, error = %e, "the read's state could not be kept; the next read is a full one");
+            }
+        }
+        Ok((config, read.snapshot))
+    }
+
+    /// Runs a started run to its end and records the outcome. A read that
+    /// does not complete fails the run and changes nothing (D3.r).
+    #[tracing::instrument(name = "sync.run", skip_all, fields(customer = %customer, run = %run_id))]
+    pub async fn execute(
+        &self,
+        customer: CustomerId,
+        run_id: Uuid,
+        confirmed_limit: Option<u64>,
+    ) -> Result<RunOutcome, SyncError> {
+        let outcome = self.execute_run(customer, run_id, confirmed_limit).await;
+        self.end_lease(run_id).await;
+        outcome
+    }
+
+    async fn execute_run(
+        &self,
+        customer: CustomerId,
+        run_id: Uuid,
+        confirmed_limit: Option<u64>,
+    ) -> Result<RunOutcome, SyncError> {
+        let started = std::time::Instant::now();
+        let meta = self.meta(customer, Actor::Sync(run_id), CorrelationId(run_id));
+        let dir = self.directory(customer).await?;
+        // The directory is read on its own thread; what the plan needs from
+        // the database is loaded meanwhile.
+        let (read, prefetched) = tokio::join!(self.read(customer, &dir), self.prefetch(customer));
+        tracing::info!(customer = %customer, run = %run_id, seconds = started.elapsed().as_secs_f64(), ok = read.is_ok(), "directory read");
+        metrics::histogram!("roster_sync_phase_seconds", "phase" => "read")
+            .record(started.elapsed().as_secs_f64());
+        let mut prefetched = prefetched.ok();
+        let outcome = match read {
+            Err(e) => {
+                tracing::warn!(customer = %customer, run = %run_id, code = e.code(), error = %e, "directory read failed; nothing flagged or deleted");
+                self.fail(&meta, run_id, e.code(), &e.to_string()).await?
+            }
+            Ok((config, snapshot)) => {
+                let mut result = Err(SyncError::Store(StoreError::Conflict));
+                for _ in 0..ATTEMPTS {
+                    result = self
+                        .apply(
+                            &meta,
+                            run_id,
+                            &config,
+                            &snapshot,
+                            confirmed_limit,
+                            prefetched.take(),
+                        )
+                        .await;
+                    match &result {
+                        Err(e) if is_retryable(e) => continue,
+                        _ => break,
+                    }
+                }
+                match result {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::error!(customer = %customer, run = %run_id, error = %e, "sync run could not be applied");
+                        self.fail(
+                            &meta,
+                            run_id,
+                            crate::codes::INTERNAL,
+                            &format!("the changes could not be applied: {e}"),
+                        )
+                        .await?
+                    }
+                }
+            }
+        };
+        let status = match &outcome {
+            RunOutcome::Completed { .. } => "completed",
+            RunOutcome::Failed { .. } => "failed",
+            RunOutcome::Held { .. } => "held",
+        };
+        metrics::histogram!("roster_sync_run_seconds", "status" => status)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("roster_sync_runs_total", "status" => status).increment(1);
+        tracing::info!(customer = %customer, run = %run_id, status, seconds = started.elapsed().as_secs_f64(), "sync run finished");
+        Ok(outcome)
+    }
+
+    async fn fail(
+        &self,
+        meta: &EventMeta,
+        run_id: Uuid,
+        code: &str,
+        reason: &str,
+    ) -> Result<RunOutcome, SyncError> {
+        let a = self
+            .directory_commands(
+                meta,
+                &[DirectoryCommand::FailSync {
+                    run_id,
+                    code: code.to_string(),
+                    reason: reason.to_string(),
+                    at: self.clock.now(),
+                }],
+            )
+            .await?;
+        self.settle(a.last).await;
+        Ok(RunOutcome::Failed {
+            run_id,
+            code: code.into(),
+            reason: reason.into(),
+        })
+    }
+
+    /// Records the end of a completed or held run once its append is
+    /// projected: its changes (or its report) can be read from then on, and
+    /// that is its `finished_at` (issue 11). Best effort: when this fails
+    /// the run keeps the time its outcome was committed.
+    async fn finished(&self, customer: CustomerId, run_id: Uuid) {
+        let meta = self.meta(customer, Actor::Sync(run_id), CorrelationId(run_id));
+        let command = DirectoryCommand::FinishSync {
+            run_id,
+            at: self.clock.now(),
+        };
+        match self.directory_commands(&meta, &[command]).await {
+            Ok(a) => self.settle(a.last).await,
+            Err(e) => {
+                tracing::warn!(customer = %customer, run = %run_id, error = %e, "the run's end could not be recorded; it keeps the time its outcome was committed")
+            }
+        }
+    }
+    /// Everything the reconciler needs about the customer now.
+    async fn current(&self, customer: CustomerId) -> Result<Current, SyncError> {
+        // The read models must show every earlier write before we plan from them.
+        let head = self.store.head_position().await?;
+        self.settle(head).await;
+        let rows = roster_projections::queries::current_users(&self.store, customer).await?;
+        let users = rows.into_iter().filter_map(current_user).collect();
+        let cust: Loaded<Customer> = self.store.load(&customer.to_string()).await?;
+        let dir: Loaded<Directory> = self.store.load(&customer.to_string()).await?;
+        Ok(Current {
+            users,
+            managed: cust.state.domains,
+            dir,
+        })
+    }
+
+    /// What a run plans from, loaded while the directory is being read: the
+    /// current users and the directory objects as last read. The first
+    /// attempt of a run uses it; a retry loads afresh.
+    async fn prefetch(&self, customer: CustomerId) -> Result<Prefetched, SyncError> {
+        let current = self.current(customer).await?;
+        let objects =
+            roster_projections::directory::object_summaries(&self.store, customer).await?;
+        Ok(Prefetched { current, objects })
+    }
+
+    /// Plans a run against the current state.
+    fn plan(
+        &self,
+        customer: CustomerId,
+        config: &DirectoryConfig,
+        snapshot: &Snapshot,
+        current: &Current,
+    ) -> Plan {
+        let Current {
+            users,
+            managed,
+            dir,
+        } = current;
+        let (kind, include_disabled) = match &config.connection {
+            Connection::Ldap(s) => (DirectoryKind::Ldap, s.include_disabled),
+            Connection::Entra(s) => (DirectoryKind::Entra, s.include_disabled),
+        };
+        let settings = reconcile::Settings {
+            kind,
+            customer_id: customer,
+            include_disabled,
+            delete_after: config.delete_after,
+            managed,
+            exceptions: &dir.state.exceptions,
+            additions: &dir.state.additions,
+            now: self.clock.now(),
+        };
+        reconcile::reconcile(snapshot, users, &settings)
+    }
+
+    /// D3.t: what a run would do, changing nothing.
+    pub async fn dry_run(
+        &self,
+        customer: CustomerId,
+    ) -> Result<Result<DryRun, ReadError>, SyncError> {
+        let dir = self.directory(customer).await?;
+        let (config, snapshot) = match self.read(customer, &dir).await {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(e)),
+        };
+        let current = self.current(customer).await?;
+        let plan = self.plan(customer, &config, &snapshot, &current);
+        Ok(Ok(DryRun {
+            counts: plan.counts,
+            would_flag: plan.flags,
+            directory_users: plan.directory_users,
+            would_hold: config.guard.holds(plan.flags, plan.directory_users),
+            changes: plan.changes,
+            contested: plan.report.contested,
+        }))
+    }
+
+    /// Plans and applies one run in one append: users, directory objects
+    /// and the run's outcome, or holds it (D3.s).
+    async fn apply(
+        &self,
+        meta: &EventMeta,
+        run_id: Uuid,
+        config: &DirectoryConfig,
+        snapshot: &Snapshot,
+        confirmed_limit: Option<u64>,
+        prefetched: Option<Prefetched>,
+    ) -> Result<RunOutcome, SyncError> {
+        let customer = meta.customer_id;
+        let t = std::time::Instant::now();
+        let (current, objects) = match prefetched {
+            Some(p) => (p.current, Some(p.objects)),
+            None => (self.current(customer).await?, None),
+        };
+        let plan = tracing::info_span!("sync.plan")
+            .in_scope(|| self.plan(customer, config, snapshot, &current));
+        let plan_s = t.elapsed().as_secs_f64();
+        metrics::histogram!("roster_sync_phase_seconds", "phase" => "plan").record(plan_s);
+        let hold = match confirmed_limit {
+            Some(limit) => plan.flags > limit,
+            None => config.guard.holds(plan.flags, plan.directory_users),
+        };
+        let mut dir: Loaded<Directory> = self.store.load(&customer.to_string()).await?;
+        if dir.version != current.dir.version {
+            // Exceptions, additions or settings changed since the plan's
+            // state was loaded: plan again from fresh state.
+            return Err(SyncError::Store(StoreError::Conflict));
+        }
+        drop(current);
+        let now = self.clock.now();
+        if hold {
+            let mut batch = Batch::new();
+            batch
+                .execute(
+                    &mut dir,
+                    DirectoryCommand::HoldSync {
+                        run_id,
+                        would_flag: plan.flags,
+                        directory_users: plan.directory_users,
+                        counts: plan.counts,
+                        at: now,
+                    },
+                    &(),
+                    meta,
+                )
+                .await?;
+            crate::report::stage(&mut batch, run_id, &plan.report, meta).await;
+            let a = self.store.commit(batch).await?;
+            self.settle(a.last).await;
+            self.finished(customer, run_id).await;
+            tracing::warn!(customer = %customer, run = %run_id, would_flag = plan.flags, "sync held by the mass-deletion guard");
+            return Ok(RunOutcome::Held {
+                run_id,
+                would_flag: plan.flags,
+                directory_users: plan.directory_users,
+            });
+        }
+
+        let t = std::time::Instant::now();
+        let mut batch = Batch::new();
+        let mut counts = plan.counts;
+        let stage = tracing::info_span!("sync.stage");
+        let seats_added = self
+            .stage_plan(&mut batch, customer, &plan, meta, &mut counts)
+            .instrument(stage.clone())
+            .await?;
+        self.stage_objects(
+            &mut batch,
+            customer,
+            run_id,
+            config.connection.kind(),
+            snapshot,
+            objects,
+            meta,
+        )
+        .instrument(stage)
+        .await?;
+        crate::report::stage(&mut batch, run_id, &plan.report, meta).await;
+        let seats = self.store.db().seats(customer).await?;
+        let over_seat_limit = seats.used + seats_added > seats.limit;
+        batch
+            .execute(
+                &mut dir,
+                DirectoryCommand::CompleteSync {
+                    run_id,
+                    counts,
+                    over_seat_limit,
+                    at: now,
+                },
+                &(),
+                meta,
+            )
+            .await?;
+        let stage_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let a = self
+            .store
+            .commit(batch)
+            .instrument(tracing::info_span!("sync.append"))
+            .await?;
+        let append_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        self.settle(a.last)
+            .instrument(tracing::info_span!("sync.project"))
+            .await;
+        self.finished(customer, run_id).await;
+        for (phase, seconds) in [
+            ("stage", stage_s),
+            ("append", append_s),
+            ("project", t.elapsed().as_secs_f64()),
+        ] {
+            metrics::histogram!("roster_sync_phase_seconds", "phase" => phase).record(seconds);
+        }
+        tracing::info!(
+            customer = %customer,
+            run = %run_id,
+            plan_s,
+            stage_s,
+            append_s,
+            project_s = t.elapsed().as_secs_f64(),
+            events = a.count,
+            "sync run applied"
+        );
+        if over_seat_limit {
+            tracing::warn!(customer = %customer, run = %run_id, "directory users take the customer beyond its seat limit (T3)");
+        }
+        Ok(RunOutcome::Completed {
+            run_id,
+            counts,
+            over_seat_limit,
+        })
+    }
+
+    /// Loads the users a plan touches and stages its steps. Returns the seats
+    /// the new users take.
+    async fn stage_plan(
+        &self,
+        batch: &mut Batch,
+        customer: CustomerId,
+        plan: &Plan,
+        meta: &EventMeta,
+        counts: &mut SyncCounts,
+    ) -> Result<u64, SyncError> {
+        let new_addresses: Vec<Address> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match (&s.target, &s.command) {
+                (Target::New, UserCommand::Add(a)) => Some(a.address.clone()),
+                _ => None,
+            })
+            .collect();
+        let tombstones = self
+            .store
+            .db()
+            .tombstones_bulk(customer, &new_addresses)
+            .await?;
+        let mut ids: Vec<String> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s.target {
+                Target::Existing(id) => Some(id.to_string()),
+                Target::New => None,
+            })
+            .chain(tombstones.values().map(|id| id.to_string()))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let mut loaded = self.store.load_many::<User>(&ids).await?;
+        let services = UserServices::default();
+        let mut seats = 0;
+        for step in &plan.steps {
+            let (id, command) = match (&step.target, &step.command) {
+                (Target::Existing(id), c) => (*id, c.clone()),
+                (Target::New, UserCommand::Add(add)) => {
+                    let id = tombstones.get(&add.address).copied().unwrap_or_default();
+                    if tombstones.contains_key(&add.address) {
+                        counts.returned += 1;
+                        counts.added = counts.added.saturating_sub(1);
+                    }
+                    if add.kind.counts_against_licence() {
+                        seats += 1;
+                    }
+                    (
+                        id,
+                        UserCommand::Add(AddUser {
+                            user_id: id,
+                            ..add.clone()
+                        }),
+                    )
+                }
+                (Target::New, _) => continue,
+            };
+            let target = loaded
+                .entry(id.to_string())
+                .or_insert_with(|| Loaded::new(id.to_string()));
+            if let Err(e) = batch.execute(target, command, &services, meta).await {
+                // The aggregate is the truth: a step the user's current state
+                // refuses (changed since it was read) is skipped, not forced.
+                tracing::info!(user = %id, error = %e, "sync step skipped");
+                counts.skipped += 1;
+            }
+        }
+        Ok(seats)
+    }
+
+    /// Records the directory objects that changed since the last read (D3.o).
+    #[allow(clippy::too_many_arguments)] // the run's context, passed as is
+    async fn stage_objects(
+        &self,
+        batch: &mut Batch,
+        customer: CustomerId,
+        run_id: Uuid,
+        kind: DirectoryKind,
+        snapshot: &Snapshot,
+        before: Option<HashMap<String, ObjectSummary>>,
+        meta: &EventMeta,
+    ) -> Result<(), SyncError> {
+        let before = match before {
+            Some(b) => b,
+            None => roster_projections::directory::object_summaries(&self.store, customer).await?,
+        };
+        let mut seen = BTreeSet::new();
+        let mut upserted = Vec::new();
+        for o in &snapshot.objects {
+            let s = summary(o);
+            seen.insert(s.id.clone());
+            if before.get(&s.id) != Some(&s) {
+                upserted.push(s);
+            }
+        }
+        upserted.sort();
+        let mut removed: Vec<String> = before
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        removed.sort();
+        if upserted.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let id = customer.to_string();
+        let mut target = Loaded::<DirectoryObjects> {
+            id: id.clone(),
+            version: self
+                .store
+                .version_of(DIRECTORY_OBJECTS_AGGREGATE, &id)
+                .await?,
+            state: DirectoryObjects,
+        };
+        const CHUNK: usize = 5_000;
+        let mut removed_chunks = removed.chunks(CHUNK);
+        for chunk in upserted.chunks(CHUNK) {
+            let change = DirectoryObjectsChanged {
+                run_id,
+                kind,
+                upserted: chunk.to_vec(),
+                removed: removed_chunks
+                    .next()
+                    .map(|c| c.to_vec())
+                    .unwrap_or_default(),
+            };
+            if let Err(never) = batch.execute(&mut target, change, &(), meta).await {
+                match never {}
+            }
+        }
+        for chunk in removed_chunks {
+            let change = DirectoryObjectsChanged {
+                run_id,
+                kind,
+                upserted: vec![],
+                removed: chunk.to_vec(),
+            };
+            if let Err(never) = batch.execute(&mut target, change, &(), meta).await {
+                match never {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn current_user(r: roster_projections::users::UserRow) -> Option<CurrentUser> {
+    let flag = r.flag_reason.as_deref().and_then(FlagReason::parse);
+    let ignored = r.ignored_reason.as_deref().and_then(FlagReason::parse);
+    Some(CurrentUser {
+        id: UserId::parse(&r.user_id).ok()?,
+        address: Address::parse(&r.address).ok()?,
+        aliases: r
+            .aliases
+            .iter()
+            .filter_map(|a| Address::parse(a).ok())
+            .collect(),
+        kind: Kind::parse(&r.kind)?,
+        source: Source::parse(&r.source)?,
+        status: Status::parse(&r.status)?,
+        profile: r.profile,
+        directory_id: r.directory_id.map(ObjectId::new),
+        flag,
+        ignored,
+        members: r
+            .members
+            .iter()
+            .filter_map(|a| Address::parse(a).ok())
+            .collect(),
+    })
+}
+
+fn summary(o: &DirectoryObject) -> ObjectSummary {
+    let mail = o
+        .proxy_addresses
+        .iter()
+        .find_map(|p| p.strip_prefix("SMTP:").map(str::to_string))
+        .or_else(|| o.mail.clone());
+    let mut aliases: Vec<String> = o
+        .proxy_addresses
+        .iter()
+        .filter_map(|p| {
+            let (prefix, rest) = p.split_once(':')?;
+            (prefix.eq_ignore_ascii_case("smtp") && prefix != "SMTP").then(|| rest.to_lowercase())
+        })
+        .collect();
+    aliases.sort();
+    aliases.dedup();
+    ObjectSummary {
+        id: o.id.to_string(),
+        kind: match o.kind {
+            ObjectKind::User => "user",
+            ObjectKind::Group => "group",
+            ObjectKind::PublicFolder => "public_folder",
+        }
+        .into(),
+        dn: o.dn.clone(),
+        display_name: o.display_name.clone(),
+        mail: mail.map(|m| m.trim().to_lowercase()),
+        aliases,
+        disabled: o.disabled,
+    }
+}
