@@ -1,21 +1,22 @@
-//! Roster's HTTP API. Handlers stay thin: extract, authorise, execute, map
-//! the error. Rules live in the aggregates; orchestration in [`app`].
+//! Roster's HTTP API, one door of several: routes, DTOs, the mapping of
+//! [`roster_app::AppError`] to HTTP, and the OpenAPI document. Handlers
+//! stay thin: extract, authorise, call the application layer
+//! ([`roster_app`]), map the error. Rules live in the aggregates.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use roster_app::App;
 use roster_projections::{LagLimits, Projector};
 use roster_store::{Clock, SecretKey, Store};
 use roster_sync::{DefaultReaders, OutboundPolicy, ReaderFactory, SyncService};
 
-pub mod app;
 pub mod dto;
 pub mod error;
 pub mod export;
 pub mod extract;
-pub mod imports;
 pub mod inputs;
 pub mod openapi;
 pub mod routes;
@@ -24,15 +25,12 @@ pub mod server;
 pub use error::{ApiError, ApiResult};
 pub use routes::router;
 
-/// What every handler can reach.
+/// What every handler can reach: the application layer (store, read
+/// models, clock; reached through `Deref`) and the doors' own parts.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
-    pub projector: Arc<Projector>,
-    pub clock: Arc<dyn Clock>,
+    pub app: App,
     pub metrics: Option<PrometheusHandle>,
-    /// How long a write waits for the projections to show it (read-your-writes).
-    pub consistency_timeout: Duration,
     /// How far behind the log's head the projections may be for `/readyz`.
     pub ready_lag: LagLimits,
     /// Directory sync (settings, runs, conflicts, exceptions, additions).
@@ -51,11 +49,8 @@ impl AppState {
             Arc::new(DefaultReaders::default()),
         );
         AppState {
-            store,
-            projector,
-            clock,
+            app: App::new(store, projector, clock),
             metrics: None,
-            consistency_timeout: Duration::from_secs(10),
             ready_lag: LagLimits::default(),
             sync,
         }
@@ -82,20 +77,17 @@ impl AppState {
         self
     }
 
-    /// Waits until the read models show everything up to `position`.
-    pub async fn settle(&self, position: i64) {
-        if position <= 0 {
-            return;
-        }
-        if !self
-            .projector
-            .wait_for(position, self.consistency_timeout)
-            .await
-        {
-            tracing::warn!(
-                position,
-                "the projections did not catch up within the consistency timeout; a read may not show this write yet"
-            );
-        }
+    /// How long a write waits for the projections to show it (read-your-writes).
+    pub fn with_consistency_timeout(mut self, timeout: Duration) -> Self {
+        self.app.consistency_timeout = timeout;
+        self
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.app
     }
 }

@@ -556,7 +556,7 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
         .with_secret_key(key)
         .with_outbound(outbound);
     state.metrics = Some(metrics);
-    state.consistency_timeout = Duration::from_millis(args.consistency_timeout_ms);
+    state.app.consistency_timeout = Duration::from_millis(args.consistency_timeout_ms);
     state.ready_lag = args.ready.limits();
     let worker_task = (!args.no_worker).then(|| {
         tokio::spawn(roster_sync::worker::run(

@@ -8,11 +8,11 @@ use roster_events::{CustomerId, Domain};
 use roster_projections::queries;
 use roster_store::auth::Scope;
 
-use crate::app;
 use crate::dto::*;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, Caller};
 use crate::AppState;
+use roster_app::customers as app;
 
 async fn view(state: &AppState, id: CustomerId) -> ApiResult<CustomerView> {
     let row = queries::customer(&state.store, id)

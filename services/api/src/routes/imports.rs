@@ -1,5 +1,5 @@
 //! CSV import with review (M2): review a file, look at the review, commit
-//! it; the sample file. The service is [`crate::imports`].
+//! it; the sample file. The service is [`roster_app::imports`].
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
@@ -15,8 +15,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery, Caller};
-use crate::imports::{self, ImportSettings, ImportView, InputKind, ReviewInput, RowQuery};
 use crate::AppState;
+use roster_app::imports::{self, ImportSettings, ImportView, InputKind, ReviewInput, RowQuery};
 
 /// The body limit of every route but the import review.
 pub const BODY_LIMIT: usize = 8 * 1024 * 1024;

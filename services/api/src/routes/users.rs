@@ -7,11 +7,11 @@ use roster_domain::UserCommand;
 use roster_events::{Address, Domain, Kind, Profile, RuleId, RuleKind, Source, Status};
 use roster_projections::queries::{self, UserFilter};
 
-use crate::app::{self, Edit, NewUser};
 use crate::dto::*;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::AppState;
+use roster_app::users::{self as app, Edit, NewUser};
 
 pub(crate) fn parse_time(field: &str, v: &str) -> ApiResult<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::parse_from_rfc3339(v.trim())
