@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use roster_api::AppState;
 use roster_app::App;
 use roster_events::*;
 use roster_projections::Projector;
@@ -99,15 +98,6 @@ impl TestStore {
             roster_sync::OutboundPolicy::parse(crate::process::TEST_ALLOW_OUTBOUND)
                 .expect("the tests' outbound allowance"),
         )
-    }
-
-    /// The HTTP API's state (the HTTP door), on [`TestStore::app`].
-    pub fn state(&self) -> AppState {
-        let app = self.app();
-        AppState::new(app.store, app.projector, app.clock)
-            .with_secret_key(self.key.clone())
-            .with_outbound(self.outbound())
-            .with_consistency_timeout(app.consistency_timeout)
     }
 
     /// Runs the projector in the background for the life of the test.

@@ -1427,7 +1427,12 @@ async fn m2_the_user_export_is_formula_safe_and_reimports_unchanged(s: TestStore
         Some("=cmd|' /C calc'!A0")
     );
     assert_eq!(eve.state.profile.company.as_deref(), Some("+49 30 1234"));
-    let response = roster_api::export::user_list_csv(s.state(), c, UserFilter::default(), None);
+    let response = roster_api::export::user_list_csv(
+        roster_api::AppState::new(s.app(), s.sync()),
+        c,
+        UserFilter::default(),
+        None,
+    );
     assert_eq!(
         response.headers()["content-type"],
         "text/csv; charset=utf-8"
@@ -1460,7 +1465,7 @@ async fn m2_the_user_export_is_formula_safe_and_reimports_unchanged(s: TestStore
     assert_eq!(v.totals.unchanged, 2, "{:?}", outcomes(&v));
     // Filters apply to the export.
     let response = roster_api::export::user_list_csv(
-        s.state(),
+        roster_api::AppState::new(s.app(), s.sync()),
         c,
         UserFilter {
             q: Some("joe".into()),
@@ -1542,8 +1547,12 @@ fn hostile_users(domain: &str) -> Vec<(Address, Vec<Address>, Profile)> {
 }
 
 async fn export_users(s: &TestStore, customer: CustomerId) -> Vec<u8> {
-    let response =
-        roster_api::export::user_list_csv(s.state(), customer, UserFilter::default(), None);
+    let response = roster_api::export::user_list_csv(
+        roster_api::AppState::new(s.app(), s.sync()),
+        customer,
+        UserFilter::default(),
+        None,
+    );
     axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap()
@@ -1698,7 +1707,7 @@ async fn m2_the_conflicts_export_is_formula_safe(s: TestStore) {
     s.store.commit(batch).await.unwrap();
     s.project().await;
     let response = roster_api::export::conflicts_csv(
-        s.state(),
+        roster_api::AppState::new(s.app(), s.sync()),
         c,
         UserFilter {
             status: Some(Status::PendingDeletion),

@@ -171,7 +171,7 @@ both_backends!(e3_a_new_version_of_one_projection_replays_only_that_projection);
 async fn e3_readyz_is_503_until_every_projection_is_within_the_lag(s: TestStore) {
     let c = s.customer(100, &["r.example"]).await;
     s.project().await;
-    let mut state = s.state();
+    let mut state = roster_api::AppState::new(s.app(), s.sync());
     state.ready_lag = roster_projections::LagLimits {
         max_events: 3,
         max_age: Duration::from_secs(5),

@@ -4,14 +4,10 @@
 //! ([`roster_app`]), map the error. Rules live in the aggregates.
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use metrics_exporter_prometheus::PrometheusHandle;
 use roster_app::App;
-use roster_projections::{LagLimits, Projector};
-use roster_store::{Clock, SecretKey, Store};
-use roster_sync::{DefaultReaders, OutboundPolicy, ReaderFactory, SyncService};
+use roster_projections::LagLimits;
+use roster_sync::SyncService;
 
 pub mod dto;
 pub mod error;
@@ -38,49 +34,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A state with the production directory readers and a throwaway
-    /// secret key; a server sets its real key with [`AppState::with_secret_key`].
-    pub fn new(store: Store, projector: Arc<Projector>, clock: Arc<dyn Clock>) -> Self {
-        let sync = SyncService::new(
-            store.clone(),
-            projector.clone(),
-            clock.clone(),
-            SecretKey::generate(),
-            Arc::new(DefaultReaders::default()),
-        );
+    /// The API's state on the application layer and the directory sync
+    /// service (which holds the key that seals directory secrets, D7, and
+    /// where directory connections may go).
+    pub fn new(app: App, sync: SyncService) -> Self {
         AppState {
-            app: App::new(store, projector, clock),
+            app,
             metrics: None,
             ready_lag: LagLimits::default(),
             sync,
         }
-    }
-
-    /// The key that seals directory secrets (D7).
-    pub fn with_secret_key(mut self, key: SecretKey) -> Self {
-        self.sync.key = key;
-        self
-    }
-
-    /// Where directory connections may go (the operator's
-    /// `ROSTER_ALLOW_OUTBOUND`): checked when settings are saved or tested,
-    /// and by the production readers when they connect.
-    pub fn with_outbound(mut self, outbound: Arc<OutboundPolicy>) -> Self {
-        self.sync.outbound = outbound.clone();
-        self.sync.readers = Arc::new(DefaultReaders::new(outbound));
-        self
-    }
-
-    /// Other directory readers (tests of the Entra client use an emulator's endpoints through settings instead).
-    pub fn with_readers(mut self, readers: Arc<dyn ReaderFactory>) -> Self {
-        self.sync.readers = readers;
-        self
-    }
-
-    /// How long a write waits for the projections to show it (read-your-writes).
-    pub fn with_consistency_timeout(mut self, timeout: Duration) -> Self {
-        self.app.consistency_timeout = timeout;
-        self
     }
 }
 

@@ -1,7 +1,8 @@
 //! Sync's errors in the application's terms: the stable codes of
 //! [`crate::codes`], by kind, for every door.
 
-use roster_app::AppError;
+use roster_app::retry::is_conflict;
+use roster_app::{AppError, Attempt};
 use roster_domain::DirectoryError as D;
 
 use crate::codes;
@@ -44,5 +45,16 @@ fn directory(d: D) -> AppError {
         }
         D::ExceptionExists | D::AdditionExists(_) => AppError::conflict(codes::ALREADY_LISTED, m),
         D::NoSuchException | D::NoSuchAddition(_) => AppError::not_found(m),
+    }
+}
+
+/// A conflict is tried again (with the application's one backoff policy);
+/// any other error is the answer.
+impl From<E> for Attempt<E> {
+    fn from(e: E) -> Self {
+        match e {
+            E::Store(s) if is_conflict(&s) => Attempt::Retry(s),
+            other => Attempt::Fail(other),
+        }
     }
 }

@@ -5,11 +5,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use roster_app::retry::retrying;
+use roster_app::seats::Seats;
+use roster_app::users::{check_managed, stage_new, NewUser};
 use roster_domain::reconcile::{self, CurrentUser, Plan, PlanChange, Target};
 use roster_domain::snapshot::{DirectoryObject, ObjectId, ObjectKind, ReadError, Snapshot};
 use roster_domain::{
-    AddUser, Customer, Directory, DirectoryCommand, DirectoryError, DirectoryObjects, SeatUsage,
-    User, UserCommand, UserError, UserServices,
+    AddUser, Customer, Directory, DirectoryCommand, DirectoryError, DirectoryObjects, User,
+    UserCommand, UserError, UserServices,
 };
 use roster_events::*;
 use roster_projections::Projector;
@@ -137,8 +140,6 @@ pub struct SyncService {
     pub outbound: Arc<roster_directory::OutboundPolicy>,
 }
 
-const ATTEMPTS: u32 = 5;
-
 /// The state a run plans from.
 struct Current {
     users: Vec<CurrentUser>,
@@ -150,10 +151,6 @@ struct Current {
 struct Prefetched {
     current: Current,
     objects: HashMap<String, ObjectSummary>,
-}
-
-fn is_retryable(e: &SyncError) -> bool {
-    matches!(e, SyncError::Store(StoreError::Conflict))
 }
 
 impl SyncService {
@@ -198,20 +195,15 @@ impl SyncService {
         meta: &EventMeta,
         commands: &[DirectoryCommand],
     ) -> Result<Appended, SyncError> {
-        let mut last = None;
-        for _ in 0..ATTEMPTS {
+        retrying(|| async {
             let mut dir: Loaded<Directory> = self.store.load(&meta.customer_id.to_string()).await?;
             let mut batch = Batch::new();
             for c in commands {
                 batch.execute(&mut dir, c.clone(), &(), meta).await?;
             }
-            match self.store.commit(batch).await {
-                Ok(a) => return Ok(a),
-                Err(StoreError::Conflict) => last = Some(StoreError::Conflict),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last.unwrap_or(StoreError::Conflict).into())
+            Ok(self.store.commit(batch).await?)
+        })
+        .await
     }
 
     // ---- settings (D5, D6, D7) -------------------------------------------
@@ -605,23 +597,16 @@ impl SyncService {
                 self.fail(&meta, run_id, e.code(), &e.to_string()).await?
             }
             Ok((config, snapshot)) => {
-                let mut result = Err(SyncError::Store(StoreError::Conflict));
-                for _ in 0..ATTEMPTS {
-                    result = self
-                        .apply(
-                            &meta,
-                            run_id,
-                            &config,
-                            &snapshot,
-                            confirmed_limit,
-                            prefetched.take(),
-                        )
-                        .await;
-                    match &result {
-                        Err(e) if is_retryable(e) => continue,
-                        _ => break,
+                let result = retrying(|| {
+                    let prefetched = prefetched.take();
+                    let (meta, config, snapshot) = (&meta, &config, &snapshot);
+                    async move {
+                        Ok(self
+                            .apply(meta, run_id, config, snapshot, confirmed_limit, prefetched)
+                            .await?)
                     }
-                }
+                })
+                .await;
                 match result {
                     Ok(o) => o,
                     Err(e) => {
@@ -876,8 +861,8 @@ impl SyncService {
         )
         .await?;
         crate::report::stage(&mut batch, run_id, &plan.report, meta).await;
-        let seats = self.store.db().seats(customer).await?;
-        let over_seat_limit = seats.used + seats_added > seats.limit;
+        // T3: directory users do not wait for a seat; the run reports going beyond.
+        let over_seat_limit = !Seats::of(&self.store, customer).await?.fits(seats_added);
         batch
             .execute(
                 &mut dir,
@@ -1289,8 +1274,7 @@ impl SyncService {
         address: Address,
     ) -> Result<Appended, SyncError> {
         let customer = meta.customer_id;
-        let mut last = None;
-        for _ in 0..ATTEMPTS {
+        retrying(|| async {
             let mut dir: Loaded<Directory> = self.store.load(&customer.to_string()).await?;
             let kind = dir
                 .state
@@ -1299,71 +1283,30 @@ impl SyncService {
                 .ok_or_else(|| {
                     SyncError::Invalid("configure a directory before adding additions".into())
                 })?;
-            if self.store.db().domain_owner(&address.domain()).await? != Some(customer) {
-                return Err(StoreError::UnmanagedDomain {
-                    domain: address.domain(),
-                }
-                .into());
-            }
+            check_managed(&self.store, customer, &[&address]).await?;
             let mut batch = Batch::new();
-            batch
-                .execute(
-                    &mut dir,
-                    DirectoryCommand::AddAddition(address.clone()),
-                    &(),
-                    meta,
-                )
-                .await?;
+            let command = DirectoryCommand::AddAddition(address.clone());
+            batch.execute(&mut dir, command, &(), meta).await?;
             match self.store.db().address_owner(&address).await? {
                 Some(o) if o.customer_id == customer && o.primary => {} // already a user: kept from now on
-                Some(_) => return Err(StoreError::AddressTaken { address }.into()),
+                Some(_) => {
+                    let address = address.clone();
+                    return Err(StoreError::AddressTaken { address }.into());
+                }
+                // Additions are made by an administrator: they take a free seat (T3).
                 None => {
-                    let id = self
-                        .store
-                        .db()
-                        .tombstone(customer, &address)
-                        .await?
-                        .unwrap_or_default();
-                    let mut user: Loaded<User> = self.store.load(&id.to_string()).await?;
-                    let seats = self.store.db().seats(customer).await?;
-                    let services = UserServices {
-                        seats: Some(SeatUsage {
-                            used: seats.used,
-                            limit: seats.limit,
-                        }),
-                    };
-                    let add = AddUser {
-                        user_id: id,
-                        customer_id: customer,
+                    let user = NewUser {
                         address: address.clone(),
                         kind: Kind::User,
-                        source: kind.source(),
                         profile: Profile::default(),
                         aliases: vec![],
-                        directory_id: None,
-                        members: vec![],
                     };
-                    batch
-                        .execute(&mut user, UserCommand::Add(add), &services, meta)
-                        .await?;
-                    // Additions are made by an administrator: they take a free seat (T3).
-                    if seats.used >= seats.limit {
-                        return Err(UserError::OverSeatLimit {
-                            used: seats.used,
-                            limit: seats.limit,
-                        }
-                        .into());
-                    }
-                    batch.guard(customer, Guard::SeatLimit);
+                    stage_new(&self.store, &mut batch, meta, &user, kind.source()).await?;
                 }
             }
-            match self.store.commit(batch).await {
-                Ok(a) => return Ok(a),
-                Err(StoreError::Conflict) => last = Some(StoreError::Conflict),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last.unwrap_or(StoreError::Conflict).into())
+            Ok(self.store.commit(batch).await?)
+        })
+        .await
     }
 
     /// Removes an address from the additions list; the user stays, and the
