@@ -14,11 +14,12 @@
 //! - [`seats`]: the seat-limit policy (T3).
 #![forbid(unsafe_code)]
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use roster_projections::Projector;
-use roster_store::{Clock, Store};
+use roster_store::{Appended, Clock, Store};
 
 pub mod customers;
 pub mod error;
@@ -51,6 +52,18 @@ impl App {
         }
     }
 
+    /// Runs a write and waits until the read models show it
+    /// (read-your-writes): a door answers after this, so that a read that
+    /// follows the answer sees the write.
+    pub async fn written<T: Written, E>(
+        &self,
+        write: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let done = write.await?;
+        self.settle(done.position()).await;
+        Ok(done)
+    }
+
     /// Waits until the read models show everything up to `position`.
     pub async fn settle(&self, position: i64) {
         if position <= 0 {
@@ -66,5 +79,41 @@ impl App {
                 "the projections did not catch up within the consistency timeout; a read may not show this write yet"
             );
         }
+    }
+}
+
+/// What a write answers with: where in the log its last event is (0 when
+/// it appended nothing), for [`App::written`].
+pub trait Written {
+    fn position(&self) -> i64;
+}
+
+impl Written for i64 {
+    fn position(&self) -> i64 {
+        *self
+    }
+}
+
+impl<T> Written for (T, i64) {
+    fn position(&self) -> i64 {
+        self.1
+    }
+}
+
+impl Written for Appended {
+    fn position(&self) -> i64 {
+        self.last
+    }
+}
+
+impl Written for customers::Removal {
+    fn position(&self) -> i64 {
+        self.position
+    }
+}
+
+impl Written for imports::Committed {
+    fn position(&self) -> i64 {
+        self.position
     }
 }

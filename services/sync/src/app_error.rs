@@ -2,7 +2,7 @@
 //! [`crate::codes`], by kind, for every door.
 
 use roster_app::retry::is_conflict;
-use roster_app::{AppError, Attempt};
+use roster_app::{AppError, Attempt, Written};
 use roster_domain::DirectoryError as D;
 
 use crate::codes;
@@ -56,5 +56,11 @@ impl From<E> for Attempt<E> {
             E::Store(s) if is_conflict(&s) => Attempt::Retry(s),
             other => Attempt::Fail(other),
         }
+    }
+}
+
+impl Written for crate::TestOutcome {
+    fn position(&self) -> i64 {
+        self.position
     }
 }

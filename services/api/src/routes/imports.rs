@@ -14,7 +14,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiPath, ApiQuery, Caller};
+use crate::extract::{ApiPath, ApiQuery, Scoped};
 use crate::AppState;
 use roster_app::imports::{self, ImportSettings, ImportView, InputKind, ReviewInput, RowQuery};
 
@@ -308,12 +308,10 @@ fn import_id(raw: &str) -> ApiResult<ImportId> {
     security(("bearer" = [])))]
 pub async fn review(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
     ApiQuery(query): ApiQuery<ReviewQuery>,
     req: Request,
 ) -> ApiResult<Response> {
-    let customer = caller.customer(&state, &c).await?;
     let input = input(&state, &query, req).await?;
     let settings = ImportSettings::default();
     let id = imports::review(&state, &caller.actor(), customer, input, &settings).await?;
@@ -343,11 +341,10 @@ pub async fn review(
     security(("bearer" = [])))]
 pub async fn show(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, id)): ApiPath<(String, String)>,
+    Scoped { customer, .. }: Scoped,
+    ApiPath((_c, id)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<ImportQuery>,
 ) -> ApiResult<Json<ImportView>> {
-    let customer = caller.customer(&state, &c).await?;
     let id = import_id(&id)?;
     let outcome =
         match query.outcome.as_deref().filter(|o| !o.trim().is_empty()) {
@@ -379,20 +376,19 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn commit(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, id)): ApiPath<(String, String)>,
+    Scoped { caller, customer }: Scoped,
+    ApiPath((_c, id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<imports::CommitResult>> {
-    let customer = caller.customer(&state, &c).await?;
     let id = import_id(&id)?;
-    let done = imports::commit(
-        &state,
-        &caller.actor(),
-        customer,
-        id,
-        &ImportSettings::default(),
-    )
-    .await?;
-    state.settle(done.position).await;
+    let done = state
+        .written(imports::commit(
+            &state,
+            &caller.actor(),
+            customer,
+            id,
+            &ImportSettings::default(),
+        ))
+        .await?;
     Ok(Json(done.result))
 }
 
@@ -404,10 +400,8 @@ pub async fn commit(
     security(("bearer" = [])))]
 pub async fn sample(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { customer, .. }: Scoped,
 ) -> ApiResult<Response> {
-    let customer = caller.customer(&state, &c).await?;
     let text = imports::sample(&state, customer).await?;
     Ok((
         [
