@@ -3,14 +3,14 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use roster_domain::{Directory, Import, ImportCommand};
+use roster_domain::{Import, ImportCommand};
 use roster_events::*;
 use roster_store::{from_micros, micros, Batch, ImportRecord, Loaded};
 
 use super::chunk::Chunk;
 use super::{
-    corrupt, header_of, load_header, parse_plans, stale, CommitResult, Committed, ImportSettings,
-    Outcome, PlanRow, ReviewInfo, SkippedView, LOAD_CHUNK,
+    corrupt, enabled_directory, header_of, load_header, parse_plans, stale, CommitResult,
+    Committed, ImportSettings, Outcome, PlanRow, ReviewInfo, SkippedView, LOAD_CHUNK,
 };
 use crate::error::{AppError, AppResult};
 use crate::retry::retrying;
@@ -173,12 +173,7 @@ async fn check_stale(
 ) -> AppResult<()> {
     let db = app.store.db();
     let mut reasons = Reasons::default();
-    let directory = app
-        .store
-        .load::<Directory>(&customer.to_string())
-        .await?
-        .state
-        .enabled;
+    let directory = enabled_directory(app, customer).await?;
     if directory != review.directory_sync {
         reasons.note("directory sync was enabled, disabled or switched".into());
     }

@@ -398,3 +398,13 @@ fn parse_plans(records: Vec<ImportRowRecord>) -> AppResult<Vec<(i64, PlanRow)>> 
         .map(|r| Ok((r.row_no, serde_json::from_str(&r.plan).map_err(corrupt)?)))
         .collect()
 }
+
+/// The directory sync the customer has enabled: its rows are reported, not
+/// planned (D3.a), and a change of it makes a review stale.
+async fn enabled_directory(app: &App, customer: CustomerId) -> AppResult<Option<DirectoryKind>> {
+    let directory = app
+        .store
+        .load::<roster_domain::Directory>(&customer.to_string())
+        .await?;
+    Ok(directory.state.enabled)
+}

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use futures::StreamExt;
 use roster_csv::{Column, ImportFile, RowOutcome};
-use roster_domain::{Directory, User};
+use roster_domain::User;
 use roster_events::*;
 use roster_store::{micros, AddressOwner, Db, ImportRecord, ImportRowRecord};
 
@@ -13,7 +13,8 @@ use super::plan::{
     addition_changes, column_name, file_info, plan_add, plan_update, Groups, PlanRow, Work,
 };
 use super::{
-    ImportSettings, Outcome, ReviewInfo, ReviewInput, RowIssue, SeatInfo, Totals, LOAD_CHUNK,
+    enabled_directory, ImportSettings, Outcome, ReviewInfo, ReviewInput, RowIssue, SeatInfo,
+    Totals, LOAD_CHUNK,
 };
 use crate::error::{AppError, AppResult};
 use crate::seats::Seats;
@@ -129,12 +130,7 @@ pub async fn review(
 async fn facts(app: &App, customer: CustomerId, file: &ImportFile) -> AppResult<Facts> {
     let db = app.store.db();
     let domains: BTreeSet<Domain> = db.managed_domains(customer).await?.into_iter().collect();
-    let directory = app
-        .store
-        .load::<Directory>(&customer.to_string())
-        .await?
-        .state
-        .enabled;
+    let directory = enabled_directory(app, customer).await?;
     let addresses: Vec<Address> = file.addresses().map(|(_, _, a)| a.clone()).collect();
     let owners = db.address_owners_bulk(&addresses).await?;
     Ok(Facts {
