@@ -248,17 +248,6 @@ pub async fn user_by_address(
     Ok(rows.pop())
 }
 
-pub async fn user_by_id(store: &Store, user_id: &str) -> Result<Option<UserRow>, ProjectionError> {
-    let sql = format!("SELECT {COLUMNS} FROM {USERS} WHERE user_id = $1");
-    let row = with_db!(store.db(), |p| {
-        let raw = sqlx::query(&sql).bind(user_id).fetch_optional(p).await?;
-        raw.as_ref().map(decode_row).transpose()?
-    });
-    let mut rows: Vec<UserRow> = row.into_iter().collect();
-    fill(store, &mut rows).await?;
-    Ok(rows.pop())
-}
-
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CustomerRow {
     pub customer_id: String,

@@ -16,12 +16,12 @@
 //! process's high-water mark (VmHWM), reset before each phase; the two
 //! generated files (10 MiB each) are held for the whole run. The review's
 //! own split (parse, checks, store) and each chunk's (read, stage, append)
-//! are logged with RUST_LOG=roster_api=debug,roster_store=debug.
+//! are logged with RUST_LOG=roster_app=debug,roster_store=debug.
 
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use roster_api::imports::{self, ImportSettings, InputKind, ReviewInput, RowQuery};
+use roster_app::imports::{self, ImportSettings, InputKind, ReviewInput, RowQuery};
 use roster_csv::ImportOptions;
 use roster_events::*;
 use roster_tests::bench::{peak_mib, proc_kib, reset_peak};
@@ -95,7 +95,7 @@ async fn review(
         settings,
     )
     .await
-    .unwrap_or_else(|e| panic!("review: {} {}", e.code, e.message));
+    .unwrap_or_else(|e| panic!("review: {} {e}", e.code()));
     let seconds = started.elapsed().as_secs_f64();
     let peak_mib = peak_mib(None);
     // Only the totals are read (outside the timing).
@@ -132,7 +132,7 @@ async fn commit(s: &TestStore, c: CustomerId, id: ImportId, settings: &ImportSet
     let started = Instant::now();
     let done = imports::commit(&s.app(), &Actor::System("bench".into()), c, id, settings)
         .await
-        .unwrap_or_else(|e| panic!("commit: {} {}", e.code, e.message));
+        .unwrap_or_else(|e| panic!("commit: {} {e}", e.code()));
     let appended = started.elapsed().as_secs_f64();
     assert!(
         s.projector

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use roster_api::AppState;
+use roster_app::App;
 use roster_events::*;
 use roster_projections::Projector;
 use roster_store::{Clock, Db, ManualClock, Store};
+use roster_sync::SyncService;
 use roster_testkit::PgDb;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,19 +65,39 @@ impl TestStore {
         }
     }
 
-    /// The application state the HTTP handlers and services use, with this
-    /// store's manual clock. Writes wait for the projector, so call
-    /// [`TestStore::spawn_projector`] first or use [`TestStore::project`].
-    pub fn app(&self) -> AppState {
+    /// The application layer with this store's manual clock. Writes return
+    /// their log position; [`roster_app::App::settle`] waits for the
+    /// projector, so call [`TestStore::spawn_projector`] first or use
+    /// [`TestStore::project`].
+    pub fn app(&self) -> App {
         let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
-        let mut state = AppState::new(self.store.clone(), self.projector.clone(), clock)
-            .with_secret_key(self.key.clone())
-            .with_outbound(std::sync::Arc::new(
-                roster_sync::OutboundPolicy::parse(crate::process::TEST_ALLOW_OUTBOUND)
-                    .expect("the tests' outbound allowance"),
-            ));
-        state.consistency_timeout = std::time::Duration::from_secs(20);
-        state
+        let mut app = App::new(self.store.clone(), self.projector.clone(), clock);
+        app.consistency_timeout = std::time::Duration::from_secs(20);
+        app
+    }
+
+    /// The directory sync service on this store, with its key and the
+    /// tests' outbound allowance.
+    pub fn sync(&self) -> SyncService {
+        let app = self.app();
+        let outbound = self.outbound();
+        let readers = Arc::new(roster_sync::DefaultReaders::new(outbound.clone()));
+        let mut sync = SyncService::new(
+            app.store,
+            app.projector,
+            app.clock,
+            self.key.clone(),
+            readers,
+        );
+        sync.outbound = outbound;
+        sync
+    }
+
+    fn outbound(&self) -> Arc<roster_sync::OutboundPolicy> {
+        Arc::new(
+            roster_sync::OutboundPolicy::parse(crate::process::TEST_ALLOW_OUTBOUND)
+                .expect("the tests' outbound allowance"),
+        )
     }
 
     /// Runs the projector in the background for the life of the test.
@@ -108,7 +129,7 @@ impl TestStore {
     pub async fn customer(&self, seat_limit: u64, domains: &[&str]) -> CustomerId {
         let id = CustomerId::new();
         let domains = domains.iter().map(|d| Domain::parse(d).unwrap()).collect();
-        roster_api::app::create_customer(
+        roster_app::customers::create_customer(
             &self.app(),
             self.meta(id),
             PartnerId::new(),

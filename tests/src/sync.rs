@@ -61,19 +61,18 @@ pub async fn scenario(s: &TestStore, users: usize, groups: usize) -> Scenario {
         .await
         .expect("slapd");
     let customer = s.customer(100_000, &[DOMAIN]).await;
-    let app = s.app();
-    app.sync
-        .save_settings(
-            &s.meta(customer),
-            config(settings_for(&slapd, base), DeleteAfter::Days7),
-            SettingsChange {
-                secret: Some(Secret::new(slapd.root_password())),
-                enable: Some(true),
-                confirm_switch: false,
-            },
-        )
-        .await
-        .expect("save settings");
+    let sync = s.sync();
+    sync.save_settings(
+        &s.meta(customer),
+        config(settings_for(&slapd, base), DeleteAfter::Days7),
+        SettingsChange {
+            secret: Some(Secret::new(slapd.root_password())),
+            enable: Some(true),
+            confirm_switch: false,
+        },
+    )
+    .await
+    .expect("save settings");
     Scenario {
         slapd,
         data,

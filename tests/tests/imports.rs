@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use reqwest::StatusCode;
-use roster_api::app::{self, Edit, NewUser};
-use roster_api::imports::{
+use roster_app::imports::{
     self, CommitResult, ImportSettings, ImportView, InputKind, Outcome, ReviewInput, RowQuery,
 };
-use roster_api::ApiError;
+use roster_app::users::{self, Edit, NewUser};
+use roster_app::AppError;
 use roster_csv::ImportOptions;
 use roster_domain::{Directory, DirectoryCommand, Import, User, UserCommand, UserServices};
 use roster_events::*;
@@ -43,7 +43,7 @@ async fn review_with(
     customer: CustomerId,
     bytes: impl Into<Vec<u8>>,
     settings: &ImportSettings,
-) -> Result<ImportId, ApiError> {
+) -> Result<ImportId, AppError> {
     review_read_as(s, customer, bytes, ImportOptions::default(), settings).await
 }
 
@@ -54,7 +54,7 @@ async fn review_read_as(
     bytes: impl Into<Vec<u8>>,
     options: ImportOptions,
     settings: &ImportSettings,
-) -> Result<ImportId, ApiError> {
+) -> Result<ImportId, AppError> {
     imports::review(
         &s.app(),
         &actor(),
@@ -73,7 +73,7 @@ async fn review_read_as(
 async fn review(s: &TestStore, customer: CustomerId, text: &str) -> ImportId {
     review_with(s, customer, text, &settings())
         .await
-        .unwrap_or_else(|e| panic!("review: {} {}", e.code, e.message))
+        .unwrap_or_else(|e| panic!("review: {} {e}", e.code()))
 }
 
 async fn view(s: &TestStore, customer: CustomerId, id: ImportId) -> ImportView {
@@ -87,7 +87,7 @@ async fn view(s: &TestStore, customer: CustomerId, id: ImportId) -> ImportView {
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("view: {} {}", e.code, e.message))
+    .unwrap_or_else(|e| panic!("view: {} {e}", e.code()))
 }
 
 async fn commit_with(
@@ -95,7 +95,7 @@ async fn commit_with(
     customer: CustomerId,
     id: ImportId,
     settings: &ImportSettings,
-) -> Result<CommitResult, ApiError> {
+) -> Result<CommitResult, AppError> {
     imports::commit(&s.app(), &actor(), customer, id, settings)
         .await
         .map(|c| c.result)
@@ -104,7 +104,7 @@ async fn commit_with(
 async fn commit(s: &TestStore, customer: CustomerId, id: ImportId) -> CommitResult {
     commit_with(s, customer, id, &settings())
         .await
-        .unwrap_or_else(|e| panic!("commit: {} {}", e.code, e.message))
+        .unwrap_or_else(|e| panic!("commit: {} {e}", e.code()))
 }
 
 /// Outcome and error codes of every row, by line.
@@ -132,7 +132,7 @@ async fn add_from(
     aliases: &[&str],
     source: Source,
 ) {
-    app::add_user(
+    users::add_user(
         &s.app(),
         s.meta(customer),
         NewUser {
@@ -147,7 +147,7 @@ async fn add_from(
         source,
     )
     .await
-    .unwrap_or_else(|e| panic!("add {address}: {}", e.message));
+    .unwrap_or_else(|e| panic!("add {address}: {}", e));
 }
 
 async fn user(s: &TestStore, customer: CustomerId, address: &str) -> Option<Loaded<User>> {
@@ -299,7 +299,7 @@ async fn m2_review_classifies_every_row_and_changes_nothing(s: TestStore) {
     let e = imports::view(&s.app(), other, id, &RowQuery::default())
         .await
         .unwrap_err();
-    assert_eq!(e.status, StatusCode::NOT_FOUND);
+    assert!(matches!(e, AppError::NotFound { .. }), "{e:?}");
 }
 
 // M2 save: exactly the reviewed plan, source csv, correlated by the import id.
@@ -432,7 +432,7 @@ async fn m2_a_stale_review_is_refused_and_nothing_is_applied(s: TestStore) {
     add(&s, c, "ann@acme.example", "Ann", &[]).await;
     let text = "email,first_name\nann@acme.example,Anne\nbob@acme.example,Bob\n";
     let id = review(&s, c, text).await;
-    app::edit_user(
+    users::edit_user(
         &s.app(),
         s.meta(c),
         addr("ann@acme.example"),
@@ -445,9 +445,18 @@ async fn m2_a_stale_review_is_refused_and_nothing_is_applied(s: TestStore) {
     .unwrap();
     let head = s.store.head_position().await.unwrap();
     let e = commit_with(&s, c, id, &settings()).await.unwrap_err();
-    assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "review_stale"));
-    assert!(e.message.contains("ann@acme.example"), "{}", e.message);
-    assert!(e.message.contains("review the file again"), "{}", e.message);
+    assert!(
+        matches!(
+            e,
+            AppError::Conflict {
+                code: "review_stale",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("ann@acme.example"), "{}", e);
+    assert!(e.to_string().contains("review the file again"), "{}", e);
     assert_eq!(
         s.store.head_position().await.unwrap(),
         head,
@@ -473,8 +482,8 @@ async fn m2_a_stale_review_is_refused_and_nothing_is_applied(s: TestStore) {
     add(&s, c, "dora@acme.example", "Dora", &[]).await;
     let head = s.store.head_position().await.unwrap();
     let e = commit_with(&s, c, id, &settings()).await.unwrap_err();
-    assert_eq!(e.code, "review_stale");
-    assert!(e.message.contains("dora@acme.example"), "{}", e.message);
+    assert_eq!(e.code(), "review_stale");
+    assert!(e.to_string().contains("dora@acme.example"), "{}", e);
     assert_eq!(s.store.head_position().await.unwrap(), head);
     assert!(user(&s, c, "carl@acme.example").await.is_none());
 
@@ -482,7 +491,16 @@ async fn m2_a_stale_review_is_refused_and_nothing_is_applied(s: TestStore) {
     let id = review(&s, c, "email\neve@acme.example\n").await;
     s.clock.advance(chrono::Duration::hours(25));
     let e = commit_with(&s, c, id, &settings()).await.unwrap_err();
-    assert_eq!((e.status, e.code), (StatusCode::GONE, "review_expired"));
+    assert!(
+        matches!(
+            e,
+            AppError::Gone {
+                code: "review_expired",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(view(&s, c, id).await.status, "expired");
 }
 
@@ -511,8 +529,8 @@ async fn t3_additions_beyond_the_free_seats_are_refused_in_file_order(s: TestSto
     // A concurrent addition takes a seat: the plan no longer fits.
     add(&s, c, "x@acme.example", "X", &[]).await;
     let e = commit_with(&s, c, id, &settings()).await.unwrap_err();
-    assert_eq!(e.code, "review_stale");
-    assert!(e.message.contains("seats"), "{}", e.message);
+    assert_eq!(e.code(), "review_stale");
+    assert!(e.to_string().contains("seats"), "{}", e);
     let id = review(&s, c, "email\nb@acme.example\nc@acme.example\n").await;
     let r = commit(&s, c, id).await;
     assert_eq!((r.added, r.rejected), (1, 1));
@@ -679,7 +697,7 @@ async fn u6_an_import_brings_a_deleted_user_back(s: TestStore) {
     add(&s, c, "ann@acme.example", "Ann", &[]).await;
     let earlier = user(&s, c, "ann@acme.example").await.unwrap().id;
     let at = s.clock.now();
-    app::user_command(&s.app(), s.meta(c), &addr("ann@acme.example"), || {
+    users::user_command(&s.app(), s.meta(c), &addr("ann@acme.example"), || {
         UserCommand::Delete {
             reason: DeletionReason::Manual,
             at,
@@ -745,7 +763,7 @@ async fn d3g_rows_for_directory_users_are_reported_while_sync_is_on(s: TestStore
         .unwrap();
     s.store.commit(batch).await.unwrap();
     let e = commit_with(&s, c, id, &settings()).await.unwrap_err();
-    assert_eq!(e.code, "review_stale");
+    assert_eq!(e.code(), "review_stale");
 }
 
 /// Configures and enables an LDAP directory for the customer, through the
@@ -827,7 +845,7 @@ async fn m2_an_interrupted_commit_completes_without_applying_anything_twice(s: T
             ..small.clone()
         };
         let e = commit_with(&s, c, id, &failing).await.unwrap_err();
-        assert_eq!(e.code, "internal");
+        assert_eq!(e.code(), "internal");
         let import: Loaded<Import> = s.store.load(&id.to_string()).await.unwrap();
         assert_eq!(import.state.committed_chunks, crash_after + 1);
         assert!(import.state.completed.is_none());
@@ -835,7 +853,7 @@ async fn m2_an_interrupted_commit_completes_without_applying_anything_twice(s: T
         assert_eq!(v.status, "committing");
         assert_eq!(v.progress.committed_chunks, crash_after + 1);
         // A change to a user of a committed chunk does not block the rest.
-        app::edit_user(
+        users::edit_user(
             &s.app(),
             s.meta(c),
             addr("ann@acme.example"),
@@ -898,7 +916,7 @@ async fn m2_a_user_changed_during_a_commit_is_skipped_and_reported(s: TestStore)
         ..small.clone()
     };
     commit_with(&s, c, id, &failing).await.unwrap_err();
-    app::edit_user(
+    users::edit_user(
         &s.app(),
         s.meta(c),
         addr("bob@acme.example"),
@@ -1169,8 +1187,8 @@ async fn m2_spreadsheet_files_review_and_commit(s: TestStore) {
     )
     .await
     .unwrap_err();
-    assert_eq!(e.status, StatusCode::BAD_REQUEST);
-    assert!(e.message.contains("line 2"), "{}", e.message);
+    assert_eq!(http_status(&e), 400);
+    assert!(e.to_string().contains("line 2"), "{}", e);
 }
 
 // M2: a file that is not CSV, empty, without an address column, or over
@@ -1214,13 +1232,8 @@ async fn m2_malformed_files_get_clear_errors(s: TestStore) {
         let e = review_with(&s, c, fixture(file), &settings())
             .await
             .unwrap_err();
-        assert_eq!(
-            (e.status.as_u16(), e.code),
-            (status, code),
-            "{file}: {}",
-            e.message
-        );
-        assert!(e.message.contains(needle), "{file}: {}", e.message);
+        assert_eq!((http_status(&e), e.code()), (status, code), "{file}: {}", e);
+        assert!(e.to_string().contains(needle), "{file}: {}", e);
     }
     let small = ImportSettings {
         max_bytes: 64,
@@ -1229,8 +1242,8 @@ async fn m2_malformed_files_get_clear_errors(s: TestStore) {
     let e = review_with(&s, c, "email\n".repeat(20), &small)
         .await
         .unwrap_err();
-    assert_eq!((e.status.as_u16(), e.code), (413, "file_too_large"));
-    assert!(e.message.contains("split it"), "{}", e.message);
+    assert_eq!((http_status(&e), e.code()), (413, "file_too_large"));
+    assert!(e.to_string().contains("split it"), "{}", e);
     // Ragged rows are row errors, not file errors.
     let id = review_with(&s, c, fixture("m2_malformed_ragged_rows.csv"), &settings())
         .await
@@ -1240,6 +1253,11 @@ async fn m2_malformed_files_get_clear_errors(s: TestStore) {
         .errors
         .iter()
         .any(|e| e.code == "too_few_cells" || e.code == "too_many_cells")));
+}
+
+/// The status the HTTP API answers an error with.
+fn http_status(e: &AppError) -> u16 {
+    roster_api::ApiError::from(e.clone()).status.as_u16()
 }
 
 /// The messages of the row on `line`.
@@ -1302,12 +1320,12 @@ async fn m2_a_utf8_file_with_a_few_bad_bytes_is_utf8_with_row_errors(s: TestStor
     )
     .await
     .unwrap_err();
-    assert_eq!((e.status.as_u16(), e.code), (400, "csv_invalid_encoding"));
+    assert_eq!((http_status(&e), e.code()), (400, "csv_invalid_encoding"));
     assert!(
-        e.message
+        e.to_string()
             .contains("0x81 on line 2, character 15, is not a character in windows-1252"),
         "{}",
-        e.message
+        e
     );
 }
 
@@ -1328,9 +1346,9 @@ async fn m2_review_messages_name_the_real_problem(s: TestStore) {
     )
     .await
     .unwrap_err();
-    assert_eq!((e.status.as_u16(), e.code), (400, "csv_not_csv"));
+    assert_eq!((http_status(&e), e.code()), (400, "csv_not_csv"));
     assert_eq!(
-        e.message,
+        e.to_string(),
         "the first line, 'email,first_name', has no tabs (tab is the separator chosen with the request) but is separated by commas: choose that separator, or leave it out to have it detected"
     );
 
@@ -1409,7 +1427,12 @@ async fn m2_the_user_export_is_formula_safe_and_reimports_unchanged(s: TestStore
         Some("=cmd|' /C calc'!A0")
     );
     assert_eq!(eve.state.profile.company.as_deref(), Some("+49 30 1234"));
-    let response = roster_api::export::user_list_csv(s.app(), c, UserFilter::default(), None);
+    let response = roster_api::export::user_list_csv(
+        roster_api::AppState::new(s.app(), s.sync()),
+        c,
+        UserFilter::default(),
+        None,
+    );
     assert_eq!(
         response.headers()["content-type"],
         "text/csv; charset=utf-8"
@@ -1442,7 +1465,7 @@ async fn m2_the_user_export_is_formula_safe_and_reimports_unchanged(s: TestStore
     assert_eq!(v.totals.unchanged, 2, "{:?}", outcomes(&v));
     // Filters apply to the export.
     let response = roster_api::export::user_list_csv(
-        s.app(),
+        roster_api::AppState::new(s.app(), s.sync()),
         c,
         UserFilter {
             q: Some("joe".into()),
@@ -1524,8 +1547,12 @@ fn hostile_users(domain: &str) -> Vec<(Address, Vec<Address>, Profile)> {
 }
 
 async fn export_users(s: &TestStore, customer: CustomerId) -> Vec<u8> {
-    let response =
-        roster_api::export::user_list_csv(s.app(), customer, UserFilter::default(), None);
+    let response = roster_api::export::user_list_csv(
+        roster_api::AppState::new(s.app(), s.sync()),
+        customer,
+        UserFilter::default(),
+        None,
+    );
     axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap()
@@ -1542,7 +1569,7 @@ async fn m2_export_import_export_is_byte_identical_and_changes_nothing(s: TestSt
     let c = s.customer(50, &["acme.example"]).await;
     let users = hostile_users("acme.example");
     for (address, aliases, profile) in &users {
-        app::add_user(
+        users::add_user(
             &s.app(),
             s.meta(c),
             NewUser {
@@ -1554,7 +1581,7 @@ async fn m2_export_import_export_is_byte_identical_and_changes_nothing(s: TestSt
             Source::Manual,
         )
         .await
-        .unwrap_or_else(|e| panic!("add {address}: {}", e.message));
+        .unwrap_or_else(|e| panic!("add {address}: {}", e));
     }
     s.project().await;
     let first = export_users(&s, c).await;
@@ -1650,7 +1677,7 @@ async fn m2_the_conflicts_export_is_formula_safe(s: TestStore) {
     .await;
     add_from(&s, c, "kept@acme.example", "@Kept", &[], Source::Ldap).await;
     let at = s.clock.now();
-    app::user_command(&s.app(), s.meta(c), &addr("mal@acme.example"), || {
+    users::user_command(&s.app(), s.meta(c), &addr("mal@acme.example"), || {
         UserCommand::FlagForDeletion {
             reason: FlagReason::Missing,
             at,
@@ -1680,7 +1707,7 @@ async fn m2_the_conflicts_export_is_formula_safe(s: TestStore) {
     s.store.commit(batch).await.unwrap();
     s.project().await;
     let response = roster_api::export::conflicts_csv(
-        s.app(),
+        roster_api::AppState::new(s.app(), s.sync()),
         c,
         UserFilter {
             status: Some(Status::PendingDeletion),

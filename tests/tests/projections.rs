@@ -1,7 +1,8 @@
 //! The projection suite, on PostgreSQL and on SQLite: the user list, licence,
 //! audit, history and time travel, rebuild equality (E3), failure records.
 
-use roster_api::app::{self, Edit, NewUser};
+use roster_app::customers;
+use roster_app::users::{self, Edit, NewUser};
 use roster_domain::UserCommand;
 use roster_events::*;
 use roster_projections::queries::{self, AuditFilter, UserFilter};
@@ -28,7 +29,7 @@ async fn workload(s: &TestStore) -> CustomerId {
     let c = s.customer(50, &["live.example", "gone.example"]).await;
     let app = s.app();
     for i in 0..12 {
-        app::add_user(
+        users::add_user(
             &app,
             s.meta(c),
             user(
@@ -47,7 +48,7 @@ async fn workload(s: &TestStore) -> CustomerId {
         kind: Kind::DistributionList,
         ..user("team@live.example", "Team", "List", &[])
     };
-    app::add_user(&app, s.meta(c), list, Source::Manual)
+    users::add_user(&app, s.meta(c), list, Source::Manual)
         .await
         .unwrap();
     let mut edit = Edit {
@@ -55,10 +56,10 @@ async fn workload(s: &TestStore) -> CustomerId {
         ..Default::default()
     };
     edit.profile[5] = Some(Some("Sales".into()));
-    app::edit_user(&app, s.meta(c), addr("user01@live.example"), edit)
+    users::edit_user(&app, s.meta(c), addr("user01@live.example"), edit)
         .await
         .unwrap();
-    app::edit_user(
+    users::edit_user(
         &app,
         s.meta(c),
         addr("user02@live.example"),
@@ -69,7 +70,7 @@ async fn workload(s: &TestStore) -> CustomerId {
     )
     .await
     .unwrap();
-    app::user_command(&app, s.meta(c), &addr("user03@live.example"), || {
+    users::user_command(&app, s.meta(c), &addr("user03@live.example"), || {
         UserCommand::AddRule {
             rule_id: RuleId(uuid::Uuid::from_u128(3)),
             kind: RuleKind::Allow,
@@ -79,7 +80,7 @@ async fn workload(s: &TestStore) -> CustomerId {
     .await
     .unwrap();
     let at = s.clock.now();
-    app::user_command(&app, s.meta(c), &addr("user04@live.example"), || {
+    users::user_command(&app, s.meta(c), &addr("user04@live.example"), || {
         UserCommand::Delete {
             reason: DeletionReason::Manual,
             at,
@@ -87,7 +88,7 @@ async fn workload(s: &TestStore) -> CustomerId {
     })
     .await
     .unwrap();
-    app::add_user(
+    users::add_user(
         &app,
         s.meta(c),
         user("x@gone.example", "X", "Gone", &[]),
@@ -95,7 +96,7 @@ async fn workload(s: &TestStore) -> CustomerId {
     )
     .await
     .unwrap();
-    app::remove_domain(&app, s.meta(c), Domain::parse("gone.example").unwrap())
+    customers::remove_domain(&app, s.meta(c), Domain::parse("gone.example").unwrap())
         .await
         .unwrap();
     c
@@ -123,7 +124,7 @@ async fn e3_rebuilt_projections_equal_the_live_ones(s: TestStore) {
     rebuild::rebuild(&s.store, true).await.unwrap();
     assert_eq!(rebuild::dump(&s.store, "").await.unwrap(), live);
     let c = s.customer(5, &["after.example"]).await;
-    let (_, pos) = app::add_user(
+    let (_, pos) = users::add_user(
         &s.app(),
         s.meta(c),
         user("later@after.example", "Later", "User", &[]),
@@ -264,7 +265,7 @@ async fn u3_the_user_list_groups_searches_filters_and_pages_stably(s: TestStore)
     let p1 = queries::list_users(&s.store, c, &UserFilter::default(), None, 5)
         .await
         .unwrap();
-    app::add_user(
+    users::add_user(
         &s.app(),
         s.meta(c),
         user("aaa@live.example", "A", "A", &[]),
@@ -320,7 +321,7 @@ async fn e4_audit_filters_and_history_spans_deletion_and_return(s: TestStore) {
     let app = s.app();
     let t_before_return = s.clock.now();
     s.clock.advance(chrono::Duration::seconds(10));
-    app::add_user(
+    users::add_user(
         &app,
         s.meta(c),
         user("user04@live.example", "Back", "Again", &[]),
@@ -452,7 +453,7 @@ async fn b7_the_user_list_as_of_a_past_instant_is_what_it_was(s: TestStore) {
     let c = s.customer(50, &["past.example"]).await;
     let app = s.app();
     for i in 0..5 {
-        app::add_user(
+        users::add_user(
             &app,
             s.meta(c),
             user(&format!("p{i}@past.example"), "P", "Ast", &[]),
@@ -470,7 +471,7 @@ async fn b7_the_user_list_as_of_a_past_instant_is_what_it_was(s: TestStore) {
         .items;
     s.clock.advance(chrono::Duration::minutes(1));
     let at = s.clock.now();
-    app::user_command(&app, s.meta(c), &addr("p1@past.example"), || {
+    users::user_command(&app, s.meta(c), &addr("p1@past.example"), || {
         UserCommand::Delete {
             reason: DeletionReason::Manual,
             at,
@@ -478,7 +479,7 @@ async fn b7_the_user_list_as_of_a_past_instant_is_what_it_was(s: TestStore) {
     })
     .await
     .unwrap();
-    app::edit_user(
+    users::edit_user(
         &app,
         s.meta(c),
         addr("p2@past.example"),
@@ -489,7 +490,7 @@ async fn b7_the_user_list_as_of_a_past_instant_is_what_it_was(s: TestStore) {
     )
     .await
     .unwrap();
-    app::add_user(
+    users::add_user(
         &app,
         s.meta(c),
         user("p9@past.example", "P", "Nine", &[]),
@@ -546,7 +547,7 @@ async fn e3_the_projector_records_an_event_it_cannot_read_and_goes_on(s: TestSto
         p
     )
     .await);
-    app::add_user(
+    users::add_user(
         &s.app(),
         s.meta(c),
         user("good@bad.example", "Good", "User", &[]),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use roster_api::app::{self, Edit, NewUser};
+use roster_app::users::{self, Edit, NewUser};
 use roster_events::*;
 use roster_projections::{queries, rebuild, ProjectionError, Projector};
 use roster_tests::backend::addr;
@@ -50,7 +50,7 @@ async fn e3_a_transient_lock_timeout_is_retried_never_recorded_and_applied_after
     let s = TestStore::new(Backend::Postgres).await;
     let c = s.customer(10, &["lock.example"]).await;
     let app = s.app();
-    app::add_user(&app, s.meta(c), user("ann@lock.example"), Source::Manual)
+    users::add_user(&app, s.meta(c), user("ann@lock.example"), Source::Manual)
         .await
         .unwrap();
     s.project().await;
@@ -73,7 +73,7 @@ async fn e3_a_transient_lock_timeout_is_retried_never_recorded_and_applied_after
 
     let mut edit = Edit::default();
     edit.profile[0] = Some(Some("Changed".into()));
-    app::edit_user(&app, s.meta(c), addr("ann@lock.example"), edit)
+    users::edit_user(&app, s.meta(c), addr("ann@lock.example"), edit)
         .await
         .unwrap();
     let head = s.store.head_position().await.unwrap();
@@ -108,7 +108,7 @@ async fn e3_a_new_version_of_one_projection_replays_only_that_projection(s: Test
     let c = s.customer(100, &["v.example"]).await;
     let app = s.app();
     for i in 0..20 {
-        app::add_user(
+        users::add_user(
             &app,
             s.meta(c),
             user(&format!("u{i:02}@v.example")),
@@ -171,7 +171,7 @@ both_backends!(e3_a_new_version_of_one_projection_replays_only_that_projection);
 async fn e3_readyz_is_503_until_every_projection_is_within_the_lag(s: TestStore) {
     let c = s.customer(100, &["r.example"]).await;
     s.project().await;
-    let mut state = s.app();
+    let mut state = roster_api::AppState::new(s.app(), s.sync());
     state.ready_lag = roster_projections::LagLimits {
         max_events: 3,
         max_age: Duration::from_secs(5),
@@ -189,7 +189,7 @@ async fn e3_readyz_is_503_until_every_projection_is_within_the_lag(s: TestStore)
         let state = state.clone();
         let meta = s.meta(c);
         async move {
-            app::add_user(
+            users::add_user(
                 &state,
                 meta,
                 user(&format!("u{i}@r.example")),

@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use roster_api::app::{self, Edit, NewUser};
+use roster_app::customers;
+use roster_app::users::{self, Edit, NewUser};
 use roster_domain::{Customer, CustomerCommand, User, UserCommand, UserServices};
 use roster_events::*;
 use roster_store::{Batch, Clock, Loaded, StoreError};
@@ -24,7 +25,7 @@ async fn e1_appends_are_read_back_in_global_order(s: TestStore) {
     let c = s.customer(100, &["order.example"]).await;
     let app = s.app();
     for i in 0..5 {
-        app::add_user(
+        users::add_user(
             &app,
             s.meta(c),
             new_user(&format!("u{i}@order.example"), &[]),
@@ -51,7 +52,7 @@ async fn e1_appends_are_read_back_in_global_order(s: TestStore) {
 
 async fn e1_a_stale_version_is_a_conflict(s: TestStore) {
     let c = s.customer(100, &["stale.example"]).await;
-    let (id, _) = app::add_user(
+    let (id, _) = users::add_user(
         &s.app(),
         s.meta(c),
         new_user("a@stale.example", &[]),
@@ -131,7 +132,7 @@ async fn stage_bulk_users(s: &TestStore, c: CustomerId, batch: &mut Batch) {
 /// PostgreSQL): the stale user refuses the whole append, new users included.
 async fn e1_a_stale_version_in_a_bulk_append_is_a_conflict(s: TestStore) {
     let c = s.customer(10_000, &["bulk.example"]).await;
-    let (id, _) = app::add_user(
+    let (id, _) = users::add_user(
         &s.app(),
         s.meta(c),
         new_user("a@bulk.example", &[]),
@@ -234,7 +235,7 @@ async fn e1_a_tailing_reader_never_skips_a_late_commit(s: TestStore) {
         let meta = s.meta(c);
         tasks.push(tokio::spawn(async move {
             for i in 0..per_writer {
-                app::add_user(
+                users::add_user(
                     &app,
                     meta.clone(),
                     new_user(&format!("w{w}-{i}@tail.example"), &[]),
@@ -269,14 +270,14 @@ async fn u1_fifty_concurrent_claims_of_one_address_leave_one_owner(s: TestStore)
             } else {
                 new_user(&format!("u{i}@race.example"), &["contested@race.example"])
             };
-            app::add_user(&app, meta, user, Source::Manual).await
+            users::add_user(&app, meta, user, Source::Manual).await
         }));
     }
     let mut ok = 0;
     for t in tasks {
         match t.await.unwrap() {
             Ok(_) => ok += 1,
-            Err(e) => assert_eq!(e.code, "address_taken", "{}", e.message),
+            Err(e) => assert_eq!(e.code(), "address_taken", "{e}"),
         }
     }
     assert_eq!(ok, 1, "exactly one claim wins");
@@ -315,7 +316,7 @@ async fn t2_fifty_concurrent_domain_claims_leave_one_customer(s: TestStore) {
         let app = s.app();
         let meta = s.meta(*c);
         tasks.push(tokio::spawn(async move {
-            app::customer_command(
+            customers::customer_command(
                 &app,
                 meta,
                 CustomerCommand::AddDomain {
@@ -329,7 +330,7 @@ async fn t2_fifty_concurrent_domain_claims_leave_one_customer(s: TestStore) {
     for t in tasks {
         match t.await.unwrap() {
             Ok(_) => ok += 1,
-            Err(e) => assert_eq!(e.code, "domain_taken", "{}", e.message),
+            Err(e) => assert_eq!(e.code(), "domain_taken", "{e}"),
         }
     }
     assert_eq!(ok, 1);
@@ -358,7 +359,7 @@ async fn t3_concurrent_manual_additions_never_exceed_the_seat_limit(s: TestStore
         let app = s.app();
         let meta = s.meta(c);
         tasks.push(tokio::spawn(async move {
-            app::add_user(
+            users::add_user(
                 &app,
                 meta,
                 new_user(&format!("s{i}@seats.example"), &[]),
@@ -371,7 +372,7 @@ async fn t3_concurrent_manual_additions_never_exceed_the_seat_limit(s: TestStore
     for t in tasks {
         match t.await.unwrap() {
             Ok(_) => ok += 1,
-            Err(e) => assert_eq!(e.code, "over_seat_limit", "{}", e.message),
+            Err(e) => assert_eq!(e.code(), "over_seat_limit", "{e}"),
         }
     }
     assert_eq!(ok, 5);
@@ -381,7 +382,7 @@ async fn t3_concurrent_manual_additions_never_exceed_the_seat_limit(s: TestStore
         kind: Kind::DistributionList,
         ..new_user("team@seats.example", &[])
     };
-    app::add_user(&s.app(), s.meta(c), list, Source::Manual)
+    users::add_user(&s.app(), s.meta(c), list, Source::Manual)
         .await
         .unwrap();
 }
@@ -390,7 +391,7 @@ async fn t3_concurrent_manual_additions_never_exceed_the_seat_limit(s: TestStore
 async fn u6_a_returning_user_keeps_its_identity(s: TestStore) {
     let c = s.customer(10, &["return.example"]).await;
     let app = s.app();
-    let (id, _) = app::add_user(
+    let (id, _) = users::add_user(
         &app,
         s.meta(c),
         new_user("back@return.example", &["b@return.example"]),
@@ -399,7 +400,7 @@ async fn u6_a_returning_user_keeps_its_identity(s: TestStore) {
     .await
     .unwrap();
     let at = s.clock.now();
-    app::user_command(&app, s.meta(c), &addr("back@return.example"), || {
+    users::user_command(&app, s.meta(c), &addr("back@return.example"), || {
         UserCommand::Delete {
             reason: DeletionReason::Manual,
             at,
@@ -416,7 +417,7 @@ async fn u6_a_returning_user_keeps_its_identity(s: TestStore) {
             .is_none(),
         "aliases released"
     );
-    let (again, _) = app::add_user(
+    let (again, _) = users::add_user(
         &app,
         s.meta(c),
         new_user("back@return.example", &[]),
@@ -441,7 +442,7 @@ async fn u6_a_returning_user_keeps_its_identity(s: TestStore) {
 async fn d3n_removing_a_domain_deletes_its_users_and_strips_its_aliases(s: TestStore) {
     let c = s.customer(10, &["keep.example", "drop.example"]).await;
     let app = s.app();
-    app::add_user(
+    users::add_user(
         &app,
         s.meta(c),
         new_user("ann@keep.example", &["ann@drop.example", "a2@keep.example"]),
@@ -449,7 +450,7 @@ async fn d3n_removing_a_domain_deletes_its_users_and_strips_its_aliases(s: TestS
     )
     .await
     .unwrap();
-    app::add_user(
+    users::add_user(
         &app,
         s.meta(c),
         new_user("bob@drop.example", &["bob@keep.example"]),
@@ -457,7 +458,7 @@ async fn d3n_removing_a_domain_deletes_its_users_and_strips_its_aliases(s: TestS
     )
     .await
     .unwrap();
-    app::user_command(&app, s.meta(c), &addr("bob@drop.example"), || {
+    users::user_command(&app, s.meta(c), &addr("bob@drop.example"), || {
         UserCommand::AddRule {
             rule_id: RuleId::new(),
             kind: RuleKind::Deny,
@@ -466,7 +467,7 @@ async fn d3n_removing_a_domain_deletes_its_users_and_strips_its_aliases(s: TestS
     })
     .await
     .unwrap();
-    let removal = app::remove_domain(&app, s.meta(c), Domain::parse("drop.example").unwrap())
+    let removal = customers::remove_domain(&app, s.meta(c), Domain::parse("drop.example").unwrap())
         .await
         .unwrap();
     assert_eq!(removal.users_deleted, vec![addr("bob@drop.example")]);
@@ -516,7 +517,7 @@ async fn d3n_removing_a_domain_deletes_its_users_and_strips_its_aliases(s: TestS
     assert_eq!(ann.aliases, vec!["a2@keep.example".to_string()]);
     // Another customer can now manage the domain.
     let other = s.customer(10, &[]).await;
-    app::customer_command(
+    customers::customer_command(
         &app,
         s.meta(other),
         CustomerCommand::AddDomain {
@@ -531,7 +532,7 @@ async fn d3n_removing_a_domain_deletes_its_users_and_strips_its_aliases(s: TestS
 async fn m1_nothing_is_half_applied(s: TestStore) {
     let c = s.customer(10, &["half.example"]).await;
     let app = s.app();
-    app::add_user(
+    users::add_user(
         &app,
         s.meta(c),
         new_user("taken@half.example", &[]),
@@ -539,7 +540,7 @@ async fn m1_nothing_is_half_applied(s: TestStore) {
     )
     .await
     .unwrap();
-    let err = app::add_user(
+    let err = users::add_user(
         &app,
         s.meta(c),
         new_user("new@half.example", &["taken@half.example"]),
@@ -547,8 +548,8 @@ async fn m1_nothing_is_half_applied(s: TestStore) {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.code, "address_taken");
-    let err = app::add_user(
+    assert_eq!(err.code(), "address_taken");
+    let err = users::add_user(
         &app,
         s.meta(c),
         new_user("new@half.example", &["x@elsewhere.example"]),
@@ -556,7 +557,7 @@ async fn m1_nothing_is_half_applied(s: TestStore) {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.code, "unmanaged_domain");
+    assert_eq!(err.code(), "unmanaged_domain");
     assert!(s
         .store
         .db()
@@ -570,7 +571,7 @@ async fn m1_nothing_is_half_applied(s: TestStore) {
         ..Default::default()
     };
     edit.profile[0] = Some(Some("Changed".into()));
-    app::add_user(
+    users::add_user(
         &app,
         s.meta(c),
         new_user("edit@half.example", &[]),
@@ -578,10 +579,10 @@ async fn m1_nothing_is_half_applied(s: TestStore) {
     )
     .await
     .unwrap();
-    let err = app::edit_user(&app, s.meta(c), addr("edit@half.example"), edit)
+    let err = users::edit_user(&app, s.meta(c), addr("edit@half.example"), edit)
         .await
         .unwrap_err();
-    assert_eq!(err.code, "address_taken");
+    assert_eq!(err.code(), "address_taken");
     s.project().await;
     let u = roster_projections::queries::user_by_address(&s.store, c, "edit@half.example")
         .await
@@ -590,7 +591,7 @@ async fn m1_nothing_is_half_applied(s: TestStore) {
     assert_eq!(u.profile.first_name, None);
     // A customer whose second domain is taken is not created at all.
     let other = CustomerId::new();
-    let err = app::create_customer(
+    let err = customers::create_customer(
         &app,
         s.meta(other),
         PartnerId::new(),
@@ -603,7 +604,7 @@ async fn m1_nothing_is_half_applied(s: TestStore) {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.code, "domain_taken");
+    assert_eq!(err.code(), "domain_taken");
     assert!(s
         .store
         .db()
@@ -627,7 +628,7 @@ async fn aggregates_load_the_same_one_by_one_and_in_bulk(s: TestStore) {
     let app = s.app();
     let mut ids = Vec::new();
     for i in 0..3 {
-        let (id, _) = app::add_user(
+        let (id, _) = users::add_user(
             &app,
             s.meta(c),
             new_user(
@@ -638,7 +639,7 @@ async fn aggregates_load_the_same_one_by_one_and_in_bulk(s: TestStore) {
         )
         .await
         .unwrap();
-        app::user_command(
+        users::user_command(
             &app,
             s.meta(c),
             &addr(&format!("l{i}@load.example")),

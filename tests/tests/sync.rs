@@ -18,8 +18,7 @@ fn by() -> Actor {
 }
 
 async fn run(s: &TestStore, c: CustomerId) -> RunOutcome {
-    s.app()
-        .sync
+    s.sync()
         .run_now(c, SyncTrigger::Manual, by())
         .await
         .expect("run")
@@ -121,7 +120,7 @@ async fn d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_del
     let gone_addr = gone.mail.clone().unwrap();
     let gone_id = user(&s, sc.customer, &gone_addr).await.user_id;
     // A rule on the user that will go (U5).
-    roster_api::app::user_command(&s.app(), s.meta(sc.customer), &addr(&gone_addr), || {
+    roster_app::users::user_command(&s.app(), s.meta(sc.customer), &addr(&gone_addr), || {
         roster_domain::UserCommand::AddRule {
             rule_id: RuleId::new(),
             kind: RuleKind::Allow,
@@ -168,9 +167,9 @@ async fn d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_del
     );
     // D3.i: nothing is deleted before the delay; after it, the reaper deletes.
     s.clock.advance(chrono::Duration::days(6));
-    assert_eq!(s.app().sync.reap().await.unwrap(), 0);
+    assert_eq!(s.sync().reap().await.unwrap(), 0);
     s.clock.advance(chrono::Duration::days(2));
-    assert_eq!(s.app().sync.reap().await.unwrap(), 1);
+    assert_eq!(s.sync().reap().await.unwrap(), 1);
     let deleted = all(&s, sc.customer, Some(Status::Deleted)).await;
     assert_eq!(deleted.len(), 1);
     assert!(
@@ -234,11 +233,11 @@ async fn d3r_a_read_cut_off_mid_way_flags_nobody(s: TestStore) {
     let sc = scenario(&s, 20, 0).await;
     run(&s, sc.customer).await;
     let before = all(&s, sc.customer, None).await;
-    let app = s.app().with_readers(Arc::new(KillAfterFirstPage {
+    let mut sync = s.sync();
+    sync.readers = Arc::new(KillAfterFirstPage {
         pid: sc.slapd.pid().unwrap(),
-    }));
-    let outcome = app
-        .sync
+    });
+    let outcome = sync
         .run_now(sc.customer, SyncTrigger::Manual, by())
         .await
         .unwrap();
@@ -282,20 +281,18 @@ async fn d3s_a_base_dn_typo_is_held_and_waits_for_confirm_or_discard(s: TestStor
         ))
         .await
         .unwrap();
-    let app = s.app();
-    app.sync
-        .save_settings(
-            &s.meta(sc.customer),
-            config(
-                settings_for(&sc.slapd, "ou=Empty,dc=example,dc=com"),
-                DeleteAfter::Days7,
-            ),
-            SettingsChange::default(),
-        )
-        .await
-        .unwrap();
-    let held = app
-        .sync
+    let sync = s.sync();
+    sync.save_settings(
+        &s.meta(sc.customer),
+        config(
+            settings_for(&sc.slapd, "ou=Empty,dc=example,dc=com"),
+            DeleteAfter::Days7,
+        ),
+        SettingsChange::default(),
+    )
+    .await
+    .unwrap();
+    let held = sync
         .run_now(sc.customer, SyncTrigger::Manual, by())
         .await
         .unwrap();
@@ -315,30 +312,23 @@ async fn d3s_a_base_dn_typo_is_held_and_waits_for_confirm_or_discard(s: TestStor
         "held: nobody flagged"
     );
     // Discard: nothing happens.
-    app.sync
-        .discard(&s.meta(sc.customer), run_id)
-        .await
-        .unwrap();
+    sync.discard(&s.meta(sc.customer), run_id).await.unwrap();
     assert!(all(&s, sc.customer, Some(Status::PendingDeletion))
         .await
         .is_empty());
     assert!(
-        app.sync
-            .discard(&s.meta(sc.customer), run_id)
-            .await
-            .is_err(),
+        sync.discard(&s.meta(sc.customer), run_id).await.is_err(),
         "decided once"
     );
     // Held again; an administrator confirms: the flags are raised.
-    let RunOutcome::Held { run_id, .. } = app
-        .sync
+    let RunOutcome::Held { run_id, .. } = sync
         .run_now(sc.customer, SyncTrigger::Manual, by())
         .await
         .unwrap()
     else {
         panic!("expected held");
     };
-    app.sync.confirm(sc.customer, run_id, by()).await.unwrap();
+    sync.confirm(sc.customer, run_id, by()).await.unwrap();
     assert_eq!(
         all(&s, sc.customer, Some(Status::PendingDeletion))
             .await
@@ -357,7 +347,7 @@ async fn d3t_a_dry_run_changes_nothing(s: TestStore) {
     s.spawn_projector();
     let sc = scenario(&s, 10, 1).await;
     let head = s.store.head_position().await.unwrap();
-    let plan = s.app().sync.dry_run(sc.customer).await.unwrap().unwrap();
+    let plan = s.sync().dry_run(sc.customer).await.unwrap().unwrap();
     assert_eq!(plan.counts.added, 9 + 1);
     assert!(plan.changes.iter().filter(|c| c.action == "add").count() == 10);
     assert_eq!(
@@ -375,10 +365,10 @@ async fn d3g_manual_users_are_supplemented_and_never_flagged(s: TestStore) {
     let sc = scenario(&s, 5, 0).await;
     let u = sc.data.user(1);
     let mail = u.mail.clone().unwrap();
-    roster_api::app::add_user(
+    roster_app::users::add_user(
         &s.app(),
         s.meta(sc.customer),
-        roster_api::app::NewUser {
+        roster_app::users::NewUser {
             address: addr(&mail),
             kind: Kind::User,
             profile: Profile::default(),
@@ -414,15 +404,13 @@ async fn d3m_conflict_actions(s: TestStore) {
     }
     run(&s, sc.customer).await;
     let mail = |u: &roster_testkit::User| addr(u.mail.as_deref().unwrap());
-    let app = s.app();
-    let (r, _) = app
-        .sync
+    let sync = s.sync();
+    let (r, _) = sync
         .conflict_action(&s.meta(sc.customer), ConflictAction::Delete, &[mail(&a)])
         .await
         .unwrap();
     assert!(r[0].1.is_ok());
-    let (r, _) = app
-        .sync
+    let (r, _) = sync
         .conflict_action(
             &s.meta(sc.customer),
             ConflictAction::Ignore,
@@ -434,8 +422,7 @@ async fn d3m_conflict_actions(s: TestStore) {
     assert!(r
         .iter()
         .any(|(x, res)| x.as_str() == "nobody@example.org" && res.is_err()));
-    let (r, pos) = app
-        .sync
+    let (r, pos) = sync
         .conflict_action(
             &s.meta(sc.customer),
             ConflictAction::Deactivate,
@@ -444,7 +431,7 @@ async fn d3m_conflict_actions(s: TestStore) {
         .await
         .unwrap();
     assert!(r[0].1.is_ok());
-    app.settle(pos).await;
+    s.app().settle(pos).await;
     let head_status = |x: &roster_testkit::User| {
         let x = x.mail.clone().unwrap();
         let s = &s;
@@ -469,8 +456,7 @@ async fn d3m_conflict_actions(s: TestStore) {
     admin.delete(&b.dn).await.unwrap();
     assert_eq!(counts(&run(&s, sc.customer).await).flagged, 1);
     // Not a conflict: refused per address.
-    let (r, _) = app
-        .sync
+    let (r, _) = sync
         .conflict_action(&s.meta(sc.customer), ConflictAction::Ignore, &[mail(&c)])
         .await
         .unwrap();
@@ -493,9 +479,8 @@ async fn d3o_d3p_exceptions_and_additions(s: TestStore) {
         .unwrap()
         .id
         .clone();
-    let app = s.app();
-    app.sync
-        .add_exception(&s.meta(sc.customer), Exception::User { object_id: id })
+    let sync = s.sync();
+    sync.add_exception(&s.meta(sc.customer), Exception::User { object_id: id })
         .await
         .unwrap();
     // Excluded: not flagged when it leaves, not updated.
@@ -503,17 +488,15 @@ async fn d3o_d3p_exceptions_and_additions(s: TestStore) {
     admin.delete(&u1.dn).await.unwrap();
     assert_eq!(counts(&run(&s, sc.customer).await).flagged, 0);
     // Additions: created at once with the directory as source, never flagged while listed.
-    let a = app
-        .sync
+    let a = sync
         .add_addition(&s.meta(sc.customer), addr("newhire@example.org"))
         .await
         .unwrap();
-    app.settle(a.last).await;
+    s.app().settle(a.last).await;
     let row = user(&s, sc.customer, "newhire@example.org").await;
     assert_eq!(row.source, "ldap");
     assert_eq!(counts(&run(&s, sc.customer).await).flagged, 0);
-    app.sync
-        .remove_addition(&s.meta(sc.customer), addr("newhire@example.org"))
+    sync.remove_addition(&s.meta(sc.customer), addr("newhire@example.org"))
         .await
         .unwrap();
     assert_eq!(
@@ -521,8 +504,7 @@ async fn d3o_d3p_exceptions_and_additions(s: TestStore) {
         1,
         "off the list and not in the directory"
     );
-    assert!(app
-        .sync
+    assert!(sync
         .add_addition(&s.meta(sc.customer), addr("x@unmanaged.example"))
         .await
         .is_err());
@@ -537,18 +519,17 @@ async fn d3q_disabling_keeps_users_and_flags_still_expire(s: TestStore) {
     let admin = sc.slapd.admin().await.unwrap();
     admin.delete(&sc.data.user(1).dn).await.unwrap();
     run(&s, sc.customer).await;
-    let app = s.app();
-    app.sync.disable(&s.meta(sc.customer)).await.unwrap();
+    let sync = s.sync();
+    sync.disable(&s.meta(sc.customer)).await.unwrap();
     admin.delete(&sc.data.user(2).dn).await.unwrap();
     assert!(
-        app.sync
-            .run_now(sc.customer, SyncTrigger::Manual, by())
+        sync.run_now(sc.customer, SyncTrigger::Manual, by())
             .await
             .is_err(),
         "no run while disabled"
     );
     assert!(
-        app.sync.schedule(true).await.unwrap().is_empty(),
+        sync.schedule(true).await.unwrap().is_empty(),
         "the scheduler skips it"
     );
     assert_eq!(
@@ -558,7 +539,7 @@ async fn d3q_disabling_keeps_users_and_flags_still_expire(s: TestStore) {
     );
     s.clock.advance(chrono::Duration::days(8));
     assert_eq!(
-        app.sync.reap().await.unwrap(),
+        sync.reap().await.unwrap(),
         1,
         "the flag raised before disabling still expires"
     );
@@ -569,21 +550,20 @@ async fn d3q_disabling_keeps_users_and_flags_still_expire(s: TestStore) {
 async fn d4_one_sync_at_a_time_and_the_schedule(s: TestStore) {
     s.spawn_projector();
     let sc = scenario(&s, 3, 0).await;
-    let app = s.app();
-    let first = app
-        .sync
+    let sync = s.sync();
+    let first = sync
         .start(sc.customer, SyncTrigger::Manual, by())
         .await
         .unwrap();
-    let second = app.sync.start(sc.customer, SyncTrigger::Manual, by()).await;
+    let second = sync.start(sc.customer, SyncTrigger::Manual, by()).await;
     assert!(
         matches!(second, Err(roster_sync::SyncError::Directory(roster_domain::DirectoryError::AlreadyRunning(r))) if r == first)
     );
-    app.sync.execute(sc.customer, first, None).await.unwrap();
+    sync.execute(sc.customer, first, None).await.unwrap();
     // Due at once (never ran on schedule), then not for 6 hours.
     s.clock.advance(chrono::Duration::minutes(1));
     assert_eq!(
-        app.sync.schedule(true).await.unwrap().len(),
+        sync.schedule(true).await.unwrap().len(),
         0,
         "the manual run just now counts"
     );
@@ -599,8 +579,8 @@ async fn d4_one_sync_at_a_time_and_the_schedule(s: TestStore) {
         eprintln!("STATE {rows:?} now {}", s.clock.now().timestamp_micros());
     }
     assert_eq!(due.len(), 1, "due: {due:?}");
-    assert_eq!(app.sync.schedule(true).await.unwrap().len(), 1);
-    assert_eq!(app.sync.schedule(true).await.unwrap().len(), 0);
+    assert_eq!(sync.schedule(true).await.unwrap().len(), 1);
+    assert_eq!(sync.schedule(true).await.unwrap().len(), 0);
 }
 
 /// A renamed user (same object, new primary) keeps its identity, rules and history.
@@ -642,11 +622,10 @@ async fn d3_a_rename_keeps_the_user(s: TestStore) {
 /// D5: settings that cannot work are refused when saved, with what to fix.
 async fn d5_invalid_settings_are_refused_precisely(s: TestStore) {
     let sc = scenario(&s, 1, 0).await;
-    let app = s.app();
+    let sync = s.sync();
     let mut bad = settings_for(&sc.slapd, "dc=example,dc=com");
     bad.filter = Some("(&(department=Sales)".into());
-    let err = app
-        .sync
+    let err = sync
         .save_settings(
             &s.meta(sc.customer),
             config(bad, DeleteAfter::Days7),
@@ -659,8 +638,7 @@ async fn d5_invalid_settings_are_refused_precisely(s: TestStore) {
     let mut bad = settings_for(&sc.slapd, "not a dn");
     bad.ssl = true;
     bad.starttls = true;
-    let err = app
-        .sync
+    let err = sync
         .save_settings(
             &s.meta(sc.customer),
             config(bad, DeleteAfter::Days7),
@@ -671,8 +649,7 @@ async fn d5_invalid_settings_are_refused_precisely(s: TestStore) {
         .to_string();
     assert!(err.contains("not both"), "{err}");
     let fresh = s.customer(10, &["fresh.example"]).await;
-    let err = app
-        .sync
+    let err = sync
         .save_settings(
             &s.meta(fresh),
             config(
@@ -689,8 +666,7 @@ async fn d5_invalid_settings_are_refused_precisely(s: TestStore) {
     let mut wrong = settings_for(&sc.slapd, "dc=example,dc=com");
     wrong.port = roster_tests::process::free_port();
     // D7: another port without the password is refused, and connects nowhere.
-    let err = app
-        .sync
+    let err = sync
         .test(
             &s.meta(sc.customer),
             Some((config(wrong.clone(), DeleteAfter::Days7), None)),
@@ -701,8 +677,7 @@ async fn d5_invalid_settings_are_refused_precisely(s: TestStore) {
         matches!(&err, roster_sync::SyncError::SecretRequired(m) if m.starts_with("port")),
         "{err}"
     );
-    let t = app
-        .sync
+    let t = sync
         .test(
             &s.meta(sc.customer),
             Some((
@@ -713,8 +688,7 @@ async fn d5_invalid_settings_are_refused_precisely(s: TestStore) {
         .await
         .unwrap();
     assert_eq!((t.ok, t.code.as_deref()), (false, Some("refused")), "{t:?}");
-    let t = app
-        .sync
+    let t = sync
         .test(
             &s.meta(sc.customer),
             Some((
@@ -732,7 +706,7 @@ async fn d5_invalid_settings_are_refused_precisely(s: TestStore) {
         (false, Some("bind_rejected")),
         "{t:?}"
     );
-    let t = app.sync.test(&s.meta(sc.customer), None).await.unwrap();
+    let t = sync.test(&s.meta(sc.customer), None).await.unwrap();
     assert!(t.ok, "{t:?}");
     assert_eq!(t.users, Some(1));
 }
@@ -751,7 +725,7 @@ async fn d7_the_bind_password_is_never_stored_in_plaintext(s: TestStore) {
         !dump.contains(password),
         "the plaintext password is stored somewhere"
     );
-    let secret = s.app().sync.directory(sc.customer).await.unwrap();
+    let secret = s.sync().directory(sc.customer).await.unwrap();
     assert!(secret.secret_set.contains(&DirectoryKind::Ldap));
     let _ = DOMAIN;
 }
@@ -761,7 +735,7 @@ async fn d7_the_bind_password_is_never_stored_in_plaintext(s: TestStore) {
 async fn settled_runs(s: &TestStore, c: CustomerId) -> std::collections::BTreeMap<String, String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let dir = s.app().sync.directory(c).await.unwrap();
+        let dir = s.sync().directory(c).await.unwrap();
         if dir.running.is_none() {
             s.project().await;
             let sql = format!(
@@ -789,7 +763,7 @@ async fn stop_replica(replica: &roster_sync::SyncService) {
 }
 
 fn replica(s: &TestStore) -> roster_sync::SyncService {
-    let mut sync = s.app().sync.clone();
+    let mut sync = s.sync();
     sync.queue = Arc::new(roster_sync::RunQueue::new(roster_sync::RunConfig {
         shutdown_grace: std::time::Duration::ZERO,
         ..Default::default()

@@ -178,3 +178,34 @@ impl Caller {
         }
     }
 }
+
+/// The authenticated caller and the customer of the path's `{c}`, which
+/// the caller may reach (otherwise 404 `unknown_customer`, T1). Every
+/// route below `/v1/customers/{c}` takes this, so no handler can forget to
+/// scope the customer.
+#[derive(Debug, Clone)]
+pub struct Scoped {
+    pub caller: Caller,
+    pub customer: CustomerId,
+}
+
+impl FromRequestParts<AppState> for Scoped {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|r| ApiError::invalid(format!("the path is not valid: {}", r.body_text())))?;
+        let raw = params
+            .iter()
+            .find(|(name, _)| *name == "c")
+            .map(|(_, value)| value.to_string())
+            .ok_or_else(|| ApiError::internal("a customer-scoped route without {c}"))?;
+        let customer = caller.customer(state, &raw).await?;
+        Ok(Scoped { caller, customer })
+    }
+}

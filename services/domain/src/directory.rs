@@ -137,10 +137,6 @@ pub struct Directory {
 }
 
 impl Directory {
-    pub fn enabled_config(&self) -> Option<&DirectoryConfig> {
-        self.enabled.and_then(|k| self.configs.get(&k))
-    }
-
     fn decide(&self, command: DirectoryCommand) -> Result<Vec<DirectoryEvent>, DirectoryError> {
         use DirectoryEvent as E;
         Ok(match command {

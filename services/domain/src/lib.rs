@@ -9,6 +9,7 @@ pub mod import;
 pub mod reconcile;
 #[cfg(test)]
 mod reconcile_props;
+pub mod removal;
 pub mod snapshot;
 #[cfg(test)]
 pub(crate) mod testing;

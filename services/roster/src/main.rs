@@ -840,11 +840,18 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     let projector_task = tokio::spawn(projector.clone().run(stop_rx, Duration::from_millis(200)));
 
     let metrics = install_metrics()?;
-    let mut state = roster_api::AppState::new(store.clone(), projector.clone(), clock)
-        .with_secret_key(key)
-        .with_outbound(outbound);
+    let mut app = roster_app::App::new(store.clone(), projector.clone(), clock);
+    app.consistency_timeout = Duration::from_millis(args.consistency_timeout_ms);
+    let mut sync = roster_sync::SyncService::new(
+        store.clone(),
+        projector.clone(),
+        app.clock.clone(),
+        key,
+        Arc::new(roster_sync::DefaultReaders::new(outbound.clone())),
+    );
+    sync.outbound = outbound;
+    let mut state = roster_api::AppState::new(app, sync);
     state.metrics = Some(metrics);
-    state.consistency_timeout = Duration::from_millis(args.consistency_timeout_ms);
     state.ready_lag = args.ready.limits();
     let worker_task = (!args.no_worker).then(|| {
         tokio::spawn(roster_sync::worker::run(

@@ -104,19 +104,6 @@ impl Db {
         Ok(id)
     }
 
-    /// Partners whose name is exactly `name`.
-    pub async fn partners_named(&self, name: &str) -> Result<Vec<PartnerId>, StoreError> {
-        let rows: Vec<String> = with_db!(self, |p| sqlx::query_scalar(
-            "SELECT partner_id FROM partners WHERE name = $1 ORDER BY created_at"
-        )
-        .bind(name.trim())
-        .fetch_all(p)
-        .await?);
-        rows.iter()
-            .map(|r| PartnerId::parse(r).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .collect()
-    }
-
     pub async fn partner_exists(&self, id: PartnerId) -> Result<bool, StoreError> {
         let n: i64 = with_db!(self, |p| sqlx::query_scalar(
             "SELECT COUNT(*) FROM partners WHERE partner_id = $1"

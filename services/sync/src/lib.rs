@@ -8,6 +8,7 @@
 //! objects that changed and the run's completion in one transaction.
 #![forbid(unsafe_code)]
 
+mod app_error;
 pub mod codes;
 pub mod queue;
 pub mod readers;

@@ -7,7 +7,7 @@ use roster_projections::queries::{self, AuditFilter};
 
 use crate::dto::*;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiPath, ApiQuery, Caller};
+use crate::extract::{ApiPath, ApiQuery, Scoped};
 use crate::routes::users::parse_time;
 use crate::AppState;
 
@@ -19,11 +19,9 @@ use crate::AppState;
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { customer, .. }: Scoped,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditList>> {
-    let customer = caller.customer(&state, &c).await?;
     let address = match q.address.as_deref().filter(|a| !a.trim().is_empty()) {
         None => None,
         Some(a) => Some(match Address::parse(a) {
@@ -71,10 +69,9 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn history(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, address)): ApiPath<(String, String)>,
+    Scoped { customer, .. }: Scoped,
+    ApiPath((_c, address)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<History>> {
-    let customer = caller.customer(&state, &c).await?;
     let address = Address::parse(&address)
         .map_err(|_| ApiError::not_found(format!("{address} never was a user of this customer")))?;
     let events = queries::history(&state.store, customer, address.as_str()).await?;

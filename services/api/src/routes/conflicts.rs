@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::dto::{UserList, UserView};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::extract::{ApiJson, ApiQuery, Scoped};
 use crate::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -44,12 +44,10 @@ fn wants_csv(headers: &HeaderMap, format: Option<&str>) -> bool {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Scoped { customer, .. }: Scoped,
     headers: HeaderMap,
-    ApiPath(c): ApiPath<String>,
     ApiQuery(q): ApiQuery<ConflictQuery>,
 ) -> ApiResult<Response> {
-    let customer = caller.customer(&state, &c).await?;
     let filter = UserFilter {
         q: q.q.clone(),
         status: Some(Status::PendingDeletion),
@@ -101,11 +99,9 @@ pub struct ActionResults {
     security(("bearer" = [])))]
 pub async fn act(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
     ApiJson(body): ApiJson<ActionInput>,
 ) -> ApiResult<(StatusCode, Json<ActionResults>)> {
-    let customer = caller.customer(&state, &c).await?;
     let action = match body.action.trim().to_ascii_lowercase().as_str() {
         "delete" => ConflictAction::Delete,
         "ignore" => ConflictAction::Ignore,
@@ -133,11 +129,13 @@ pub async fn act(
             }),
         }
     }
-    let (done, position) = state
-        .sync
-        .conflict_action(&caller.meta(customer, &state), action, &valid)
+    let (done, _) = state
+        .written(
+            state
+                .sync
+                .conflict_action(&caller.meta(customer, &state), action, &valid),
+        )
         .await?;
-    state.settle(position).await;
     results.extend(done.into_iter().map(|(a, r)| ActionResult {
         address: roster_events::ids::display_address(a.as_str()),
         ok: r.is_ok(),

@@ -8,11 +8,11 @@ use roster_events::{CustomerId, Domain};
 use roster_projections::queries;
 use roster_store::auth::Scope;
 
-use crate::app;
 use crate::dto::*;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::extract::{ApiJson, ApiPath, Caller, Scoped};
 use crate::AppState;
+use roster_app::customers as app;
 
 async fn view(state: &AppState, id: CustomerId) -> ApiResult<CustomerView> {
     let row = queries::customer(&state.store, id)
@@ -65,9 +65,16 @@ pub async fn create(
         .collect::<Result<Vec<_>, _>>()?;
     let id = CustomerId::new();
     let meta = caller.meta(id, &state);
-    let position =
-        app::create_customer(&state, meta, partner, body.name, body.seat_limit, domains).await?;
-    state.settle(position).await;
+    state
+        .written(app::create_customer(
+            &state,
+            meta,
+            partner,
+            body.name,
+            body.seat_limit,
+            domains,
+        ))
+        .await?;
     Ok((StatusCode::CREATED, Json(view(&state, id).await?)))
 }
 
@@ -78,10 +85,8 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { customer: id, .. }: Scoped,
 ) -> ApiResult<Json<CustomerView>> {
-    let id = caller.customer(&state, &c).await?;
     Ok(Json(view(&state, id).await?))
 }
 
@@ -92,24 +97,25 @@ pub async fn get(
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped {
+        caller,
+        customer: id,
+    }: Scoped,
     ApiJson(body): ApiJson<UpdateCustomer>,
 ) -> ApiResult<Json<CustomerView>> {
-    let id = caller.customer(&state, &c).await?;
     if let Some(seat_limit) = body.seat_limit {
         if !caller.is_partner() {
             return Err(ApiError::forbidden(
                 "only a partner administrator can change the seat limit",
             ));
         }
-        let position = app::customer_command(
-            &state,
-            caller.meta(id, &state),
-            CustomerCommand::ChangeSeatLimit { seat_limit },
-        )
-        .await?;
-        state.settle(position).await;
+        state
+            .written(app::customer_command(
+                &state,
+                caller.meta(id, &state),
+                CustomerCommand::ChangeSeatLimit { seat_limit },
+            ))
+            .await?;
     }
     Ok(Json(view(&state, id).await?))
 }
@@ -121,10 +127,8 @@ pub async fn update(
     security(("bearer" = [])))]
 pub async fn domains(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { customer: id, .. }: Scoped,
 ) -> ApiResult<Json<DomainList>> {
-    let id = caller.customer(&state, &c).await?;
     let domains = queries::domains(&state.store, id)
         .await?
         .into_iter()
@@ -144,23 +148,24 @@ pub async fn domains(
     security(("bearer" = [])))]
 pub async fn add_domain(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped {
+        caller,
+        customer: id,
+    }: Scoped,
     ApiJson(body): ApiJson<AddDomain>,
 ) -> ApiResult<(StatusCode, Json<DomainView>)> {
-    let id = caller.customer(&state, &c).await?;
     let domain = Domain::parse(&body.domain)?;
     let meta = caller.meta(id, &state);
     let time = meta.time;
-    let position = app::customer_command(
-        &state,
-        meta,
-        CustomerCommand::AddDomain {
-            domain: domain.clone(),
-        },
-    )
-    .await?;
-    state.settle(position).await;
+    state
+        .written(app::customer_command(
+            &state,
+            meta,
+            CustomerCommand::AddDomain {
+                domain: domain.clone(),
+            },
+        ))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(DomainView {
@@ -179,13 +184,20 @@ pub async fn add_domain(
     security(("bearer" = [])))]
 pub async fn remove_domain(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, domain)): ApiPath<(String, String)>,
+    Scoped {
+        caller,
+        customer: id,
+    }: Scoped,
+    ApiPath((_c, domain)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<DomainRemoval>> {
-    let id = caller.customer(&state, &c).await?;
     let domain = Domain::parse(&domain)?;
-    let removal = app::remove_domain(&state, caller.meta(id, &state), domain.clone()).await?;
-    state.settle(removal.position).await;
+    let removal = state
+        .written(app::remove_domain(
+            &state,
+            caller.meta(id, &state),
+            domain.clone(),
+        ))
+        .await?;
     Ok(Json(DomainRemoval {
         domain: domain.to_unicode(),
         users_deleted: removal

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::dto::AuditView;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Scoped};
 use crate::AppState;
 
 /// Directory settings as saved (`PUT`) or tested (`POST .../test`). The
@@ -403,10 +403,8 @@ async fn view(state: &AppState, customer: CustomerId) -> ApiResult<DirectoryView
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { customer, .. }: Scoped,
 ) -> ApiResult<Json<DirectoryView>> {
-    let customer = caller.customer(&state, &c).await?;
     Ok(Json(view(&state, customer).await?))
 }
 
@@ -419,17 +417,17 @@ pub async fn get(
     security(("bearer" = [])))]
 pub async fn put(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
     ApiJson(body): ApiJson<DirectorySettingsInput>,
 ) -> ApiResult<Json<DirectoryView>> {
-    let customer = caller.customer(&state, &c).await?;
     let (config, change) = body.into_config()?;
-    let a = state
-        .sync
-        .save_settings(&caller.meta(customer, &state), config, change)
+    state
+        .written(
+            state
+                .sync
+                .save_settings(&caller.meta(customer, &state), config, change),
+        )
         .await?;
-    state.settle(a.last).await;
     Ok(Json(view(&state, customer).await?))
 }
 
@@ -444,11 +442,9 @@ pub async fn put(
     security(("bearer" = [])))]
 pub async fn test(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<TestView>> {
-    let customer = caller.customer(&state, &c).await?;
     let candidate = match optional_json::<DirectorySettingsInput>(&body)? {
         Some(b) => {
             let (config, change) = b.into_config()?;
@@ -457,10 +453,8 @@ pub async fn test(
         None => None,
     };
     let o = state
-        .sync
-        .test(&caller.meta(customer, &state), candidate)
+        .written(state.sync.test(&caller.meta(customer, &state), candidate))
         .await?;
-    state.settle(o.position).await;
     Ok(Json(TestView {
         ok: o.ok,
         code: o.code,
@@ -504,11 +498,9 @@ pub struct SyncStarted {
     security(("bearer" = [])))]
 pub async fn sync(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
     ApiQuery(q): ApiQuery<SyncQuery>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let customer = caller.customer(&state, &c).await?;
     if q.dry_run {
         return match state.sync.dry_run(customer).await? {
             Ok(plan) => Ok((
@@ -551,11 +543,9 @@ pub struct EnableInput {
     security(("bearer" = [])))]
 pub async fn enable(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<DirectoryView>> {
-    let customer = caller.customer(&state, &c).await?;
     let body = optional_json::<EnableInput>(&body)?.unwrap_or(EnableInput {
         kind: None,
         confirm_switch: false,
@@ -583,11 +573,13 @@ pub async fn enable(
             }
         }
     };
-    let a = state
-        .sync
-        .enable(&caller.meta(customer, &state), kind, body.confirm_switch)
+    state
+        .written(
+            state
+                .sync
+                .enable(&caller.meta(customer, &state), kind, body.confirm_switch),
+        )
         .await?;
-    state.settle(a.last).await;
     Ok(Json(view(&state, customer).await?))
 }
 
@@ -599,12 +591,11 @@ pub async fn enable(
     security(("bearer" = [])))]
 pub async fn disable(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
 ) -> ApiResult<Json<DirectoryView>> {
-    let customer = caller.customer(&state, &c).await?;
-    let a = state.sync.disable(&caller.meta(customer, &state)).await?;
-    state.settle(a.last).await;
+    state
+        .written(state.sync.disable(&caller.meta(customer, &state)))
+        .await?;
     Ok(Json(view(&state, customer).await?))
 }
 
@@ -688,11 +679,9 @@ fn page_size(p: Option<i64>) -> ApiResult<i64> {
     security(("bearer" = [])))]
 pub async fn runs(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { customer, .. }: Scoped,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<RunList>> {
-    let customer = caller.customer(&state, &c).await?;
     let limit = page_size(q.page_size)?;
     let before = match q.page.as_deref() {
         None => None,
@@ -769,11 +758,10 @@ pub struct RunQuery {
     security(("bearer" = [])))]
 pub async fn run(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, run)): ApiPath<(String, String)>,
+    Scoped { customer, .. }: Scoped,
+    ApiPath((_c, run)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<RunQuery>,
 ) -> ApiResult<Json<RunDetail>> {
-    let customer = caller.customer(&state, &c).await?;
     let row = roster_projections::directory::run(&state.store, customer, run.trim())
         .await?
         .ok_or_else(|| ApiError::not_found("no such sync run"))?;
@@ -837,10 +825,9 @@ async fn run_report(
     security(("bearer" = [])))]
 pub async fn confirm(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, run)): ApiPath<(String, String)>,
+    Scoped { caller, customer }: Scoped,
+    ApiPath((_c, run)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<RunView>> {
-    let customer = caller.customer(&state, &c).await?;
     let held =
         uuid::Uuid::parse_str(run.trim()).map_err(|_| ApiError::not_found("no such sync run"))?;
     let new_run = state.sync.confirm(customer, held, caller.actor()).await?;
@@ -857,17 +844,14 @@ pub async fn confirm(
     security(("bearer" = [])))]
 pub async fn discard(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, run)): ApiPath<(String, String)>,
+    Scoped { caller, customer }: Scoped,
+    ApiPath((_c, run)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<RunView>> {
-    let customer = caller.customer(&state, &c).await?;
     let held =
         uuid::Uuid::parse_str(run.trim()).map_err(|_| ApiError::not_found("no such sync run"))?;
-    let a = state
-        .sync
-        .discard(&caller.meta(customer, &state), held)
+    state
+        .written(state.sync.discard(&caller.meta(customer, &state), held))
         .await?;
-    state.settle(a.last).await;
     let row = roster_projections::directory::run(&state.store, customer, &held.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("no such sync run"))?;
@@ -899,11 +883,9 @@ pub struct ObjectList {
     security(("bearer" = [])))]
 pub async fn objects(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { customer, .. }: Scoped,
     ApiQuery(q): ApiQuery<ObjectQuery>,
 ) -> ApiResult<Json<ObjectList>> {
-    let customer = caller.customer(&state, &c).await?;
     let (objects, next_page) = roster_projections::directory::objects(
         &state.store,
         customer,
@@ -978,10 +960,8 @@ impl ExceptionList {
     security(("bearer" = [])))]
 pub async fn exceptions(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { customer, .. }: Scoped,
 ) -> ApiResult<Json<ExceptionList>> {
-    let customer = caller.customer(&state, &c).await?;
     let d = state.sync.directory(customer).await?;
     Ok(Json(ExceptionList::of(d)))
 }
@@ -992,16 +972,16 @@ pub async fn exceptions(
     security(("bearer" = [])))]
 pub async fn add_exception(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
     ApiJson(body): ApiJson<ExceptionInput>,
 ) -> ApiResult<(StatusCode, Json<ExceptionList>)> {
-    let customer = caller.customer(&state, &c).await?;
-    let a = state
-        .sync
-        .add_exception(&caller.meta(customer, &state), body.parse()?)
+    state
+        .written(
+            state
+                .sync
+                .add_exception(&caller.meta(customer, &state), body.parse()?),
+        )
         .await?;
-    state.settle(a.last).await;
     let d = state.sync.directory(customer).await?;
     Ok((StatusCode::CREATED, Json(ExceptionList::of(d))))
 }
@@ -1012,16 +992,16 @@ pub async fn add_exception(
     security(("bearer" = [])))]
 pub async fn remove_exception(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
     ApiJson(body): ApiJson<ExceptionInput>,
 ) -> ApiResult<Json<ExceptionList>> {
-    let customer = caller.customer(&state, &c).await?;
-    let a = state
-        .sync
-        .remove_exception(&caller.meta(customer, &state), body.parse()?)
+    state
+        .written(
+            state
+                .sync
+                .remove_exception(&caller.meta(customer, &state), body.parse()?),
+        )
         .await?;
-    state.settle(a.last).await;
     let d = state.sync.directory(customer).await?;
     Ok(Json(ExceptionList::of(d)))
 }
@@ -1053,10 +1033,8 @@ impl AdditionList {
     security(("bearer" = [])))]
 pub async fn additions(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { customer, .. }: Scoped,
 ) -> ApiResult<Json<AdditionList>> {
-    let customer = caller.customer(&state, &c).await?;
     let d = state.sync.directory(customer).await?;
     Ok(Json(AdditionList::of(&d)))
 }
@@ -1067,17 +1045,17 @@ pub async fn additions(
     security(("bearer" = [])))]
 pub async fn add_addition(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
     ApiJson(body): ApiJson<AdditionInput>,
 ) -> ApiResult<(StatusCode, Json<AdditionList>)> {
-    let customer = caller.customer(&state, &c).await?;
     let address = Address::parse(&body.address)?;
-    let a = state
-        .sync
-        .add_addition(&caller.meta(customer, &state), address)
+    state
+        .written(
+            state
+                .sync
+                .add_addition(&caller.meta(customer, &state), address),
+        )
         .await?;
-    state.settle(a.last).await;
     let d = state.sync.directory(customer).await?;
     Ok((StatusCode::CREATED, Json(AdditionList::of(&d))))
 }
@@ -1088,17 +1066,17 @@ pub async fn add_addition(
     security(("bearer" = [])))]
 pub async fn remove_addition(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
     ApiJson(body): ApiJson<AdditionInput>,
 ) -> ApiResult<Json<AdditionList>> {
-    let customer = caller.customer(&state, &c).await?;
     let address = Address::parse(&body.address)?;
-    let a = state
-        .sync
-        .remove_addition(&caller.meta(customer, &state), address)
+    state
+        .written(
+            state
+                .sync
+                .remove_addition(&caller.meta(customer, &state), address),
+        )
         .await?;
-    state.settle(a.last).await;
     let d = state.sync.directory(customer).await?;
     Ok(Json(AdditionList::of(&d)))
 }

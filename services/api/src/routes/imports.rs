@@ -1,5 +1,5 @@
 //! CSV import with review (M2): review a file, look at the review, commit
-//! it; the sample file. The service is [`crate::imports`].
+//! it; the sample file. The service is [`roster_app::imports`].
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
@@ -15,9 +15,9 @@ use tracing::Instrument;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiPath, ApiQuery, Caller};
-use crate::imports::{self, ImportSettings, ImportView, InputKind, ReviewInput, RowQuery};
+use crate::extract::{ApiPath, ApiQuery, Scoped};
 use crate::AppState;
+use roster_app::imports::{self, ImportSettings, ImportView, InputKind, ReviewInput, RowQuery};
 
 /// The body limit of every route but the import review.
 pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -309,12 +309,10 @@ fn import_id(raw: &str) -> ApiResult<ImportId> {
     security(("bearer" = [])))]
 pub async fn review(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
     ApiQuery(query): ApiQuery<ReviewQuery>,
     req: Request,
 ) -> ApiResult<Response> {
-    let customer = caller.customer(&state, &c).await?;
     let input = input(&state, &query, req).await?;
     let settings = ImportSettings::default();
     // A span and a latency histogram for the review (issue 16).
@@ -351,11 +349,10 @@ pub async fn review(
     security(("bearer" = [])))]
 pub async fn show(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, id)): ApiPath<(String, String)>,
+    Scoped { customer, .. }: Scoped,
+    ApiPath((_c, id)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<ImportQuery>,
 ) -> ApiResult<Json<ImportView>> {
-    let customer = caller.customer(&state, &c).await?;
     let id = import_id(&id)?;
     let outcome =
         match query.outcome.as_deref().filter(|o| !o.trim().is_empty()) {
@@ -387,33 +384,36 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn commit(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, id)): ApiPath<(String, String)>,
+    Scoped { caller, customer }: Scoped,
+    ApiPath((_c, id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<imports::CommitResult>> {
-    let customer = caller.customer(&state, &c).await?;
     let id = import_id(&id)?;
     let started = std::time::Instant::now();
-    let done = imports::commit(
-        &state,
-        &caller.actor(),
-        customer,
-        id,
-        &ImportSettings::default(),
-    )
-    .instrument(tracing::info_span!("import.commit", customer = %customer, import = %id))
-    .await;
+    let done: ApiResult<_> = state
+        .written(
+            imports::commit(
+                &state,
+                &caller.actor(),
+                customer,
+                id,
+                &ImportSettings::default(),
+            )
+            .instrument(tracing::info_span!("import.commit", customer = %customer, import = %id)),
+        )
+        .await
+        .map_err(Into::into);
     metrics::histogram!("roster_import_commit_seconds", "outcome" => outcome(&done))
         .record(started.elapsed().as_secs_f64());
     let done = done?;
-    state.settle(done.position).await;
     Ok(Json(done.result))
 }
 
 /// The label of a review's or commit's latency: `ok` or the error code.
-fn outcome<T>(r: &ApiResult<T>) -> &'static str {
+/// The outcome label of an import histogram: `ok` or the error's code.
+fn outcome<T, E: Into<ApiError> + Clone>(r: &Result<T, E>) -> &'static str {
     match r {
         Ok(_) => "ok",
-        Err(e) => e.code,
+        Err(e) => e.clone().into().code,
     }
 }
 
@@ -425,10 +425,8 @@ fn outcome<T>(r: &ApiResult<T>) -> &'static str {
     security(("bearer" = [])))]
 pub async fn sample(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { customer, .. }: Scoped,
 ) -> ApiResult<Response> {
-    let customer = caller.customer(&state, &c).await?;
     let text = imports::sample(&state, customer).await?;
     Ok((
         [

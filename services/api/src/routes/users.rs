@@ -7,11 +7,11 @@ use roster_domain::UserCommand;
 use roster_events::{Address, Domain, Kind, Profile, RuleId, RuleKind, Source, Status};
 use roster_projections::queries::{self, UserFilter};
 
-use crate::app::{self, Edit, NewUser};
 use crate::dto::*;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Scoped};
 use crate::AppState;
+use roster_app::users::{self as app, Edit, NewUser};
 
 pub(crate) fn parse_time(field: &str, v: &str) -> ApiResult<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::parse_from_rfc3339(v.trim())
@@ -46,13 +46,11 @@ async fn current(
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { customer, .. }: Scoped,
     headers: axum::http::HeaderMap,
     ApiQuery(query): ApiQuery<UserListQuery>,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    let customer = caller.customer(&state, &c).await?;
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
             ApiError::invalid("status must be active, pending_deletion, deactivated or deleted")
@@ -136,11 +134,9 @@ fn profile_of(body: &CreateUser) -> Profile {
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(c): ApiPath<String>,
+    Scoped { caller, customer }: Scoped,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
-    let customer = caller.customer(&state, &c).await?;
     let address = Address::parse(&body.address)?;
     let aliases = body
         .aliases
@@ -159,9 +155,14 @@ pub async fn create(
         profile: profile_of(&body),
         aliases,
     };
-    let (_, position) =
-        app::add_user(&state, caller.meta(customer, &state), user, Source::Manual).await?;
-    state.settle(position).await;
+    state
+        .written(app::add_user(
+            &state,
+            caller.meta(customer, &state),
+            user,
+            Source::Manual,
+        ))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(current(&state, customer, &address).await?),
@@ -175,11 +176,10 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, address)): ApiPath<(String, String)>,
+    Scoped { customer, .. }: Scoped,
+    ApiPath((_c, address)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<UserQuery>,
 ) -> ApiResult<Json<UserView>> {
-    let customer = caller.customer(&state, &c).await?;
     let at = match query.as_of.as_deref() {
         Some(t) => Some(parse_time("as_of", t)?),
         None => None,
@@ -212,11 +212,10 @@ pub async fn get(
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, address)): ApiPath<(String, String)>,
+    Scoped { caller, customer }: Scoped,
+    ApiPath((_c, address)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> ApiResult<Json<UserView>> {
-    let customer = caller.customer(&state, &c).await?;
     let address = Address::parse(&address)
         .map_err(|_| ApiError::not_found(format!("{address} is not a user of this customer")))?;
     let aliases = match &body.aliases {
@@ -250,9 +249,14 @@ pub async fn update(
         aliases,
         status,
     };
-    let position =
-        app::edit_user(&state, caller.meta(customer, &state), address.clone(), edit).await?;
-    state.settle(position).await;
+    state
+        .written(app::edit_user(
+            &state,
+            caller.meta(customer, &state),
+            address.clone(),
+            edit,
+        ))
+        .await?;
     Ok(Json(current(&state, customer, &address).await?))
 }
 
@@ -263,20 +267,21 @@ pub async fn update(
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, address)): ApiPath<(String, String)>,
+    Scoped { caller, customer }: Scoped,
+    ApiPath((_c, address)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let customer = caller.customer(&state, &c).await?;
     let address = Address::parse(&address)
         .map_err(|_| ApiError::not_found(format!("{address} is not a user of this customer")))?;
     let meta = caller.meta(customer, &state);
     let at = meta.time;
-    let position = app::user_command(&state, meta, &address, || UserCommand::Delete {
-        reason: roster_events::DeletionReason::Manual,
-        at,
-    })
-    .await?;
-    state.settle(position).await;
+    state
+        .written(app::user_command(&state, meta, &address, || {
+            UserCommand::Delete {
+                reason: roster_events::DeletionReason::Manual,
+                at,
+            }
+        }))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -287,10 +292,9 @@ pub async fn remove(
     security(("bearer" = [])))]
 pub async fn rules(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, address)): ApiPath<(String, String)>,
+    Scoped { customer, .. }: Scoped,
+    ApiPath((_c, address)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<RuleList>> {
-    let customer = caller.customer(&state, &c).await?;
     let address = Address::parse(&address)
         .map_err(|_| ApiError::not_found(format!("{address} is not a user of this customer")))?;
     let user = current(&state, customer, &address).await?;
@@ -304,11 +308,10 @@ pub async fn rules(
     security(("bearer" = [])))]
 pub async fn add_rule(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, address)): ApiPath<(String, String)>,
+    Scoped { caller, customer }: Scoped,
+    ApiPath((_c, address)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<CreateRule>,
 ) -> ApiResult<(StatusCode, Json<RuleView>)> {
-    let customer = caller.customer(&state, &c).await?;
     let address = Address::parse(&address)
         .map_err(|_| ApiError::not_found(format!("{address} is not a user of this customer")))?;
     let kind = match body.kind.trim().to_ascii_lowercase().as_str() {
@@ -318,15 +321,18 @@ pub async fn add_rule(
     };
     let rule_id = RuleId::new();
     let value = body.value.clone();
-    let position = app::user_command(&state, caller.meta(customer, &state), &address, || {
-        UserCommand::AddRule {
-            rule_id,
-            kind,
-            value: value.clone(),
-        }
-    })
-    .await?;
-    state.settle(position).await;
+    state
+        .written(app::user_command(
+            &state,
+            caller.meta(customer, &state),
+            &address,
+            || UserCommand::AddRule {
+                rule_id,
+                kind,
+                value: value.clone(),
+            },
+        ))
+        .await?;
     let user = current(&state, customer, &address).await?;
     let rule = user
         .rules
@@ -343,19 +349,21 @@ pub async fn add_rule(
     security(("bearer" = [])))]
 pub async fn remove_rule(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((c, address)): ApiPath<(String, String)>,
+    Scoped { caller, customer }: Scoped,
+    ApiPath((_c, address)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<RuleQuery>,
 ) -> ApiResult<StatusCode> {
-    let customer = caller.customer(&state, &c).await?;
     let address = Address::parse(&address)
         .map_err(|_| ApiError::not_found(format!("{address} is not a user of this customer")))?;
     let rule_id = RuleId::parse(&q.rule_id).map_err(|_| ApiError::not_found("no such rule"))?;
-    let position = app::user_command(&state, caller.meta(customer, &state), &address, || {
-        UserCommand::RemoveRule { rule_id }
-    })
-    .await?;
-    state.settle(position).await;
+    state
+        .written(app::user_command(
+            &state,
+            caller.meta(customer, &state),
+            &address,
+            || UserCommand::RemoveRule { rule_id },
+        ))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -11,8 +11,7 @@ impl SyncService {
         address: Address,
     ) -> Result<Appended, SyncError> {
         let customer = meta.customer_id;
-        let mut last = None;
-        for _ in 0..ATTEMPTS {
+        retrying(|| async {
             let mut dir: Loaded<Directory> = self.store.load(&customer.to_string()).await?;
             let kind = dir
                 .state
@@ -21,71 +20,30 @@ impl SyncService {
                 .ok_or_else(|| {
                     SyncError::Invalid("configure a directory before adding additions".into())
                 })?;
-            if self.store.db().domain_owner(&address.domain()).await? != Some(customer) {
-                return Err(StoreError::UnmanagedDomain {
-                    domain: address.domain(),
-                }
-                .into());
-            }
+            check_managed(&self.store, customer, &[&address]).await?;
             let mut batch = Batch::new();
-            batch
-                .execute(
-                    &mut dir,
-                    DirectoryCommand::AddAddition(address.clone()),
-                    &(),
-                    meta,
-                )
-                .await?;
+            let command = DirectoryCommand::AddAddition(address.clone());
+            batch.execute(&mut dir, command, &(), meta).await?;
             match self.store.db().address_owner(&address).await? {
                 Some(o) if o.customer_id == customer && o.primary => {} // already a user: kept from now on
-                Some(_) => return Err(StoreError::AddressTaken { address }.into()),
+                Some(_) => {
+                    let address = address.clone();
+                    return Err(StoreError::AddressTaken { address }.into());
+                }
+                // Additions are made by an administrator: they take a free seat (T3).
                 None => {
-                    let id = self
-                        .store
-                        .db()
-                        .tombstone(customer, &address)
-                        .await?
-                        .unwrap_or_default();
-                    let mut user: Loaded<User> = self.store.load(&id.to_string()).await?;
-                    let seats = self.store.db().seats(customer).await?;
-                    let services = UserServices {
-                        seats: Some(SeatUsage {
-                            used: seats.used,
-                            limit: seats.limit,
-                        }),
-                    };
-                    let add = AddUser {
-                        user_id: id,
-                        customer_id: customer,
+                    let user = NewUser {
                         address: address.clone(),
                         kind: Kind::User,
-                        source: kind.source(),
                         profile: Profile::default(),
                         aliases: vec![],
-                        directory_id: None,
-                        members: vec![],
                     };
-                    batch
-                        .execute(&mut user, UserCommand::Add(add), &services, meta)
-                        .await?;
-                    // Additions are made by an administrator: they take a free seat (T3).
-                    if seats.used >= seats.limit {
-                        return Err(UserError::OverSeatLimit {
-                            used: seats.used,
-                            limit: seats.limit,
-                        }
-                        .into());
-                    }
-                    batch.guard(customer, Guard::SeatLimit);
+                    stage_new(&self.store, &mut batch, meta, &user, kind.source()).await?;
                 }
             }
-            match self.store.commit(batch).await {
-                Ok(a) => return Ok(a),
-                Err(StoreError::Conflict) => last = Some(StoreError::Conflict),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last.unwrap_or(StoreError::Conflict).into())
+            Ok(self.store.commit(batch).await?)
+        })
+        .await
     }
 
     /// Removes an address from the additions list; the user stays, and the

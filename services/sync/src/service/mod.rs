@@ -8,9 +8,12 @@ use tracing::Instrument;
 
 use roster_domain::reconcile::{self, CurrentUser, Plan, PlanChange, Target};
 use roster_domain::snapshot::{DirectoryObject, ObjectId, ObjectKind, ReadError, Snapshot};
+use roster_app::retry::retrying;
+use roster_app::seats::Seats;
+use roster_app::users::{check_managed, stage_new, NewUser};
 use roster_domain::{
-    AddUser, Customer, Directory, DirectoryCommand, DirectoryError, DirectoryObjects, SeatUsage,
-    User, UserCommand, UserError, UserServices,
+    AddUser, Customer, Directory, DirectoryCommand, DirectoryError, DirectoryObjects, User,
+    UserCommand, UserError, UserServices,
 };
 use roster_events::*;
 use roster_projections::Projector;
@@ -172,10 +175,6 @@ struct Prefetched {
     objects: HashMap<String, ObjectSummary>,
 }
 
-fn is_retryable(e: &SyncError) -> bool {
-    matches!(e, SyncError::Store(StoreError::Conflict))
-}
-
 impl SyncService {
     pub fn new(
         store: Store,
@@ -222,20 +221,15 @@ impl SyncService {
         meta: &EventMeta,
         commands: &[DirectoryCommand],
     ) -> Result<Appended, SyncError> {
-        let mut last = None;
-        for _ in 0..ATTEMPTS {
+        retrying(|| async {
             let mut dir: Loaded<Directory> = self.store.load(&meta.customer_id.to_string()).await?;
             let mut batch = Batch::new();
             for c in commands {
                 batch.execute(&mut dir, c.clone(), &(), meta).await?;
             }
-            match self.store.commit(batch).await {
-                Ok(a) => return Ok(a),
-                Err(StoreError::Conflict) => last = Some(StoreError::Conflict),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last.unwrap_or(StoreError::Conflict).into())
+            Ok(self.store.commit(batch).await?)
+        })
+        .await
     }
 
     async fn settle(&self, position: i64) {

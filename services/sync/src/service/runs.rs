@@ -184,23 +184,16 @@ impl SyncService {
                 self.fail(&meta, run_id, e.code(), &e.to_string()).await?
             }
             Ok((config, snapshot)) => {
-                let mut result = Err(SyncError::Store(StoreError::Conflict));
-                for _ in 0..ATTEMPTS {
-                    result = self
-                        .apply(
-                            &meta,
-                            run_id,
-                            &config,
-                            &snapshot,
-                            confirmed_limit,
-                            prefetched.take(),
-                        )
-                        .await;
-                    match &result {
-                        Err(e) if is_retryable(e) => continue,
-                        _ => break,
+                let result = retrying(|| {
+                    let prefetched = prefetched.take();
+                    let (meta, config, snapshot) = (&meta, &config, &snapshot);
+                    async move {
+                        Ok(self
+                            .apply(meta, run_id, config, snapshot, confirmed_limit, prefetched)
+                            .await?)
                     }
-                }
+                })
+                .await;
                 match result {
                     Ok(o) => o,
                     Err(e) => {
@@ -430,8 +423,8 @@ impl SyncService {
         .instrument(stage)
         .await?;
         crate::report::stage(&mut batch, run_id, &plan.report, meta).await;
-        let seats = self.store.db().seats(customer).await?;
-        let over_seat_limit = seats.used + seats_added > seats.limit;
+        // T3: directory users do not wait for a seat; the run reports going beyond.
+        let over_seat_limit = !Seats::of(&self.store, customer).await?.fits(seats_added);
         batch
             .execute(
                 &mut dir,

@@ -1,0 +1,327 @@
+//! The commit of a review: the checks before anything is applied, the
+//! chunks in order ([`super::chunk`]), and the result.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use roster_domain::{Import, ImportCommand};
+use roster_events::*;
+use roster_store::{from_micros, micros, Batch, ImportRecord, Loaded};
+
+use super::chunk::Chunk;
+use super::{
+    corrupt, enabled_directory, header_of, load_header, parse_plans, stale, CommitResult,
+    Committed, ImportSettings, Outcome, PlanRow, ReviewInfo, SkippedView, LOAD_CHUNK,
+};
+use crate::error::{AppError, AppResult};
+use crate::retry::retrying;
+use crate::seats::Seats;
+use crate::App;
+
+/// Commits a review: applies exactly its plan, or refuses when what it was
+/// planned on changed; continues an interrupted commit; answers a repeated
+/// commit of a completed import with its first result.
+pub async fn commit(
+    app: &App,
+    actor: &Actor,
+    customer: CustomerId,
+    import_id: ImportId,
+    settings: &ImportSettings,
+) -> AppResult<Committed> {
+    let started = std::time::Instant::now();
+    let header = load_header(app, customer, import_id).await?;
+    let review = header_of(&header)?;
+    let id = import_id.to_string();
+    let import: Loaded<Import> = app.store.load(&id).await?;
+    if import.state.completed.is_some() {
+        let result = finished(app, &header, &import.state).await?;
+        return Ok(Committed {
+            result,
+            position: 0,
+            replayed: true,
+        });
+    }
+    let chunks = u32::try_from(header.chunks).map_err(corrupt)?;
+    if import.state.committed_chunks == 0 {
+        let now = app.clock.now();
+        // Rows gone means an old review was purged; a header-only file
+        // never had any, and commits to an import that applied nothing.
+        let purged = review.totals.rows > 0 && !app.store.db().import_has_rows(&id).await?;
+        if micros(now) > header.expires_at || purged {
+            return Err(AppError::Gone {
+                code: "review_expired",
+                message: format!(
+                    "the review expired at {}: upload the file again for a new review",
+                    from_micros(header.expires_at).to_rfc3339()
+                ),
+            });
+        }
+        check_stale(app, customer, &header, &review).await?;
+    }
+    let checked_s = started.elapsed().as_secs_f64();
+    let mut position = 0;
+    let mut next = import.state.committed_chunks;
+    while next < chunks {
+        if let Some(p) = Chunk::read(app, actor, customer, import_id, (next, chunks), &review)
+            .await?
+            .commit()
+            .await?
+        {
+            position = p;
+            if settings.fail_after_chunk == Some(next) {
+                return Err(AppError::internal(format!(
+                    "injected failure after chunk {next} of import {import_id}"
+                )));
+            }
+        }
+        next += 1;
+    }
+    if chunks == 0 {
+        position = complete_empty(app, actor, customer, import_id, &review).await?;
+    }
+    let import: Loaded<Import> = app.store.load(&id).await?;
+    if import.state.completed.is_none() {
+        return Err(AppError::internal(format!(
+            "import {import_id}: every chunk is committed but the import is not complete"
+        )));
+    }
+    let result = finished(app, &header, &import.state).await?;
+    tracing::info!(
+        import_id = %import_id,
+        chunks,
+        added = result.added,
+        updated = result.updated,
+        check_s = checked_s,
+        apply_s = started.elapsed().as_secs_f64() - checked_s,
+        "import committed"
+    );
+    metrics::counter!("roster_import_commits_total").increment(1);
+    Ok(Committed {
+        result,
+        position,
+        replayed: false,
+    })
+}
+
+/// The result of a completed import, from the log; stored with the review
+/// the first time, and answered from there afterwards.
+async fn finished(app: &App, header: &ImportRecord, import: &Import) -> AppResult<CommitResult> {
+    if let Some(r) = &header.result {
+        return serde_json::from_str(r).map_err(corrupt);
+    }
+    let fresh = app.store.db().import(&header.import_id).await?;
+    if let Some(r) = fresh.and_then(|h| h.result) {
+        return serde_json::from_str(&r).map_err(corrupt);
+    }
+    let done = import
+        .completed
+        .as_ref()
+        .ok_or_else(|| AppError::internal("the import is not complete"))?;
+    // Who committed, and when: the completing event's metadata (E2).
+    let history = roster_store::history::<Import>(&app.store, &header.import_id).await?;
+    let meta = history
+        .iter()
+        .rev()
+        .find(|(_, e)| matches!(e, ImportEvent::ImportCommitted(_)))
+        .map(|(stored, _)| EventMeta::from_json(&stored.metadata))
+        .ok_or_else(|| AppError::internal("the import has no ImportCommitted event"))?
+        .map_err(corrupt)?;
+    let result = CommitResult {
+        import_id: header.import_id.clone(),
+        status: "committed".into(),
+        chunks: done.chunks,
+        added: done.added,
+        updated: done.updated,
+        unchanged: done.unchanged,
+        rejected: done.rejected,
+        skipped: done.skipped,
+        skipped_rows: import
+            .skipped
+            .iter()
+            .map(|s| SkippedView {
+                line: s.line,
+                address: s.address.to_string(),
+                code: s.code.clone(),
+                reason: s.reason.clone(),
+            })
+            .collect(),
+        committed_by: meta.actor.to_string(),
+        committed_at: meta.time,
+    };
+    let text = serde_json::to_string(&result).map_err(AppError::internal)?;
+    app.store
+        .db()
+        .finish_import(
+            &header.import_id,
+            &result.committed_by,
+            micros(result.committed_at),
+            &text,
+        )
+        .await?;
+    Ok(result)
+}
+
+/// The checks before anything is applied: every user the plan names is at
+/// the version it was reviewed at, every address it claims is still free
+/// (or released by the plan), no tombstone appeared for a new address (U6),
+/// the additions fit the free seats (T3), and directory sync and the
+/// managed domains are as they were.
+async fn check_stale(
+    app: &App,
+    customer: CustomerId,
+    header: &ImportRecord,
+    review: &ReviewInfo,
+) -> AppResult<()> {
+    let db = app.store.db();
+    let mut reasons = Reasons::default();
+    let directory = enabled_directory(app, customer).await?;
+    if directory != review.directory_sync {
+        reasons.note("directory sync was enabled, disabled or switched".into());
+    }
+    if review.totals.add > 0 {
+        let seats = Seats::of(&app.store, customer).await?;
+        if !seats.fits(review.totals.add) {
+            reasons.note(format!(
+                "{} of the customer's {} seats are in use now, so the {} additions no longer fit",
+                seats.used, seats.limit, review.totals.add
+            ));
+        }
+    }
+    let domains: HashSet<Domain> = db.managed_domains(customer).await?.into_iter().collect();
+    let mut unmanaged: BTreeSet<Domain> = BTreeSet::new();
+    // The plan's chunks, then its unchanged rows.
+    let mut chunk = 0;
+    let mut after = -1;
+    loop {
+        let plans = if chunk < header.chunks {
+            chunk += 1;
+            parse_plans(db.import_chunk(&header.import_id, chunk - 1).await?)?
+        } else {
+            let records = db
+                .import_rows(
+                    &header.import_id,
+                    after,
+                    Some("unchanged"),
+                    LOAD_CHUNK as i64,
+                )
+                .await?;
+            if records.is_empty() {
+                break;
+            }
+            after = records.last().map(|r| r.row_no).unwrap_or(after);
+            parse_plans(records)?
+        };
+        let plans = &plans;
+        let ids: Vec<String> = plans
+            .iter()
+            .filter(|(_, p)| p.has_version())
+            .filter_map(|(_, p)| p.user_id.map(|u| u.to_string()))
+            .collect();
+        let versions = db.aggregate_versions(USER_AGGREGATE, &ids).await?;
+        let fresh: Vec<Address> = plans
+            .iter()
+            .filter(|(_, p)| p.outcome == Outcome::Add && !p.returning)
+            .filter_map(|(_, p)| Address::parse(&p.address).ok())
+            .collect();
+        let tombstones = db.tombstones_bulk(customer, &fresh).await?;
+        let claimed: Vec<Address> = plans.iter().flat_map(|(_, p)| p.claims()).collect();
+        let owners = db.address_owners_bulk(&claimed).await?;
+        let by_row: HashMap<u64, &PlanRow> = plans.iter().map(|(n, p)| (*n as u64, p)).collect();
+        for (_, p) in plans {
+            if p.has_version() {
+                let now = p
+                    .user_id
+                    .and_then(|u| versions.get(&u.to_string()).copied())
+                    .unwrap_or(0);
+                if now != p.version {
+                    reasons.note(format!("{} (line {}) changed", p.address, p.line));
+                    continue;
+                }
+            }
+            if p.outcome == Outcome::Add && !p.returning {
+                if let Ok(a) = Address::parse(&p.address) {
+                    if tombstones.contains_key(&a) {
+                        reasons.note(format!(
+                            "{} (line {}) was added and deleted",
+                            p.address, p.line
+                        ));
+                        continue;
+                    }
+                }
+            }
+            for x in p.claims() {
+                if !domains.contains(&x.domain()) {
+                    unmanaged.insert(x.domain());
+                }
+                if let Some(o) = owners.get(&x) {
+                    let released = p
+                        .after
+                        .iter()
+                        .filter_map(|g| by_row.get(g))
+                        .any(|g| g.user_id == Some(o.owner));
+                    if Some(o.owner) != p.user_id && !released {
+                        reasons.note(format!("{x} (line {}) is now used by another user", p.line));
+                    }
+                }
+            }
+        }
+    }
+    for d in unmanaged {
+        reasons.note(format!("{d} is no longer a managed domain"));
+    }
+    if reasons.total > 0 {
+        return Err(stale(&reasons.shown, reasons.total));
+    }
+    Ok(())
+}
+
+/// Why a review is stale: the first few reasons, and how many there are.
+#[derive(Default)]
+struct Reasons {
+    shown: Vec<String>,
+    total: usize,
+}
+
+impl Reasons {
+    fn note(&mut self, reason: String) {
+        self.total += 1;
+        if self.shown.len() < 10 {
+            self.shown.push(reason);
+        }
+    }
+}
+
+/// A plan without additions or updates: the commit only records the import.
+async fn complete_empty(
+    app: &App,
+    actor: &Actor,
+    customer: CustomerId,
+    import_id: ImportId,
+    review: &ReviewInfo,
+) -> AppResult<i64> {
+    let id = import_id.to_string();
+    retrying(|| async {
+        let mut import: Loaded<Import> = app.store.load(&id).await?;
+        if import.state.completed.is_some() {
+            return Ok(0);
+        }
+        let meta = EventMeta {
+            customer_id: customer,
+            actor: actor.clone(),
+            correlation_id: import_id.into(),
+            time: app.clock.now(),
+        };
+        let mut batch = Batch::new();
+        let complete = ImportCommand::Complete {
+            import_id,
+            chunks: 0,
+            unchanged: review.totals.unchanged,
+            rejected: review.totals.error,
+        };
+        batch
+            .execute(&mut import, complete, &(), &meta)
+            .await
+            .map_err(AppError::internal)?;
+        Ok(app.store.commit(batch).await?.last)
+    })
+    .await
+}
