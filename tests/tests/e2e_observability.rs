@@ -469,10 +469,7 @@ async fn ops_metrics_are_histograms_with_help_and_lag_from_the_log_head() {
         gauge(&scrape_, "roster_db_pool_max_connections", &[]),
         Some(16.0)
     );
-    assert_eq!(
-        gauge(&scrape_, "roster_sync_runs_running", &[]),
-        Some(0.0)
-    );
+    assert_eq!(gauge(&scrape_, "roster_sync_runs_running", &[]), Some(0.0));
     // The gauges read from the database are refreshed every 5 s.
     let deadline = Instant::now() + Duration::from_secs(15);
     let head = loop {

@@ -143,9 +143,9 @@ done
     );
     assert!(lines.contains(&"bob@acme.example\tBob\t"), "{stdout}");
     assert!(
-        lines
-            .iter()
-            .any(|l| l.trim_start_matches('\u{feff}').starts_with("email,first_name")),
+        lines.iter().any(|l| l
+            .trim_start_matches('\u{feff}')
+            .starts_with("email,first_name")),
         "the CSV export has its header:\n{stdout}"
     );
     assert!(

@@ -76,6 +76,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("roster_entra_retries_total", Kind::Counter, "Waits after Microsoft Graph throttled (429/503)"),
     ("roster_entra_delta_link_rejected_total", Kind::Counter, "Graph delta links rejected (the next read is full)"),
     ("roster_reaper_deleted_total", Kind::Counter, "Users deleted by the deletion reaper after their delay"),
+    ("roster_worker_errors_total", Kind::Counter, "Failed passes of the worker, by task (reaper, scheduler, lease_sweeper); retried next tick"),
+    ("roster_sync_queue_depth", Kind::Gauge, "Due customers waiting for a free run slot at this replica's last scheduling pass"),
+    ("roster_sync_runs_in_flight", Kind::Gauge, "Directory sync runs this replica holds"),
+    ("roster_sync_oldest_due_seconds", Kind::Gauge, "How long the oldest waiting customer has been due, in seconds"),
+    ("roster_sync_lease_takeovers_total", Kind::Counter, "Runs of a stopped replica taken over (marked interrupted and started again)"),
     // Imports
     ("roster_import_reviews_total", Kind::Counter, "CSV import reviews made"),
     ("roster_import_rows_reviewed_total", Kind::Counter, "Rows of CSV import reviews"),

@@ -394,6 +394,9 @@ impl Relay {
     /// Runs until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let bus = self.bus.kind();
+        // The series the alerts read exist from the start (issue 16).
+        metrics::gauge!("roster_relay_active", "bus" => bus).set(0.0);
+        metrics::gauge!("roster_relay_halted", "bus" => bus).set(0.0);
         let mut wake = Wake::new(&self.store).await;
         let mut backoff = self.config.backoff_min;
         let mut position: Option<i64> = None;

@@ -13,8 +13,8 @@ pub mod imports;
 pub mod log;
 pub mod read_state;
 pub mod secrets;
-pub mod tracecontext;
 pub mod sync_leases;
+pub mod tracecontext;
 
 pub use claims::{AddressOwner, Seats};
 #[cfg(feature = "test-clock")]

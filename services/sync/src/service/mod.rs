@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-use roster_domain::reconcile::{self, CurrentUser, Plan, PlanChange, Target};
-use roster_domain::snapshot::{DirectoryObject, ObjectId, ObjectKind, ReadError, Snapshot};
 use roster_app::retry::retrying;
 use roster_app::seats::Seats;
 use roster_app::users::{check_managed, stage_new, NewUser};
+use roster_domain::reconcile::{self, CurrentUser, Plan, PlanChange, Target};
+use roster_domain::snapshot::{DirectoryObject, ObjectId, ObjectKind, ReadError, Snapshot};
 use roster_domain::{
     AddUser, Customer, Directory, DirectoryCommand, DirectoryError, DirectoryObjects, User,
     UserCommand, UserError, UserServices,
