@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::ids::Address;
+use crate::user::Profile;
 use schemars::JsonSchema;
 
 /// Which directory a customer syncs from (D1: at most one is enabled).
@@ -110,20 +111,10 @@ pub struct AttributeMap {
     pub mail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_addresses: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub home_phone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mobile: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub company: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub department: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notes: Option<String>,
+    /// The attribute of each profile field (U2), flattened: on the wire
+    /// `first_name`, `last_name`, ... sit beside `mail`, as they always did.
+    #[serde(flatten)]
+    pub profile: Profile,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
     /// An LDAP filter that selects users; overrides the preset's.

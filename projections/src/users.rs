@@ -79,6 +79,20 @@ impl UserRow {
         }
     }
 
+    /// The row of a user as it is added or comes back (U6).
+    fn added(user_id: &str, e: &UserAdded, at: i64) -> UserRow {
+        UserRow {
+            address: e.address.to_string(),
+            kind: e.kind.as_str().into(),
+            source: e.source.as_str().into(),
+            profile: e.profile.clone(),
+            aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
+            directory_id: e.directory_id.clone(),
+            members: e.members.iter().map(|a| a.to_string()).collect(),
+            ..UserRow::new(user_id, &e.customer_id.to_string(), at)
+        }
+    }
+
     /// The lower-case text `q` searches: addresses and names.
     pub fn search_text(&self) -> String {
         let mut s = self.address.clone();
@@ -108,31 +122,8 @@ impl UserRow {
         let mut row = row
             .unwrap_or_else(|| UserRow::new(&d.aggregate_id, &d.meta.customer_id.to_string(), at));
         match e {
-            UserEvent::UserAdded(e) => {
-                let created = UserRow::new(&d.aggregate_id, &e.customer_id.to_string(), at);
-                row = UserRow {
-                    address: e.address.to_string(),
-                    kind: e.kind.as_str().into(),
-                    source: e.source.as_str().into(),
-                    profile: e.profile.clone(),
-                    aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
-                    directory_id: e.directory_id.clone(),
-                    members: e.members.iter().map(|a| a.to_string()).collect(),
-                    ..created
-                };
-            }
-            UserEvent::UserReturned(e) => {
-                let created = UserRow::new(&d.aggregate_id, &e.customer_id.to_string(), at);
-                row = UserRow {
-                    address: e.address.to_string(),
-                    kind: e.kind.as_str().into(),
-                    source: e.source.as_str().into(),
-                    profile: e.profile.clone(),
-                    aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
-                    directory_id: e.directory_id.clone(),
-                    members: e.members.iter().map(|a| a.to_string()).collect(),
-                    ..created
-                };
+            UserEvent::UserAdded(e) | UserEvent::UserReturned(UserReturned { user: e, .. }) => {
+                row = UserRow::added(&d.aggregate_id, e, at)
             }
             UserEvent::ProfileUpdated(e) => row.profile = e.profile.clone(),
             UserEvent::AliasMapped(e) => {

@@ -204,6 +204,24 @@ pub struct User {
 }
 
 impl User {
+    /// The user an added or returned event brings, active (U6: a return
+    /// starts afresh, its earlier identity is in the event).
+    fn added(e: UserAdded) -> User {
+        User {
+            user_id: Some(e.user_id),
+            customer_id: Some(e.customer_id),
+            address: Some(e.address),
+            kind: e.kind,
+            source: Some(e.source),
+            status: Status::Active,
+            profile: e.profile,
+            aliases: e.aliases.into_iter().collect(),
+            directory_id: e.directory_id,
+            members: e.members,
+            ..User::default()
+        }
+    }
+
     pub fn exists(&self) -> bool {
         self.address.is_some()
     }
@@ -254,30 +272,24 @@ impl User {
             .map_err(|(field, reason)| UserError::InvalidField { field, reason })?;
         Self::check_seat(services, cmd.kind, cmd.source)?;
         let aliases = Self::check_aliases(&cmd.address, cmd.aliases)?;
+        let user = UserAdded {
+            user_id: cmd.user_id,
+            customer_id: cmd.customer_id,
+            address: cmd.address,
+            kind: cmd.kind,
+            source: cmd.source,
+            profile,
+            aliases,
+            directory_id: cmd.directory_id,
+            members: cmd.members,
+        };
+        // U6: a deleted user comes back with its earlier identity.
         Ok(match &self.deleted {
             Some(earlier) => UserEvent::UserReturned(UserReturned {
-                user_id: cmd.user_id,
-                customer_id: cmd.customer_id,
-                address: cmd.address,
-                kind: cmd.kind,
-                source: cmd.source,
-                profile,
-                aliases,
-                directory_id: cmd.directory_id,
-                members: cmd.members,
+                user,
                 earlier: earlier.clone(),
             }),
-            None => UserEvent::UserAdded(UserAdded {
-                user_id: cmd.user_id,
-                customer_id: cmd.customer_id,
-                address: cmd.address,
-                kind: cmd.kind,
-                source: cmd.source,
-                profile,
-                aliases,
-                directory_id: cmd.directory_id,
-                members: cmd.members,
-            }),
+            None => UserEvent::UserAdded(user),
         })
     }
 
@@ -654,35 +666,8 @@ impl Aggregate for User {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            UserEvent::UserAdded(e) => {
-                *self = User {
-                    user_id: Some(e.user_id),
-                    customer_id: Some(e.customer_id),
-                    address: Some(e.address),
-                    kind: e.kind,
-                    source: Some(e.source),
-                    status: Status::Active,
-                    profile: e.profile,
-                    aliases: e.aliases.into_iter().collect(),
-                    directory_id: e.directory_id,
-                    members: e.members,
-                    ..User::default()
-                };
-            }
-            UserEvent::UserReturned(e) => {
-                *self = User {
-                    user_id: Some(e.user_id),
-                    customer_id: Some(e.customer_id),
-                    address: Some(e.address),
-                    kind: e.kind,
-                    source: Some(e.source),
-                    status: Status::Active,
-                    profile: e.profile,
-                    aliases: e.aliases.into_iter().collect(),
-                    directory_id: e.directory_id,
-                    members: e.members,
-                    ..User::default()
-                };
+            UserEvent::UserAdded(e) | UserEvent::UserReturned(UserReturned { user: e, .. }) => {
+                *self = User::added(e)
             }
             UserEvent::ProfileUpdated(e) => self.profile = e.profile,
             UserEvent::AliasMapped(e) => {
@@ -779,8 +764,9 @@ impl ClaimsOf for User {
             out
         };
         match event {
-            UserEvent::UserAdded(e) => claim_all(&e.address, e.kind, &e.aliases),
-            UserEvent::UserReturned(e) => claim_all(&e.address, e.kind, &e.aliases),
+            UserEvent::UserAdded(e) | UserEvent::UserReturned(UserReturned { user: e, .. }) => {
+                claim_all(&e.address, e.kind, &e.aliases)
+            }
             UserEvent::AliasMapped(e) => vec![ClaimChange::ClaimAddress {
                 address: e.alias.clone(),
                 owner,
@@ -1175,7 +1161,7 @@ mod tests {
                 deletion_reason: DeletionReason::DelayExpired,
             }
         );
-        assert_eq!(ret.source, Source::Ldap);
+        assert_eq!(ret.user.source, Source::Ldap);
     }
 
     #[tokio::test]
