@@ -9,7 +9,7 @@ use cqrs_es::DomainEvent;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Address, CustomerId, RuleId, UserId};
+use crate::ids::{Address, CustomerId, ObjectId, RuleId, UserId};
 
 /// Where a user came from (U2). `entra` is shown to administrators as Azure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -339,7 +339,7 @@ pub struct UserAdded {
     /// directory-sourced users (D3.e); a changed address of the same object
     /// is a rename.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub directory_id: Option<String>,
+    pub directory_id: Option<ObjectId>,
     /// For distribution lists: the members' addresses (U4).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<Address>,
@@ -493,7 +493,7 @@ pub struct AddressReleased {
 pub struct DirectoryLinked {
     pub address: Address,
     pub source: Source,
-    pub directory_id: String,
+    pub directory_id: ObjectId,
     pub previous_source: Source,
 }
 

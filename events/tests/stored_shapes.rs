@@ -604,6 +604,27 @@ fn e1_attribute_map_keeps_its_json_with_one_profile() {
     assert_eq!(map.profile.notes.as_deref(), Some("info"));
     assert_eq!(serde_json::to_string(&map).unwrap(), text);
     let bare: AttributeMap = serde_json::from_str(r#"{"mobile":"pager"}"#).unwrap();
-    assert_eq!(serde_json::to_string(&bare).unwrap(), r#"{"mobile":"pager"}"#);
-    assert_eq!(serde_json::to_string(&AttributeMap::default()).unwrap(), "{}");
+    assert_eq!(
+        serde_json::to_string(&bare).unwrap(),
+        r#"{"mobile":"pager"}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&AttributeMap::default()).unwrap(),
+        "{}"
+    );
+}
+
+/// E1, issue 13: a directory object id is typed (`ObjectId`) but on the
+/// wire a plain string, read exactly as stored (an id stored before ids
+/// were lower-cased keeps its case).
+#[test]
+fn e1_a_stored_directory_object_id_is_read_as_stored() {
+    let text = r#"{"DirectoryLinked":{"address":"ann@acme.example","source":"entra","directory_id":"AB-12","previous_source":"manual"}}"#;
+    let event: UserEvent = serde_json::from_str(text).unwrap();
+    let UserEvent::DirectoryLinked(linked) = &event else {
+        panic!("expected DirectoryLinked, got {event:?}");
+    };
+    assert_eq!(linked.directory_id, ObjectId("AB-12".into()));
+    assert_eq!(serde_json::to_string(&event).unwrap(), text);
+    assert_eq!(ObjectId::new(" AB-12 "), ObjectId("ab-12".into()));
 }

@@ -87,7 +87,7 @@ impl UserRow {
             source: e.source.as_str().into(),
             profile: e.profile.clone(),
             aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
-            directory_id: e.directory_id.clone(),
+            directory_id: e.directory_id.as_ref().map(ObjectId::to_string),
             members: e.members.iter().map(|a| a.to_string()).collect(),
             ..UserRow::new(user_id, &e.customer_id.to_string(), at)
         }
@@ -180,7 +180,7 @@ impl UserRow {
             UserEvent::AddressChanged(_) => {}
             UserEvent::DirectoryLinked(e) => {
                 row.source = e.source.as_str().into();
-                row.directory_id = Some(e.directory_id.clone());
+                row.directory_id = Some(e.directory_id.to_string());
             }
             UserEvent::AbsenceEnded(_) => row.ignored_reason = None,
             UserEvent::ListMembersChanged(e) => {

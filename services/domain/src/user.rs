@@ -14,6 +14,8 @@ use cqrs_es::Aggregate;
 use roster_events::*;
 use serde::{Deserialize, Serialize};
 
+use crate::snapshot::ObjectId;
+
 /// What an addition needs to know about the customer's licence (T3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SeatUsage {
@@ -40,7 +42,7 @@ pub struct AddUser {
     pub profile: Profile,
     pub aliases: Vec<Address>,
     /// The directory object's stable id, for directory-sourced users.
-    pub directory_id: Option<String>,
+    pub directory_id: Option<ObjectId>,
     /// For distribution lists, the members (U4).
     pub members: Vec<Address>,
 }
@@ -112,7 +114,7 @@ pub enum UserCommand {
     /// The user is managed by this directory object from now on (D2, D3.g).
     LinkDirectory {
         source: Source,
-        directory_id: String,
+        directory_id: ObjectId,
     },
     /// The directory returned the user: an ignored absence ends (D3.m).
     EndAbsence,
@@ -193,7 +195,7 @@ pub struct User {
     pub deleted: Option<EarlierIdentity>,
     /// The directory object the user comes from.
     #[serde(default)]
-    pub directory_id: Option<String>,
+    pub directory_id: Option<ObjectId>,
     /// Members of a distribution list.
     #[serde(default)]
     pub members: Vec<Address>,
@@ -590,11 +592,10 @@ impl User {
         &self,
         address: Address,
         source: Source,
-        directory_id: String,
+        directory_id: ObjectId,
     ) -> Option<UserEvent> {
         let previous_source = self.source.unwrap_or(Source::Manual);
-        if previous_source == source && self.directory_id.as_deref() == Some(directory_id.as_str())
-        {
+        if previous_source == source && self.directory_id.as_ref() == Some(&directory_id) {
             return None;
         }
         Some(UserEvent::DirectoryLinked(DirectoryLinked {
