@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use roster_events::*;
 use serde::{Deserialize, Serialize};
@@ -653,17 +652,7 @@ impl Aggregate for User {
     type Error = UserError;
     type Services = UserServices;
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command, services)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
+    handle_by_decide!(|user, command, services| user.decide(command, services));
 
     fn apply(&mut self, event: Self::Event) {
         match event {
