@@ -7,7 +7,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ids::Address;
+use crate::ids::{Address, ObjectId};
 use crate::user::Profile;
 use schemars::JsonSchema;
 
@@ -653,7 +653,7 @@ pub enum SkipScope {
 /// One object (or one address of it) a run did not sync, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SkippedObject {
-    pub object_id: String,
+    pub object_id: ObjectId,
     /// `user`, `group` or `public_folder`.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -683,7 +683,7 @@ pub enum ClaimKind {
 /// A directory object that claims a contested address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Claimant {
-    pub object_id: String,
+    pub object_id: ObjectId,
     /// `user`, `group` or `public_folder`.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1156,7 +1156,7 @@ impl Builder<'_> {
             to: None,
         });
         self.plan.report.skipped.push(SkippedObject {
-            object_id: o.id.to_string(),
+            object_id: o.id.clone(),
             kind: kind_name(o.kind),
             dn: o.dn.clone(),
             address: raw,
@@ -1343,7 +1343,7 @@ impl Builder<'_> {
                     .map(|(oi, how)| {
                         let o = self.objs[*oi].o;
                         Claimant {
-                            object_id: o.id.to_string(),
+                            object_id: o.id.clone(),
                             kind: kind_name(o.kind),
                             dn: o.dn.clone(),
                             primary: self.objs[*oi].primary.clone().expect("synced"),
@@ -1599,7 +1599,7 @@ mod tests {
             .report
             .skipped
             .iter()
-            .find(|s| s.object_id == "4")
+            .find(|s| s.object_id.as_str() == "4")
             .unwrap();
         assert_eq!(
             (eve.scope, eve.reason),
@@ -2295,7 +2295,7 @@ mod tests {
             .report
             .skipped
             .iter()
-            .find(|s| s.object_id == "2")
+            .find(|s| s.object_id.as_str() == "2")
             .unwrap();
         assert_eq!(
             (s.scope, s.reason),
