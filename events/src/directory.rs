@@ -7,7 +7,8 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ids::Address;
+use crate::ids::{Address, ObjectId};
+use crate::user::Profile;
 use schemars::JsonSchema;
 
 /// Which directory a customer syncs from (D1: at most one is enabled).
@@ -110,20 +111,10 @@ pub struct AttributeMap {
     pub mail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_addresses: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub home_phone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mobile: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub company: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub department: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notes: Option<String>,
+    /// The attribute of each profile field (U2), flattened: on the wire
+    /// `first_name`, `last_name`, ... sit beside `mail`, as they always did.
+    #[serde(flatten)]
+    pub profile: Profile,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
     /// An LDAP filter that selects users; overrides the preset's.
@@ -662,7 +653,7 @@ pub enum SkipScope {
 /// One object (or one address of it) a run did not sync, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SkippedObject {
-    pub object_id: String,
+    pub object_id: ObjectId,
     /// `user`, `group` or `public_folder`.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -692,7 +683,7 @@ pub enum ClaimKind {
 /// A directory object that claims a contested address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Claimant {
-    pub object_id: String,
+    pub object_id: ObjectId,
     /// `user`, `group` or `public_folder`.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

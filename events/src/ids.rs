@@ -277,6 +277,50 @@ impl Address {
     }
 }
 
+/// A directory object's stable id (objectGUID as a UUID, entryUUID,
+/// nsUniqueId, Entra object id), lower case when the reconciler makes it
+/// (D3.e: a changed primary address of the same id is a rename, not a new
+/// user). On the wire a plain string, read as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ObjectId(pub String);
+
+impl ObjectId {
+    /// The id as the directory gives it, trimmed and in lower case.
+    pub fn new(s: impl AsRef<str>) -> Self {
+        ObjectId(s.as_ref().trim().to_ascii_lowercase())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The same as [`ObjectId::new`].
+impl From<&str> for ObjectId {
+    fn from(s: &str) -> Self {
+        ObjectId::new(s)
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A plain string, as the published schemas always said.
+impl schemars::JsonSchema for ObjectId {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ObjectId".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        String::json_schema(generator)
+    }
+}
+
 macro_rules! string_id {
     ($name:ident, $parse:path, $format:literal, $description:literal) => {
         impl schemars::JsonSchema for $name {

@@ -56,15 +56,17 @@ fn examples() -> Vec<(&'static str, Value)> {
             members: vec![],
         }),
         UserEvent::UserReturned(UserReturned {
-            user_id: uid,
-            customer_id: cid,
-            address: a("ann@acme.example"),
-            kind: Kind::User,
-            source: Source::Manual,
-            profile: profile.clone(),
-            aliases: vec![a("a@acme.example")],
-            directory_id: None,
-            members: vec![a("bob@acme.example")],
+            user: UserAdded {
+                user_id: uid,
+                customer_id: cid,
+                address: a("ann@acme.example"),
+                kind: Kind::User,
+                source: Source::Manual,
+                profile: profile.clone(),
+                aliases: vec![a("a@acme.example")],
+                directory_id: None,
+                members: vec![a("bob@acme.example")],
+            },
             earlier: EarlierIdentity {
                 user_id: uid,
                 address: a("ann@acme.example"),
@@ -540,4 +542,89 @@ fn e1_event_type_names_are_the_variant_names() {
             s["event_type"].as_str().unwrap()
         );
     }
+}
+
+/// `UserAdded` and `UserReturned` as the log holds them, field order
+/// included: with every optional field, and with none.
+const USER_ADDED_FULL: &str = r#"{"UserAdded":{"user_id":"01900000-0000-7000-8000-000000000001","customer_id":"01900000-0000-7000-8000-000000000002","address":"ann@acme.example","kind":"user","source":"ldap","profile":{"first_name":"Ann","last_name":"Lee","home_phone":"+1 555 0100","mobile":"+1 555 0101","company":"Acme","department":"Sales","notes":"two\nlines"},"aliases":["a@acme.example"],"directory_id":"6f1c2a8e-93c4-4d1b-9a52-0c1f3e5d7a01","members":["bob@acme.example"]}}"#;
+const USER_ADDED_BARE: &str = r#"{"UserAdded":{"user_id":"01900000-0000-7000-8000-000000000001","customer_id":"01900000-0000-7000-8000-000000000002","address":"ann@acme.example","kind":"distribution_list","source":"manual","profile":{}}}"#;
+const USER_RETURNED_FULL: &str = r#"{"UserReturned":{"user_id":"01900000-0000-7000-8000-000000000001","customer_id":"01900000-0000-7000-8000-000000000002","address":"ann@acme.example","kind":"user","source":"entra","profile":{"first_name":"Ann","last_name":"Lee","home_phone":"+1 555 0100","mobile":"+1 555 0101","company":"Acme","department":"Sales","notes":"two\nlines"},"aliases":["a@acme.example"],"directory_id":"6f1c2a8e-93c4-4d1b-9a52-0c1f3e5d7a01","members":["bob@acme.example"],"earlier":{"user_id":"01900000-0000-7000-8000-000000000003","address":"old@acme.example","source":"ldap","deleted_at":"2026-11-02T09:30:00Z","deletion_reason":"delay_expired"}}}"#;
+const USER_RETURNED_BARE: &str = r#"{"UserReturned":{"user_id":"01900000-0000-7000-8000-000000000001","customer_id":"01900000-0000-7000-8000-000000000002","address":"ann@acme.example","kind":"user","source":"csv","profile":{"last_name":"Lee"},"earlier":{"user_id":"01900000-0000-7000-8000-000000000001","address":"ann@acme.example","source":"manual","deleted_at":"2026-11-02T09:30:00Z","deletion_reason":"manual"}}}"#;
+
+/// E1, issue 13: `UserAdded` and `UserReturned` share one payload (and one
+/// `Profile`), and the JSON of both stays what it was: a stored event
+/// decodes and serialises again byte for byte, field order included, and
+/// every stored sample of both (through the upcasters) serialises again to
+/// the value it was read from.
+#[test]
+fn e1_user_added_and_returned_keep_their_stored_json_byte_for_byte() {
+    for text in [
+        USER_ADDED_FULL,
+        USER_ADDED_BARE,
+        USER_RETURNED_FULL,
+        USER_RETURNED_BARE,
+    ] {
+        let event: UserEvent = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_string(&event).unwrap(), text);
+    }
+    let upcasters = upcasters();
+    for name in [
+        "User.UserAdded.v1.0.json",
+        "User.UserAdded.v1.1.json",
+        "User.UserReturned.v1.0.json",
+        "User.UserReturned.v1.1.json",
+    ] {
+        let s: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir().join(name)).unwrap()).unwrap();
+        let stored = SerializedEvent::new(
+            "sample".into(),
+            1,
+            USER_AGGREGATE.into(),
+            s["event_type"].as_str().unwrap().into(),
+            s["event_version"].as_str().unwrap().into(),
+            s["payload"].clone(),
+            Value::Object(Default::default()),
+        );
+        let current = upcast(stored, &upcasters);
+        let event: UserEvent = serde_json::from_value(current.payload.clone()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            current.payload,
+            "{name}"
+        );
+    }
+}
+
+/// E1, issue 13: the attribute map holds its profile attributes in one
+/// `Profile`, flattened: the settings JSON keeps its keys, in their order.
+#[test]
+fn e1_attribute_map_keeps_its_json_with_one_profile() {
+    let text = r#"{"id":"objectGUID","mail":"mail","first_name":"givenName","last_name":"sn","home_phone":"homePhone","mobile":"mobile","company":"company","department":"department","notes":"info","member":"member","user_filter":"(objectClass=user)"}"#;
+    let map: AttributeMap = serde_json::from_str(text).unwrap();
+    assert_eq!(map.profile.notes.as_deref(), Some("info"));
+    assert_eq!(serde_json::to_string(&map).unwrap(), text);
+    let bare: AttributeMap = serde_json::from_str(r#"{"mobile":"pager"}"#).unwrap();
+    assert_eq!(
+        serde_json::to_string(&bare).unwrap(),
+        r#"{"mobile":"pager"}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&AttributeMap::default()).unwrap(),
+        "{}"
+    );
+}
+
+/// E1, issue 13: a directory object id is typed (`ObjectId`) but on the
+/// wire a plain string, read exactly as stored (an id stored before ids
+/// were lower-cased keeps its case).
+#[test]
+fn e1_a_stored_directory_object_id_is_read_as_stored() {
+    let text = r#"{"DirectoryLinked":{"address":"ann@acme.example","source":"entra","directory_id":"AB-12","previous_source":"manual"}}"#;
+    let event: UserEvent = serde_json::from_str(text).unwrap();
+    let UserEvent::DirectoryLinked(linked) = &event else {
+        panic!("expected DirectoryLinked, got {event:?}");
+    };
+    assert_eq!(linked.directory_id, ObjectId("AB-12".into()));
+    assert_eq!(serde_json::to_string(&event).unwrap(), text);
+    assert_eq!(ObjectId::new(" AB-12 "), ObjectId("ab-12".into()));
 }

@@ -8,7 +8,9 @@
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
-use roster_events::{CustomerEvent, DirectoryEvent, Exception, SyncReportEvent, UserEvent};
+use roster_events::{
+    CustomerEvent, DirectoryEvent, Exception, SyncReportEvent, UserEvent, UserReturned,
+};
 use roster_store::Tx;
 
 use crate::{AnyEvent, Decoded, Projection, ProjectionError};
@@ -106,16 +108,13 @@ fn touched(event: &AnyEvent) -> Vec<String> {
                 push!(a);
             }
             match e {
-                UserEvent::UserAdded(u) => {
+                UserEvent::UserAdded(u) | UserEvent::UserReturned(UserReturned { user: u, .. }) => {
                     for a in &u.aliases {
                         push!(a);
                     }
-                }
-                UserEvent::UserReturned(u) => {
-                    for a in &u.aliases {
-                        push!(a);
+                    if let UserEvent::UserReturned(r) = e {
+                        push!(r.earlier.address);
                     }
-                    push!(u.earlier.address);
                 }
                 UserEvent::UserDeleted(u) => {
                     for a in &u.aliases {

@@ -79,6 +79,20 @@ impl UserRow {
         }
     }
 
+    /// The row of a user as it is added or comes back (U6).
+    fn added(user_id: &str, e: &UserAdded, at: i64) -> UserRow {
+        UserRow {
+            address: e.address.to_string(),
+            kind: e.kind.as_str().into(),
+            source: e.source.as_str().into(),
+            profile: e.profile.clone(),
+            aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
+            directory_id: e.directory_id.as_ref().map(ObjectId::to_string),
+            members: e.members.iter().map(|a| a.to_string()).collect(),
+            ..UserRow::new(user_id, &e.customer_id.to_string(), at)
+        }
+    }
+
     /// The lower-case text `q` searches: addresses and names.
     pub fn search_text(&self) -> String {
         let mut s = self.address.clone();
@@ -108,31 +122,8 @@ impl UserRow {
         let mut row = row
             .unwrap_or_else(|| UserRow::new(&d.aggregate_id, &d.meta.customer_id.to_string(), at));
         match e {
-            UserEvent::UserAdded(e) => {
-                let created = UserRow::new(&d.aggregate_id, &e.customer_id.to_string(), at);
-                row = UserRow {
-                    address: e.address.to_string(),
-                    kind: e.kind.as_str().into(),
-                    source: e.source.as_str().into(),
-                    profile: e.profile.clone(),
-                    aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
-                    directory_id: e.directory_id.clone(),
-                    members: e.members.iter().map(|a| a.to_string()).collect(),
-                    ..created
-                };
-            }
-            UserEvent::UserReturned(e) => {
-                let created = UserRow::new(&d.aggregate_id, &e.customer_id.to_string(), at);
-                row = UserRow {
-                    address: e.address.to_string(),
-                    kind: e.kind.as_str().into(),
-                    source: e.source.as_str().into(),
-                    profile: e.profile.clone(),
-                    aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
-                    directory_id: e.directory_id.clone(),
-                    members: e.members.iter().map(|a| a.to_string()).collect(),
-                    ..created
-                };
+            UserEvent::UserAdded(e) | UserEvent::UserReturned(UserReturned { user: e, .. }) => {
+                row = UserRow::added(&d.aggregate_id, e, at)
             }
             UserEvent::ProfileUpdated(e) => row.profile = e.profile.clone(),
             UserEvent::AliasMapped(e) => {
@@ -189,7 +180,7 @@ impl UserRow {
             UserEvent::AddressChanged(_) => {}
             UserEvent::DirectoryLinked(e) => {
                 row.source = e.source.as_str().into();
-                row.directory_id = Some(e.directory_id.clone());
+                row.directory_id = Some(e.directory_id.to_string());
             }
             UserEvent::AbsenceEnded(_) => row.ignored_reason = None,
             UserEvent::ListMembersChanged(e) => {
@@ -329,12 +320,8 @@ fn members_json(r: &UserRow) -> String {
     serde_json::to_string(&r.members).expect("strings serialise")
 }
 
-async fn store_rows(tx: &mut Tx, prefix: &str, rows: &[&UserRow]) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
-    let upsert_tail = "ON CONFLICT (user_id) DO UPDATE SET customer_id = excluded.customer_id, \
+/// The upsert of a whole row: every column but the key takes the new value.
+const UPSERT_TAIL: &str = "ON CONFLICT (user_id) DO UPDATE SET customer_id = excluded.customer_id, \
         address = excluded.address, kind = excluded.kind, source = excluded.source, \
         status = excluded.status, first_name = excluded.first_name, last_name = excluded.last_name, \
         home_phone = excluded.home_phone, mobile = excluded.mobile, company = excluded.company, \
@@ -344,174 +331,217 @@ async fn store_rows(tx: &mut Tx, prefix: &str, rows: &[&UserRow]) -> Result<(), 
         updated_at = excluded.updated_at, deleted_at = excluded.deleted_at, \
         version = excluded.version, last_position = excluded.last_position, search = excluded.search, \
         directory_id = excluded.directory_id, members = excluded.members";
+
+/// Writes the rows, their aliases and their rules, replacing what the
+/// tables held for these users.
+async fn store_rows(tx: &mut Tx, prefix: &str, rows: &[&UserRow]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     match tx {
         Tx::Pg(t) => {
-            macro_rules! col {
-                ($f:expr) => {
-                    rows.iter().map($f).collect::<Vec<_>>()
-                };
-            }
-            let sql = format!(
-                "INSERT INTO {prefix}{USERS} ({COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], \
-                 $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
-                 $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::int8[], \
-                 $16::int8[], $17::text[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
-                 $22::int8[], $23::text[], $24::text[], $25::text[]) {upsert_tail}"
-            );
-            sqlx::query(&sql)
-                .bind(col!(|r| r.user_id.clone()))
-                .bind(col!(|r| r.customer_id.clone()))
-                .bind(col!(|r| r.address.clone()))
-                .bind(col!(|r| r.kind.clone()))
-                .bind(col!(|r| r.source.clone()))
-                .bind(col!(|r| r.status.clone()))
-                .bind(col!(|r| r.profile.first_name.clone()))
-                .bind(col!(|r| r.profile.last_name.clone()))
-                .bind(col!(|r| r.profile.home_phone.clone()))
-                .bind(col!(|r| r.profile.mobile.clone()))
-                .bind(col!(|r| r.profile.company.clone()))
-                .bind(col!(|r| r.profile.department.clone()))
-                .bind(col!(|r| r.profile.notes.clone()))
-                .bind(col!(|r| r.flag_reason.clone()))
-                .bind(col!(|r| r.flagged_at))
-                .bind(col!(|r| r.delete_at))
-                .bind(col!(|r| r.ignored_reason.clone()))
-                .bind(col!(|r| r.created_at))
-                .bind(col!(|r| r.updated_at))
-                .bind(col!(|r| r.deleted_at))
-                .bind(col!(|r| r.version))
-                .bind(col!(|r| r.last_position))
-                .bind(col!(|r| r.search_text()))
-                .bind(col!(|r| r.directory_id.clone()))
-                .bind(col!(|r| members_json(r)))
-                .execute(&mut **t)
-                .await?;
-            sqlx::query(&format!(
-                "DELETE FROM {prefix}{ALIASES} WHERE user_id = ANY($1::text[])"
-            ))
-            .bind(&ids)
-            .execute(&mut **t)
-            .await?;
-            let (mut au, mut aa, mut ac) = (vec![], vec![], vec![]);
-            for r in rows {
-                for a in &r.aliases {
-                    au.push(r.user_id.as_str());
-                    aa.push(a.as_str());
-                    ac.push(r.customer_id.as_str());
-                }
-            }
-            if !au.is_empty() {
-                sqlx::query(&format!(
-                    "INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id) \
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])"
-                ))
-                .bind(&au)
-                .bind(&aa)
-                .bind(&ac)
-                .execute(&mut **t)
-                .await?;
-            }
-            sqlx::query(&format!(
-                "DELETE FROM {prefix}{RULES} WHERE user_id = ANY($1::text[])"
-            ))
-            .bind(&ids)
-            .execute(&mut **t)
-            .await?;
-            let (mut ri, mut ru, mut rc, mut rk, mut rv, mut rt) =
-                (vec![], vec![], vec![], vec![], vec![], vec![]);
-            for r in rows {
-                for rule in &r.rules {
-                    ri.push(rule.rule_id.as_str());
-                    ru.push(r.user_id.as_str());
-                    rc.push(r.customer_id.as_str());
-                    rk.push(rule.kind.as_str());
-                    rv.push(rule.value.as_str());
-                    rt.push(rule.created_at);
-                }
-            }
-            if !ri.is_empty() {
-                sqlx::query(&format!(
-                    "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at) \
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])"
-                ))
-                .bind(&ri)
-                .bind(&ru)
-                .bind(&rc)
-                .bind(&rk)
-                .bind(&rv)
-                .bind(&rt)
-                .execute(&mut **t)
-                .await?;
-            }
+            let ids: Vec<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
+            pg_upsert_users(t, prefix, rows).await?;
+            pg_replace_aliases(t, prefix, rows, &ids).await?;
+            pg_replace_rules(t, prefix, rows, &ids).await
         }
-        Tx::Sqlite(t) => {
-            let marks: Vec<String> = (1..=25).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "INSERT INTO {prefix}{USERS} ({COLUMNS}) VALUES ({}) {upsert_tail}",
-                marks.join(",")
-            );
-            for r in rows {
-                sqlx::query(&sql)
-                    .bind(&r.user_id)
-                    .bind(&r.customer_id)
-                    .bind(&r.address)
-                    .bind(&r.kind)
-                    .bind(&r.source)
-                    .bind(&r.status)
-                    .bind(&r.profile.first_name)
-                    .bind(&r.profile.last_name)
-                    .bind(&r.profile.home_phone)
-                    .bind(&r.profile.mobile)
-                    .bind(&r.profile.company)
-                    .bind(&r.profile.department)
-                    .bind(&r.profile.notes)
-                    .bind(&r.flag_reason)
-                    .bind(r.flagged_at)
-                    .bind(r.delete_at)
-                    .bind(&r.ignored_reason)
-                    .bind(r.created_at)
-                    .bind(r.updated_at)
-                    .bind(r.deleted_at)
-                    .bind(r.version)
-                    .bind(r.last_position)
-                    .bind(r.search_text())
-                    .bind(&r.directory_id)
-                    .bind(members_json(r))
-                    .execute(&mut **t)
-                    .await?;
-                sqlx::query(&format!("DELETE FROM {prefix}{ALIASES} WHERE user_id = $1"))
-                    .bind(&r.user_id)
-                    .execute(&mut **t)
-                    .await?;
-                for a in &r.aliases {
-                    sqlx::query(&format!(
-                        "INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id) VALUES ($1, $2, $3)"
-                    ))
-                    .bind(&r.user_id)
-                    .bind(a)
-                    .bind(&r.customer_id)
-                    .execute(&mut **t)
-                    .await?;
-                }
-                sqlx::query(&format!("DELETE FROM {prefix}{RULES} WHERE user_id = $1"))
-                    .bind(&r.user_id)
-                    .execute(&mut **t)
-                    .await?;
-                for rule in &r.rules {
-                    sqlx::query(&format!(
-                        "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)"
-                    ))
-                    .bind(&rule.rule_id)
-                    .bind(&r.user_id)
-                    .bind(&r.customer_id)
-                    .bind(&rule.kind)
-                    .bind(&rule.value)
-                    .bind(rule.created_at)
-                    .execute(&mut **t)
-                    .await?;
-                }
-            }
+        Tx::Sqlite(t) => sqlite_store_rows(t, prefix, rows).await,
+    }
+}
+
+type PgTx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// One statement for all rows: a column array per field.
+async fn pg_upsert_users(t: &mut PgTx, prefix: &str, rows: &[&UserRow]) -> Result<(), sqlx::Error> {
+    macro_rules! col {
+        ($f:expr) => {
+            rows.iter().map($f).collect::<Vec<_>>()
+        };
+    }
+    let sql = format!(
+        "INSERT INTO {prefix}{USERS} ({COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], \
+         $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+         $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::int8[], \
+         $16::int8[], $17::text[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
+         $22::int8[], $23::text[], $24::text[], $25::text[]) {UPSERT_TAIL}"
+    );
+    sqlx::query(&sql)
+        .bind(col!(|r| r.user_id.clone()))
+        .bind(col!(|r| r.customer_id.clone()))
+        .bind(col!(|r| r.address.clone()))
+        .bind(col!(|r| r.kind.clone()))
+        .bind(col!(|r| r.source.clone()))
+        .bind(col!(|r| r.status.clone()))
+        .bind(col!(|r| r.profile.first_name.clone()))
+        .bind(col!(|r| r.profile.last_name.clone()))
+        .bind(col!(|r| r.profile.home_phone.clone()))
+        .bind(col!(|r| r.profile.mobile.clone()))
+        .bind(col!(|r| r.profile.company.clone()))
+        .bind(col!(|r| r.profile.department.clone()))
+        .bind(col!(|r| r.profile.notes.clone()))
+        .bind(col!(|r| r.flag_reason.clone()))
+        .bind(col!(|r| r.flagged_at))
+        .bind(col!(|r| r.delete_at))
+        .bind(col!(|r| r.ignored_reason.clone()))
+        .bind(col!(|r| r.created_at))
+        .bind(col!(|r| r.updated_at))
+        .bind(col!(|r| r.deleted_at))
+        .bind(col!(|r| r.version))
+        .bind(col!(|r| r.last_position))
+        .bind(col!(|r| r.search_text()))
+        .bind(col!(|r| r.directory_id.clone()))
+        .bind(col!(|r| members_json(r)))
+        .execute(&mut **t)
+        .await?;
+    Ok(())
+}
+
+async fn pg_replace_aliases(
+    t: &mut PgTx,
+    prefix: &str,
+    rows: &[&UserRow],
+    ids: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "DELETE FROM {prefix}{ALIASES} WHERE user_id = ANY($1::text[])"
+    ))
+    .bind(ids)
+    .execute(&mut **t)
+    .await?;
+    let (mut au, mut aa, mut ac) = (vec![], vec![], vec![]);
+    for r in rows {
+        for a in &r.aliases {
+            au.push(r.user_id.as_str());
+            aa.push(a.as_str());
+            ac.push(r.customer_id.as_str());
+        }
+    }
+    if !au.is_empty() {
+        sqlx::query(&format!(
+            "INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])"
+        ))
+        .bind(&au)
+        .bind(&aa)
+        .bind(&ac)
+        .execute(&mut **t)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn pg_replace_rules(
+    t: &mut PgTx,
+    prefix: &str,
+    rows: &[&UserRow],
+    ids: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "DELETE FROM {prefix}{RULES} WHERE user_id = ANY($1::text[])"
+    ))
+    .bind(ids)
+    .execute(&mut **t)
+    .await?;
+    let (mut ri, mut ru, mut rc, mut rk, mut rv, mut rt) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for r in rows {
+        for rule in &r.rules {
+            ri.push(rule.rule_id.as_str());
+            ru.push(r.user_id.as_str());
+            rc.push(r.customer_id.as_str());
+            rk.push(rule.kind.as_str());
+            rv.push(rule.value.as_str());
+            rt.push(rule.created_at);
+        }
+    }
+    if !ri.is_empty() {
+        sqlx::query(&format!(
+            "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])"
+        ))
+        .bind(&ri)
+        .bind(&ru)
+        .bind(&rc)
+        .bind(&rk)
+        .bind(&rv)
+        .bind(&rt)
+        .execute(&mut **t)
+        .await?;
+    }
+    Ok(())
+}
+
+/// SQLite has no arrays: one statement per row, alias and rule.
+async fn sqlite_store_rows(
+    t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    prefix: &str,
+    rows: &[&UserRow],
+) -> Result<(), sqlx::Error> {
+    let marks: Vec<String> = (1..=25).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "INSERT INTO {prefix}{USERS} ({COLUMNS}) VALUES ({}) {UPSERT_TAIL}",
+        marks.join(",")
+    );
+    for r in rows {
+        sqlx::query(&sql)
+            .bind(&r.user_id)
+            .bind(&r.customer_id)
+            .bind(&r.address)
+            .bind(&r.kind)
+            .bind(&r.source)
+            .bind(&r.status)
+            .bind(&r.profile.first_name)
+            .bind(&r.profile.last_name)
+            .bind(&r.profile.home_phone)
+            .bind(&r.profile.mobile)
+            .bind(&r.profile.company)
+            .bind(&r.profile.department)
+            .bind(&r.profile.notes)
+            .bind(&r.flag_reason)
+            .bind(r.flagged_at)
+            .bind(r.delete_at)
+            .bind(&r.ignored_reason)
+            .bind(r.created_at)
+            .bind(r.updated_at)
+            .bind(r.deleted_at)
+            .bind(r.version)
+            .bind(r.last_position)
+            .bind(r.search_text())
+            .bind(&r.directory_id)
+            .bind(members_json(r))
+            .execute(&mut **t)
+            .await?;
+        sqlx::query(&format!("DELETE FROM {prefix}{ALIASES} WHERE user_id = $1"))
+            .bind(&r.user_id)
+            .execute(&mut **t)
+            .await?;
+        for a in &r.aliases {
+            sqlx::query(&format!(
+                "INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id) VALUES ($1, $2, $3)"
+            ))
+            .bind(&r.user_id)
+            .bind(a)
+            .bind(&r.customer_id)
+            .execute(&mut **t)
+            .await?;
+        }
+        sqlx::query(&format!("DELETE FROM {prefix}{RULES} WHERE user_id = $1"))
+            .bind(&r.user_id)
+            .execute(&mut **t)
+            .await?;
+        for rule in &r.rules {
+            sqlx::query(&format!(
+                    "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)"
+                ))
+                .bind(&rule.rule_id)
+                .bind(&r.user_id)
+                .bind(&r.customer_id)
+                .bind(&rule.kind)
+                .bind(&rule.value)
+                .bind(rule.created_at)
+                .execute(&mut **t)
+                .await?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::aliases::split_aliases;
 use crate::columns::{Column, HeaderCell};
 use crate::delimiter::{detect_delimiter, Delimiter};
-use crate::encoding::{decode, Encoding, EncodingChoice};
+use crate::encoding::{decode, Decoded, Encoding, EncodingChoice, InvalidSequence};
 use crate::error::{
     echo, AddressRole, ChosenDelimiter, FileError, FileWarning, RowError, RowErrorKind,
 };
@@ -190,38 +190,8 @@ impl ImportFile {
 /// [`FileError`]); otherwise every data row has an outcome in
 /// [`ImportFile::rows`], valid or not. A header without rows gives zero rows.
 pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile, FileError> {
-    if bytes.len() > options.max_bytes {
-        return Err(FileError::TooLarge {
-            size: bytes.len(),
-            limit: options.max_bytes,
-        });
-    }
-    if let Some(what) = known_binary_format(bytes) {
-        return Err(FileError::Binary { what });
-    }
-    let decoded = match decode(bytes, options.encoding) {
-        Ok(decoded) => decoded,
-        // Neither UTF-8 nor Windows-1252: binary data is the likelier story.
-        Err(
-            e @ FileError::InvalidEncoding {
-                declared: false, ..
-            },
-        ) => {
-            let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes);
-            return Err(binary_content(&text).map_or(e, binary_error));
-        }
-        Err(e) => return Err(e),
-    };
+    let decoded = read_text(bytes, options)?;
     let text: &str = &decoded.text;
-    if text
-        .trim_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}')
-        .is_empty()
-    {
-        return Err(FileError::Empty);
-    }
-    if let Some(line) = binary_content(text) {
-        return Err(binary_error(line));
-    }
 
     // Excel's "sep=;" first line names the delimiter.
     let (sep, body, first_line) = match sep_line(text) {
@@ -279,30 +249,23 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
         if record.iter().all(|cell| cell.trim().is_empty()) {
             continue;
         }
-        let line = lines.line_at(start);
+        let at = RecordAt {
+            body,
+            start,
+            shift,
+            delimiter,
+            line: lines.line_at(start),
+        };
         match &mut state {
             None => {
                 // Invalid bytes in the header only spoil names of columns
                 // that are then unknown (and reported as such).
-                header_line = line;
+                header_line = at.line;
                 match RowParser::new(&record) {
                     Ok(parser) => state = Some(parser),
-                    // A header that swallowed the file behind an open quote
-                    // fails for that reason, not for its odd names.
                     Err(e) => {
-                        return Err(
-                            match unterminated_quote(body.as_bytes(), start, delimiter) {
-                                Some(open) => FileError::UnterminatedQuote {
-                                    line: lines.line_at(open),
-                                },
-                                None => not_csv_with(
-                                    e,
-                                    chosen,
-                                    options.delimiter.is_none() && sep.is_some(),
-                                    body,
-                                ),
-                            },
-                        )
+                        let by_sep_line = options.delimiter.is_none() && sep.is_some();
+                        return Err(at.header_failure(e, &mut lines, chosen, by_sep_line));
                     }
                 }
             }
@@ -310,31 +273,10 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
                 if rows.len() == options.max_rows {
                     return Err(FileError::TooManyRows {
                         limit: options.max_rows,
-                        line,
+                        line: at.line,
                     });
                 }
-                let mut row = parser.parse(&record, line);
-                let errors: Vec<RowError> = in_record
-                    .iter()
-                    .filter_map(|s| {
-                        let field =
-                            field_index_at(body.as_bytes(), start, s.offset - shift, delimiter);
-                        let column = parser.header.get(field)?.column?;
-                        let kind = RowErrorKind::InvalidEncoding {
-                            column,
-                            line: s.line,
-                            position: s.column,
-                            bytes: s.hex(),
-                        };
-                        Some(parser.error(line, Some(column), kind))
-                    })
-                    .collect();
-                if !errors.is_empty() {
-                    // First: they explain the other errors of the row.
-                    let rejected = into_rejected(&mut row);
-                    rejected.errors.splice(0..0, errors);
-                }
-                rows.push(row);
+                rows.push(at.row(parser, &record, &in_record));
             }
         }
     }
@@ -347,26 +289,155 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
         return Err(FileError::Empty);
     };
     reject_reused_addresses(&mut rows, &parser);
-    let mut warnings = parser.warnings;
-    if decoded.utf8_characters > 0 {
-        warnings.push(FileWarning::MixedEncoding {
-            characters: decoded.utf8_characters,
-        });
-    }
-    if rows.capacity() > rows.len() + rows.len() / 4 + 16 {
-        // Many blank lines or multi-line cells: give the excess back, as
-        // the result may be kept for a while (review, then save).
-        rows.shrink_to_fit();
-    }
-    Ok(ImportFile {
-        encoding: decoded.encoding,
-        bom: decoded.bom,
+    Ok(ImportFile::assemble(
+        &decoded,
         delimiter,
         header_line,
-        header: parser.header,
-        warnings,
+        parser,
         rows,
-    })
+    ))
+}
+
+impl ImportFile {
+    /// The file read: its rows with the parser's header and warnings.
+    fn assemble(
+        decoded: &Decoded,
+        delimiter: Delimiter,
+        header_line: u64,
+        parser: RowParser,
+        mut rows: Vec<RowOutcome>,
+    ) -> ImportFile {
+        let mut warnings = parser.warnings;
+        if decoded.utf8_characters > 0 {
+            warnings.push(FileWarning::MixedEncoding {
+                characters: decoded.utf8_characters,
+            });
+        }
+        if rows.capacity() > rows.len() + rows.len() / 4 + 16 {
+            // Many blank lines or multi-line cells: give the excess back, as
+            // the result may be kept for a while (review, then save).
+            rows.shrink_to_fit();
+        }
+        ImportFile {
+            encoding: decoded.encoding,
+            bom: decoded.bom,
+            delimiter,
+            header_line,
+            header: parser.header,
+            warnings,
+            rows,
+        }
+    }
+}
+
+/// The whole file as text, or why it cannot be read as one: too large, a
+/// known binary format, an encoding that does not decode, or nothing
+/// but blanks.
+fn read_text<'a>(bytes: &'a [u8], options: &ImportOptions) -> Result<Decoded<'a>, FileError> {
+    if bytes.len() > options.max_bytes {
+        return Err(FileError::TooLarge {
+            size: bytes.len(),
+            limit: options.max_bytes,
+        });
+    }
+    if let Some(what) = known_binary_format(bytes) {
+        return Err(FileError::Binary { what });
+    }
+    let decoded = match decode(bytes, options.encoding) {
+        Ok(decoded) => decoded,
+        // Neither UTF-8 nor Windows-1252: binary data is the likelier story.
+        Err(
+            e @ FileError::InvalidEncoding {
+                declared: false, ..
+            },
+        ) => {
+            let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes);
+            return Err(binary_content(&text).map_or(e, binary_error));
+        }
+        Err(e) => return Err(e),
+    };
+    if decoded
+        .text
+        .trim_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}')
+        .is_empty()
+    {
+        return Err(FileError::Empty);
+    }
+    if let Some(line) = binary_content(&decoded.text) {
+        return Err(binary_error(line));
+    }
+    Ok(decoded)
+}
+
+/// Where a record stands in the body, to name the cell an invalid byte
+/// sequence is in.
+struct RecordAt<'a> {
+    body: &'a str,
+    /// The record's first byte in `body`.
+    start: usize,
+    /// How far `body` starts into the decoded text (after a `sep=` line).
+    shift: usize,
+    delimiter: Delimiter,
+    line: u64,
+}
+
+impl RecordAt<'_> {
+    /// A header that swallowed the file behind an open quote fails for
+    /// that reason, not for its odd names.
+    fn header_failure(
+        &self,
+        e: FileError,
+        lines: &mut LineCounter,
+        chosen: Option<Delimiter>,
+        by_sep_line: bool,
+    ) -> FileError {
+        match unterminated_quote(self.body.as_bytes(), self.start, self.delimiter) {
+            Some(open) => FileError::UnterminatedQuote {
+                line: lines.line_at(open),
+            },
+            None => not_csv_with(e, chosen, by_sep_line, self.body),
+        }
+    }
+
+    /// The outcome of a data row; its invalid byte sequences come first
+    /// among its errors, since they explain the others.
+    fn row(
+        &self,
+        parser: &mut RowParser,
+        record: &csv::StringRecord,
+        in_record: &[&InvalidSequence],
+    ) -> RowOutcome {
+        let mut row = parser.parse(record, self.line);
+        let errors = self.invalid_cells(parser, in_record);
+        if !errors.is_empty() {
+            let rejected = into_rejected(&mut row);
+            rejected.errors.splice(0..0, errors);
+        }
+        row
+    }
+
+    /// One error per invalid sequence of the record, in a known column.
+    fn invalid_cells(&self, parser: &RowParser, in_record: &[&InvalidSequence]) -> Vec<RowError> {
+        in_record
+            .iter()
+            .filter_map(|s| {
+                let field = field_index_at(
+                    self.body.as_bytes(),
+                    self.start,
+                    s.offset - self.shift,
+                    self.delimiter,
+                );
+                let column = parser.header.get(field)?.column?;
+                let kind = RowErrorKind::InvalidEncoding {
+                    column,
+                    line: s.line,
+                    position: s.column,
+                    bytes: s.hex(),
+                };
+                Some(parser.error(self.line, Some(column), kind))
+            })
+            .collect()
+    }
 }
 
 /// U1 within the file: an address, primary or alias, may appear once. The
@@ -773,106 +844,14 @@ impl RowParser {
 
     fn parse(&mut self, record: &csv::StringRecord, line: u64) -> RowOutcome {
         let mut errors = Vec::new();
-        let columns = self.header.len();
-        if record.len() < columns {
-            errors.push(self.error(
-                line,
-                None,
-                RowErrorKind::TooFewCells {
-                    cells: record.len(),
-                    columns,
-                },
-            ));
-        } else if record.iter().skip(columns).any(|c| !c.trim().is_empty()) {
-            errors.push(self.error(
-                line,
-                None,
-                RowErrorKind::TooManyCells {
-                    cells: record.len(),
-                    columns,
-                },
-            ));
-        }
+        errors.extend(self.cell_count_error(record, line));
         if !self.unnamed.is_empty() {
             self.note_unnamed_values(record, line);
         }
-
-        // Primary address.
         let address_cell = self.cell(record, Column::Email).map_or("", |c| c.text);
-        let address = if address_cell.is_empty() {
-            errors.push(self.error(line, Some(Column::Email), RowErrorKind::MissingAddress));
-            None
-        } else {
-            match Address::parse(strip_smtp(address_cell)) {
-                Ok(address) => Some(address),
-                Err(e) => {
-                    errors.push(self.error(
-                        line,
-                        Some(Column::Email),
-                        RowErrorKind::InvalidAddress {
-                            value: echo(address_cell).into_owned(),
-                            reason: id_reason(e),
-                        },
-                    ));
-                    None
-                }
-            }
-        };
-
-        // Aliases.
-        let aliases = self.cell(record, Column::Aliases).map(|cell| {
-            let mut aliases: Vec<Address> = Vec::new();
-            for token in split_aliases(cell.text) {
-                let alias = match Address::parse(token.value) {
-                    Ok(alias) => alias,
-                    Err(e) => {
-                        errors.push(self.error(
-                            line,
-                            Some(Column::Aliases),
-                            RowErrorKind::InvalidAlias {
-                                value: echo(token.value).into_owned(),
-                                reason: id_reason(e),
-                            },
-                        ));
-                        continue;
-                    }
-                };
-                if Some(&alias) == address.as_ref() {
-                    // proxyAddresses lists the primary itself as "SMTP:".
-                    if !token.primary_marker {
-                        errors.push(self.error(
-                            line,
-                            Some(Column::Aliases),
-                            RowErrorKind::AliasIsPrimary {
-                                address: alias.to_string(),
-                            },
-                        ));
-                    }
-                    continue;
-                }
-                if aliases.contains(&alias) {
-                    continue;
-                }
-                aliases.push(alias);
-            }
-            aliases
-        });
-
-        // Profile fields.
-        let mut profile = ProfilePatch::default();
-        for column in Column::ALL.into_iter().filter(|c| c.is_profile_field()) {
-            let Some(cell) = self.cell(record, column) else {
-                continue;
-            };
-            let value = clean_value(cell, column);
-            if let Some(kind) = check_value(&value, column) {
-                errors.push(self.error(line, Some(column), kind));
-            }
-            if let Some(slot) = profile.get_mut(column) {
-                *slot = Some((!value.is_empty()).then_some(value));
-            }
-        }
-
+        let address = self.primary_address(address_cell, line, &mut errors);
+        let aliases = self.aliases(record, address.as_ref(), line, &mut errors);
+        let profile = self.profile(record, line, &mut errors);
         match address {
             Some(address) if errors.is_empty() => RowOutcome::Parsed(ParsedRow {
                 line,
@@ -891,6 +870,120 @@ impl RowParser {
                 errors,
             }),
         }
+    }
+
+    /// A row with fewer cells than the header, or with values beyond it.
+    fn cell_count_error(&self, record: &csv::StringRecord, line: u64) -> Option<RowError> {
+        let columns = self.header.len();
+        let cells = record.len();
+        if cells < columns {
+            Some(self.error(line, None, RowErrorKind::TooFewCells { cells, columns }))
+        } else if record.iter().skip(columns).any(|c| !c.trim().is_empty()) {
+            Some(self.error(line, None, RowErrorKind::TooManyCells { cells, columns }))
+        } else {
+            None
+        }
+    }
+
+    /// The primary address: present and valid (U1); an `SMTP:` prefix is
+    /// read as the address.
+    fn primary_address(
+        &self,
+        address_cell: &str,
+        line: u64,
+        errors: &mut Vec<RowError>,
+    ) -> Option<Address> {
+        if address_cell.is_empty() {
+            errors.push(self.error(line, Some(Column::Email), RowErrorKind::MissingAddress));
+            None
+        } else {
+            match Address::parse(strip_smtp(address_cell)) {
+                Ok(address) => Some(address),
+                Err(e) => {
+                    errors.push(self.error(
+                        line,
+                        Some(Column::Email),
+                        RowErrorKind::InvalidAddress {
+                            value: echo(address_cell).into_owned(),
+                            reason: id_reason(e),
+                        },
+                    ));
+                    None
+                }
+            }
+        }
+    }
+
+    /// The aliases (D3.c, U3): each valid, the primary itself only as its
+    /// `SMTP:` entry, duplicates dropped. `None` without an aliases column.
+    fn aliases(
+        &self,
+        record: &csv::StringRecord,
+        address: Option<&Address>,
+        line: u64,
+        errors: &mut Vec<RowError>,
+    ) -> Option<Vec<Address>> {
+        self.cell(record, Column::Aliases).map(|cell| {
+            let mut aliases: Vec<Address> = Vec::new();
+            for token in split_aliases(cell.text) {
+                let alias = match Address::parse(token.value) {
+                    Ok(alias) => alias,
+                    Err(e) => {
+                        errors.push(self.error(
+                            line,
+                            Some(Column::Aliases),
+                            RowErrorKind::InvalidAlias {
+                                value: echo(token.value).into_owned(),
+                                reason: id_reason(e),
+                            },
+                        ));
+                        continue;
+                    }
+                };
+                if Some(&alias) == address {
+                    // proxyAddresses lists the primary itself as "SMTP:".
+                    if !token.primary_marker {
+                        errors.push(self.error(
+                            line,
+                            Some(Column::Aliases),
+                            RowErrorKind::AliasIsPrimary {
+                                address: alias.to_string(),
+                            },
+                        ));
+                    }
+                    continue;
+                }
+                if aliases.contains(&alias) {
+                    continue;
+                }
+                aliases.push(alias);
+            }
+            aliases
+        })
+    }
+
+    /// The profile fields (U2), each cleaned and checked; an empty cell
+    /// clears the field.
+    fn profile(
+        &self,
+        record: &csv::StringRecord,
+        line: u64,
+        errors: &mut Vec<RowError>,
+    ) -> ProfilePatch {
+        let mut profile = ProfilePatch::default();
+        for column in Column::ALL.into_iter().filter(|c| c.is_profile_field()) {
+            let Some(cell) = self.cell(record, column) else {
+                continue;
+            };
+            let value = clean_value(cell, column);
+            if let Some(kind) = check_value(&value, column) {
+                errors.push(self.error(line, Some(column), kind));
+            }
+            if let Some(slot) = profile.get_mut(column) {
+                *slot = Some((!value.is_empty()).then_some(value));
+            }
+        }
+        profile
     }
 
     fn note_unnamed_values(&mut self, record: &csv::StringRecord, line: u64) {

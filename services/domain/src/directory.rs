@@ -143,41 +143,11 @@ impl Directory {
             DirectoryCommand::Configure {
                 config,
                 secret_changed,
-            } => {
-                let kind = config.connection.kind();
-                if self.configs.get(&kind) == Some(&config) && !secret_changed {
-                    return Ok(vec![]);
-                }
-                vec![E::DirectoryConfigured(DirectoryConfigured {
-                    config,
-                    secret_changed,
-                })]
-            }
+            } => self.configure(config, secret_changed),
             DirectoryCommand::Enable {
                 kind,
                 confirm_switch,
-            } => {
-                if !self.configs.contains_key(&kind) {
-                    return Err(DirectoryError::NotConfigured(kind));
-                }
-                match self.enabled {
-                    Some(k) if k == kind => vec![],
-                    Some(other) if !confirm_switch => {
-                        return Err(DirectoryError::SwitchNeedsConfirmation {
-                            enabled: other,
-                            wanted: kind,
-                        })
-                    }
-                    Some(other) => vec![
-                        E::DirectoryDisabled(DirectoryDisabled {
-                            kind: other,
-                            reason: DisableReason::Switched,
-                        }),
-                        E::DirectoryEnabled(DirectoryEnabled { kind }),
-                    ],
-                    None => vec![E::DirectoryEnabled(DirectoryEnabled { kind })],
-                }
-            }
+            } => self.enable(kind, confirm_switch)?,
             DirectoryCommand::Disable => match self.enabled {
                 Some(kind) => vec![E::DirectoryDisabled(DirectoryDisabled {
                     kind,
@@ -214,40 +184,7 @@ impl Directory {
                 trigger,
                 at,
                 lease,
-            } => {
-                let kind = self.enabled.ok_or(DirectoryError::NotEnabled)?;
-                let mut out = Vec::new();
-                if let Some(r) = &self.running {
-                    if r.lease_until > at {
-                        return Err(DirectoryError::AlreadyRunning(r.run_id));
-                    }
-                    out.push(E::SyncFailed(SyncFailed {
-                        run_id: r.run_id,
-                        code: "abandoned".into(),
-                        reason: "the run did not finish before its lease expired (its process stopped); nothing it had not committed was applied".into(),
-                        finished_at: at,
-                    }));
-                }
-                // One held run at a time (D3.s, issue 11): Sync Now
-                // supersedes it; the scheduler waits for the decision.
-                if let Some(h) = &self.held {
-                    if trigger == SyncTrigger::Scheduled {
-                        return Err(DirectoryError::RunHeld(h.run_id));
-                    }
-                    out.push(E::SyncSuperseded(SyncSuperseded {
-                        run_id: h.run_id,
-                        by_run: run_id,
-                    }));
-                }
-                out.push(E::SyncStarted(SyncStarted {
-                    run_id,
-                    kind,
-                    trigger,
-                    started_at: at,
-                    lease_until: at + lease,
-                }));
-                out
-            }
+            } => self.start_sync(run_id, trigger, at, lease)?,
             DirectoryCommand::CompleteSync {
                 run_id,
                 counts,
@@ -313,6 +250,94 @@ impl Directory {
         })
     }
 
+    /// D5: settings are recorded when they change, or when only the
+    /// secret did.
+    fn configure(&self, config: DirectoryConfig, secret_changed: bool) -> Vec<DirectoryEvent> {
+        let kind = config.connection.kind();
+        if self.configs.get(&kind) == Some(&config) && !secret_changed {
+            return vec![];
+        }
+        vec![DirectoryEvent::DirectoryConfigured(DirectoryConfigured {
+            config,
+            secret_changed,
+        })]
+    }
+
+    /// D1: one directory source at a time; switching from the enabled one
+    /// needs the administrator's confirmation and disables it.
+    fn enable(
+        &self,
+        kind: DirectoryKind,
+        confirm_switch: bool,
+    ) -> Result<Vec<DirectoryEvent>, DirectoryError> {
+        use DirectoryEvent as E;
+        if !self.configs.contains_key(&kind) {
+            return Err(DirectoryError::NotConfigured(kind));
+        }
+        Ok(match self.enabled {
+            Some(k) if k == kind => vec![],
+            Some(other) if !confirm_switch => {
+                return Err(DirectoryError::SwitchNeedsConfirmation {
+                    enabled: other,
+                    wanted: kind,
+                })
+            }
+            Some(other) => vec![
+                E::DirectoryDisabled(DirectoryDisabled {
+                    kind: other,
+                    reason: DisableReason::Switched,
+                }),
+                E::DirectoryEnabled(DirectoryEnabled { kind }),
+            ],
+            None => vec![E::DirectoryEnabled(DirectoryEnabled { kind })],
+        })
+    }
+
+    /// One run at a time under a lease (an expired lease is abandoned); a
+    /// held run is superseded by Sync Now and waited for by the scheduler
+    /// (D3.s).
+    fn start_sync(
+        &self,
+        run_id: Uuid,
+        trigger: SyncTrigger,
+        at: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Vec<DirectoryEvent>, DirectoryError> {
+        use DirectoryEvent as E;
+        let kind = self.enabled.ok_or(DirectoryError::NotEnabled)?;
+        let mut out = Vec::new();
+        if let Some(r) = &self.running {
+            if r.lease_until > at {
+                return Err(DirectoryError::AlreadyRunning(r.run_id));
+            }
+            out.push(E::SyncFailed(SyncFailed {
+                run_id: r.run_id,
+                code: "abandoned".into(),
+                reason: "the run did not finish before its lease expired (its process stopped); nothing it had not committed was applied".into(),
+                finished_at: at,
+            }));
+        }
+        // One held run at a time (D3.s, issue 11): Sync Now
+        // supersedes it; the scheduler waits for the decision.
+        if let Some(h) = &self.held {
+            if trigger == SyncTrigger::Scheduled {
+                return Err(DirectoryError::RunHeld(h.run_id));
+            }
+            out.push(E::SyncSuperseded(SyncSuperseded {
+                run_id: h.run_id,
+                by_run: run_id,
+            }));
+        }
+        out.push(E::SyncStarted(SyncStarted {
+            run_id,
+            kind,
+            trigger,
+            started_at: at,
+            lease_until: at + lease,
+        }));
+        Ok(out)
+    }
+
     fn check_running(&self, run_id: Uuid) -> Result<(), DirectoryError> {
         match &self.running {
             Some(r) if r.run_id == run_id => Ok(()),
@@ -335,17 +360,7 @@ impl Aggregate for Directory {
     type Error = DirectoryError;
     type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
+    handle_by_decide!();
 
     fn apply(&mut self, event: Self::Event) {
         match event {

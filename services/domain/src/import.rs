@@ -5,7 +5,6 @@
 //! a chunk is never applied twice, and a completed import is never applied
 //! again.
 
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use roster_events::{
     ClaimChange, ClaimsOf, ImportChunkCommitted, ImportCommitted, ImportEvent, ImportId, SkippedRow,
@@ -138,17 +137,7 @@ impl Aggregate for Import {
     type Error = ImportError;
     type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
+    handle_by_decide!();
 
     fn apply(&mut self, event: Self::Event) {
         match event {

@@ -3,6 +3,29 @@
 //! tests named after them.
 #![forbid(unsafe_code)]
 
+/// The `handle` of an aggregate whose commands are decided by a pure
+/// `decide(&self, command[, services])`: every event it returns is
+/// written in order. One definition instead of one copy per aggregate.
+macro_rules! handle_by_decide {
+    () => {
+        handle_by_decide!(|aggregate, command, _services| aggregate.decide(command));
+    };
+    (|$aggregate:ident, $command:ident, $services:ident| $decide:expr) => {
+        async fn handle(
+            &mut self,
+            $command: Self::Command,
+            $services: &Self::Services,
+            sink: &cqrs_es::event_sink::EventSink<Self>,
+        ) -> Result<(), Self::Error> {
+            let $aggregate = &*self;
+            for event in $decide? {
+                sink.write(event, self).await;
+            }
+            Ok(())
+        }
+    };
+}
+
 pub mod customer;
 pub mod directory;
 pub mod import;

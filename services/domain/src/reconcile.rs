@@ -796,7 +796,7 @@ impl<'a> Builder<'a> {
                 ui,
                 UserCommand::LinkDirectory {
                     source: self.s.kind.source(),
-                    directory_id: o.id.to_string(),
+                    directory_id: o.id.clone(),
                 },
             );
             self.updates.push(s);
@@ -968,7 +968,7 @@ impl<'a> Builder<'a> {
                 source: self.s.kind.source(),
                 profile: o.profile.clone().normalised(),
                 aliases,
-                directory_id: Some(o.id.to_string()),
+                directory_id: Some(o.id.clone()),
                 members,
             }),
         });
@@ -1156,7 +1156,7 @@ impl Builder<'_> {
             to: None,
         });
         self.plan.report.skipped.push(SkippedObject {
-            object_id: o.id.to_string(),
+            object_id: o.id.clone(),
             kind: kind_name(o.kind),
             dn: o.dn.clone(),
             address: raw,
@@ -1343,7 +1343,7 @@ impl Builder<'_> {
                     .map(|(oi, how)| {
                         let o = self.objs[*oi].o;
                         Claimant {
-                            object_id: o.id.to_string(),
+                            object_id: o.id.clone(),
                             kind: kind_name(o.kind),
                             dn: o.dn.clone(),
                             primary: self.objs[*oi].primary.clone().expect("synced"),
@@ -1474,7 +1474,10 @@ mod tests {
         assert_eq!(added.len(), 1);
         assert_eq!(added[0].address, a("ann@example.com"));
         assert_eq!(added[0].source, Source::Ldap);
-        assert_eq!(added[0].directory_id.as_deref(), Some("1"));
+        assert_eq!(
+            added[0].directory_id.as_ref().map(ObjectId::as_str),
+            Some("1")
+        );
         assert_eq!(plan.counts.added, 1);
         assert!(matches!(plan.steps[0].target, Target::New));
     }
@@ -1596,7 +1599,7 @@ mod tests {
             .report
             .skipped
             .iter()
-            .find(|s| s.object_id == "4")
+            .find(|s| s.object_id.as_str() == "4")
             .unwrap();
         assert_eq!(
             (eve.scope, eve.reason),
@@ -1885,7 +1888,7 @@ mod tests {
             vec![
                 &UserCommand::LinkDirectory {
                     source: Source::Ldap,
-                    directory_id: "9".into()
+                    directory_id: ObjectId::new("9")
                 },
                 &UserCommand::UpdateProfile {
                     profile: Profile {
@@ -1914,7 +1917,7 @@ mod tests {
         );
         assert!(commands(&plan).contains(&&UserCommand::LinkDirectory {
             source: Source::Entra,
-            directory_id: "entra-1".into()
+            directory_id: ObjectId::new("entra-1")
         }));
     }
 
@@ -2001,7 +2004,7 @@ mod tests {
         assert!(flags(&plan).is_empty());
         assert!(commands(&plan).contains(&&UserCommand::LinkDirectory {
             source: Source::Ldap,
-            directory_id: "new-guid".into()
+            directory_id: ObjectId::new("new-guid")
         }));
     }
 
@@ -2292,7 +2295,7 @@ mod tests {
             .report
             .skipped
             .iter()
-            .find(|s| s.object_id == "2")
+            .find(|s| s.object_id.as_str() == "2")
             .unwrap();
         assert_eq!(
             (s.scope, s.reason),
@@ -2346,7 +2349,10 @@ mod tests {
             object_id: "a".into(),
         });
         let plan = env.run(objects, &[]);
-        assert_eq!(adds(&plan)[0].directory_id.as_deref(), Some("b"));
+        assert_eq!(
+            adds(&plan)[0].directory_id.as_ref().map(ObjectId::as_str),
+            Some("b")
+        );
     }
 
     #[test]

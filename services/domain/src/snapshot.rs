@@ -1,32 +1,11 @@
 //! What a directory reader returns: one complete, typed snapshot of the
 //! directory (D3.r), or an error that says why it could not be read.
 
-use std::fmt;
-
 use roster_events::Profile;
 use serde::{Deserialize, Serialize};
 
-/// A directory object's stable id (objectGUID as a UUID, entryUUID,
-/// nsUniqueId, Entra object id), lower case. A changed primary address of
-/// the same id is a rename, not a new user.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ObjectId(pub String);
-
-impl ObjectId {
-    pub fn new(s: impl AsRef<str>) -> Self {
-        ObjectId(s.as_ref().trim().to_ascii_lowercase())
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// A directory object's stable id: one type from the read to the events.
+pub use roster_events::ObjectId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

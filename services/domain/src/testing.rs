@@ -10,7 +10,6 @@ use cqrs_es::Aggregate;
 use roster_events::*;
 
 use crate::reconcile::{CurrentUser, Plan, Target};
-use crate::snapshot::ObjectId;
 use crate::user::{User, UserCommand, UserServices};
 
 /// The users of one customer and the address claims of the log.
@@ -39,7 +38,7 @@ impl World {
                 status: u.status,
                 profile: u.profile.clone(),
                 aliases: u.aliases.clone(),
-                directory_id: u.directory_id.as_ref().map(|d| d.to_string()),
+                directory_id: u.directory_id.clone(),
                 members: u.members.clone(),
                 ignored: u.ignored,
                 ..User::default()
@@ -72,7 +71,7 @@ impl World {
                 source: u.source.unwrap_or(Source::Manual),
                 status: u.status,
                 profile: u.profile.clone(),
-                directory_id: u.directory_id.as_ref().map(ObjectId::new),
+                directory_id: u.directory_id.clone(),
                 flag: u.flag.as_ref().map(|f| f.reason),
                 ignored: u.ignored,
                 members: u.members.clone(),

@@ -9,10 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use roster_events::*;
 use serde::{Deserialize, Serialize};
+
+use crate::snapshot::ObjectId;
 
 /// What an addition needs to know about the customer's licence (T3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,7 +41,7 @@ pub struct AddUser {
     pub profile: Profile,
     pub aliases: Vec<Address>,
     /// The directory object's stable id, for directory-sourced users.
-    pub directory_id: Option<String>,
+    pub directory_id: Option<ObjectId>,
     /// For distribution lists, the members (U4).
     pub members: Vec<Address>,
 }
@@ -112,7 +113,7 @@ pub enum UserCommand {
     /// The user is managed by this directory object from now on (D2, D3.g).
     LinkDirectory {
         source: Source,
-        directory_id: String,
+        directory_id: ObjectId,
     },
     /// The directory returned the user: an ignored absence ends (D3.m).
     EndAbsence,
@@ -193,7 +194,7 @@ pub struct User {
     pub deleted: Option<EarlierIdentity>,
     /// The directory object the user comes from.
     #[serde(default)]
-    pub directory_id: Option<String>,
+    pub directory_id: Option<ObjectId>,
     /// Members of a distribution list.
     #[serde(default)]
     pub members: Vec<Address>,
@@ -204,6 +205,24 @@ pub struct User {
 }
 
 impl User {
+    /// The user an added or returned event brings, active (U6: a return
+    /// starts afresh, its earlier identity is in the event).
+    fn added(e: UserAdded) -> User {
+        User {
+            user_id: Some(e.user_id),
+            customer_id: Some(e.customer_id),
+            address: Some(e.address),
+            kind: e.kind,
+            source: Some(e.source),
+            status: Status::Active,
+            profile: e.profile,
+            aliases: e.aliases.into_iter().collect(),
+            directory_id: e.directory_id,
+            members: e.members,
+            ..User::default()
+        }
+    }
+
     pub fn exists(&self) -> bool {
         self.address.is_some()
     }
@@ -254,34 +273,29 @@ impl User {
             .map_err(|(field, reason)| UserError::InvalidField { field, reason })?;
         Self::check_seat(services, cmd.kind, cmd.source)?;
         let aliases = Self::check_aliases(&cmd.address, cmd.aliases)?;
+        let user = UserAdded {
+            user_id: cmd.user_id,
+            customer_id: cmd.customer_id,
+            address: cmd.address,
+            kind: cmd.kind,
+            source: cmd.source,
+            profile,
+            aliases,
+            directory_id: cmd.directory_id,
+            members: cmd.members,
+        };
+        // U6: a deleted user comes back with its earlier identity.
         Ok(match &self.deleted {
             Some(earlier) => UserEvent::UserReturned(UserReturned {
-                user_id: cmd.user_id,
-                customer_id: cmd.customer_id,
-                address: cmd.address,
-                kind: cmd.kind,
-                source: cmd.source,
-                profile,
-                aliases,
-                directory_id: cmd.directory_id,
-                members: cmd.members,
+                user,
                 earlier: earlier.clone(),
             }),
-            None => UserEvent::UserAdded(UserAdded {
-                user_id: cmd.user_id,
-                customer_id: cmd.customer_id,
-                address: cmd.address,
-                kind: cmd.kind,
-                source: cmd.source,
-                profile,
-                aliases,
-                directory_id: cmd.directory_id,
-                members: cmd.members,
-            }),
+            None => UserEvent::UserAdded(user),
         })
     }
 
     /// The events a command results in; an empty list when nothing changes.
+    /// Each command is decided by the method named after the rule it keeps.
     pub(crate) fn decide(
         &self,
         command: UserCommand,
@@ -296,244 +310,319 @@ impl User {
         }
         let event = match command {
             UserCommand::Add(_) => unreachable!("handled above"),
-            UserCommand::UpdateProfile { profile } => {
-                let profile = profile.normalised();
-                profile
-                    .check()
-                    .map_err(|(field, reason)| UserError::InvalidField { field, reason })?;
-                let changed: Vec<String> = self
-                    .profile
-                    .fields()
-                    .iter()
-                    .zip(profile.fields().iter())
-                    .filter(|((_, old), (_, new))| old != new)
-                    .map(|((name, _), _)| name.to_string())
-                    .collect();
-                if changed.is_empty() {
-                    return Ok(vec![]);
-                }
-                UserEvent::ProfileUpdated(ProfileUpdated {
-                    address,
-                    profile,
-                    changed,
-                })
-            }
-            UserCommand::MapAlias { alias } => {
-                if alias == address {
-                    return Err(UserError::AliasIsPrimary(alias));
-                }
-                if self.aliases.contains(&alias) {
-                    return Err(UserError::AliasAlreadyMapped(alias));
-                }
-                UserEvent::AliasMapped(AliasMapped {
-                    address,
-                    alias,
-                    taken_from: None,
-                })
-            }
+            UserCommand::UpdateProfile { profile } => self.update_profile(address, profile)?,
+            UserCommand::MapAlias { alias } => Some(self.map_alias(address, alias, None)?),
             UserCommand::TakeAlias { alias, taken_from } => {
-                if alias == address {
-                    return Err(UserError::AliasIsPrimary(alias));
-                }
-                if self.aliases.contains(&alias) {
-                    return Err(UserError::AliasAlreadyMapped(alias));
-                }
-                UserEvent::AliasMapped(AliasMapped {
-                    address,
-                    alias,
-                    taken_from: Some(taken_from),
-                })
+                Some(self.map_alias(address, alias, Some(taken_from))?)
             }
             UserCommand::ReleaseAlias { alias, released_to } => {
-                if !self.aliases.contains(&alias) {
-                    return Err(UserError::AliasNotMapped(alias));
-                }
-                UserEvent::AliasUnmapped(AliasUnmapped {
-                    address,
-                    alias,
-                    reason: UnmapReason::Directory,
-                    released_to: Some(released_to),
-                })
+                Some(self.unmap_alias(address, alias, UnmapReason::Directory, Some(released_to))?)
             }
             UserCommand::UnmapAlias { alias, reason } => {
-                if !self.aliases.contains(&alias) {
-                    return Err(UserError::AliasNotMapped(alias));
-                }
-                UserEvent::AliasUnmapped(AliasUnmapped {
-                    address,
-                    alias,
-                    reason,
-                    released_to: None,
-                })
+                Some(self.unmap_alias(address, alias, reason, None)?)
             }
             UserCommand::FlagForDeletion {
                 reason,
                 at,
                 delete_at,
-            } => {
-                // Already flagged, or the administrator ignored this absence (D3.m).
-                if self.flag.is_some() || self.ignored == Some(reason) {
-                    return Ok(vec![]);
-                }
-                UserEvent::FlaggedForDeletion(FlaggedForDeletion {
-                    address,
-                    reason,
-                    flagged_at: at,
-                    delete_at,
-                })
-            }
+            } => self.flag_for_deletion(address, reason, at, delete_at),
             UserCommand::CancelDeletion { reason } => {
                 if self.flag.is_none() {
                     return Err(UserError::NotFlagged);
                 }
-                UserEvent::DeletionCancelled(DeletionCancelled { address, reason })
-            }
-            UserCommand::IgnoreConflict => {
-                let Some(flag) = &self.flag else {
-                    return Err(UserError::NotFlagged);
-                };
-                UserEvent::ConflictIgnored(ConflictIgnored {
+                Some(UserEvent::DeletionCancelled(DeletionCancelled {
                     address,
-                    reason: flag.reason,
-                })
-            }
-            UserCommand::Deactivate => {
-                if self.status == Status::Deactivated {
-                    return Err(UserError::AlreadyDeactivated);
-                }
-                UserEvent::UserDeactivated(UserDeactivated {
-                    address,
-                    lifted_flag: self.flag.as_ref().map(|f| f.reason),
-                })
-            }
-            UserCommand::Reactivate => {
-                if self.status != Status::Deactivated {
-                    return Err(UserError::NotDeactivated);
-                }
-                if let Some(source) = self.source {
-                    Self::check_seat(services, self.kind, reactivation_source(source))?;
-                }
-                UserEvent::UserReactivated(UserReactivated { address })
-            }
-            UserCommand::Delete { reason, at } => {
-                if reason == DeletionReason::DelayExpired {
-                    // D3.i: only a flag whose delay has passed deletes.
-                    match &self.flag {
-                        Some(Flag {
-                            delete_at: Some(due),
-                            ..
-                        }) if *due <= at => {}
-                        _ => return Err(UserError::NotDue),
-                    }
-                }
-                UserEvent::UserDeleted(UserDeleted {
-                    address,
-                    aliases: self.aliases.iter().cloned().collect(),
                     reason,
-                    deleted_at: at,
-                    rules_removed: self.rules.keys().copied().collect(),
-                })
+                }))
             }
+            UserCommand::IgnoreConflict => Some(self.ignore_conflict(address)?),
+            UserCommand::Deactivate => Some(self.deactivate(address)?),
+            UserCommand::Reactivate => Some(self.reactivate(address, services)?),
+            UserCommand::Delete { reason, at } => Some(self.delete(address, reason, at)?),
             UserCommand::AddRule {
                 rule_id,
                 kind,
                 value,
-            } => {
-                let value = normalise_rule_value(&value)?;
-                if self
-                    .rules
-                    .values()
-                    .any(|r| r.kind == kind && r.value == value)
-                {
-                    return Err(UserError::RuleExists {
-                        kind: kind.as_str(),
-                        value,
-                    });
-                }
-                UserEvent::RuleAdded(RuleAdded {
-                    address,
-                    rule_id,
-                    kind,
-                    value,
-                })
-            }
+            } => Some(self.add_rule(address, rule_id, kind, &value)?),
             UserCommand::RemoveRule { rule_id } => {
                 if !self.rules.contains_key(&rule_id) {
                     return Err(UserError::RuleNotFound);
                 }
-                UserEvent::RuleRemoved(RuleRemoved { address, rule_id })
+                Some(UserEvent::RuleRemoved(RuleRemoved { address, rule_id }))
             }
             UserCommand::ChangeAddress {
                 address: new,
                 taken_from,
                 released_to,
-            } => {
-                if new == address {
-                    return Ok(vec![]);
-                }
-                let mut out = Vec::new();
-                if self.aliases.contains(&new) {
-                    out.push(UserEvent::AliasUnmapped(AliasUnmapped {
-                        address: address.clone(),
-                        alias: new.clone(),
-                        reason: UnmapReason::Directory,
-                        released_to: None,
-                    }));
-                }
-                out.push(UserEvent::AddressChanged(AddressChanged {
-                    address: new,
-                    previous: address,
-                    taken_from,
-                    released_to,
-                }));
-                return Ok(out);
-            }
+            } => return Ok(self.change_address(address, new, taken_from, released_to)),
             UserCommand::ReleaseAddress { next, released_to } => {
-                if next == address {
-                    return Ok(vec![]);
-                }
-                UserEvent::AddressReleased(AddressReleased {
+                (next != address).then_some(UserEvent::AddressReleased(AddressReleased {
                     address,
                     next,
                     released_to,
-                })
+                }))
             }
             UserCommand::LinkDirectory {
                 source,
                 directory_id,
-            } => {
-                let previous_source = self.source.unwrap_or(Source::Manual);
-                if previous_source == source
-                    && self.directory_id.as_deref() == Some(directory_id.as_str())
-                {
-                    return Ok(vec![]);
-                }
-                UserEvent::DirectoryLinked(DirectoryLinked {
-                    address,
-                    source,
-                    directory_id,
-                    previous_source,
-                })
-            }
-            UserCommand::EndAbsence => {
-                if self.ignored.is_none() {
-                    return Ok(vec![]);
-                }
-                UserEvent::AbsenceEnded(AbsenceEnded { address })
-            }
-            UserCommand::SetMembers { mut members } => {
-                if self.kind != Kind::DistributionList {
-                    return Err(UserError::NotAList);
-                }
-                members.sort();
-                members.dedup();
-                if members == self.members {
-                    return Ok(vec![]);
-                }
-                UserEvent::ListMembersChanged(ListMembersChanged { address, members })
-            }
+            } => self.link_directory(address, source, directory_id),
+            UserCommand::EndAbsence => self
+                .ignored
+                .is_some()
+                .then_some(UserEvent::AbsenceEnded(AbsenceEnded { address })),
+            UserCommand::SetMembers { members } => self.set_members(address, members)?,
         };
-        Ok(vec![event])
+        Ok(event.into_iter().collect())
+    }
+
+    /// D3.f: the whole profile is set; a change names the fields it
+    /// changes, and no change emits nothing.
+    fn update_profile(
+        &self,
+        address: Address,
+        profile: Profile,
+    ) -> Result<Option<UserEvent>, UserError> {
+        let profile = profile.normalised();
+        profile
+            .check()
+            .map_err(|(field, reason)| UserError::InvalidField { field, reason })?;
+        let changed: Vec<String> = self
+            .profile
+            .fields()
+            .iter()
+            .zip(profile.fields().iter())
+            .filter(|((_, old), (_, new))| old != new)
+            .map(|((name, _), _)| name.to_string())
+            .collect();
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(UserEvent::ProfileUpdated(ProfileUpdated {
+            address,
+            profile,
+            changed,
+        })))
+    }
+
+    /// U1, U3: an alias is never the user's own primary address nor mapped
+    /// twice; `taken_from` names the user it moves from in a sync run.
+    fn map_alias(
+        &self,
+        address: Address,
+        alias: Address,
+        taken_from: Option<Address>,
+    ) -> Result<UserEvent, UserError> {
+        if alias == address {
+            return Err(UserError::AliasIsPrimary(alias));
+        }
+        if self.aliases.contains(&alias) {
+            return Err(UserError::AliasAlreadyMapped(alias));
+        }
+        Ok(UserEvent::AliasMapped(AliasMapped {
+            address,
+            alias,
+            taken_from,
+        }))
+    }
+
+    /// U3: only a mapped alias can be unmapped; `released_to` names the
+    /// user it moves to in a sync run.
+    fn unmap_alias(
+        &self,
+        address: Address,
+        alias: Address,
+        reason: UnmapReason,
+        released_to: Option<Address>,
+    ) -> Result<UserEvent, UserError> {
+        if !self.aliases.contains(&alias) {
+            return Err(UserError::AliasNotMapped(alias));
+        }
+        Ok(UserEvent::AliasUnmapped(AliasUnmapped {
+            address,
+            alias,
+            reason,
+            released_to,
+        }))
+    }
+
+    /// D3.h: flags once; an absence the administrator ignored is not
+    /// flagged again (D3.m).
+    fn flag_for_deletion(
+        &self,
+        address: Address,
+        reason: FlagReason,
+        at: DateTime<Utc>,
+        delete_at: Option<DateTime<Utc>>,
+    ) -> Option<UserEvent> {
+        if self.flag.is_some() || self.ignored == Some(reason) {
+            return None;
+        }
+        Some(UserEvent::FlaggedForDeletion(FlaggedForDeletion {
+            address,
+            reason,
+            flagged_at: at,
+            delete_at,
+        }))
+    }
+
+    /// D3.m: ignoring a conflict ignores the absence the flag was for.
+    fn ignore_conflict(&self, address: Address) -> Result<UserEvent, UserError> {
+        let Some(flag) = &self.flag else {
+            return Err(UserError::NotFlagged);
+        };
+        Ok(UserEvent::ConflictIgnored(ConflictIgnored {
+            address,
+            reason: flag.reason,
+        }))
+    }
+
+    /// D3.m: a deactivation lifts a deletion flag and remembers its absence.
+    fn deactivate(&self, address: Address) -> Result<UserEvent, UserError> {
+        if self.status == Status::Deactivated {
+            return Err(UserError::AlreadyDeactivated);
+        }
+        Ok(UserEvent::UserDeactivated(UserDeactivated {
+            address,
+            lifted_flag: self.flag.as_ref().map(|f| f.reason),
+        }))
+    }
+
+    /// T3: a reactivation takes a seat again.
+    fn reactivate(
+        &self,
+        address: Address,
+        services: &UserServices,
+    ) -> Result<UserEvent, UserError> {
+        if self.status != Status::Deactivated {
+            return Err(UserError::NotDeactivated);
+        }
+        if let Some(source) = self.source {
+            Self::check_seat(services, self.kind, reactivation_source(source))?;
+        }
+        Ok(UserEvent::UserReactivated(UserReactivated { address }))
+    }
+
+    /// D3.i: only a flag whose delay has passed deletes by expiry; a
+    /// deletion releases the aliases and removes the rules (U5).
+    fn delete(
+        &self,
+        address: Address,
+        reason: DeletionReason,
+        at: DateTime<Utc>,
+    ) -> Result<UserEvent, UserError> {
+        if reason == DeletionReason::DelayExpired {
+            match &self.flag {
+                Some(Flag {
+                    delete_at: Some(due),
+                    ..
+                }) if *due <= at => {}
+                _ => return Err(UserError::NotDue),
+            }
+        }
+        Ok(UserEvent::UserDeleted(UserDeleted {
+            address,
+            aliases: self.aliases.iter().cloned().collect(),
+            reason,
+            deleted_at: at,
+            rules_removed: self.rules.keys().copied().collect(),
+        }))
+    }
+
+    /// U5: a rule names a sender address or domain, once per kind.
+    fn add_rule(
+        &self,
+        address: Address,
+        rule_id: RuleId,
+        kind: RuleKind,
+        value: &str,
+    ) -> Result<UserEvent, UserError> {
+        let value = normalise_rule_value(value)?;
+        if self
+            .rules
+            .values()
+            .any(|r| r.kind == kind && r.value == value)
+        {
+            return Err(UserError::RuleExists {
+                kind: kind.as_str(),
+                value,
+            });
+        }
+        Ok(UserEvent::RuleAdded(RuleAdded {
+            address,
+            rule_id,
+            kind,
+            value,
+        }))
+    }
+
+    /// D3.e: a rename of the same object; an alias that becomes the
+    /// primary is unmapped first.
+    fn change_address(
+        &self,
+        address: Address,
+        new: Address,
+        taken_from: Option<Address>,
+        released_to: Option<Address>,
+    ) -> Vec<UserEvent> {
+        if new == address {
+            return vec![];
+        }
+        let mut out = Vec::new();
+        if self.aliases.contains(&new) {
+            out.push(UserEvent::AliasUnmapped(AliasUnmapped {
+                address: address.clone(),
+                alias: new.clone(),
+                reason: UnmapReason::Directory,
+                released_to: None,
+            }));
+        }
+        out.push(UserEvent::AddressChanged(AddressChanged {
+            address: new,
+            previous: address,
+            taken_from,
+            released_to,
+        }));
+        out
+    }
+
+    /// D2, D3.g: the user is managed by this directory object from now on;
+    /// the same link again emits nothing.
+    fn link_directory(
+        &self,
+        address: Address,
+        source: Source,
+        directory_id: ObjectId,
+    ) -> Option<UserEvent> {
+        let previous_source = self.source.unwrap_or(Source::Manual);
+        if previous_source == source && self.directory_id.as_ref() == Some(&directory_id) {
+            return None;
+        }
+        Some(UserEvent::DirectoryLinked(DirectoryLinked {
+            address,
+            source,
+            directory_id,
+            previous_source,
+        }))
+    }
+
+    /// U4: only a distribution list has members, kept sorted and distinct.
+    fn set_members(
+        &self,
+        address: Address,
+        mut members: Vec<Address>,
+    ) -> Result<Option<UserEvent>, UserError> {
+        if self.kind != Kind::DistributionList {
+            return Err(UserError::NotAList);
+        }
+        members.sort();
+        members.dedup();
+        if members == self.members {
+            return Ok(None);
+        }
+        Ok(Some(UserEvent::ListMembersChanged(ListMembersChanged {
+            address,
+            members,
+        })))
     }
 }
 
@@ -563,49 +652,12 @@ impl Aggregate for User {
     type Error = UserError;
     type Services = UserServices;
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command, services)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
+    handle_by_decide!(|user, command, services| user.decide(command, services));
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            UserEvent::UserAdded(e) => {
-                *self = User {
-                    user_id: Some(e.user_id),
-                    customer_id: Some(e.customer_id),
-                    address: Some(e.address),
-                    kind: e.kind,
-                    source: Some(e.source),
-                    status: Status::Active,
-                    profile: e.profile,
-                    aliases: e.aliases.into_iter().collect(),
-                    directory_id: e.directory_id,
-                    members: e.members,
-                    ..User::default()
-                };
-            }
-            UserEvent::UserReturned(e) => {
-                *self = User {
-                    user_id: Some(e.user_id),
-                    customer_id: Some(e.customer_id),
-                    address: Some(e.address),
-                    kind: e.kind,
-                    source: Some(e.source),
-                    status: Status::Active,
-                    profile: e.profile,
-                    aliases: e.aliases.into_iter().collect(),
-                    directory_id: e.directory_id,
-                    members: e.members,
-                    ..User::default()
-                };
+            UserEvent::UserAdded(e) | UserEvent::UserReturned(UserReturned { user: e, .. }) => {
+                *self = User::added(e)
             }
             UserEvent::ProfileUpdated(e) => self.profile = e.profile,
             UserEvent::AliasMapped(e) => {
@@ -702,8 +754,9 @@ impl ClaimsOf for User {
             out
         };
         match event {
-            UserEvent::UserAdded(e) => claim_all(&e.address, e.kind, &e.aliases),
-            UserEvent::UserReturned(e) => claim_all(&e.address, e.kind, &e.aliases),
+            UserEvent::UserAdded(e) | UserEvent::UserReturned(UserReturned { user: e, .. }) => {
+                claim_all(&e.address, e.kind, &e.aliases)
+            }
             UserEvent::AliasMapped(e) => vec![ClaimChange::ClaimAddress {
                 address: e.alias.clone(),
                 owner,
@@ -1098,7 +1151,7 @@ mod tests {
                 deletion_reason: DeletionReason::DelayExpired,
             }
         );
-        assert_eq!(ret.source, Source::Ldap);
+        assert_eq!(ret.user.source, Source::Ldap);
     }
 
     #[tokio::test]

@@ -479,19 +479,13 @@ impl Relay {
         }
     }
 
-    /// One session: from the checkpoint (or the bus's tail) until an error
-    /// or shutdown.
-    async fn session(
-        &self,
-        mut lease: Option<&mut Lease>,
-        wake: &mut Wake,
-        position: &mut Option<i64>,
-        backoff: &mut Duration,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), RelayError> {
+    /// Where a session starts: the checkpoint (or, without one, where the
+    /// last session stopped, else the log's head), moved up to the
+    /// stream's tail when the stream already holds those events (E5).
+    async fn starting_point(&self, position: Option<i64>) -> Result<i64, RelayError> {
         let bus = self.bus.kind();
         let tail = self.bus.prepare().await?;
-        let mut acked = match (&self.config.checkpoint, *position) {
+        let mut acked = match (&self.config.checkpoint, position) {
             (Some(_), _) => self.checkpoint().await?,
             (None, Some(p)) => p,
             (None, None) => self.store.head_position().await?,
@@ -516,6 +510,21 @@ impl Relay {
                 );
             }
         }
+        Ok(acked)
+    }
+
+    /// One session: from the checkpoint (or the bus's tail) until an error
+    /// or shutdown.
+    async fn session(
+        &self,
+        mut lease: Option<&mut Lease>,
+        wake: &mut Wake,
+        position: &mut Option<i64>,
+        backoff: &mut Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), RelayError> {
+        let bus = self.bus.kind();
+        let mut acked = self.starting_point(*position).await?;
         self.save(acked).await?;
         *position = Some(acked);
         self.active.send_replace(true);
@@ -526,18 +535,7 @@ impl Relay {
         let mut inflight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
         // Once an acknowledgement failed, the ones after it prove nothing.
         let mut ack_failed = false;
-        let handle = |done: (i64, i64, Result<Ack, BusError>), acked: &mut i64| {
-            let (pos, recorded_at, result) = done;
-            let ack = result?;
-            *acked = pos;
-            metrics::counter!("roster_relay_published_total", "bus" => bus).increment(1);
-            if ack.duplicate {
-                metrics::counter!("roster_relay_duplicates_total", "bus" => bus).increment(1);
-            }
-            metrics::histogram!("roster_relay_commit_to_ack_seconds", "bus" => bus)
-                .record((now_micros() - recorded_at).max(0) as f64 / 1e6);
-            Ok::<(), BusError>(())
-        };
+        let handle = |done, acked: &mut i64| record_ack(bus, done, acked);
         let outcome: Result<(), RelayError> = 'session: loop {
             if *shutdown.borrow() {
                 break Ok(());
@@ -638,6 +636,25 @@ impl Relay {
         *position = Some(acked);
         outcome
     }
+}
+
+/// Counts one acknowledgement in order and moves `acked` to its position;
+/// a failed one ends the session.
+fn record_ack(
+    bus: &'static str,
+    done: (i64, i64, Result<Ack, BusError>),
+    acked: &mut i64,
+) -> Result<(), BusError> {
+    let (pos, recorded_at, result) = done;
+    let ack = result?;
+    *acked = pos;
+    metrics::counter!("roster_relay_published_total", "bus" => bus).increment(1);
+    if ack.duplicate {
+        metrics::counter!("roster_relay_duplicates_total", "bus" => bus).increment(1);
+    }
+    metrics::histogram!("roster_relay_commit_to_ack_seconds", "bus" => bus)
+        .record((now_micros() - recorded_at).max(0) as f64 / 1e6);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -180,75 +180,12 @@ async fn apply_one(
             owner,
             primary,
             seat,
-        } => {
-            let managed_by: Option<String> = with_tx!(tx, |c| sqlx::query_scalar(
-                "SELECT customer_id FROM domain_claims WHERE domain = $1"
-            )
-            .bind(address.domain_str())
-            .fetch_optional(c)
-            .await?);
-            if managed_by.as_deref() != Some(customer.as_str()) {
-                return Err(StoreError::UnmanagedDomain {
-                    domain: address.domain(),
-                });
-            }
-            let n = with_tx!(tx, |c| {
-                sqlx::query(
-                "INSERT INTO address_claims (address, domain, customer_id, owner_id, is_primary, seat)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (address) DO NOTHING"
-            )
-            .bind(address.as_str())
-            .bind(address.domain_str())
-            .bind(&customer)
-            .bind(owner.to_string())
-            .bind(*primary)
-            .bind(*seat)
-            .execute(c)
-            .await?
-            .rows_affected()
-            });
-            if n == 0 {
-                return Err(StoreError::AddressTaken {
-                    address: address.clone(),
-                });
-            }
-        }
+        } => claim_address(tx, &customer, address, *owner, *primary, *seat).await?,
         ClaimChange::ReleaseAddress {
             address,
             owner,
             tombstone,
-        } => {
-            let n = with_tx!(tx, |c| sqlx::query(
-                "DELETE FROM address_claims WHERE address = $1 AND owner_id = $2"
-            )
-            .bind(address.as_str())
-            .bind(owner.to_string())
-            .execute(c)
-            .await?
-            .rows_affected());
-            if n == 0 {
-                return Err(StoreError::Inconsistent(format!(
-                    "{address} released but not claimed by {owner}"
-                )));
-            }
-            if *tombstone {
-                with_tx!(tx, |c| {
-                    sqlx::query(
-                    "INSERT INTO address_tombstones (customer_id, address, owner_id, released_at)
-                     VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (customer_id, address)
-                     DO UPDATE SET owner_id = excluded.owner_id, released_at = excluded.released_at"
-                )
-                .bind(&customer)
-                .bind(address.as_str())
-                .bind(owner.to_string())
-                .bind(item.at)
-                .execute(c)
-                .await
-                .map(|_| ())?
-                });
-            }
-        }
+        } => release_address(tx, &customer, address, *owner, *tombstone, item.at).await?,
         ClaimChange::SetSeat {
             address,
             owner,
@@ -269,6 +206,93 @@ async fn apply_one(
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// U1: an address is claimed once in the whole system, and only in a
+/// domain its customer manages (T2).
+async fn claim_address(
+    tx: &mut Tx,
+    customer: &str,
+    address: &Address,
+    owner: UserId,
+    primary: bool,
+    seat: bool,
+) -> Result<(), StoreError> {
+    let managed_by: Option<String> = with_tx!(tx, |c| sqlx::query_scalar(
+        "SELECT customer_id FROM domain_claims WHERE domain = $1"
+    )
+    .bind(address.domain_str())
+    .fetch_optional(c)
+    .await?);
+    if managed_by.as_deref() != Some(customer) {
+        return Err(StoreError::UnmanagedDomain {
+            domain: address.domain(),
+        });
+    }
+    let n = with_tx!(tx, |c| {
+        sqlx::query(
+            "INSERT INTO address_claims (address, domain, customer_id, owner_id, is_primary, seat)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (address) DO NOTHING",
+        )
+        .bind(address.as_str())
+        .bind(address.domain_str())
+        .bind(customer)
+        .bind(owner.to_string())
+        .bind(primary)
+        .bind(seat)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    if n == 0 {
+        return Err(StoreError::AddressTaken {
+            address: address.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// U1: only the owner releases its address; with `tombstone` a later
+/// return of the address finds its earlier owner (U6).
+async fn release_address(
+    tx: &mut Tx,
+    customer: &str,
+    address: &Address,
+    owner: UserId,
+    tombstone: bool,
+    at: i64,
+) -> Result<(), StoreError> {
+    let n = with_tx!(tx, |c| sqlx::query(
+        "DELETE FROM address_claims WHERE address = $1 AND owner_id = $2"
+    )
+    .bind(address.as_str())
+    .bind(owner.to_string())
+    .execute(c)
+    .await?
+    .rows_affected());
+    if n == 0 {
+        return Err(StoreError::Inconsistent(format!(
+            "{address} released but not claimed by {owner}"
+        )));
+    }
+    if tombstone {
+        with_tx!(tx, |c| {
+            sqlx::query(
+                "INSERT INTO address_tombstones (customer_id, address, owner_id, released_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (customer_id, address)
+                 DO UPDATE SET owner_id = excluded.owner_id, released_at = excluded.released_at",
+            )
+            .bind(customer)
+            .bind(address.as_str())
+            .bind(owner.to_string())
+            .bind(at)
+            .execute(c)
+            .await
+            .map(|_| ())?
+        });
     }
     Ok(())
 }

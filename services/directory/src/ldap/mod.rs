@@ -19,7 +19,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roster_domain::snapshot::{DirectoryReader, ObjectKind, ReadError, Snapshot, TestReport};
+use roster_domain::snapshot::{
+    DirectoryObject, DirectoryReader, ObjectKind, ReadError, Snapshot, TestReport,
+};
 use roster_events::LdapSettings;
 use tracing::Instrument;
 
@@ -158,6 +160,28 @@ struct Counts {
     without_id: u64,
 }
 
+impl Counts {
+    /// Entries without the id attribute are skipped; when every entry
+    /// lacks it, the attribute map is wrong and the read fails (D3.r).
+    fn check_ids(&self, mapping: &Mapping) -> Result<(), ReadError> {
+        if self.without_id == 0 {
+            return Ok(());
+        }
+        if self.users + self.lists + self.plain_groups + self.public_folders == 0 {
+            return Err(ReadError::Settings(format!(
+                "none of the {} entries found has the id attribute {:?}: check the attribute map",
+                self.without_id, mapping.id
+            )));
+        }
+        tracing::warn!(
+            skipped = self.without_id,
+            id_attribute = %mapping.id,
+            "entries without the id attribute were skipped"
+        );
+        Ok(())
+    }
+}
+
 impl LdapReader {
     /// A reader for `settings`, binding with `bind_password` (ignored, with
     /// the bind, when both it and the bind user are empty: an anonymous
@@ -255,14 +279,53 @@ impl LdapReader {
         let ctx = self.ctx(&endpoint);
         let ldap = &mut session.ldap;
         let mut counts = Counts::default();
+        let users = self
+            .read_users(ldap, &ctx, &mapping, base, &mut counts)
+            .await?;
+        let groups = self
+            .read_groups(ldap, &ctx, &mapping, base, &mut counts)
+            .await?;
+        let public_folders = self
+            .read_public_folders(ldap, &ctx, &mapping, base, &mut counts)
+            .await?;
+        let _ = tokio::time::timeout(Duration::from_secs(1), ldap.unbind()).await;
+        counts.check_ids(&mapping)?;
+        let (objects, members, duplicates) = assemble(users, groups, public_folders);
+        if duplicates > 0 {
+            tracing::warn!(
+                duplicates,
+                "objects matched by more than one search were kept once"
+            );
+        }
+        tracing::info!(
+            users = counts.users,
+            disabled = counts.disabled,
+            lists = counts.lists,
+            groups_without_mail = counts.plain_groups,
+            public_folders = counts.public_folders,
+            members = members.resolved,
+            members_outside = members.outside,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "directory read complete"
+        );
+        Ok(Snapshot { objects })
+    }
 
-        // Users.
+    /// The users, and which of them are disabled (D3.h).
+    async fn read_users(
+        &self,
+        ldap: &mut ldap3::Ldap,
+        ctx: &Ctx<'_>,
+        mapping: &Mapping,
+        base: &str,
+        counts: &mut Counts,
+    ) -> Result<Vec<DirectoryObject>, ReadError> {
         let user_attrs = AttrSet::new(mapping.user_attributes());
-        let user_slots = Slots::new(&mapping, &user_attrs);
+        let user_slots = Slots::new(mapping, &user_attrs);
         let mut users = Vec::new();
         paged_search(
             ldap,
-            &ctx,
+            ctx,
             &Search {
                 kind: SearchKind::Users,
                 base,
@@ -281,7 +344,7 @@ impl LdapReader {
             },
         )
         .await?;
-        if let Some(disabled) = disabled_ids(ldap, &ctx, &mapping, base).await? {
+        if let Some(disabled) = disabled_ids(ldap, ctx, mapping, base).await? {
             counts.disabled = 0;
             for u in &mut users {
                 u.disabled = disabled.contains(&u.id);
@@ -289,20 +352,30 @@ impl LdapReader {
             }
         }
         counts.users = users.len() as u64;
+        Ok(users)
+    }
 
-        // Groups, then the rest of any ranged member values.
+    /// The groups (U4), then the rest of any ranged member values.
+    async fn read_groups(
+        &self,
+        ldap: &mut ldap3::Ldap,
+        ctx: &Ctx<'_>,
+        mapping: &Mapping,
+        base: &str,
+        counts: &mut Counts,
+    ) -> Result<Vec<ReadGroup>, ReadError> {
         let mut group_attrs = AttrSet::new(mapping.group_attributes());
         if let Some(step) = self.options.member_range_step {
             for m in &mapping.member {
                 group_attrs = group_attrs.with_range(m, step);
             }
         }
-        let group_slots = Slots::new(&mapping, &group_attrs);
+        let group_slots = Slots::new(mapping, &group_attrs);
         let mut groups: Vec<ReadGroup> = Vec::new();
         let mut ranged: Vec<(usize, usize, search::Range)> = Vec::new();
         paged_search(
             ldap,
-            &ctx,
+            ctx,
             &Search {
                 kind: SearchKind::Groups,
                 base,
@@ -333,15 +406,8 @@ impl LdapReader {
         for (g, slot, range) in ranged {
             let attr = group_attrs.names()[slot].clone();
             let dn = groups[g].object.dn.clone().unwrap_or_default();
-            let rest = rest_of_range(
-                ldap,
-                &ctx,
-                &dn,
-                &attr,
-                range,
-                self.options.member_range_step,
-            )
-            .await?;
+            let rest =
+                rest_of_range(ldap, ctx, &dn, &attr, range, self.options.member_range_step).await?;
             tracing::debug!(group = %dn, attribute = %attr, more = rest.len(), "ranged values read");
             groups[g]
                 .member_dns
@@ -349,74 +415,50 @@ impl LdapReader {
         }
         counts.lists = groups.iter().filter(|g| g.mail_enabled).count() as u64;
         counts.plain_groups = groups.len() as u64 - counts.lists;
+        Ok(groups)
+    }
 
-        // Public folders.
+    /// The public folders, when they are synced (U4).
+    async fn read_public_folders(
+        &self,
+        ldap: &mut ldap3::Ldap,
+        ctx: &Ctx<'_>,
+        mapping: &Mapping,
+        base: &str,
+        counts: &mut Counts,
+    ) -> Result<Vec<DirectoryObject>, ReadError> {
         let mut public_folders = Vec::new();
         if self.settings.include_public_folders {
             match &mapping.public_folder_filter {
-                Some(filter) => {
-                    let attrs = AttrSet::new(mapping.mail_object_attributes());
-                    let slots = Slots::new(&mapping, &attrs);
-                    paged_search(
-                        ldap,
-                        &ctx,
-                        &Search {
-                            kind: SearchKind::PublicFolders,
-                            base,
-                            filter,
-                            attrs: &attrs,
-                        },
-                        |e| {
-                            match slots.object(e, ObjectKind::PublicFolder) {
-                                Some(o) => public_folders.push(o),
-                                None => counts.without_id += 1,
-                            }
-                            Ok(())
-                        },
-                    )
-                    .await?;
-                }
-                None => tracing::info!(
-                    "public folders are an Exchange (Active Directory) feature: none to read with this preset"
-                ),
+            Some(filter) => {
+                let attrs = AttrSet::new(mapping.mail_object_attributes());
+                let slots = Slots::new(mapping, &attrs);
+                paged_search(
+                    ldap,
+                    ctx,
+                    &Search {
+                        kind: SearchKind::PublicFolders,
+                        base,
+                        filter,
+                        attrs: &attrs,
+                    },
+                    |e| {
+                        match slots.object(e, ObjectKind::PublicFolder) {
+                            Some(o) => public_folders.push(o),
+                            None => counts.without_id += 1,
+                        }
+                        Ok(())
+                    },
+                )
+                .await?;
             }
+            None => tracing::info!(
+                "public folders are an Exchange (Active Directory) feature: none to read with this preset"
+            ),
+        }
         }
         counts.public_folders = public_folders.len() as u64;
-        let _ = tokio::time::timeout(Duration::from_secs(1), ldap.unbind()).await;
-
-        if counts.without_id > 0 {
-            let read = counts.users + counts.lists + counts.plain_groups + counts.public_folders;
-            if read == 0 {
-                return Err(ReadError::Settings(format!(
-                    "none of the {} entries found has the id attribute {:?}: check the attribute map",
-                    counts.without_id, mapping.id
-                )));
-            }
-            tracing::warn!(
-                skipped = counts.without_id,
-                id_attribute = %mapping.id,
-                "entries without the id attribute were skipped"
-            );
-        }
-        let (objects, members, duplicates) = assemble(users, groups, public_folders);
-        if duplicates > 0 {
-            tracing::warn!(
-                duplicates,
-                "objects matched by more than one search were kept once"
-            );
-        }
-        tracing::info!(
-            users = counts.users,
-            disabled = counts.disabled,
-            lists = counts.lists,
-            groups_without_mail = counts.plain_groups,
-            public_folders = counts.public_folders,
-            members = members.resolved,
-            members_outside = members.outside,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "directory read complete"
-        );
-        Ok(Snapshot { objects })
+        Ok(public_folders)
     }
 
     async fn test_inner(&self) -> Result<TestReport, ReadError> {

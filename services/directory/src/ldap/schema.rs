@@ -220,19 +220,13 @@ impl Mapping {
         if let Some(n) = one("proxy addresses", &a.proxy_addresses)? {
             m.proxy_addresses = Some(n);
         }
-        for (field, name, target) in [
-            ("first name", &a.first_name, &mut m.first_name),
-            ("last name", &a.last_name, &mut m.last_name),
-            ("home phone", &a.home_phone, &mut m.home_phone),
-            ("mobile", &a.mobile, &mut m.mobile),
-            ("company", &a.company, &mut m.company),
-            ("department", &a.department, &mut m.department),
-            ("notes", &a.notes, &mut m.notes),
-            ("member", &a.member, &mut m.member),
-        ] {
-            if let Some(n) = one(field, name)? {
+        for ((field, name), target) in a.profile.fields().into_iter().zip(m.profile_mut()) {
+            if let Some(n) = one(&field.replace('_', " "), name)? {
                 *target = vec![n];
             }
+        }
+        if let Some(n) = one("member", &a.member)? {
+            m.member = vec![n];
         }
         let filter = |what: &str, f: &str| -> Result<(), ReadError> {
             check_filter(f).map_err(|e| ReadError::InvalidFilter(format!("{what}: {e}")))
@@ -260,6 +254,20 @@ impl Mapping {
             m.group_filter = and_all(&[&m.group_filter, custom]);
         }
         Ok(m)
+    }
+
+    /// The attributes of each profile field, in the order of
+    /// [`Profile::fields`](roster_events::Profile::fields).
+    fn profile_mut(&mut self) -> [&mut Vec<String>; 7] {
+        [
+            &mut self.first_name,
+            &mut self.last_name,
+            &mut self.home_phone,
+            &mut self.mobile,
+            &mut self.company,
+            &mut self.department,
+            &mut self.notes,
+        ]
     }
 
     /// Attributes a user search requests.
@@ -446,7 +454,7 @@ mod tests {
     #[test]
     fn d3d_attribute_map_overrides_field_by_field() {
         let mut s = settings(LdapPreset::Openldap);
-        s.attributes.department = Some("ou".into());
+        s.attributes.profile.department = Some("ou".into());
         s.attributes.id = Some(" employeeNumber ".into());
         s.attributes.proxy_addresses = Some("mailAlternateAddress".into());
         let m = Mapping::of(&s).unwrap();
@@ -454,7 +462,7 @@ mod tests {
         assert_eq!(m.id, "employeeNumber");
         assert_eq!(m.proxy_addresses.as_deref(), Some("mailAlternateAddress"));
         assert_eq!(m.company, vec!["o"], "untouched fields keep the preset");
-        s.attributes.mobile = Some("mobile phone".into());
+        s.attributes.profile.mobile = Some("mobile phone".into());
         let e = Mapping::of(&s).unwrap_err();
         assert!(
             matches!(e, ReadError::Settings(ref m) if m.contains("mobile")),
@@ -490,7 +498,7 @@ mod tests {
     #[test]
     fn d3d_requested_attributes_have_no_duplicates() {
         let mut s = settings(LdapPreset::ActiveDirectory);
-        s.attributes.notes = Some("Department".into());
+        s.attributes.profile.notes = Some("Department".into());
         let m = Mapping::of(&s).unwrap();
         let attrs = m.user_attributes();
         assert_eq!(
