@@ -554,16 +554,7 @@ impl Relay {
                     Err(e) => break Err(e.into()),
                 };
                 read = events.len();
-                // One span per batch published (issue 16).
-                let span = (read > 0).then(|| {
-                    tracing::info_span!(
-                        "relay.publish",
-                        bus,
-                        events = read,
-                        from = next + 1,
-                        to = events.last().map(|e| e.position).unwrap_or(next)
-                    )
-                });
+                let span = publish_span(bus, &events, next);
                 for e in events {
                     let message = bus_message(e, &upcasters, &self.config.subject_prefix);
                     let (pos, recorded_at) = (message.position, message.recorded_at);
@@ -655,6 +646,22 @@ fn record_ack(
     metrics::histogram!("roster_relay_commit_to_ack_seconds", "bus" => bus)
         .record((now_micros() - recorded_at).max(0) as f64 / 1e6);
     Ok(())
+}
+
+/// One span per batch published (issue 16); none for an empty read.
+fn publish_span(
+    bus: &'static str,
+    events: &[roster_store::StoredEvent],
+    next: i64,
+) -> Option<tracing::Span> {
+    let last = events.last()?;
+    Some(tracing::info_span!(
+        "relay.publish",
+        bus,
+        events = events.len(),
+        from = next + 1,
+        to = last.position
+    ))
 }
 
 #[cfg(test)]

@@ -532,194 +532,211 @@ async fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(cli.storage, args).await,
-        Command::Migrate => {
-            let phases = progress::Phases::new();
-            let (store, lock) = open_locked(&cli.storage, &|what| phases.phase(what)).await?;
-            lock.release().await;
-            phases.finish();
-            eprintln!("schema is up to date ({})", store.db().backend().as_str());
-            Ok(())
-        }
-        Command::Project { health } => {
-            let listener = health.bind().await?;
-            let store = open(&cli.storage).await?;
-            let projector = Arc::new(Projector::new(store, ""));
-            let (tx, rx) = watch::channel(false);
-            let endpoints = match listener {
-                Some(listener) => {
-                    let router = projection_health(
-                        projector.clone(),
-                        cli.storage.clock()?,
-                        health.ready.limits(),
-                        install_metrics()?,
-                    );
-                    Some(serve_health(listener, router, tx.subscribe())?)
-                }
-                None => None,
-            };
-            if endpoints.is_some() {
-                spawn_collector(
-                    projector.store().clone(),
-                    Some(projector.clone()),
-                    None,
-                    cli.storage.clock()?,
-                    tx.subscribe(),
-                );
-            }
-            let task = tokio::spawn(projector.clone().run(rx, Duration::from_millis(200)));
-            shutdown_signal().await;
-            let _ = tx.send(true);
-            let _ = task.await;
-            if let Some(e) = endpoints {
-                let _ = e.await;
-            }
-            Ok(())
-        }
-        Command::Rebuild { verify } => {
-            use progress::{Checkpoints, Progress};
-            let store = open(&cli.storage).await?;
-            let live = Projector::new(store.clone(), "");
-            let every = Duration::from_secs_f64(cli.storage.progress_secs.clamp(0.01, 3600.0));
-            if verify {
-                let p = Progress::start(
-                    &store,
-                    "catching up the live projections",
-                    Checkpoints::Live,
-                    every,
-                );
-                let caught_up = live.catch_up().await;
-                p.finish().await;
-                caught_up?;
-                let p = Progress::start(
-                    &store,
-                    "rebuild --verify: replaying",
-                    Checkpoints::Rebuild,
-                    every,
-                );
-                let report = roster_projections::rebuild::rebuild(&store, false).await;
-                p.finish().await;
-                let report = report?;
-                tracing::info!("rebuild --verify: comparing the fresh tables with the live ones");
-                let fresh = roster_projections::rebuild::dump(
-                    &store,
-                    roster_projections::rebuild::REBUILD_PREFIX,
-                )
-                .await?;
-                let current = roster_projections::rebuild::dump(&store, "").await?;
-                roster_projections::rebuild::drop_tables(
-                    &store,
-                    roster_projections::rebuild::REBUILD_PREFIX,
-                )
-                .await?;
-                let differing: Vec<&String> = fresh
-                    .keys()
-                    .filter(|t| fresh.get(*t) != current.get(*t))
-                    .collect();
-                if differing.is_empty() {
-                    eprintln!(
-                        "rebuilt {} events: every projection equals the live one",
-                        report.events
-                    );
-                    Ok(())
-                } else {
-                    bail!("rebuilt projections differ from the live ones in: {differing:?}");
-                }
-            } else {
-                let p = Progress::start(&store, "rebuild: replaying", Checkpoints::Rebuild, every);
-                let report = roster_projections::rebuild::rebuild(&store, true).await;
-                p.finish().await;
-                let report = report?;
-                eprintln!(
-                    "replayed {} events into fresh tables and swapped them in: {}",
-                    report.events,
-                    report.tables.join(", ")
-                );
-                Ok(())
-            }
-        }
-        Command::Worker { tick_secs, health } => {
-            roster_sync::check_env().map_err(anyhow::Error::msg)?;
-            let listener = health.bind().await?;
-            let store = open(&cli.storage).await?;
-            let key = cli.storage.secret_key(store.db()).await?;
-            let outbound = cli.storage.outbound()?;
-            let projector = Arc::new(Projector::new(store.clone(), ""));
-            let (health_tx, health_rx) = watch::channel(false);
-            let endpoints = match listener {
-                Some(listener) => {
-                    let router = projection_health(
-                        projector.clone(),
-                        cli.storage.clock()?,
-                        health.ready.limits(),
-                        install_metrics()?,
-                    );
-                    Some(serve_health(listener, router, health_rx)?)
-                }
-                None => None,
-            };
-            if endpoints.is_some() {
-                spawn_collector(
-                    store.clone(),
-                    Some(projector.clone()),
-                    None,
-                    cli.storage.clock()?,
-                    health_tx.subscribe(),
-                );
-            }
-            let mut sync = roster_sync::SyncService::new(
-                store,
-                projector,
-                cli.storage.clock()?,
-                key,
-                Arc::new(roster_sync::DefaultReaders::new(outbound.clone())),
-            );
-            sync.outbound = outbound;
-            let (tx, rx) = watch::channel(false);
-            let task = tokio::spawn(roster_sync::worker::run(
-                sync,
-                Duration::from_secs(tick_secs.max(1)),
-                rx,
-            ));
-            shutdown_signal().await;
-            let _ = tx.send(true);
-            let _ = health_tx.send(true);
-            let _ = task.await;
-            if let Some(e) = endpoints {
-                let _ = e.await;
-            }
-            Ok(())
-        }
-        Command::Relay { nats, health } => {
-            let listener = health.bind().await?;
-            let store = open(&cli.storage).await?;
-            let endpoints = match listener {
-                Some(listener) => {
-                    let metrics = install_metrics()?;
-                    tracing::info!(listen = %listener.local_addr()?, "relay health endpoints: /healthz, /readyz, /metrics");
-                    Some((listener, metrics))
-                }
-                None => None,
-            };
-            let clock = cli.storage.clock()?;
-            let collector_store = store.clone();
-            let (stop_tx, stop_rx) = watch::channel(false);
-            roster_relay::run_relay_with(store, &nats, shutdown_signal(), move |relay| {
-                if let Some((listener, metrics)) = endpoints {
-                    spawn_collector(collector_store, None, Some(relay.clone()), clock, stop_rx);
-                    let router = relay_health(relay, metrics);
-                    tokio::spawn(async move {
-                        if let Err(e) = axum::serve(listener, router).await {
-                            tracing::error!(error = %e, "relay health endpoints stopped");
-                        }
-                    });
-                }
-            })
-            .await?;
-            let _ = stop_tx.send(true);
-            Ok(())
-        }
+        Command::Migrate => migrate(cli.storage).await,
+        Command::Project { health } => project(cli.storage, health).await,
+        Command::Rebuild { verify } => rebuild(cli.storage, verify).await,
+        Command::Worker { tick_secs, health } => worker(cli.storage, tick_secs, health).await,
+        Command::Relay { nats, health } => relay(cli.storage, nats, health).await,
         Command::Token { command } => token(cli.storage, command).await,
     }
+}
+
+/// `roster migrate`: the schema and projection tables, under the startup lock.
+async fn migrate(storage: Storage) -> anyhow::Result<()> {
+    let phases = progress::Phases::new();
+    let (store, lock) = open_locked(&storage, &|what| phases.phase(what)).await?;
+    lock.release().await;
+    phases.finish();
+    eprintln!("schema is up to date ({})", store.db().backend().as_str());
+    Ok(())
+}
+
+/// `roster project`: only the projector, with its health endpoints.
+async fn project(storage: Storage, health: HealthArgs) -> anyhow::Result<()> {
+    let listener = health.bind().await?;
+    let store = open(&storage).await?;
+    let projector = Arc::new(Projector::new(store, ""));
+    let (tx, rx) = watch::channel(false);
+    let endpoints = match listener {
+        Some(listener) => {
+            let router = projection_health(
+                projector.clone(),
+                storage.clock()?,
+                health.ready.limits(),
+                install_metrics()?,
+            );
+            Some(serve_health(listener, router, tx.subscribe())?)
+        }
+        None => None,
+    };
+    if endpoints.is_some() {
+        spawn_collector(
+            projector.store().clone(),
+            Some(projector.clone()),
+            None,
+            storage.clock()?,
+            tx.subscribe(),
+        );
+    }
+    let task = tokio::spawn(projector.clone().run(rx, Duration::from_millis(200)));
+    shutdown_signal().await;
+    let _ = tx.send(true);
+    let _ = task.await;
+    if let Some(e) = endpoints {
+        let _ = e.await;
+    }
+    Ok(())
+}
+
+/// `roster rebuild [--verify]`: replays the log into fresh tables (E3).
+async fn rebuild(storage: Storage, verify: bool) -> anyhow::Result<()> {
+    use progress::{Checkpoints, Progress};
+    let store = open(&storage).await?;
+    let live = Projector::new(store.clone(), "");
+    let every = Duration::from_secs_f64(storage.progress_secs.clamp(0.01, 3600.0));
+    if verify {
+        let p = Progress::start(
+            &store,
+            "catching up the live projections",
+            Checkpoints::Live,
+            every,
+        );
+        let caught_up = live.catch_up().await;
+        p.finish().await;
+        caught_up?;
+        let p = Progress::start(
+            &store,
+            "rebuild --verify: replaying",
+            Checkpoints::Rebuild,
+            every,
+        );
+        let report = roster_projections::rebuild::rebuild(&store, false).await;
+        p.finish().await;
+        let report = report?;
+        tracing::info!("rebuild --verify: comparing the fresh tables with the live ones");
+        let fresh =
+            roster_projections::rebuild::dump(&store, roster_projections::rebuild::REBUILD_PREFIX)
+                .await?;
+        let current = roster_projections::rebuild::dump(&store, "").await?;
+        roster_projections::rebuild::drop_tables(
+            &store,
+            roster_projections::rebuild::REBUILD_PREFIX,
+        )
+        .await?;
+        let differing: Vec<&String> = fresh
+            .keys()
+            .filter(|t| fresh.get(*t) != current.get(*t))
+            .collect();
+        if differing.is_empty() {
+            eprintln!(
+                "rebuilt {} events: every projection equals the live one",
+                report.events
+            );
+            Ok(())
+        } else {
+            bail!("rebuilt projections differ from the live ones in: {differing:?}");
+        }
+    } else {
+        let p = Progress::start(&store, "rebuild: replaying", Checkpoints::Rebuild, every);
+        let report = roster_projections::rebuild::rebuild(&store, true).await;
+        p.finish().await;
+        let report = report?;
+        eprintln!(
+            "replayed {} events into fresh tables and swapped them in: {}",
+            report.events,
+            report.tables.join(", ")
+        );
+        Ok(())
+    }
+}
+
+/// `roster worker`: scheduled syncs (D4), the reaper (D3.i), run leases.
+async fn worker(storage: Storage, tick_secs: u64, health: HealthArgs) -> anyhow::Result<()> {
+    roster_sync::check_env().map_err(anyhow::Error::msg)?;
+    let listener = health.bind().await?;
+    let store = open(&storage).await?;
+    let key = storage.secret_key(store.db()).await?;
+    let outbound = storage.outbound()?;
+    let projector = Arc::new(Projector::new(store.clone(), ""));
+    let (health_tx, health_rx) = watch::channel(false);
+    let endpoints = match listener {
+        Some(listener) => {
+            let router = projection_health(
+                projector.clone(),
+                storage.clock()?,
+                health.ready.limits(),
+                install_metrics()?,
+            );
+            Some(serve_health(listener, router, health_rx)?)
+        }
+        None => None,
+    };
+    if endpoints.is_some() {
+        spawn_collector(
+            store.clone(),
+            Some(projector.clone()),
+            None,
+            storage.clock()?,
+            health_tx.subscribe(),
+        );
+    }
+    let mut sync = roster_sync::SyncService::new(
+        store,
+        projector,
+        storage.clock()?,
+        key,
+        Arc::new(roster_sync::DefaultReaders::new(outbound.clone())),
+    );
+    sync.outbound = outbound;
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(roster_sync::worker::run(
+        sync,
+        Duration::from_secs(tick_secs.max(1)),
+        rx,
+    ));
+    shutdown_signal().await;
+    let _ = tx.send(true);
+    let _ = health_tx.send(true);
+    let _ = task.await;
+    if let Some(e) = endpoints {
+        let _ = e.await;
+    }
+    Ok(())
+}
+
+/// `roster relay`: publishes the log to NATS JetStream (E5).
+async fn relay(
+    storage: Storage,
+    nats: roster_relay::NatsArgs,
+    health: HealthArgs,
+) -> anyhow::Result<()> {
+    let listener = health.bind().await?;
+    let store = open(&storage).await?;
+    let endpoints = match listener {
+        Some(listener) => {
+            let metrics = install_metrics()?;
+            tracing::info!(listen = %listener.local_addr()?, "relay health endpoints: /healthz, /readyz, /metrics");
+            Some((listener, metrics))
+        }
+        None => None,
+    };
+    let clock = storage.clock()?;
+    let collector_store = store.clone();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    roster_relay::run_relay_with(store, &nats, shutdown_signal(), move |relay| {
+        if let Some((listener, metrics)) = endpoints {
+            spawn_collector(collector_store, None, Some(relay.clone()), clock, stop_rx);
+            let router = relay_health(relay, metrics);
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "relay health endpoints stopped");
+                }
+            });
+        }
+    })
+    .await?;
+    let _ = stop_tx.send(true);
+    Ok(())
 }
 
 async fn token(storage: Storage, command: TokenCommand) -> anyhow::Result<()> {

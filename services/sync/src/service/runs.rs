@@ -376,31 +376,7 @@ impl SyncService {
         drop(current);
         let now = self.clock.now();
         if hold {
-            let mut batch = Batch::new();
-            batch
-                .execute(
-                    &mut dir,
-                    DirectoryCommand::HoldSync {
-                        run_id,
-                        would_flag: plan.flags,
-                        directory_users: plan.directory_users,
-                        counts: plan.counts,
-                        at: now,
-                    },
-                    &(),
-                    meta,
-                )
-                .await?;
-            crate::report::stage(&mut batch, run_id, &plan.report, meta).await;
-            let a = self.store.commit(batch).await?;
-            self.settle(a.last).await;
-            self.finished(customer, run_id).await;
-            tracing::warn!(customer = %customer, run = %run_id, would_flag = plan.flags, "sync held by the mass-deletion guard");
-            return Ok(RunOutcome::Held {
-                run_id,
-                would_flag: plan.flags,
-                directory_users: plan.directory_users,
-            });
+            return self.hold(&mut dir, meta, run_id, &plan, now).await;
         }
 
         let t = std::time::Instant::now();
@@ -475,6 +451,44 @@ impl SyncService {
             run_id,
             counts,
             over_seat_limit,
+        })
+    }
+
+    /// D3.g: the mass-deletion guard holds the run; nothing is flagged or
+    /// deleted until an administrator confirms it.
+    async fn hold(
+        &self,
+        dir: &mut Loaded<Directory>,
+        meta: &EventMeta,
+        run_id: Uuid,
+        plan: &Plan,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<RunOutcome, SyncError> {
+        let customer = meta.customer_id;
+        let mut batch = Batch::new();
+        batch
+            .execute(
+                dir,
+                DirectoryCommand::HoldSync {
+                    run_id,
+                    would_flag: plan.flags,
+                    directory_users: plan.directory_users,
+                    counts: plan.counts,
+                    at: now,
+                },
+                &(),
+                meta,
+            )
+            .await?;
+        crate::report::stage(&mut batch, run_id, &plan.report, meta).await;
+        let a = self.store.commit(batch).await?;
+        self.settle(a.last).await;
+        self.finished(customer, run_id).await;
+        tracing::warn!(customer = %customer, run = %run_id, would_flag = plan.flags, "sync held by the mass-deletion guard");
+        Ok(RunOutcome::Held {
+            run_id,
+            would_flag: plan.flags,
+            directory_users: plan.directory_users,
         })
     }
 
