@@ -802,3 +802,49 @@ async fn ops_the_production_overlay_starts_as_shipped_and_publishes_every_event(
     drop(pool);
     let _ = pg.drop_now().await;
 }
+
+/// Issue 16 (defect 7): the image's base images are pinned by digest, its
+/// dependencies are built in a layer of their own (before the sources are
+/// copied), and the release binary is stripped. No Docker engine runs here:
+/// this reads the Dockerfile and the release profile as a builder would.
+#[test]
+fn ops_the_image_pins_its_bases_by_digest_caches_dependencies_and_strips() {
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    let images: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("ARG ").and_then(|a| a.split_once('=')))
+        .filter(|(name, _)| name.ends_with("_IMAGE"))
+        .map(|(_, image)| image)
+        .collect();
+    assert_eq!(images.len(), 2, "a build and a runtime image: {images:?}");
+    for image in &images {
+        let digest = image.split_once("@sha256:").map(|(_, d)| d).unwrap_or("");
+        assert!(
+            digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{image} is not pinned by a sha256 digest"
+        );
+    }
+    for from in dockerfile.lines().filter(|l| l.starts_with("FROM ")) {
+        let base = from.split_whitespace().nth(1).unwrap();
+        assert!(
+            base.starts_with("${") || ["chef", "planner", "build"].contains(&base),
+            "{from}: every base comes from the pinned ARGs"
+        );
+    }
+    let cook = dockerfile
+        .find("cargo chef cook")
+        .expect("dependencies cooked");
+    let sources = dockerfile[cook..].find("COPY . .").expect("sources after");
+    assert!(sources > 0, "the dependency layer comes before the sources");
+    assert!(dockerfile.contains("USER 10001"), "non-root");
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let release = manifest
+        .split("[profile.release]")
+        .nth(1)
+        .expect("a release profile")
+        .split("\n[")
+        .next()
+        .unwrap();
+    assert!(release.contains("strip = true"), "{release}");
+    assert!(release.contains("debug = false"), "{release}");
+}

@@ -147,7 +147,7 @@ impl SyncService {
         let reason = format!(
             "the replica running it ({holder}) stopped renewing its lease before the run finished; nothing it had not committed was applied, and the customer's run started again"
         );
-        for _ in 0..ATTEMPTS {
+        retrying(|| async {
             let mut dir: Loaded<Directory> = self.store.load(&customer.to_string()).await?;
             let running = dir.state.running.as_ref().map(|r| r.run_id);
             if running != Some(lease.run_id) {
@@ -196,20 +196,18 @@ impl SyncService {
                     if next.is_some() {
                         metrics::counter!("roster_sync_runs_started_total").increment(1);
                     }
-                    return Ok(next);
+                    Ok(next)
                 }
                 Err(e) => {
                     if let Some(run) = next {
                         self.end_lease(run).await;
                     }
-                    match e {
-                        StoreError::Conflict => continue,
-                        e => return Err(e.into()),
-                    }
+                    // A conflict is tried again by the helper.
+                    Err(e.into())
                 }
             }
-        }
-        Err(StoreError::Conflict.into())
+        })
+        .await
     }
 
     /// On shutdown: takes no more runs, lets the ones it holds finish for

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-use roster_app::retry::retrying;
+use roster_app::retry::{retrying, Attempt};
 use roster_app::seats::Seats;
 use roster_app::users::{check_managed, stage_new, NewUser};
 use roster_domain::reconcile::{self, CurrentUser, Plan, PlanChange, Target};
@@ -159,8 +159,6 @@ pub struct SyncService {
     /// This replica's runs: how many at once, their leases (issue 18).
     pub queue: Arc<RunQueue>,
 }
-
-const ATTEMPTS: u32 = 5;
 
 /// The state a run plans from.
 struct Current {

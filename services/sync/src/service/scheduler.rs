@@ -66,7 +66,7 @@ impl SyncService {
     /// this replica.
     pub(super) async fn claim(&self, customer: CustomerId) -> Result<Option<Uuid>, SyncError> {
         let actor = Actor::System("scheduler".into());
-        for _ in 0..ATTEMPTS {
+        let claimed = retrying(|| async {
             let now = self.clock.now();
             let mut dir: Loaded<Directory> = self.store.load(&customer.to_string()).await?;
             if !due_now(&dir.state, now) {
@@ -87,26 +87,28 @@ impl SyncService {
                 // D3.s: a held run waits for an administrator's decision.
                 | Err(DirectoryError::RunHeld(_))
                 | Err(DirectoryError::NotEnabled) => return Ok(None),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(Attempt::fail(e)),
             }
             self.take_lease(customer, run_id).await?;
             match self.store.commit(batch).await {
                 Ok(a) => {
                     self.settle(a.last).await;
                     metrics::counter!("roster_sync_runs_started_total").increment(1);
-                    return Ok(Some(run_id));
+                    Ok(Some(run_id))
                 }
                 Err(e) => {
                     self.end_lease(run_id).await;
-                    match e {
-                        // Another start (or change) came first: look again.
-                        StoreError::Conflict => continue,
-                        e => return Err(e.into()),
-                    }
+                    // Another start (or change) came first: look again.
+                    Err(e.into())
                 }
             }
+        })
+        .await;
+        match claimed {
+            // Other replicas kept changing it: it is theirs this tick.
+            Err(SyncError::Store(StoreError::Conflict)) => Ok(None),
+            other => other,
         }
-        Ok(None)
     }
 }
 
