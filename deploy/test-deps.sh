@@ -56,6 +56,9 @@ INSTALLED_SOMETHING=0
 apt_install -- slapd ldap-utils
 apt_install --no-install-recommends -- samba-ad-dc samba-ad-provision ldb-tools winbind
 apt_install -- iproute2 openssl procps
+# The docs suites (tests/tests/ops_docs.rs) run the README and the backup
+# blocks verbatim: curl, jq, sqlite3, pg_dump/pg_restore, unshare.
+apt_install --no-install-recommends -- curl jq sqlite3 postgresql-client util-linux
 
 # --- stop system daemons started by the packages -------------------------
 # The harness runs its own slapd from a private slapd.conf (-f, never the
