@@ -451,3 +451,50 @@ async fn ops_an_unknown_log_format_is_refused_listing_the_accepted_ones() {
     );
     assert!(!Path::new(&data).exists(), "nothing was written");
 }
+
+/// Issue 16: a relay that holds the lease but cannot start publishing (here:
+/// a stream with 3 replicas asked of a single-node NATS) is not ready after
+/// ROSTER_RELAY_READY_FAILING_SECS, and /readyz says why; before, it
+/// answered 200 while publishing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e5_a_relay_that_cannot_publish_is_not_ready_and_says_why() {
+    let pg = PgDb::create().await.unwrap();
+    let nats = roster_testkit::NatsServer::start().await.unwrap();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let data_dir = dir.path().display().to_string();
+    let nats_url = nats.url();
+    let _relay = roster_cmd(
+        &["relay"],
+        &[
+            ("DATABASE_URL", pg.url()),
+            ("NATS_URL", &nats_url),
+            ("ROSTER_NATS_REPLICAS", "3"),
+            ("ROSTER_LISTEN", &listen),
+            ("ROSTER_DATA_DIR", &data_dir),
+            ("ROSTER_RELAY_READY_FAILING_SECS", "1"),
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    loop {
+        if let Ok(r) = http.get(format!("http://{listen}/readyz")).send().await {
+            let status = r.status();
+            let v: Value = r.json().await.unwrap_or_default();
+            last = format!("{status} {v}");
+            if status == StatusCode::SERVICE_UNAVAILABLE && v["status"] == "cannot publish" {
+                let error = v["failing"]["error"].as_str().unwrap_or_default();
+                assert!(error.contains("replicas"), "{v}");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "never unready: {last}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -113,6 +113,10 @@ pub struct Relay {
     active: watch::Sender<bool>,
     /// Why publishing stopped, while it is stopped (see [`BusError::Mismatch`]).
     halted: watch::Sender<Option<String>>,
+    /// Since when, and why, every session has failed before it could
+    /// publish (the bus unreachable, a stream it cannot create); `None`
+    /// once a session is up. Readiness turns on it (issue 16).
+    failing: watch::Sender<Option<(Instant, String)>>,
 }
 
 fn now_micros() -> i64 {
@@ -266,6 +270,7 @@ impl Relay {
             holder: format!("{}:{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             active: watch::channel(false).0,
             halted: watch::channel(None).0,
+            failing: watch::channel(None).0,
         }
     }
 
@@ -286,6 +291,12 @@ impl Relay {
     /// its session is up), rather than standing by or retrying.
     pub fn active(&self) -> watch::Receiver<bool> {
         self.active.subscribe()
+    }
+
+    /// Since when, and why, the relay has failed to start publishing (for
+    /// health endpoints); `None` while sessions come up.
+    pub fn failing(&self) -> watch::Receiver<Option<(Instant, String)>> {
+        self.failing.subscribe()
     }
 
     /// The log's head (for health endpoints).
@@ -443,6 +454,13 @@ impl Relay {
                 }
                 metrics::counter!("roster_relay_failures_total", "bus" => bus).increment(1);
                 self.active.send_replace(false);
+                if !matches!(error, RelayError::LeaseLost) {
+                    let why = error.to_string();
+                    self.failing.send_modify(|f| match f {
+                        Some((_, message)) => *message = why,
+                        None => *f = Some((Instant::now(), why)),
+                    });
+                }
                 if let RelayError::Bus(BusError::Mismatch(why)) = &error {
                     // Never counted as published: the checkpoint stays before
                     // the event, and every retry checks it again.
@@ -528,6 +546,7 @@ impl Relay {
         self.save(acked).await?;
         *position = Some(acked);
         self.active.send_replace(true);
+        self.failing.send_replace(None);
         let upcasters = roster_events::upcasters();
         let mut flushed = acked;
         let mut last_flush = Instant::now();

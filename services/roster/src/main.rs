@@ -202,6 +202,11 @@ enum Command {
         nats: roster_relay::NatsArgs,
         #[command(flatten)]
         health: HealthArgs,
+        /// /readyz is 503 once every attempt to start publishing has failed
+        /// for this many seconds (the bus unreachable, a stream it cannot
+        /// create).
+        #[arg(long, env = "ROSTER_RELAY_READY_FAILING_SECS", default_value_t = 30)]
+        ready_failing_secs: u64,
     },
     /// Issues, lists and revokes API tokens.
     Token {
@@ -536,7 +541,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Project { health } => project(cli.storage, health).await,
         Command::Rebuild { verify } => rebuild(cli.storage, verify).await,
         Command::Worker { tick_secs, health } => worker(cli.storage, tick_secs, health).await,
-        Command::Relay { nats, health } => relay(cli.storage, nats, health).await,
+        Command::Relay {
+            nats,
+            health,
+            ready_failing_secs,
+        } => {
+            let failing = Duration::from_secs(ready_failing_secs);
+            relay(cli.storage, nats, health, failing).await
+        }
         Command::Token { command } => token(cli.storage, command).await,
     }
 }
@@ -709,6 +721,7 @@ async fn relay(
     storage: Storage,
     nats: roster_relay::NatsArgs,
     health: HealthArgs,
+    ready_failing: Duration,
 ) -> anyhow::Result<()> {
     let listener = health.bind().await?;
     let store = open(&storage).await?;
@@ -726,7 +739,7 @@ async fn relay(
     roster_relay::run_relay_with(store, &nats, shutdown_signal(), move |relay| {
         if let Some((listener, metrics)) = endpoints {
             spawn_collector(collector_store, None, Some(relay.clone()), clock, stop_rx);
-            let router = relay_health(relay, metrics);
+            let router = relay_health(relay, metrics, ready_failing);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
                     tracing::error!(error = %e, "relay health endpoints stopped");
@@ -1002,6 +1015,7 @@ fn projection_health(
 fn relay_health(
     relay: Arc<roster_relay::Relay>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    ready_failing: Duration,
 ) -> axum::Router {
     use axum::http::StatusCode;
     let readyz = axum::routing::get(move || {
@@ -1009,6 +1023,14 @@ fn relay_health(
         async move {
             let halted = relay.halted().borrow().clone();
             let active = *relay.active().borrow();
+            // A relay that has not been able to start publishing for a
+            // while is not ready: events pile up in the log (issue 16).
+            let failing = relay
+                .failing()
+                .borrow()
+                .clone()
+                .filter(|(since, _)| since.elapsed() >= ready_failing)
+                .map(|(since, why)| (since.elapsed().as_secs(), why));
             let positions =
                 tokio::time::timeout(roster_api::routes::system::READY_TIMEOUT, async {
                     (relay.checkpoint().await, relay.log_head().await)
@@ -1016,10 +1038,11 @@ fn relay_health(
                 .await;
             match positions {
                 Ok((Ok(checkpoint), Ok(head))) => {
-                    let (code, status) = match (&halted, active) {
-                        (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "halted"),
-                        (None, true) => (StatusCode::OK, "active"),
-                        (None, false) => (StatusCode::OK, "standby"),
+                    let (code, status) = match (&halted, &failing, active) {
+                        (Some(_), _, _) => (StatusCode::SERVICE_UNAVAILABLE, "halted"),
+                        (None, Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "cannot publish"),
+                        (None, None, true) => (StatusCode::OK, "active"),
+                        (None, None, false) => (StatusCode::OK, "standby"),
                     };
                     (
                         code,
@@ -1029,6 +1052,10 @@ fn relay_health(
                             "log_head": head,
                             "behind_events": (head - checkpoint).max(0),
                             "halted": halted,
+                            "failing": failing.map(|(seconds, error)| serde_json::json!({
+                                "seconds": seconds,
+                                "error": error,
+                            })),
                         })),
                     )
                 }
