@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
-use roster_testkit::PgDb;
+use roster_testkit::{Flavour, PgDb, Slapd};
 use serde_json::{json, Value};
 
 use crate::process::{enc, Api, RosterProcess};
@@ -247,4 +247,37 @@ impl RosterEnv {
         assert_eq!(s, StatusCode::OK, "{v}");
         v["results"].as_array().unwrap().clone()
     }
+}
+
+/// Plain LDAP settings that reach `slapd` as its root account, sync
+/// enabled, with the preset of its flavour.
+pub fn ldap_settings(slapd: &Slapd, base_dn: &str) -> Value {
+    json!({
+        "kind": "ldap",
+        "host": slapd.host(),
+        "port": slapd.port(),
+        "ssl": false,
+        "bind_user": slapd.root_dn(),
+        "password": slapd.root_password(),
+        "base_dn": base_dn,
+        "preset": match slapd.flavour() {
+            Flavour::AdLike => "active_directory",
+            Flavour::InetOrgPerson => "openldap",
+        },
+        "timeout_secs": 20,
+        "enabled": true,
+    })
+}
+
+/// `base` with the fields of `patch` set (a `null` removes the field).
+pub fn with(mut base: Value, patch: Value) -> Value {
+    let o = base.as_object_mut().expect("an object");
+    for (k, v) in patch.as_object().expect("an object") {
+        if v.is_null() {
+            o.remove(k);
+        } else {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    base
 }

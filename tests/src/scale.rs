@@ -14,7 +14,6 @@ use reqwest::{Method, StatusCode};
 use roster_testkit::{
     organizational_unit, DirectoryData, NatsServer, PgDb, Slapd, SlapdConfig, Style,
 };
-use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
@@ -118,17 +117,7 @@ async fn put_directory(api: &Api, slapd: &Slapd, c: &str, i: usize) {
         .call(
             Method::PUT,
             &format!("/v1/customers/{c}/directory"),
-            Some(json!({
-                "kind": "ldap",
-                "host": slapd.host(),
-                "port": slapd.port(),
-                "ssl": false,
-                "bind_user": slapd.root_dn(),
-                "password": slapd.root_password(),
-                "base_dn": customer_base(i),
-                "preset": "openldap",
-                "enabled": true,
-            })),
+            Some(crate::e2e::ldap_settings(slapd, &customer_base(i))),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use roster_testkit::{
-    deterministic_guid, organizational_unit, DirectoryData, Entry, Flavour, PgDb, SambaDc, Slapd,
+    deterministic_guid, organizational_unit, DirectoryData, Entry, PgDb, SambaDc, Slapd,
     SlapdConfig, Style, User as DirUser,
 };
-use roster_tests::e2e::{Db, RosterEnv};
+use roster_tests::e2e::{ldap_settings, with, Db, RosterEnv};
 use roster_tests::ldap_tap::LdapTap;
 use roster_tests::process::enc;
 use serde_json::{json, Value};
@@ -177,18 +177,6 @@ fn event_types(events: &[Value]) -> Vec<String> {
 }
 
 /// `base` with the keys of `patch` set (null removes a key).
-fn with(mut base: Value, patch: Value) -> Value {
-    let o = base.as_object_mut().unwrap();
-    for (k, v) in patch.as_object().unwrap() {
-        if v.is_null() {
-            o.remove(k);
-        } else {
-            o.insert(k.clone(), v.clone());
-        }
-    }
-    base
-}
-
 /// A guard that never holds (for tests about other rules).
 fn no_guard() -> Value {
     json!({"max_flags": 100000, "max_percent": 100, "min_flags_for_percent": 100000})
@@ -211,25 +199,6 @@ async fn ad_slapd(data: &DirectoryData) -> Slapd {
 
 fn mail(data: &DirectoryData, i: usize) -> String {
     data.user(i).mail.unwrap()
-}
-
-/// Plain LDAP to `slapd` as its root account, sync enabled.
-fn ldap_settings(slapd: &Slapd, base_dn: &str) -> Value {
-    json!({
-        "kind": "ldap",
-        "host": slapd.host(),
-        "port": slapd.port(),
-        "ssl": false,
-        "bind_user": slapd.root_dn(),
-        "password": slapd.root_password(),
-        "base_dn": base_dn,
-        "preset": match slapd.flavour() {
-            Flavour::AdLike => "active_directory",
-            Flavour::InetOrgPerson => "openldap",
-        },
-        "timeout_secs": 20,
-        "enabled": true,
-    })
 }
 
 /// The id Roster gives an AD object: its objectGUID as a UUID (the GUID's

@@ -240,19 +240,10 @@ async fn ops_traces_exported_over_otlp_continue_the_callers_traceparent() {
         .call(
             reqwest::Method::PUT,
             &format!("/v1/customers/{c}/directory"),
-            Some(json!({
-                "kind": "ldap",
-                "host": slapd.host(),
-                "port": slapd.port(),
-                "ssl": false,
-                "bind_user": slapd.root_dn(),
-                "password": slapd.root_password(),
-                "base_dn": "dc=example,dc=com",
-                "preset": "active_directory",
-                "timeout_secs": 20,
-                "enabled": true,
-                "guard": {"max_flags": 100000, "max_percent": 100, "min_flags_for_percent": 100000},
-            })),
+            Some(roster_tests::e2e::with(
+                roster_tests::e2e::ldap_settings(&slapd, "dc=example,dc=com"),
+                json!({"guard": {"max_flags": 100000, "max_percent": 100, "min_flags_for_percent": 100000}}),
+            )),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");

@@ -10,7 +10,6 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use roster_testkit::{DirectoryData, Slapd, SlapdConfig, Style};
 use roster_tests::process::{roster_binary, RosterProcess, TEST_SECRET_KEY};
-use serde_json::json;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -165,18 +164,7 @@ async fn customer_with_directory(p: &RosterProcess, slapd: &Slapd) -> String {
         .call(
             reqwest::Method::PUT,
             &format!("/v1/customers/{c}/directory"),
-            Some(json!({
-                "kind": "ldap",
-                "host": slapd.host(),
-                "port": slapd.port(),
-                "ssl": false,
-                "bind_user": slapd.root_dn(),
-                "password": slapd.root_password(),
-                "base_dn": BASE,
-                "preset": "openldap",
-                "timeout_secs": 20,
-                "enabled": true,
-            })),
+            Some(roster_tests::e2e::ldap_settings(slapd, BASE)),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
