@@ -432,17 +432,14 @@ pub async fn runs(
 }
 
 /// The page token of a run list: the keyset of its last run.
-pub fn runs_cursor(run: &RunRow) -> String {
-    crate::queries::encode_cursor(&[&run.started_at.to_string(), &run.run_id])
+pub fn runs_cursor(run: &RunRow) -> crate::Cursor {
+    crate::Cursor::after(&[&run.started_at.to_string(), &run.run_id])
 }
 
 /// The keyset a page token of [`runs_cursor`] stands for.
 pub fn runs_after(token: &str) -> Result<(i64, String), ProjectionError> {
-    let parts = crate::queries::decode_cursor(token, 2)?;
-    let at = parts[0]
-        .parse::<i64>()
-        .map_err(|_| ProjectionError::Invalid("page is not a token this API returned".into()))?;
-    Ok((at, parts[1].clone()))
+    let [at, run] = crate::Cursor::read(token)?;
+    Ok((crate::Cursor::number(&at)?, run))
 }
 
 pub async fn run(
@@ -566,9 +563,13 @@ pub async fn objects(
     customer: roster_events::CustomerId,
     q: Option<&str>,
     kind: Option<&str>,
-    after: Option<&str>,
+    page: Option<&str>,
     limit: i64,
-) -> Result<(Vec<ObjectSummary>, Option<String>), ProjectionError> {
+) -> Result<(Vec<ObjectSummary>, Option<crate::Cursor>), ProjectionError> {
+    let after = match page {
+        Some(token) => Some(crate::Cursor::read::<1>(token)?),
+        None => None,
+    };
     let pattern = q
         .map(|q| q.trim().to_lowercase())
         .filter(|q| !q.is_empty())
@@ -592,7 +593,7 @@ pub async fn objects(
     );
     let mut rows: Vec<ObjectTuple> = roster_store::with_db!(store.db(), |p| sqlx::query_as(&sql)
         .bind(customer.to_string())
-        .bind(after.unwrap_or(""))
+        .bind(after.as_ref().map_or("", |[id]| id.as_str()))
         .bind(pattern.unwrap_or_default())
         .bind(kind.unwrap_or(""))
         .bind(limit + 1)
@@ -600,7 +601,7 @@ pub async fn objects(
         .await?);
     let next = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
-        rows.last().map(|r| r.0.clone())
+        rows.last().map(|r| crate::Cursor::after(&[&r.0]))
     } else {
         None
     };

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use roster_store::{StoreError, Tx};
 
 pub mod audit;
+mod cursor;
 pub mod customers;
 mod decode;
 pub mod directory;
@@ -20,6 +21,7 @@ pub mod reports;
 pub mod timetravel;
 pub mod users;
 
+pub use cursor::Cursor;
 pub use decode::{decode, AnyEvent, Decoded};
 pub use projector::{LagLimits, ProjectionLag, Projector};
 

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use base64::Engine;
 use roster_events::{CustomerId, PartnerId, Source, Status};
 use roster_store::{with_db, Store, StoredEvent};
 use serde::Serialize;
@@ -10,13 +9,13 @@ use serde::Serialize;
 use crate::audit::{AUDIT, AUDIT_ADDRESSES};
 use crate::customers::{CUSTOMERS, DOMAINS};
 use crate::users::{decode_row, RuleRow, UserRow, ALIASES, COLUMNS, RULES, USERS};
-use crate::ProjectionError;
+use crate::{Cursor, ProjectionError};
 
 /// One page of results and the opaque token of the next one.
 #[derive(Debug, Clone, Serialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
-    pub next_page: Option<String>,
+    pub next_page: Option<Cursor>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -29,27 +28,6 @@ pub struct UserFilter {
 }
 
 pub const MAX_PAGE: i64 = 1_000;
-
-/// The one page-token style of the API: the keyset of the last row served,
-/// as URL-safe base64 of a JSON array of strings. Opaque to clients.
-pub fn encode_cursor(parts: &[&str]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(parts).expect("strings serialise"))
-}
-
-/// Reads a token of [`encode_cursor`] holding `n` parts; anything else is
-/// `invalid`, never a silently different page.
-pub fn decode_cursor(token: &str, n: usize) -> Result<Vec<String>, ProjectionError> {
-    let bad = || ProjectionError::Invalid("page is not a token this API returned".into());
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token.trim())
-        .map_err(|_| bad())?;
-    let parts: Vec<String> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if parts.len() != n {
-        return Err(bad());
-    }
-    Ok(parts)
-}
 
 fn like_pattern(q: &str) -> String {
     let mut s = String::with_capacity(q.len() + 2);
@@ -198,9 +176,9 @@ pub async fn list_users(
         q.push(&format!(" AND search LIKE {p} ESCAPE '\\'"));
     }
     if let Some(token) = page {
-        let parts = decode_cursor(token, 2)?;
-        let a = q.s(parts[0].clone());
-        let u = q.s(parts[1].clone());
+        let [address, user] = Cursor::read(token)?;
+        let a = q.s(address);
+        let u = q.s(user);
         q.push(&format!(
             " AND (address > {a} OR (address = {a} AND user_id > {u}))"
         ));
@@ -215,7 +193,7 @@ pub async fn list_users(
     let next_page = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last()
-            .map(|r| encode_cursor(&[r.address.as_str(), r.user_id.as_str()]))
+            .map(|r| Cursor::after(&[r.address.as_str(), r.user_id.as_str()]))
     } else {
         None
     };
@@ -545,11 +523,8 @@ pub async fn audit(
         q.push(&format!(" AND aggregate_id IN ({})", marks.join(",")));
     }
     if let Some(token) = page {
-        let parts = decode_cursor(token, 1)?;
-        let pos: i64 = parts[0].parse().map_err(|_| {
-            ProjectionError::Invalid("page is not a token this API returned".into())
-        })?;
-        let p = q.i(pos);
+        let [position] = Cursor::read(token)?;
+        let p = q.i(Cursor::number(&position)?);
         q.push(&format!(" AND position < {p}"));
     }
     q.push(&format!(" ORDER BY position DESC LIMIT {}", limit + 1));
@@ -560,7 +535,7 @@ pub async fn audit(
     });
     let next_page = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
-        rows.last().map(|r| encode_cursor(&[&r.0.to_string()]))
+        rows.last().map(|r| Cursor::after(&[&r.0.to_string()]))
     } else {
         None
     };

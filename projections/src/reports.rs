@@ -9,8 +9,7 @@ use async_trait::async_trait;
 use roster_events::{ContestedAddress, SkipScope, SkippedObject, SyncReportEvent};
 use roster_store::{with_tx, Tx};
 
-use crate::queries::{decode_cursor, encode_cursor};
-use crate::{AnyEvent, Decoded, Projection, ProjectionError};
+use crate::{AnyEvent, Cursor, Decoded, Projection, ProjectionError};
 
 pub struct RunReportsProjection;
 
@@ -202,17 +201,12 @@ async fn page<T: serde::de::DeserializeOwned>(
     section: &str,
     token: Option<&str>,
     limit: i64,
-) -> Result<(Vec<T>, Option<String>), ProjectionError> {
+) -> Result<(Vec<T>, Option<Cursor>), ProjectionError> {
     let (part, idx) = match token {
         None => (-1, -1),
         Some(t) => {
-            let parts = decode_cursor(t, 2)?;
-            let n = |s: &str| {
-                s.parse::<i64>().map_err(|_| {
-                    ProjectionError::Invalid("page is not a token this API returned".into())
-                })
-            };
-            (n(&parts[0])?, n(&parts[1])?)
+            let [part, idx] = Cursor::read(t)?;
+            (Cursor::number(&part)?, Cursor::number(&idx)?)
         }
     };
     let sql = format!(
@@ -234,7 +228,7 @@ async fn page<T: serde::de::DeserializeOwned>(
     let next = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last()
-            .map(|r| encode_cursor(&[&r.0.to_string(), &r.1.to_string()]))
+            .map(|r| Cursor::after(&[&r.0.to_string(), &r.1.to_string()]))
     } else {
         None
     };
@@ -255,7 +249,7 @@ pub async fn skipped(
     run_id: &str,
     token: Option<&str>,
     limit: i64,
-) -> Result<(Vec<SkippedObject>, Option<String>), ProjectionError> {
+) -> Result<(Vec<SkippedObject>, Option<Cursor>), ProjectionError> {
     page(store, customer, run_id, SKIPPED, token, limit).await
 }
 
@@ -266,6 +260,6 @@ pub async fn contested(
     run_id: &str,
     token: Option<&str>,
     limit: i64,
-) -> Result<(Vec<ContestedAddress>, Option<String>), ProjectionError> {
+) -> Result<(Vec<ContestedAddress>, Option<Cursor>), ProjectionError> {
     page(store, customer, run_id, CONTESTED, token, limit).await
 }

@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use roster_events::{CustomerId, Status};
 use roster_store::Store;
 
-use crate::queries::{decode_cursor, encode_cursor, Page, UserFilter, MAX_PAGE};
+use crate::queries::{Page, UserFilter, MAX_PAGE};
 use crate::users::UserRow;
-use crate::{decode, AnyEvent, ProjectionError};
+use crate::{decode, AnyEvent, Cursor, ProjectionError};
 
 /// Every user of the customer as it was at `at` (events recorded up to and
 /// including that instant), keyed by user id.
@@ -70,14 +70,14 @@ pub async fn users_as_of(
         .collect();
     rows.sort_by(|a, b| (&a.address, &a.user_id).cmp(&(&b.address, &b.user_id)));
     if let Some(token) = page {
-        let parts = decode_cursor(token, 2)?;
-        let key = (parts[0].clone(), parts[1].clone());
+        let [address, user] = Cursor::read(token)?;
+        let key = (address, user);
         rows.retain(|r| (r.address.clone(), r.user_id.clone()) > key);
     }
     let next_page = if rows.len() > limit {
         rows.truncate(limit);
         rows.last()
-            .map(|r| encode_cursor(&[r.address.as_str(), r.user_id.as_str()]))
+            .map(|r| Cursor::after(&[r.address.as_str(), r.user_id.as_str()]))
     } else {
         None
     };

@@ -88,6 +88,7 @@ impl TestStore {
             app.clock,
             self.key.clone(),
             readers,
+            roster_sync::RunConfig::default(),
         );
         sync.outbound = outbound;
         sync

@@ -12,7 +12,7 @@ use roster_app::imports::{
 };
 use roster_app::users::{self, Edit, NewUser};
 use roster_app::AppError;
-use roster_csv::ImportOptions;
+use roster_csv::{ImportOptions, ProfilePatch};
 use roster_domain::{Directory, DirectoryCommand, Import, User, UserCommand, UserServices};
 use roster_events::*;
 use roster_projections::queries::{self, UserFilter};
@@ -251,7 +251,7 @@ async fn m2_review_classifies_every_row_and_changes_nothing(s: TestStore) {
         c,
         id,
         &RowQuery {
-            page: page.next_page.clone(),
+            page: page.next_page.clone().map(String::from),
             page_size: Some(10),
             ..RowQuery::default()
         },
@@ -266,7 +266,7 @@ async fn m2_review_classifies_every_row_and_changes_nothing(s: TestStore) {
     // One page-token style across the API (E3): the rows' token is the shared
     // keyset cursor, and a bare row number is refused, not served.
     let token = page.next_page.clone().unwrap();
-    assert!(roster_projections::queries::decode_cursor(&token, 1).is_ok());
+    assert!(roster_projections::Cursor::read::<1>(token.as_str()).is_ok());
     let bare = imports::view(
         &s.app(),
         c,
@@ -437,7 +437,10 @@ async fn m2_a_stale_review_is_refused_and_nothing_is_applied(s: TestStore) {
         s.meta(c),
         addr("ann@acme.example"),
         Edit {
-            profile: [None, Some(Some("Lee".into())), None, None, None, None, None],
+            profile: ProfilePatch {
+                last_name: Some(Some("Lee".into())),
+                ..ProfilePatch::default()
+            },
             ..Edit::default()
         },
     )
@@ -858,15 +861,10 @@ async fn m2_an_interrupted_commit_completes_without_applying_anything_twice(s: T
             s.meta(c),
             addr("ann@acme.example"),
             Edit {
-                profile: [
-                    None,
-                    None,
-                    None,
-                    None,
-                    Some(Some(format!("Co {crash_after}"))),
-                    None,
-                    None,
-                ],
+                profile: ProfilePatch {
+                    company: Some(Some(format!("Co {crash_after}"))),
+                    ..ProfilePatch::default()
+                },
                 ..Edit::default()
             },
         )
@@ -921,15 +919,10 @@ async fn m2_a_user_changed_during_a_commit_is_skipped_and_reported(s: TestStore)
         s.meta(c),
         addr("bob@acme.example"),
         Edit {
-            profile: [
-                Some(Some("Robert".into())),
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-            ],
+            profile: ProfilePatch {
+                first_name: Some(Some("Robert".into())),
+                ..ProfilePatch::default()
+            },
             ..Edit::default()
         },
     )

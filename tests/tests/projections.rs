@@ -55,7 +55,7 @@ async fn workload(s: &TestStore) -> CustomerId {
         aliases: Some(vec![addr("renamed@live.example")]),
         ..Default::default()
     };
-    edit.profile[5] = Some(Some("Sales".into()));
+    edit.profile.department = Some(Some("Sales".into()));
     users::edit_user(&app, s.meta(c), addr("user01@live.example"), edit)
         .await
         .unwrap();

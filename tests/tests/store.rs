@@ -570,7 +570,7 @@ async fn m1_nothing_is_half_applied(s: TestStore) {
         aliases: Some(vec![addr("taken@half.example")]),
         ..Default::default()
     };
-    edit.profile[0] = Some(Some("Changed".into()));
+    edit.profile.first_name = Some(Some("Changed".into()));
     users::add_user(
         &app,
         s.meta(c),

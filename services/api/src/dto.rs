@@ -179,6 +179,22 @@ pub struct UpdateUser {
     pub status: Option<String>,
 }
 
+impl UpdateUser {
+    /// The profile fields as the patch the application applies (the same
+    /// type as a CSV row's).
+    pub fn profile(&self) -> roster_csv::ProfilePatch {
+        roster_csv::ProfilePatch {
+            first_name: self.first_name.clone(),
+            last_name: self.last_name.clone(),
+            home_phone: self.home_phone.clone(),
+            mobile: self.mobile.clone(),
+            company: self.company.clone(),
+            department: self.department.clone(),
+            notes: self.notes.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FlagView {
     /// `missing` or `disabled` (D3.h).
@@ -292,7 +308,8 @@ impl From<UserRow> for UserView {
 pub struct UserList {
     pub users: Vec<UserView>,
     /// Pass as `page` to get the next page; absent on the last page.
-    pub next_page: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub next_page: Option<roster_projections::Cursor>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -392,7 +409,8 @@ impl From<AuditEntry> for AuditView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditList {
     pub events: Vec<AuditView>,
-    pub next_page: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub next_page: Option<roster_projections::Cursor>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -150,7 +150,7 @@ where
             writer.write_record((s.cells)(item))?;
         }
         let bytes = Bytes::from(writer.into_inner()?);
-        s.next = page.next_page;
+        s.next = page.next_page.map(String::from);
         s.done = s.next.is_none();
         Ok(Some((bytes, s)))
     });

@@ -16,6 +16,7 @@ pub mod extract;
 pub mod inputs;
 pub mod observe;
 pub mod openapi;
+pub mod roles;
 pub mod routes;
 pub mod server;
 pub mod telemetry;

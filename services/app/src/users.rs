@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+pub use roster_csv::ProfilePatch;
 use roster_domain::{AddUser, User, UserCommand, UserError, UserServices};
 use roster_events::*;
 use roster_store::{Batch, Loaded, Store, StoreError};
@@ -147,7 +148,9 @@ pub async fn user_id_of(
 /// What an edit changes.
 #[derive(Default)]
 pub struct Edit {
-    pub profile: [Option<Option<String>>; 7],
+    /// The profile fields to set or clear: the same patch a CSV row is
+    /// (an absent field unchanged, `Some(None)` cleared).
+    pub profile: ProfilePatch,
     pub aliases: Option<Vec<Address>>,
     pub status: Option<Status>,
 }
@@ -160,12 +163,7 @@ pub async fn edit_user(app: &App, meta: EventMeta, address: Address, edit: Edit)
         let id = user_id_of(store, customer, &address).await?;
         let mut target: Loaded<User> = store.load(&id.to_string()).await?;
         let mut batch = Batch::new();
-        let mut profile = target.state.profile.clone();
-        for ((_, field), change) in profile.fields_mut().into_iter().zip(edit.profile.iter()) {
-            if let Some(v) = change {
-                *field = v.clone();
-            }
-        }
+        let profile = edit.profile.applied_to(&target.state.profile);
         let none = UserServices::default();
         batch
             .execute(

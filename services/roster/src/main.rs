@@ -571,13 +571,17 @@ async fn project(storage: Storage, health: HealthArgs) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(false);
     let endpoints = match listener {
         Some(listener) => {
-            let router = projection_health(
+            let router = roster_api::roles::projection_health(
                 projector.clone(),
                 storage.clock()?,
                 health.ready.limits(),
                 install_metrics()?,
             );
-            Some(serve_health(listener, router, tx.subscribe())?)
+            Some(roster_api::roles::serve_health(
+                listener,
+                router,
+                tx.subscribe(),
+            )?)
         }
         None => None,
     };
@@ -664,7 +668,7 @@ async fn rebuild(storage: Storage, verify: bool) -> anyhow::Result<()> {
 
 /// `roster worker`: scheduled syncs (D4), the reaper (D3.i), run leases.
 async fn worker(storage: Storage, tick_secs: u64, health: HealthArgs) -> anyhow::Result<()> {
-    roster_sync::check_env().map_err(anyhow::Error::msg)?;
+    let runs = roster_sync::check_env().map_err(anyhow::Error::msg)?;
     let listener = health.bind().await?;
     let store = open(&storage).await?;
     let key = storage.secret_key(store.db()).await?;
@@ -673,13 +677,15 @@ async fn worker(storage: Storage, tick_secs: u64, health: HealthArgs) -> anyhow:
     let (health_tx, health_rx) = watch::channel(false);
     let endpoints = match listener {
         Some(listener) => {
-            let router = projection_health(
+            let router = roster_api::roles::projection_health(
                 projector.clone(),
                 storage.clock()?,
                 health.ready.limits(),
                 install_metrics()?,
             );
-            Some(serve_health(listener, router, health_rx)?)
+            Some(roster_api::roles::serve_health(
+                listener, router, health_rx,
+            )?)
         }
         None => None,
     };
@@ -698,6 +704,7 @@ async fn worker(storage: Storage, tick_secs: u64, health: HealthArgs) -> anyhow:
         storage.clock()?,
         key,
         Arc::new(roster_sync::DefaultReaders::new(outbound.clone())),
+        runs,
     );
     sync.outbound = outbound;
     let (tx, rx) = watch::channel(false);
@@ -739,7 +746,7 @@ async fn relay(
     roster_relay::run_relay_with(store, &nats, shutdown_signal(), move |relay| {
         if let Some((listener, metrics)) = endpoints {
             spawn_collector(collector_store, None, Some(relay.clone()), clock, stop_rx);
-            let router = relay_health(relay, metrics, ready_failing);
+            let router = roster_api::roles::relay_health(relay, metrics, ready_failing);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
                     tracing::error!(error = %e, "relay health endpoints stopped");
@@ -829,7 +836,7 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     // Start-up checks before anything is written (issue 16): the settings,
     // the listen port, the bootstrap token's shape.
     let limits = args.http_limits()?;
-    roster_sync::check_env().map_err(anyhow::Error::msg)?;
+    let runs = roster_sync::check_env().map_err(anyhow::Error::msg)?;
     let bootstrap = args.bootstrap_token.as_deref().filter(|t| !t.is_empty());
     if let Some(token) = bootstrap {
         check_bootstrap_token(token).map_err(anyhow::Error::msg)?;
@@ -878,6 +885,7 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
         app.clock.clone(),
         key,
         Arc::new(roster_sync::DefaultReaders::new(outbound.clone())),
+        runs,
     );
     sync.outbound = outbound;
     let mut state = roster_api::AppState::new(app, sync);
@@ -960,136 +968,6 @@ fn spawn_collector(
             }
         }
     })
-}
-
-fn metrics_route(
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
-) -> axum::routing::MethodRouter {
-    axum::routing::get(move || {
-        let m = metrics.clone();
-        async move {
-            (
-                [(
-                    axum::http::header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4",
-                )],
-                m.render(),
-            )
-        }
-    })
-}
-
-fn healthz_route() -> axum::routing::MethodRouter {
-    axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) })
-}
-
-/// `/healthz`, `/readyz` (the projections' lag, as `serve` reports it) and
-/// `/metrics` of `roster project` and `roster worker`.
-fn projection_health(
-    projector: Arc<Projector>,
-    clock: Arc<dyn Clock>,
-    limits: roster_projections::LagLimits,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
-) -> axum::Router {
-    let readyz = axum::routing::get(move || {
-        let (projector, clock) = (projector.clone(), clock.clone());
-        async move {
-            let (status, body) = roster_api::routes::system::readiness(
-                &projector,
-                clock.now().timestamp_micros(),
-                limits,
-            )
-            .await;
-            (status, axum::Json(body))
-        }
-    });
-    axum::Router::new()
-        .route("/healthz", healthz_route())
-        .route("/readyz", readyz)
-        .route("/metrics", metrics_route(metrics))
-}
-
-/// `/healthz`, `/readyz` and `/metrics` of `roster relay`: ready while the
-/// database answers and publishing is not halted; the body says whether
-/// this relay publishes or stands by, and how far behind the log it is.
-fn relay_health(
-    relay: Arc<roster_relay::Relay>,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
-    ready_failing: Duration,
-) -> axum::Router {
-    use axum::http::StatusCode;
-    let readyz = axum::routing::get(move || {
-        let relay = relay.clone();
-        async move {
-            let halted = relay.halted().borrow().clone();
-            let active = *relay.active().borrow();
-            // A relay that has not been able to start publishing for a
-            // while is not ready: events pile up in the log (issue 16).
-            let failing = relay
-                .failing()
-                .borrow()
-                .clone()
-                .filter(|(since, _)| since.elapsed() >= ready_failing)
-                .map(|(since, why)| (since.elapsed().as_secs(), why));
-            let positions =
-                tokio::time::timeout(roster_api::routes::system::READY_TIMEOUT, async {
-                    (relay.checkpoint().await, relay.log_head().await)
-                })
-                .await;
-            match positions {
-                Ok((Ok(checkpoint), Ok(head))) => {
-                    let (code, status) = match (&halted, &failing, active) {
-                        (Some(_), _, _) => (StatusCode::SERVICE_UNAVAILABLE, "halted"),
-                        (None, Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "cannot publish"),
-                        (None, None, true) => (StatusCode::OK, "active"),
-                        (None, None, false) => (StatusCode::OK, "standby"),
-                    };
-                    (
-                        code,
-                        axum::Json(serde_json::json!({
-                            "status": status,
-                            "checkpoint": checkpoint,
-                            "log_head": head,
-                            "behind_events": (head - checkpoint).max(0),
-                            "halted": halted,
-                            "failing": failing.map(|(seconds, error)| serde_json::json!({
-                                "seconds": seconds,
-                                "error": error,
-                            })),
-                        })),
-                    )
-                }
-                _ => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(serde_json::json!({ "status": "database unavailable" })),
-                ),
-            }
-        }
-    });
-    axum::Router::new()
-        .route("/healthz", healthz_route())
-        .route("/readyz", readyz)
-        .route("/metrics", metrics_route(metrics))
-}
-
-/// Serves health endpoints until `stop` turns true.
-fn serve_health(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    tracing::info!(listen = %listener.local_addr()?, "health endpoints: /healthz, /readyz, /metrics");
-    Ok(tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %e, "health endpoints stopped");
-        }
-    }))
 }
 
 /// A bootstrap token becomes a partner-administrator token: one that looks

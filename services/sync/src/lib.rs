@@ -23,10 +23,12 @@ pub use service::{
     ConflictAction, DryRun, RunOutcome, SettingsChange, SyncError, SyncService, TestOutcome,
 };
 
-/// Refuses sync settings in the environment that cannot be used, saying
-/// what to set (checked at startup; see docs/operations.md).
-pub fn check_env() -> Result<(), String> {
-    RunConfig::from_env()?;
+/// Reads the sync settings of the environment once, at startup: the run
+/// queue's ([`RunConfig`], passed to [`SyncService::new`]) and the
+/// directory read pool's; a value that cannot be used is refused with what
+/// to set (see docs/operations.md).
+pub fn check_env() -> Result<RunConfig, String> {
+    let runs = RunConfig::from_env()?;
     roster_directory::read_threads()?;
-    Ok(())
+    Ok(runs)
 }

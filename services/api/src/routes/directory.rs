@@ -654,7 +654,8 @@ impl From<roster_projections::directory::RunRow> for RunView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunList {
     pub runs: Vec<RunView>,
-    pub next_page: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub next_page: Option<roster_projections::Cursor>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -706,7 +707,8 @@ pub async fn runs(
 pub struct RunDetail {
     pub run: RunView,
     pub changes: Vec<AuditView>,
-    pub next_page: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub next_page: Option<roster_projections::Cursor>,
     pub report: RunReport,
 }
 
@@ -728,14 +730,16 @@ pub struct RunReport {
     #[schema(value_type = Vec<Object>)]
     pub skipped: Vec<roster_events::SkippedObject>,
     /// Pass as `skipped_page` for the next page.
-    pub skipped_next_page: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub skipped_next_page: Option<roster_projections::Cursor>,
     /// One page of the contested addresses, each with every claimant
     /// (`object_id`, `kind`, `dn`, `primary`, `claim`: primary | alias) and
     /// `kept_by` (the claimant whose user keeps it, if any).
     #[schema(value_type = Vec<Object>)]
     pub contested: Vec<roster_events::ContestedAddress>,
     /// Pass as `contested_page` for the next page.
-    pub contested_next_page: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub contested_next_page: Option<roster_projections::Cursor>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -873,7 +877,8 @@ pub struct ObjectQuery {
 pub struct ObjectList {
     #[schema(value_type = Vec<Object>)]
     pub objects: Vec<ObjectSummary>,
-    pub next_page: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub next_page: Option<roster_projections::Cursor>,
 }
 
 /// The directory as last read (D3.o), to pick exceptions from.

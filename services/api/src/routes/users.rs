@@ -237,15 +237,7 @@ pub async fn update(
         }
     };
     let edit = Edit {
-        profile: [
-            body.first_name,
-            body.last_name,
-            body.home_phone,
-            body.mobile,
-            body.company,
-            body.department,
-            body.notes,
-        ],
+        profile: body.profile(),
         aliases,
         status,
     };

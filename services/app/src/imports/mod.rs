@@ -333,7 +333,8 @@ pub struct ImportView {
     pub rows_available: bool,
     pub rows: Vec<ReviewRow>,
     /// Pass as `page` for the next rows; absent on the last page.
-    pub next_page: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub next_page: Option<roster_projections::Cursor>,
 }
 
 /// Which rows of a review to show.

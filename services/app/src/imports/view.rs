@@ -3,6 +3,7 @@
 
 use roster_domain::Import;
 use roster_events::*;
+use roster_projections::Cursor;
 use roster_store::{from_micros, micros, Loaded};
 
 use super::{
@@ -31,11 +32,12 @@ pub async fn view(
     // The shared keyset token (E3-style paging everywhere): the last row
     // number served.
     let after = match query.page.as_deref().filter(|p| !p.trim().is_empty()) {
-        Some(p) => roster_projections::queries::decode_cursor(p, 1)?[0]
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| AppError::invalid("page is not a token this API returned"))?,
+        Some(p) => {
+            let [row] = Cursor::read(p)?;
+            Some(Cursor::number(&row)?)
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| AppError::invalid("page is not a token this API returned"))?
+        }
         None => -1,
     };
     let db = app.store.db();
@@ -51,7 +53,7 @@ pub async fn view(
         records.truncate(limit as usize);
         records
             .last()
-            .map(|r| roster_projections::queries::encode_cursor(&[&r.row_no.to_string()]))
+            .map(|r| Cursor::after(&[&r.row_no.to_string()]))
     } else {
         None
     };

@@ -13,7 +13,7 @@ use std::error::Error as _;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::{header, StatusCode};
+use reqwest::header;
 use roster_domain::snapshot::ReadError;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -85,10 +85,11 @@ struct TokenResponse {
     expires_in: Option<serde_json::Value>,
 }
 
-/// A Graph error that is not a transport failure: status, code and message.
+/// A Graph error that is not a transport failure: the HTTP status (as a
+/// number: the door's status types stay in the HTTP crate), code and message.
 #[derive(Debug, Clone)]
 pub(crate) struct GraphFailure {
-    pub status: StatusCode,
+    pub status: u16,
     pub code: String,
     pub message: String,
 }
@@ -121,8 +122,8 @@ impl GetError {
 
 /// Maps a Graph error answer to a read error that says what to do.
 pub(crate) fn graph_failure_to_read(f: &GraphFailure) -> ReadError {
-    let text = format!("{} {}: {}", f.status.as_u16(), f.code, f.message);
-    match f.status.as_u16() {
+    let text = format!("{} {}: {}", f.status, f.code, f.message);
+    match f.status {
         403 => ReadError::Permission(format!(
             "Microsoft Graph refused the request ({text}); grant the application the \
              User.Read.All and GroupMember.Read.All application permissions (or \
@@ -214,7 +215,8 @@ fn first_line(description: &str) -> &str {
 
 /// Maps the identity platform's error answer to the specific failure (D6,
 /// issue 4: bad tenant, bad client id, bad or expired secret).
-fn token_error(status: StatusCode, body: &[u8]) -> ReadError {
+/// `status` is shown as the endpoint answered it (`400 Bad Request`).
+fn token_error(status: impl std::fmt::Display, body: &[u8]) -> ReadError {
     let e: OAuthError = serde_json::from_slice(body).unwrap_or_default();
     let what = if e.error_description.is_empty() {
         format!("the token endpoint answered {status}")
@@ -476,11 +478,11 @@ impl Graph {
             }
             let err: GraphErrorBody = serde_json::from_slice(&body).unwrap_or_default();
             let failure = GraphFailure {
-                status,
+                status: status.as_u16(),
                 code: err.error.code,
                 message: err.error.message,
             };
-            match status.as_u16() {
+            match failure.status {
                 429 | 502..=504 if attempt < self.opts.max_retries => {
                     attempt += 1;
                     self.wait(retry_after(&headers), attempt, "Microsoft Graph")
@@ -522,7 +524,7 @@ mod tests {
             }))
             .unwrap()
         };
-        let s = StatusCode::BAD_REQUEST;
+        let s = 400;
         assert_eq!(
             token_error(s, &body(90002, "invalid_request")).code(),
             "tenant_not_found"
@@ -531,7 +533,7 @@ mod tests {
             token_error(s, &body(700016, "unauthorized_client")).code(),
             "client_id_not_found"
         );
-        let u = StatusCode::UNAUTHORIZED;
+        let u = 401;
         assert_eq!(
             token_error(u, &body(7000215, "invalid_client")).code(),
             "secret_rejected"

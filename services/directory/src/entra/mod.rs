@@ -121,7 +121,7 @@ impl From<ReadError> for DeltaError {
 impl From<GetError> for DeltaError {
     fn from(e: GetError) -> Self {
         match e {
-            GetError::Graph(f) if f.status.as_u16() == 410 => {
+            GetError::Graph(f) if f.status == 410 => {
                 DeltaError::Gone(format!("{}: {}", f.code, f.message))
             }
             other => DeltaError::Read(other.into_read()),
@@ -310,7 +310,7 @@ fn url(base: &str, path: &str, params: &[(&str, &str)]) -> Result<String, ReadEr
 }
 
 fn is_advanced_refusal(e: &GetError) -> bool {
-    matches!(e, GetError::Graph(f) if f.status.as_u16() == 400
+    matches!(e, GetError::Graph(f) if f.status == 400
         && f.code == "Request_UnsupportedQuery"
         && (f.message.contains("required parameters might be missing")
             || f.message.contains("ConsistencyLevel")

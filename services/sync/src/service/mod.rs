@@ -180,6 +180,7 @@ impl SyncService {
         clock: Arc<dyn Clock>,
         key: SecretKey,
         readers: Arc<dyn ReaderFactory>,
+        runs: RunConfig,
     ) -> Self {
         SyncService {
             store,
@@ -189,10 +190,7 @@ impl SyncService {
             readers,
             lease: chrono::Duration::minutes(30),
             outbound: Arc::default(),
-            queue: Arc::new(RunQueue::new(RunConfig::from_env().unwrap_or_else(|e| {
-                tracing::error!(error = %e, "sync run settings: using the defaults");
-                RunConfig::default()
-            }))),
+            queue: Arc::new(RunQueue::new(runs)),
         }
     }
 
