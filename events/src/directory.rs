@@ -28,6 +28,11 @@ impl DirectoryKind {
             DirectoryKind::Entra => "entra",
         }
     }
+    pub fn parse(s: &str) -> Option<Self> {
+        [DirectoryKind::Ldap, DirectoryKind::Entra]
+            .into_iter()
+            .find(|k| k.as_str() == s.trim())
+    }
     pub fn source(self) -> crate::Source {
         match self {
             DirectoryKind::Ldap => crate::Source::Ldap,
@@ -294,6 +299,25 @@ pub enum SyncTrigger {
     Manual,
     /// An administrator confirmed a held run (D3.s).
     Confirmed,
+}
+
+impl SyncTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncTrigger::Scheduled => "scheduled",
+            SyncTrigger::Manual => "manual",
+            SyncTrigger::Confirmed => "confirmed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            SyncTrigger::Scheduled,
+            SyncTrigger::Manual,
+            SyncTrigger::Confirmed,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s.trim())
+    }
 }
 
 /// What a sync run did (B4); the per-user list is the run's events.

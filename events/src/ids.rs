@@ -450,6 +450,17 @@ uuid_id!(
     "correlation"
 );
 uuid_id!(
+    /// A directory sync run (B4): the events of a run carry its id as their
+    /// correlation id (E2). The directory events hold it as a plain UUID.
+    RunId,
+    "sync run"
+);
+impl From<Uuid> for RunId {
+    fn from(id: Uuid) -> Self {
+        RunId(id)
+    }
+}
+uuid_id!(
     /// A CSV import (M2): its review, and the commit of its plan. The
     /// events an import writes carry it as their correlation id (E2).
     ImportId,

@@ -306,6 +306,11 @@ impl RuleKind {
             RuleKind::Deny => "deny",
         }
     }
+    pub fn parse(s: &str) -> Option<Self> {
+        [RuleKind::Allow, RuleKind::Deny]
+            .into_iter()
+            .find(|k| k.as_str() == s.trim())
+    }
 }
 
 /// Who a returning user was before deletion (U6), so that the archive

@@ -177,15 +177,11 @@ async fn apply_run(
                 "INSERT INTO {p}{RUNS} (run_id, customer_id, kind, trigger_kind, status, started_at)
                  VALUES ($1, $2, $3, $4, 'running', $5)"
             );
-            let trigger = serde_json::to_value(s.trigger)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
             with_tx!(tx, |c| sqlx::query(&sql)
                 .bind(s.run_id.to_string())
                 .bind(&customer)
                 .bind(s.kind.as_str())
-                .bind(&trigger)
+                .bind(s.trigger.as_str())
                 .bind(s.started_at.timestamp_micros())
                 .execute(c)
                 .await
@@ -348,15 +344,59 @@ async fn upsert_objects(
     Ok(())
 }
 
-/// A sync run as the history shows it (B4).
+/// Where a sync run is in its life, as the history shows it (B4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Failed,
+    /// Its replica stopped; another failed it and went on (issue 18).
+    Interrupted,
+    /// Held by the mass-deletion guard (D3.s).
+    Held,
+    Confirmed,
+    Discarded,
+    /// A held run replaced by a newer one (issue 11).
+    Superseded,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Running,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+        RunStatus::Held,
+        RunStatus::Confirmed,
+        RunStatus::Discarded,
+        RunStatus::Superseded,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Held => "held",
+            RunStatus::Confirmed => "confirmed",
+            RunStatus::Discarded => "discarded",
+            RunStatus::Superseded => "superseded",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s.trim())
+    }
+}
+
+/// A sync run as the history shows it (B4): ids and statuses typed,
+/// decoded from the table once.
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
 pub struct RunRow {
-    pub run_id: String,
-    pub kind: String,
-    pub trigger: String,
-    /// running, completed, failed, interrupted, held, confirmed, discarded,
-    /// superseded.
-    pub status: String,
+    pub run_id: roster_events::RunId,
+    pub kind: roster_events::DirectoryKind,
+    pub trigger: roster_events::SyncTrigger,
+    pub status: RunStatus,
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub code: Option<String>,
@@ -365,7 +405,7 @@ pub struct RunRow {
     pub would_flag: Option<i64>,
     pub directory_users: Option<i64>,
     pub over_seat_limit: Option<bool>,
-    pub decided_by_run: Option<String>,
+    pub decided_by_run: Option<roster_events::RunId>,
 }
 
 type RunTuple = (
@@ -388,12 +428,15 @@ const RUN_COLUMNS: &str =
     "run_id, kind, trigger_kind, status, started_at, finished_at, code, reason, counts, \
      would_flag, directory_users, over_seat_limit, decided_by_run";
 
-fn run_row(t: RunTuple) -> RunRow {
-    RunRow {
-        run_id: t.0,
-        kind: t.1,
-        trigger: t.2,
-        status: t.3,
+fn run_row(t: RunTuple) -> Result<RunRow, sqlx::Error> {
+    use crate::users::{typed, typed_opt};
+    use roster_events::{DirectoryKind, RunId, SyncTrigger};
+    let run_id = |s: &str| RunId::parse(s).ok();
+    Ok(RunRow {
+        run_id: typed("run_id", t.0, run_id)?,
+        kind: typed("kind", t.1, DirectoryKind::parse)?,
+        trigger: typed("trigger_kind", t.2, SyncTrigger::parse)?,
+        status: typed("status", t.3, RunStatus::parse)?,
         started_at: t.4,
         finished_at: t.5,
         code: t.6,
@@ -402,8 +445,8 @@ fn run_row(t: RunTuple) -> RunRow {
         would_flag: t.9,
         directory_users: t.10,
         over_seat_limit: t.11,
-        decided_by_run: t.12,
-    }
+        decided_by_run: typed_opt("decided_by_run", t.12, run_id)?,
+    })
 }
 
 /// The customer's sync runs, newest first, after the keyset `before`
@@ -428,12 +471,15 @@ pub async fn runs(
         .bind(limit)
         .fetch_all(p)
         .await?);
-    Ok(rows.into_iter().map(run_row).collect())
+    Ok(rows
+        .into_iter()
+        .map(run_row)
+        .collect::<Result<_, sqlx::Error>>()?)
 }
 
 /// The page token of a run list: the keyset of its last run.
 pub fn runs_cursor(run: &RunRow) -> crate::Cursor {
-    crate::Cursor::after(&[&run.started_at.to_string(), &run.run_id])
+    crate::Cursor::after(&[&run.started_at.to_string(), &run.run_id.to_string()])
 }
 
 /// The keyset a page token of [`runs_cursor`] stands for.
@@ -453,7 +499,7 @@ pub async fn run(
         .bind(run_id)
         .fetch_optional(p)
         .await?);
-    Ok(row.map(run_row))
+    Ok(row.map(run_row).transpose()?)
 }
 
 /// The customers whose scheduled run is due (D4), oldest due first.

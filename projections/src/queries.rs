@@ -2,13 +2,13 @@
 
 use std::collections::HashMap;
 
-use roster_events::{CustomerId, PartnerId, Source, Status};
+use roster_events::{CustomerId, PartnerId, Source, Status, UserId};
 use roster_store::{with_db, Store, StoredEvent};
 use serde::Serialize;
 
 use crate::audit::{AUDIT, AUDIT_ADDRESSES};
 use crate::customers::{CUSTOMERS, DOMAINS};
-use crate::users::{decode_row, RuleRow, UserRow, ALIASES, COLUMNS, RULES, USERS};
+use crate::users::{decode_row, rule_of, typed, UserRow, ALIASES, COLUMNS, RULES, USERS};
 use crate::{Cursor, ProjectionError};
 
 /// One page of results and the opaque token of the next one.
@@ -95,9 +95,9 @@ async fn fill(store: &Store, rows: &mut [UserRow]) -> Result<(), ProjectionError
     let index: HashMap<String, usize> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.user_id.clone(), i))
+        .map(|(i, r)| (r.user_id.to_string(), i))
         .collect();
-    let ids: Vec<String> = rows.iter().map(|r| r.user_id.clone()).collect();
+    let ids: Vec<String> = rows.iter().map(|r| r.user_id.to_string()).collect();
     for chunk in ids.chunks(500) {
         let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let marks = marks.join(",");
@@ -127,14 +127,9 @@ async fn fill(store: &Store, rows: &mut [UserRow]) -> Result<(), ProjectionError
             }
             q.fetch_all(p).await?
         });
-        for (u, rule_id, kind, value, created_at) in rules {
-            if let Some(i) = index.get(&u) {
-                rows[*i].rules.push(RuleRow {
-                    rule_id,
-                    kind,
-                    value,
-                    created_at,
-                });
+        for rule in rules {
+            if let Some(i) = index.get(&rule.0) {
+                rows[*i].rules.push(rule_of(rule)?);
             }
         }
     }
@@ -193,7 +188,7 @@ pub async fn list_users(
     let next_page = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
         rows.last()
-            .map(|r| Cursor::after(&[r.address.as_str(), r.user_id.as_str()]))
+            .map(|r| Cursor::after(&[r.address.as_str(), &r.user_id.to_string()]))
     } else {
         None
     };
@@ -228,8 +223,8 @@ pub async fn user_by_address(
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CustomerRow {
-    pub customer_id: String,
-    pub partner_id: String,
+    pub customer_id: CustomerId,
+    pub partner_id: PartnerId,
     pub name: String,
     pub seat_limit: i64,
     pub created_at: i64,
@@ -265,6 +260,21 @@ pub async fn domains(
 
 type CustomerTuple = (String, String, String, i64, i64, i64);
 
+/// A customer row with its domains; ids decoded once.
+async fn customer_row(store: &Store, t: CustomerTuple) -> Result<CustomerRow, ProjectionError> {
+    let (customer_id, partner_id, name, seat_limit, created_at, updated_at) = t;
+    let domains = domains_of(store, &customer_id).await?;
+    Ok(CustomerRow {
+        customer_id: typed("customer_id", customer_id, |s| CustomerId::parse(s).ok())?,
+        partner_id: typed("partner_id", partner_id, |s| PartnerId::parse(s).ok())?,
+        name,
+        seat_limit,
+        created_at,
+        updated_at,
+        domains,
+    })
+}
+
 pub async fn customer(
     store: &Store,
     id: CustomerId,
@@ -278,18 +288,7 @@ pub async fn customer(
         .await?);
     match row {
         None => Ok(None),
-        Some((customer_id, partner_id, name, seat_limit, created_at, updated_at)) => {
-            let domains = domains_of(store, &customer_id).await?;
-            Ok(Some(CustomerRow {
-                customer_id,
-                partner_id,
-                name,
-                seat_limit,
-                created_at,
-                updated_at,
-                domains,
-            }))
-        }
+        Some(t) => Ok(Some(customer_row(store, t).await?)),
     }
 }
 
@@ -307,17 +306,8 @@ pub async fn customers_of_partner(
         .fetch_all(p)
         .await?);
     let mut out = Vec::with_capacity(rows.len());
-    for (customer_id, partner_id, name, seat_limit, created_at, updated_at) in rows {
-        let domains = domains_of(store, &customer_id).await?;
-        out.push(CustomerRow {
-            customer_id,
-            partner_id,
-            name,
-            seat_limit,
-            created_at,
-            updated_at,
-            domains,
-        });
+    for t in rows {
+        out.push(customer_row(store, t).await?);
     }
     Ok(out)
 }
@@ -603,7 +593,7 @@ pub async fn current_users(
     let index: HashMap<String, usize> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.user_id.clone(), i))
+        .map(|(i, r)| (r.user_id.to_string(), i))
         .collect();
     let sql =
         format!("SELECT user_id, address FROM {ALIASES} WHERE customer_id = $1 ORDER BY address");
@@ -624,7 +614,7 @@ pub async fn due_for_deletion(
     store: &Store,
     now_micros: i64,
     limit: i64,
-) -> Result<Vec<(CustomerId, String)>, ProjectionError> {
+) -> Result<Vec<(CustomerId, UserId)>, ProjectionError> {
     let sql = format!(
         "SELECT customer_id, user_id FROM {USERS}
          WHERE status = 'pending_deletion' AND delete_at IS NOT NULL AND delete_at <= $1
@@ -635,8 +625,14 @@ pub async fn due_for_deletion(
         .bind(limit)
         .fetch_all(p)
         .await?);
+    let typed_pair = |(c, u): (String, String)| {
+        Ok((
+            typed("customer_id", c, |s| CustomerId::parse(s).ok())?,
+            typed("user_id", u, |s| UserId::parse(s).ok())?,
+        ))
+    };
     Ok(rows
         .into_iter()
-        .filter_map(|(c, u)| CustomerId::parse(&c).ok().map(|c| (c, u)))
-        .collect())
+        .map(typed_pair)
+        .collect::<Result<_, sqlx::Error>>()?)
 }

@@ -31,8 +31,9 @@ pub async fn users_at(
         for e in batch {
             let d = decode(e, &upcasters).map_err(ProjectionError::Invalid)?;
             if let AnyEvent::User(ev) = &d.event {
+                let id = UserRow::id_of(&d)?;
                 let row = rows.remove(&d.aggregate_id);
-                rows.insert(d.aggregate_id.clone(), UserRow::fold(row, &d, ev));
+                rows.insert(d.aggregate_id.clone(), UserRow::fold(row, id, &d, ev));
             }
         }
     }
@@ -59,25 +60,26 @@ pub async fn users_as_of(
         .await?
         .into_values()
         .filter(|r| match filter.status {
-            Some(s) => r.status == s.as_str(),
-            None => r.status != Status::Deleted.as_str(),
+            Some(s) => r.status == s,
+            None => r.status != Status::Deleted,
         })
-        .filter(|r| filter.source.is_none_or(|s| r.source == s.as_str()))
+        .filter(|r| filter.source.is_none_or(|s| r.source == s))
         .filter(|r| {
             q.as_ref()
                 .is_none_or(|q| r.search_text().contains(q.as_str()))
         })
         .collect();
-    rows.sort_by(|a, b| (&a.address, &a.user_id).cmp(&(&b.address, &b.user_id)));
+    // The live list's order: by address, then the user id as text.
+    rows.sort_by_cached_key(|r| (r.address.clone(), r.user_id.to_string()));
     if let Some(token) = page {
         let [address, user] = Cursor::read(token)?;
         let key = (address, user);
-        rows.retain(|r| (r.address.clone(), r.user_id.clone()) > key);
+        rows.retain(|r| (r.address.clone(), r.user_id.to_string()) > key);
     }
     let next_page = if rows.len() > limit {
         rows.truncate(limit);
         rows.last()
-            .map(|r| Cursor::after(&[r.address.as_str(), r.user_id.as_str()]))
+            .map(|r| Cursor::after(&[r.address.as_str(), &r.user_id.to_string()]))
     } else {
         None
     };

@@ -17,31 +17,33 @@ use crate::{AnyEvent, Decoded, Projection, ProjectionError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleRow {
-    pub rule_id: String,
-    pub kind: String,
+    pub rule_id: RuleId,
+    pub kind: RuleKind,
     pub value: String,
     pub created_at: i64,
 }
 
-/// A user as the list shows it.
+/// A user as the list shows it: ids and statuses typed, decoded from the
+/// table once (a value no type accepts is a corrupt row, an error).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UserRow {
-    pub user_id: String,
-    pub customer_id: String,
+    pub user_id: UserId,
+    pub customer_id: CustomerId,
     pub address: String,
-    pub kind: String,
-    pub source: String,
-    pub status: String,
+    pub kind: Kind,
+    pub source: Source,
+    pub status: Status,
     pub profile: Profile,
     pub aliases: Vec<String>,
     pub rules: Vec<RuleRow>,
-    pub directory_id: Option<String>,
+    pub directory_id: Option<ObjectId>,
     /// Members of a distribution list (U4).
     pub members: Vec<String>,
-    pub flag_reason: Option<String>,
+    pub flag_reason: Option<FlagReason>,
     pub flagged_at: Option<i64>,
     pub delete_at: Option<i64>,
-    pub ignored_reason: Option<String>,
+    /// The absence an administrator ignored (D3.m) or a deactivation lifted.
+    pub ignored_reason: Option<FlagReason>,
     pub created_at: i64,
     pub updated_at: i64,
     pub deleted_at: Option<i64>,
@@ -54,14 +56,14 @@ fn us(t: chrono::DateTime<chrono::Utc>) -> i64 {
 }
 
 impl UserRow {
-    fn new(user_id: &str, customer_id: &str, at: i64) -> Self {
+    fn new(user_id: UserId, customer_id: CustomerId, at: i64) -> Self {
         UserRow {
-            user_id: user_id.to_string(),
-            customer_id: customer_id.to_string(),
+            user_id,
+            customer_id,
             address: String::new(),
-            kind: Kind::User.as_str().into(),
-            source: Source::Manual.as_str().into(),
-            status: Status::Active.as_str().into(),
+            kind: Kind::User,
+            source: Source::Manual,
+            status: Status::Active,
             profile: Profile::default(),
             aliases: vec![],
             rules: vec![],
@@ -80,16 +82,16 @@ impl UserRow {
     }
 
     /// The row of a user as it is added or comes back (U6).
-    fn added(user_id: &str, e: &UserAdded, at: i64) -> UserRow {
+    fn added(user_id: UserId, e: &UserAdded, at: i64) -> UserRow {
         UserRow {
             address: e.address.to_string(),
-            kind: e.kind.as_str().into(),
-            source: e.source.as_str().into(),
+            kind: e.kind,
+            source: e.source,
             profile: e.profile.clone(),
             aliases: e.aliases.iter().map(|a| a.to_string()).collect(),
-            directory_id: e.directory_id.as_ref().map(ObjectId::to_string),
+            directory_id: e.directory_id.clone(),
             members: e.members.iter().map(|a| a.to_string()).collect(),
-            ..UserRow::new(user_id, &e.customer_id.to_string(), at)
+            ..UserRow::new(user_id, e.customer_id, at)
         }
     }
 
@@ -116,14 +118,20 @@ impl UserRow {
         self.delete_at = None;
     }
 
-    /// Folds one user event onto the row (or creates it). Pure.
-    pub fn fold(row: Option<UserRow>, d: &Decoded, e: &UserEvent) -> UserRow {
+    /// The user id of a user event: its aggregate id.
+    pub fn id_of(d: &Decoded) -> Result<UserId, ProjectionError> {
+        UserId::parse(&d.aggregate_id)
+            .map_err(|e| ProjectionError::Invalid(format!("the user event at {}: {e}", d.position)))
+    }
+
+    /// Folds one user event onto the row (or creates it) of the user `id`
+    /// ([`UserRow::id_of`] the event). Pure.
+    pub fn fold(row: Option<UserRow>, id: UserId, d: &Decoded, e: &UserEvent) -> UserRow {
         let at = d.recorded_at;
-        let mut row = row
-            .unwrap_or_else(|| UserRow::new(&d.aggregate_id, &d.meta.customer_id.to_string(), at));
+        let mut row = row.unwrap_or_else(|| UserRow::new(id, d.meta.customer_id, at));
         match e {
             UserEvent::UserAdded(e) | UserEvent::UserReturned(UserReturned { user: e, .. }) => {
-                row = UserRow::added(&d.aggregate_id, e, at)
+                row = UserRow::added(id, e, at)
             }
             UserEvent::ProfileUpdated(e) => row.profile = e.profile.clone(),
             UserEvent::AliasMapped(e) => {
@@ -135,31 +143,31 @@ impl UserRow {
             }
             UserEvent::AliasUnmapped(e) => row.aliases.retain(|a| a != e.alias.as_str()),
             UserEvent::FlaggedForDeletion(e) => {
-                row.status = Status::PendingDeletion.as_str().into();
-                row.flag_reason = Some(e.reason.as_str().into());
+                row.status = Status::PendingDeletion;
+                row.flag_reason = Some(e.reason);
                 row.flagged_at = Some(us(e.flagged_at));
                 row.delete_at = e.delete_at.map(us);
                 row.ignored_reason = None;
             }
             UserEvent::DeletionCancelled(_) => {
-                row.status = Status::Active.as_str().into();
+                row.status = Status::Active;
                 row.clear_flag();
             }
             UserEvent::ConflictIgnored(e) => {
-                row.status = Status::Active.as_str().into();
+                row.status = Status::Active;
                 row.clear_flag();
-                row.ignored_reason = Some(e.reason.as_str().into());
+                row.ignored_reason = Some(e.reason);
             }
             UserEvent::UserDeactivated(e) => {
-                row.status = Status::Deactivated.as_str().into();
+                row.status = Status::Deactivated;
                 row.clear_flag();
                 if let Some(r) = e.lifted_flag {
-                    row.ignored_reason = Some(r.as_str().into());
+                    row.ignored_reason = Some(r);
                 }
             }
-            UserEvent::UserReactivated(_) => row.status = Status::Active.as_str().into(),
+            UserEvent::UserReactivated(_) => row.status = Status::Active,
             UserEvent::UserDeleted(e) => {
-                row.status = Status::Deleted.as_str().into();
+                row.status = Status::Deleted;
                 row.deleted_at = Some(us(e.deleted_at));
                 row.aliases.clear();
                 row.rules.clear();
@@ -167,20 +175,17 @@ impl UserRow {
                 row.ignored_reason = None;
             }
             UserEvent::RuleAdded(e) => row.rules.push(RuleRow {
-                rule_id: e.rule_id.to_string(),
-                kind: e.kind.as_str().into(),
+                rule_id: e.rule_id,
+                kind: e.kind,
                 value: e.value.clone(),
                 created_at: at,
             }),
-            UserEvent::RuleRemoved(e) => {
-                let id = e.rule_id.to_string();
-                row.rules.retain(|r| r.rule_id != id)
-            }
+            UserEvent::RuleRemoved(e) => row.rules.retain(|r| r.rule_id != e.rule_id),
             // The new primary is set below, like every event's address.
             UserEvent::AddressChanged(_) => {}
             UserEvent::DirectoryLinked(e) => {
-                row.source = e.source.as_str().into();
-                row.directory_id = Some(e.directory_id.to_string());
+                row.source = e.source;
+                row.directory_id = Some(e.directory_id.clone());
             }
             UserEvent::AbsenceEnded(_) => row.ignored_reason = None,
             UserEvent::ListMembersChanged(e) => {
@@ -222,13 +227,17 @@ where
     for<'x> i64: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
     for<'x> Option<i64>: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
 {
+    let text = |column: &str| r.try_get::<String, _>(column);
+    let maybe = |column: &str| r.try_get::<Option<String>, _>(column);
     Ok(UserRow {
-        user_id: r.try_get("user_id")?,
-        customer_id: r.try_get("customer_id")?,
+        user_id: typed("user_id", text("user_id")?, |s| UserId::parse(s).ok())?,
+        customer_id: typed("customer_id", text("customer_id")?, |s| {
+            CustomerId::parse(s).ok()
+        })?,
         address: r.try_get("address")?,
-        kind: r.try_get("kind")?,
-        source: r.try_get("source")?,
-        status: r.try_get("status")?,
+        kind: typed("kind", text("kind")?, Kind::parse)?,
+        source: typed("source", text("source")?, Source::parse)?,
+        status: typed("status", text("status")?, Status::parse)?,
         profile: Profile {
             first_name: r.try_get("first_name")?,
             last_name: r.try_get("last_name")?,
@@ -240,17 +249,58 @@ where
         },
         aliases: vec![],
         rules: vec![],
-        directory_id: r.try_get("directory_id")?,
+        directory_id: maybe("directory_id")?.map(ObjectId),
         members: serde_json::from_str(&r.try_get::<String, _>("members")?).unwrap_or_default(),
-        flag_reason: r.try_get("flag_reason")?,
+        flag_reason: typed_opt("flag_reason", maybe("flag_reason")?, FlagReason::parse)?,
         flagged_at: r.try_get("flagged_at")?,
         delete_at: r.try_get("delete_at")?,
-        ignored_reason: r.try_get("ignored_reason")?,
+        ignored_reason: typed_opt(
+            "ignored_reason",
+            maybe("ignored_reason")?,
+            FlagReason::parse,
+        )?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         deleted_at: r.try_get("deleted_at")?,
         version: r.try_get("version")?,
         last_position: r.try_get("last_position")?,
+    })
+}
+
+/// A column's text as its type; a value the type does not accept is a
+/// corrupt row, named with the column and the value.
+pub(crate) fn typed<T>(
+    column: &str,
+    value: String,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, sqlx::Error> {
+    parse(&value).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: format!(
+            "a corrupt read-model row: {value:?} is not a {column}; rebuild the projections (`roster rebuild`)"
+        )
+        .into(),
+    })
+}
+
+/// [`typed`] for a column that may be NULL.
+pub(crate) fn typed_opt<T>(
+    column: &str,
+    value: Option<String>,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, sqlx::Error> {
+    value.map(|v| typed(column, v, parse)).transpose()
+}
+
+/// The rule rows of a query `(user_id, rule_id, kind, value, created_at)`.
+pub(crate) fn rule_of(
+    (_, rule_id, kind, value, created_at): (String, String, String, String, i64),
+) -> Result<RuleRow, sqlx::Error> {
+    Ok(RuleRow {
+        rule_id: typed("rule_id", rule_id, |s| RuleId::parse(s).ok())?,
+        kind: typed("kind", kind, RuleKind::parse)?,
+        value,
+        created_at,
     })
 }
 
@@ -274,7 +324,7 @@ pub(crate) async fn load_rows(
             raw.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?
         });
         for r in found {
-            rows.insert(r.user_id.clone(), r);
+            rows.insert(r.user_id.to_string(), r);
         }
         let sql = format!(
             "SELECT user_id, address FROM {prefix}{ALIASES} WHERE user_id IN ({marks}) ORDER BY address"
@@ -302,14 +352,9 @@ pub(crate) async fn load_rows(
             }
             q.fetch_all(&mut *c).await?
         });
-        for (u, rule_id, kind, value, created_at) in rules {
-            if let Some(r) = rows.get_mut(&u) {
-                r.rules.push(RuleRow {
-                    rule_id,
-                    kind,
-                    value,
-                    created_at,
-                });
+        for rule in rules {
+            if let Some(r) = rows.get_mut(&rule.0) {
+                r.rules.push(rule_of(rule)?);
             }
         }
     }
@@ -340,7 +385,8 @@ async fn store_rows(tx: &mut Tx, prefix: &str, rows: &[&UserRow]) -> Result<(), 
     }
     match tx {
         Tx::Pg(t) => {
-            let ids: Vec<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
+            let ids: Vec<String> = rows.iter().map(|r| r.user_id.to_string()).collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
             pg_upsert_users(t, prefix, rows).await?;
             pg_replace_aliases(t, prefix, rows, &ids).await?;
             pg_replace_rules(t, prefix, rows, &ids).await
@@ -366,12 +412,12 @@ async fn pg_upsert_users(t: &mut PgTx, prefix: &str, rows: &[&UserRow]) -> Resul
          $22::int8[], $23::text[], $24::text[], $25::text[]) {UPSERT_TAIL}"
     );
     sqlx::query(&sql)
-        .bind(col!(|r| r.user_id.clone()))
-        .bind(col!(|r| r.customer_id.clone()))
+        .bind(col!(|r| r.user_id.to_string()))
+        .bind(col!(|r| r.customer_id.to_string()))
         .bind(col!(|r| r.address.clone()))
-        .bind(col!(|r| r.kind.clone()))
-        .bind(col!(|r| r.source.clone()))
-        .bind(col!(|r| r.status.clone()))
+        .bind(col!(|r| r.kind.as_str()))
+        .bind(col!(|r| r.source.as_str()))
+        .bind(col!(|r| r.status.as_str()))
         .bind(col!(|r| r.profile.first_name.clone()))
         .bind(col!(|r| r.profile.last_name.clone()))
         .bind(col!(|r| r.profile.home_phone.clone()))
@@ -379,17 +425,17 @@ async fn pg_upsert_users(t: &mut PgTx, prefix: &str, rows: &[&UserRow]) -> Resul
         .bind(col!(|r| r.profile.company.clone()))
         .bind(col!(|r| r.profile.department.clone()))
         .bind(col!(|r| r.profile.notes.clone()))
-        .bind(col!(|r| r.flag_reason.clone()))
+        .bind(col!(|r| r.flag_reason.map(FlagReason::as_str)))
         .bind(col!(|r| r.flagged_at))
         .bind(col!(|r| r.delete_at))
-        .bind(col!(|r| r.ignored_reason.clone()))
+        .bind(col!(|r| r.ignored_reason.map(FlagReason::as_str)))
         .bind(col!(|r| r.created_at))
         .bind(col!(|r| r.updated_at))
         .bind(col!(|r| r.deleted_at))
         .bind(col!(|r| r.version))
         .bind(col!(|r| r.last_position))
         .bind(col!(|r| r.search_text()))
-        .bind(col!(|r| r.directory_id.clone()))
+        .bind(col!(|r| r.directory_id.as_ref().map(ObjectId::to_string)))
         .bind(col!(|r| members_json(r)))
         .execute(&mut **t)
         .await?;
@@ -411,9 +457,9 @@ async fn pg_replace_aliases(
     let (mut au, mut aa, mut ac) = (vec![], vec![], vec![]);
     for r in rows {
         for a in &r.aliases {
-            au.push(r.user_id.as_str());
+            au.push(r.user_id.to_string());
             aa.push(a.as_str());
-            ac.push(r.customer_id.as_str());
+            ac.push(r.customer_id.to_string());
         }
     }
     if !au.is_empty() {
@@ -446,9 +492,9 @@ async fn pg_replace_rules(
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for r in rows {
         for rule in &r.rules {
-            ri.push(rule.rule_id.as_str());
-            ru.push(r.user_id.as_str());
-            rc.push(r.customer_id.as_str());
+            ri.push(rule.rule_id.to_string());
+            ru.push(r.user_id.to_string());
+            rc.push(r.customer_id.to_string());
             rk.push(rule.kind.as_str());
             rv.push(rule.value.as_str());
             rt.push(rule.created_at);
@@ -483,13 +529,14 @@ async fn sqlite_store_rows(
         marks.join(",")
     );
     for r in rows {
+        let (user_id, customer_id) = (r.user_id.to_string(), r.customer_id.to_string());
         sqlx::query(&sql)
-            .bind(&r.user_id)
-            .bind(&r.customer_id)
+            .bind(&user_id)
+            .bind(&customer_id)
             .bind(&r.address)
-            .bind(&r.kind)
-            .bind(&r.source)
-            .bind(&r.status)
+            .bind(r.kind.as_str())
+            .bind(r.source.as_str())
+            .bind(r.status.as_str())
             .bind(&r.profile.first_name)
             .bind(&r.profile.last_name)
             .bind(&r.profile.home_phone)
@@ -497,36 +544,36 @@ async fn sqlite_store_rows(
             .bind(&r.profile.company)
             .bind(&r.profile.department)
             .bind(&r.profile.notes)
-            .bind(&r.flag_reason)
+            .bind(r.flag_reason.map(FlagReason::as_str))
             .bind(r.flagged_at)
             .bind(r.delete_at)
-            .bind(&r.ignored_reason)
+            .bind(r.ignored_reason.map(FlagReason::as_str))
             .bind(r.created_at)
             .bind(r.updated_at)
             .bind(r.deleted_at)
             .bind(r.version)
             .bind(r.last_position)
             .bind(r.search_text())
-            .bind(&r.directory_id)
+            .bind(r.directory_id.as_ref().map(ObjectId::as_str))
             .bind(members_json(r))
             .execute(&mut **t)
             .await?;
         sqlx::query(&format!("DELETE FROM {prefix}{ALIASES} WHERE user_id = $1"))
-            .bind(&r.user_id)
+            .bind(&user_id)
             .execute(&mut **t)
             .await?;
         for a in &r.aliases {
             sqlx::query(&format!(
                 "INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id) VALUES ($1, $2, $3)"
             ))
-            .bind(&r.user_id)
+            .bind(&user_id)
             .bind(a)
-            .bind(&r.customer_id)
+            .bind(&customer_id)
             .execute(&mut **t)
             .await?;
         }
         sqlx::query(&format!("DELETE FROM {prefix}{RULES} WHERE user_id = $1"))
-            .bind(&r.user_id)
+            .bind(&user_id)
             .execute(&mut **t)
             .await?;
         for rule in &r.rules {
@@ -534,10 +581,10 @@ async fn sqlite_store_rows(
                     "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)"
                 ))
-                .bind(&rule.rule_id)
-                .bind(&r.user_id)
-                .bind(&r.customer_id)
-                .bind(&rule.kind)
+                .bind(rule.rule_id.to_string())
+                .bind(&user_id)
+                .bind(&customer_id)
+                .bind(rule.kind.as_str())
                 .bind(&rule.value)
                 .bind(rule.created_at)
                 .execute(&mut **t)
@@ -639,8 +686,9 @@ impl Projection for UsersProjection {
         };
         for d in events {
             if let AnyEvent::User(e) = &d.event {
+                let id = UserRow::id_of(d)?;
                 let row = rows.remove(&d.aggregate_id);
-                rows.insert(d.aggregate_id.clone(), UserRow::fold(row, d, e));
+                rows.insert(d.aggregate_id.clone(), UserRow::fold(row, id, d, e));
             }
         }
         let mut out: Vec<&UserRow> = rows.values().collect();

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use reqwest::StatusCode;
 use roster_app::imports::{
-    self, CommitResult, ImportSettings, ImportView, InputKind, Outcome, ReviewInput, RowQuery,
+    self, CommitResult, ImportSettings, ImportStatus, ImportView, InputKind, Outcome, ReviewInput,
+    RowQuery,
 };
 use roster_app::users::{self, Edit, NewUser};
 use roster_app::AppError;
@@ -184,7 +185,7 @@ async fn m2_review_classifies_every_row_and_changes_nothing(s: TestStore) {
         "a review appends nothing"
     );
     let v = view(&s, c, id).await;
-    assert_eq!(v.status, "reviewed");
+    assert_eq!(v.status, ImportStatus::Reviewed);
     let o = outcomes(&v);
     assert_eq!(o[&2], (Outcome::Update, vec![]));
     assert_eq!(o[&3], (Outcome::Unchanged, vec![]));
@@ -383,9 +384,9 @@ async fn m2_commit_applies_exactly_the_plan_with_source_csv(s: TestStore) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(row.source, "csv");
+    assert_eq!(row.source, Source::Csv);
     let v = view(&s, c, id).await;
-    assert_eq!(v.status, "committed");
+    assert_eq!(v.status, ImportStatus::Committed);
     assert_eq!(v.result.as_ref().unwrap(), &result);
 }
 
@@ -504,7 +505,7 @@ async fn m2_a_stale_review_is_refused_and_nothing_is_applied(s: TestStore) {
         ),
         "{e:?}"
     );
-    assert_eq!(view(&s, c, id).await.status, "expired");
+    assert_eq!(view(&s, c, id).await.status, ImportStatus::Expired);
 }
 
 // T3: additions beyond the free seats are errors on the rows past the limit.
@@ -712,7 +713,10 @@ async fn u6_an_import_brings_a_deleted_user_back(s: TestStore) {
     let v = view(&s, c, id).await;
     assert_eq!(v.rows[0].outcome, Outcome::Add);
     assert!(v.rows[0].returning);
-    assert_eq!(v.rows[0].user_id.as_deref(), Some(earlier.as_str()));
+    assert_eq!(
+        v.rows[0].user_id.map(|u| u.to_string()),
+        Some(earlier.clone())
+    );
     commit(&s, c, id).await;
     let back = user(&s, c, "ann@acme.example").await.unwrap();
     assert_eq!(back.id, earlier);
@@ -740,7 +744,7 @@ async fn d3g_rows_for_directory_users_are_reported_while_sync_is_on(s: TestStore
     )
     .await;
     let v = view(&s, c, id).await;
-    assert_eq!(v.directory_sync.as_deref(), Some("ldap"));
+    assert_eq!(v.directory_sync, Some(DirectoryKind::Ldap));
     let o = outcomes(&v);
     assert_eq!(
         o[&2],
@@ -853,7 +857,7 @@ async fn m2_an_interrupted_commit_completes_without_applying_anything_twice(s: T
         assert_eq!(import.state.committed_chunks, crash_after + 1);
         assert!(import.state.completed.is_none());
         let v = view(&s, c, id).await;
-        assert_eq!(v.status, "committing");
+        assert_eq!(v.status, ImportStatus::Committing);
         assert_eq!(v.progress.committed_chunks, crash_after + 1);
         // A change to a user of a committed chunk does not block the rest.
         users::edit_user(

@@ -72,7 +72,7 @@ async fn e3_a_transient_lock_timeout_is_retried_never_recorded_and_applied_after
     assert_eq!(locked, 1);
 
     let mut edit = Edit::default();
-    edit.profile[0] = Some(Some("Changed".into()));
+    edit.profile.first_name = Some(Some("Changed".into()));
     users::edit_user(&app, s.meta(c), addr("ann@lock.example"), edit)
         .await
         .unwrap();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use roster_domain::snapshot::{DirectoryReader, ReadError};
 use roster_events::*;
+use roster_projections::directory::RunStatus;
 use roster_projections::queries::{self, UserFilter};
 use roster_projections::users::UserRow;
 use roster_store::{Clock, Secret};
@@ -73,7 +74,7 @@ async fn d3e_d3f_a_first_sync_adds_the_directory_and_a_resync_changes_nothing(s:
     assert_eq!(users.len(), 29);
     let u1 = sc.data.user(1);
     let row = user(&s, sc.customer, u1.mail.as_deref().unwrap()).await;
-    assert_eq!(row.source, "ldap");
+    assert_eq!(row.source, Source::Ldap);
     assert_eq!(
         row.profile.first_name.as_deref(),
         Some(u1.given_name.as_str())
@@ -85,7 +86,7 @@ async fn d3e_d3f_a_first_sync_adds_the_directory_and_a_resync_changes_nothing(s:
     assert!(row.directory_id.is_some());
     let list = users
         .iter()
-        .find(|u| u.kind == "distribution_list")
+        .find(|u| u.kind == Kind::DistributionList)
         .expect("a list (U4)");
     assert!(!list.members.is_empty());
     // A second run: nothing changed, so no user event is appended.
@@ -136,7 +137,7 @@ async fn d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_del
     let flagged = all(&s, sc.customer, Some(Status::PendingDeletion)).await;
     let reasons: Vec<(&str, &str)> = flagged
         .iter()
-        .map(|u| (u.address.as_str(), u.flag_reason.as_deref().unwrap()))
+        .map(|u| (u.address.as_str(), u.flag_reason.unwrap().as_str()))
         .collect();
     assert!(
         reasons.contains(&(gone_addr.as_str(), "missing")),
@@ -163,7 +164,7 @@ async fn d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_del
         user(&s, sc.customer, disabled.mail.as_deref().unwrap())
             .await
             .status,
-        "active"
+        Status::Active
     );
     // D3.i: nothing is deleted before the delay; after it, the reaper deletes.
     s.clock.advance(chrono::Duration::days(6));
@@ -264,7 +265,7 @@ async fn d3r_a_read_cut_off_mid_way_flags_nobody(s: TestStore) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(r.status, "failed");
+    assert_eq!(r.status, RunStatus::Failed);
     assert_eq!(r.reason.as_deref(), Some(reason.as_str()));
 }
 
@@ -339,7 +340,7 @@ async fn d3s_a_base_dn_typo_is_held_and_waits_for_confirm_or_discard(s: TestStor
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(r.status, "confirmed");
+    assert_eq!(r.status, RunStatus::Confirmed);
 }
 
 /// D3.t: a dry run returns the full plan and changes nothing.
@@ -380,7 +381,7 @@ async fn d3g_manual_users_are_supplemented_and_never_flagged(s: TestStore) {
     .unwrap();
     run(&s, sc.customer).await;
     let row = user(&s, sc.customer, &mail).await;
-    assert_eq!(row.source, "manual");
+    assert_eq!(row.source, Source::Manual);
     assert_eq!(
         row.profile.first_name.as_deref(),
         Some(u.given_name.as_str())
@@ -388,7 +389,7 @@ async fn d3g_manual_users_are_supplemented_and_never_flagged(s: TestStore) {
     sc.slapd.admin().await.unwrap().delete(&u.dn).await.unwrap();
     let c = counts(&run(&s, sc.customer).await);
     assert_eq!(c.flagged, 0);
-    assert_eq!(user(&s, sc.customer, &mail).await.status, "active");
+    assert_eq!(user(&s, sc.customer, &mail).await.status, Status::Active);
 }
 
 /// D3.m: Delete, Ignore (not flagged again until the directory returns the
@@ -443,8 +444,8 @@ async fn d3m_conflict_actions(s: TestStore) {
         }
     };
     assert_eq!(head_status(&a).await, None, "deleted now");
-    assert_eq!(head_status(&b).await.as_deref(), Some("active"));
-    assert_eq!(head_status(&c).await.as_deref(), Some("deactivated"));
+    assert_eq!(head_status(&b).await, Some(Status::Active));
+    assert_eq!(head_status(&c).await, Some(Status::Deactivated));
     // The ignored and the deactivated users are not flagged again for the same absence.
     assert_eq!(counts(&run(&s, sc.customer).await).flagged, 0);
     // The directory returns b, then loses it again: flagged again.
@@ -494,7 +495,7 @@ async fn d3o_d3p_exceptions_and_additions(s: TestStore) {
         .unwrap();
     s.app().settle(a.last).await;
     let row = user(&s, sc.customer, "newhire@example.org").await;
-    assert_eq!(row.source, "ldap");
+    assert_eq!(row.source, Source::Ldap);
     assert_eq!(counts(&run(&s, sc.customer).await).flagged, 0);
     sync.remove_addition(&s.meta(sc.customer), addr("newhire@example.org"))
         .await

@@ -1,6 +1,9 @@
 //! Request and response bodies, as documented in the OpenAPI document.
 
 use chrono::{DateTime, Utc};
+use roster_events::{
+    CustomerId, FlagReason, Kind, PartnerId, RuleId, RuleKind, Source, Status, UserId,
+};
 use roster_projections::queries::{AuditEntry, CustomerRow, Licence};
 use roster_projections::users::UserRow;
 use roster_store::from_micros;
@@ -70,8 +73,10 @@ impl From<Licence> for LicenceView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CustomerView {
-    pub id: String,
-    pub partner_id: String,
+    #[schema(value_type = String)]
+    pub id: CustomerId,
+    #[schema(value_type = String)]
+    pub partner_id: PartnerId,
     pub name: String,
     pub seat_limit: i64,
     pub domains: Vec<DomainView>,
@@ -198,7 +203,8 @@ impl UpdateUser {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FlagView {
     /// `missing` or `disabled` (D3.h).
-    pub reason: String,
+    #[schema(value_type = String)]
+    pub reason: FlagReason,
     pub flagged_at: Option<DateTime<Utc>>,
     /// When the user will be deleted; absent when delete-after is "never".
     pub delete_at: Option<DateTime<Utc>>,
@@ -206,9 +212,11 @@ pub struct FlagView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RuleView {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: RuleId,
     /// `allow` or `deny`.
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: RuleKind,
     /// A sender address or domain.
     pub value: String,
     pub created_at: DateTime<Utc>,
@@ -216,16 +224,20 @@ pub struct RuleView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: UserId,
     pub address: String,
     /// `user`, `distribution_list` or `public_folder`.
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: Kind,
     /// `ldap`, `entra`, `manual`, `csv` or `smtp`.
-    pub source: String,
+    #[schema(value_type = String)]
+    pub source: Source,
     /// The source as administrators know it (entra is shown as Azure).
     pub source_label: String,
     /// `active`, `pending_deletion`, `deactivated` or `deleted`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: Status,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub home_phone: Option<String>,
@@ -245,14 +257,13 @@ pub struct UserView {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-pub fn source_label(source: &str) -> &'static str {
+pub fn source_label(source: Source) -> &'static str {
     match source {
-        "ldap" => "LDAP",
-        "entra" => "Azure",
-        "manual" => "Manual",
-        "csv" => "CSV",
-        "smtp" => "SMTP",
-        _ => "Unknown",
+        Source::Ldap => "LDAP",
+        Source::Entra => "Azure",
+        Source::Manual => "Manual",
+        Source::Csv => "CSV",
+        Source::Smtp => "SMTP",
     }
 }
 
@@ -262,7 +273,7 @@ impl From<UserRow> for UserView {
             id: r.user_id,
             address: roster_events::ids::display_address(&r.address),
             kind: r.kind,
-            source_label: source_label(&r.source).to_string(),
+            source_label: source_label(r.source).to_string(),
             source: r.source,
             status: r.status,
             first_name: r.profile.first_name,

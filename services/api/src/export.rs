@@ -18,7 +18,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use roster_csv::{CsvWriter, ExportOptions, USER_HEADER};
-use roster_events::CustomerId;
+use roster_events::{CustomerId, FlagReason};
 use roster_projections::queries::{self, Page, UserFilter};
 use roster_projections::users::UserRow;
 
@@ -229,8 +229,11 @@ pub fn conflict_cells(row: &UserRow) -> Vec<String> {
         display_address(&row.address),
         p.first_name.clone().unwrap_or_default(),
         p.last_name.clone().unwrap_or_default(),
-        crate::dto::source_label(&row.source).to_string(),
-        row.flag_reason.clone().unwrap_or_default(),
+        crate::dto::source_label(row.source).to_string(),
+        row.flag_reason
+            .map(FlagReason::as_str)
+            .unwrap_or_default()
+            .to_string(),
         rfc3339(row.flagged_at),
         rfc3339(row.delete_at),
         display_aliases(&row.aliases, ";"),

@@ -3,6 +3,8 @@
 //! stay thin: extract, authorise, call the application layer
 //! ([`roster_app`]), map the error. Rules live in the aggregates.
 #![forbid(unsafe_code)]
+// No production function over 120 lines (clippy.toml; issue 13).
+#![warn(clippy::too_many_lines)]
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use roster_app::App;

@@ -92,7 +92,7 @@ async fn relay_readiness(
         (relay.checkpoint().await, relay.log_head().await)
     })
     .await;
-    let (Ok((Ok(checkpoint), Ok(head)))) = positions else {
+    let Ok((Ok(checkpoint), Ok(head))) = positions else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "status": "database unavailable" })),

@@ -13,6 +13,8 @@
 //! - [`imports`]: CSV import with review (M2): plan, review, commit, view.
 //! - [`seats`]: the seat-limit policy (T3).
 #![forbid(unsafe_code)]
+// No production function over 120 lines (clippy.toml; issue 13).
+#![warn(clippy::too_many_lines)]
 
 use std::future::Future;
 use std::sync::Arc;

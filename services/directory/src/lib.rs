@@ -12,6 +12,8 @@
 //! specification is silent.
 
 #![forbid(unsafe_code)]
+// No production function over 120 lines (clippy.toml; issue 13).
+#![warn(clippy::too_many_lines)]
 #![warn(missing_docs)]
 
 pub mod entra;

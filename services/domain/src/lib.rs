@@ -2,6 +2,8 @@
 //! with its commands and errors; the rules of SPEC.md are given/when/then
 //! tests named after them.
 #![forbid(unsafe_code)]
+// No production function over 120 lines (clippy.toml; issue 13).
+#![warn(clippy::too_many_lines)]
 
 /// The `handle` of an aggregate whose commands are decided by a pure
 /// `decide(&self, command[, services])`: every event it returns is

@@ -200,7 +200,8 @@ enum Who {
 /// flagged user (object gone, unmanaged or without mail) keeps it; an alias
 /// its object no longer lists leaves an active user, and leaves a flagged
 /// one for an object that alone claims it.
-#[allow(clippy::type_complexity)]
+// A test oracle, written as one statement of the rule on purpose.
+#[allow(clippy::type_complexity, clippy::too_many_lines)]
 fn reference(
     read: &[MObj],
     users: &[CurrentUser],

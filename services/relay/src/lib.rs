@@ -13,6 +13,8 @@
 //! Subjects, envelope, versioning and delivery guarantees are documented in
 //! `docs/events.md`.
 #![forbid(unsafe_code)]
+// No production function over 120 lines (clippy.toml; issue 13).
+#![warn(clippy::too_many_lines)]
 
 pub mod bus;
 pub mod envelope;

@@ -2,6 +2,8 @@
 //! the claims that keep cross-aggregate rules true, command execution on
 //! cqrs-es aggregates, and API tokens.
 #![forbid(unsafe_code)]
+// No production function over 120 lines (clippy.toml; issue 13).
+#![warn(clippy::too_many_lines)]
 
 pub mod auth;
 pub mod claims;

@@ -7,6 +7,8 @@
 //! flag too many (D3.s) -> otherwise append every change, the directory
 //! objects that changed and the run's completion in one transaction.
 #![forbid(unsafe_code)]
+// No production function over 120 lines (clippy.toml; issue 13).
+#![warn(clippy::too_many_lines)]
 
 mod app_error;
 pub mod codes;

@@ -36,8 +36,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     };
     let mut customers = Vec::with_capacity(rows.len());
     for row in rows {
-        let id = CustomerId::parse(&row.customer_id).map_err(ApiError::internal)?;
-        let licence = queries::licence(&state.store, id).await?;
+        let licence = queries::licence(&state.store, row.customer_id).await?;
         customers.push(CustomerView::from_row(row, Some(licence)));
     }
     Ok(Json(CustomerList { customers }))

@@ -602,12 +602,16 @@ pub async fn disable(
 /// A sync run (B4).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunView {
-    pub run_id: String,
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub run_id: roster_events::RunId,
+    #[schema(value_type = String)]
+    pub kind: roster_events::DirectoryKind,
     /// scheduled, manual or confirmed.
-    pub trigger: String,
+    #[schema(value_type = String)]
+    pub trigger: roster_events::SyncTrigger,
     /// running, completed, failed, held, confirmed, discarded, superseded.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: roster_projections::directory::RunStatus,
     pub started_at: DateTime<Utc>,
     /// When the run's outcome was visible: for a completed run, once its
     /// changes could be read (issue 11).
@@ -625,7 +629,8 @@ pub struct RunView {
     pub over_seat_limit: Option<bool>,
     /// For a confirmed held run: the run that applied it; for a superseded
     /// one: the run that replaced it.
-    pub decided_by_run: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub decided_by_run: Option<roster_events::RunId>,
 }
 
 impl From<roster_projections::directory::RunRow> for RunView {
@@ -770,7 +775,7 @@ pub async fn run(
         .await?
         .ok_or_else(|| ApiError::not_found("no such sync run"))?;
     let filter = AuditFilter {
-        correlation_id: Some(row.run_id.clone()),
+        correlation_id: Some(row.run_id.to_string()),
         aggregate_type: Some(USER_AGGREGATE.to_string()),
         ..AuditFilter::default()
     };
@@ -782,7 +787,7 @@ pub async fn run(
         page_size(q.page_size)?,
     )
     .await?;
-    let report = run_report(&state, customer, &row.run_id, &q).await?;
+    let report = run_report(&state, customer, &row.run_id.to_string(), &q).await?;
     Ok(Json(RunDetail {
         run: row.into(),
         changes: page.items.into_iter().map(AuditView::from).collect(),

@@ -192,7 +192,7 @@ pub async fn get(
     let mut then = roster_projections::timetravel::users_at(&state.store, customer, at)
         .await?
         .into_values()
-        .find(|r| r.address == address.as_str() && r.status != Status::Deleted.as_str())
+        .find(|r| r.address == address.as_str() && r.status != Status::Deleted)
         .ok_or_else(|| {
             ApiError::not_found(format!(
                 "{address} was not a user of this customer at {}",
@@ -329,7 +329,7 @@ pub async fn add_rule(
     let rule = user
         .rules
         .into_iter()
-        .find(|r| r.id == rule_id.to_string())
+        .find(|r| r.id == rule_id)
         .ok_or_else(|| ApiError::internal("the new rule is not in the user list"))?;
     Ok((StatusCode::CREATED, Json(rule)))
 }

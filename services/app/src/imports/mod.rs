@@ -235,9 +235,11 @@ pub struct ReviewRow {
     pub address: String,
     pub outcome: Outcome,
     /// The existing user (update, unchanged), or the user an addition creates.
-    pub user_id: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub user_id: Option<UserId>,
     /// The existing user's source (`ldap`, `entra`, `manual`, `csv`, `smtp`).
-    pub source: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub source: Option<Source>,
     /// A deleted user with this address comes back with its history (U6).
     pub returning: bool,
     /// The fields the row sets (for an error row: would set).
@@ -258,8 +260,8 @@ impl ReviewRow {
             line: p.line,
             address: p.address,
             outcome: p.outcome,
-            user_id: p.user_id.map(|u| u.to_string()),
-            source: p.source.map(|s| s.as_str().to_string()),
+            user_id: p.user_id,
+            source: p.source,
             returning: p.returning,
             changes,
             aliases_added: p.aliases_added.iter().map(|a| a.to_string()).collect(),
@@ -308,15 +310,29 @@ pub struct CommitResult {
     pub committed_at: DateTime<Utc>,
 }
 
+/// Where a review is: `reviewed` (commit it), `committing` (a commit
+/// started and has not finished), `committed`, or `expired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportStatus {
+    Reviewed,
+    Committing,
+    Committed,
+    Expired,
+}
+
 /// A review with one page of its rows.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImportView {
-    pub id: String,
-    pub customer_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: ImportId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub customer_id: CustomerId,
     /// `reviewed` (commit it), `committing` (a commit started and has not
     /// finished: commit again to complete it), `committed`, or `expired`.
-    pub status: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub status: ImportStatus,
     pub reviewed_by: String,
     pub reviewed_at: DateTime<Utc>,
     /// A review can be committed until then.
@@ -326,7 +342,8 @@ pub struct ImportView {
     pub seats: SeatInfo,
     /// The directory sync that was enabled at review (`ldap`, `entra`):
     /// rows that would change its users were reported, not planned.
-    pub directory_sync: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub directory_sync: Option<DirectoryKind>,
     pub progress: Progress,
     pub result: Option<CommitResult>,
     /// False once the rows of an old review have been deleted.

@@ -7,8 +7,8 @@ use roster_projections::Cursor;
 use roster_store::{from_micros, micros, Loaded};
 
 use super::{
-    corrupt, header_of, load_header, parse_plans, ImportView, Outcome, Progress, ReviewRow,
-    RowQuery, DEFAULT_PAGE, MAX_PAGE,
+    corrupt, header_of, load_header, parse_plans, ImportStatus, ImportView, Outcome, Progress,
+    ReviewRow, RowQuery, DEFAULT_PAGE, MAX_PAGE,
 };
 use crate::error::{AppError, AppResult};
 use crate::App;
@@ -71,25 +71,25 @@ pub async fn view(
         None => None,
     };
     let status = if import.state.completed.is_some() || header.status == "committed" {
-        "committed"
+        ImportStatus::Committed
     } else if import.state.committed_chunks > 0 {
-        "committing"
+        ImportStatus::Committing
     } else if now > header.expires_at {
-        "expired"
+        ImportStatus::Expired
     } else {
-        "reviewed"
+        ImportStatus::Reviewed
     };
     Ok(ImportView {
-        id: header.import_id.clone(),
-        customer_id: header.customer_id.to_string(),
-        status: status.into(),
+        id: import_id,
+        customer_id: header.customer_id,
+        status,
         reviewed_by: header.reviewed_by.clone(),
         reviewed_at: from_micros(header.reviewed_at),
         expires_at: from_micros(header.expires_at),
         file: review.file,
         totals: review.totals,
         seats: review.seats,
-        directory_sync: review.directory_sync.map(|k| k.as_str().to_string()),
+        directory_sync: review.directory_sync,
         progress: Progress {
             chunks: header.chunks as u32,
             committed_chunks: if import.state.completed.is_some() {

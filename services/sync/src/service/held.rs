@@ -9,13 +9,13 @@ impl SyncService {
         if let Ok(Some(row)) =
             roster_projections::directory::run(&self.store, customer, &run_id.to_string()).await
         {
-            if row.status == "superseded" {
-                if let Some(by_run) = row
-                    .decided_by_run
-                    .as_deref()
-                    .and_then(|r| Uuid::parse_str(r).ok())
-                {
-                    return DirectoryError::Superseded { run_id, by_run }.into();
+            if row.status == roster_projections::directory::RunStatus::Superseded {
+                if let Some(by_run) = row.decided_by_run {
+                    return DirectoryError::Superseded {
+                        run_id,
+                        by_run: by_run.0,
+                    }
+                    .into();
                 }
             }
         }

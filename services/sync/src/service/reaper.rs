@@ -16,7 +16,7 @@ impl SyncService {
         .await?;
         let mut by_customer: HashMap<CustomerId, Vec<String>> = HashMap::new();
         for (c, u) in due {
-            by_customer.entry(c).or_default().push(u);
+            by_customer.entry(c).or_default().push(u.to_string());
         }
         let mut deleted = 0;
         for (customer, ids) in by_customer {

@@ -639,24 +639,24 @@ impl SyncService {
     }
 }
 
+/// A row of the user list as the reconciler's input (its ids and statuses
+/// are typed when the row is read).
 fn current_user(r: roster_projections::users::UserRow) -> Option<CurrentUser> {
-    let flag = r.flag_reason.as_deref().and_then(FlagReason::parse);
-    let ignored = r.ignored_reason.as_deref().and_then(FlagReason::parse);
     Some(CurrentUser {
-        id: UserId::parse(&r.user_id).ok()?,
+        id: r.user_id,
         address: Address::parse(&r.address).ok()?,
         aliases: r
             .aliases
             .iter()
             .filter_map(|a| Address::parse(a).ok())
             .collect(),
-        kind: Kind::parse(&r.kind)?,
-        source: Source::parse(&r.source)?,
-        status: Status::parse(&r.status)?,
+        kind: r.kind,
+        source: r.source,
+        status: r.status,
         profile: r.profile,
-        directory_id: r.directory_id.map(ObjectId::new),
-        flag,
-        ignored,
+        directory_id: r.directory_id.map(|d| ObjectId::new(d.as_str())),
+        flag: r.flag_reason,
+        ignored: r.ignored_reason,
         members: r
             .members
             .iter()
