@@ -692,7 +692,7 @@ impl Projection for UsersProjection {
             }
         }
         let mut out: Vec<&UserRow> = rows.values().collect();
-        out.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        out.sort_by_key(|r| r.user_id);
         store_rows(tx, prefix, &out).await?;
         Ok(())
     }

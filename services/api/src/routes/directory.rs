@@ -301,14 +301,17 @@ pub struct EntraView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunningView {
-    pub run_id: String,
+    #[schema(value_type = String)]
+    pub run_id: roster_events::RunId,
     pub started_at: DateTime<Utc>,
-    pub trigger: String,
+    #[schema(value_type = String)]
+    pub trigger: SyncTrigger,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HeldView {
-    pub run_id: String,
+    #[schema(value_type = String)]
+    pub run_id: roster_events::RunId,
     pub would_flag: u64,
 }
 
@@ -316,7 +319,8 @@ pub struct HeldView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DirectoryView {
     /// `ldap`, `entra` or null when sync is disabled.
-    pub enabled: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub enabled: Option<DirectoryKind>,
     pub ldap: Option<LdapView>,
     pub entra: Option<EntraView>,
     pub running: Option<RunningView>,
@@ -380,16 +384,16 @@ async fn view(state: &AppState, customer: CustomerId) -> ApiResult<DirectoryView
             _ => None,
         });
     Ok(DirectoryView {
-        enabled: d.enabled.map(|k| k.as_str().to_string()),
+        enabled: d.enabled,
         ldap,
         entra,
         running: d.running.as_ref().map(|r| RunningView {
-            run_id: r.run_id.to_string(),
+            run_id: r.run_id.into(),
             started_at: r.started_at,
-            trigger: text(&r.trigger),
+            trigger: r.trigger,
         }),
         held: d.held.as_ref().map(|h| HeldView {
-            run_id: h.run_id.to_string(),
+            run_id: h.run_id.into(),
             would_flag: h.would_flag,
         }),
         last_started_at: d.last_started_at,
@@ -483,7 +487,8 @@ pub struct SyncQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SyncStarted {
-    pub run_id: String,
+    #[schema(value_type = String)]
+    pub run_id: roster_events::RunId,
     pub message: String,
 }
 
@@ -520,7 +525,13 @@ pub async fn sync(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({"run_id": run.to_string(), "message": "the sync has started"})),
+        Json(
+            serde_json::to_value(SyncStarted {
+                run_id: run.into(),
+                message: "the sync has started".into(),
+            })
+            .map_err(ApiError::internal)?,
+        ),
     ))
 }
 
