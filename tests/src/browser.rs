@@ -35,6 +35,19 @@ pub struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// Installed in every document before its own scripts (through the DevTools
+/// protocol, so the page's CSP does not apply to it): records the page's
+/// Content-Security-Policy violations for [`Browser::csp_violations`].
+const CSP_RECORDER_JS: &str = r#"
+window.__rosterCspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__rosterCspViolations.push(
+    e.effectiveDirective + ' blocked ' + (e.blockedURI || 'inline') +
+    (e.sourceFile ? ' (' + e.sourceFile + ':' + e.lineNumber + ')' : '') +
+    (e.sample ? ': ' + e.sample : ''));
+});
+"#;
+
 /// One rule axe-core found broken on the page.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -289,6 +302,22 @@ impl Browser {
                 chromium_binary()
             )
         })?;
+        let session = client
+            .session_id()
+            .await?
+            .ok_or_else(|| anyhow!("chromedriver answered no session id"))?;
+        let cdp = format!("http://127.0.0.1:{port}/session/{session}/goog/cdp/execute");
+        let body = json!({
+            "cmd": "Page.addScriptToEvaluateOnNewDocument",
+            "params": { "source": CSP_RECORDER_JS },
+        });
+        reqwest::Client::new()
+            .post(&cdp)
+            .json(&body)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .context("installing the CSP violation recorder")?;
         Ok(Browser {
             client,
             driver,
@@ -327,6 +356,20 @@ impl Browser {
         let path = dir.join(format!("{file}.png"));
         std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
+    }
+
+    /// The Content-Security-Policy violations of the current page since it
+    /// loaded, such as `script-src-elem blocked inline` for an inline
+    /// script, or `style-src-attr blocked inline` for a style attribute.
+    pub async fn csp_violations(&self) -> anyhow::Result<Vec<String>> {
+        let out = self
+            .client
+            .execute("return window.__rosterCspViolations || null;", vec![])
+            .await?;
+        if out.is_null() {
+            bail!("the CSP recorder is not installed in this page");
+        }
+        Ok(serde_json::from_value(out)?)
     }
 
     /// Runs axe-core on the current page and answers every violation.

@@ -127,6 +127,12 @@ impl OidcProvider {
             .strip_prefix("listening ")
             .ok_or_else(|| anyhow!("the OpenID provider printed {line:?}"))?
             .to_string();
+        // Keep reading its output: a closed pipe would kill it (EPIPE).
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("oidc-provider: {line}");
+            }
+        });
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()?;

@@ -2,7 +2,8 @@
 //! Chromium through chromium-driver opens the rendered API reference at
 //! /api/docs/, which must run its scripts under the strict CSP (the
 //! operations of /openapi.json appear), make no request to another origin,
-//! have no serious or critical axe-core violation, and be screenshotted.
+//! break no rule of its Content-Security-Policy, have no serious or
+//! critical axe-core violation, and be screenshotted.
 //! A drop zone's own JavaScript reads a file dropped with
 //! [`Browser::drop_file`].
 
@@ -71,11 +72,35 @@ async fn i14_api_reference_renders_under_the_csp_and_is_accessible() {
         assert_eq!(origin, &env.p.base, "a request to another origin");
     }
 
+    // Nothing the page did broke the CSP (no inline script or style).
+    assert_eq!(browser.csp_violations().await.unwrap(), Vec::<String>::new());
+
     let shot = browser.screenshot("api-reference").await.unwrap();
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{}", shot.display());
 
     browser.assert_accessible().await.unwrap();
+
+    // The recorder sees what the CSP blocks: a style attribute.
+    browser
+        .client
+        .execute(
+            "document.body.insertAdjacentHTML('beforeend', '<div style=\"color: red\">x</div>');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    wait_true(
+        &browser,
+        "return window.__rosterCspViolations.length > 0;",
+        "the CSP violation of a style attribute",
+    )
+    .await;
+    let violations = browser.csp_violations().await.unwrap();
+    assert!(
+        violations.iter().any(|v| v.starts_with("style-src-attr blocked inline")),
+        "{violations:?}"
+    );
     browser.close().await.unwrap();
 }
 

@@ -4,7 +4,8 @@
 //! `utoipa-swagger-ui-vendored`, nothing downloaded at build time) and are
 //! compiled into the binary. The page loads only its own files and
 //! `/openapi.json`: no inline script, no request to another origin, served
-//! under the console's strict Content-Security-Policy.
+//! under the console's strict Content-Security-Policy, with one exception
+//! allowed by its hash: the fixed `<style>` inside Swagger UI's logo.
 //!
 //! These are pages, not API operations, so they are not in the OpenAPI
 //! document and the input checks ([`crate::inputs`]) leave their query
@@ -30,6 +31,13 @@ pub const PATH: &str = "/api/docs/";
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; \
      form-action 'self'";
+
+/// The reference's policy: [`CONTENT_SECURITY_POLICY`] plus one inline
+/// style allowed by its hash, the fixed `<style>` of Swagger UI's logo (an
+/// inline SVG); no other inline style, and no inline script at all.
+pub const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self' 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='; img-src 'self' data:; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 static CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
     Arc::new(
@@ -96,7 +104,7 @@ fn serve(file: &str, request: &HeaderMap) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        HeaderValue::from_static(DOCS_CONTENT_SECURITY_POLICY),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
