@@ -82,7 +82,11 @@ impl AxeViolation {
 impl std::fmt::Display for AxeViolation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let impact = self.impact.as_deref().unwrap_or("unknown");
-        writeln!(f, "[{impact}] {}: {} ({})", self.id, self.help, self.help_url)?;
+        writeln!(
+            f,
+            "[{impact}] {}: {} ({})",
+            self.id, self.help, self.help_url
+        )?;
         for node in &self.nodes {
             let target: Vec<String> = node.target.iter().map(|t| t.to_string()).collect();
             writeln!(f, "    at {}: {}", target.join(" > "), node.html)?;
@@ -352,7 +356,11 @@ impl Browser {
         }
         let dir = screenshots_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let png = self.client.screenshot().await.context("taking a screenshot")?;
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .context("taking a screenshot")?;
         let path = dir.join(format!("{file}.png"));
         std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)

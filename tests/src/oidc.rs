@@ -237,7 +237,12 @@ impl OidcProvider {
     /// its real key (`key` "current"), with a key it publishes only after
     /// [`OidcProvider::rotate_keys`] ("next"), or unsigned (`alg` "none") or
     /// signed with the client secret (`alg` "HS256").
-    pub async fn mint_id_token(&self, claims: Value, alg: &str, key: &str) -> anyhow::Result<String> {
+    pub async fn mint_id_token(
+        &self,
+        claims: Value,
+        alg: &str,
+        key: &str,
+    ) -> anyhow::Result<String> {
         let resp = self
             .http
             .post(format!("{}/_test/id-token", self.issuer))

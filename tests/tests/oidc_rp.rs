@@ -13,7 +13,11 @@ use serde_json::{json, Value};
 const CALLBACK: &str = "http://127.0.0.1:9/sso/callback";
 
 fn accounts() -> Vec<OidcAccount> {
-    vec![OidcAccount::new("ann-1", "ann@acme.example", "ann's password")]
+    vec![OidcAccount::new(
+        "ann-1",
+        "ann@acme.example",
+        "ann's password",
+    )]
 }
 
 async fn provider(options: OidcOptions) -> OidcProvider {
@@ -144,7 +148,10 @@ async fn i14_oidc_wrong_client_secret_is_refused_saying_what_to_fix() {
     let (pending, code, state) = sign_in(&op, &rp).await;
     let e = rp.finish(&pending, &code, &state).await.unwrap_err();
     assert!(matches!(e, OidcError::ClientRefused { .. }), "{e}");
-    assert!(e.to_string().contains("check the client id and secret"), "{e}");
+    assert!(
+        e.to_string().contains("check the client id and secret"),
+        "{e}"
+    );
     assert!(!format!("{e} {e:?}").contains("not the secret"), "{e:?}");
 }
 
@@ -158,7 +165,11 @@ async fn i14_oidc_discovery_checks_the_issuer_and_says_what_to_fix() {
         .err()
         .unwrap();
     assert!(matches!(e, OidcError::WrongIssuer { .. }), "{e}");
-    assert!(e.to_string().contains(&format!("set the issuer to exactly {}", op.issuer)), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("set the issuer to exactly {}", op.issuer)),
+        "{e}"
+    );
 
     let mut cfg = config(&op);
     cfg.issuer = format!("http://127.0.0.1:{}", roster_tests::process::free_port());
@@ -217,7 +228,10 @@ async fn i14_oidc_id_token_checks_audience_issuer_expiry_and_algorithm() {
 
     for alg in ["none", "HS256"] {
         let e = verify(claims(&op, json!({})), alg).await.unwrap_err();
-        assert!(matches!(e, OidcError::AlgorithmRefused { .. }), "{alg}: {e}");
+        assert!(
+            matches!(e, OidcError::AlgorithmRefused { .. }),
+            "{alg}: {e}"
+        );
     }
 
     // A valid token with its signature bytes changed.

@@ -139,14 +139,20 @@ mod tests {
         while let Some(i) = rest.find("<script") {
             let tag_end = rest[i..].find('>').unwrap() + i;
             let close = rest[tag_end..].find("</script>").unwrap() + tag_end;
-            assert!(rest[i..tag_end].contains("src="), "an inline script: {html}");
+            assert!(
+                rest[i..tag_end].contains("src="),
+                "an inline script: {html}"
+            );
             assert!(
                 rest[tag_end + 1..close].trim().is_empty(),
                 "an inline script body: {html}"
             );
             rest = &rest[close..];
         }
-        assert!(!html.contains("http://") && !html.contains("https://"), "{html}");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "{html}"
+        );
         let init = utoipa_swagger_ui::serve("swagger-initializer.js", CONFIG.clone())
             .unwrap()
             .expect("the initializer is bundled");

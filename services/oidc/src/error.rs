@@ -42,7 +42,9 @@ pub enum OidcError {
         description: Option<String>,
     },
 
-    #[error("the OpenID provider answered no ID token: is the `openid` scope allowed for this client?")]
+    #[error(
+        "the OpenID provider answered no ID token: is the `openid` scope allowed for this client?"
+    )]
     NoIdToken,
 
     #[error("the ID token is signed with {alg}, which Roster refuses: configure the provider to sign ID tokens with an asymmetric key (RS256, PS256, ES256 or EdDSA)")]
@@ -51,7 +53,9 @@ pub enum OidcError {
     #[error("the ID token is signed with a key the provider does not publish (kid {kid}) even after its keys were fetched again")]
     UnknownKey { kid: String },
 
-    #[error("the ID token's signature is not valid ({reason}): it was not issued by this provider")]
+    #[error(
+        "the ID token's signature is not valid ({reason}): it was not issued by this provider"
+    )]
     BadSignature { reason: String },
 
     #[error("the ID token was issued by {found}, not by the configured issuer {expected}")]

@@ -169,7 +169,11 @@ fn algorithm(token: &str) -> Result<(Algorithm, Option<String>), OidcError> {
     }
 }
 
-async fn key_for(p: &Provider, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, OidcError> {
+async fn key_for(
+    p: &Provider,
+    kid: Option<&str>,
+    alg: Algorithm,
+) -> Result<DecodingKey, OidcError> {
     if let Some(key) = p.keys.read().await.pick(kid, alg)? {
         return Ok(key);
     }
