@@ -4,8 +4,10 @@
 
 pub mod backend;
 pub mod bench;
+pub mod browser;
 pub mod e2e;
 pub mod ldap_tap;
+pub mod oidc;
 pub mod process;
 pub mod recorder;
 pub mod scale;

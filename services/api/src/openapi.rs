@@ -101,7 +101,7 @@ impl Modify for Bearer {
 #[openapi(
     info(
         title = "Roster",
-        description = "User management of a multi-tenant email-security cloud: customers, domains, users, aliases, rules, audit. Every route below /v1/customers/{c} is scoped to that customer; a customer outside the caller's scope answers 404. Errors are JSON {code, message} with a stable code.",
+        description = "User management of a multi-tenant email-security cloud: customers, domains, users, aliases, rules, audit. Every route below /v1/customers/{c} is scoped to that customer; a customer outside the caller's scope answers 404. Errors are JSON {code, message} with a stable code. This document is rendered for people at /api/docs/.",
         license(name = "Apache-2.0")
     ),
     paths(
