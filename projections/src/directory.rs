@@ -368,7 +368,7 @@ pub struct RunRow {
     pub decided_by_run: Option<String>,
 }
 
-type RunTuple = (
+pub(crate) type RunTuple = (
     String,
     String,
     String,
@@ -384,11 +384,11 @@ type RunTuple = (
     Option<String>,
 );
 
-const RUN_COLUMNS: &str =
+pub(crate) const RUN_COLUMNS: &str =
     "run_id, kind, trigger_kind, status, started_at, finished_at, code, reason, counts, \
      would_flag, directory_users, over_seat_limit, decided_by_run";
 
-fn run_row(t: RunTuple) -> RunRow {
+pub(crate) fn run_row(t: RunTuple) -> RunRow {
     RunRow {
         run_id: t.0,
         kind: t.1,

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use roster_store::{StoreError, Tx};
 
 pub mod audit;
+pub mod console;
 pub mod customers;
 mod decode;
 pub mod directory;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use roster_events::{CustomerId, PartnerId, Source, Status};
+use roster_events::{CustomerId, Kind, PartnerId, Source, Status};
 use roster_store::{with_db, Store, StoredEvent};
 use serde::Serialize;
 
@@ -26,6 +26,8 @@ pub struct UserFilter {
     /// Only this status; by default every status but `deleted`.
     pub status: Option<Status>,
     pub source: Option<Source>,
+    /// Only users, only distribution lists or only public folders (U4).
+    pub kind: Option<Kind>,
 }
 
 pub const MAX_PAGE: i64 = 1_000;
@@ -192,6 +194,10 @@ pub async fn list_users(
     if let Some(s) = filter.source {
         let p = q.s(s.as_str());
         q.push(&format!(" AND source = {p}"));
+    }
+    if let Some(k) = filter.kind {
+        let p = q.s(k.as_str());
+        q.push(&format!(" AND kind = {p}"));
     }
     if let Some(text) = filter.q.as_deref().filter(|t| !t.trim().is_empty()) {
         let p = q.s(like_pattern(text));
