@@ -59,6 +59,14 @@ apt_install -- iproute2 openssl procps
 # The docs suites (tests/tests/ops_docs.rs) run the README and the backup
 # blocks verbatim: curl, jq, sqlite3, pg_dump/pg_restore, unshare.
 apt_install --no-install-recommends -- curl jq sqlite3 postgresql-client util-linux
+# The console's browser suite (issue 14, tests/src/browser.rs): Debian's
+# Chromium, driven through chromium-driver.
+apt_install --no-install-recommends -- chromium chromium-driver
+# Node.js runs the suites' npm packages (below). A Node from elsewhere (such
+# as NodeSource's, which carries its own npm) is kept.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install --no-install-recommends -- nodejs npm
+fi
 
 # --- stop system daemons started by the packages -------------------------
 # The harness runs its own slapd from a private slapd.conf (-f, never the
@@ -219,6 +227,22 @@ if ! { [ -x "$KUSTOMIZE" ] && "$KUSTOMIZE" version 2>/dev/null | grep -qF "v${KU
     "$KUSTOMIZE" version >/dev/null 2>&1 || die "kustomize ${KUSTOMIZE_VERSION} installed but $KUSTOMIZE does not run"
 fi
 
+# --- npm packages of the test suites (pinned by their package-lock.json) ----
+# tests/browser: axe-core, injected by the browser suite; tests/oidc-provider:
+# the OpenID provider the single sign-on tests run. `npm ci` only when
+# node_modules is missing or was installed from another lock.
+npm_ci() {
+    local dir="$ROOT/$1" sum stamp
+    sum="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    stamp="$dir/node_modules/.roster-lock.sha256"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then return 0; fi
+    log "installing the npm packages of $1 (npm ci)"
+    (cd "$dir" && npm ci --no-audit --no-fund --silent >&2)
+    echo "$sum" >"$stamp"
+}
+npm_ci tests/browser
+npm_ci tests/oidc-provider
+
 # --- PostgreSQL ------------------------------------------------------------
 if ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
     if ! command -v pg_ctlcluster >/dev/null 2>&1; then
@@ -241,6 +265,9 @@ printf '  postgresql   %s\n' "$(pg_isready -h 127.0.0.1)"
 printf '  schemathesis %s (%s)\n' "$ST" "$("$ST" --version 2>/dev/null | head -n1)"
 printf '  export ROSTER_NATS_SERVER=%s\n' "$NATS"
 printf '  kustomize    %s\n' "$KUSTOMIZE"
+printf '  chromium     %s\n' "$(dpkg-query -W -f='${Version}' chromium)"
+printf '  chromedriver %s\n' "$(command -v chromedriver)"
+printf '  node         %s (%s)\n' "$(command -v node)" "$(node --version)"
 printf '  k8s-validate %s\n' "$KV"
 printf '  export ROSTER_SCHEMATHESIS=%s\n' "$ST"
 printf '  export ROSTER_KUSTOMIZE=%s\n' "$KUSTOMIZE"

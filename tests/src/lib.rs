@@ -4,7 +4,9 @@
 
 pub mod backend;
 pub mod bench;
+pub mod browser;
 pub mod e2e;
+pub mod oidc;
 pub mod ldap_tap;
 pub mod process;
 pub mod recorder;

@@ -9,6 +9,7 @@ use roster_app::App;
 use roster_projections::LagLimits;
 use roster_sync::SyncService;
 
+pub mod apidocs;
 pub mod dto;
 pub mod error;
 pub mod export;
