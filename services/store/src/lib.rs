@@ -3,6 +3,7 @@
 //! cqrs-es aggregates, and API tokens.
 #![forbid(unsafe_code)]
 
+pub mod admins;
 pub mod auth;
 pub mod claims;
 pub mod clock;
