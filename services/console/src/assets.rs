@@ -23,6 +23,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "text/javascript; charset=utf-8",
         include_bytes!("../assets/console.js"),
     ),
+    (
+        "import.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/import.js"),
+    ),
 ];
 
 static HASHES: LazyLock<Vec<(&'static str, String)>> = LazyLock::new(|| {
