@@ -445,6 +445,11 @@ uuid_id!(
     "token"
 );
 uuid_id!(
+    /// A console administrator (T4, issue 14).
+    AdminId,
+    "administrator"
+);
+uuid_id!(
     /// A correlation id: one request, sync run or import (E2).
     CorrelationId,
     "correlation"

@@ -11,7 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ids::{CorrelationId, CustomerId, TokenId};
+use crate::ids::{AdminId, CorrelationId, CustomerId, TokenId};
 
 /// Who caused an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,6 +22,8 @@ pub enum Actor {
     Sync(Uuid),
     /// Roster itself (the deletion reaper, the command line).
     System(String),
+    /// An administrator signed in to the console (T4, issue 14).
+    Admin(AdminId),
 }
 
 impl fmt::Display for Actor {
@@ -30,6 +32,7 @@ impl fmt::Display for Actor {
             Actor::Token(id) => write!(f, "token:{id}"),
             Actor::Sync(run) => write!(f, "sync:{}", run.hyphenated()),
             Actor::System(name) => write!(f, "system:{name}"),
+            Actor::Admin(id) => write!(f, "admin:{id}"),
         }
     }
 }
@@ -37,11 +40,13 @@ impl fmt::Display for Actor {
 impl FromStr for Actor {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad =
-            || format!("'{s}' is not an actor: expected token:<id>, sync:<run> or system:<name>");
+        let bad = || {
+            format!("'{s}' is not an actor: expected token:<id>, admin:<id>, sync:<run> or system:<name>")
+        };
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
         match kind {
             "token" => TokenId::parse(rest).map(Actor::Token).map_err(|_| bad()),
+            "admin" => AdminId::parse(rest).map(Actor::Admin).map_err(|_| bad()),
             "sync" => Uuid::parse_str(rest).map(Actor::Sync).map_err(|_| bad()),
             "system" if !rest.is_empty() => Ok(Actor::System(rest.to_string())),
             _ => Err(bad()),
@@ -138,7 +143,11 @@ mod tests {
         assert_eq!(back.actor, meta.actor);
         assert_eq!(back.correlation_id, meta.correlation_id);
         assert_eq!(back.time.timestamp_micros(), meta.time.timestamp_micros());
-        for actor in ["sync:0190a5a8-7b1e-7c3e-8f4a-1234567890ab", "system:reaper"] {
+        for actor in [
+            "sync:0190a5a8-7b1e-7c3e-8f4a-1234567890ab",
+            "system:reaper",
+            "admin:0190a5a8-7b1e-7c3e-8f4a-1234567890ab",
+        ] {
             assert_eq!(actor.parse::<Actor>().unwrap().to_string(), actor);
         }
         assert!("nobody".parse::<Actor>().is_err());

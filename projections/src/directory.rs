@@ -408,7 +408,7 @@ pub struct RunRow {
     pub decided_by_run: Option<roster_events::RunId>,
 }
 
-type RunTuple = (
+pub(crate) type RunTuple = (
     String,
     String,
     String,
@@ -424,11 +424,11 @@ type RunTuple = (
     Option<String>,
 );
 
-const RUN_COLUMNS: &str =
+pub(crate) const RUN_COLUMNS: &str =
     "run_id, kind, trigger_kind, status, started_at, finished_at, code, reason, counts, \
      would_flag, directory_users, over_seat_limit, decided_by_run";
 
-fn run_row(t: RunTuple) -> Result<RunRow, sqlx::Error> {
+pub(crate) fn run_row(t: RunTuple) -> Result<RunRow, sqlx::Error> {
     use crate::users::{typed, typed_opt};
     use roster_events::{DirectoryKind, RunId, SyncTrigger};
     let run_id = |s: &str| RunId::parse(s).ok();

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use roster_store::{StoreError, Tx};
 
 pub mod audit;
+pub mod console;
 mod cursor;
 pub mod customers;
 mod decode;

@@ -176,15 +176,26 @@ pub fn user_list_csv(
     filter: UserFilter,
     as_of: Option<DateTime<Utc>>,
 ) -> Response {
+    user_list_csv_of(state.store.clone(), customer, filter, as_of)
+}
+
+/// [`user_list_csv`] from a store: the admin console's Export (issue 14)
+/// gives the same bytes as the API's.
+pub fn user_list_csv_of(
+    store: roster_store::Store,
+    customer: CustomerId,
+    filter: UserFilter,
+    as_of: Option<DateTime<Utc>>,
+) -> Response {
     let header = USER_HEADER.iter().map(|h| h.to_string()).collect();
     let fetch = move |page: Option<String>| {
-        let state = state.clone();
+        let store = store.clone();
         let filter = filter.clone();
         async move {
             let page = match as_of {
                 Some(at) => {
                     roster_projections::timetravel::users_as_of(
-                        &state.store,
+                        &store,
                         customer,
                         at,
                         &filter,
@@ -194,8 +205,7 @@ pub fn user_list_csv(
                     .await?
                 }
                 None => {
-                    queries::list_users(&state.store, customer, &filter, page.as_deref(), PAGE)
-                        .await?
+                    queries::list_users(&store, customer, &filter, page.as_deref(), PAGE).await?
                 }
             };
             Ok(page)

@@ -25,7 +25,7 @@ pub mod server;
 pub mod telemetry;
 
 pub use error::{ApiError, ApiResult};
-pub use routes::router;
+pub use routes::{router, router_with_console};
 
 /// What every handler can reach: the application layer (store, read
 /// models, clock; reached through `Deref`) and the doors' own parts.

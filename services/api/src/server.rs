@@ -209,6 +209,16 @@ pub async fn serve(
                 started,
                 last: last.clone(),
             };
+            // The peer's address for the handlers (the console throttles
+            // sign-ins per client address, issue 14).
+            let app = tower::ServiceExt::map_request(
+                app,
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                },
+            );
             let service = hyper_util::service::TowerToHyperService::new(app);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder

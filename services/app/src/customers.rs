@@ -68,6 +68,47 @@ pub struct Removal {
     pub position: i64,
 }
 
+/// What removing a domain would do (D3.n), shown before an administrator
+/// confirms: the users deleted at once and the aliases removed from users
+/// that stay. Decided by the same rule as [`remove_domain`]; changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovalPreview {
+    pub users_deleted: Vec<Address>,
+    pub aliases_removed: Vec<Address>,
+}
+
+/// D3.n, dry: the consequences of removing `domain` from `customer` now.
+pub async fn removal_preview(
+    app: &App,
+    customer: CustomerId,
+    domain: &Domain,
+) -> AppResult<RemovalPreview> {
+    let held: Vec<Held> = app
+        .store
+        .db()
+        .addresses_in_domain(customer, domain)
+        .await?
+        .into_iter()
+        .map(|(address, owner, primary)| Held {
+            address,
+            owner,
+            primary,
+        })
+        .collect();
+    let mut preview = RemovalPreview {
+        users_deleted: Vec::new(),
+        aliases_removed: Vec::new(),
+    };
+    for step in domain_removal(&held, app.clock.now()) {
+        if matches!(step.command, roster_domain::UserCommand::Delete { .. }) {
+            preview.users_deleted.push(step.address);
+        } else {
+            preview.aliases_removed.push(step.address);
+        }
+    }
+    Ok(preview)
+}
+
 /// D3.n: removes a managed domain, deleting at once the users whose primary
 /// address is in it and removing its aliases from the other users, in one
 /// atomic append.

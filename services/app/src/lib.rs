@@ -12,6 +12,7 @@
 //! - [`customers`]: create, customer commands, domain removal (D3.n).
 //! - [`imports`]: CSV import with review (M2): plan, review, commit, view.
 //! - [`seats`]: the seat-limit policy (T3).
+//! - [`admins`]: administrators, sign-in, sessions, one-time links (T4).
 #![forbid(unsafe_code)]
 // No production function over 120 lines (clippy.toml; issue 13).
 #![warn(clippy::too_many_lines)]
@@ -23,6 +24,7 @@ use std::time::Duration;
 use roster_projections::Projector;
 use roster_store::{Appended, Clock, Store};
 
+pub mod admins;
 pub mod customers;
 pub mod error;
 pub mod imports;

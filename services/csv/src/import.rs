@@ -64,6 +64,10 @@ pub struct ImportFile {
     pub warnings: Vec<FileWarning>,
     /// One outcome per data row, in file order. Blank lines have none.
     pub rows: Vec<RowOutcome>,
+    /// Rows after the header whose cells are all empty (a spreadsheet's
+    /// `,,,,` lines), ignored. Empty lines are not rows and are not counted.
+    #[serde(default)]
+    pub blank_rows: u64,
 }
 
 /// The outcome of one data row.
@@ -218,6 +222,7 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
     let mut last_record_start = 0;
     let mut state: Option<RowParser> = None;
     let mut header_line = first_line;
+    let mut blank_rows = 0u64;
     // One outcome per line at most (multi-line cells make it fewer): one
     // allocation instead of a doubling series of copies.
     let line_count = body.bytes().filter(|&b| b == b'\n').count() + 1;
@@ -247,6 +252,9 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
             in_record.push(sequence);
         }
         if record.iter().all(|cell| cell.trim().is_empty()) {
+            if state.is_some() && !record.is_empty() && record.len() > 1 {
+                blank_rows += 1;
+            }
             continue;
         }
         let at = RecordAt {
@@ -289,13 +297,9 @@ pub fn parse_import(bytes: &[u8], options: &ImportOptions) -> Result<ImportFile,
         return Err(FileError::Empty);
     };
     reject_reused_addresses(&mut rows, &parser);
-    Ok(ImportFile::assemble(
-        &decoded,
-        delimiter,
-        header_line,
-        parser,
-        rows,
-    ))
+    let mut file = ImportFile::assemble(&decoded, delimiter, header_line, parser, rows);
+    file.blank_rows = blank_rows;
+    Ok(file)
 }
 
 impl ImportFile {
@@ -326,6 +330,7 @@ impl ImportFile {
             header: parser.header,
             warnings,
             rows,
+            blank_rows: 0,
         }
     }
 }
@@ -1059,6 +1064,14 @@ mod tests {
 
     fn parse(text: &str) -> ImportFile {
         parse_import(text.as_bytes(), &ImportOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn i14_rows_of_empty_cells_are_ignored_and_counted_empty_lines_are_not_rows() {
+        let text = "email,first_name\r\na@x.example,A\r\n,\r\n\r\nb@x.example,B\r\n , \r\n";
+        let file = parse_import(text.as_bytes(), &ImportOptions::default()).unwrap();
+        assert_eq!(file.rows.len(), 2);
+        assert_eq!(file.blank_rows, 2);
     }
 
     #[test]

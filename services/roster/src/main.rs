@@ -19,6 +19,7 @@ use roster_store::auth::Scope;
 use roster_store::{Clock, Db, Store, SystemClock};
 use tokio::sync::watch;
 
+mod admin;
 mod progress;
 
 #[derive(Parser)]
@@ -215,6 +216,14 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Adds, lists and disables console administrators; prints invitation
+    /// and password-reset links.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+        #[command(flatten)]
+        console: admin::ConsoleArgs,
+    },
 }
 
 #[derive(Args)]
@@ -239,6 +248,9 @@ struct ServeArgs {
     worker_tick_secs: u64,
     #[command(flatten)]
     ready: ReadyArgs,
+    /// The admin console (served at `/`).
+    #[command(flatten)]
+    console: admin::ConsoleArgs,
     /// Seconds a client has to send a request's line and headers (from the
     /// connection's start, or the end of the previous response).
     #[arg(long, env = "ROSTER_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
@@ -552,6 +564,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             relay(cli.storage, nats, health, failing).await
         }
         Command::Token { command } => token(cli.storage, command).await,
+        Command::Admin { command, console } => {
+            let store = open(&cli.storage).await?;
+            let key = cli.storage.secret_key(store.db()).await?;
+            let admins =
+                roster_app::admins::Admins::new(store.db().clone(), key, console.settings()?);
+            admin::run(admins, &console, command).await
+        }
     }
 }
 
@@ -838,6 +857,8 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
     // Start-up checks before anything is written (issue 16): the settings,
     // the listen port, the bootstrap token's shape.
     let limits = args.http_limits()?;
+    let console_settings = args.console.settings()?;
+    let public_url = args.console.public_url()?;
     let runs = roster_sync::check_env().map_err(anyhow::Error::msg)?;
     let bootstrap = args.bootstrap_token.as_deref().filter(|t| !t.is_empty());
     if let Some(token) = bootstrap {
@@ -890,6 +911,19 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
         runs,
     );
     sync.outbound = outbound;
+    let admins =
+        roster_app::admins::Admins::new(store.db().clone(), sync.key.clone(), console_settings);
+    if store.db().admin_count().await? == 0 {
+        tracing::info!(
+            "no console administrator exists yet: add the first with `roster admin add --email you@example.com --name \"Your Name\"`, which prints an invitation link (see docs/admins.md)"
+        );
+    }
+    let console = roster_console::router(roster_console::ConsoleState::new(
+        app.clone(),
+        sync.clone(),
+        admins,
+        roster_console::ConsoleConfig { public_url },
+    ));
     let mut state = roster_api::AppState::new(app, sync);
     state.metrics = Some(metrics);
     state.ready_lag = args.ready.limits();
@@ -900,7 +934,7 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
             stop_tx.subscribe(),
         ))
     });
-    let app = roster_api::router(state);
+    let app = roster_api::router_with_console(state, console);
 
     let relay =
         roster_relay::start_in_serve(store.clone(), &args.relay, stop_tx.subscribe()).await?;

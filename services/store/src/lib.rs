@@ -5,6 +5,7 @@
 // No production function over 120 lines (clippy.toml; issue 13).
 #![warn(clippy::too_many_lines)]
 
+pub mod admins;
 pub mod auth;
 pub mod claims;
 pub mod clock;

@@ -52,6 +52,7 @@ pub async fn list(
         q: q.q.clone(),
         status: Some(Status::PendingDeletion),
         source: None,
+        kind: None,
     };
     if wants_csv(&headers, q.format.as_deref()) {
         // Streamed page by page, every cell formula-safe (M2).

@@ -19,9 +19,25 @@ pub mod imports;
 pub mod system;
 pub mod users;
 
+pub fn router(state: AppState) -> Router {
+    routes(state, Router::new().fallback(not_found))
+}
+
+/// The API with another door behind it: what no API route matches goes to
+/// `console` (the admin console, served at `/`), except below `/v1/`, which
+/// stays the API's JSON 404. The API's outer layers (request id, access log,
+/// body limit, input checks) apply to both.
+pub fn router_with_console(state: AppState, console: Router) -> Router {
+    let rest = Router::new()
+        .route("/v1", axum::routing::any(not_found))
+        .route("/v1/{*rest}", axum::routing::any(not_found))
+        .fallback_service(console);
+    routes(state, rest)
+}
+
 // One route a line: the table reads better than rustfmt's layout of it.
 #[rustfmt::skip]
-pub fn router(state: AppState) -> Router {
+fn routes(state: AppState, fallback: Router) -> Router {
     let request_id = axum::http::HeaderName::from_static(crate::extract::REQUEST_ID);
     Router::new()
         .route("/v1/customers", get(customers::list).post(customers::create))
@@ -66,7 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(system::openapi))
         // Pages, not operations: the reference rendered for people (issue 14).
         .merge(crate::apidocs::routes())
-        .fallback(not_found)
+        .fallback_service(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(crate::inputs::check_request))
         // Access log, request metrics and the request's span (issue 16).

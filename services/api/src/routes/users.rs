@@ -68,6 +68,7 @@ pub async fn list(
         q: query.q.map(|q| search_form(&q)),
         status,
         source,
+        kind: None,
     };
     if crate::export::wants_csv(&headers, query.format.as_deref())? {
         let as_of = match query.as_of.as_deref() {

@@ -191,6 +191,9 @@ pub struct FileInfo {
     pub header_line: u64,
     pub columns: Vec<ColumnInfo>,
     pub warnings: Vec<FileNote>,
+    /// Rows whose cells are all empty (`,,,,`), ignored (issue 14).
+    #[serde(default)]
+    pub blank_rows: u64,
 }
 
 /// Rows by outcome.

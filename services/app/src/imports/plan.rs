@@ -101,6 +101,7 @@ pub(super) fn file_info(
         bom: file.bom,
         delimiter: file.delimiter.name().to_string(),
         header_line: file.header_line,
+        blank_rows: file.blank_rows,
         columns: file
             .header
             .iter()
