@@ -231,8 +231,16 @@ impl Admins {
     async fn throttled(&self, keys: &[String], now: DateTime<Utc>) -> AppResult<Option<i64>> {
         let mut wait = 0i64;
         for k in keys {
-            if let Some(until) = self.db.throttle(k).await?.blocked_until {
-                wait = wait.max((until - now).num_seconds() + 1);
+            if let Some(until) = self
+                .db
+                .throttle(k)
+                .await?
+                .blocked_until
+                .filter(|u| *u > now)
+            {
+                // Whole seconds, rounded up.
+                let ms = (until - now).num_milliseconds();
+                wait = wait.max((ms + 999) / 1000);
             }
         }
         Ok((wait > 0).then_some(wait))
