@@ -201,8 +201,8 @@ pub enum SignIn {
     /// Signed in: the cookie's secret and the session.
     Done {
         secret: String,
-        session: Session,
-        admin: Admin,
+        session: Box<Session>,
+        admin: Box<Admin>,
     },
     /// The password was right; the TOTP code comes next (a pending session).
     NeedTotp { secret: String },
@@ -300,8 +300,8 @@ impl Admins {
             .await?;
         Ok(SignIn::Done {
             secret,
-            session,
-            admin,
+            session: Box::new(session),
+            admin: Box::new(admin),
         })
     }
 
@@ -376,8 +376,8 @@ impl Admins {
         let (secret, session) = self.start(&admin, Stage::Full, "totp", client, now).await?;
         Ok(SignIn::Done {
             secret,
-            session,
-            admin,
+            session: Box::new(session),
+            admin: Box::new(admin),
         })
     }
 
