@@ -201,8 +201,8 @@ pub enum SignIn {
     /// Signed in: the cookie's secret and the session.
     Done {
         secret: String,
-        session: Session,
-        admin: Admin,
+        session: Box<Session>,
+        admin: Box<Admin>,
     },
     /// The password was right; the TOTP code comes next (a pending session).
     NeedTotp { secret: String },
@@ -231,8 +231,16 @@ impl Admins {
     async fn throttled(&self, keys: &[String], now: DateTime<Utc>) -> AppResult<Option<i64>> {
         let mut wait = 0i64;
         for k in keys {
-            if let Some(until) = self.db.throttle(k).await?.blocked_until {
-                wait = wait.max((until - now).num_seconds() + 1);
+            if let Some(until) = self
+                .db
+                .throttle(k)
+                .await?
+                .blocked_until
+                .filter(|u| *u > now)
+            {
+                // Whole seconds, rounded up.
+                let ms = (until - now).num_milliseconds();
+                wait = wait.max((ms + 999) / 1000);
             }
         }
         Ok((wait > 0).then_some(wait))
@@ -292,8 +300,8 @@ impl Admins {
             .await?;
         Ok(SignIn::Done {
             secret,
-            session,
-            admin,
+            session: Box::new(session),
+            admin: Box::new(admin),
         })
     }
 
@@ -368,8 +376,8 @@ impl Admins {
         let (secret, session) = self.start(&admin, Stage::Full, "totp", client, now).await?;
         Ok(SignIn::Done {
             secret,
-            session,
-            admin,
+            session: Box::new(session),
+            admin: Box::new(admin),
         })
     }
 

@@ -116,6 +116,11 @@ type AdminRow = (
     Option<i64>,
 );
 
+/// A sealed secret's (nonce, ciphertext), either absent.
+type SealedRow = (Option<Vec<u8>>, Option<Vec<u8>>);
+/// require_totp, oidc_issuer, oidc_client_id, oidc_sealed.
+type PolicyRow = (bool, Option<String>, Option<String>, Option<Vec<u8>>);
+
 const ADMIN_COLUMNS: &str = "admin_id, email, display_name, partner_id, customer_id, password_hash, totp_sealed, created_at, disabled_at";
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -309,7 +314,7 @@ impl Db {
         key: &SecretKey,
         id: AdminId,
     ) -> Result<Option<Secret>, StoreError> {
-        let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = with_db!(self, |p| {
+        let row: Option<SealedRow> = with_db!(self, |p| {
             sqlx::query_as("SELECT totp_nonce, totp_sealed FROM administrators WHERE admin_id = $1")
                 .bind(id.to_string())
                 .fetch_optional(p)
@@ -583,17 +588,14 @@ impl Db {
     }
 
     pub async fn signin_policy(&self, partner: PartnerId) -> Result<SigninPolicy, StoreError> {
-        let row: Option<(bool, Option<String>, Option<String>, Option<Vec<u8>>)> = with_db!(
-            self,
-            |p| {
-                sqlx::query_as(
+        let row: Option<PolicyRow> = with_db!(self, |p| {
+            sqlx::query_as(
                 "SELECT require_totp, oidc_issuer, oidc_client_id, oidc_sealed FROM partner_signin WHERE partner_id = $1"
             )
             .bind(partner.to_string())
             .fetch_optional(p)
             .await?
-            }
-        );
+        });
         Ok(row
             .map(|(require_totp, issuer, client, sealed)| SigninPolicy {
                 require_totp,
@@ -665,7 +667,7 @@ impl Db {
         key: &SecretKey,
         partner: PartnerId,
     ) -> Result<Option<Secret>, StoreError> {
-        let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = with_db!(self, |p| {
+        let row: Option<SealedRow> = with_db!(self, |p| {
             sqlx::query_as(
                 "SELECT oidc_nonce, oidc_sealed FROM partner_signin WHERE partner_id = $1",
             )

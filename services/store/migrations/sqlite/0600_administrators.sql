@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS signin_throttle
 -- OpenID Connect provider (the client secret sealed).
 CREATE TABLE IF NOT EXISTS partner_signin
 (
-    partner_id     text PRIMARY KEY REFERENCES partners (partner_id),
+    partner_id     text PRIMARY KEY,
     require_totp   integer NOT NULL DEFAULT 0,
     oidc_issuer    text,
     oidc_client_id text,

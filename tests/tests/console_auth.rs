@@ -1,0 +1,249 @@
+//! The console's sign-in over HTTP against the real binary, on SQLite and
+//! PostgreSQL (issue 14, T4): an administrator added by `roster admin add`
+//! accepts the printed invitation, signs in, and every state-changing
+//! request is refused without the session's CSRF token or from another
+//! origin; sign-out ends the session.
+
+use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
+use reqwest::{redirect, StatusCode};
+use roster_tests::e2e::{Db, RosterEnv};
+
+const PASSWORD: &str = "a long enough password";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("roster_session=") && !v.starts_with("roster_session=;"))
+        .map(|v| v.split(';').next().unwrap().to_string())
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"_csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 20;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+async fn i14_invitation_sign_in_csrf_and_sign_out(db: Db) {
+    let env = RosterEnv::launch(db, None, &[]).await;
+    let base = env.p.base.trim_end_matches('/').to_string();
+    let http = client();
+    let out = env.p.run(&[
+        "admin",
+        "add",
+        "--email",
+        "Ann@MSP.example",
+        "--name",
+        "Ann <b>Admin</b>",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8(out.stdout).unwrap();
+    let path = link
+        .trim()
+        .split("/invite/")
+        .nth(1)
+        .expect("an invitation link is printed");
+    let invite = format!("{base}/invite/{path}");
+    let page = http.get(&invite).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    let form = [("password", PASSWORD), ("confirm", PASSWORD)];
+    let no_origin = http.post(&invite).form(&form).send().await.unwrap();
+    assert_eq!(
+        no_origin.status(),
+        StatusCode::FORBIDDEN,
+        "a form without Origin or Referer is refused"
+    );
+    let set = http
+        .post(&invite)
+        .header(ORIGIN, &base)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), StatusCode::SEE_OTHER);
+    let again = http
+        .post(&invite)
+        .header(ORIGIN, &base)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status(),
+        StatusCode::GONE,
+        "the invitation works once"
+    );
+
+    let creds = [
+        ("email", "ann@msp.example"),
+        ("password", PASSWORD),
+        ("next", "/tokens"),
+    ];
+    let wrong = [
+        ("email", "ann@msp.example"),
+        ("password", "not the password"),
+        ("next", "/"),
+    ];
+    let refused = http
+        .post(format!("{base}/signin"))
+        .header(ORIGIN, &base)
+        .form(&wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("The email or password is not right."));
+    let signed = http
+        .post(format!("{base}/signin"))
+        .header(ORIGIN, &base)
+        .form(&creds)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(signed.headers()[LOCATION], "/tokens");
+    let cookie = session_cookie(&signed).expect("a session cookie");
+    let raw = signed
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert!(
+        raw.iter().any(|c| c.starts_with("roster_session=")
+            && c.contains("HttpOnly")
+            && c.contains("SameSite=Lax")),
+        "{raw:?}"
+    );
+
+    let tokens = http
+        .get(format!("{base}/tokens"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tokens.status(), StatusCode::OK);
+    let html = tokens.text().await.unwrap();
+    assert!(
+        html.contains("Ann &#60;b&#62;Admin&#60;/b&#62;")
+            || html.contains("Ann &lt;b&gt;Admin&lt;/b&gt;"),
+        "names are escaped"
+    );
+    let csrf = csrf_of(&html);
+    let post = |form: Vec<(&'static str, String)>, origin: Option<&str>| {
+        let mut req = http
+            .post(format!("{base}/tokens"))
+            .header(COOKIE, &cookie)
+            .form(&form);
+        if let Some(o) = origin {
+            req = req.header(ORIGIN, o);
+        }
+        req.send()
+    };
+    let r = post(vec![("label", "ci".into())], Some(&base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "no CSRF token");
+    let r = post(
+        vec![("label", "ci".into()), ("_csrf", "forged".into())],
+        Some(&base),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a wrong CSRF token");
+    let r = post(
+        vec![("label", "ci".into()), ("_csrf", csrf.clone())],
+        Some("http://evil.example"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a foreign Origin");
+    let r = post(vec![("label", "ci".into()), ("_csrf", csrf.clone())], None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "no Origin");
+    let r = post(
+        vec![("label", "ci".into()), ("_csrf", csrf.clone())],
+        Some(&base),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().await.unwrap();
+    let secret = body
+        .split("id=\"new-token\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("the new token, shown once");
+    // The token works on the API, with the administrator's scope.
+    let api = http
+        .get(format!("{base}/v1/customers"))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::OK);
+
+    let out = http
+        .post(format!("{base}/signout"))
+        .header(COOKIE, &cookie)
+        .header(ORIGIN, &base)
+        .form(&[("_csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let after = http
+        .get(format!("{base}/profile"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        after.status(),
+        StatusCode::SEE_OTHER,
+        "the session has ended"
+    );
+    assert!(after.headers()[LOCATION]
+        .to_str()
+        .unwrap()
+        .starts_with("/signin?next=%2Fprofile"));
+    // The API keeps its JSON errors below /v1; unknown console paths get the page.
+    let api404 = http.get(format!("{base}/v1/nowhere")).send().await.unwrap();
+    assert_eq!(api404.headers()["content-type"], "application/json");
+    let page404 = http.get(format!("{base}/nowhere")).send().await.unwrap();
+    assert_eq!(page404.status(), StatusCode::NOT_FOUND);
+    assert!(page404.text().await.unwrap().contains("Page not found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i14_invitation_sign_in_csrf_and_sign_out_sqlite() {
+    i14_invitation_sign_in_csrf_and_sign_out(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i14_invitation_sign_in_csrf_and_sign_out_postgres() {
+    i14_invitation_sign_in_csrf_and_sign_out(Db::Postgres).await;
+}
