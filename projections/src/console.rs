@@ -224,7 +224,7 @@ pub async fn held_runs(
         .bind(customer.to_string())
         .fetch_all(p)
         .await?);
-    rows.into_iter().map(run_row).collect()
+    Ok(rows.into_iter().map(run_row).collect::<Result<_, _>>()?)
 }
 
 /// Which of these correlation ids are imports of this customer: their

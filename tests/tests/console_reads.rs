@@ -255,10 +255,10 @@ async fn i14_dashboard_shows_licence_directory_held_runs_and_conflicts(s: TestSt
     assert!(directory_users >= 18, "{:?}", d.licence);
     assert_eq!(d.licence.seats_used, directory_users);
     assert_eq!(d.held_runs.len(), 1);
-    assert_eq!(d.held_runs[0].run_id, run_id.to_string());
+    assert_eq!(d.held_runs[0].run_id.to_string(), run_id.to_string());
     let last = d.directory.last_run.clone().expect("last run");
-    assert_eq!(last.run_id, run_id.to_string());
-    assert_eq!(last.status, "held");
+    assert_eq!(last.run_id.to_string(), run_id.to_string());
+    assert_eq!(last.status, roster_projections::directory::RunStatus::Held);
     let interval = d.directory.interval.clone().expect("interval");
     let every: PollInterval = serde_json::from_value(serde_json::Value::String(interval)).unwrap();
     assert_eq!(

@@ -70,6 +70,22 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     Option::<String>::deserialize(d).map(Some)
 }
 
+/// A patch that sets every field to the profile's value (cleared where the
+/// profile has none): a form that shows and submits the whole profile.
+impl From<Profile> for ProfilePatch {
+    fn from(p: Profile) -> Self {
+        ProfilePatch {
+            first_name: Some(p.first_name),
+            last_name: Some(p.last_name),
+            home_phone: Some(p.home_phone),
+            mobile: Some(p.mobile),
+            company: Some(p.company),
+            department: Some(p.department),
+            notes: Some(p.notes),
+        }
+    }
+}
+
 impl ProfilePatch {
     /// The slot of a profile column; `None` for the address columns.
     pub fn get(&self, column: Column) -> Option<&Option<Option<String>>> {

@@ -85,7 +85,7 @@ pub fn detail(e: &AuditEntry) -> String {
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
                 .map(|t| format!(", deleted on {}", when(t.timestamp_micros())))
                 .unwrap_or_else(|| ", kept until an administrator acts".into());
-            format!("{}{delete_at}", view::flag_label(&r))
+            format!("{}{delete_at}", view::flag_word(&r))
         }),
         "UserDeleted" => text(p, "reason").map(|r| r.replace('_', " ")),
         "RuleAdded" => match (text(p, "kind"), text(p, "value")) {

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use roster_app::imports::{
-    self, ImportSettings, ImportView, InputKind, Outcome, ReviewInput, RowQuery,
+    self, ImportSettings, ImportStatus, ImportView, InputKind, Outcome, ReviewInput, RowQuery,
 };
 use roster_csv::ImportOptions;
 use roster_events::{CustomerId, ImportId};
@@ -43,7 +43,7 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/customers/{c}/import/{id}/commit", post(commit))
 }
 
-fn base(c: &str) -> String {
+fn base(c: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("{}/import", view::customer_href(c))
 }
 
@@ -397,7 +397,7 @@ fn review_page(
         reviewed_by: super::history::actor_label(&v.reviewed_by),
         expires_at: when(v.expires_at.timestamp_micros()),
         warnings: v.file.warnings.iter().map(|w| w.message.clone()).collect(),
-        committable: matches!(v.status.as_str(), "reviewed" | "committing")
+        committable: matches!(v.status, ImportStatus::Reviewed | ImportStatus::Committing)
             && v.totals.add + v.totals.update > 0,
         result: result_line(&v),
         users_href: format!("{}/users", view::customer_href(c)),
@@ -405,7 +405,7 @@ fn review_page(
         progress_href: format!("{href}/progress"),
         progress_max: v.progress.chunks.max(1),
         progress_value: v.progress.committed_chunks,
-        committed: v.status == "committed",
+        committed: v.status == ImportStatus::Committed,
         changes: v.totals.add + v.totals.update,
         outcome: query.outcome.trim().to_string(),
         rows: v.rows.iter().map(RowItem::of).collect(),
@@ -431,7 +431,7 @@ pub async fn show(
 
 #[derive(Serialize)]
 pub struct ProgressView {
-    pub status: String,
+    pub status: ImportStatus,
     pub chunks: u32,
     pub committed_chunks: u32,
 }

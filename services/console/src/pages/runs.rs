@@ -63,9 +63,9 @@ pub async fn show(
     };
     Ok(render(&RunPage {
         layout: super::layout(&admin, &row, "Sync run", section::DASHBOARD),
-        source: directory_label(&r.kind),
-        trigger: r.trigger.replace('_', " "),
-        status: run_status_label(&r.status),
+        source: directory_label(r.kind),
+        trigger: r.trigger.as_str().replace('_', " "),
+        status: run_status_label(r.status),
         started: when(r.started_at),
         finished: when_opt(r.finished_at),
         reason: [r.code.clone(), r.reason.clone()]
@@ -76,6 +76,6 @@ pub async fn show(
         counts,
         held,
         over_seat_limit: r.over_seat_limit.unwrap_or(false),
-        run_id: r.run_id.clone(),
+        run_id: r.run_id.to_string(),
     }))
 }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use roster_app::users::{self as app, Edit, NewUser};
 use roster_domain::UserCommand;
-use roster_events::{Address, CustomerId, DeletionReason, Kind, Profile, Source, Status};
+use roster_events::{Address, CustomerId, DeletionReason, Kind, Profile, RuleKind, Source, Status};
 use roster_projections::console as reads;
 use roster_projections::queries::{self, UserFilter};
 use roster_projections::users::UserRow;
@@ -112,13 +112,12 @@ impl UserItem {
             address: view::address(&r.address),
             aliases: r.aliases.iter().map(|a| view::address(a)).collect(),
             name: view::full_name(&r.profile),
-            kind: kind_label(&r.kind),
-            source: source_label(&r.source),
-            status: status_label(&r.status),
+            kind: kind_label(r.kind),
+            source: source_label(r.source),
+            status: status_label(r.status),
             delete_at: when_opt(r.delete_at),
             flag: r
                 .flag_reason
-                .as_deref()
                 .map(|f| view::flag_label(f).to_string())
                 .unwrap_or_default(),
         }
@@ -267,7 +266,7 @@ impl UserForm {
         let s = |v: &Option<String>| v.clone().unwrap_or_default();
         UserForm {
             address: r.address.clone(),
-            kind: r.kind.clone(),
+            kind: r.kind.as_str().to_string(),
             first_name: s(&p.first_name),
             last_name: s(&p.last_name),
             home_phone: s(&p.home_phone),
@@ -467,15 +466,7 @@ pub async fn update(
     };
     let p = form.profile();
     let edit = Edit {
-        profile: [
-            Some(p.first_name),
-            Some(p.last_name),
-            Some(p.home_phone),
-            Some(p.mobile),
-            Some(p.company),
-            Some(p.department),
-            Some(p.notes),
-        ],
+        profile: p.into(),
         aliases: Some(aliases),
         status: None,
     };
@@ -588,7 +579,10 @@ pub async fn show(
             .rules
             .iter()
             .map(|r| {
-                let kind = if r.kind == "allow" { "Allow" } else { "Deny" };
+                let kind = match r.kind {
+                    RuleKind::Allow => "Allow",
+                    RuleKind::Deny => "Deny",
+                };
                 (kind.to_string(), r.value.clone(), when(r.created_at))
             })
             .collect(),

@@ -3,7 +3,8 @@
 //! plain text; the templates escape it (never `|safe` on data).
 
 use roster_events::ids::display_address;
-use roster_events::Profile;
+use roster_events::{DirectoryKind, FlagReason, Kind, Profile, Source, Status};
+use roster_projections::directory::RunStatus;
 
 use crate::error::PageError;
 
@@ -39,67 +40,78 @@ pub fn when_opt(us: Option<i64>) -> String {
 }
 
 /// U2: the Source column.
-pub fn source_label(source: &str) -> &'static str {
+pub fn source_label(source: Source) -> &'static str {
     match source {
-        "manual" => "Manual",
-        "csv" => "CSV",
-        "ldap" => "LDAP",
-        "entra" => "Entra ID (Azure)",
-        "smtp" => "SMTP",
-        _ => "Other",
+        Source::Manual => "Manual",
+        Source::Csv => "CSV",
+        Source::Ldap => "LDAP",
+        Source::Entra => "Entra ID (Azure)",
+        Source::Smtp => "SMTP",
     }
 }
 
 /// U2: the Status column.
-pub fn status_label(status: &str) -> &'static str {
+pub fn status_label(status: Status) -> &'static str {
     match status {
-        "active" => "Active",
-        "pending_deletion" => "Pending deletion",
-        "deactivated" => "Deactivated",
-        "deleted" => "Deleted",
-        _ => "Unknown",
+        Status::Active => "Active",
+        Status::PendingDeletion => "Pending deletion",
+        Status::Deactivated => "Deactivated",
+        Status::Deleted => "Deleted",
     }
 }
 
 /// U4: users, distribution lists and public folders told apart.
-pub fn kind_label(kind: &str) -> &'static str {
+pub fn kind_label(kind: Kind) -> &'static str {
     match kind {
-        "user" => "User",
-        "distribution_list" => "Distribution list",
-        "public_folder" => "Public folder",
-        _ => "Other",
+        Kind::User => "User",
+        Kind::DistributionList => "Distribution list",
+        Kind::PublicFolder => "Public folder",
     }
 }
 
 /// D3.h: why a user was flagged.
-pub fn flag_label(reason: &str) -> &'static str {
+pub fn flag_label(reason: FlagReason) -> &'static str {
     match reason {
-        "missing" => "no longer in the directory",
-        "disabled" => "disabled in the directory",
-        _ => "flagged",
+        FlagReason::Missing => "no longer in the directory",
+        FlagReason::Disabled => "disabled in the directory",
+        FlagReason::UnmanagedDomain => "its address is in a domain the customer no longer manages",
+        FlagReason::NoAddress => "it has no address any more",
     }
 }
 
-pub fn directory_label(kind: &str) -> &'static str {
+pub fn directory_label(kind: DirectoryKind) -> &'static str {
     match kind {
-        "ldap" => "LDAP",
-        "entra" => "Entra ID",
-        _ => "Directory",
+        DirectoryKind::Ldap => "LDAP",
+        DirectoryKind::Entra => "Entra ID",
     }
+}
+
+/// A directory kind as the read models store it, in words.
+pub fn directory_word(kind: &str) -> &'static str {
+    DirectoryKind::parse(kind).map_or("Directory", directory_label)
+}
+
+/// A run status as the read models store it, in words.
+pub fn run_status_word(status: &str) -> &'static str {
+    RunStatus::parse(status).map_or("Unknown", run_status_label)
+}
+
+/// A flag reason as an event carries it, in words.
+pub fn flag_word(reason: &str) -> &'static str {
+    FlagReason::parse(reason).map_or("flagged", flag_label)
 }
 
 /// A sync run's status in words (B4).
-pub fn run_status_label(status: &str) -> &'static str {
+pub fn run_status_label(status: RunStatus) -> &'static str {
     match status {
-        "running" => "Running",
-        "completed" => "Completed",
-        "failed" => "Failed",
-        "interrupted" => "Interrupted",
-        "held" => "Held: waiting for a decision",
-        "confirmed" => "Confirmed",
-        "discarded" => "Discarded",
-        "superseded" => "Superseded",
-        _ => "Unknown",
+        RunStatus::Running => "Running",
+        RunStatus::Completed => "Completed",
+        RunStatus::Failed => "Failed",
+        RunStatus::Interrupted => "Interrupted",
+        RunStatus::Held => "Held: waiting for a decision",
+        RunStatus::Confirmed => "Confirmed",
+        RunStatus::Discarded => "Discarded",
+        RunStatus::Superseded => "Superseded",
     }
 }
 
@@ -132,12 +144,18 @@ pub fn encode(s: &str) -> String {
     out
 }
 
-pub fn customer_href(customer: &str) -> String {
+pub fn customer_href(customer: &(impl std::fmt::Display + ?Sized)) -> String {
+    let customer = customer.to_string();
+    let customer = customer.as_str();
     format!("/customers/{}", encode(customer))
 }
 
-pub fn user_href(customer: &str, address: &str) -> String {
-    format!("/customers/{}/users/{}", encode(customer), encode(address))
+pub fn user_href(customer: &(impl std::fmt::Display + ?Sized), address: &str) -> String {
+    format!(
+        "/customers/{}/users/{}",
+        encode(&customer.to_string()),
+        encode(address)
+    )
 }
 
 #[cfg(test)]
@@ -147,7 +165,7 @@ mod tests {
     #[test]
     fn paths_encode_every_reserved_character() {
         assert_eq!(
-            user_href("c1", "a+b/../x@ex.com"),
+            user_href(&"c1", "a+b/../x@ex.com"),
             "/customers/c1/users/a%2Bb%2F..%2Fx%40ex.com"
         );
         assert_eq!(encode("é<"), "%C3%A9%3C");
@@ -155,9 +173,12 @@ mod tests {
 
     #[test]
     fn u2_sources_and_statuses_in_words() {
-        assert_eq!(source_label("entra"), "Entra ID (Azure)");
-        assert_eq!(status_label("pending_deletion"), "Pending deletion");
-        assert_eq!(kind_label("public_folder"), "Public folder");
+        assert_eq!(source_label(Source::Entra), "Entra ID (Azure)");
+        assert_eq!(status_label(Status::PendingDeletion), "Pending deletion");
+        assert_eq!(kind_label(Kind::PublicFolder), "Public folder");
+        assert_eq!(run_status_word("held"), "Held: waiting for a decision");
+        assert_eq!(directory_word("entra"), "Entra ID");
+        assert_eq!(flag_word("disabled"), "disabled in the directory");
     }
 }
 
