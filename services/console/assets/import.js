@@ -63,14 +63,27 @@
       }
       poll();
       var body = new URLSearchParams(new FormData(form));
+      // The redirect is not followed here: following it would show (and so
+      // use up) the "Import saved" message in this request instead of on the
+      // page the browser goes to next.
       fetch(form.action, {
         method: "POST",
         credentials: "same-origin",
+        redirect: "manual",
         headers: { "X-CSRF-Token": body.get("_csrf") || "" },
         body: body
       }).then(function (r) {
         done = true;
-        window.location.assign(r.url || form.getAttribute("data-done"));
+        if (r.type === "opaqueredirect" || (r.status >= 300 && r.status < 400)) {
+          window.location.assign(form.getAttribute("data-done"));
+          return;
+        }
+        // Not saved: the answer is the review page with what to fix.
+        return r.text().then(function (html) {
+          document.open();
+          document.write(html);
+          document.close();
+        });
       }).catch(function () {
         done = true;
         text.textContent = "The connection was lost while saving: reload the page to see how far it got.";

@@ -1,6 +1,3 @@
-// NOT YET COMPILED OR RUN (issue 14, helper B2 ran out of time): the browser
-// suite of the console's pages. Move it to tests/tests/console_pages.rs, build
-// and run it (it needs C's tests/src/browser.rs and B1's `roster admin add`).
 //! The admin console's pages (issue 14) in a real browser: Debian's
 //! Chromium through chromedriver, against the real `roster serve`, on
 //! SQLite and on PostgreSQL. The guide's tasks: pick a customer, create one
