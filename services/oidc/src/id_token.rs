@@ -214,17 +214,17 @@ pub(crate) async fn verify(p: &Provider, token: &str) -> Result<IdClaims, OidcEr
     let audiences = claims.aud.values();
     // OpenID Connect Core 1.0, 3.1.3.7: with several audiences, the
     // authorized party must be this client; when given, it always must.
-    if audiences.len() > 1 || claims.azp.is_some() {
-        if claims.azp.as_deref() != Some(p.cfg.client_id.as_str()) {
-            return Err(OidcError::WrongAudience {
-                expected: p.cfg.client_id.clone(),
-                found: format!(
-                    "{} (authorized party {})",
-                    audiences.join(", "),
-                    claims.azp.as_deref().unwrap_or("none")
-                ),
-            });
-        }
+    if (audiences.len() > 1 || claims.azp.is_some())
+        && claims.azp.as_deref() != Some(p.cfg.client_id.as_str())
+    {
+        return Err(OidcError::WrongAudience {
+            expected: p.cfg.client_id.clone(),
+            found: format!(
+                "{} (authorized party {})",
+                audiences.join(", "),
+                claims.azp.as_deref().unwrap_or("none")
+            ),
+        });
     }
     let now = now_secs();
     let leeway = LEEWAY_SECS as i64;

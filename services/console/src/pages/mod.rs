@@ -68,5 +68,5 @@ pub fn layout(
     title: impl Into<String>,
     section: &'static str,
 ) -> Layout {
-    Layout::new(admin, title, section).with_customer(&row.customer_id, row.name.clone())
+    Layout::new(admin, title, section).with_customer(row.customer_id, row.name.clone())
 }

@@ -293,7 +293,7 @@ impl UserForm {
 
     fn aliases(&self) -> Result<Vec<Address>, PageError> {
         self.aliases
-            .split(|c: char| c == '\n' || c == ',' || c == ';')
+            .split(['\n', ',', ';'])
             .map(str::trim)
             .filter(|a| !a.is_empty())
             .map(|a| {

@@ -158,6 +158,11 @@ pub fn user_href(customer: &(impl std::fmt::Display + ?Sized), address: &str) ->
     )
 }
 
+/// A domain as people read it (Unicode for an internationalised name).
+pub fn domain(d: &str) -> String {
+    roster_events::ids::display_address_or_domain(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,9 +185,4 @@ mod tests {
         assert_eq!(directory_word("entra"), "Entra ID");
         assert_eq!(flag_word("disabled"), "disabled in the directory");
     }
-}
-
-/// A domain as people read it (Unicode for an internationalised name).
-pub fn domain(d: &str) -> String {
-    roster_events::ids::display_address_or_domain(d)
 }
