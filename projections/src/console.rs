@@ -3,30 +3,30 @@
 //! dashboard. Each answers in a handful of indexed queries whatever the
 //! number of users, so a page stays fast at 100,000 users.
 
-use roster_events::{CustomerId, PartnerId, PollInterval};
+use roster_events::{CustomerId, DirectoryKind, PartnerId, PollInterval};
 use roster_store::{with_db, Store};
 use serde::Serialize;
 
 use crate::audit::AUDIT;
 use crate::customers::CUSTOMERS;
-use crate::directory::{run_row, RunRow, RunTuple, RUNS, RUN_COLUMNS, STATE};
+use crate::directory::{run_row, RunRow, RunStatus, RunTuple, RUNS, RUN_COLUMNS, STATE};
 use crate::queries::{self, AuditEntry, AuditFilter, Licence};
-use crate::users::USERS;
+use crate::users::{typed, typed_opt, USERS};
 use crate::ProjectionError;
 
 /// A customer as the partner's customer list shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CustomerSummary {
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub name: String,
     pub seat_limit: i64,
     /// Users that take a seat (T3: primary addresses of users, active or
     /// flagged; never aliases, lists or public folders).
     pub seats_used: i64,
-    /// `ldap` or `entra` when a directory source is enabled (D1).
-    pub directory: Option<String>,
+    /// The enabled directory source (D1).
+    pub directory: Option<DirectoryKind>,
     /// Status of the latest sync run, and when it started (microseconds).
-    pub last_run_status: Option<String>,
+    pub last_run_status: Option<RunStatus>,
     pub last_run_at: Option<i64>,
 }
 
@@ -79,18 +79,18 @@ pub async fn customer_summaries(
         }
         query.fetch_all(p).await?
     });
-    Ok(rows
-        .into_iter()
-        .map(|t| CustomerSummary {
-            customer_id: t.0,
+    let summary = |t: SummaryTuple| -> Result<CustomerSummary, sqlx::Error> {
+        Ok(CustomerSummary {
+            customer_id: typed("customer_id", t.0, |s| CustomerId::parse(s).ok())?,
             name: t.1,
             seat_limit: t.2,
             seats_used: t.3.unwrap_or(0),
-            directory: t.4,
-            last_run_status: t.5,
+            directory: typed_opt("enabled_kind", t.4, DirectoryKind::parse)?,
+            last_run_status: typed_opt("status", t.5, RunStatus::parse)?,
             last_run_at: t.6,
         })
-        .collect())
+    };
+    Ok(rows.into_iter().map(summary).collect::<Result<_, _>>()?)
 }
 
 fn like_pattern(q: &str) -> String {
@@ -109,8 +109,8 @@ fn like_pattern(q: &str) -> String {
 /// often it runs, the last run and when the next one is due (D4).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
 pub struct DirectoryStatus {
-    /// `ldap` or `entra`; `None` when no source is enabled.
-    pub enabled: Option<String>,
+    /// The enabled source; `None` when no source is enabled.
+    pub enabled: Option<DirectoryKind>,
     /// The schedule of the enabled source (`6h`, `12h`, `24h`, `3d`, `7d`).
     pub interval: Option<String>,
     pub last_run: Option<RunRow>,
@@ -206,7 +206,7 @@ pub async fn directory_status(
         }
         _ => None,
     };
-    status.enabled = Some(kind);
+    status.enabled = Some(typed("enabled_kind", kind, DirectoryKind::parse)?);
     status.interval = interval;
     Ok(status)
 }

@@ -134,10 +134,10 @@ async fn t3_customer_list_counts_seats_of_users_only_and_searches(s: TestStore) 
         vec!["Alpha Dental", "Beta Law"],
         "by name, own partner only"
     );
-    assert_eq!(list[0].customer_id, alpha.to_string());
+    assert_eq!(list[0].customer_id, alpha);
     assert_eq!((list[0].seats_used, list[0].seat_limit), (2, 3));
     assert!(!list[0].over_limit());
-    assert_eq!(list[1].customer_id, beta.to_string());
+    assert_eq!(list[1].customer_id, beta);
     assert_eq!(list[1].seats_used, 0);
     assert_eq!(list[1].directory, None);
     assert_eq!(list[1].last_run_status, None);
@@ -213,7 +213,10 @@ async fn i14_dashboard_shows_licence_directory_held_runs_and_conflicts(s: TestSt
     let sc = scenario(&s, 20, 0).await;
     s.project().await;
     let fresh = console::dashboard(&s.store, sc.customer, 10).await.unwrap();
-    assert_eq!(fresh.directory.enabled.as_deref(), Some("ldap"));
+    assert_eq!(
+        fresh.directory.enabled,
+        Some(roster_events::DirectoryKind::Ldap)
+    );
     assert!(fresh.directory.last_run.is_none() && fresh.directory.next_run_at.is_none());
     let sync = s.sync();
     let by = Actor::System("test".into());

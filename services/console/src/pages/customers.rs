@@ -10,7 +10,7 @@ use roster_events::{CustomerId, Domain};
 use roster_projections::console::{self as reads, CustomerSummary};
 use serde::Deserialize;
 
-use super::view::{self, directory_word, run_status_label, run_status_word, when};
+use super::view::{self, directory_label, run_status_label, when};
 use crate::error::PageError;
 use crate::layout::{render, section, Flash, Layout};
 use crate::session::CurrentAdmin;
@@ -40,11 +40,10 @@ impl CustomerItem {
             over_limit: c.over_limit(),
             directory: c
                 .directory
-                .as_deref()
-                .map(|d| format!("{} sync on", directory_word(d)))
+                .map(|d| format!("{} sync on", directory_label(d)))
                 .unwrap_or_else(|| "Manual (no sync)".into()),
             last_run: match (&c.last_run_status, c.last_run_at) {
-                (Some(s), Some(at)) => format!("{}, {}", run_status_word(s), when(at)),
+                (Some(s), Some(at)) => format!("{}, {}", run_status_label(*s), when(at)),
                 _ => "Never".into(),
             },
             name: c.name,
@@ -230,8 +229,8 @@ pub async fn dashboard(
         .await?
         .ok_or(PageError::NotFound)?;
     let d = reads::dashboard(store, customer, 10).await?;
-    let directory = d.directory.enabled.as_deref().map(|kind| DirectoryCard {
-        source: directory_word(kind),
+    let directory = d.directory.enabled.map(|kind| DirectoryCard {
+        source: directory_label(kind),
         interval: d.directory.interval.clone().unwrap_or_default(),
         last_run: run_line(d.directory.last_run.as_ref()),
         next_run: match d.directory.next_run_at {

@@ -86,17 +86,7 @@ pub fn directory_label(kind: DirectoryKind) -> &'static str {
     }
 }
 
-/// A directory kind as the read models store it, in words.
-pub fn directory_word(kind: &str) -> &'static str {
-    DirectoryKind::parse(kind).map_or("Directory", directory_label)
-}
-
-/// A run status as the read models store it, in words.
-pub fn run_status_word(status: &str) -> &'static str {
-    RunStatus::parse(status).map_or("Unknown", run_status_label)
-}
-
-/// A flag reason as an event carries it, in words.
+/// A flag reason as an event's payload carries it, in words.
 pub fn flag_word(reason: &str) -> &'static str {
     FlagReason::parse(reason).map_or("flagged", flag_label)
 }
@@ -181,8 +171,11 @@ mod tests {
         assert_eq!(source_label(Source::Entra), "Entra ID (Azure)");
         assert_eq!(status_label(Status::PendingDeletion), "Pending deletion");
         assert_eq!(kind_label(Kind::PublicFolder), "Public folder");
-        assert_eq!(run_status_word("held"), "Held: waiting for a decision");
-        assert_eq!(directory_word("entra"), "Entra ID");
+        assert_eq!(
+            run_status_label(RunStatus::Held),
+            "Held: waiting for a decision"
+        );
+        assert_eq!(directory_label(DirectoryKind::Entra), "Entra ID");
         assert_eq!(flag_word("disabled"), "disabled in the directory");
     }
 }
