@@ -2,7 +2,7 @@
 //! status) with "create a customer", and a customer's dashboard.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use roster_app::customers;
@@ -11,6 +11,7 @@ use roster_projections::console::{self as reads, CustomerSummary};
 use serde::Deserialize;
 
 use super::view::{self, directory_label, run_status_label, when};
+use super::CustomerPage;
 use crate::error::PageError;
 use crate::layout::{render, section, Flash, Layout};
 use crate::session::CurrentAdmin;
@@ -220,14 +221,14 @@ fn run_line(run: Option<&roster_projections::directory::RunRow>) -> String {
 /// GET /customers/{c}: the customer's dashboard.
 pub async fn dashboard(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
-    Path(c): Path<String>,
+    scoped: CustomerPage,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let store = &state.app.store;
-    let row = roster_projections::queries::customer(store, customer)
-        .await?
-        .ok_or(PageError::NotFound)?;
     let d = reads::dashboard(store, customer, 10).await?;
     let directory = d.directory.enabled.map(|kind| DirectoryCard {
         source: directory_label(kind),

@@ -11,6 +11,7 @@ use roster_events::Domain;
 use serde::Deserialize;
 
 use super::view::{self, when};
+use super::CustomerPage;
 use crate::error::PageError;
 use crate::layout::{redirect_with, render, section, Flash};
 use crate::session::CurrentAdmin;
@@ -37,13 +38,8 @@ struct DomainsPage {
 }
 
 /// GET /customers/{c}/domains
-pub async fn list(
-    State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
-    Path(c): Path<String>,
-) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+pub async fn list(scoped: CustomerPage) -> Result<Response, PageError> {
+    let CustomerPage { admin, row, .. } = scoped;
     page(&admin, &row, String::new(), None)
 }
 
@@ -90,12 +86,15 @@ pub struct AddDomain {
 /// POST /customers/{c}/domains: T2, a domain is managed by one customer.
 pub async fn add(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
+    scoped: CustomerPage,
     Path(c): Path<String>,
     Form(form): Form<AddDomain>,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let domain = match Domain::parse(form.domain.trim()) {
         Ok(d) => d,
         Err(e) => {
@@ -163,11 +162,14 @@ fn managed(row: &roster_projections::queries::CustomerRow, raw: &str) -> Result<
 /// would delete and remove, before the administrator confirms.
 pub async fn confirm(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
+    scoped: CustomerPage,
     Path((c, d)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let domain = managed(&row, &d)?;
     let preview = customers::removal_preview(&state.app, customer, &domain).await?;
     let shown = |list: &[roster_events::Address]| -> Vec<String> {
@@ -196,11 +198,14 @@ pub async fn confirm(
 /// POST /customers/{c}/domains/{domain}/remove: D3.n, at once.
 pub async fn remove(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
+    scoped: CustomerPage,
     Path((c, d)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let domain = managed(&row, &d)?;
     let app = &state.app;
     let done = app

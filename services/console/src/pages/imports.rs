@@ -19,6 +19,7 @@ use roster_events::{CustomerId, ImportId};
 use serde::{Deserialize, Serialize};
 
 use super::view::{self, when};
+use super::CustomerPage;
 use crate::error::PageError;
 use crate::layout::{redirect_with, render, section, Flash, Layout};
 use crate::session::CurrentAdmin;
@@ -59,13 +60,8 @@ struct ImportPage {
 }
 
 /// GET /customers/{c}/import
-pub async fn form(
-    State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
-    Path(c): Path<String>,
-) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+pub async fn form(scoped: CustomerPage) -> Result<Response, PageError> {
+    let CustomerPage { admin, row, .. } = scoped;
     Ok(form_page(&admin, &row, None))
 }
 
@@ -149,12 +145,15 @@ async fn input(mut form: Multipart) -> Result<ReviewInput, String> {
 /// the review.
 pub async fn review(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
+    scoped: CustomerPage,
     Path(c): Path<String>,
     form: Multipart,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let input = match input(form).await {
         Ok(i) => i,
         Err(e) => return Ok(form_page(&admin, &row, Some(e))),
@@ -419,12 +418,15 @@ fn review_page(
 /// GET /customers/{c}/import/{id}: the review, or the saved result.
 pub async fn show(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
-    Path((c, id)): Path<(String, String)>,
+    scoped: CustomerPage,
+    Path((_, id)): Path<(String, String)>,
     Query(query): Query<RowsQuery>,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let v = load(&state, customer, import_id(&id)?, &query).await?;
     Ok(review_page(&admin, &row, v, &query, String::new()))
 }
@@ -462,11 +464,14 @@ pub async fn progress(
 /// new review (M2).
 pub async fn commit(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
+    scoped: CustomerPage,
     Path((c, id)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let id = import_id(&id)?;
     let app = &state.app;
     let settings = ImportSettings::default();

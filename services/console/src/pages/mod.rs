@@ -4,6 +4,8 @@
 //! checks the customer is in its scope (T1: not-found otherwise), and calls
 //! the application layer ([`roster_app`]) or its read models.
 
+use axum::extract::{FromRequestParts, RawPathParams};
+use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::Router;
 use roster_events::CustomerId;
@@ -52,6 +54,41 @@ pub fn routes() -> Router<ConsoleState> {
 }
 
 /// The customer a page is about, or the not-found page.
+/// A page about one customer: the signed-in administrator, the customer of
+/// the path's `{c}` checked against the administrator's scope (T1: outside
+/// it, the not-found page), and its row. Taking this in a handler is the
+/// scope check, so no page can forget it.
+pub struct CustomerPage {
+    pub admin: CurrentAdmin,
+    pub customer: CustomerId,
+    pub row: CustomerRow,
+}
+
+impl FromRequestParts<ConsoleState> for CustomerPage {
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ConsoleState,
+    ) -> Result<Self, Self::Rejection> {
+        let admin = CurrentAdmin::from_request_parts(parts, state).await?;
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| PageError::NotFound)?;
+        let raw = params
+            .iter()
+            .find_map(|(name, value)| (name == "c").then(|| value.to_string()))
+            .ok_or(PageError::NotFound)?;
+        let customer = admin.customer(state, &raw).await?;
+        let row = customer_row(state, customer).await?;
+        Ok(CustomerPage {
+            admin,
+            customer,
+            row,
+        })
+    }
+}
+
 pub async fn customer_row(
     state: &ConsoleState,
     customer: CustomerId,

@@ -7,9 +7,9 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 
 use super::view::{directory_label, run_status_label, when, when_opt};
+use super::CustomerPage;
 use crate::error::PageError;
 use crate::layout::{render, section, Layout};
-use crate::session::CurrentAdmin;
 use crate::ConsoleState;
 
 #[derive(Template)]
@@ -31,11 +31,14 @@ struct RunPage {
 /// GET /customers/{c}/runs/{run}
 pub async fn show(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
-    Path((c, run)): Path<(String, String)>,
+    scoped: CustomerPage,
+    Path((_, run)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let r = roster_projections::directory::run(&state.app.store, customer, &run)
         .await?
         .ok_or(PageError::NotFound)?;

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::history::{timeline, HistoryItem};
 use super::view::{self, kind_label, source_label, status_label, when, when_opt};
+use super::CustomerPage;
 use crate::error::PageError;
 use crate::layout::{render, section, Flash, Layout};
 use crate::session::CurrentAdmin;
@@ -359,13 +360,8 @@ fn form_page(
 }
 
 /// GET /customers/{c}/users/new
-pub async fn new_form(
-    State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
-    Path(c): Path<String>,
-) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+pub async fn new_form(scoped: CustomerPage) -> Result<Response, PageError> {
+    let CustomerPage { admin, row, .. } = scoped;
     let form = UserForm {
         kind: "user".into(),
         ..UserForm::default()
@@ -376,12 +372,15 @@ pub async fn new_form(
 /// POST /customers/{c}/users/new: M1, the one add-user path (seats, T3).
 pub async fn create(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
+    scoped: CustomerPage,
     Path(c): Path<String>,
     Form(form): Form<UserForm>,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let user = match parse_new(&form) {
         Ok(u) => u,
         Err(e) => return form_page(&admin, &row, false, form, Some(view::message(&e))),
@@ -439,11 +438,14 @@ async fn user_of(
 /// GET /customers/{c}/users/{address}/edit
 pub async fn edit_form(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
-    Path((c, address)): Path<(String, String)>,
+    scoped: CustomerPage,
+    Path((_, address)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let user = user_of(&state, customer, &address).await?;
     form_page(&admin, &row, true, UserForm::of(&user), None)
 }
@@ -452,12 +454,15 @@ pub async fn edit_form(
 /// emptied field is cleared), the whole set of aliases.
 pub async fn update(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
+    scoped: CustomerPage,
     Path((c, address)): Path<(String, String)>,
     Form(mut form): Form<UserForm>,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let user = user_of(&state, customer, &address).await?;
     form.address = user.address.clone();
     let aliases = match form.aliases() {
@@ -545,11 +550,14 @@ struct UserPage {
 /// GET /customers/{c}/users/{address}: aliases, rules, history.
 pub async fn show(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
-    Path((c, address)): Path<(String, String)>,
+    scoped: CustomerPage,
+    Path((_, address)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
-    let row = super::customer_row(&state, customer).await?;
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let user = user_of(&state, customer, &address).await?;
     let store = &state.app.store;
     let events = queries::history(store, customer, &user.address).await?;
