@@ -5,6 +5,7 @@
 
 use chrono::Duration;
 use roster_app::admins::{self, Admins, Client, SessionSettings, SignIn};
+use roster_app::security::By;
 use roster_events::{CustomerId, PartnerId};
 use roster_store::admins::LinkKind;
 use roster_store::auth::Scope;
@@ -42,6 +43,7 @@ async fn add(s: &TestStore, admins: &Admins, partner: PartnerId, email: &str) {
             "Ann",
             Scope::Partner(partner),
             Some(PASSWORD),
+            &By::cli(),
             s.clock.now(),
         )
         .await
@@ -65,9 +67,14 @@ async fn t4_password_then_totp_signs_in_and_wrong_codes_do_not(s: TestStore) {
     let totp = admins::new_totp_secret();
     let code = admins::totp_code(&totp, now).unwrap();
     admins
-        .enable_totp(admin.admin_id, &totp, &code, now)
+        .enable_totp(&admin, &totp, &code, &By::cli(), now)
         .await
         .unwrap();
+    // The code typed to enrol is used up (RFC 6238 section 5.2): the next
+    // sign-in takes the next step's code.
+    s.clock.advance(Duration::seconds(30));
+    let now = s.clock.now();
+    let code = admins::totp_code(&totp, now).unwrap();
     // With TOTP: the password only opens the second step.
     let SignIn::NeedTotp { secret: pending } = admins
         .sign_in("ann@msp.example", PASSWORD, &c, now)
@@ -98,6 +105,146 @@ async fn t4_password_then_totp_signs_in_and_wrong_codes_do_not(s: TestStore) {
         admins.sign_in_totp(&pending, &code, &c, now).await.unwrap(),
         SignIn::Refused
     ));
+    // A code is good once (RFC 6238 section 5.2): a second sign-in within
+    // the same 30 seconds cannot reuse it, even with a new pending session,
+    // and nor can an earlier step's code; the next step's code works.
+    let SignIn::NeedTotp { secret: again } = admins
+        .sign_in("ann@msp.example", PASSWORD, &c, now)
+        .await
+        .unwrap()
+    else {
+        panic!("TOTP is asked for");
+    };
+    assert!(matches!(
+        admins.sign_in_totp(&again, &code, &c, now).await.unwrap(),
+        SignIn::Refused
+    ));
+    let earlier = admins::totp_code(&totp, now - Duration::seconds(30)).unwrap();
+    assert!(matches!(
+        admins
+            .sign_in_totp(&again, &earlier, &c, now)
+            .await
+            .unwrap(),
+        SignIn::Refused
+    ));
+    let later = now + Duration::seconds(30);
+    let next = admins::totp_code(&totp, later).unwrap();
+    assert!(matches!(
+        admins.sign_in_totp(&again, &next, &c, later).await.unwrap(),
+        SignIn::Done { .. }
+    ));
+    // Every sign-in and failure is in the partner's security log (T4).
+    let log = admins
+        .security_log(Some(Scope::Partner(partner)), None, 100)
+        .await
+        .unwrap();
+    let kinds: Vec<String> = log.events.iter().map(|e| e.kind.to_string()).collect();
+    let count = |k: &str| kinds.iter().filter(|x| x.as_str() == k).count();
+    assert_eq!(count("AdminSignedIn"), 3, "{kinds:?}");
+    assert_eq!(count("AdminSignInFailed"), 3, "{kinds:?}");
+    assert_eq!(count("AdminTotpEnabled"), 1, "{kinds:?}");
+    assert_eq!(count("AdminAdded"), 1, "{kinds:?}");
+    let replay = log
+        .events
+        .iter()
+        .filter(|e| e.detail == "a TOTP code used before")
+        .count();
+    assert_eq!(
+        replay, 2,
+        "the reuse and the earlier step are logged as replays"
+    );
+    assert!(log
+        .events
+        .iter()
+        .all(|e| e.email.as_deref() == Some("ann@msp.example") && e.partner_id == Some(partner)));
+}
+
+/// T4: the security log is append-only, scoped, paged, and keeps failed
+/// sign-ins for unknown emails out of every partner's view.
+async fn t4_security_log_is_scoped_paged_and_append_only(s: TestStore) {
+    let (admins, partner) = setup(&s).await;
+    let other = s
+        .store
+        .db()
+        .create_partner("other msp", s.clock.now())
+        .await
+        .unwrap();
+    add(&s, &admins, partner, "gil@msp.example").await;
+    add(&s, &admins, other, "hal@other.example").await;
+    let c = client("192.0.2.20");
+    for i in 0..5 {
+        s.clock.advance(Duration::seconds(1));
+        admins
+            .sign_in("gil@msp.example", PASSWORD, &c, s.clock.now())
+            .await
+            .unwrap();
+        admins
+            .sign_in(
+                &format!("ghost{i}@nowhere.example"),
+                PASSWORD,
+                &c,
+                s.clock.now(),
+            )
+            .await
+            .unwrap();
+    }
+    let mine = Some(Scope::Partner(partner));
+    let first = admins.security_log(mine, None, 4).await.unwrap();
+    assert_eq!(first.events.len(), 4);
+    let second = admins
+        .security_log(mine, first.next.as_deref(), 4)
+        .await
+        .unwrap();
+    assert_eq!(second.events.len(), 2, "5 sign-ins and 1 AdminAdded");
+    assert!(second.next.is_none());
+    let all: Vec<_> = first.events.iter().chain(&second.events).collect();
+    assert!(all.windows(2).all(|w| w[0].recorded_at >= w[1].recorded_at));
+    assert!(
+        all.iter().all(|e| e.partner_id == Some(partner)),
+        "no other partner's rows"
+    );
+    assert!(all
+        .iter()
+        .all(|e| !e.email.as_deref().unwrap_or("").contains("ghost")));
+    let theirs = admins
+        .security_log(Some(Scope::Partner(other)), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(theirs.events.len(), 1, "only hal's AdminAdded");
+    // The operator sees the unknown emails' failures.
+    let everything = admins.security_log(None, None, 200).await.unwrap();
+    let ghosts = everything
+        .events
+        .iter()
+        .filter(|e| e.partner_id.is_none() && e.kind.to_string() == "AdminSignInFailed")
+        .count();
+    assert_eq!(ghosts, 5);
+    assert!(admins.security_log(mine, Some("garbage"), 4).await.is_err());
+    // Append-only: the database refuses to change or delete a row.
+    let db = s.store.db();
+    let (upd, del) = match db {
+        roster_store::Db::Pg(p) => (
+            sqlx::query("UPDATE security_events SET detail = 'x'")
+                .execute(p)
+                .await
+                .is_err(),
+            sqlx::query("DELETE FROM security_events")
+                .execute(p)
+                .await
+                .is_err(),
+        ),
+        roster_store::Db::Sqlite(p) => (
+            sqlx::query("UPDATE security_events SET detail = 'x'")
+                .execute(p)
+                .await
+                .is_err(),
+            sqlx::query("DELETE FROM security_events")
+                .execute(p)
+                .await
+                .is_err(),
+        ),
+    };
+    assert!(upd && del, "security_events is append-only");
 }
 
 async fn t4_unknown_email_and_wrong_password_answer_alike_and_are_throttled(s: TestStore) {
@@ -239,11 +386,11 @@ async fn t4_sessions_end_after_idle_and_absolute_timeouts_and_on_revocation(s: T
         panic!()
     };
     assert_eq!(admins.sessions(admin.admin_id, now).await.unwrap().len(), 3);
-    admins.sign_out(&a, now).await.unwrap();
+    admins.sign_out(&a, "192.0.2.2", now).await.unwrap();
     assert!(admins.current(&a, now).await.unwrap().is_none());
     assert!(admins.current(&b, now).await.unwrap().is_some());
     admins
-        .sign_out_everywhere(admin.admin_id, now)
+        .sign_out_everywhere(&admin, &By::cli(), now)
         .await
         .unwrap();
     assert!(admins.current(&b, now).await.unwrap().is_none());
@@ -275,7 +422,14 @@ async fn t4_invitation_and_reset_links_work_once_and_expire(s: TestStore) {
     let (admins, partner) = setup(&s).await;
     let now = s.clock.now();
     let id = admins
-        .add("dee@msp.example", "Dee", Scope::Partner(partner), None, now)
+        .add(
+            "dee@msp.example",
+            "Dee",
+            Scope::Partner(partner),
+            None,
+            &By::cli(),
+            now,
+        )
         .await
         .unwrap();
     // Invited, without a password: nothing signs in.
@@ -286,27 +440,36 @@ async fn t4_invitation_and_reset_links_work_once_and_expire(s: TestStore) {
             .unwrap(),
         SignIn::Refused
     ));
-    let invite = admins.issue_link(id, LinkKind::Invite, now).await.unwrap();
+    let invite = admins
+        .issue_link(id, LinkKind::Invite, &By::cli(), now)
+        .await
+        .unwrap();
     assert!(
         admins
-            .redeem_link(&invite, LinkKind::Reset, PASSWORD, now)
+            .redeem_link(&invite, LinkKind::Reset, PASSWORD, "192.0.2.9", now)
             .await
             .is_err(),
         "an invitation is not a reset link"
     );
     assert!(
         admins
-            .redeem_link(&invite, LinkKind::Invite, "short", now)
+            .redeem_link(&invite, LinkKind::Invite, "short", "192.0.2.9", now)
             .await
             .is_err(),
         "a short password is refused"
     );
     admins
-        .redeem_link(&invite, LinkKind::Invite, PASSWORD, now)
+        .redeem_link(&invite, LinkKind::Invite, PASSWORD, "192.0.2.9", now)
         .await
         .unwrap();
     let again = admins
-        .redeem_link(&invite, LinkKind::Invite, "another long password", now)
+        .redeem_link(
+            &invite,
+            LinkKind::Invite,
+            "another long password",
+            "192.0.2.9",
+            now,
+        )
         .await;
     assert_eq!(again.unwrap_err().code(), "link_expired", "used once only");
     assert!(matches!(
@@ -317,23 +480,50 @@ async fn t4_invitation_and_reset_links_work_once_and_expire(s: TestStore) {
         SignIn::Done { .. }
     ));
     // A reset link expires after an hour; a newer one replaces an older one.
-    let old = admins.issue_link(id, LinkKind::Reset, now).await.unwrap();
-    let new = admins.issue_link(id, LinkKind::Reset, now).await.unwrap();
+    let old = admins
+        .issue_link(id, LinkKind::Reset, &By::cli(), now)
+        .await
+        .unwrap();
+    let new = admins
+        .issue_link(id, LinkKind::Reset, &By::cli(), now)
+        .await
+        .unwrap();
     assert!(admins
-        .redeem_link(&old, LinkKind::Reset, "a new long password", now)
+        .redeem_link(
+            &old,
+            LinkKind::Reset,
+            "a new long password",
+            "192.0.2.9",
+            now
+        )
         .await
         .is_err());
     let later = now + Duration::minutes(61);
     assert!(
         admins
-            .redeem_link(&new, LinkKind::Reset, "a new long password", later)
+            .redeem_link(
+                &new,
+                LinkKind::Reset,
+                "a new long password",
+                "192.0.2.9",
+                later
+            )
             .await
             .is_err(),
         "expired"
     );
-    let fresh = admins.issue_link(id, LinkKind::Reset, later).await.unwrap();
+    let fresh = admins
+        .issue_link(id, LinkKind::Reset, &By::cli(), later)
+        .await
+        .unwrap();
     admins
-        .redeem_link(&fresh, LinkKind::Reset, "a new long password", later)
+        .redeem_link(
+            &fresh,
+            LinkKind::Reset,
+            "a new long password",
+            "192.0.2.9",
+            later,
+        )
         .await
         .unwrap();
     assert!(matches!(
@@ -355,7 +545,14 @@ async fn t1_administrators_need_an_existing_scope_and_a_new_email(s: TestStore) 
     let now = s.clock.now();
     add(&s, &admins, partner, "eve@msp.example").await;
     let dup = admins
-        .add("EVE@msp.example", "Eve", Scope::Partner(partner), None, now)
+        .add(
+            "EVE@msp.example",
+            "Eve",
+            Scope::Partner(partner),
+            None,
+            &By::cli(),
+            now,
+        )
         .await;
     assert_eq!(dup.unwrap_err().code(), "admin_exists");
     let nowhere = admins
@@ -364,13 +561,21 @@ async fn t1_administrators_need_an_existing_scope_and_a_new_email(s: TestStore) 
             "X",
             Scope::Customer(CustomerId::new()),
             None,
+            &By::cli(),
             now,
         )
         .await;
     assert_eq!(nowhere.unwrap_err().code(), "not_found");
     let c = s.customer(10, &["cust.example"]).await;
     let id = admins
-        .add("cadmin@cust.example", "C", Scope::Customer(c), None, now)
+        .add(
+            "cadmin@cust.example",
+            "C",
+            Scope::Customer(c),
+            None,
+            &By::cli(),
+            now,
+        )
         .await
         .unwrap();
     let a = s.store.db().admin(id).await.unwrap().unwrap();
@@ -395,7 +600,7 @@ async fn t4_totp_and_sso_secrets_are_sealed_at_rest(s: TestStore) {
     let totp = admins::new_totp_secret();
     let code = admins::totp_code(&totp, s.clock.now()).unwrap();
     admins
-        .enable_totp(a.admin_id, &totp, &code, s.clock.now())
+        .enable_totp(&a, &totp, &code, &By::cli(), s.clock.now())
         .await
         .unwrap();
     let secret = roster_store::Secret::new("oidc-client-secret-canary");
@@ -423,12 +628,8 @@ async fn t4_totp_and_sso_secrets_are_sealed_at_rest(s: TestStore) {
         totp
     );
     assert_eq!(
-        s.store
-            .db()
-            .partner_oidc_secret(&s.key, partner)
-            .await
-            .unwrap(),
-        Some(secret)
+        s.store.db().partner_oidc(&s.key, partner).await.unwrap(),
+        Some(("https://idp.example".into(), "roster".into(), secret))
     );
 }
 
@@ -439,4 +640,5 @@ both_backends!(
     t4_invitation_and_reset_links_work_once_and_expire,
     t1_administrators_need_an_existing_scope_and_a_new_email,
     t4_totp_and_sso_secrets_are_sealed_at_rest,
+    t4_security_log_is_scoped_paged_and_append_only,
 );

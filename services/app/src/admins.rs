@@ -12,8 +12,10 @@ use rand::RngCore;
 use roster_events::{AdminId, PartnerId};
 use roster_store::admins::{Admin, LinkKind, NewSession, Session, Stage};
 use roster_store::auth::Scope;
+use roster_store::security_log::SecurityKind;
 use roster_store::{Db, Secret, SecretKey, StoreError};
 
+use crate::security::{By, Entry};
 use crate::{AppError, AppResult};
 
 /// The sign-in settings (`ROSTER_CONSOLE_*`, see docs/admins.md).
@@ -126,14 +128,31 @@ fn totp(secret_b32: &str) -> Option<totp_rs::TOTP> {
 /// Whether `code` is the TOTP of `secret` at `now`, give or take one
 /// 30-second step (RFC 6238 section 5.2).
 pub fn verify_totp(secret_b32: &str, code: &str, now: DateTime<Utc>) -> bool {
+    totp_step(secret_b32, code, now).is_some()
+}
+
+/// The 30-second time step whose code `code` is, within one step either
+/// way of `now` (RFC 6238 section 5.2): a sign-in claims it, so that the
+/// same code cannot be used twice.
+pub fn totp_step(secret_b32: &str, code: &str, now: DateTime<Utc>) -> Option<i64> {
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
+        return None;
     }
-    let Ok(time) = u64::try_from(now.timestamp()) else {
-        return false;
-    };
-    totp(secret_b32).is_some_and(|t| t.check(&code, time))
+    let t = totp(secret_b32)?;
+    let step = now.timestamp().div_euclid(30);
+    [step, step - 1, step + 1].into_iter().find(|s| {
+        u64::try_from(s * 30).is_ok_and(|time| {
+            let want = t.generate(time);
+            // Constant time: the comparison does not tell how much matched.
+            want.len() == code.len()
+                && want
+                    .bytes()
+                    .zip(code.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
+    })
 }
 
 /// The TOTP code of `secret` at `now` (for tests and the enrolment check).
@@ -246,7 +265,27 @@ impl Admins {
         Ok((wait > 0).then_some(wait))
     }
 
-    async fn fail(&self, email: &str, client: &Client, now: DateTime<Utc>) -> AppResult<()> {
+    async fn fail(
+        &self,
+        email: &str,
+        admin: Option<&Admin>,
+        client: &Client,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> AppResult<()> {
+        self.record(
+            Entry {
+                kind: SecurityKind::SignInFailed,
+                about: admin,
+                scope: None,
+                actor: None,
+                addr: &client.addr,
+                email: Some(email.trim()),
+                detail: reason.to_string(),
+            },
+            now,
+        )
+        .await?;
         let forget = Duration::minutes(FORGET_AFTER);
         self.db
             .record_failure(&account_key(email), now, forget, account_delay)
@@ -284,7 +323,14 @@ impl Admins {
         let admin = match admin {
             Some(a) if ok && usable.is_some() => a,
             _ => {
-                self.fail(email, client, now).await?;
+                let reason = match &admin {
+                    None => "no administrator has this email",
+                    Some(a) if a.disabled_at.is_some() => "the administrator is disabled",
+                    Some(a) if a.password_hash.is_none() => "the invitation is not accepted yet",
+                    Some(_) => "wrong password",
+                };
+                self.fail(email, admin.as_ref(), client, reason, now)
+                    .await?;
                 return Ok(SignIn::Refused);
             }
         };
@@ -298,11 +344,27 @@ impl Admins {
         let (secret, session) = self
             .start(&admin, Stage::Full, "password", client, now)
             .await?;
+        self.signed_in(&admin, "password", client, now).await?;
         Ok(SignIn::Done {
             secret,
             session: Box::new(session),
             admin: Box::new(admin),
         })
+    }
+
+    async fn signed_in(
+        &self,
+        admin: &Admin,
+        method: &str,
+        client: &Client,
+        now: DateTime<Utc>,
+    ) -> AppResult<()> {
+        let by = By::admin(admin.admin_id, &client.addr);
+        self.record(
+            Entry::about(SecurityKind::SignedIn, admin, &by).detail(method),
+            now,
+        )
+        .await
     }
 
     async fn start(
@@ -339,7 +401,9 @@ impl Admins {
         if admin.disabled_at.is_some() {
             return Err(AppError::forbidden("this administrator is disabled"));
         }
-        self.start(admin, Stage::Full, "sso", client, now).await
+        let started = self.start(admin, Stage::Full, "sso", client, now).await?;
+        self.signed_in(admin, "sso", client, now).await?;
+        Ok(started)
     }
 
     /// Step two: the TOTP code of a pending session. On success the
@@ -366,14 +430,30 @@ impl Admins {
             return Ok(SignIn::Throttled { retry_after });
         }
         let secret = self.db.admin_totp(&self.key, admin.admin_id).await?;
-        let ok = secret.is_some_and(|s| verify_totp(s.expose(), code, now));
-        if !ok || admin.disabled_at.is_some() {
-            self.fail(&admin.email, client, now).await?;
+        let step = secret.and_then(|s| totp_step(s.expose(), code, now));
+        // A code is good once: its step must be later than the last one
+        // accepted (RFC 6238 section 5.2).
+        let fresh = match step {
+            Some(step) if admin.disabled_at.is_none() => {
+                self.db.claim_totp_step(admin.admin_id, step).await?
+            }
+            _ => false,
+        };
+        if !fresh {
+            let reason = if step.is_some() {
+                "a TOTP code used before"
+            } else {
+                "wrong TOTP code"
+            };
+            self.fail(&admin.email, Some(&admin), client, reason, now)
+                .await?;
             return Ok(SignIn::Refused);
         }
         self.db.clear_throttle(&keys[0]).await?;
         self.db.revoke_session(pending, now).await?;
         let (secret, session) = self.start(&admin, Stage::Full, "totp", client, now).await?;
+        self.signed_in(&admin, "password and TOTP", client, now)
+            .await?;
         Ok(SignIn::Done {
             secret,
             session: Box::new(session),
@@ -416,13 +496,63 @@ impl Admins {
             && now - session.created_at < self.settings.absolute
     }
 
-    pub async fn sign_out(&self, secret: &str, now: DateTime<Utc>) -> AppResult<()> {
-        Ok(self.db.revoke_session(secret, now).await?)
+    /// Ends the session of a cookie's secret (sign out).
+    pub async fn sign_out(&self, secret: &str, addr: &str, now: DateTime<Utc>) -> AppResult<()> {
+        let Some(session) = self.db.session(secret).await? else {
+            return Ok(());
+        };
+        self.db.revoke_session(secret, now).await?;
+        if session.revoked_at.is_none() {
+            if let Some(admin) = self.db.admin(session.admin_id).await? {
+                let by = By::admin(admin.admin_id, addr);
+                self.record(Entry::about(SecurityKind::SignedOut, &admin, &by), now)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// "Sign out everywhere": every session of the administrator.
-    pub async fn sign_out_everywhere(&self, admin: AdminId, now: DateTime<Utc>) -> AppResult<u64> {
-        Ok(self.db.revoke_admin_sessions(admin, None, now).await?)
+    pub async fn sign_out_everywhere(
+        &self,
+        admin: &Admin,
+        by: &By,
+        now: DateTime<Utc>,
+    ) -> AppResult<u64> {
+        let n = self
+            .db
+            .revoke_admin_sessions(admin.admin_id, None, now)
+            .await?;
+        self.record(
+            Entry::about(SecurityKind::SignedOutEverywhere, admin, by)
+                .detail(format!("{n} sessions ended")),
+            now,
+        )
+        .await?;
+        Ok(n)
+    }
+
+    /// Ends one session of the administrator (by its public id).
+    pub async fn end_session(
+        &self,
+        admin: &Admin,
+        session_id: &str,
+        by: &By,
+        now: DateTime<Utc>,
+    ) -> AppResult<()> {
+        let n = self
+            .db
+            .revoke_admin_sessions(admin.admin_id, Some(session_id), now)
+            .await?;
+        if n > 0 {
+            self.record(
+                Entry::about(SecurityKind::SessionEnded, admin, by)
+                    .detail(format!("session {session_id}")),
+                now,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// The administrator's sessions still within their timeouts.
@@ -439,6 +569,7 @@ impl Admins {
         display_name: &str,
         scope: Scope,
         password: Option<&str>,
+        by: &By,
         now: DateTime<Utc>,
     ) -> AppResult<AdminId> {
         let email = check_email(email)?;
@@ -453,17 +584,36 @@ impl Admins {
             Some(p) => Some(hash_password(p)?),
             None => None,
         };
-        match self
+        let id = match self
             .db
             .create_admin(&email, name, scope, hash.as_deref(), now)
             .await
         {
-            Err(StoreError::Conflict) => Err(AppError::conflict(
-                "admin_exists",
-                format!("an administrator with the email {email} already exists"),
-            )),
-            other => Ok(other?),
-        }
+            Err(StoreError::Conflict) => {
+                return Err(AppError::conflict(
+                    "admin_exists",
+                    format!("an administrator with the email {email} already exists"),
+                ))
+            }
+            other => other?,
+        };
+        let admin = self.stored(id).await?;
+        let kind = if password.is_some() {
+            SecurityKind::AdminAdded
+        } else {
+            SecurityKind::AdminInvited
+        };
+        self.record(Entry::about(kind, &admin, by), now).await?;
+        Ok(id)
+    }
+
+    /// An administrator by id (an internal error when it is gone: callers
+    /// hold an id they have just read or written).
+    async fn stored(&self, id: AdminId) -> AppResult<Admin> {
+        self.db
+            .admin(id)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("no administrator {id}")))
     }
 
     async fn check_scope(&self, scope: Scope) -> AppResult<()> {
@@ -487,13 +637,24 @@ impl Admins {
         &self,
         admin: AdminId,
         kind: LinkKind,
+        by: &By,
         now: DateTime<Utc>,
     ) -> AppResult<String> {
         let ttl = match kind {
             LinkKind::Invite => self.settings.invite_ttl,
             LinkKind::Reset => self.settings.reset_ttl,
         };
-        Ok(self.db.issue_link(admin, kind, ttl, now).await?)
+        let target = self.stored(admin).await?;
+        let secret = self.db.issue_link(admin, kind, ttl, now).await?;
+        self.record(
+            Entry::about(SecurityKind::LinkIssued, &target, by).detail(match kind {
+                LinkKind::Invite => "invitation link",
+                LinkKind::Reset => "password reset link",
+            }),
+            now,
+        )
+        .await?;
+        Ok(secret)
     }
 
     /// Sets a password through a one-time link; the link is used up and
@@ -503,6 +664,7 @@ impl Admins {
         secret: &str,
         kind: LinkKind,
         password: &str,
+        addr: &str,
         now: DateTime<Utc>,
     ) -> AppResult<Admin> {
         let hash = hash_password(password)?;
@@ -513,11 +675,28 @@ impl Admins {
             .ok_or_else(link_gone)?;
         self.db.set_admin_password(admin, &hash).await?;
         self.db.revoke_admin_sessions(admin, None, now).await?;
-        self.db.admin(admin).await?.ok_or_else(link_gone)
+        let admin = self.db.admin(admin).await?.ok_or_else(link_gone)?;
+        let by = By::admin(admin.admin_id, addr);
+        self.record(
+            Entry::about(SecurityKind::PasswordSet, &admin, &by).detail(match kind {
+                LinkKind::Invite => "by invitation link",
+                LinkKind::Reset => "by password reset link",
+            }),
+            now,
+        )
+        .await?;
+        Ok(admin)
     }
 
     /// Changes a signed-in administrator's password (the current one first).
-    pub async fn change_password(&self, admin: &Admin, current: &str, new: &str) -> AppResult<()> {
+    pub async fn change_password(
+        &self,
+        admin: &Admin,
+        current: &str,
+        new: &str,
+        by: &By,
+        now: DateTime<Utc>,
+    ) -> AppResult<()> {
         let ok = admin
             .password_hash
             .as_deref()
@@ -527,31 +706,40 @@ impl Admins {
         }
         let hash = hash_password(new)?;
         self.db.set_admin_password(admin.admin_id, &hash).await?;
-        Ok(())
+        self.record(Entry::about(SecurityKind::PasswordChanged, admin, by), now)
+            .await
     }
 
     /// Turns TOTP on once the administrator has typed a code of the new
     /// secret (proof the app has it).
     pub async fn enable_totp(
         &self,
-        admin: AdminId,
+        admin: &Admin,
         secret_b32: &str,
         code: &str,
+        by: &By,
         now: DateTime<Utc>,
     ) -> AppResult<()> {
-        if !verify_totp(secret_b32, code, now) {
+        let Some(step) = totp_step(secret_b32, code, now) else {
             return Err(AppError::invalid(
                 "that code does not match: type the 6-digit code your authenticator app shows now",
             ));
-        }
+        };
         self.db
-            .set_admin_totp(&self.key, admin, Some(&Secret::new(secret_b32)))
+            .set_admin_totp(&self.key, admin.admin_id, Some(&Secret::new(secret_b32)))
             .await?;
-        Ok(())
+        // The code typed to enrol is used up too.
+        self.db.claim_totp_step(admin.admin_id, step).await?;
+        self.record(Entry::about(SecurityKind::TotpEnabled, admin, by), now)
+            .await
     }
 
-    pub async fn disable_totp(&self, admin: AdminId) -> AppResult<()> {
-        Ok(self.db.set_admin_totp(&self.key, admin, None).await?)
+    pub async fn disable_totp(&self, admin: &Admin, by: &By, now: DateTime<Utc>) -> AppResult<()> {
+        self.db
+            .set_admin_totp(&self.key, admin.admin_id, None)
+            .await?;
+        self.record(Entry::about(SecurityKind::TotpDisabled, admin, by), now)
+            .await
     }
 
     /// Whether the administrator's partner requires TOTP (customer

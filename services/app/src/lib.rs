@@ -13,6 +13,8 @@
 //! - [`imports`]: CSV import with review (M2): plan, review, commit, view.
 //! - [`seats`]: the seat-limit policy (T3).
 //! - [`admins`]: administrators, sign-in, sessions, one-time links (T4).
+//! - [`security`]: the console's security log, tokens, the TOTP policy (T4).
+//! - [`sso`]: single sign-on through a partner's OpenID provider (T4).
 #![forbid(unsafe_code)]
 // No production function over 120 lines (clippy.toml; issue 13).
 #![warn(clippy::too_many_lines)]
@@ -30,6 +32,8 @@ pub mod error;
 pub mod imports;
 pub mod retry;
 pub mod seats;
+pub mod security;
+pub mod sso;
 pub mod users;
 
 pub use error::{AppError, AppResult};

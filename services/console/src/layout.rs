@@ -105,6 +105,7 @@ pub mod section {
     pub const PROFILE: &str = "profile";
     pub const TOKENS: &str = "tokens";
     pub const ADMINS: &str = "admins";
+    pub const SECURITY: &str = "security";
     pub const NONE: &str = "";
 }
 

@@ -99,6 +99,22 @@ impl ConsoleState {
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.app.clock.now()
     }
+
+    /// The console's base URL (no trailing slash): the public URL, or
+    /// without one the request's own `Host` over http. Links shown to
+    /// people and the single sign-on callback start with it.
+    pub fn base_url(&self, headers: &axum::http::HeaderMap) -> String {
+        match &self.config.public_url {
+            Some(u) => u.trim().trim_end_matches('/').to_string(),
+            None => format!(
+                "http://{}",
+                headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("127.0.0.1:8080")
+            ),
+        }
+    }
 }
 
 /// The console's routes: `/` and the pages below it, the sign-in pages and

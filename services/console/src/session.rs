@@ -264,6 +264,8 @@ pub struct CurrentAdmin {
     pub flashes: Vec<Flash>,
     /// The request's correlation id (E2): what the page writes carries it.
     pub correlation_id: CorrelationId,
+    /// The client address of the request (the security log's).
+    pub client_addr: String,
 }
 
 impl FromRequestParts<ConsoleState> for CurrentAdmin {
@@ -282,8 +284,10 @@ impl FromRequestParts<ConsoleState> for CurrentAdmin {
             return Err(PageError::SignIn { next });
         };
         let path = parts.uri.path();
+        // A single sign-on leaves the second factor to the provider.
         if !path.starts_with("/profile")
             && !path.starts_with("/signout")
+            && auth.session.method != "sso"
             && !auth.admin.totp_enabled
             && state.admins.totp_required(&auth.admin).await?
         {
@@ -309,6 +313,11 @@ impl FromRequestParts<ConsoleState> for CurrentAdmin {
             session_id: auth.session.session_id,
             flashes,
             correlation_id,
+            client_addr: client(
+                &parts.headers,
+                parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>(),
+            )
+            .addr,
         })
     }
 }
@@ -327,6 +336,24 @@ impl CurrentAdmin {
             correlation_id: self.correlation_id,
             time: state.now(),
         }
+    }
+
+    /// This administrator as stored now (with its password hash and TOTP
+    /// state, for the profile's changes).
+    pub async fn stored(&self, state: &ConsoleState) -> Result<Admin, PageError> {
+        state
+            .app
+            .store
+            .db()
+            .admin(self.admin_id)
+            .await
+            .map_err(roster_app::AppError::from)?
+            .ok_or(PageError::NotFound)
+    }
+
+    /// Who does a change, for the security log.
+    pub fn by(&self) -> roster_app::security::By {
+        roster_app::security::By::admin(self.admin_id, &self.client_addr)
     }
 
     pub fn is_partner(&self) -> bool {

@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use chrono::Duration;
 use clap::{Args, Subcommand};
 use roster_app::admins::{Admins, SessionSettings};
+use roster_app::security::By;
 use roster_events::{AdminId, CustomerId, PartnerId};
 use roster_store::admins::LinkKind;
 use roster_store::auth::Scope;
@@ -149,6 +150,17 @@ pub enum AdminCommand {
     Invite { admin: String },
     /// Prints a password-reset link for an administrator.
     Reset { admin: String },
+    /// Prints the security log (sign-ins, failures, administrator, token and
+    /// sign-in policy changes), newest first, as tab-separated lines.
+    Log {
+        /// Only this partner's rows (default: every row, also failed
+        /// sign-ins for emails no administrator has).
+        #[arg(long)]
+        partner: Option<String>,
+        /// How many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 async fn find(db: &Db, who: &str) -> anyhow::Result<roster_store::admins::Admin> {
@@ -203,6 +215,7 @@ pub async fn run(
     let db = admins.db.clone();
     let now = SystemClock.now();
     let base = console.link_base(None)?;
+    let by = By::cli();
     match command {
         AdminCommand::Add {
             email,
@@ -218,13 +231,13 @@ pub async fn run(
                 None
             };
             let id = admins
-                .add(&email, &name, scope, password.as_deref(), now)
+                .add(&email, &name, scope, password.as_deref(), &by, now)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!("added administrator {id} ({email})");
             if password.is_none() {
                 let secret = admins
-                    .issue_link(id, LinkKind::Invite, now)
+                    .issue_link(id, LinkKind::Invite, &by, now)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 eprintln!(
@@ -254,7 +267,11 @@ pub async fn run(
         }
         AdminCommand::Disable { admin } => {
             let a = find(&db, &admin).await?;
-            if db.disable_admin(a.admin_id, now).await? {
+            if admins
+                .disable(&by, &a, now)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
                 eprintln!(
                     "disabled {} ({}); their sessions have ended",
                     a.admin_id, a.email
@@ -272,7 +289,7 @@ pub async fn run(
                 );
             }
             let secret = admins
-                .issue_link(a.admin_id, LinkKind::Invite, now)
+                .issue_link(a.admin_id, LinkKind::Invite, &by, now)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!(
@@ -284,7 +301,7 @@ pub async fn run(
         AdminCommand::Reset { admin } => {
             let a = find(&db, &admin).await?;
             let secret = admins
-                .issue_link(a.admin_id, LinkKind::Reset, now)
+                .issue_link(a.admin_id, LinkKind::Reset, &by, now)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!(
@@ -292,6 +309,28 @@ pub async fn run(
                 a.email, console.console_reset_minutes
             );
             println!("{base}/reset/{secret}");
+        }
+        AdminCommand::Log { partner, limit } => {
+            let scope = partner
+                .map(|p| PartnerId::parse(&p).map(Scope::Partner))
+                .transpose()?;
+            let page = admins
+                .security_log(scope, None, limit)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for e in page.events {
+                let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    e.recorded_at.to_rfc3339(),
+                    e.kind,
+                    opt(e.email),
+                    opt(e.actor.map(|a| a.to_string())),
+                    e.client_addr,
+                    opt(e.partner_id.map(|p| p.to_string())),
+                    e.detail
+                );
+            }
         }
     }
     Ok(())

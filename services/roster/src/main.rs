@@ -810,7 +810,15 @@ async fn token(storage: Storage, command: TokenCommand) -> anyhow::Result<()> {
                     "say whom the token is for: --partner ID, --new-partner NAME or --customer ID"
                 );
             };
-            let issued = db.issue_token(scope, &label, now).await?;
+            let issued = roster_app::security::create_token(
+                db,
+                &roster_app::security::By::cli(),
+                scope,
+                &label,
+                now,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             match scope {
                 Scope::Partner(p) => eprintln!(
                     "issued token {} for partner {p}; it is shown once:",
@@ -843,7 +851,23 @@ async fn token(storage: Storage, command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Revoke { token_id } => {
             let id = TokenId::parse(&token_id)?;
-            if db.revoke_token(id, now).await? {
+            let token = db
+                .list_tokens()
+                .await?
+                .into_iter()
+                .find(|t| t.token_id == id);
+            let revoked = match token {
+                Some(t) => roster_app::security::revoke_token(
+                    db,
+                    &roster_app::security::By::cli(),
+                    &t,
+                    now,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+                None => false,
+            };
+            if revoked {
                 eprintln!("revoked {id}");
             } else {
                 bail!("no active token {id}");

@@ -164,8 +164,12 @@ fn totp_aad(admin: AdminId) -> String {
     format!("admin-totp:{admin}")
 }
 
-fn oidc_aad(partner: PartnerId) -> String {
-    format!("partner-oidc:{partner}")
+/// The sealed client secret is bound to its partner, issuer and client id:
+/// changing the issuer or the client id cannot send the stored secret
+/// anywhere else, the secret must be typed again (D7's rule for directory
+/// secrets, applied to single sign-on).
+fn oidc_aad(partner: PartnerId, issuer: &str, client_id: &str) -> String {
+    format!("partner-oidc:{partner}\n{issuer}\n{client_id}")
 }
 
 fn scope_columns(scope: Scope) -> (Option<String>, Option<String>) {
@@ -636,7 +640,7 @@ impl Db {
     ) -> Result<(), StoreError> {
         let (issuer, client, nonce, sealed) = match oidc {
             Some((issuer, client, secret)) => {
-                let (n, c) = key.seal(secret, &oidc_aad(partner));
+                let (n, c) = key.seal(secret, &oidc_aad(partner, issuer, client));
                 (Some(issuer), Some(client), Some(n), Some(c))
             }
             None => (None, None, None, None),
@@ -661,24 +665,51 @@ impl Db {
         Ok(())
     }
 
-    /// A partner's OpenID Connect client secret, opened.
-    pub async fn partner_oidc_secret(
+    /// A partner's single sign-on: (issuer, client id, client secret
+    /// opened). The secret only opens for the issuer and client id it was
+    /// sealed with.
+    pub async fn partner_oidc(
         &self,
         key: &SecretKey,
         partner: PartnerId,
-    ) -> Result<Option<Secret>, StoreError> {
-        let row: Option<SealedRow> = with_db!(self, |p| {
+    ) -> Result<Option<(String, String, Secret)>, StoreError> {
+        type OidcRow = (
+            Option<String>,
+            Option<String>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+        );
+        let row: Option<OidcRow> = with_db!(self, |p| {
             sqlx::query_as(
-                "SELECT oidc_nonce, oidc_sealed FROM partner_signin WHERE partner_id = $1",
+                "SELECT oidc_issuer, oidc_client_id, oidc_nonce, oidc_sealed FROM partner_signin WHERE partner_id = $1",
             )
             .bind(partner.to_string())
             .fetch_optional(p)
             .await?
         });
         match row {
-            Some((Some(n), Some(c))) => Ok(Some(key.open(&n, &c, &oidc_aad(partner))?)),
+            Some((Some(issuer), Some(client), Some(n), Some(c))) => {
+                let secret = key.open(&n, &c, &oidc_aad(partner, &issuer, &client))?;
+                Ok(Some((issuer, client, secret)))
+            }
             _ => Ok(None),
         }
+    }
+
+    /// Claims a TOTP time step for an administrator: true when it is later
+    /// than every step accepted before (a code is good once, RFC 6238
+    /// section 5.2), false for a replay.
+    pub async fn claim_totp_step(&self, id: AdminId, step: i64) -> Result<bool, StoreError> {
+        let done = with_db!(self, |p| sqlx::query(
+            "UPDATE administrators SET totp_last_step = $2
+             WHERE admin_id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)"
+        )
+        .bind(id.to_string())
+        .bind(step)
+        .execute(p)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
     }
 
     /// Partners with single sign-on set up: (partner id, name, issuer).

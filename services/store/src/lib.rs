@@ -16,6 +16,7 @@ pub mod imports;
 pub mod log;
 pub mod read_state;
 pub mod secrets;
+pub mod security_log;
 pub mod sync_leases;
 pub mod tracecontext;
 

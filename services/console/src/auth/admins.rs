@@ -3,12 +3,15 @@
 //! administrators; a customer administrator its customer's). Invite one
 //! (the one-time link is shown to the inviting administrator: no mail
 //! server is needed), issue a reset link, disable one. A partner
-//! administrator also sets whether TOTP is required for the partner.
+//! administrator also sets whether TOTP is required for the partner, and
+//! its single sign-on (issuer, client id, client secret).
 
 use askama::Template;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Form;
+use roster_app::sso::SsoSettings;
 use roster_events::{AdminId, CustomerId};
 use roster_store::admins::{Admin, LinkKind};
 use roster_store::auth::Scope;
@@ -44,23 +47,20 @@ struct AdminsPage {
     is_partner: bool,
     require_totp: bool,
     link: Option<IssuedLink>,
+    sso: Option<SsoSettings>,
+    /// The callback URL to register at the provider.
+    sso_redirect_uri: String,
 }
 
 /// Whether `target` is within `admin`'s scope (T1).
 async fn in_scope(state: &ConsoleState, admin: &CurrentAdmin, target: &Admin) -> PageResult<bool> {
-    Ok(match (admin.scope, target.scope) {
-        (Scope::Partner(p), Scope::Partner(q)) => p == q,
-        (Scope::Partner(p), Scope::Customer(c)) => {
-            state.app.store.db().customer_partner(c).await? == Some(p)
-        }
-        (Scope::Customer(c), Scope::Customer(d)) => c == d,
-        (Scope::Customer(_), Scope::Partner(_)) => false,
-    })
+    Ok(state.admins.reaches(admin.scope, target.scope).await?)
 }
 
 async fn page(
     state: &ConsoleState,
     admin: &CurrentAdmin,
+    headers: &HeaderMap,
     link: Option<IssuedLink>,
     flash: Option<Flash>,
 ) -> PageResult<Response> {
@@ -87,9 +87,12 @@ async fn page(
             totp: a.totp_enabled,
         });
     }
-    let require_totp = match admin.scope {
-        Scope::Partner(p) => db.signin_policy(p).await?.require_totp,
-        Scope::Customer(_) => false,
+    let (require_totp, sso) = match admin.scope {
+        Scope::Partner(p) => (
+            db.signin_policy(p).await?.require_totp,
+            state.admins.sso_settings(p).await?,
+        ),
+        Scope::Customer(_) => (false, None),
     };
     let mut layout = Layout::new(admin, "Administrators", section::ADMINS);
     if let Some(f) = flash {
@@ -102,11 +105,17 @@ async fn page(
         is_partner: admin.is_partner(),
         require_totp,
         link,
+        sso,
+        sso_redirect_uri: crate::auth::sso::redirect_uri(state, headers),
     }))
 }
 
-pub async fn list(State(state): State<ConsoleState>, admin: CurrentAdmin) -> PageResult<Response> {
-    page(&state, &admin, None, None).await
+pub async fn list(
+    State(state): State<ConsoleState>,
+    admin: CurrentAdmin,
+    headers: HeaderMap,
+) -> PageResult<Response> {
+    page(&state, &admin, &headers, None, None).await
 }
 
 #[derive(Deserialize)]
@@ -121,19 +130,14 @@ pub struct InviteForm {
     customer: String,
 }
 
-fn link_url(state: &ConsoleState, host: Option<&str>, kind: LinkKind, secret: &str) -> String {
-    let base = state
-        .config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", host.unwrap_or("127.0.0.1:8080")));
-    format!("{}/{}/{secret}", base.trim_end_matches('/'), kind.as_str())
+fn link_url(state: &ConsoleState, headers: &HeaderMap, kind: LinkKind, secret: &str) -> String {
+    format!("{}/{}/{secret}", state.base_url(headers), kind.as_str())
 }
 
 pub async fn invite(
     State(state): State<ConsoleState>,
     admin: CurrentAdmin,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
     Form(f): Form<InviteForm>,
 ) -> PageResult<Response> {
     let scope = match f.customer.trim() {
@@ -146,22 +150,23 @@ pub async fn invite(
         }
     };
     let now = state.now();
+    let by = admin.by();
     let id = state
         .admins
-        .add(&f.email, &f.name, scope, None, now)
+        .add(&f.email, &f.name, scope, None, &by, now)
         .await?;
-    let secret = state.admins.issue_link(id, LinkKind::Invite, now).await?;
-    tracing::info!(admin_id = %id, by = %admin.admin_id, "an administrator invited an administrator");
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok());
+    let secret = state
+        .admins
+        .issue_link(id, LinkKind::Invite, &by, now)
+        .await?;
     let link = IssuedLink {
         what: format!("Invitation for {}", f.email.trim()),
-        url: link_url(&state, host, LinkKind::Invite, &secret),
+        url: link_url(&state, &headers, LinkKind::Invite, &secret),
     };
     page(
         &state,
         &admin,
+        &headers,
         Some(link),
         Some(Flash::success(
             "Administrator invited: send them the link below. It works once.",
@@ -189,7 +194,7 @@ async fn target(state: &ConsoleState, admin: &CurrentAdmin, raw: &str) -> PageRe
 pub async fn reset(
     State(state): State<ConsoleState>,
     admin: CurrentAdmin,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> PageResult<Response> {
     let a = target(&state, &admin, &id).await?;
@@ -200,11 +205,8 @@ pub async fn reset(
     };
     let secret = state
         .admins
-        .issue_link(a.admin_id, kind, state.now())
+        .issue_link(a.admin_id, kind, &admin.by(), state.now())
         .await?;
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok());
     let link = IssuedLink {
         what: format!(
             "{} link for {}",
@@ -215,11 +217,12 @@ pub async fn reset(
             },
             a.email
         ),
-        url: link_url(&state, host, kind, &secret),
+        url: link_url(&state, &headers, kind, &secret),
     };
     page(
         &state,
         &admin,
+        &headers,
         Some(link),
         Some(Flash::success(
             "Send them the link below. It works once; earlier links stop working.",
@@ -234,18 +237,7 @@ pub async fn disable(
     Path(id): Path<String>,
 ) -> PageResult<Response> {
     let a = target(&state, &admin, &id).await?;
-    if a.admin_id == admin.admin_id {
-        return Err(PageError::BadRequest(
-            "you cannot disable yourself; ask another administrator".into(),
-        ));
-    }
-    state
-        .app
-        .store
-        .db()
-        .disable_admin(a.admin_id, state.now())
-        .await?;
-    tracing::info!(admin_id = %a.admin_id, by = %admin.admin_id, "an administrator disabled an administrator");
+    state.admins.disable(&admin.by(), &a, state.now()).await?;
     Ok(redirect_with(
         "/administrators",
         Flash::success(format!(
@@ -274,10 +266,8 @@ pub async fn policy(
     };
     let require = f.require_totp.is_some();
     state
-        .app
-        .store
-        .db()
-        .set_require_totp(p, require, state.now())
+        .admins
+        .set_require_totp(&admin.by(), p, require, state.now())
         .await?;
     Ok(redirect_with(
         "/administrators",
@@ -288,4 +278,80 @@ pub async fn policy(
         }),
         state.config.secure(),
     ))
+}
+
+#[derive(Deserialize)]
+pub struct SsoForm {
+    #[serde(default)]
+    issuer: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    client_secret: String,
+    /// `save` or `remove`.
+    #[serde(default)]
+    action: String,
+}
+
+/// A partner's single sign-on: save (after the provider answered as the
+/// issuer) or remove.
+pub async fn sso(
+    State(state): State<ConsoleState>,
+    admin: CurrentAdmin,
+    headers: HeaderMap,
+    Form(f): Form<SsoForm>,
+) -> PageResult<Response> {
+    let Scope::Partner(p) = admin.scope else {
+        return Err(PageError::Forbidden(
+            "only a partner administrator sets up single sign-on".into(),
+        ));
+    };
+    let now = state.now();
+    let secure = state.config.secure();
+    if f.action == "remove" {
+        state.admins.remove_sso(&admin.by(), p, now).await?;
+        return Ok(redirect_with(
+            "/administrators",
+            Flash::success("Single sign-on is off: administrators sign in with their passwords."),
+            secure,
+        ));
+    }
+    let saved = state
+        .admins
+        .set_sso(
+            &admin.by(),
+            &state.http,
+            p,
+            &f.issuer,
+            &f.client_id,
+            &f.client_secret,
+            &crate::auth::sso::redirect_uri(&state, &headers),
+            now,
+        )
+        .await;
+    match saved {
+        Ok(s) => Ok(redirect_with(
+            "/administrators",
+            Flash::success(format!(
+                "Single sign-on through {} is on. The sign-in page now offers it.",
+                s.issuer
+            )),
+            secure,
+        )),
+        Err(roster_app::AppError::Invalid { message, .. }) => {
+            let mut res = page(
+                &state,
+                &admin,
+                &headers,
+                None,
+                Some(Flash::error(format!(
+                    "Single sign-on was not saved: {message}"
+                ))),
+            )
+            .await?;
+            *res.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            Ok(res)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

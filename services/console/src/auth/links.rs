@@ -81,6 +81,7 @@ async fn redeem(
     state: &ConsoleState,
     kind: LinkKind,
     token: &str,
+    addr: &str,
     f: PasswordForm,
 ) -> PageResult<Response> {
     if f.password != f.confirm {
@@ -98,7 +99,7 @@ async fn redeem(
     }
     match state
         .admins
-        .redeem_link(token, kind, &f.password, state.now())
+        .redeem_link(token, kind, &f.password, addr, state.now())
         .await
     {
         Ok(_) => Ok(crate::layout::redirect_with(
@@ -125,9 +126,15 @@ pub async fn invite_form(
 pub async fn invite_submit(
     State(state): State<ConsoleState>,
     Path(token): Path<String>,
+    ext: axum::http::Extensions,
+    headers: axum::http::HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> PageResult<Response> {
-    redeem(&state, LinkKind::Invite, &token, f).await
+    let client = crate::session::client(
+        &headers,
+        ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>(),
+    );
+    redeem(&state, LinkKind::Invite, &token, &client.addr, f).await
 }
 
 pub async fn reset_form(
@@ -140,7 +147,13 @@ pub async fn reset_form(
 pub async fn reset_submit(
     State(state): State<ConsoleState>,
     Path(token): Path<String>,
+    ext: axum::http::Extensions,
+    headers: axum::http::HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> PageResult<Response> {
-    redeem(&state, LinkKind::Reset, &token, f).await
+    let client = crate::session::client(
+        &headers,
+        ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>(),
+    );
+    redeem(&state, LinkKind::Reset, &token, &client.addr, f).await
 }

@@ -11,7 +11,9 @@ use crate::ConsoleState;
 pub mod admins;
 pub mod links;
 pub mod profile;
+pub mod security;
 pub mod signin;
+pub mod sso;
 pub mod tokens;
 
 pub fn routes() -> Router<ConsoleState> {
@@ -22,6 +24,9 @@ pub fn routes() -> Router<ConsoleState> {
             get(signin::totp_form).post(signin::totp_submit),
         )
         .route("/signout", post(signin::sign_out))
+        .route("/sso/{partner}/start", get(sso::start))
+        .route("/sso/callback", get(sso::callback))
+        .route("/security", get(security::list))
         .route("/profile", get(profile::show))
         .route("/profile/password", post(profile::change_password))
         .route("/profile/totp/start", post(profile::totp_start))
@@ -36,6 +41,7 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/tokens/{id}/revoke", post(tokens::revoke))
         .route("/administrators", get(admins::list).post(admins::invite))
         .route("/administrators/policy", post(admins::policy))
+        .route("/administrators/sso", post(admins::sso))
         .route("/administrators/{id}/reset", post(admins::reset))
         .route("/administrators/{id}/disable", post(admins::disable))
         .route(

@@ -79,13 +79,7 @@ async fn page(
     flashes: Vec<Flash>,
 ) -> PageResult<Response> {
     let now = state.now();
-    let stored = state
-        .app
-        .store
-        .db()
-        .admin(admin.admin_id)
-        .await?
-        .ok_or(PageError::NotFound)?;
+    let stored = admin.stored(state).await?;
     let sessions = state
         .admins
         .sessions(admin.admin_id, now)
@@ -152,16 +146,10 @@ pub async fn change_password(
             secure,
         ));
     }
-    let stored = state
-        .app
-        .store
-        .db()
-        .admin(admin.admin_id)
-        .await?
-        .ok_or(PageError::NotFound)?;
+    let stored = admin.stored(&state).await?;
     match state
         .admins
-        .change_password(&stored, &f.current, &f.password)
+        .change_password(&stored, &f.current, &f.password, &admin.by(), state.now())
         .await
     {
         Ok(()) => Ok(redirect_with(
@@ -222,9 +210,10 @@ pub async fn totp_enable(
             "the enrolment form is incomplete: start the set-up again".into(),
         ));
     }
+    let stored = admin.stored(&state).await?;
     match state
         .admins
-        .enable_totp(admin.admin_id, &secret, &f.code, state.now())
+        .enable_totp(&stored, &secret, &f.code, &admin.by(), state.now())
         .await
     {
         Ok(()) => Ok(redirect_with(
@@ -248,13 +237,7 @@ pub async fn totp_disable(
     State(state): State<ConsoleState>,
     admin: CurrentAdmin,
 ) -> PageResult<Response> {
-    let stored = state
-        .app
-        .store
-        .db()
-        .admin(admin.admin_id)
-        .await?
-        .ok_or(PageError::NotFound)?;
+    let stored = admin.stored(&state).await?;
     if state.admins.totp_required(&stored).await? {
         return Ok(redirect_with(
             "/profile",
@@ -264,7 +247,10 @@ pub async fn totp_disable(
             state.config.secure(),
         ));
     }
-    state.admins.disable_totp(admin.admin_id).await?;
+    state
+        .admins
+        .disable_totp(&stored, &admin.by(), state.now())
+        .await?;
     Ok(redirect_with(
         "/profile",
         Flash::success("Two-step verification is off."),
@@ -278,11 +264,10 @@ pub async fn end_session(
     admin: CurrentAdmin,
     Path(id): Path<String>,
 ) -> PageResult<Response> {
+    let stored = admin.stored(&state).await?;
     state
-        .app
-        .store
-        .db()
-        .revoke_admin_sessions(admin.admin_id, Some(&id), state.now())
+        .admins
+        .end_session(&stored, &id, &admin.by(), state.now())
         .await?;
     Ok(redirect_with(
         "/profile",
@@ -296,9 +281,10 @@ pub async fn sign_out_everywhere(
     State(state): State<ConsoleState>,
     admin: CurrentAdmin,
 ) -> PageResult<Response> {
+    let stored = admin.stored(&state).await?;
     let n = state
         .admins
-        .sign_out_everywhere(admin.admin_id, state.now())
+        .sign_out_everywhere(&stored, &admin.by(), state.now())
         .await?;
     let secure = state.config.secure();
     let mut res = redirect_with(

@@ -63,13 +63,11 @@ pub struct TotpForm {
 
 async fn sso_buttons(state: &ConsoleState) -> PageResult<Vec<SsoButton>> {
     Ok(state
-        .app
-        .store
-        .db()
+        .admins
         .sso_partners()
         .await?
         .into_iter()
-        .map(|(id, name, _)| SsoButton {
+        .map(|(id, name)| SsoButton {
             partner_id: id.to_string(),
             partner_name: name,
         })
@@ -80,7 +78,8 @@ fn next_of(next: Option<&str>) -> String {
     crate::auth::safe_next(next.unwrap_or("/"))
 }
 
-async fn page(
+/// The sign-in page with its messages.
+pub(crate) async fn page(
     state: &ConsoleState,
     email: String,
     next: String,
@@ -215,9 +214,14 @@ pub async fn totp_submit(
 pub async fn sign_out(
     State(state): State<ConsoleState>,
     ext: axum::http::Extensions,
+    headers: HeaderMap,
 ) -> PageResult<Response> {
     if let Some(secret) = session::session_secret(&ext) {
-        state.admins.sign_out(&secret, state.now()).await?;
+        let client = session::client(&headers, ext.get::<ConnectInfo<std::net::SocketAddr>>());
+        state
+            .admins
+            .sign_out(&secret, &client.addr, state.now())
+            .await?;
     }
     let secure = state.config.secure();
     let mut res =

@@ -1,14 +1,15 @@
 //! `/tokens`: API tokens for machines (issue 14). An administrator creates
-//! one with its own scope (shown once, only its SHA-256 is kept) and
-//! revokes tokens of its scope; a partner administrator also sees and
-//! revokes the tokens of its customers.
+//! one with its own scope, or a partner administrator with one of its
+//! customers' scope (shown once, only its SHA-256 is kept), and revokes
+//! tokens of its scope; a partner administrator also sees and revokes the
+//! tokens of its customers.
 
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Form;
 use roster_events::TokenId;
-use roster_store::auth::{Scope, TokenInfo};
+use roster_store::auth::Scope;
 use serde::Deserialize;
 
 use crate::error::{PageError, PageResult};
@@ -32,26 +33,14 @@ struct TokensPage {
     tokens: Vec<TokenRow>,
     /// A token just created: shown this once.
     new_secret: Option<String>,
-}
-
-/// Whether a token is within the administrator's scope (T1).
-async fn in_scope(state: &ConsoleState, admin: &CurrentAdmin, t: &TokenInfo) -> PageResult<bool> {
-    Ok(match (admin.scope, t.scope) {
-        (Scope::Partner(p), Scope::Partner(q)) => p == q,
-        (Scope::Partner(p), Scope::Customer(c)) => {
-            state.app.store.db().customer_partner(c).await? == Some(p)
-        }
-        (Scope::Customer(c), Scope::Customer(d)) => c == d,
-        (Scope::Customer(_), Scope::Partner(_)) => false,
-    })
+    /// A partner administrator's customers, for a token of one customer:
+    /// (id, name).
+    customers: Vec<(String, String)>,
 }
 
 async fn rows(state: &ConsoleState, admin: &CurrentAdmin) -> PageResult<Vec<TokenRow>> {
     let mut out = Vec::new();
-    for t in state.app.store.db().list_tokens().await? {
-        if !in_scope(state, admin, &t).await? {
-            continue;
-        }
+    for t in state.admins.tokens(admin.scope).await? {
         out.push(TokenRow {
             id: t.token_id.to_string(),
             label: t.label.clone(),
@@ -79,11 +68,20 @@ async fn page(
     if let Some(f) = flash {
         layout = layout.flash(f);
     }
+    let customers = match admin.scope {
+        Scope::Partner(p) => roster_projections::queries::customers_of_partner(&state.app.store, p)
+            .await?
+            .into_iter()
+            .map(|c| (c.customer_id.to_string(), c.name))
+            .collect(),
+        Scope::Customer(_) => Vec::new(),
+    };
     Ok(render(&TokensPage {
         layout,
         csrf: admin.csrf.clone(),
         tokens: rows(state, admin).await?,
         new_secret,
+        customers,
     }))
 }
 
@@ -95,6 +93,10 @@ pub async fn list(State(state): State<ConsoleState>, admin: CurrentAdmin) -> Pag
 pub struct CreateForm {
     #[serde(default)]
     label: String,
+    /// Empty: the administrator's own scope; else one of a partner
+    /// administrator's customers.
+    #[serde(default)]
+    customer: String,
 }
 
 pub async fn create(
@@ -102,19 +104,24 @@ pub async fn create(
     admin: CurrentAdmin,
     Form(f): Form<CreateForm>,
 ) -> PageResult<Response> {
+    let scope = match f.customer.trim() {
+        "" => admin.scope,
+        raw => Scope::Customer(admin.customer(&state, raw).await.map_err(|_| {
+            PageError::BadRequest("that customer is not one of your customers".into())
+        })?),
+    };
     let label = f.label.trim();
-    if label.is_empty() || label.chars().count() > 100 || label.chars().any(char::is_control) {
-        return Err(PageError::BadRequest(
-            "give the token a label of 1 to 100 characters that says which machine uses it".into(),
-        ));
-    }
-    let issued = state
-        .app
-        .store
-        .db()
-        .issue_token(admin.scope, label, state.now())
-        .await?;
-    tracing::info!(token_id = %issued.token_id, admin_id = %admin.admin_id, "an administrator created an API token");
+    let issued = match state
+        .admins
+        .create_token(&admin.by(), scope, label, state.now())
+        .await
+    {
+        Ok(issued) => issued,
+        Err(roster_app::AppError::Invalid { message, .. }) => {
+            return Err(PageError::BadRequest(message))
+        }
+        Err(e) => return Err(e.into()),
+    };
     // The secret is shown on this answer only (not a redirect: it must not
     // travel in a cookie or a URL).
     let mut res = page(
@@ -139,18 +146,11 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> PageResult<Response> {
     let id = TokenId::parse(&id).map_err(|_| PageError::NotFound)?;
-    let db = state.app.store.db();
-    let token = db
-        .list_tokens()
-        .await?
-        .into_iter()
-        .find(|t| t.token_id == id)
-        .ok_or(PageError::NotFound)?;
-    if !in_scope(&state, &admin, &token).await? {
-        return Err(PageError::NotFound);
-    }
-    db.revoke_token(id, state.now()).await?;
-    tracing::info!(token_id = %id, admin_id = %admin.admin_id, "an administrator revoked an API token");
+    let token = state.admins.token(admin.scope, id).await?;
+    state
+        .admins
+        .revoke_token(&admin.by(), &token, state.now())
+        .await?;
     Ok(redirect_with(
         "/tokens",
         Flash::success(format!("Token \"{}\" revoked.", token.label)),
