@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod bench;
 pub mod browser;
+pub mod console;
 pub mod e2e;
 pub mod ldap_tap;
 pub mod oidc;

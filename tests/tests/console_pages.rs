@@ -9,108 +9,12 @@
 //! Every page is screenshotted (ROSTER_SCREENSHOTS_DIR=docs/console for the
 //! docs) and checked with axe-core (no serious or critical violation).
 
-use std::io::Write;
-use std::process::Stdio;
-use std::time::Duration;
-
-use fantoccini::{Client, Locator};
+use fantoccini::Client;
 use roster_tests::browser::Browser;
-use roster_tests::process::{on_both, roster_binary, RosterProcess, TEST_SECRET_KEY};
-
-const PASSWORD: &str = "correct horse battery staple 14";
+use roster_tests::console::{add_admin, click, fill, page, sign_in, text, wait_for};
+use roster_tests::process::{on_both, RosterProcess};
 const XSS_NAME: &str = "<img src=x onerror=alert(1)>";
 const XSS_NOTES: &str = "<script>window.__xss = 1; alert(2)</script>";
-
-/// Adds an administrator with a password through `roster admin add`.
-/// `scope`: `--customer <id>`, or nothing for the only partner.
-fn add_admin(p: &RosterProcess, email: &str, scope: &[&str]) {
-    let mut cmd = std::process::Command::new(roster_binary());
-    cmd.args([
-        "admin",
-        "add",
-        "--email",
-        email,
-        "--name",
-        "Pat Admin",
-        "--password-stdin",
-    ])
-    .args(scope)
-    .env("ROSTER_SECRET_KEY", TEST_SECRET_KEY)
-    .env("ROSTER_DATA_DIR", &p.data_dir)
-    .env("ROSTER_LOG_FORMAT", "text")
-    .env_remove("DATABASE_URL")
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    if let Some(url) = &p.database_url {
-        cmd.env("DATABASE_URL", url);
-    }
-    let mut child = cmd.spawn().expect("roster admin add");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "roster admin add: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
-}
-
-async fn fill(c: &Client, css: &str, value: &str) {
-    let e = c
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"));
-    e.clear().await.unwrap();
-    e.send_keys(value).await.unwrap();
-}
-
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
-
-/// Waits until the page's main content holds `needle`.
-async fn wait_for(c: &Client, needle: &str) -> String {
-    for _ in 0..100 {
-        if let Ok(e) = c.find(Locator::Css("main")).await {
-            if let Ok(t) = e.text().await {
-                if t.contains(needle) {
-                    return t;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "the page never showed {needle:?}; it shows:\n{}",
-        text(c, "body").await
-    );
-}
-
-/// Screenshot and axe check of the current page.
-async fn page(b: &Browser, name: &str) {
-    b.screenshot(name).await.unwrap();
-    b.assert_accessible().await.unwrap();
-}
 
 /// No alert opened and no injected script ran (XSS).
 async fn no_script_ran(c: &Client) {
@@ -123,13 +27,6 @@ async fn no_script_ran(c: &Client) {
         .await
         .unwrap();
     assert_eq!(ran, serde_json::json!("undefined"), "injected script ran");
-}
-
-async fn sign_in(b: &Browser, base: &str, email: &str) {
-    b.goto(&format!("{base}/signin")).await.unwrap();
-    fill(&b.client, "#email", email).await;
-    fill(&b.client, "#password", PASSWORD).await;
-    click(&b.client, "form[action='/signin'] button[type=submit]").await;
 }
 
 fn customer_of(url: &str) -> String {

@@ -126,6 +126,8 @@ pub fn signed_in(state: &ConsoleState, secret: &str, next: &str) -> Response {
 fn throttled_message(retry_after: i64) -> Flash {
     let wait = if retry_after >= 120 {
         format!("{} minutes", (retry_after + 59) / 60)
+    } else if retry_after == 1 {
+        "1 second".to_string()
     } else {
         format!("{retry_after} seconds")
     };
