@@ -641,4 +641,199 @@ both_backends!(
     t1_administrators_need_an_existing_scope_and_a_new_email,
     t4_totp_and_sso_secrets_are_sealed_at_rest,
     t4_security_log_is_scoped_paged_and_append_only,
+    t4_single_sign_on_maps_the_email_to_an_existing_administrator_only,
 );
+
+fn query_of(url: &str, key: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// T4 (issue 14): single sign-on against the real OpenID provider. The
+/// provider's email maps to an administrator of the partner (or of one of
+/// its customers); a person without an account here, or an administrator
+/// of another partner, is refused and nobody is created; a callback is good
+/// once; the stored client secret follows only its issuer and client id.
+async fn t4_single_sign_on_maps_the_email_to_an_existing_administrator_only(s: TestStore) {
+    use roster_app::sso::SsoSignIn;
+    use roster_tests::oidc::{OidcAccount, OidcProvider};
+    let (admins, partner) = setup(&s).await;
+    let other = s
+        .store
+        .db()
+        .create_partner("other msp", s.clock.now())
+        .await
+        .unwrap();
+    add(&s, &admins, partner, "ivy@msp.example").await;
+    add(&s, &admins, other, "jon@other.example").await;
+    let redirect = "http://127.0.0.1:9/sso/callback".to_string();
+    let pw = "provider password";
+    let provider = OidcProvider::start(
+        std::slice::from_ref(&redirect),
+        &[
+            OidcAccount::new("ivy", "ivy@msp.example", pw),
+            OidcAccount::new("jon", "jon@other.example", pw),
+            OidcAccount::new("kim", "kim@msp.example", pw),
+        ],
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let by = By::cli();
+    let now = s.clock.now();
+    let c = client("192.0.2.30");
+    // Not set up: nothing starts.
+    assert_eq!(
+        admins
+            .sso_begin(&http, partner, &redirect, "/", now)
+            .await
+            .unwrap_err()
+            .code(),
+        "not_found"
+    );
+    // A wrong issuer is refused when saved, saying what to fix.
+    let wrong = admins
+        .set_sso(
+            &by,
+            &http,
+            partner,
+            &format!("{}/x", provider.issuer),
+            &provider.client_id,
+            &provider.client_secret,
+            &redirect,
+            now,
+        )
+        .await
+        .unwrap_err();
+    assert!(wrong.to_string().contains("issuer"), "{wrong}");
+    admins
+        .set_sso(
+            &by,
+            &http,
+            partner,
+            &provider.issuer,
+            &provider.client_id,
+            &provider.client_secret,
+            &redirect,
+            now,
+        )
+        .await
+        .unwrap();
+    // Saved again without the secret: kept, for the same issuer and client.
+    admins
+        .set_sso(
+            &by,
+            &http,
+            partner,
+            &provider.issuer,
+            &provider.client_id,
+            "",
+            &redirect,
+            now,
+        )
+        .await
+        .unwrap();
+    // Another client id without the secret: refused (the secret is bound).
+    let rebound = admins
+        .set_sso(
+            &by,
+            &http,
+            partner,
+            &provider.issuer,
+            "another-client",
+            "",
+            &redirect,
+            now,
+        )
+        .await
+        .unwrap_err();
+    assert!(rebound.to_string().contains("client secret"), "{rebound}");
+
+    let finish = |email: &'static str| {
+        let admins = admins.clone();
+        let http = http.clone();
+        let redirect = redirect.clone();
+        let provider = &provider;
+        let c = c.clone();
+        async move {
+            let (url, state) = admins
+                .sso_begin(&http, partner, &redirect, "/customers", now)
+                .await
+                .unwrap();
+            let back = provider.sign_in_http(&url, email, pw).await.unwrap();
+            assert!(back.starts_with(&redirect), "{back}");
+            assert_eq!(query_of(&back, "state").as_deref(), Some(state.as_str()));
+            let code = query_of(&back, "code").unwrap();
+            let first = admins
+                .sso_finish(&http, &code, &state, &redirect, &c, now)
+                .await
+                .unwrap();
+            let again = admins
+                .sso_finish(&http, &code, &state, &redirect, &c, now)
+                .await
+                .unwrap();
+            assert!(
+                matches!(again, SsoSignIn::Refused { .. }),
+                "a callback is good once"
+            );
+            first
+        }
+    };
+    let SsoSignIn::Done { secret, next, .. } = finish("ivy@msp.example").await else {
+        panic!("ivy is an administrator of the partner");
+    };
+    assert_eq!(next, "/customers");
+    let (session, admin) = admins.current(&secret, now).await.unwrap().unwrap();
+    assert_eq!(admin.email, "ivy@msp.example");
+    assert_eq!(session.method, "sso");
+    for stranger in ["kim@msp.example", "jon@other.example"] {
+        let SsoSignIn::Refused { message } = finish(stranger).await else {
+            panic!("{stranger} is not an administrator of this partner");
+        };
+        assert_eq!(message, roster_app::sso::SSO_NO_ADMIN);
+    }
+    assert!(s
+        .store
+        .db()
+        .admin_by_email("kim@msp.example")
+        .await
+        .unwrap()
+        .is_none());
+    let log = admins
+        .security_log(Some(Scope::Partner(partner)), None, 100)
+        .await
+        .unwrap();
+    let lines: Vec<String> = log
+        .events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e.kind,
+                e.email.clone().unwrap_or_default(),
+                e.detail
+            )
+        })
+        .collect();
+    for want in [
+        "AdminSignedIn ivy@msp.example sso",
+        "AdminSignInFailed kim@msp.example single sign-on: no administrator has this email",
+        "AdminSignInFailed jon@other.example single sign-on: the administrator belongs to another organisation",
+        "SingleSignOnConfigured ",
+    ] {
+        assert!(lines.iter().any(|l| l.starts_with(want)), "{want} in {lines:#?}");
+    }
+    // Removed: the button and the flow are gone, and the secret with them.
+    admins.remove_sso(&by, partner, now).await.unwrap();
+    assert!(admins.sso_partners().await.unwrap().is_empty());
+    assert!(s
+        .store
+        .db()
+        .partner_oidc(&s.key, partner)
+        .await
+        .unwrap()
+        .is_none());
+}

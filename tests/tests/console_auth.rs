@@ -236,6 +236,36 @@ async fn i14_invitation_sign_in_csrf_and_sign_out(db: Db) {
     let page404 = http.get(format!("{base}/nowhere")).send().await.unwrap();
     assert_eq!(page404.status(), StatusCode::NOT_FOUND);
     assert!(page404.text().await.unwrap().contains("Page not found"));
+    // Login CSRF (T4): a single sign-on callback without the browser's
+    // binding cookie signs nobody in, whatever its state and code.
+    let forged = http
+        .get(format!(
+            "{base}/sso/callback?code=stolen&state=someone-elses"
+        ))
+        .header(COOKIE, "roster_sso=another-state")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    assert!(session_cookie(&forged).is_none());
+    assert!(forged
+        .text()
+        .await
+        .unwrap()
+        .contains("started in another browser"));
+    let refused = http
+        .get(format!(
+            "{base}/sso/callback?error=access_denied&error_description=%3Cscript%3E"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let body = refused.text().await.unwrap();
+    assert!(
+        body.contains("access_denied: &#60;script&#62;") && !body.contains("<script>"),
+        "escaped: {body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
