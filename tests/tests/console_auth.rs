@@ -205,6 +205,56 @@ async fn i14_invitation_sign_in_csrf_and_sign_out(db: Db) {
         .await
         .unwrap();
     assert_eq!(api.status(), StatusCode::OK);
+    // A partner administrator gives a token one customer's scope (T1): it
+    // reaches that customer only.
+    let one = env.api.customer("One Co", 5, &["one.example"]).await;
+    let two = env.api.customer("Two Co", 5, &["two.example"]).await;
+    let r = post(
+        vec![
+            ("label", "one only".into()),
+            ("customer", one.clone()),
+            ("_csrf", csrf.clone()),
+        ],
+        Some(&base),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().await.unwrap();
+    let scoped = body
+        .split("id=\"new-token\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("the new token, shown once")
+        .to_string();
+    let get = |path: String| {
+        http.get(format!("{base}{path}"))
+            .bearer_auth(&scoped)
+            .send()
+    };
+    assert_eq!(
+        get(format!("/v1/customers/{one}")).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(format!("/v1/customers/{two}")).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let r = post(
+        vec![
+            ("label", "not mine".into()),
+            ("customer", roster_events::CustomerId::new().to_string()),
+            ("_csrf", csrf.clone()),
+        ],
+        Some(&base),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "a customer outside the scope"
+    );
 
     let out = http
         .post(format!("{base}/signout"))

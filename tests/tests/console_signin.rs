@@ -194,6 +194,14 @@ async fn t4_throttling_totp_and_single_sign_on_in_a_browser_on_both_backends() {
         single_sign_on(&b, &p).await;
         sign_in_log(&b, &p.base).await;
         b.close().await.unwrap();
+        // The operator's view, failed sign-ins included.
+        let log = p.run(&["admin", "log", "--limit", "500"]);
+        let log = String::from_utf8_lossy(&log.stdout);
+        assert!(
+            log.contains("AdminSignInFailed\tstranger@msp.example"),
+            "{log}"
+        );
+        assert!(log.contains("SingleSignOnConfigured"), "{log}");
         p.stop().await;
     })
     .await;

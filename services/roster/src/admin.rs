@@ -310,28 +310,33 @@ pub async fn run(
             );
             println!("{base}/reset/{secret}");
         }
-        AdminCommand::Log { partner, limit } => {
-            let scope = partner
-                .map(|p| PartnerId::parse(&p).map(Scope::Partner))
-                .transpose()?;
-            let page = admins
-                .security_log(scope, None, limit)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            for e in page.events {
-                let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    e.recorded_at.to_rfc3339(),
-                    e.kind,
-                    opt(e.email),
-                    opt(e.actor.map(|a| a.to_string())),
-                    e.client_addr,
-                    opt(e.partner_id.map(|p| p.to_string())),
-                    e.detail
-                );
-            }
-        }
+        AdminCommand::Log { partner, limit } => print_log(&admins, partner, limit).await?,
+    }
+    Ok(())
+}
+
+/// `roster admin log`: the security log as tab-separated lines (time,
+/// event, email, actor, client address, partner, detail).
+async fn print_log(admins: &Admins, partner: Option<String>, limit: i64) -> anyhow::Result<()> {
+    let scope = partner
+        .map(|p| PartnerId::parse(&p).map(Scope::Partner))
+        .transpose()?;
+    let page = admins
+        .security_log(scope, None, limit)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for e in page.events {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            e.recorded_at.to_rfc3339(),
+            e.kind,
+            opt(e.email),
+            opt(e.actor.map(|a| a.to_string())),
+            e.client_addr,
+            opt(e.partner_id.map(|p| p.to_string())),
+            e.detail
+        );
     }
     Ok(())
 }

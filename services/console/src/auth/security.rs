@@ -73,6 +73,16 @@ pub async fn list(
         .admins
         .security_log(Some(admin.scope), q.after.as_deref(), 100)
         .await?;
+    // Administrators who acted, by their email rather than their id.
+    let emails: std::collections::HashMap<_, _> = state
+        .app
+        .store
+        .db()
+        .list_admins()
+        .await?
+        .into_iter()
+        .map(|a| (a.admin_id, a.email))
+        .collect();
     let rows = page
         .events
         .into_iter()
@@ -84,6 +94,11 @@ pub async fn list(
                 Some(roster_events::Actor::Admin(id)) if Some(id) == e.admin_id => {
                     "themselves".into()
                 }
+                Some(roster_events::Actor::Admin(id)) => emails
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("admin:{id}")),
+                Some(roster_events::Actor::System(s)) if s == "cli" => "the command line".into(),
                 Some(a) => a.to_string(),
                 None => "not signed in".into(),
             },
