@@ -159,18 +159,31 @@ async fn t4_password_then_totp_signs_in_and_wrong_codes_do_not(s: TestStore) {
         .all(|e| e.email.as_deref() == Some("ann@msp.example") && e.partner_id == Some(partner)));
 }
 
-/// T4: the security log is append-only, scoped, paged, and keeps failed
-/// sign-ins for unknown emails out of every partner's view.
-async fn t4_security_log_is_scoped_paged_and_append_only(s: TestStore) {
-    let (admins, partner) = setup(&s).await;
+/// An administrator of `partner` and one of a second partner (answered).
+async fn with_other_partner(
+    s: &TestStore,
+    admins: &Admins,
+    partner: PartnerId,
+    mine: &str,
+    theirs: &str,
+) -> PartnerId {
     let other = s
         .store
         .db()
         .create_partner("other msp", s.clock.now())
         .await
         .unwrap();
-    add(&s, &admins, partner, "gil@msp.example").await;
-    add(&s, &admins, other, "hal@other.example").await;
+    add(s, admins, partner, mine).await;
+    add(s, admins, other, theirs).await;
+    other
+}
+
+/// T4: the security log is append-only, scoped, paged, and keeps failed
+/// sign-ins for unknown emails out of every partner's view.
+async fn t4_security_log_is_scoped_paged_and_append_only(s: TestStore) {
+    let (admins, partner) = setup(&s).await;
+    let other =
+        with_other_partner(&s, &admins, partner, "gil@msp.example", "hal@other.example").await;
     let c = client("192.0.2.20");
     for i in 0..5 {
         s.clock.advance(Duration::seconds(1));
@@ -661,14 +674,7 @@ async fn t4_single_sign_on_maps_the_email_to_an_existing_administrator_only(s: T
     use roster_app::sso::SsoSignIn;
     use roster_tests::oidc::{OidcAccount, OidcProvider};
     let (admins, partner) = setup(&s).await;
-    let other = s
-        .store
-        .db()
-        .create_partner("other msp", s.clock.now())
-        .await
-        .unwrap();
-    add(&s, &admins, partner, "ivy@msp.example").await;
-    add(&s, &admins, other, "jon@other.example").await;
+    with_other_partner(&s, &admins, partner, "ivy@msp.example", "jon@other.example").await;
     let redirect = "http://127.0.0.1:9/sso/callback".to_string();
     let pw = "provider password";
     let provider = OidcProvider::start(

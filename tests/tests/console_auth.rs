@@ -26,6 +26,15 @@ fn session_cookie(res: &reqwest::Response) -> Option<String> {
         .map(|v| v.split(';').next().unwrap().to_string())
 }
 
+/// The token a page shows once after creating it.
+fn new_token(html: &str) -> String {
+    html.split("id=\"new-token\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("the new token, shown once")
+        .to_string()
+}
+
 fn csrf_of(html: &str) -> String {
     let at = html
         .find("name=\"_csrf\" value=\"")
@@ -192,15 +201,11 @@ async fn i14_invitation_sign_in_csrf_and_sign_out(db: Db) {
     .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let body = r.text().await.unwrap();
-    let secret = body
-        .split("id=\"new-token\">")
-        .nth(1)
-        .and_then(|s| s.split('<').next())
-        .expect("the new token, shown once");
+    let secret = new_token(&body);
     // The token works on the API, with the administrator's scope.
     let api = http
         .get(format!("{base}/v1/customers"))
-        .bearer_auth(secret)
+        .bearer_auth(&secret)
         .send()
         .await
         .unwrap();
@@ -220,13 +225,7 @@ async fn i14_invitation_sign_in_csrf_and_sign_out(db: Db) {
     .await
     .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let body = r.text().await.unwrap();
-    let scoped = body
-        .split("id=\"new-token\">")
-        .nth(1)
-        .and_then(|s| s.split('<').next())
-        .expect("the new token, shown once")
-        .to_string();
+    let scoped = new_token(&r.text().await.unwrap());
     let get = |path: String| {
         http.get(format!("{base}{path}"))
             .bearer_auth(&scoped)
