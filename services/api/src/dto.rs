@@ -55,51 +55,23 @@ pub struct ProfileFields {
     pub notes: Option<String>,
 }
 
-impl From<Profile> for ProfileFields {
-    fn from(p: Profile) -> Self {
-        let Profile {
-            first_name,
-            last_name,
-            home_phone,
-            mobile,
-            company,
-            department,
-            notes,
-        } = p;
-        ProfileFields {
-            first_name,
-            last_name,
-            home_phone,
-            mobile,
-            company,
-            department,
-            notes,
+/// Both conversions between the event's profile and the body's, from one
+/// list of the fields (a field missing on either side does not compile).
+macro_rules! profile_conversions {
+    ($($field:ident),*) => {
+        impl From<Profile> for ProfileFields {
+            fn from(p: Profile) -> Self {
+                ProfileFields { $($field: p.$field),* }
+            }
         }
-    }
-}
-
-impl From<ProfileFields> for Profile {
-    fn from(p: ProfileFields) -> Self {
-        let ProfileFields {
-            first_name,
-            last_name,
-            home_phone,
-            mobile,
-            company,
-            department,
-            notes,
-        } = p;
-        Profile {
-            first_name,
-            last_name,
-            home_phone,
-            mobile,
-            company,
-            department,
-            notes,
+        impl From<ProfileFields> for Profile {
+            fn from(p: ProfileFields) -> Self {
+                Profile { $($field: p.$field),* }
+            }
         }
-    }
+    };
 }
+profile_conversions!(first_name, last_name, home_phone, mobile, company, department, notes);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
