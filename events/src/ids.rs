@@ -478,6 +478,33 @@ impl From<ImportId> for CorrelationId {
     }
 }
 
+/// A run's events carry its id as their correlation id (E2).
+impl From<RunId> for CorrelationId {
+    fn from(id: RunId) -> Self {
+        CorrelationId(id.0)
+    }
+}
+
+uuid_id!(
+    /// The id of an aggregate in the log, whatever its type: a [`UserId`]
+    /// (User), a [`CustomerId`] (Customer, Directory, DirectoryObjects), a
+    /// [`RunId`] (SyncReport) or an [`ImportId`] (Import). The audit trail
+    /// names the aggregate of every event with it.
+    AggregateId,
+    "aggregate"
+);
+
+macro_rules! aggregate_id_from {
+    ($($id:ident),*) => {$(
+        impl From<$id> for AggregateId {
+            fn from(id: $id) -> Self {
+                AggregateId(id.0)
+            }
+        }
+    )*};
+}
+aggregate_id_from!(UserId, CustomerId, RunId, ImportId);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use roster_events::{
-    CustomerEvent, DirectoryEvent, Exception, SyncReportEvent, UserEvent, UserReturned,
+    Actor, AggregateId, CorrelationId, CustomerEvent, CustomerId, DirectoryEvent, Exception,
+    SyncReportEvent, UserEvent, UserReturned,
 };
 use roster_store::Tx;
 
@@ -25,21 +26,23 @@ pub const AUDIT_ADDRESSES: &str = "audit_addresses_v2";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRow {
     pub position: i64,
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub recorded_at: i64,
     pub event_type: String,
     pub aggregate_type: String,
-    pub aggregate_id: String,
+    pub aggregate_id: AggregateId,
     pub address: Option<String>,
     pub subject: Option<String>,
-    pub actor: String,
-    pub correlation_id: String,
+    pub actor: Actor,
+    pub correlation_id: CorrelationId,
     /// Every address the event touches, lower case, without repeats.
     pub addresses: Vec<String>,
 }
 
 impl AuditRow {
-    pub fn of(d: &Decoded) -> AuditRow {
+    /// The row of an event; an aggregate id that is not one (every
+    /// aggregate the audit trail covers has a UUID) is an error that names it.
+    pub fn of(d: &Decoded) -> Result<AuditRow, ProjectionError> {
         let (address, subject) = match &d.event {
             AnyEvent::User(e) => (
                 Some(e.address().to_string()),
@@ -70,19 +73,22 @@ impl AuditRow {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        AuditRow {
+        let aggregate_id = AggregateId::parse(&d.aggregate_id).map_err(|e| {
+            ProjectionError::Invalid(format!("{} aggregate: {e}", d.aggregate_type))
+        })?;
+        Ok(AuditRow {
             addresses,
             position: d.position,
-            customer_id: d.meta.customer_id.to_string(),
+            customer_id: d.meta.customer_id,
             recorded_at: d.recorded_at,
             event_type: d.event_type.clone(),
             aggregate_type: d.aggregate_type.clone(),
-            aggregate_id: d.aggregate_id.clone(),
+            aggregate_id,
             address,
             subject,
-            actor: d.meta.actor.to_string(),
-            correlation_id: d.meta.correlation_id.to_string(),
-        }
+            actor: d.meta.actor.clone(),
+            correlation_id: d.meta.correlation_id,
+        })
     }
 }
 
@@ -213,7 +219,7 @@ impl Projection for AuditProjection {
             .iter()
             .filter(|d| !matches!(d.event, AnyEvent::Other))
             .map(|d| AuditRow::of(d))
-            .collect();
+            .collect::<Result<_, _>>()?;
         if rows.is_empty() {
             return Ok(());
         }
@@ -232,21 +238,21 @@ impl Projection for AuditProjection {
                      $9::text[], $10::text[])"
                 ))
                 .bind(col!(|r| r.position))
-                .bind(col!(|r| r.customer_id.clone()))
+                .bind(col!(|r| r.customer_id.to_string()))
                 .bind(col!(|r| r.recorded_at))
                 .bind(col!(|r| r.event_type.clone()))
                 .bind(col!(|r| r.aggregate_type.clone()))
-                .bind(col!(|r| r.aggregate_id.clone()))
+                .bind(col!(|r| r.aggregate_id.to_string()))
                 .bind(col!(|r| r.address.clone()))
                 .bind(col!(|r| r.subject.clone()))
-                .bind(col!(|r| r.actor.clone()))
-                .bind(col!(|r| r.correlation_id.clone()))
+                .bind(col!(|r| r.actor.to_string()))
+                .bind(col!(|r| r.correlation_id.to_string()))
                 .execute(&mut **t)
                 .await?;
                 let (mut cs, mut addrs, mut ps) = (Vec::new(), Vec::new(), Vec::new());
                 for r in &rows {
                     for a in &r.addresses {
-                        cs.push(r.customer_id.clone());
+                        cs.push(r.customer_id.to_string());
                         addrs.push(a.clone());
                         ps.push(r.position);
                     }
@@ -271,22 +277,23 @@ impl Projection for AuditProjection {
                     "INSERT INTO {p}{AUDIT_ADDRESSES} (customer_id, address, position) VALUES ($1, $2, $3)"
                 );
                 for r in &rows {
+                    let customer = r.customer_id.to_string();
                     sqlx::query(&sql)
                         .bind(r.position)
-                        .bind(&r.customer_id)
+                        .bind(&customer)
                         .bind(r.recorded_at)
                         .bind(&r.event_type)
                         .bind(&r.aggregate_type)
-                        .bind(&r.aggregate_id)
+                        .bind(r.aggregate_id.to_string())
                         .bind(&r.address)
                         .bind(&r.subject)
-                        .bind(&r.actor)
-                        .bind(&r.correlation_id)
+                        .bind(r.actor.to_string())
+                        .bind(r.correlation_id.to_string())
                         .execute(&mut **t)
                         .await?;
                     for a in &r.addresses {
                         sqlx::query(&addr_sql)
-                            .bind(&r.customer_id)
+                            .bind(&customer)
                             .bind(a)
                             .bind(r.position)
                             .execute(&mut **t)

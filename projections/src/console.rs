@@ -3,11 +3,12 @@
 //! dashboard. Each answers in a handful of indexed queries whatever the
 //! number of users, so a page stays fast at 100,000 users.
 
-use roster_events::{CustomerId, DirectoryKind, PartnerId, PollInterval};
+use std::collections::HashSet;
+
+use roster_events::{CorrelationId, CustomerId, DirectoryKind, PartnerId, PollInterval};
 use roster_store::{with_db, Store};
 use serde::Serialize;
 
-use crate::audit::AUDIT;
 use crate::customers::CUSTOMERS;
 use crate::directory::{run_row, RunRow, RunStatus, RunTuple, RUNS, RUN_COLUMNS, STATE};
 use crate::queries::{self, AuditEntry, AuditFilter, Licence};
@@ -228,30 +229,31 @@ pub async fn held_runs(
 }
 
 /// Which of these correlation ids are imports of this customer: their
-/// events link to the import's page in a user's history (E2).
+/// events link to the import's page in a user's history (E2). Imports are
+/// found among the reviews (`imports`): the Import aggregate's own events
+/// are not in the audit trail.
 pub async fn imports_among(
     store: &Store,
     customer: CustomerId,
-    ids: &[String],
-) -> Result<std::collections::HashSet<String>, ProjectionError> {
-    let mut out = std::collections::HashSet::new();
+    ids: &[CorrelationId],
+) -> Result<HashSet<CorrelationId>, ProjectionError> {
+    let mut out = HashSet::new();
     for chunk in ids.chunks(200) {
-        let marks: Vec<String> = (3..chunk.len() + 3).map(|i| format!("${i}")).collect();
+        let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT DISTINCT aggregate_id FROM {AUDIT} WHERE customer_id = $1 AND aggregate_type = $2
-             AND aggregate_id IN ({})",
+            "SELECT import_id FROM imports WHERE customer_id = $1 AND import_id IN ({})",
             marks.join(",")
         );
         let found: Vec<String> = with_db!(store.db(), |p| {
-            let mut q = sqlx::query_scalar(&sql)
-                .bind(customer.to_string())
-                .bind(roster_events::IMPORT_AGGREGATE);
+            let mut q = sqlx::query_scalar(&sql).bind(customer.to_string());
             for id in chunk {
-                q = q.bind(id);
+                q = q.bind(id.to_string());
             }
             q.fetch_all(p).await?
         });
-        out.extend(found);
+        for id in found {
+            out.insert(typed("import_id", id, |s| CorrelationId::parse(s).ok())?);
+        }
     }
     Ok(out)
 }

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use roster_events::{CustomerId, Kind, PartnerId, Source, Status, UserId};
+use roster_events::{
+    Actor, AggregateId, CorrelationId, CustomerId, Kind, PartnerId, Source, Status, UserId,
+};
 use roster_store::{with_db, Store, StoredEvent};
 use serde::Serialize;
 
@@ -372,19 +374,21 @@ pub async fn licence(store: &Store, customer: CustomerId) -> Result<Licence, Pro
     Ok(l)
 }
 
-/// One audit entry with the event's payload.
+/// One audit entry with the event's payload; ids and the actor decoded
+/// once, here.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry {
     pub position: i64,
     pub recorded_at: i64,
     pub event_type: String,
     pub event_version: String,
+    /// `User`, `Customer`, `Directory`, `DirectoryObjects` or `SyncReport`.
     pub aggregate_type: String,
-    pub aggregate_id: String,
+    pub aggregate_id: AggregateId,
     pub address: Option<String>,
     pub subject: Option<String>,
-    pub actor: String,
-    pub correlation_id: String,
+    pub actor: Actor,
+    pub correlation_id: CorrelationId,
     pub payload: serde_json::Value,
 }
 
@@ -392,15 +396,13 @@ pub struct AuditEntry {
 pub struct AuditFilter {
     /// Events about this address, as primary or as the alias or domain concerned.
     pub address: Option<String>,
-    pub actor: Option<String>,
+    pub actor: Option<Actor>,
     pub event_type: Option<String>,
     /// Inclusive bounds, microseconds.
     pub from: Option<i64>,
     pub to: Option<i64>,
-    /// Only events of these aggregates.
-    pub aggregate_ids: Option<Vec<String>>,
     /// Only events of one request, sync run or import.
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<CorrelationId>,
     /// Only events of this aggregate type (`User`, `Customer`, `Directory`).
     pub aggregate_type: Option<String>,
 }
@@ -417,6 +419,7 @@ type AuditTuple = (
     String,
 );
 
+/// Audit rows decoded, with their events' payloads.
 async fn with_payloads(
     store: &Store,
     rows: Vec<AuditTuple>,
@@ -428,39 +431,40 @@ async fn with_payloads(
         .into_iter()
         .map(|e| (e.position, e))
         .collect();
+    let entry = |(
+        position,
+        recorded_at,
+        event_type,
+        aggregate_type,
+        aggregate_id,
+        address,
+        subject,
+        actor,
+        correlation_id,
+    ): AuditTuple| {
+        let stored = events.get(&position);
+        Ok(AuditEntry {
+            position,
+            recorded_at,
+            event_type,
+            event_version: stored.map(|e| e.event_version.clone()).unwrap_or_default(),
+            aggregate_type,
+            aggregate_id: typed("aggregate_id", aggregate_id, |s| AggregateId::parse(s).ok())?,
+            address,
+            subject,
+            actor: typed("actor", actor, |s| s.parse().ok())?,
+            correlation_id: typed("correlation_id", correlation_id, |s| {
+                CorrelationId::parse(s).ok()
+            })?,
+            payload: stored
+                .map(|e| e.payload.clone())
+                .unwrap_or(serde_json::Value::Null),
+        })
+    };
     Ok(rows
         .into_iter()
-        .map(
-            |(
-                position,
-                recorded_at,
-                event_type,
-                aggregate_type,
-                aggregate_id,
-                address,
-                subject,
-                actor,
-                correlation_id,
-            )| {
-                let stored = events.get(&position);
-                AuditEntry {
-                    position,
-                    recorded_at,
-                    event_type,
-                    event_version: stored.map(|e| e.event_version.clone()).unwrap_or_default(),
-                    aggregate_type,
-                    aggregate_id,
-                    address,
-                    subject,
-                    actor,
-                    correlation_id,
-                    payload: stored
-                        .map(|e| e.payload.clone())
-                        .unwrap_or(serde_json::Value::Null),
-                }
-            },
-        )
-        .collect())
+        .map(entry)
+        .collect::<Result<_, sqlx::Error>>()?)
 }
 
 /// The audit trail of a customer, newest first, paged by position (E4).
@@ -488,7 +492,7 @@ pub async fn audit(
         ));
     }
     if let Some(a) = &filter.actor {
-        let p = q.s(a.clone());
+        let p = q.s(a.to_string());
         q.push(&format!(" AND actor = {p}"));
     }
     if let Some(t) = &filter.event_type {
@@ -496,7 +500,7 @@ pub async fn audit(
         q.push(&format!(" AND event_type = {p}"));
     }
     if let Some(c) = &filter.correlation_id {
-        let p = q.s(c.clone());
+        let p = q.s(c.to_string());
         q.push(&format!(" AND correlation_id = {p}"));
     }
     if let Some(t) = &filter.aggregate_type {
@@ -510,16 +514,6 @@ pub async fn audit(
     if let Some(t) = filter.to {
         let p = q.i(t);
         q.push(&format!(" AND recorded_at <= {p}"));
-    }
-    if let Some(ids) = &filter.aggregate_ids {
-        if ids.is_empty() {
-            return Ok(Page {
-                items: vec![],
-                next_page: None,
-            });
-        }
-        let marks: Vec<String> = ids.iter().map(|id| q.s(id.clone())).collect();
-        q.push(&format!(" AND aggregate_id IN ({})", marks.join(",")));
     }
     if let Some(token) = page {
         let [position] = Cursor::read(token)?;

@@ -283,9 +283,61 @@ async fn i14_dashboard_shows_licence_directory_held_runs_and_conflicts(s: TestSt
     );
 }
 
+/// E2: a user's history links the changes an import made to the import's
+/// page: of the correlation ids of the user's events, the import's is
+/// found (before, the console looked for Import events in the audit trail,
+/// which never holds them, and linked none); a request's is not, nor is
+/// another customer's import.
+async fn e2_history_finds_the_import_that_changed_a_user(s: TestStore) {
+    use roster_app::imports::{self, ImportSettings, InputKind, ReviewInput};
+    let c = s.customer(10, &["imp.example"]).await;
+    let other = s.customer(10, &["other-imp.example"]).await;
+    add(&s, c, new("ann@imp.example", Kind::User, &[])).await;
+    let by = Actor::System("test".into());
+    let mut ids = Vec::new();
+    for (customer, csv) in [
+        (c, "email,department\r\nann@imp.example,Sales\r\n"),
+        (other, "email\r\nbob@other-imp.example\r\n"),
+    ] {
+        let id = imports::review(
+            &s.app(),
+            &by,
+            customer,
+            ReviewInput {
+                bytes: csv.as_bytes().to_vec().into(),
+                kind: InputKind::Body,
+                file_name: None,
+                options: roster_csv::ImportOptions::default(),
+            },
+            &ImportSettings::default(),
+        )
+        .await
+        .expect("review");
+        imports::commit(&s.app(), &by, customer, id, &ImportSettings::default())
+            .await
+            .expect("commit");
+        ids.push(id);
+    }
+    s.project().await;
+    let history = queries::history(&s.store, c, "ann@imp.example")
+        .await
+        .unwrap();
+    let mut correlations: Vec<CorrelationId> = history.iter().map(|e| e.correlation_id).collect();
+    assert!(correlations.contains(&ids[0].into()), "{history:?}");
+    correlations.push(ids[1].into());
+    let found = console::imports_among(&s.store, c, &correlations)
+        .await
+        .unwrap();
+    assert_eq!(
+        found.into_iter().collect::<Vec<_>>(),
+        vec![CorrelationId::from(ids[0])]
+    );
+}
+
 both_backends!(
     i14_users_list_filters_by_kind_with_aliases_grouped,
     t3_customer_list_counts_seats_of_users_only_and_searches,
     d3n_domain_removal_preview_names_what_the_removal_does,
     i14_dashboard_shows_licence_directory_held_runs_and_conflicts,
+    e2_history_finds_the_import_that_changed_a_user,
 );

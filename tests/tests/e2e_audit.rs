@@ -211,6 +211,9 @@ async fn e4_audit_filters_by_address_actor_type_and_time_with_paging() {
             "from=yesterday",
             "page_size=0",
             "address=not%20an%20address",
+            "actor=nobody",
+            "actor=token%3Anot-a-uuid",
+            "actor=system%3A",
         ] {
             let (s, v) = admin.get(&format!("{audit}?{bad}")).await;
             assert_eq!(
@@ -218,6 +221,13 @@ async fn e4_audit_filters_by_address_actor_type_and_time_with_paging() {
                 (StatusCode::BAD_REQUEST, Some("invalid_request")),
                 "{bad}: {v}"
             );
+            // E2: an actor that is none of the recorded forms is named as such.
+            if bad.starts_with("actor=") {
+                let message = v["message"].as_str().unwrap();
+                for form in ["token:<id>", "admin:<id>", "sync:<run>", "system:<name>"] {
+                    assert!(message.contains(form), "{bad}: {message}");
+                }
+            }
         }
         p.stop().await;
     })

@@ -384,7 +384,7 @@ async fn e4_audit_filters_and_history_spans_deletion_and_return(s: TestStore) {
         &s.store,
         c,
         &AuditFilter {
-            actor: Some("system:test".into()),
+            actor: Some("system:test".parse().unwrap()),
             ..Default::default()
         },
         None,
@@ -398,7 +398,11 @@ async fn e4_audit_filters_and_history_spans_deletion_and_return(s: TestStore) {
         &s.store,
         c,
         &AuditFilter {
-            actor: Some("token:00000000-0000-0000-0000-000000000000".into()),
+            actor: Some(
+                "token:00000000-0000-0000-0000-000000000000"
+                    .parse()
+                    .unwrap(),
+            ),
             ..Default::default()
         },
         None,

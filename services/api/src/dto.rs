@@ -1,8 +1,11 @@
 //! Request and response bodies, as documented in the OpenAPI document.
 
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
 use roster_events::{
-    CustomerId, FlagReason, Kind, PartnerId, RuleId, RuleKind, Source, Status, UserId,
+    Actor, AggregateId, CorrelationId, CustomerId, FlagReason, Kind, PartnerId, Profile, RuleId,
+    RuleKind, Source, Status, UserId,
 };
 use roster_projections::queries::{AuditEntry, CustomerRow, Licence};
 use roster_projections::users::UserRow;
@@ -10,10 +13,65 @@ use roster_store::from_micros;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-/// `null` clears a field; a missing field leaves it unchanged.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Ok(Some(Option::deserialize(d)?))
+/// What `#[serde(deny_unknown_fields)]` does, for a body with a flattened
+/// part (serde does not allow the two together): declared after the
+/// flattened fields and flattened too, it receives every field no other
+/// took and refuses the body if there is one. Not in the OpenAPI document.
+#[derive(Debug, Default)]
+pub struct NoOtherFields;
+
+impl<'de> Deserialize<'de> for NoOtherFields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let others = BTreeMap::<String, serde::de::IgnoredAny>::deserialize(d)?;
+        match others.into_keys().next() {
+            None => Ok(NoOtherFields),
+            Some(name) => Err(serde::de::Error::custom(format!(
+                "unknown field `{name}` (see /openapi.json)"
+            ))),
+        }
+    }
 }
+
+/// A flattened part of a body, read so that an error names its field as
+/// for the body's other fields (serde reads a flattened part from a buffer,
+/// where the body's reader no longer sees the path).
+fn named<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    serde_path_to_error::deserialize(d).map_err(|e| {
+        let path = e.path().to_string();
+        serde::de::Error::custom(format!("{path}: {}", e.into_inner()))
+    })
+}
+
+/// The profile of a user (U2) as a body sets it and an answer shows it:
+/// each field a text, or null when not set.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct ProfileFields {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub home_phone: Option<String>,
+    pub mobile: Option<String>,
+    pub company: Option<String>,
+    pub department: Option<String>,
+    pub notes: Option<String>,
+}
+
+/// Both conversions between the event's profile and the body's, from one
+/// list of the fields (a field missing on either side does not compile).
+macro_rules! profile_conversions {
+    ($($field:ident),*) => {
+        impl From<Profile> for ProfileFields {
+            fn from(p: Profile) -> Self {
+                ProfileFields { $($field: p.$field),* }
+            }
+        }
+        impl From<ProfileFields> for Profile {
+            fn from(p: ProfileFields) -> Self {
+                Profile { $($field: p.$field),* }
+            }
+        }
+    };
+}
+profile_conversions!(first_name, last_name, home_phone, mobile, company, department, notes);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -136,68 +194,34 @@ pub struct DomainRemoval {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// Primary address, in a managed domain (M1).
     pub address: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub home_phone: Option<String>,
-    pub mobile: Option<String>,
-    pub company: Option<String>,
-    pub department: Option<String>,
-    pub notes: Option<String>,
+    #[serde(flatten, deserialize_with = "named")]
+    pub profile: ProfileFields,
     /// Secondary addresses, in managed domains.
     #[serde(default)]
     pub aliases: Vec<String>,
     /// `user` (default), `distribution_list` or `public_folder`.
     pub kind: Option<String>,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub no_other_fields: NoOtherFields,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct UpdateUser {
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
-    pub first_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
-    pub last_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
-    pub home_phone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
-    pub mobile: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
-    pub company: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
-    pub department: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
-    pub notes: Option<Option<String>>,
+    /// The profile fields to change: `null` clears one, a field left out
+    /// stays as it is (the patch a CSV row applies too).
+    #[serde(flatten, deserialize_with = "named")]
+    pub profile: roster_csv::ProfilePatch,
     /// The complete new set of aliases; omitted: unchanged.
     pub aliases: Option<Vec<String>>,
     /// `active` or `deactivated`.
     pub status: Option<String>,
-}
-
-impl UpdateUser {
-    /// The profile fields as the patch the application applies (the same
-    /// type as a CSV row's).
-    pub fn profile(&self) -> roster_csv::ProfilePatch {
-        roster_csv::ProfilePatch {
-            first_name: self.first_name.clone(),
-            last_name: self.last_name.clone(),
-            home_phone: self.home_phone.clone(),
-            mobile: self.mobile.clone(),
-            company: self.company.clone(),
-            department: self.department.clone(),
-            notes: self.notes.clone(),
-        }
-    }
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub no_other_fields: NoOtherFields,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -238,13 +262,8 @@ pub struct UserView {
     /// `active`, `pending_deletion`, `deactivated` or `deleted`.
     #[schema(value_type = String)]
     pub status: Status,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub home_phone: Option<String>,
-    pub mobile: Option<String>,
-    pub company: Option<String>,
-    pub department: Option<String>,
-    pub notes: Option<String>,
+    #[serde(flatten)]
+    pub profile: ProfileFields,
     /// Secondary addresses, grouped under the primary (U3).
     pub aliases: Vec<String>,
     /// For a distribution list: its members' primary addresses (D3.c);
@@ -276,13 +295,7 @@ impl From<UserRow> for UserView {
             source_label: source_label(r.source).to_string(),
             source: r.source,
             status: r.status,
-            first_name: r.profile.first_name,
-            last_name: r.profile.last_name,
-            home_phone: r.profile.home_phone,
-            mobile: r.profile.mobile,
-            company: r.profile.company,
-            department: r.profile.department,
-            notes: r.profile.notes,
+            profile: r.profile.into(),
             aliases: r
                 .aliases
                 .iter()
@@ -381,14 +394,18 @@ pub struct AuditView {
     pub event_type: String,
     pub event_version: String,
     pub aggregate_type: String,
-    pub aggregate_id: String,
+    #[schema(value_type = String)]
+    pub aggregate_id: AggregateId,
     /// The user's primary address when the event happened.
     pub address: Option<String>,
     /// The alias or domain the event is about, if any.
     pub subject: Option<String>,
-    /// `token:<id>`, `sync:<run>` or `system:<name>` (E2).
-    pub actor: String,
-    pub correlation_id: String,
+    /// `token:<id>`, `admin:<id>`, `sync:<run>` or `system:<name>` (E2).
+    #[schema(value_type = String)]
+    pub actor: Actor,
+    /// The request, sync run or import that made the change (E2).
+    #[schema(value_type = String)]
+    pub correlation_id: CorrelationId,
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
 }
@@ -435,7 +452,7 @@ pub struct History {
 pub struct AuditQuery {
     /// Events about this address (primary, alias or domain).
     pub address: Option<String>,
-    /// `token:<id>`, `sync:<run>` or `system:<name>`.
+    /// `token:<id>`, `admin:<id>`, `sync:<run>` or `system:<name>`.
     pub actor: Option<String>,
     /// An event type, such as UserAdded.
     #[serde(rename = "type")]
@@ -484,5 +501,88 @@ impl From<roster_projections::ProjectionLag> for ProjectionReadiness {
             behind_seconds: l.behind_seconds,
             ready: l.ready,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::inputs::from_value;
+
+    /// M1, issue 13: the user bodies flatten their profile fields and still
+    /// refuse a field they do not take, naming it.
+    #[test]
+    fn m1_user_bodies_refuse_unknown_fields_beside_the_flattened_profile() {
+        for body in [
+            json!({"address": "a@acme.example", "bogus": 1}),
+            json!({"address": "a@acme.example", "first_name": "A", "bogus": null}),
+        ] {
+            let e = from_value::<CreateUser>(body.clone()).unwrap_err();
+            assert_eq!(e.code, "invalid_request");
+            assert!(
+                e.message.contains("unknown field `bogus`"),
+                "{body}: {}",
+                e.message
+            );
+        }
+        let e = from_value::<UpdateUser>(json!({"notes": "x", "nickname": "y"})).unwrap_err();
+        assert!(
+            e.message.contains("unknown field `nickname`"),
+            "{}",
+            e.message
+        );
+        // A wrong type is named by its field, as for the fields not flattened.
+        let e = from_value::<CreateUser>(json!({"address": "a@acme.example", "mobile": 5}))
+            .unwrap_err();
+        assert!(e.message.contains("mobile: invalid type"), "{}", e.message);
+        let e = from_value::<UpdateUser>(json!({"notes": ["x"]})).unwrap_err();
+        assert!(e.message.contains("notes: invalid type"), "{}", e.message);
+        let e = from_value::<CreateUser>(json!({"first_name": "A"})).unwrap_err();
+        assert!(
+            e.message.contains("missing field `address`"),
+            "{}",
+            e.message
+        );
+    }
+
+    /// M1: a created user's profile fields, and a PATCH's: `null` clears a
+    /// field, a field left out stays as it is.
+    #[test]
+    fn m1_profile_fields_are_read_from_the_flattened_bodies() {
+        let c: CreateUser = from_value(json!({
+            "address": "a@acme.example", "first_name": "Ann", "notes": "n", "aliases": ["b@acme.example"]
+        }))
+        .unwrap();
+        let p: Profile = c.profile.into();
+        assert_eq!(
+            (p.first_name.as_deref(), p.notes.as_deref(), p.mobile),
+            (Some("Ann"), Some("n"), None)
+        );
+        assert_eq!(c.aliases, ["b@acme.example"]);
+        let u: UpdateUser =
+            from_value(json!({"first_name": null, "department": "Sales", "status": "active"}))
+                .unwrap();
+        assert_eq!(u.profile.first_name, Some(None));
+        assert_eq!(u.profile.department, Some(Some("Sales".into())));
+        assert_eq!(u.profile.last_name, None);
+        assert_eq!(u.status.as_deref(), Some("active"));
+    }
+
+    /// U2: an answer shows every profile field, `null` where not set, as
+    /// before the fields were flattened.
+    #[test]
+    fn u2_a_user_view_shows_every_profile_field() {
+        let v = serde_json::to_value(ProfileFields::from(Profile {
+            company: Some("Acme".into()),
+            ..Profile::default()
+        }))
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"first_name": null, "last_name": null, "home_phone": null, "mobile": null,
+                   "company": "Acme", "department": null, "notes": null})
+        );
     }
 }

@@ -288,6 +288,66 @@ mod tests {
         }
     }
 
+    /// The properties a component schema documents, through `allOf` and
+    /// `$ref` (a flattened struct is an `allOf` item).
+    fn properties(json: &serde_json::Value, schema: &serde_json::Value) -> BTreeSet<String> {
+        let schema = match schema["$ref"].as_str() {
+            Some(r) => {
+                let name = r.trim_start_matches("#/components/schemas/");
+                &json["components"]["schemas"][name]
+            }
+            None => schema,
+        };
+        let mut out: BTreeSet<String> = schema["properties"]
+            .as_object()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        for item in schema["allOf"].as_array().into_iter().flatten() {
+            out.extend(properties(json, item));
+        }
+        out
+    }
+
+    /// U2, issue 13: the seven profile fields, written once per shape and
+    /// flattened into the user bodies, are still documented as properties
+    /// of each; the no-other-fields guard is not.
+    #[test]
+    fn u2_user_bodies_document_every_profile_field() {
+        let json = serde_json::to_value(document()).unwrap();
+        let profile = [
+            "first_name",
+            "last_name",
+            "home_phone",
+            "mobile",
+            "company",
+            "department",
+            "notes",
+        ];
+        for (name, others) in [
+            ("CreateUser", &["address", "aliases", "kind"][..]),
+            ("UpdateUser", &["aliases", "status"][..]),
+            (
+                "UserView",
+                &["id", "address", "status", "aliases", "rules"][..],
+            ),
+        ] {
+            let schema = &json["components"]["schemas"][name];
+            let props = properties(&json, schema);
+            for field in profile.iter().chain(others) {
+                assert!(props.contains(*field), "{name} lacks {field}: {schema}");
+            }
+            assert!(!props.contains("no_other_fields"), "{name}: {schema}");
+        }
+        let create = &json["components"]["schemas"]["CreateUser"];
+        let required: Vec<&serde_json::Value> = create["allOf"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["required"].as_array().into_iter().flatten())
+            .collect();
+        assert_eq!(required, [&serde_json::json!("address")], "{create}");
+    }
+
     /// The directory settings schema requires only what the server requires.
     #[test]
     fn directory_settings_require_only_the_kind() {

@@ -13,55 +13,69 @@ use crate::columns::Column;
 ///
 /// In JSON, an absent field is left out and a cleared one is `null`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        description = "Profile fields (U2) to change: `null` clears one; one left out stays as it is."
+    )
+)]
 pub struct ProfilePatch {
-    /// See the type's documentation.
+    /// Left out (no such column): unchanged; `null` (an empty cell): cleared.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub first_name: Option<Option<String>>,
-    /// See the type's documentation.
+    /// Left out (no such column): unchanged; `null` (an empty cell): cleared.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub last_name: Option<Option<String>>,
-    /// See the type's documentation.
+    /// Left out (no such column): unchanged; `null` (an empty cell): cleared.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub home_phone: Option<Option<String>>,
-    /// See the type's documentation.
+    /// Left out (no such column): unchanged; `null` (an empty cell): cleared.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub mobile: Option<Option<String>>,
-    /// See the type's documentation.
+    /// Left out (no such column): unchanged; `null` (an empty cell): cleared.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub company: Option<Option<String>>,
-    /// See the type's documentation.
+    /// Left out (no such column): unchanged; `null` (an empty cell): cleared.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub department: Option<Option<String>>,
-    /// See the type's documentation.
+    /// Left out (no such column): unchanged; `null` (an empty cell): cleared.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub notes: Option<Option<String>>,
 }
 

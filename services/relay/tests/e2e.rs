@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
-use reqwest::StatusCode;
 use roster_events::CustomerId;
 use roster_testkit::{NatsServer, PgDb};
 use roster_tests::process::{enc, roster_binary};
@@ -34,7 +33,7 @@ async fn log_head(p: &RosterProcess) -> i64 {
 
 async fn add(api: &Api, c: &str, body: Value) {
     let (s, v) = api.post(&format!("/v1/customers/{c}/users"), body).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(s.as_u16(), 201, "{v}");
 }
 
 /// Messages in the stream, by its own count.
@@ -64,7 +63,7 @@ async fn e5_serve_publishes_every_change_to_jetstream_as_cloudevents() {
             json!({"department": "Sales"}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s.as_u16(), 200);
     let head = log_head(&p).await;
     let js = jetstream(&nats).await;
     let got = consume(
@@ -136,7 +135,7 @@ async fn e5_nats_outage_writes_commit_and_every_event_arrives_once_in_order() {
         let (s, v) = api
             .patch(&user, json!({"notes": "edited during the outage"}))
             .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(s.as_u16(), 200, "{v}");
     }
     let (s, _) = api
         .delete(&format!(
@@ -144,7 +143,7 @@ async fn e5_nats_outage_writes_commit_and_every_event_arrives_once_in_order() {
             enc("during0@acme.example")
         ))
         .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(s.as_u16(), 204);
     let head = log_head(&p).await;
     assert_eq!(
         head as u64,
@@ -323,7 +322,7 @@ async fn recipients_from_api(api: &Api, c: &str) -> BTreeSet<String> {
             path.push_str(&format!("&page={}", enc(p)));
         }
         let (s, v) = api.get(&path).await;
-        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(s.as_u16(), 200, "{v}");
         for u in v["users"].as_array().unwrap() {
             let status = u["status"].as_str().unwrap();
             if status == "active" || status == "pending_deletion" {
@@ -406,13 +405,13 @@ async fn e5_example_subscriber_keeps_the_valid_recipients_equal_to_the_user_list
             json!({"aliases": ["robert@acme.example"]}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(s.as_u16(), 200, "{v}");
     let (s, v) = api
         .patch(&user("dora@acme.example"), json!({"status": "deactivated"}))
         .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(s.as_u16(), 200, "{v}");
     let (s, _) = api.delete(&user("bob@acme.example")).await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(s.as_u16(), 204);
     add(
         &api,
         &c,
@@ -585,5 +584,5 @@ async fn e5_a_hung_relay_loses_its_lease_and_the_standby_publishes_within_10_s()
     let healthz = reqwest::get(format!("http://127.0.0.1:{port_a}/healthz"))
         .await
         .unwrap();
-    assert_eq!(healthz.status(), StatusCode::OK);
+    assert_eq!(healthz.status().as_u16(), 200);
 }

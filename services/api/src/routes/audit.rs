@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use roster_events::Address;
+use roster_events::{Actor, Address};
 use roster_projections::queries::{self, AuditFilter};
 
 use crate::dto::*;
@@ -34,7 +34,12 @@ pub async fn list(
     };
     let filter = AuditFilter {
         address,
-        actor: q.actor.filter(|a| !a.is_empty()),
+        actor: q
+            .actor
+            .as_deref()
+            .filter(|a| !a.trim().is_empty())
+            .map(parse_actor)
+            .transpose()?,
         event_type: q.event_type.filter(|t| !t.is_empty()),
         from: q
             .from
@@ -59,6 +64,16 @@ pub async fn list(
         events: page.items.into_iter().map(AuditView::from).collect(),
         next_page: page.next_page,
     }))
+}
+
+/// The `actor` filter: one of the forms events record (E2).
+fn parse_actor(actor: &str) -> ApiResult<Actor> {
+    actor.trim().parse().map_err(|_| {
+        ApiError::invalid(
+            "actor must be token:<id>, admin:<id>, sync:<run> (ids and runs are UUIDs) \
+             or system:<name>",
+        )
+    })
 }
 
 /// Every event of the user (or users) that had this primary address,

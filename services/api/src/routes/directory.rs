@@ -59,7 +59,9 @@ pub struct DirectorySettingsInput {
     #[serde(default)]
     pub include_public_folders: bool,
     /// LDAP: `active_directory` (default), `openldap` or `389ds`.
-    pub preset: Option<String>,
+    #[serde(default, deserialize_with = "choice")]
+    #[schema(value_type = Option<String>)]
+    pub preset: Option<LdapPreset>,
     /// LDAP: attribute names overriding the preset's (id, mail, proxy_addresses,
     /// first_name, last_name, home_phone, mobile, company, department, notes,
     /// member) and filters (user_filter, group_filter, disabled_filter: the
@@ -85,9 +87,13 @@ pub struct DirectorySettingsInput {
     /// (default 24; 0 reads everything at every run) (B1).
     pub full_sync_hours: Option<u32>,
     /// `6h` (default), `12h`, `24h`, `3d` or `7d`.
-    pub poll_interval: Option<String>,
+    #[serde(default, deserialize_with = "choice")]
+    #[schema(value_type = Option<String>)]
+    pub poll_interval: Option<PollInterval>,
     /// `7d` (default), `14d`, `30d` or `never`.
-    pub delete_after: Option<String>,
+    #[serde(default, deserialize_with = "choice")]
+    #[schema(value_type = Option<String>)]
+    pub delete_after: Option<DeleteAfter>,
     /// The mass-deletion guard (D3.s); default: more than 500 users, or more
     /// than 10% of the directory users when that is more than 5.
     #[schema(value_type = Option<Object>)]
@@ -125,124 +131,152 @@ fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<Optio
     crate::inputs::from_slice(body).map(Some)
 }
 
-fn parse_enum<T: serde::de::DeserializeOwned>(
-    field: &str,
-    value: &str,
-    allowed: &str,
-) -> ApiResult<T> {
-    serde_json::from_value(serde_json::Value::String(value.trim().to_string())).map_err(|_| {
+/// A text setting without the white space around it; empty when absent.
+fn trimmed(v: &Option<String>) -> String {
+    v.as_deref().unwrap_or("").trim().to_string()
+}
+
+/// An enumeration a request names by one of its values.
+trait Choices: serde::de::DeserializeOwned {
+    /// The values it takes, as an error message lists them.
+    const CHOICES: &'static str;
+
+    /// The value `text` (around white space) names, if any.
+    fn named(text: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(text.trim().to_string())).ok()
+    }
+}
+
+impl Choices for DirectoryKind {
+    const CHOICES: &'static str = "ldap, entra";
+}
+impl Choices for LdapPreset {
+    const CHOICES: &'static str = "active_directory, openldap, 389ds";
+}
+impl Choices for PollInterval {
+    const CHOICES: &'static str = "6h, 12h, 24h, 3d, 7d";
+}
+impl Choices for DeleteAfter {
+    const CHOICES: &'static str = "7d, 14d, 30d, never";
+}
+
+fn parse_enum<T: Choices>(field: &str, value: &str) -> ApiResult<T> {
+    T::named(value).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             roster_sync::codes::INVALID_REQUEST,
-            format!("{field} must be one of {allowed}"),
+            format!("{field} must be one of {}", T::CHOICES),
         )
     })
 }
 
+/// A body field holding one of an enumeration's values; the error lists
+/// them (the body's reader names the field).
+fn choice<'de, D: serde::Deserializer<'de>, T: Choices>(d: D) -> Result<Option<T>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) => T::named(&text)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("must be one of {}", T::CHOICES))),
+    }
+}
+
 impl DirectorySettingsInput {
-    fn into_config(self) -> ApiResult<(DirectoryConfig, SettingsChange)> {
-        let invalid = |m: String| ApiError::invalid(m);
-        let trimmed = |v: &Option<String>| v.as_deref().unwrap_or("").trim().to_string();
-        let (connection, secret) = match self.kind.trim() {
-            "ldap" => {
-                for (name, set) in [
-                    ("tenant", self.tenant.is_some()),
-                    ("client_id", self.client_id.is_some()),
-                    ("client_secret", self.client_secret.is_some()),
-                    ("login_endpoint", self.login_endpoint.is_some()),
-                    ("graph_endpoint", self.graph_endpoint.is_some()),
-                    ("full_sync_hours", self.full_sync_hours.is_some()),
-                ] {
-                    if set {
-                        return Err(invalid(format!(
-                            "{name} is an Entra ID setting; this request is for kind ldap"
-                        )));
-                    }
-                }
-                let ssl = self.ssl.unwrap_or(true);
-                let connection = Connection::Ldap(LdapSettings {
-                    host: trimmed(&self.host),
-                    port: self.port.unwrap_or(if ssl { 636 } else { 389 }),
-                    ssl,
-                    starttls: self.starttls,
-                    tls: TlsSettings {
-                        verify: self.verify_tls.unwrap_or(true),
-                        ca_pem: self.ca_pem.clone().filter(|p| !p.trim().is_empty()),
-                    },
-                    bind_user: trimmed(&self.bind_user),
-                    base_dn: trimmed(&self.base_dn),
-                    filter: self.filter.clone().filter(|f| !f.trim().is_empty()),
-                    include_disabled: self.include_disabled,
-                    include_public_folders: self.include_public_folders,
-                    preset: match self.preset.as_deref() {
-                        None => LdapPreset::ActiveDirectory,
-                        Some(p) => parse_enum("preset", p, "active_directory, openldap, 389ds")?,
-                    },
-                    attributes: self.attributes.clone().unwrap_or_default(),
-                    timeout_secs: self.timeout_secs.unwrap_or(30),
-                });
-                (connection, self.password.clone())
+    /// The LDAP connection (D5) and the password, refusing Entra ID settings.
+    fn ldap(&self) -> ApiResult<(Connection, Option<String>)> {
+        for (name, set) in [
+            ("tenant", self.tenant.is_some()),
+            ("client_id", self.client_id.is_some()),
+            ("client_secret", self.client_secret.is_some()),
+            ("login_endpoint", self.login_endpoint.is_some()),
+            ("graph_endpoint", self.graph_endpoint.is_some()),
+            ("full_sync_hours", self.full_sync_hours.is_some()),
+        ] {
+            if set {
+                return Err(ApiError::invalid(format!(
+                    "{name} is an Entra ID setting; this request is for kind ldap"
+                )));
             }
-            "entra" => {
-                for (name, set) in [
-                    ("host", self.host.is_some()),
-                    ("port", self.port.is_some()),
-                    ("ssl", self.ssl.is_some()),
-                    ("starttls", self.starttls),
-                    ("verify_tls", self.verify_tls.is_some()),
-                    ("ca_pem", self.ca_pem.is_some()),
-                    ("bind_user", self.bind_user.is_some()),
-                    ("password", self.password.is_some()),
-                    ("base_dn", self.base_dn.is_some()),
-                    ("include_public_folders", self.include_public_folders),
-                    ("preset", self.preset.is_some()),
-                    ("attributes", self.attributes.is_some()),
-                    ("timeout_secs", self.timeout_secs.is_some()),
-                ] {
-                    if set {
-                        return Err(invalid(format!(
-                            "{name} is an LDAP setting; this request is for kind entra"
-                        )));
-                    }
-                }
-                // D6: a filter left empty means every user; one given must
-                // say something (checked by the sync service).
-                let connection = Connection::Entra(EntraSettings {
-                    tenant: trimmed(&self.tenant),
-                    client_id: trimmed(&self.client_id),
-                    include_disabled: self.include_disabled,
-                    filter: self.filter.clone(),
-                    login_endpoint: self
-                        .login_endpoint
-                        .clone()
-                        .map(|u| u.trim().to_string())
-                        .filter(|u| !u.is_empty()),
-                    graph_endpoint: self
-                        .graph_endpoint
-                        .clone()
-                        .map(|u| u.trim().to_string())
-                        .filter(|u| !u.is_empty()),
-                    full_sync_hours: self.full_sync_hours,
-                });
-                (connection, self.client_secret.clone())
+        }
+        let ssl = self.ssl.unwrap_or(true);
+        let connection = Connection::Ldap(LdapSettings {
+            host: trimmed(&self.host),
+            port: self.port.unwrap_or(if ssl { 636 } else { 389 }),
+            ssl,
+            starttls: self.starttls,
+            tls: TlsSettings {
+                verify: self.verify_tls.unwrap_or(true),
+                ca_pem: self.ca_pem.clone().filter(|p| !p.trim().is_empty()),
+            },
+            bind_user: trimmed(&self.bind_user),
+            base_dn: trimmed(&self.base_dn),
+            filter: self.filter.clone().filter(|f| !f.trim().is_empty()),
+            include_disabled: self.include_disabled,
+            include_public_folders: self.include_public_folders,
+            preset: self.preset.unwrap_or_default(),
+            attributes: self.attributes.clone().unwrap_or_default(),
+            timeout_secs: self.timeout_secs.unwrap_or(30),
+        });
+        Ok((connection, self.password.clone()))
+    }
+
+    /// The Entra ID connection (D6) and the client secret, refusing LDAP
+    /// settings.
+    fn entra(&self) -> ApiResult<(Connection, Option<String>)> {
+        for (name, set) in [
+            ("host", self.host.is_some()),
+            ("port", self.port.is_some()),
+            ("ssl", self.ssl.is_some()),
+            ("starttls", self.starttls),
+            ("verify_tls", self.verify_tls.is_some()),
+            ("ca_pem", self.ca_pem.is_some()),
+            ("bind_user", self.bind_user.is_some()),
+            ("password", self.password.is_some()),
+            ("base_dn", self.base_dn.is_some()),
+            ("include_public_folders", self.include_public_folders),
+            ("preset", self.preset.is_some()),
+            ("attributes", self.attributes.is_some()),
+            ("timeout_secs", self.timeout_secs.is_some()),
+        ] {
+            if set {
+                return Err(ApiError::invalid(format!(
+                    "{name} is an LDAP setting; this request is for kind entra"
+                )));
             }
-            _ => {
-                return Err(invalid(
-                    "kind must be ldap (LDAP or Active Directory) or entra (Microsoft Entra ID)"
-                        .into(),
-                ))
-            }
+        }
+        let endpoint = |u: &Option<String>| {
+            u.as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
         };
+        // D6: a filter left empty means every user; one given must
+        // say something (checked by the sync service).
+        let connection = Connection::Entra(EntraSettings {
+            tenant: trimmed(&self.tenant),
+            client_id: trimmed(&self.client_id),
+            include_disabled: self.include_disabled,
+            filter: self.filter.clone(),
+            login_endpoint: endpoint(&self.login_endpoint),
+            graph_endpoint: endpoint(&self.graph_endpoint),
+            full_sync_hours: self.full_sync_hours,
+        });
+        Ok((connection, self.client_secret.clone()))
+    }
+
+    fn into_config(self) -> ApiResult<(DirectoryConfig, SettingsChange)> {
+        let (connection, secret) =
+            match self.kind.trim() {
+                "ldap" => self.ldap()?,
+                "entra" => self.entra()?,
+                _ => return Err(ApiError::invalid(
+                    "kind must be ldap (LDAP or Active Directory) or entra (Microsoft Entra ID)",
+                )),
+            };
         let config = DirectoryConfig {
             connection,
-            poll_interval: match self.poll_interval.as_deref() {
-                None => PollInterval::Hours6,
-                Some(p) => parse_enum("poll_interval", p, "6h, 12h, 24h, 3d, 7d")?,
-            },
-            delete_after: match self.delete_after.as_deref() {
-                None => DeleteAfter::Days7,
-                Some(d) => parse_enum("delete_after", d, "7d, 14d, 30d, never")?,
-            },
+            poll_interval: self.poll_interval.unwrap_or(PollInterval::Hours6),
+            delete_after: self.delete_after.unwrap_or(DeleteAfter::Days7),
             guard: self.guard.unwrap_or_default(),
         };
         let change = SettingsChange {
@@ -270,12 +304,18 @@ pub struct LdapView {
     pub filter: Option<String>,
     pub include_disabled: bool,
     pub include_public_folders: bool,
-    pub preset: String,
+    /// `active_directory`, `openldap` or `389ds`.
+    #[schema(value_type = String)]
+    pub preset: LdapPreset,
     #[schema(value_type = Object)]
     pub attributes: AttributeMap,
     pub timeout_secs: u32,
-    pub poll_interval: String,
-    pub delete_after: String,
+    /// `6h`, `12h`, `24h`, `3d` or `7d`.
+    #[schema(value_type = String)]
+    pub poll_interval: PollInterval,
+    /// `7d`, `14d`, `30d` or `never`.
+    #[schema(value_type = String)]
+    pub delete_after: DeleteAfter,
     #[schema(value_type = Object)]
     pub guard: GuardSettings,
 }
@@ -293,8 +333,12 @@ pub struct EntraView {
     pub graph_endpoint: Option<String>,
     /// Hours between full reads while delta sync is used (B1); null: 24.
     pub full_sync_hours: Option<u32>,
-    pub poll_interval: String,
-    pub delete_after: String,
+    /// `6h`, `12h`, `24h`, `3d` or `7d`.
+    #[schema(value_type = String)]
+    pub poll_interval: PollInterval,
+    /// `7d`, `14d`, `30d` or `never`.
+    #[schema(value_type = String)]
+    pub delete_after: DeleteAfter,
     #[schema(value_type = Object)]
     pub guard: GuardSettings,
 }
@@ -329,13 +373,6 @@ pub struct DirectoryView {
     pub last_started_at: Option<DateTime<Utc>>,
 }
 
-fn text<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 async fn view(state: &AppState, customer: CustomerId) -> ApiResult<DirectoryView> {
     let d = state.sync.directory(customer).await?;
     let ldap = d
@@ -355,11 +392,11 @@ async fn view(state: &AppState, customer: CustomerId) -> ApiResult<DirectoryView
                 filter: s.filter.clone(),
                 include_disabled: s.include_disabled,
                 include_public_folders: s.include_public_folders,
-                preset: text(&s.preset),
+                preset: s.preset,
                 attributes: s.attributes.clone(),
                 timeout_secs: s.timeout_secs,
-                poll_interval: text(&c.poll_interval),
-                delete_after: text(&c.delete_after),
+                poll_interval: c.poll_interval,
+                delete_after: c.delete_after,
                 guard: c.guard,
             }),
             _ => None,
@@ -377,8 +414,8 @@ async fn view(state: &AppState, customer: CustomerId) -> ApiResult<DirectoryView
                 login_endpoint: s.login_endpoint.clone(),
                 graph_endpoint: s.graph_endpoint.clone(),
                 full_sync_hours: s.full_sync_hours,
-                poll_interval: text(&c.poll_interval),
-                delete_after: text(&c.delete_after),
+                poll_interval: c.poll_interval,
+                delete_after: c.delete_after,
                 guard: c.guard,
             }),
             _ => None,
@@ -562,7 +599,7 @@ pub async fn enable(
         confirm_switch: false,
     });
     let kind = match body.kind.as_deref() {
-        Some(k) => parse_enum::<DirectoryKind>("kind", k, "ldap, entra")?,
+        Some(k) => parse_enum::<DirectoryKind>("kind", k)?,
         None => {
             let d = state.sync.directory(customer).await?;
             let mut configured = d.configs.keys().copied();
@@ -786,7 +823,7 @@ pub async fn run(
         .await?
         .ok_or_else(|| ApiError::not_found("no such sync run"))?;
     let filter = AuditFilter {
-        correlation_id: Some(row.run_id.to_string()),
+        correlation_id: Some(row.run_id.into()),
         aggregate_type: Some(USER_AGGREGATE.to_string()),
         ..AuditFilter::default()
     };

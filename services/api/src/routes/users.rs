@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use roster_domain::UserCommand;
-use roster_events::{Address, Domain, Kind, Profile, RuleId, RuleKind, Source, Status};
+use roster_events::{Address, Domain, Kind, RuleId, RuleKind, Source, Status};
 use roster_projections::queries::{self, UserFilter};
 
 use crate::dto::*;
@@ -112,18 +112,6 @@ pub async fn list(
     .into_response())
 }
 
-fn profile_of(body: &CreateUser) -> Profile {
-    Profile {
-        first_name: body.first_name.clone(),
-        last_name: body.last_name.clone(),
-        home_phone: body.home_phone.clone(),
-        mobile: body.mobile.clone(),
-        company: body.company.clone(),
-        department: body.department.clone(),
-        notes: body.notes.clone(),
-    }
-}
-
 /// Adds a user by hand (M1): a primary address in a managed domain, and
 /// optionally names, phones, notes and aliases. Refused beyond the seat limit (T3).
 #[utoipa::path(post, path = "/v1/customers/{c}/users", tag = "users", request_body = CreateUser,
@@ -153,7 +141,7 @@ pub async fn create(
     let user = NewUser {
         address: address.clone(),
         kind,
-        profile: profile_of(&body),
+        profile: body.profile.into(),
         aliases,
     };
     state
@@ -238,7 +226,7 @@ pub async fn update(
         }
     };
     let edit = Edit {
-        profile: body.profile(),
+        profile: body.profile,
         aliases,
         status,
     };

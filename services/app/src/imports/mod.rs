@@ -336,7 +336,9 @@ pub struct ImportView {
     /// finished: commit again to complete it), `committed`, or `expired`.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub status: ImportStatus,
-    pub reviewed_by: String,
+    /// Who reviewed it (E2): `token:<id>` or `admin:<id>`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub reviewed_by: Actor,
     pub reviewed_at: DateTime<Utc>,
     /// A review can be committed until then.
     pub expires_at: DateTime<Utc>,

@@ -83,7 +83,7 @@ pub async fn view(
         id: import_id,
         customer_id: header.customer_id,
         status,
-        reviewed_by: header.reviewed_by.clone(),
+        reviewed_by: header.reviewed_by.parse().map_err(corrupt)?,
         reviewed_at: from_micros(header.reviewed_at),
         expires_at: from_micros(header.expires_at),
         file: review.file,

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use roster_events::{Actor, CorrelationId};
 use roster_projections::queries::AuditEntry;
 use serde_json::Value;
 
@@ -57,18 +58,18 @@ pub fn event_label(event_type: &str) -> &'static str {
 }
 
 /// Who made a change: a sync run, an API token, an administrator, Roster.
-pub fn actor_label(actor: &str) -> String {
-    match actor.split_once(':') {
-        Some(("sync", run)) => format!("sync run {}", short(run)),
-        Some(("token", id)) => format!("API token {}", short(id)),
-        Some(("system", name)) => format!("Roster ({name})"),
-        Some(("admin", who)) => format!("administrator {who}"),
-        _ => actor.to_string(),
+pub fn actor_label(actor: &Actor) -> String {
+    match actor {
+        Actor::Sync(run) => format!("sync run {}", short(run)),
+        Actor::Token(id) => format!("API token {}", short(id)),
+        Actor::System(name) => format!("Roster ({name})"),
+        Actor::Admin(who) => format!("administrator {who}"),
     }
 }
 
-fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
+/// The first eight characters of an id.
+fn short(id: &impl std::fmt::Display) -> String {
+    id.to_string().chars().take(8).collect()
 }
 
 fn text(payload: &Value, key: &str) -> Option<String> {
@@ -120,22 +121,22 @@ pub struct HistoryItem {
 pub fn timeline(
     customer: &str,
     events: &[AuditEntry],
-    imports: &HashSet<String>,
+    imports: &HashSet<CorrelationId>,
 ) -> Vec<HistoryItem> {
     let c = view::encode(customer);
     events
         .iter()
         .rev()
         .map(|e| {
-            let (actor, actor_href) = if let Some(run) = e.actor.strip_prefix("sync:") {
+            let (actor, actor_href) = if let Actor::Sync(run) = &e.actor {
                 (
                     actor_label(&e.actor),
-                    format!("/customers/{c}/runs/{}", view::encode(run)),
+                    format!("/customers/{c}/runs/{}", run.hyphenated()),
                 )
             } else if imports.contains(&e.correlation_id) {
                 (
                     format!("{} (import)", actor_label(&e.actor)),
-                    format!("/customers/{c}/import/{}", view::encode(&e.correlation_id)),
+                    format!("/customers/{c}/import/{}", e.correlation_id),
                 )
             } else {
                 (actor_label(&e.actor), String::new())

@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use roster_app::users::{self as app, Edit, NewUser};
 use roster_domain::UserCommand;
-use roster_events::{Address, CustomerId, DeletionReason, Kind, Profile, RuleKind, Source, Status};
+use roster_events::{
+    Address, CorrelationId, CustomerId, DeletionReason, Kind, Profile, RuleKind, Source, Status,
+};
 use roster_projections::console as reads;
 use roster_projections::queries::{self, UserFilter};
 use roster_projections::users::UserRow;
@@ -561,7 +563,7 @@ pub async fn show(
     let user = user_of(&state, customer, &address).await?;
     let store = &state.app.store;
     let events = queries::history(store, customer, &user.address).await?;
-    let mut ids: Vec<String> = events.iter().map(|e| e.correlation_id.clone()).collect();
+    let mut ids: Vec<CorrelationId> = events.iter().map(|e| e.correlation_id).collect();
     ids.sort();
     ids.dedup();
     let imports = reads::imports_among(store, customer, &ids).await?;
