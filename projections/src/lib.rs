@@ -28,6 +28,16 @@ pub use cursor::Cursor;
 pub use decode::{decode, AnyEvent, Decoded};
 pub use projector::{LagLimits, ProjectionLag, Projector};
 
+/// What the database offers beyond the SQL both back-ends share, found
+/// once by [`Projector::ensure_tables`]: the back-end, and on PostgreSQL
+/// whether the `pg_trgm` extension is there (the trigram index that makes
+/// user search fast at 100,000 users; without it search scans).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbFeatures {
+    pub backend: roster_store::Backend,
+    pub trigram: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     #[error(transparent)]
@@ -103,6 +113,11 @@ pub trait Projection: Send + Sync {
     fn tables(&self) -> &'static [&'static str];
     /// Statements that create its tables and indexes with the given prefix.
     fn ddl(&self, prefix: &str) -> Vec<String>;
+    /// Statements for one back-end only (indexes the other cannot build or
+    /// does not need), run after [`Projection::ddl`] in the same transaction.
+    fn backend_ddl(&self, _prefix: &str, _db: DbFeatures) -> Vec<String> {
+        Vec::new()
+    }
     /// Applies events (in log order) inside the projector's transaction.
     async fn apply(
         &self,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use roster_store::{with_tx, Store, StoreError, StoredEvent, Tx};
 use tokio::sync::watch;
 
-use crate::{decode, Decoded, Projection, ProjectionError};
+use crate::{decode, DbFeatures, Decoded, Projection, ProjectionError};
 
 const PROJECT_LOCK: i64 = 0x526f_7374_6572_5072; // "RosterPr"
 
@@ -133,9 +133,11 @@ impl Projector {
 
     /// Creates the projection tables if they are missing. Idempotent.
     pub async fn ensure_tables(&self) -> Result<(), ProjectionError> {
+        let features = self.features().await?;
         let mut tx = self.store.db().begin_write().await?;
         for p in &self.projections {
-            for stmt in p.ddl(&self.prefix) {
+            let ddl = p.ddl(&self.prefix);
+            for stmt in ddl.into_iter().chain(p.backend_ddl(&self.prefix, features)) {
                 with_tx!(&mut tx, |c| sqlx::query(&stmt)
                     .execute(c)
                     .await
@@ -146,6 +148,41 @@ impl Projector {
         let cp = self.checkpoint().await?;
         self.reached.send_replace(cp);
         Ok(())
+    }
+
+    /// The database's features. On PostgreSQL this creates the `pg_trgm`
+    /// extension if it is missing (issue 14: user search by trigram
+    /// index); a role that may not create it gets a warning and search
+    /// falls back to a scan of the customer's users (docs/operations.md).
+    pub async fn features(&self) -> Result<DbFeatures, ProjectionError> {
+        let backend = self.store.db().backend();
+        let roster_store::Db::Pg(pool) = self.store.db() else {
+            return Ok(DbFeatures {
+                backend,
+                trigram: false,
+            });
+        };
+        let created = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            .execute(pool)
+            .await;
+        // Another replica may have created it at the same moment, or an
+        // operator with the privilege beforehand: what counts is whether
+        // it is there now.
+        let trigram: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')",
+        )
+        .fetch_one(pool)
+        .await?;
+        if !trigram {
+            let reason = created.err().map(|e| e.to_string()).unwrap_or_default();
+            tracing::warn!(
+                error = %reason,
+                "the PostgreSQL extension pg_trgm could not be created, so user search scans \
+                 every user of a customer instead of using a trigram index; have a superuser run \
+                 `CREATE EXTENSION pg_trgm;` in this database and restart (docs/operations.md)"
+            );
+        }
+        Ok(DbFeatures { backend, trigram })
     }
 
     async fn lock(&self, tx: &mut Tx) -> Result<(), ProjectionError> {

@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use roster_events::*;
-use roster_store::{with_tx, Tx};
+use roster_store::{with_tx, Backend, Tx};
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::{AnyEvent, Decoded, Projection, ProjectionError};
+use crate::{AnyEvent, DbFeatures, Decoded, Projection, ProjectionError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleRow {
@@ -622,9 +622,6 @@ impl Projection for UsersProjection {
                     search TEXT NOT NULL, directory_id TEXT, members TEXT NOT NULL)"
             ),
             format!(
-                "CREATE INDEX IF NOT EXISTS {p}{USERS}_customer_address ON {p}{USERS} (customer_id, address, user_id)"
-            ),
-            format!(
                 "CREATE INDEX IF NOT EXISTS {p}{USERS}_customer_status ON {p}{USERS} (customer_id, status)"
             ),
             format!(
@@ -652,6 +649,45 @@ impl Projection for UsersProjection {
             ),
             format!("CREATE INDEX IF NOT EXISTS {p}{RULES}_user ON {p}{RULES} (user_id)"),
         ]
+    }
+
+    /// The user list's order and its search (issue 14: a page of a search
+    /// within 100 ms at 100,000 users; `q` is a substring of `search`,
+    /// `LIKE '%q%'`, which no ordinary index serves).
+    ///
+    /// - PostgreSQL: the list's order `(customer_id, address, user_id)`,
+    ///   and with `pg_trgm` a trigram GIN index on `search`, so the planner
+    ///   finds the few users a selective `q` matches without reading the
+    ///   others, and walks the list's order for a common `q` (it stops at
+    ///   the page's end). Without the extension, search scans.
+    /// - SQLite: the list's order with the filtered columns and `search`
+    ///   in the same index, so a search or a filter is decided on the
+    ///   index alone, in the list's order, and only the page's rows are
+    ///   read from the table: the worst case (a `q` that matches nothing)
+    ///   reads one index instead of every row (about 0.2 s -> 0.03 s at
+    ///   100,000 users). It replaces the narrower index of earlier
+    ///   versions, which the planner would otherwise prefer.
+    fn backend_ddl(&self, p: &str, db: DbFeatures) -> Vec<String> {
+        match db.backend {
+            Backend::Postgres => {
+                let mut ddl = vec![format!(
+                    "CREATE INDEX IF NOT EXISTS {p}{USERS}_customer_address ON {p}{USERS} (customer_id, address, user_id)"
+                )];
+                if db.trigram {
+                    ddl.push(format!(
+                        "CREATE INDEX IF NOT EXISTS {p}{USERS}_search_trgm ON {p}{USERS} USING gin (search gin_trgm_ops)"
+                    ));
+                }
+                ddl
+            }
+            Backend::Sqlite => vec![
+                format!(
+                    "CREATE INDEX IF NOT EXISTS {p}{USERS}_customer_address_search ON {p}{USERS} \
+                     (customer_id, address, user_id, status, kind, source, search)"
+                ),
+                format!("DROP INDEX IF EXISTS {p}{USERS}_customer_address"),
+            ],
+        }
     }
 
     async fn apply(
