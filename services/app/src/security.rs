@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use roster_events::{Actor, AdminId, PartnerId, TokenId};
+use roster_projections::Cursor;
 use roster_store::admins::Admin;
 use roster_store::auth::{IssuedToken, Scope, TokenInfo};
 use roster_store::security_log::{SecurityEvent, SecurityKind, SecurityScope};
@@ -100,25 +101,25 @@ pub struct SecurityPage {
 /// The largest page of the security log.
 pub const SECURITY_PAGE_MAX: i64 = 200;
 
+/// The page token after `e` (the one keyset cursor of every list).
 fn encode_cursor(e: &SecurityEvent) -> String {
-    format!(
-        "{}.{}",
-        e.recorded_at.timestamp_micros(),
-        e.event_id.simple()
-    )
+    Cursor::after(&[
+        &e.recorded_at.timestamp_micros().to_string(),
+        &e.event_id.to_string(),
+    ])
+    .into()
 }
 
 fn decode_cursor(raw: &str) -> AppResult<(DateTime<Utc>, Uuid)> {
     let bad = || {
         AppError::invalid("the page cursor is not one this log gave: follow the 'Older' link again")
     };
-    let (at, id) = raw.split_once('.').ok_or_else(bad)?;
-    let at = at
-        .parse::<i64>()
+    let [at, id] = Cursor::read::<2>(raw).map_err(|_| bad())?;
+    let at = Cursor::number(&at)
         .ok()
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(bad)?;
-    let id = Uuid::try_parse(id).map_err(|_| bad())?;
+    let id = Uuid::try_parse(&id).map_err(|_| bad())?;
     Ok((at, id))
 }
 

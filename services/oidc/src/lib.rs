@@ -145,8 +145,17 @@ async fn get_json<T: DeserializeOwned>(
     url: &str,
     what: &'static str,
 ) -> Result<T, OidcError> {
-    let resp = http
-        .get(url)
+    get_json_as(http.get(url), url, what).await
+}
+
+/// Sends a GET (built by the caller: with a bearer token for userinfo) and
+/// reads its JSON answer, with the errors named after `what`.
+async fn get_json_as<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    url: &str,
+    what: &'static str,
+) -> Result<T, OidcError> {
+    let resp = request
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
@@ -387,26 +396,12 @@ impl Provider {
     }
 
     async fn userinfo(&self, url: &str, access_token: &str) -> Result<Userinfo, OidcError> {
-        let resp = self
-            .http
-            .get(url)
-            .bearer_auth(access_token)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| unreachable(url, &e))?;
-        if !resp.status().is_success() {
-            return Err(OidcError::BadStatus {
-                url: url.to_string(),
-                status: resp.status().as_u16(),
-            });
-        }
-        let body = resp.bytes().await.map_err(|e| unreachable(url, &e))?;
-        serde_json::from_slice(&body).map_err(|e| OidcError::BadDocument {
-            url: url.to_string(),
-            what: "userinfo answer (JSON; signed userinfo is not supported)",
-            reason: e.to_string(),
-        })
+        get_json_as(
+            self.http.get(url).bearer_auth(access_token),
+            url,
+            "userinfo answer (JSON; signed userinfo is not supported)",
+        )
+        .await
     }
 
     /// Checks an ID token as [`Provider::finish`] does: signature (JWKS),
