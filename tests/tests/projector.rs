@@ -263,3 +263,56 @@ async fn e3_readyz_is_503_until_every_projection_is_within_the_lag(s: TestStore)
 }
 
 both_backends!(e3_readyz_is_503_until_every_projection_is_within_the_lag);
+
+/// Planner statistics of the projection tables as PostgreSQL knows them:
+/// `reltuples` is -1 until the table is analysed.
+async fn reltuples(s: &TestStore, table: &str) -> f32 {
+    let roster_store::Db::Pg(p) = s.store.db() else {
+        unreachable!("PostgreSQL only")
+    };
+    sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = $1")
+        .bind(table)
+        .fetch_one(p)
+        .await
+        .unwrap()
+}
+
+/// Issue 14 (pages within 100 ms at 100,000 users): after a bulk of events
+/// (an initial sync, an import, a replay) the projector refreshes the
+/// planner statistics of the projection tables on PostgreSQL once caught
+/// up, so the console's pages are planned on the real table, not on an
+/// empty one, before autovacuum comes by. Fewer events leave them to
+/// autovacuum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i14_a_bulk_of_events_refreshes_the_planner_statistics() {
+    let s = TestStore::new(Backend::Postgres).await;
+    let c = s.customer(100, &["bulk.example"]).await;
+    let app = s.app();
+    for i in 0..30 {
+        users::add_user(
+            &app,
+            s.meta(c),
+            user(&format!("u{i:02}@bulk.example")),
+            Source::Manual,
+        )
+        .await
+        .unwrap();
+    }
+    let users_table = roster_projections::users::USERS;
+    let bulk = Projector::new(s.store.clone(), "bulk_")
+        .with_batch_size(8)
+        .with_analyze_after(20);
+    bulk.ensure_tables().await.unwrap();
+    bulk.catch_up().await.unwrap();
+    let lazy = Projector::new(s.store.clone(), "lazy_").with_batch_size(8);
+    lazy.ensure_tables().await.unwrap();
+    lazy.catch_up().await.unwrap();
+    assert!(
+        reltuples(&s, &format!("bulk_{users_table}")).await >= 30.0,
+        "analysed after the bulk"
+    );
+    assert!(
+        reltuples(&s, &format!("lazy_{users_table}")).await < 0.0,
+        "below the threshold: left to autovacuum"
+    );
+}
