@@ -33,8 +33,9 @@ pub const MAX_ATTEMPTS: i64 = 3;
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// After this many events projected in one go (an initial sync, an
-/// import, a replay), the projection tables' planner statistics are
-/// refreshed on PostgreSQL once the projector has caught up, instead of
+/// import, a replay), the projection tables are vacuumed and analysed on
+/// PostgreSQL once the projector has caught up (planner statistics and the
+/// visibility map index-only scans need), instead of
 /// waiting for autovacuum: until then PostgreSQL plans the console's
 /// pages on empty-table statistics (issue 14: 64-165 ms a page right
 /// after a bulk load, 26-65 ms once analysed, at 100,000 users).
@@ -144,7 +145,10 @@ impl Projector {
         let t = std::time::Instant::now();
         for p in &self.projections {
             for table in p.tables() {
-                let sql = format!("ANALYZE {}{table}", self.prefix);
+                // VACUUM too: without the visibility map it sets, the fresh
+                // statistics choose index-only scans that read every heap
+                // page (the customer list took 515 ms instead of 7 ms).
+                let sql = format!("VACUUM (ANALYZE) {}{table}", self.prefix);
                 if let Err(e) = sqlx::query(&sql).execute(pool).await {
                     tracing::warn!(table, error = %e, "refreshing planner statistics failed; autovacuum will");
                 }
