@@ -234,29 +234,16 @@ async fn t4_security_log_is_scoped_paged_and_append_only(s: TestStore) {
     assert_eq!(ghosts, 5);
     assert!(admins.security_log(mine, Some("garbage"), 4).await.is_err());
     // Append-only: the database refuses to change or delete a row.
-    let db = s.store.db();
-    let (upd, del) = match db {
-        roster_store::Db::Pg(p) => (
-            sqlx::query("UPDATE security_events SET detail = 'x'")
-                .execute(p)
-                .await
-                .is_err(),
-            sqlx::query("DELETE FROM security_events")
-                .execute(p)
-                .await
-                .is_err(),
-        ),
-        roster_store::Db::Sqlite(p) => (
-            sqlx::query("UPDATE security_events SET detail = 'x'")
-                .execute(p)
-                .await
-                .is_err(),
-            sqlx::query("DELETE FROM security_events")
-                .execute(p)
-                .await
-                .is_err(),
-        ),
-    };
+    let (upd, del) = roster_store::with_db!(s.store.db(), |p| (
+        sqlx::query("UPDATE security_events SET detail = 'x'")
+            .execute(p)
+            .await
+            .is_err(),
+        sqlx::query("DELETE FROM security_events")
+            .execute(p)
+            .await
+            .is_err(),
+    ));
     assert!(upd && del, "security_events is append-only");
 }
 
