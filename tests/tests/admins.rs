@@ -36,6 +36,19 @@ async fn setup(s: &TestStore) -> (Admins, PartnerId) {
     (admins, partner)
 }
 
+/// Signs in with the right password (no TOTP): the session's secret.
+async fn signed_in(
+    admins: &Admins,
+    email: &str,
+    c: &Client,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    match admins.sign_in(email, PASSWORD, c, now).await.unwrap() {
+        SignIn::Done { secret, .. } => secret,
+        other => panic!("{email} signs in: {other:?}"),
+    }
+}
+
 async fn add(s: &TestStore, admins: &Admins, partner: PartnerId, email: &str) {
     admins
         .add(
@@ -364,27 +377,9 @@ async fn t4_sessions_end_after_idle_and_absolute_timeouts_and_on_revocation(s: T
     );
     // Sign out, and sign out everywhere.
     let now = s.clock.now();
-    let SignIn::Done { secret: a, .. } = admins
-        .sign_in("cy@msp.example", PASSWORD, &c, now)
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    let SignIn::Done { secret: b, .. } = admins
-        .sign_in("cy@msp.example", PASSWORD, &c, now)
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    let SignIn::Done { secret: d, .. } = admins
-        .sign_in("cy@msp.example", PASSWORD, &c, now)
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let a = signed_in(&admins, "cy@msp.example", &c, now).await;
+    let b = signed_in(&admins, "cy@msp.example", &c, now).await;
+    let d = signed_in(&admins, "cy@msp.example", &c, now).await;
     assert_eq!(admins.sessions(admin.admin_id, now).await.unwrap().len(), 3);
     admins.sign_out(&a, "192.0.2.2", now).await.unwrap();
     assert!(admins.current(&a, now).await.unwrap().is_none());
@@ -396,13 +391,7 @@ async fn t4_sessions_end_after_idle_and_absolute_timeouts_and_on_revocation(s: T
     assert!(admins.current(&b, now).await.unwrap().is_none());
     assert!(admins.current(&d, now).await.unwrap().is_none());
     // A disabled administrator's sessions end and it cannot sign in.
-    let SignIn::Done { secret: e, .. } = admins
-        .sign_in("cy@msp.example", PASSWORD, &c, now)
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let e = signed_in(&admins, "cy@msp.example", &c, now).await;
     s.store
         .db()
         .disable_admin(admin.admin_id, now)

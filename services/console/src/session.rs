@@ -88,6 +88,21 @@ pub fn client(
     }
 }
 
+/// Where a request comes from, as a handler argument: the client address
+/// (the TCP peer) and browser of [`client`].
+pub struct Requester(pub Client);
+
+impl<S: Send + Sync> FromRequestParts<S> for Requester {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Requester(client(
+            &parts.headers,
+            parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>(),
+        )))
+    }
+}
+
 /// The session a request's cookie stands for (set by [`authenticate`]).
 #[derive(Clone)]
 pub(crate) struct Authenticated {

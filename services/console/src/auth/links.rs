@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::error::{PageError, PageResult};
 use crate::layout::{render, Flash, Layout};
+use crate::session::Requester;
 use crate::ConsoleState;
 
 #[derive(Template)]
@@ -126,14 +127,9 @@ pub async fn invite_form(
 pub async fn invite_submit(
     State(state): State<ConsoleState>,
     Path(token): Path<String>,
-    ext: axum::http::Extensions,
-    headers: axum::http::HeaderMap,
+    Requester(client): Requester,
     Form(f): Form<PasswordForm>,
 ) -> PageResult<Response> {
-    let client = crate::session::client(
-        &headers,
-        ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>(),
-    );
     redeem(&state, LinkKind::Invite, &token, &client.addr, f).await
 }
 
@@ -147,13 +143,8 @@ pub async fn reset_form(
 pub async fn reset_submit(
     State(state): State<ConsoleState>,
     Path(token): Path<String>,
-    ext: axum::http::Extensions,
-    headers: axum::http::HeaderMap,
+    Requester(client): Requester,
     Form(f): Form<PasswordForm>,
 ) -> PageResult<Response> {
-    let client = crate::session::client(
-        &headers,
-        ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>(),
-    );
     redeem(&state, LinkKind::Reset, &token, &client.addr, f).await
 }

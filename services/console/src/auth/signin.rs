@@ -2,7 +2,7 @@
 //! and `/signout`.
 
 use askama::Template;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::error::PageResult;
 use crate::layout::{render, Flash, Layout};
-use crate::session::{self, cookie, cookie_name, set_cookie, PENDING_COOKIE};
+use crate::session::{self, cookie, cookie_name, set_cookie, Requester, PENDING_COOKIE};
 use crate::ConsoleState;
 
 /// A single sign-on button: a partner whose administrators may sign in
@@ -138,11 +138,9 @@ fn throttled_message(retry_after: i64) -> Flash {
 
 pub async fn submit(
     State(state): State<ConsoleState>,
-    ext: axum::http::Extensions,
-    headers: HeaderMap,
+    Requester(client): Requester,
     Form(f): Form<SignInForm>,
 ) -> PageResult<Response> {
-    let client = session::client(&headers, ext.get::<ConnectInfo<std::net::SocketAddr>>());
     let next = next_of(f.next.as_deref());
     let now = state.now();
     let outcome = state
@@ -180,11 +178,10 @@ pub async fn totp_form(Query(q): Query<NextQuery>) -> Response {
 
 pub async fn totp_submit(
     State(state): State<ConsoleState>,
-    ext: axum::http::Extensions,
+    Requester(client): Requester,
     headers: HeaderMap,
     Form(f): Form<TotpForm>,
 ) -> PageResult<Response> {
-    let client = session::client(&headers, ext.get::<ConnectInfo<std::net::SocketAddr>>());
     let next = next_of(f.next.as_deref());
     let Some(pending) = cookie(&headers, PENDING_COOKIE) else {
         return Ok(crate::layout::redirect_with(
@@ -216,10 +213,9 @@ pub async fn totp_submit(
 pub async fn sign_out(
     State(state): State<ConsoleState>,
     ext: axum::http::Extensions,
-    headers: HeaderMap,
+    Requester(client): Requester,
 ) -> PageResult<Response> {
     if let Some(secret) = session::session_secret(&ext) {
-        let client = session::client(&headers, ext.get::<ConnectInfo<std::net::SocketAddr>>());
         state
             .admins
             .sign_out(&secret, &client.addr, state.now())

@@ -5,7 +5,7 @@
 //! browser by a short-lived cookie, so that a callback URL made in another
 //! browser (login CSRF) signs nobody in.
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use roster_app::sso::SsoSignIn;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::error::{PageError, PageResult};
 use crate::layout::Flash;
-use crate::session::{self, cookie, set_cookie};
+use crate::session::{cookie, set_cookie, Requester};
 use crate::ConsoleState;
 
 /// The cookie that binds a sign-in under way to this browser (10 minutes).
@@ -90,7 +90,7 @@ async fn refused(state: &ConsoleState, message: String) -> PageResult<Response> 
 pub async fn callback(
     State(state): State<ConsoleState>,
     Query(q): Query<CallbackQuery>,
-    ext: axum::http::Extensions,
+    Requester(client): Requester,
     headers: HeaderMap,
 ) -> PageResult<Response> {
     if let Some(error) = q.error {
@@ -121,7 +121,6 @@ pub async fn callback(
         )
         .await;
     }
-    let client = session::client(&headers, ext.get::<ConnectInfo<std::net::SocketAddr>>());
     let outcome = state
         .admins
         .sso_finish(
