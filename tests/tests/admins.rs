@@ -269,6 +269,20 @@ async fn t4_unknown_email_and_wrong_password_answer_alike_and_are_throttled(s: T
         .await
         .unwrap();
     assert!(matches!(unknown, SignIn::Refused), "{unknown:?}");
+    // A NUL or another control character in the email is an unknown email
+    // (PostgreSQL refuses NUL in text: never a 500), logged escaped.
+    for hostile in ["bob\0@msp.example", "bob@msp.example\n"] {
+        let r = admins
+            .sign_in(hostile, PASSWORD, &client("192.0.2.9"), now)
+            .await
+            .unwrap();
+        assert!(matches!(r, SignIn::Refused), "{hostile:?}: {r:?}");
+    }
+    let log = admins.security_log(None, None, 10).await.unwrap();
+    assert!(log
+        .events
+        .iter()
+        .any(|e| e.email.as_deref() == Some("bob\\0@msp.example")));
     // Per account: three failures are free, the fourth blocks for 2 s, then 4 s.
     let c = client("192.0.2.8");
     for _ in 0..4 {

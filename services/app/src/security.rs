@@ -123,6 +123,16 @@ fn decode_cursor(raw: &str) -> AppResult<(DateTime<Utc>, Uuid)> {
     Ok((at, id))
 }
 
+/// Text for the log: control characters (NUL, which PostgreSQL refuses,
+/// among them) escaped.
+fn printable(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        s.escape_debug().to_string()
+    } else {
+        s.to_string()
+    }
+}
+
 /// Appends one row to the security log, placed in the partner (and
 /// customer) of the administrator or scope it is about.
 pub(crate) async fn record(db: &Db, e: Entry<'_>, now: DateTime<Utc>) -> AppResult<()> {
@@ -143,9 +153,9 @@ pub(crate) async fn record(db: &Db, e: Entry<'_>, now: DateTime<Utc>) -> AppResu
         email: e
             .about
             .map(|a| a.email.clone())
-            .or_else(|| e.email.map(|m| m.chars().take(254).collect())),
-        client_addr: e.addr.to_string(),
-        detail: e.detail,
+            .or_else(|| e.email.map(|m| printable(m).chars().take(254).collect())),
+        client_addr: printable(e.addr),
+        detail: printable(&e.detail),
     };
     db.record_security_event(&row).await?;
     tracing::info!(

@@ -249,7 +249,7 @@ impl Admins {
         };
         let Some(email) = identity
             .email
-            .filter(|_| identity.email_verified != Some(false))
+            .filter(|e| identity.email_verified != Some(false) && !e.chars().any(char::is_control))
         else {
             let why = "the provider sent no verified email address for this person";
             return self
