@@ -101,6 +101,10 @@ pub mod section {
     pub const DOMAINS: &str = "domains";
     pub const USERS: &str = "users";
     pub const IMPORT: &str = "import";
+    pub const DIRECTORY: &str = "directory";
+    pub const CONFLICTS: &str = "conflicts";
+    pub const RUNS: &str = "runs";
+    pub const AUDIT: &str = "audit";
     pub const API: &str = "api";
     pub const PROFILE: &str = "profile";
     pub const TOKENS: &str = "tokens";
