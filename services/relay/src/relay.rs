@@ -502,12 +502,19 @@ impl Relay {
     /// stream's tail when the stream already holds those events (E5).
     async fn starting_point(&self, position: Option<i64>) -> Result<i64, RelayError> {
         let bus = self.bus.kind();
-        let tail = self.bus.prepare().await?;
+        // The checkpoint is read before the bus says where its stream ends.
+        // Another relay on the same checkpoint (no lease) only saves what the
+        // stream already holds, so read in this order the checkpoint is never
+        // ahead of the tail. Read the other way round, a checkpoint saved in
+        // between would start this session past the tail while the bus still
+        // expects the message after it: the session's messages would then be
+        // stored one run of positions early, leaving a gap in the stream.
         let mut acked = match (&self.config.checkpoint, position) {
             (Some(_), _) => self.checkpoint().await?,
             (None, Some(p)) => p,
             (None, None) => self.store.head_position().await?,
         };
+        let tail = self.bus.prepare().await?;
         if let Some(tail) = tail.filter(|t| *t > acked) {
             let head = self.store.head_position().await?;
             if tail <= head {
