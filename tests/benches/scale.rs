@@ -1,8 +1,9 @@
 //! Issue 18: the scale-out benchmark. Three `roster serve` replicas (by
-//! default) on one PostgreSQL and one NATS JetStream, `ROSTER_BENCH_CUSTOMERS`
-//! customers of `ROSTER_BENCH_USERS` users each in one slapd (one OU and one
-//! domain per customer), all due on one tick, one replica SIGKILLed while it
-//! holds runs; then Sync Now for every customer again (nothing changed).
+//! default) on one PostgreSQL and one NATS JetStream,
+//! `ROSTER_BENCH_CUSTOMERS` customers of `ROSTER_BENCH_USERS` users each
+//! (each its own naming context and domain, 16 contexts per slapd), all due
+//! on one tick, one replica SIGKILLed while it holds runs; then Sync Now for
+//! every customer again (nothing changed).
 //!
 //! ROSTER_BENCH_CUSTOMERS=200 ROSTER_BENCH_USERS=1000 \
 //!   cargo bench -p roster-tests --bench scale

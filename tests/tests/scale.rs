@@ -1,8 +1,8 @@
 //! Issue 18 in CI: three `roster serve` replicas on one PostgreSQL and one
-//! NATS JetStream, 50 customers of 200 users (one OU and one domain each)
-//! in one slapd, all due on one tick, one replica SIGKILLed while it holds
-//! runs. See `roster_tests::scale`; the benchmark (`benches/scale.rs`) runs
-//! the same at a larger size.
+//! NATS JetStream, 50 customers of 200 users (each its own naming context
+//! and domain, 16 contexts per slapd), all due on one tick, one replica
+//! SIGKILLed while it holds runs. See `roster_tests::scale`; the benchmark
+//! (`benches/scale.rs`) runs the same at a larger size.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -131,7 +131,7 @@ pub use samba::{
     SambaDc, SambaOu, BASE_DN as SAMBA_BASE_DN, DNS_DOMAIN as SAMBA_DNS_DOMAIN,
     DOMAIN as SAMBA_DOMAIN, REALM as SAMBA_REALM,
 };
-pub use slapd::{Flavour, Slapd, SlapdConfig, AD_LIKE_SCHEMA};
+pub use slapd::{Flavour, Slapd, SlapdConfig, AD_LIKE_SCHEMA, MAX_NAMING_CONTEXTS};
 pub use tls::{client_config, ServerCert, TestCa};
 
 /// The ldap3 crate this harness uses, for tests that need its types

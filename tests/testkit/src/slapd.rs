@@ -65,6 +65,7 @@ pub struct SlapdConfig {
     ppolicy: bool,
     schemas: Vec<String>,
     initial: Vec<Initial>,
+    contexts: Vec<(String, PathBuf)>,
 }
 
 impl SlapdConfig {
@@ -81,6 +82,7 @@ impl SlapdConfig {
             ppolicy: false,
             schemas: Vec::new(),
             initial: Vec::new(),
+            contexts: Vec::new(),
         }
     }
 
@@ -153,6 +155,25 @@ impl SlapdConfig {
         self
     }
 
+    /// A further naming context: its own `mdb` database with suffix
+    /// `suffix` (first RDN `dc=`, `o=` or `ou=`, outside every other
+    /// suffix), its root entry, then the LDIF file's entries, loaded with
+    /// `slapadd -q -b` before the server starts. A real customer's
+    /// directory is its own server: a search in one context never walks
+    /// another's entries, as it would under one shared suffix. The reader
+    /// account of the main suffix can read it; the limits are the main
+    /// database's.
+    ///
+    /// At most [`MAX_NAMING_CONTEXTS`] per server: each `mdb` database a
+    /// slapd thread serves takes one of the thread's few pool keys, and a
+    /// thread out of keys answers every search with result 80 (`internal
+    /// error`, logged as `mdb_opinfo_get: thread_pool_setkey failed err
+    /// (12)`). Start several servers for more.
+    pub fn naming_context(mut self, suffix: &str, ldif: impl Into<PathBuf>) -> Self {
+        self.contexts.push((suffix.to_string(), ldif.into()));
+        self
+    }
+
     /// Generated data loaded with `slapadd -q` before the server starts
     /// (100,000 users take a few seconds). Its base DN must be at or below
     /// the suffix.
@@ -161,6 +182,11 @@ impl SlapdConfig {
         self
     }
 }
+
+/// How many [`SlapdConfig::naming_context`]s one server takes: slapd's
+/// thread pool has 32 keys per thread, some taken by slapd itself, one
+/// per `mdb` database the thread serves.
+pub const MAX_NAMING_CONTEXTS: usize = 16;
 
 /// A running private OpenLDAP server. Dropping it kills the server and
 /// removes its folder.
@@ -267,6 +293,10 @@ impl Slapd {
         };
         std::fs::create_dir_all(server.dir.path().join("data"))
             .map_err(|e| Error::io("creating the slapd data folder", e))?;
+        for n in 0..config.contexts.len() {
+            std::fs::create_dir_all(server.dir.path().join(format!("data-{n}")))
+                .map_err(|e| Error::io("creating a slapd data folder", e))?;
+        }
         if config.flavour == Flavour::AdLike {
             write(&server.dir.path().join("ad-like.schema"), AD_LIKE_SCHEMA)?;
         }
@@ -297,6 +327,19 @@ impl Slapd {
                 Initial::File(path) => server.slapadd_file(path).await?,
                 Initial::Data(data) => server.slapadd_data(data.clone()).await?,
             }
+        }
+        if config.contexts.len() > MAX_NAMING_CONTEXTS {
+            return Err(Error::Invalid(format!(
+                "{} naming contexts in one slapd: at most {MAX_NAMING_CONTEXTS} (start several servers)",
+                config.contexts.len()
+            )));
+        }
+        for (n, (suffix, path)) in config.contexts.iter().enumerate() {
+            let root = server.dir.path().join(format!("context-{n}.ldif"));
+            write(&root, &root_entry(suffix)?.to_ldif())?;
+            server.slapadd_into(Some(suffix), &root).await?;
+            let _ = std::fs::remove_file(&root);
+            server.slapadd_into(Some(suffix), path).await?;
         }
 
         // Free ports can be taken between our probe and slapd's bind: retry.
@@ -371,11 +414,12 @@ impl Slapd {
         if config.flavour == Flavour::AdLike {
             c += "index sAMAccountName,userPrincipalName,proxyAddresses eq\nindex objectGUID eq\n";
         }
-        if config.page_cap {
-            c += "sizelimit size.soft=1000 size.hard=1000 size.pr=1000 size.prtotal=unlimited\n";
+        let limits = if config.page_cap {
+            "sizelimit size.soft=1000 size.hard=1000 size.pr=1000 size.prtotal=unlimited\n"
         } else {
-            c += "sizelimit unlimited\n";
-        }
+            "sizelimit unlimited\n"
+        };
+        c += limits;
         c += "access to attrs=userPassword\n\tby self write\n\tby anonymous auth\n\tby * none\n";
         c += "access to *\n\tby * read\n";
         if config.memberof {
@@ -389,6 +433,16 @@ impl Slapd {
         }
         if config.ppolicy {
             c += "overlay ppolicy\n";
+        }
+        for (n, (suffix, _)) in config.contexts.iter().enumerate() {
+            c += &format!(
+                "\ndatabase mdb\nsuffix \"{suffix}\"\ndirectory {d}/data-{n}\nmaxsize 1073741824\ndbnosync\n"
+            );
+            c +=
+                "index objectClass eq\nindex entryUUID eq\nindex cn,uid,mail eq\nindex member eq\n";
+            c += limits;
+            c += "access to attrs=userPassword\n\tby * none\n";
+            c += "access to *\n\tby * read\n";
         }
         c
     }
@@ -406,19 +460,19 @@ impl Slapd {
     }
 
     async fn slapadd_file(&self, path: &Path) -> Result<()> {
+        self.slapadd_into(None, path).await
+    }
+
+    /// `slapadd -q` of a file into the main database, or with a suffix
+    /// into that naming context's.
+    async fn slapadd_into(&self, suffix: Option<&str>, path: &Path) -> Result<()> {
         let conf = self.conf_path();
-        process::run(
-            &self.slapadd,
-            &[
-                OsStr::new("-q"),
-                OsStr::new("-f"),
-                conf.as_os_str(),
-                OsStr::new("-l"),
-                path.as_os_str(),
-            ],
-            None,
-        )
-        .await?;
+        let mut args = vec![OsStr::new("-q"), OsStr::new("-f"), conf.as_os_str()];
+        if let Some(suffix) = suffix {
+            args.extend([OsStr::new("-b"), OsStr::new(suffix)]);
+        }
+        args.extend([OsStr::new("-l"), path.as_os_str()]);
+        process::run(&self.slapadd, &args, None).await?;
         Ok(())
     }
 
