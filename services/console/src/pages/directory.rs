@@ -370,14 +370,7 @@ fn refusal(e: SyncError, kind: DirectoryKind) -> String {
                 directory_label(kind)
             )
         }
-        other => {
-            let m = view::message(&PageError::from(other));
-            let mut c = m.chars();
-            match c.next() {
-                Some(f) => f.to_uppercase().chain(c).collect(),
-                None => m,
-            }
-        }
+        other => help::sentence(&view::message(&PageError::from(other))),
     }
 }
 
@@ -642,5 +635,68 @@ pub fn check_filter(filter: &str) -> FilterCheck {
             position: Some(e.position),
             message: format!("Position {}: {}.", e.position, e.message),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// D5: the filter check is the sync's parser, with a 1-based position
+    /// in the text as typed.
+    #[test]
+    fn d5_filter_check_gives_the_position_of_an_error() {
+        assert!(check_filter("").ok);
+        assert!(check_filter("(&(objectClass=user)(mail=*))").ok);
+        let c = check_filter("(cn=a)(sn=b)");
+        assert!(!c.ok);
+        assert_eq!(c.position, Some(7));
+        assert!(c.message.starts_with("Position 7: "), "{}", c.message);
+        assert_eq!(check_filter("   (cn=a)(sn=b)").position, Some(10));
+    }
+
+    fn running(p: Option<RunProgress>) -> (String, u64) {
+        let row = RunRow {
+            run_id: roster_events::RunId::parse("01a2384d-deb3-7201-8c72-96044e73280f").unwrap(),
+            kind: DirectoryKind::Ldap,
+            trigger: SyncTrigger::Manual,
+            status: RunStatus::Running,
+            started_at: 0,
+            finished_at: None,
+            code: None,
+            reason: None,
+            counts: None,
+            would_flag: None,
+            directory_users: None,
+            over_seat_limit: None,
+            decided_by_run: None,
+        };
+        describe(&row, p.as_ref())
+    }
+
+    /// Sync Now's progress in words: each phase, with its counts.
+    #[test]
+    fn d4_progress_says_the_phase_and_counts() {
+        assert!(running(None).0.starts_with("Starting"));
+        let mut p = RunProgress::new(RunPhase::Read);
+        assert_eq!(
+            running(Some(p.clone())),
+            ("Reading the directory…".into(), 10)
+        );
+        p.phase = RunPhase::Plan;
+        p.read = Some(120);
+        assert!(running(Some(p.clone())).0.contains("Read 120 objects"));
+        p.phase = RunPhase::Apply;
+        p.steps = 10;
+        p.applied = 5;
+        p.planned = Some(roster_events::SyncCounts {
+            added: 8,
+            flagged: 2,
+            ..Default::default()
+        });
+        let (text, value) = running(Some(p));
+        assert!(text.contains("5 of 10 done"), "{text}");
+        assert!(text.contains("8 added, 2 flagged for deletion"), "{text}");
+        assert_eq!(value, 65);
     }
 }

@@ -476,3 +476,126 @@ impl EntraForm {
         Ok((config, change))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ldap(f: &LdapForm) -> LdapSettings {
+        match f.parse().expect("parses").0.connection {
+            Connection::Ldap(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// D5: the guide's defaults (SSL on, every 6 hours, delete after 7
+    /// days), the default port of each security, and the secret only when
+    /// typed (D7: an empty field keeps the stored one).
+    #[test]
+    fn d5_d7_ldap_form_defaults_ports_and_write_only_password() {
+        let mut f = LdapForm::blank();
+        f.host = " dc1.example.com ".into();
+        f.base_dn = "dc=example,dc=com".into();
+        let (config, change) = f.parse().unwrap();
+        assert_eq!(config.poll_interval, PollInterval::Hours6);
+        assert_eq!(config.delete_after, DeleteAfter::Days7);
+        let s = ldap(&f);
+        assert_eq!((s.ssl, s.starttls, s.port), (true, false, 636));
+        assert_eq!(s.host, "dc1.example.com");
+        assert!(s.tls.verify);
+        assert!(
+            change.secret.is_none(),
+            "no password typed: keep the stored one"
+        );
+        assert_eq!(change.enable, Some(false));
+        f.security = "starttls".into();
+        let s = ldap(&f);
+        assert_eq!((s.ssl, s.starttls, s.port), (false, true, 389));
+        f.port = "10389".into();
+        f.password = "pw".into();
+        f.enabled = Some("on".into());
+        assert_eq!(ldap(&f).port, 10389);
+        let (_, change) = f.parse().unwrap();
+        assert_eq!(change.secret.unwrap().expose(), "pw");
+        assert_eq!(change.enable, Some(true));
+    }
+
+    /// Bad input says what to fix, by the field's label.
+    #[test]
+    fn d5_ldap_form_refuses_bad_numbers_and_choices_by_label() {
+        let mut f = LdapForm::blank();
+        f.port = "63x".into();
+        assert!(f.parse().unwrap_err().starts_with("Port: “63x”"));
+        let mut f = LdapForm::blank();
+        f.poll_interval = "2h".into();
+        let e = f.parse().unwrap_err();
+        assert!(e.contains("Poll LDAP every") && e.contains("Weekly"), "{e}");
+        let mut f = LdapForm::blank();
+        f.guard.guard_max_percent = "150".into();
+        assert!(f.parse().unwrap_err().contains("0 to 100"));
+        let mut f = LdapForm::blank();
+        f.security = "tls13".into();
+        assert!(f.parse().unwrap_err().starts_with("Security"));
+    }
+
+    /// Every setting of the model survives the form: saved, shown, saved
+    /// again unchanged (advanced options included).
+    #[test]
+    fn d5_d6_saved_settings_round_trip_through_the_forms() {
+        let mut attributes = AttributeMap {
+            mail: Some("userPrincipalName".into()),
+            user_filter: Some("(objectClass=person)".into()),
+            ..Default::default()
+        };
+        attributes.profile.department = Some("division".into());
+        let config = DirectoryConfig {
+            connection: Connection::Ldap(LdapSettings {
+                host: "ldap.example.com".into(),
+                port: 3269,
+                ssl: true,
+                starttls: false,
+                tls: TlsSettings {
+                    verify: false,
+                    ca_pem: Some("-----BEGIN CERTIFICATE-----".into()),
+                },
+                bind_user: "sync@example.com".into(),
+                base_dn: "ou=Staff,dc=example,dc=com".into(),
+                filter: Some("(department=Sales)".into()),
+                include_disabled: true,
+                include_public_folders: true,
+                preset: LdapPreset::Ds389,
+                attributes,
+                timeout_secs: 45,
+            }),
+            poll_interval: PollInterval::Days3,
+            delete_after: DeleteAfter::Never,
+            guard: GuardSettings {
+                max_flags: 20,
+                max_percent: 5,
+                min_flags_for_percent: 2,
+            },
+        };
+        let f = LdapForm::of(&config, true);
+        assert!(f.password.is_empty());
+        assert_eq!(f.parse().unwrap().0, config);
+        let entra = DirectoryConfig {
+            connection: Connection::Entra(EntraSettings {
+                tenant: "contoso.com".into(),
+                client_id: "00000000-0000-0000-0000-000000000001".into(),
+                include_disabled: true,
+                filter: Some("startsWith(department,'Sales')".into()),
+                login_endpoint: Some("https://login.microsoftonline.us".into()),
+                graph_endpoint: Some("https://graph.microsoft.us/v1.0".into()),
+                full_sync_hours: Some(12),
+            }),
+            poll_interval: PollInterval::Hours12,
+            delete_after: DeleteAfter::Days30,
+            guard: GuardSettings::default(),
+        };
+        let f = EntraForm::of(&entra, false);
+        assert!(f.client_secret.is_empty());
+        let (back, change) = f.parse().unwrap();
+        assert_eq!(back, entra);
+        assert_eq!(change.enable, Some(false));
+    }
+}

@@ -172,7 +172,7 @@ pub fn test_box(kind: DirectoryKind, o: &TestOutcome, domains_href: &str) -> Tes
         ok: o.ok,
         title,
         step: if o.ok { "" } else { step(&code) },
-        message: o.message.clone(),
+        message: sentence(&o.message),
         code,
         found,
         tips,
@@ -182,4 +182,18 @@ pub fn test_box(kind: DirectoryKind, o: &TestOutcome, domains_href: &str) -> Tes
             more
         },
     }
+}
+
+/// A message as a sentence: a capital first letter and a full stop.
+pub fn sentence(m: &str) -> String {
+    let m = m.trim();
+    let mut c = m.chars();
+    let mut out: String = match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => return String::new(),
+    };
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
 }

@@ -268,6 +268,9 @@ pub struct ExceptionForm {
     /// The page to come back to (within this customer's exceptions page).
     #[serde(default)]
     pub back: String,
+    /// The object's name as the page showed it, for the message.
+    #[serde(default)]
+    pub label: String,
 }
 
 impl ExceptionForm {
@@ -280,14 +283,22 @@ impl ExceptionForm {
                 Ok(id)
             }
         };
+        let named = |what: &str| {
+            let label: String = self.label.trim().chars().take(200).collect();
+            if label.is_empty() {
+                format!("The {what}")
+            } else {
+                format!("The {what} {label}")
+            }
+        };
         match self.kind.trim() {
             "user" | "public_folder" => {
                 let object_id = id()?;
-                Ok((Exception::User { object_id }, "The user".into()))
+                Ok((Exception::User { object_id }, named("user")))
             }
             "group" => {
                 let object_id = id()?;
-                Ok((Exception::Group { object_id }, "The group".into()))
+                Ok((Exception::Group { object_id }, named("group")))
             }
             "alias" => {
                 let address = Address::parse_stored(self.address.trim())
