@@ -682,7 +682,9 @@ impl RunPhase {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunProgress {
     pub phase: RunPhase,
-    /// Objects read from the directory (known once the read is complete).
+    /// Objects read from the directory: while reading, the entries
+    /// received so far where the reader reports them (LDAP, page by page);
+    /// from the `plan` phase on, the objects of the complete read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<u64>,
     /// What the plan will do (known once planned).

@@ -84,7 +84,7 @@ async fn connect_ldap(b: &Browser, base: &str, id: &str, slapd: &Slapd) {
     assert!(t.contains("Signing in (bind)"), "{t}");
     assert!(t.contains("bind_rejected"), "{t}");
     assert!(t.contains("Account credentials"), "{t}");
-    assert!(t.contains("the server refused the credentials"), "{t}");
+    assert!(t.contains("The server refused the credentials"), "{t}");
     page(b, "directory-ldap-test-failed").await;
     // The form comes back as typed, never with the password.
     let host = c

@@ -990,6 +990,30 @@ async fn d4_a_run_records_its_progress_phase_by_phase(s: TestStore) {
     // T1: another customer does not see it.
     let other = s.customer(10, &["other.example"]).await;
     assert_eq!(run_progress(&s.store, other, &run).await.unwrap(), None);
+
+    // While reading, the production LDAP reader reports the entries it
+    // receives, page by page (what the read phase shows so far).
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let hook: roster_sync::readers::EntriesHook = {
+        let received = received.clone();
+        Arc::new(move |n| {
+            received.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let connection = Connection::Ldap(settings_for(&sc.slapd, "dc=example,dc=com"));
+    let secret = Secret::new(sc.slapd.root_password());
+    let reader = s
+        .sync()
+        .readers
+        .reader_watched(&connection, Some(&secret), hook)
+        .unwrap();
+    let read = reader.read_incremental(None).await.unwrap();
+    let n = received.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        n >= read.snapshot.objects.len() as u64 && n >= 14,
+        "{n} entries reported for {} objects",
+        read.snapshot.objects.len()
+    );
 }
 
 both_backends!(

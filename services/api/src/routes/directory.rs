@@ -694,7 +694,8 @@ pub struct RunProgressView {
     /// `read` (reading the directory), `plan` (planning the changes) or
     /// `apply` (applying them).
     pub phase: String,
-    /// Objects read from the directory, once the read is complete.
+    /// While reading: the entries received so far (LDAP reports them page
+    /// by page); from the `plan` phase on: the objects of the complete read.
     pub read: Option<u64>,
     /// What the plan does (the counts of `counts`), once planned.
     #[schema(value_type = Option<Object>)]
@@ -874,9 +875,12 @@ pub async fn run(
     )
     .await?;
     let report = run_report(&state, customer, &row.run_id.to_string(), &q).await?;
-    let progress =
-        roster_projections::directory::run_progress(&state.store, customer, &row.run_id.to_string())
-            .await?;
+    let progress = roster_projections::directory::run_progress(
+        &state.store,
+        customer,
+        &row.run_id.to_string(),
+    )
+    .await?;
     let mut run = RunView::from(row);
     run.progress = progress.map(RunProgressView::from);
     Ok(Json(RunDetail {

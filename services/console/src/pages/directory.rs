@@ -535,7 +535,13 @@ pub fn describe(row: &RunRow, p: Option<&RunProgress>) -> (String, u64) {
         RunStatus::Running => match p {
             None => ("Starting: waiting for the directory…".into(), 2),
             Some(p) => match p.phase {
-                RunPhase::Read => ("Reading the directory…".into(), 10),
+                RunPhase::Read => match p.read {
+                    Some(n) => (
+                        format!("Reading the directory: {n} entries received so far…"),
+                        10,
+                    ),
+                    None => ("Reading the directory…".into(), 10),
+                },
                 RunPhase::Plan => (
                     format!(
                         "Read {} objects from the directory; planning the changes…",

@@ -4,6 +4,7 @@
 use super::*;
 
 use super::progress::Progress;
+use crate::readers::EntriesHook;
 use roster_projections::directory::RunPhase;
 
 /// Which run [`SyncService::apply`] applies, and where it reports.
@@ -107,6 +108,7 @@ impl SyncService {
         &self,
         customer: CustomerId,
         dir: &Directory,
+        on_entries: Option<EntriesHook>,
     ) -> Result<(DirectoryConfig, Snapshot), ReadError> {
         let kind = dir
             .enabled
@@ -125,7 +127,12 @@ impl SyncService {
                 "the stored password / client secret was entered for other connection settings (D7): save the settings with it again".into(),
             ));
         }
-        let reader = self.readers.reader(&config.connection, secret.as_ref())?;
+        let reader = match on_entries {
+            Some(hook) => self
+                .readers
+                .reader_watched(&config.connection, secret.as_ref(), hook)?,
+            None => self.readers.reader(&config.connection, secret.as_ref())?,
+        };
         // B1: what the previous read left (delta links and the directory as
         // read); a reader that keeps none reads everything.
         let previous = match self
@@ -186,7 +193,7 @@ impl SyncService {
         progress.phase(self, RunPhase::Read, |_| {}).await;
         // The directory is read on its own thread; what the plan needs from
         // the database is loaded meanwhile.
-        let (read, prefetched) = tokio::join!(self.read(customer, &dir), self.prefetch(customer));
+        let (read, prefetched) = self.read_watched(customer, &dir, &progress).await;
         tracing::info!(customer = %customer, run = %run_id, seconds = started.elapsed().as_secs_f64(), ok = read.is_ok(), "directory read");
         metrics::histogram!("roster_sync_phase_seconds", "phase" => "read")
             .record(started.elapsed().as_secs_f64());
@@ -237,6 +244,47 @@ impl SyncService {
         metrics::counter!("roster_sync_runs_total", "status" => status).increment(1);
         tracing::info!(customer = %customer, run = %run_id, status, seconds = started.elapsed().as_secs_f64(), "sync run finished");
         Ok(outcome)
+    }
+
+    /// Reads the directory and prefetches what the plan needs, recording
+    /// the objects received so far (where the reader reports them) at most
+    /// once a second while the read goes on.
+    async fn read_watched(
+        &self,
+        customer: CustomerId,
+        dir: &Directory,
+        progress: &Progress,
+    ) -> (
+        Result<(DirectoryConfig, Snapshot), ReadError>,
+        Result<Prefetched, SyncError>,
+    ) {
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        let received = Arc::new(AtomicU64::new(0));
+        let hook: EntriesHook = {
+            let received = received.clone();
+            Arc::new(move |n| {
+                received.fetch_add(n, Relaxed);
+            })
+        };
+        let reading = async {
+            tokio::join!(
+                self.read(customer, dir, Some(hook)),
+                self.prefetch(customer)
+            )
+        };
+        let ticking = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let n = received.load(Relaxed);
+                if n > 0 {
+                    progress.update(self, false, |p| p.read = Some(n)).await;
+                }
+            }
+        };
+        tokio::select! {
+            done = reading => done,
+            never = ticking => never,
+        }
     }
 
     async fn fail(
@@ -344,7 +392,7 @@ impl SyncService {
         customer: CustomerId,
     ) -> Result<Result<DryRun, ReadError>, SyncError> {
         let dir = self.directory(customer).await?;
-        let (config, snapshot) = match self.read(customer, &dir).await {
+        let (config, snapshot) = match self.read(customer, &dir, None).await {
             Ok(x) => x,
             Err(e) => return Ok(Err(e)),
         };
@@ -453,9 +501,7 @@ impl SyncService {
             .instrument(tracing::info_span!("sync.append"))
             .await?;
         let append_s = t.elapsed().as_secs_f64();
-        progress
-            .update(self, true, |p| p.applied = p.steps)
-            .await;
+        progress.update(self, true, |p| p.applied = p.steps).await;
         let t = std::time::Instant::now();
         self.settle(a.last)
             .instrument(tracing::info_span!("sync.project"))
