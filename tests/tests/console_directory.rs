@@ -118,7 +118,8 @@ async fn connect_ldap(b: &Browser, base: &str, id: &str, slapd: &Slapd) {
 
 /// Step 3: Sync Now, its progress until the run ends, the users with
 /// source LDAP.
-async fn sync_now(b: &Browser, base: &str, id: &str) {
+async fn sync_now(b: &Browser, p: &RosterProcess, id: &str) {
+    let base = p.base.as_str();
     let c = &b.client;
     click(c, "#sync-form button[type=submit]").await;
     wait_for(c, "LDAP sync has successfully started").await;
@@ -141,6 +142,26 @@ async fn sync_now(b: &Browser, base: &str, id: &str) {
     assert!(
         run_href.contains(&format!("/customers/{id}/runs/")),
         "{run_href}"
+    );
+    // Every door sees the same progress: the API's run view.
+    let run = run_href.rsplit('/').next().unwrap();
+    let (s, v) = p
+        .admin()
+        .get(&format!("/v1/customers/{id}/directory/syncs/{run}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let progress = &v["run"]["progress"];
+    assert_eq!(progress["phase"], "apply", "{v}");
+    assert_eq!(progress["read"], v["run"]["counts"]["read"], "{v}");
+    assert_eq!(progress["applied"], progress["steps"], "{v}");
+    assert_eq!(
+        progress["planned"]["added"], v["run"]["counts"]["added"],
+        "{v}"
+    );
+    let (_, doc) = p.admin().get("/openapi.json").await;
+    assert!(
+        doc["components"]["schemas"]["RunView"]["properties"]["progress"].is_object(),
+        "the OpenAPI document describes the run's progress"
     );
     b.goto(&format!("{base}/customers/{id}/users"))
         .await
@@ -270,7 +291,7 @@ async fn i15_directory_services_pages_in_a_browser_on_both_backends() {
             sign_in(&b, &p.base, "partner@roster.example").await;
             wait_for(&b.client, "Customers").await;
             connect_ldap(&b, &p.base, &id, slapd).await;
-            sync_now(&b, &p.base, &id).await;
+            sync_now(&b, &p, &id).await;
             exceptions_and_additions(&b, &p.base, &id).await;
             switch_to_entra(&b, &p.base, &id, emu, fx).await;
             b.close().await.unwrap();
