@@ -210,6 +210,35 @@ async fn exceptions_and_additions(b: &Browser, base: &str, id: &str) {
     );
 }
 
+/// D3.r: a run that fails reading changes nothing; the page shows the
+/// step and what to check beside it, as for a failed test.
+async fn failed_sync(b: &Browser, base: &str, id: &str) {
+    let c = &b.client;
+    b.goto(&format!("{base}/customers/{id}/directory?tab=ldap"))
+        .await
+        .unwrap();
+    wait_for(c, "LDAP: Connect").await;
+    fill(c, "#base_dn", "ou=Nowhere,dc=example,dc=com").await;
+    click(c, "button[name=do][value=save]").await;
+    wait_for(c, "LDAP settings saved").await;
+    click(c, "#sync-form button[type=submit]").await;
+    let t = wait_text(c, "#sync-progress", "Step that failed").await;
+    assert!(t.contains("The sync failed and changed nothing"), "{t}");
+    assert!(
+        t.contains("Searching the base DN") && t.contains("Base DN"),
+        "{t}"
+    );
+    page(b, "directory-sync-failed").await;
+    b.goto(&format!("{base}/customers/{id}/users?q=example.org"))
+        .await
+        .unwrap();
+    let t = wait_text(c, "table.users tbody", "@example.org").await;
+    assert!(
+        !t.contains("Pending deletion"),
+        "a failed read flags nobody: {t}"
+    );
+}
+
 /// D1: enabling Entra ID while LDAP is enabled asks first, saying what
 /// happens to LDAP's users; the test shows the guide's green message.
 async fn switch_to_entra(b: &Browser, base: &str, id: &str, emu: &GraphEmulator, fx: &Fixture) {
@@ -293,6 +322,7 @@ async fn i15_directory_services_pages_in_a_browser_on_both_backends() {
             connect_ldap(&b, &p.base, &id, slapd).await;
             sync_now(&b, &p, &id).await;
             exceptions_and_additions(&b, &p.base, &id).await;
+            failed_sync(&b, &p.base, &id).await;
             switch_to_entra(&b, &p.base, &id, emu, fx).await;
             b.close().await.unwrap();
             p.stop().await;

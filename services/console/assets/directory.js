@@ -80,6 +80,8 @@
             box.setAttribute("data-running", "0");
             box.setAttribute("data-status", p.status);
             text.className = p.ok ? "" : "warn";
+            // A failed run: the page shows the step and what to check.
+            if (p.status === "failed") window.location.reload();
           }
         })
         .catch(function () { setTimeout(poll, 2000); });

@@ -84,6 +84,9 @@ pub struct RunBox {
     pub progress_href: String,
     pub run_href: String,
     pub refresh_href: String,
+    /// A failed run: the step and what to check, as for a failed test.
+    pub step: &'static str,
+    pub tips: Vec<help::Tip>,
 }
 
 #[derive(Template)]
@@ -487,7 +490,15 @@ async fn run_box(
         Err(e) => return Err(e),
     };
     let (text, value) = describe(&row, p.as_ref());
+    let failed = matches!(row.status, RunStatus::Failed);
+    let code = row.code.clone().unwrap_or_default();
     Ok(Some(RunBox {
+        step: if failed { help::step(&code) } else { "" },
+        tips: if failed {
+            help::tips_for(row.kind, &code)
+        } else {
+            Vec::new()
+        },
         running: row.status == RunStatus::Running,
         ok: matches!(row.status, RunStatus::Completed | RunStatus::Confirmed),
         text,

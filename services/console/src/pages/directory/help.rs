@@ -120,25 +120,29 @@ fn managed_domain(domains_href: &str) -> Tip {
     }
 }
 
-/// The result of a test as the page shows it.
-pub fn test_box(kind: DirectoryKind, o: &TestOutcome, domains_href: &str) -> TestBox {
-    let code = o.code.clone().unwrap_or_default();
-    let mut tips = Vec::new();
-    match code.as_str() {
-        "name_resolution" | "refused" | "timeout" => tips.push(firewall(kind)),
+/// What to check for a failure code (of a test or of a failed run).
+pub fn tips_for(kind: DirectoryKind, code: &str) -> Vec<Tip> {
+    match code {
+        "name_resolution" | "refused" | "timeout" => vec![firewall(kind)],
         "bind_rejected" | "client_id_not_found" | "secret_rejected" | "secret_expired"
-        | "tenant_not_found" => tips.push(credentials(kind)),
-        "base_dn_not_found" | "permission" if kind == DirectoryKind::Ldap => tips.push(base_dn()),
-        "permission" => tips.push(Tip {
+        | "tenant_not_found" => vec![credentials(kind)],
+        "base_dn_not_found" | "permission" if kind == DirectoryKind::Ldap => vec![base_dn()],
+        "permission" => vec![Tip {
             title: "API permissions",
             text: "Grant the application the Microsoft Graph application permissions User.Read.All and GroupMember.Read.All, with admin consent.".into(),
             href: String::new(),
             link: "",
-        }),
-        "tls" => tips.push(certificate()),
-        "invalid_filter" => tips.push(filter()),
-        _ => {}
+        }],
+        "tls" => vec![certificate()],
+        "invalid_filter" => vec![filter()],
+        _ => Vec::new(),
     }
+}
+
+/// The result of a test as the page shows it.
+pub fn test_box(kind: DirectoryKind, o: &TestOutcome, domains_href: &str) -> TestBox {
+    let code = o.code.clone().unwrap_or_default();
+    let mut tips = tips_for(kind, &code);
     let found_none = o.ok && o.users == Some(0);
     if found_none {
         if kind == DirectoryKind::Ldap {
