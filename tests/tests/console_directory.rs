@@ -6,6 +6,7 @@
 //! until the run completes; the users with source LDAP), an exception from
 //! the directory view, an addition, and the switch to Entra ID with the
 //! confirmation prompt (D1). Over HTTP: the filter check's error position,
+//! the write-only password asked again for a new host (D7),
 //! the tenant scope of every new route (T1) and CSRF.
 
 use std::time::Duration;
@@ -392,7 +393,7 @@ async fn filter_check(p: &RosterProcess, cookie: &str, c: &str, filter: &str) ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t1_d5_directory_routes_are_scoped_csrf_protected_and_check_filters() {
+async fn t1_d5_d7_directory_routes_are_scoped_csrf_protected_check_filters_and_keep_the_secret() {
     on_both_quiet(|p| async move {
         let base = p.base.trim_end_matches('/').to_string();
         let mine = p.admin().customer("Mine", 10, &["mine.example"]).await;
@@ -426,6 +427,64 @@ async fn t1_d5_directory_routes_are_scoped_csrf_protected_and_check_filters() {
         );
         let bad = filter_check(&p, &cookie, &mine, "  (cn=a)(sn=b)").await;
         assert_eq!(bad["position"], 9, "leading blanks count: {bad}");
+
+        // D7: the password is write-only; a changed host needs it again,
+        // with the app layer's message, and nothing is saved without it.
+        let ldap = format!("{base}/customers/{mine}/directory/ldap");
+        let secret = "s3cret-Value-never-shown";
+        let form = |host: &'static str, password: &'static str| {
+            vec![
+                ("_csrf", csrf.clone()),
+                ("enabled", "on".to_string()),
+                ("host", host.to_string()),
+                ("security", "none".to_string()),
+                ("port", "3890".to_string()),
+                ("bind_user", "cn=sync,dc=mine,dc=example".to_string()),
+                ("password", password.to_string()),
+                ("base_dn", "dc=mine,dc=example".to_string()),
+                ("poll_interval", "12h".to_string()),
+                ("delete_after", "14d".to_string()),
+                ("preset", "openldap".to_string()),
+                ("do", "save".to_string()),
+            ]
+        };
+        let post = |f: Vec<(&'static str, String)>| {
+            http()
+                .post(&ldap)
+                .header(COOKIE, &cookie)
+                .header(ORIGIN, &base)
+                .form(&f)
+                .send()
+        };
+        let saved = post(form("127.0.0.1", secret)).await.unwrap();
+        assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+        let page_html = http()
+            .get(format!("{base}/customers/{mine}/directory?tab=ldap"))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page_html.contains("A password is stored"), "{page_html}");
+        assert!(!page_html.contains(secret), "the password is never shown");
+        let moved = post(form("localhost", "")).await.unwrap();
+        assert_eq!(moved.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body = moved.text().await.unwrap();
+        assert!(
+            body.contains("Host differs from the saved settings")
+                && body.contains("give password again"),
+            "{body}"
+        );
+        let (_, v) = p
+            .admin()
+            .get(&format!("/v1/customers/{mine}/directory"))
+            .await;
+        assert_eq!(v["ldap"]["host"], "127.0.0.1", "nothing saved: {v}");
+        assert_eq!(v["ldap"]["poll_interval"], "12h", "{v}");
+        assert_eq!(v["ldap"]["delete_after"], "14d", "{v}");
+        assert_eq!(v["enabled"], "ldap", "{v}");
 
         // T1: every new route of another customer is not found.
         let run = uuid::Uuid::now_v7();
