@@ -495,6 +495,12 @@ async fn change_addition(
         }
     };
     let shown = view::address(address.as_str());
+    let dir = state.sync.directory(customer).await?;
+    let source = dir
+        .enabled
+        .or_else(|| dir.configs.keys().next().copied())
+        .map(directory_label)
+        .unwrap_or("the directory");
     let meta = admin.meta(customer, &state);
     let done = if add {
         state
@@ -509,7 +515,7 @@ async fn change_addition(
     };
     let flash = match done {
         Ok(_) if add => Flash::success(format!(
-            "{shown} added: it is in the user list with the directory as its source, and syncs do not flag it while it stays on this list."
+            "{shown} added: it is in the user list with {source} as its source, and syncs do not flag it while it stays on this list."
         )),
         Ok(_) => Flash::success(format!(
             "{shown} is off the additions list: the user stays, and the next sync decides about it like any other."
