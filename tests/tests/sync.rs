@@ -990,6 +990,32 @@ async fn d4_a_run_records_its_progress_phase_by_phase(s: TestStore) {
     // T1: another customer does not see it.
     let other = s.customer(10, &["other.example"]).await;
     assert_eq!(run_progress(&s.store, other, &run).await.unwrap(), None);
+    // The reaper forgets progress older than 30 days, and only that.
+    let old = uuid::Uuid::now_v7();
+    s.store
+        .db()
+        .put_run_progress(
+            sc.customer,
+            old,
+            r#"{"phase":"read"}"#,
+            s.clock.now() - chrono::Duration::days(31),
+        )
+        .await
+        .unwrap();
+    let old = old.to_string();
+    assert!(run_progress(&s.store, sc.customer, &old)
+        .await
+        .unwrap()
+        .is_some());
+    s.sync().reap().await.unwrap();
+    assert_eq!(
+        run_progress(&s.store, sc.customer, &old).await.unwrap(),
+        None
+    );
+    assert!(run_progress(&s.store, sc.customer, &run)
+        .await
+        .unwrap()
+        .is_some());
 
     // While reading, the production LDAP reader reports the entries it
     // receives, page by page (what the read phase shows so far).

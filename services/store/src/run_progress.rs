@@ -55,3 +55,21 @@ impl Db {
         Ok(row)
     }
 }
+
+impl Db {
+    /// Forgets the progress written before `before`: a run's live view is
+    /// of use while it runs and shortly after (its outcome is in the log).
+    pub async fn prune_run_progress(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
+        let n = with_db!(self, |p| {
+            sqlx::query("DELETE FROM sync_run_progress WHERE updated_at < $1")
+                .bind(micros(before))
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(n)
+    }
+}
