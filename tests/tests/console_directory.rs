@@ -4,8 +4,9 @@
 //! the guide's LDAP steps (a wrong password shows the bind-rejected step and
 //! what to check, a good one passes; Save; Sync Now and its live progress
 //! until the run completes; the users with source LDAP), an exception from
-//! the directory view, an addition, and the switch to Entra ID with the
-//! confirmation prompt (D1). Over HTTP: the filter check's error position,
+//! the directory view, an addition, a failed run with what to check (D3.r),
+//! and the switch to Entra ID with the confirmation prompt (D1) whose sync
+//! makes LDAP's users conflicts (D2). Over HTTP: the filter check's error position,
 //! the write-only password asked again for a new host (D7),
 //! the tenant scope of every new route (T1) and CSRF.
 
@@ -260,6 +261,9 @@ async fn switch_to_entra(b: &Browser, base: &str, id: &str, emu: &GraphEmulator,
     open_advanced(c).await;
     fill(c, "#login_endpoint", &emu.login_base()).await;
     fill(c, "#graph_endpoint", &emu.graph_base()).await;
+    // The switch flags every LDAP user at once: past the guard's default.
+    fill(c, "#guard_max_flags", "100000").await;
+    fill(c, "#guard_max_percent", "100").await;
     click(c, "button[name=do][value=test]").await;
     wait_text(c, "#test-result", "Azure Connection test was passed").await;
     page(b, "directory-entra-test").await;
@@ -283,9 +287,28 @@ async fn switch_to_entra(b: &Browser, base: &str, id: &str, emu: &GraphEmulator,
     let status = text(c, "p.lead").await;
     assert!(status.contains("Entra ID sync is enabled"), "{status}");
     page(b, "directory-entra").await;
+
+    // The guide's step 14, and D2: LDAP's users become user conflicts.
+    click(c, "#sync-form button[type=submit]").await;
+    wait_for(c, "Azure sync has successfully started").await;
+    wait_text(c, "#sync-text", "The sync completed").await;
+    b.goto(&format!("{base}/customers/{id}/users?q={}", fx.domain))
+        .await
+        .unwrap();
+    let t = wait_text(c, "table.users tbody", &fx.domain).await;
+    assert!(t.contains("Entra ID (Azure)"), "{t}");
+    b.goto(&format!("{base}/customers/{id}/users?q=example.org"))
+        .await
+        .unwrap();
+    let t = wait_text(c, "table.users tbody", "@example.org").await;
+    assert!(
+        t.contains("Pending deletion"),
+        "LDAP's users are conflicts now: {t}"
+    );
 }
 
 struct Fixture {
+    domain: String,
     tenant: String,
     client_id: String,
     secret: String,
@@ -305,6 +328,7 @@ async fn i15_directory_services_pages_in_a_browser_on_both_backends() {
         .tenant
         .generate_users(GenerateUsers::new(3, &tenant.domain));
     let fx = Fixture {
+        domain: tenant.domain.clone(),
         tenant: tenant.tenant_id.clone(),
         client_id: tenant.client_id.clone(),
         secret: tenant.client_secret.clone(),
