@@ -583,7 +583,11 @@ pub fn describe(row: &RunRow, p: Option<&RunProgress>) -> (String, u64) {
                 100,
             )
         }
-        RunStatus::Failed | RunStatus::Interrupted => (
+        RunStatus::Interrupted => (
+            "The sync was interrupted (the server running it stopped); it starts again by itself, and nothing it had not finished was applied.".into(),
+            100,
+        ),
+        RunStatus::Failed => (
             format!(
                 "The sync failed and changed nothing: {}{}.",
                 row.reason.clone().unwrap_or_default(),
