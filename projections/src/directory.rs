@@ -653,3 +653,80 @@ pub async fn objects(
     };
     Ok((rows.into_iter().map(object_of).collect(), next))
 }
+
+/// Where a running sync is (issue 15): its phase and the counts so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunPhase {
+    /// Reading the directory (a complete snapshot, or the run fails, D3.r).
+    Read,
+    /// Planning the changes against the current users.
+    Plan,
+    /// Applying the planned changes.
+    Apply,
+}
+
+impl RunPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Read => "read",
+            RunPhase::Plan => "plan",
+            RunPhase::Apply => "apply",
+        }
+    }
+}
+
+/// A sync run's live progress, as the replica running it last recorded it
+/// (at each phase change and at most once a second): what Sync Now shows
+/// while the run goes on, through every door.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunProgress {
+    pub phase: RunPhase,
+    /// Objects read from the directory: while reading, the entries
+    /// received so far where the reader reports them (LDAP, page by page);
+    /// from the `plan` phase on, the objects of the complete read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<u64>,
+    /// What the plan will do (known once planned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned: Option<roster_events::SyncCounts>,
+    /// The planned changes, and how many of them are applied so far.
+    #[serde(default)]
+    pub steps: u64,
+    #[serde(default)]
+    pub applied: u64,
+    /// When this was recorded (microseconds since the epoch).
+    #[serde(default)]
+    pub updated_at: i64,
+}
+
+impl RunProgress {
+    pub fn new(phase: RunPhase) -> Self {
+        RunProgress {
+            phase,
+            read: None,
+            planned: None,
+            steps: 0,
+            applied: 0,
+            updated_at: 0,
+        }
+    }
+}
+
+/// A run's live progress, if it recorded any (runs of older versions did
+/// not); only within the customer (T1).
+pub async fn run_progress(
+    store: &roster_store::Store,
+    customer: roster_events::CustomerId,
+    run_id: &str,
+) -> Result<Option<RunProgress>, ProjectionError> {
+    let Some((json, at)) = store.db().get_run_progress(customer, run_id).await? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_str::<RunProgress>(&json)
+        .ok()
+        .map(|p| RunProgress {
+            updated_at: at,
+            ..p
+        }))
+}

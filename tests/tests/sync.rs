@@ -890,6 +890,158 @@ async fn d3i_replicas_reaping_at_once_delete_each_user_once(s: TestStore) {
     assert_eq!((events, users), (3, 3));
 }
 
+/// A reader that, at its first page, reads the run's recorded progress
+/// while the read is still going (issue 15).
+struct WatchProgress {
+    store: roster_store::Store,
+    customer: CustomerId,
+    handle: tokio::runtime::Handle,
+    seen: Arc<std::sync::Mutex<Vec<Option<roster_projections::directory::RunProgress>>>>,
+}
+
+impl ReaderFactory for WatchProgress {
+    fn reader(
+        &self,
+        connection: &Connection,
+        secret: Option<&Secret>,
+    ) -> Result<Box<dyn DirectoryReader>, ReadError> {
+        let Connection::Ldap(settings) = connection else {
+            unreachable!()
+        };
+        let (store, customer, handle, seen) = (
+            self.store.clone(),
+            self.customer,
+            self.handle.clone(),
+            self.seen.clone(),
+        );
+        let hook: roster_directory::PageHook = Arc::new(move |e: &roster_directory::PageEvent| {
+            if e.page != 1 {
+                return;
+            }
+            // The reader's thread drives a runtime of its own: the read
+            // model is asked from a plain thread on the test's runtime.
+            let (store, handle) = (store.clone(), handle.clone());
+            let p = std::thread::spawn(move || {
+                handle.block_on(async {
+                    let runs = roster_projections::directory::runs(&store, customer, None, 1)
+                        .await
+                        .unwrap();
+                    let run = runs[0].run_id.to_string();
+                    roster_projections::directory::run_progress(&store, customer, &run)
+                        .await
+                        .unwrap()
+                })
+            })
+            .join()
+            .unwrap();
+            seen.lock().unwrap().push(p);
+        });
+        Ok(Box::new(roster_directory::LdapReader::with_options(
+            settings.clone(),
+            secret.map(|s| s.expose().to_string()).unwrap_or_default(),
+            roster_directory::ReaderOptions {
+                page_size: 5,
+                member_range_step: None,
+                on_page: Some(hook),
+                ..Default::default()
+            },
+        )))
+    }
+}
+
+/// Issue 15 (D4's Sync Now, seen live): a run records its phase and counts
+/// as it goes: `read` while the directory is being read (seen from inside
+/// the read), then what it read, planned and applied; any replica reads it
+/// within the customer only (T1).
+async fn d4_a_run_records_its_progress_phase_by_phase(s: TestStore) {
+    use roster_projections::directory::{run_progress, RunPhase};
+    s.spawn_projector();
+    let sc = scenario(&s, 12, 2).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut sync = s.sync();
+    sync.readers = Arc::new(WatchProgress {
+        store: s.store.clone(),
+        customer: sc.customer,
+        handle: tokio::runtime::Handle::current(),
+        seen: seen.clone(),
+    });
+    let outcome = sync
+        .run_now(sc.customer, SyncTrigger::Manual, by())
+        .await
+        .unwrap();
+    let c = counts(&outcome);
+    let mid = seen.lock().unwrap().clone();
+    assert!(!mid.is_empty(), "the reader saw no page");
+    let during = mid[0].clone().expect("progress recorded while reading");
+    assert_eq!(during.phase, RunPhase::Read, "{during:?}");
+    assert_eq!(during.read, None, "{during:?}");
+    let run = outcome.run_id().to_string();
+    let after = run_progress(&s.store, sc.customer, &run)
+        .await
+        .unwrap()
+        .expect("progress after the run");
+    assert_eq!(after.phase, RunPhase::Apply, "{after:?}");
+    assert_eq!(after.read, Some(c.read), "{after:?} {c:?}");
+    let planned = after.planned.expect("the plan's counts");
+    assert_eq!(planned.added, c.added, "{planned:?} {c:?}");
+    assert!(after.steps >= c.added, "{after:?}");
+    assert_eq!(after.applied, after.steps, "{after:?}");
+    assert!(after.updated_at > 0);
+    // T1: another customer does not see it.
+    let other = s.customer(10, &["other.example"]).await;
+    assert_eq!(run_progress(&s.store, other, &run).await.unwrap(), None);
+    // The reaper forgets progress older than 30 days, and only that.
+    let old = uuid::Uuid::now_v7();
+    s.store
+        .db()
+        .put_run_progress(
+            sc.customer,
+            old,
+            r#"{"phase":"read"}"#,
+            s.clock.now() - chrono::Duration::days(31),
+        )
+        .await
+        .unwrap();
+    let old = old.to_string();
+    assert!(run_progress(&s.store, sc.customer, &old)
+        .await
+        .unwrap()
+        .is_some());
+    s.sync().reap().await.unwrap();
+    assert_eq!(
+        run_progress(&s.store, sc.customer, &old).await.unwrap(),
+        None
+    );
+    assert!(run_progress(&s.store, sc.customer, &run)
+        .await
+        .unwrap()
+        .is_some());
+
+    // While reading, the production LDAP reader reports the entries it
+    // receives, page by page (what the read phase shows so far).
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let hook: roster_sync::readers::EntriesHook = {
+        let received = received.clone();
+        Arc::new(move |n| {
+            received.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let connection = Connection::Ldap(settings_for(&sc.slapd, "dc=example,dc=com"));
+    let secret = Secret::new(sc.slapd.root_password());
+    let reader = s
+        .sync()
+        .readers
+        .reader_watched(&connection, Some(&secret), hook)
+        .unwrap();
+    let read = reader.read_incremental(None).await.unwrap();
+    let n = received.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        n >= read.snapshot.objects.len() as u64 && n >= 14,
+        "{n} entries reported for {} objects",
+        read.snapshot.objects.len()
+    );
+}
+
 both_backends!(
     d3e_d3f_a_first_sync_adds_the_directory_and_a_resync_changes_nothing,
     d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_delay_and_come_back,
@@ -908,4 +1060,5 @@ both_backends!(
     d4_sync_now_after_a_crash_takes_the_expired_run_over,
     d4_a_due_run_is_started_once_across_replicas,
     d3i_replicas_reaping_at_once_delete_each_user_once,
+    d4_a_run_records_its_progress_phase_by_phase,
 );

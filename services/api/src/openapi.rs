@@ -123,7 +123,7 @@ impl Modify for Bearer {
         CreateUser, UpdateUser, UserView, UserList, FlagView, RuleView, RuleList, CreateRule,
         AuditView, AuditList, History, Health, ProjectionReadiness,
         directory::DirectorySettingsInput, directory::DirectoryView, directory::LdapView, directory::EntraView, directory::RunningView,
-        directory::HeldView, directory::TestView, directory::SyncStarted, directory::EnableInput, directory::RunView,
+        directory::HeldView, directory::TestView, directory::SyncStarted, directory::EnableInput, directory::RunView, directory::RunProgressView,
         directory::RunList, directory::RunDetail, directory::RunReport, directory::ObjectList, directory::ExceptionInput,
         directory::ExceptionList, directory::AdditionInput, directory::AdditionList,
         conflicts::ActionInput, conflicts::ActionResult, conflicts::ActionResults,

@@ -24,6 +24,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../assets/console.js"),
     ),
     (
+        "directory.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/directory.js"),
+    ),
+    (
         "import.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../assets/import.js"),

@@ -125,3 +125,9 @@ impl From<roster_projections::ProjectionError> for PageError {
         AppError::from(e).into()
     }
 }
+
+impl From<roster_sync::SyncError> for PageError {
+    fn from(e: roster_sync::SyncError) -> Self {
+        AppError::from(e).into()
+    }
+}

@@ -15,6 +15,7 @@ pub mod exec;
 pub mod imports;
 pub mod log;
 pub mod read_state;
+pub mod run_progress;
 pub mod secrets;
 pub mod security_log;
 pub mod sync_leases;

@@ -20,6 +20,7 @@ pub mod worker;
 
 pub use queue::{RunConfig, RunQueue};
 pub use readers::{DefaultReaders, ReaderFactory};
+pub use roster_directory::ldap::{check_filter, FilterError};
 pub use roster_directory::OutboundPolicy;
 pub use service::{
     ConflictAction, DryRun, RunOutcome, SettingsChange, SyncError, SyncService, TestOutcome,

@@ -8,6 +8,10 @@ use roster_domain::snapshot::{DirectoryReader, ReadError};
 use roster_events::Connection;
 use roster_store::Secret;
 
+/// Told how many more objects a read has received (issue 15: Sync Now's
+/// live progress while the directory is being read).
+pub type EntriesHook = Arc<dyn Fn(u64) + Send + Sync>;
+
 pub trait ReaderFactory: Send + Sync {
     /// A reader for these settings and secret.
     fn reader(
@@ -15,6 +19,19 @@ pub trait ReaderFactory: Send + Sync {
         connection: &Connection,
         secret: Option<&Secret>,
     ) -> Result<Box<dyn DirectoryReader>, ReadError>;
+
+    /// A reader that also reports the objects it receives as it reads, when
+    /// its protocol can (LDAP: page by page); by default a plain
+    /// [`ReaderFactory::reader`] that reports nothing.
+    fn reader_watched(
+        &self,
+        connection: &Connection,
+        secret: Option<&Secret>,
+        on_entries: EntriesHook,
+    ) -> Result<Box<dyn DirectoryReader>, ReadError> {
+        let _ = on_entries;
+        self.reader(connection, secret)
+    }
 }
 
 /// The production readers: LDAP / Active Directory and Microsoft Entra ID,
@@ -30,11 +47,12 @@ impl DefaultReaders {
     }
 }
 
-impl ReaderFactory for DefaultReaders {
-    fn reader(
+impl DefaultReaders {
+    fn build(
         &self,
         connection: &Connection,
         secret: Option<&Secret>,
+        on_entries: Option<EntriesHook>,
     ) -> Result<Box<dyn DirectoryReader>, ReadError> {
         match connection {
             Connection::Ldap(settings) => Ok(Box::new(roster_directory::LdapReader::with_options(
@@ -42,6 +60,14 @@ impl ReaderFactory for DefaultReaders {
                 secret.map(|s| s.expose().to_string()).unwrap_or_default(),
                 roster_directory::ReaderOptions {
                     outbound: self.outbound.clone(),
+                    on_page: on_entries.map(|f| -> roster_directory::PageHook {
+                        Arc::new(move |e: &roster_directory::PageEvent| {
+                            use roster_directory::SearchKind as K;
+                            if matches!(e.search, K::Users | K::Groups | K::PublicFolders) {
+                                f(e.entries)
+                            }
+                        })
+                    }),
                     ..Default::default()
                 },
             ))),
@@ -56,5 +82,24 @@ impl ReaderFactory for DefaultReaders {
                 )))
             }
         }
+    }
+}
+
+impl ReaderFactory for DefaultReaders {
+    fn reader(
+        &self,
+        connection: &Connection,
+        secret: Option<&Secret>,
+    ) -> Result<Box<dyn DirectoryReader>, ReadError> {
+        self.build(connection, secret, None)
+    }
+
+    fn reader_watched(
+        &self,
+        connection: &Connection,
+        secret: Option<&Secret>,
+        on_entries: EntriesHook,
+    ) -> Result<Box<dyn DirectoryReader>, ReadError> {
+        self.build(connection, secret, Some(on_entries))
     }
 }

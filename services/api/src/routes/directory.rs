@@ -679,6 +679,44 @@ pub struct RunView {
     /// one: the run that replaced it.
     #[schema(value_type = Option<String>)]
     pub decided_by_run: Option<roster_events::RunId>,
+    /// The run's live progress (issue 15), in the run's own view
+    /// (`GET .../syncs/{run}`) once it recorded any: left out of lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<RunProgressView>,
+}
+
+/// Where a run is, as the replica running it last recorded it (at each
+/// phase change and at most once a second): the same the console's Sync
+/// Now shows. It stays as the run left it once the run ended (`status`
+/// says how).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunProgressView {
+    /// `read` (reading the directory), `plan` (planning the changes) or
+    /// `apply` (applying them).
+    pub phase: String,
+    /// While reading: the entries received so far (LDAP reports them page
+    /// by page); from the `plan` phase on: the objects of the complete read.
+    pub read: Option<u64>,
+    /// What the plan does (the counts of `counts`), once planned.
+    #[schema(value_type = Option<Object>)]
+    pub planned: Option<SyncCounts>,
+    /// The planned changes, and how many are applied so far.
+    pub steps: u64,
+    pub applied: u64,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<roster_projections::directory::RunProgress> for RunProgressView {
+    fn from(p: roster_projections::directory::RunProgress) -> Self {
+        RunProgressView {
+            phase: p.phase.as_str().to_string(),
+            read: p.read,
+            planned: p.planned,
+            steps: p.steps,
+            applied: p.applied,
+            updated_at: from_micros(p.updated_at),
+        }
+    }
 }
 
 impl From<roster_projections::directory::RunRow> for RunView {
@@ -700,6 +738,7 @@ impl From<roster_projections::directory::RunRow> for RunView {
             directory_users: r.directory_users,
             over_seat_limit: r.over_seat_limit,
             decided_by_run: r.decided_by_run,
+            progress: None,
         }
     }
 }
@@ -836,8 +875,16 @@ pub async fn run(
     )
     .await?;
     let report = run_report(&state, customer, &row.run_id.to_string(), &q).await?;
+    let progress = roster_projections::directory::run_progress(
+        &state.store,
+        customer,
+        &row.run_id.to_string(),
+    )
+    .await?;
+    let mut run = RunView::from(row);
+    run.progress = progress.map(RunProgressView::from);
     Ok(Json(RunDetail {
-        run: row.into(),
+        run,
         changes: page.items.into_iter().map(AuditView::from).collect(),
         next_page: page.next_page,
         report,

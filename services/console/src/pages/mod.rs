@@ -17,6 +17,7 @@ use crate::session::CurrentAdmin;
 use crate::ConsoleState;
 
 pub mod customers;
+pub mod directory;
 pub mod domains;
 pub mod history;
 pub mod imports;
@@ -51,6 +52,7 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/customers/{c}/users/{address}/delete", post(users::delete))
         .route("/customers/{c}/runs/{run}", get(runs::show))
         .merge(imports::routes())
+        .merge(directory::routes())
 }
 
 /// The customer a page is about, or the not-found page.

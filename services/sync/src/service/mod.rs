@@ -30,6 +30,7 @@ mod connection_test;
 mod exceptions;
 mod held;
 mod leases;
+mod progress;
 mod reaper;
 mod runs;
 mod scheduler;

@@ -8,6 +8,15 @@ impl SyncService {
     /// deletion is decided by the user aggregate, once.
     pub async fn reap(&self) -> Result<u64, SyncError> {
         let now = self.clock.now();
+        // Runs' live progress is kept for 30 days (issue 15); best effort.
+        if let Err(e) = self
+            .store
+            .db()
+            .prune_run_progress(now - chrono::Duration::days(30))
+            .await
+        {
+            tracing::warn!(error = %e, "old runs' progress could not be pruned");
+        }
         let due = roster_projections::queries::due_for_deletion(
             &self.store,
             now.timestamp_micros(),

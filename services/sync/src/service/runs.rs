@@ -3,6 +3,18 @@
 
 use super::*;
 
+use super::progress::Progress;
+use crate::readers::EntriesHook;
+use roster_projections::directory::RunPhase;
+
+/// Which run [`SyncService::apply`] applies, and where it reports.
+#[derive(Clone, Copy)]
+struct RunContext<'a> {
+    run_id: Uuid,
+    confirmed_limit: Option<u64>,
+    progress: &'a Progress,
+}
+
 impl SyncService {
     /// Starts a run if none is running (D4). Returns its id; the caller runs
     /// [`SyncService::execute`] (in the background for Sync Now). The run
@@ -96,6 +108,7 @@ impl SyncService {
         &self,
         customer: CustomerId,
         dir: &Directory,
+        on_entries: Option<EntriesHook>,
     ) -> Result<(DirectoryConfig, Snapshot), ReadError> {
         let kind = dir
             .enabled
@@ -114,7 +127,12 @@ impl SyncService {
                 "the stored password / client secret was entered for other connection settings (D7): save the settings with it again".into(),
             ));
         }
-        let reader = self.readers.reader(&config.connection, secret.as_ref())?;
+        let reader = match on_entries {
+            Some(hook) => self
+                .readers
+                .reader_watched(&config.connection, secret.as_ref(), hook)?,
+            None => self.readers.reader(&config.connection, secret.as_ref())?,
+        };
         // B1: what the previous read left (delta links and the directory as
         // read); a reader that keeps none reads everything.
         let previous = match self
@@ -171,9 +189,11 @@ impl SyncService {
         let started = std::time::Instant::now();
         let meta = self.meta(customer, Actor::Sync(run_id), CorrelationId(run_id));
         let dir = self.directory(customer).await?;
+        let progress = Progress::new(customer, run_id);
+        progress.phase(self, RunPhase::Read, |_| {}).await;
         // The directory is read on its own thread; what the plan needs from
         // the database is loaded meanwhile.
-        let (read, prefetched) = tokio::join!(self.read(customer, &dir), self.prefetch(customer));
+        let (read, prefetched) = self.read_watched(customer, &dir, &progress).await;
         tracing::info!(customer = %customer, run = %run_id, seconds = started.elapsed().as_secs_f64(), ok = read.is_ok(), "directory read");
         metrics::histogram!("roster_sync_phase_seconds", "phase" => "read")
             .record(started.elapsed().as_secs_f64());
@@ -184,14 +204,19 @@ impl SyncService {
                 self.fail(&meta, run_id, e.code(), &e.to_string()).await?
             }
             Ok((config, snapshot)) => {
+                let read = snapshot.objects.len() as u64;
+                progress
+                    .phase(self, RunPhase::Plan, |p| p.read = Some(read))
+                    .await;
                 let result = retrying(|| {
                     let prefetched = prefetched.take();
                     let (meta, config, snapshot) = (&meta, &config, &snapshot);
-                    async move {
-                        Ok(self
-                            .apply(meta, run_id, config, snapshot, confirmed_limit, prefetched)
-                            .await?)
-                    }
+                    let run = RunContext {
+                        run_id,
+                        confirmed_limit,
+                        progress: &progress,
+                    };
+                    async move { Ok(self.apply(meta, run, config, snapshot, prefetched).await?) }
                 })
                 .await;
                 match result {
@@ -219,6 +244,47 @@ impl SyncService {
         metrics::counter!("roster_sync_runs_total", "status" => status).increment(1);
         tracing::info!(customer = %customer, run = %run_id, status, seconds = started.elapsed().as_secs_f64(), "sync run finished");
         Ok(outcome)
+    }
+
+    /// Reads the directory and prefetches what the plan needs, recording
+    /// the objects received so far (where the reader reports them) at most
+    /// once a second while the read goes on.
+    async fn read_watched(
+        &self,
+        customer: CustomerId,
+        dir: &Directory,
+        progress: &Progress,
+    ) -> (
+        Result<(DirectoryConfig, Snapshot), ReadError>,
+        Result<Prefetched, SyncError>,
+    ) {
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        let received = Arc::new(AtomicU64::new(0));
+        let hook: EntriesHook = {
+            let received = received.clone();
+            Arc::new(move |n| {
+                received.fetch_add(n, Relaxed);
+            })
+        };
+        let reading = async {
+            tokio::join!(
+                self.read(customer, dir, Some(hook)),
+                self.prefetch(customer)
+            )
+        };
+        let ticking = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let n = received.load(Relaxed);
+                if n > 0 {
+                    progress.update(self, false, |p| p.read = Some(n)).await;
+                }
+            }
+        };
+        tokio::select! {
+            done = reading => done,
+            never = ticking => never,
+        }
     }
 
     async fn fail(
@@ -326,7 +392,7 @@ impl SyncService {
         customer: CustomerId,
     ) -> Result<Result<DryRun, ReadError>, SyncError> {
         let dir = self.directory(customer).await?;
-        let (config, snapshot) = match self.read(customer, &dir).await {
+        let (config, snapshot) = match self.read(customer, &dir, None).await {
             Ok(x) => x,
             Err(e) => return Ok(Err(e)),
         };
@@ -347,12 +413,16 @@ impl SyncService {
     async fn apply(
         &self,
         meta: &EventMeta,
-        run_id: Uuid,
+        run: RunContext<'_>,
         config: &DirectoryConfig,
         snapshot: &Snapshot,
-        confirmed_limit: Option<u64>,
         prefetched: Option<Prefetched>,
     ) -> Result<RunOutcome, SyncError> {
+        let RunContext {
+            run_id,
+            confirmed_limit,
+            progress,
+        } = run;
         let customer = meta.customer_id;
         let t = std::time::Instant::now();
         let (current, objects) = match prefetched {
@@ -367,6 +437,14 @@ impl SyncService {
             Some(limit) => plan.flags > limit,
             None => config.guard.holds(plan.flags, plan.directory_users),
         };
+        let steps = plan.steps.len() as u64;
+        progress
+            .update(self, true, |p| {
+                p.planned = Some(plan.counts);
+                p.steps = steps;
+                p.applied = 0;
+            })
+            .await;
         let mut dir: Loaded<Directory> = self.store.load(&customer.to_string()).await?;
         if dir.version != current.dir.version {
             // Exceptions, additions or settings changed since the plan's
@@ -379,12 +457,13 @@ impl SyncService {
             return self.hold(&mut dir, meta, run_id, &plan, now).await;
         }
 
+        progress.phase(self, RunPhase::Apply, |_| {}).await;
         let t = std::time::Instant::now();
         let mut batch = Batch::new();
         let mut counts = plan.counts;
         let stage = tracing::info_span!("sync.stage");
         let seats_added = self
-            .stage_plan(&mut batch, customer, &plan, meta, &mut counts)
+            .stage_plan(&mut batch, customer, &plan, meta, &mut counts, progress)
             .instrument(stage.clone())
             .await?;
         self.stage_objects(
@@ -422,6 +501,7 @@ impl SyncService {
             .instrument(tracing::info_span!("sync.append"))
             .await?;
         let append_s = t.elapsed().as_secs_f64();
+        progress.update(self, true, |p| p.applied = p.steps).await;
         let t = std::time::Instant::now();
         self.settle(a.last)
             .instrument(tracing::info_span!("sync.project"))
@@ -501,6 +581,7 @@ impl SyncService {
         plan: &Plan,
         meta: &EventMeta,
         counts: &mut SyncCounts,
+        progress: &Progress,
     ) -> Result<u64, SyncError> {
         let new_addresses: Vec<Address> = plan
             .steps
@@ -529,7 +610,10 @@ impl SyncService {
         let mut loaded = self.store.load_many::<User>(&ids).await?;
         let services = UserServices::default();
         let mut seats = 0;
-        for step in &plan.steps {
+        for (done, step) in plan.steps.iter().enumerate() {
+            progress
+                .update(self, false, |p| p.applied = done as u64)
+                .await;
             let (id, command) = match (&step.target, &step.command) {
                 (Target::Existing(id), c) => (*id, c.clone()),
                 (Target::New, UserCommand::Add(add)) => {
