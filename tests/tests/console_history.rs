@@ -253,13 +253,14 @@ async fn d3s_held_run_confirmed_from_its_page(b: &Browser, w: &World) {
         .await
         .unwrap();
     wait_for(c, "Held: waiting for a decision").await;
-    b.goto(&format!(
-        "{}/customers/{}/runs/{held_id}",
-        w.env.p.base, w.c
-    ))
-    .await
-    .unwrap();
+    // The dashboard's "Needs attention" leads to the run's page.
+    b.goto(&format!("{}/customers/{}", w.env.p.base, w.c))
+        .await
+        .unwrap();
+    wait_for(c, "Needs attention").await;
+    click(c, &format!("a[href$='/runs/{held_id}']")).await;
     let t = wait_for(c, "held by the mass-deletion guard").await;
+    assert!(t.contains(&held_id), "{t}");
     let would = held["would_flag"].as_u64().unwrap();
     let of = held["directory_users"].as_u64().unwrap();
     assert!(would > 5, "{held}");
