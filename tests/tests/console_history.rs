@@ -591,3 +591,78 @@ async fn t1_part2_pages_are_scoped_and_csrf_protected_sqlite() {
 async fn t1_part2_pages_are_scoped_and_csrf_protected_postgres() {
     t1_scope_and_csrf(Db::Postgres).await;
 }
+
+/// D5 and the guide's troubleshooting: a run that failed on a rejected
+/// bind shows *Account credentials* next to it, one that could not reach
+/// the directory *Firewall settings*; a dry run that cannot read the
+/// directory says why on the history page and changes nothing.
+async fn d5_failed_runs_show_the_guides_troubleshooting(db: Db) {
+    let env = RosterEnv::launch(db, None, &[]).await;
+    let data = DirectoryData::new(Style::AdLike, BASE, DOMAIN).users(2);
+    let slapd = Slapd::start(SlapdConfig::ad_like().data(data.clone()))
+        .await
+        .expect("slapd");
+    let c = env.customer("Acme", &[DOMAIN]).await;
+    let good = ldap_settings(&slapd, BASE);
+    env.put_directory(&c, with(good.clone(), json!({"password": "wrong"})))
+        .await;
+    let failed = sync(&env, &c).await;
+    assert_eq!(
+        (&failed["status"], &failed["code"]),
+        (&json!("failed"), &json!("bind_rejected")),
+        "{failed}"
+    );
+    add_admin(&env.p, "owner@acme.example", &["--customer", &c]);
+    let owner = session(&env, "owner@acme.example").await;
+    let (s, html) = get(&env, &owner, &format!("/customers/{c}/runs")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("Account credentials"), "{html}");
+    assert!(!html.contains("Firewall settings"), "{html}");
+    let run = failed["run_id"].as_str().unwrap();
+    let (_, page_html) = get(&env, &owner, &format!("/customers/{c}/runs/{run}")).await;
+    assert!(page_html.contains("Account credentials"), "{page_html}");
+
+    // The dry run: the same failure, said on the history page.
+    let r = post(
+        &env,
+        &owner,
+        &format!("/customers/{c}/runs/dry-run"),
+        &[("_csrf", csrf_of(&html).as_str())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let flash = r
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("roster_flash="))
+        .unwrap_or_default()
+        .to_string();
+    assert!(flash.contains("bind_rejected"), "{flash}");
+    let runs = env
+        .api
+        .get(&format!("/v1/customers/{c}/directory/syncs"))
+        .await
+        .1;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "no run: {runs}");
+
+    // Nobody listens on the port: the firewall advice.
+    let closed = roster_tests::process::free_port();
+    env.put_directory(&c, with(good, json!({"host": "127.0.0.1", "port": closed})))
+        .await;
+    let refused = sync(&env, &c).await;
+    assert_eq!(refused["code"], "refused", "{refused}");
+    let (_, html) = get(&env, &owner, &format!("/customers/{c}/runs")).await;
+    assert!(html.contains("Firewall settings"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d5_failed_runs_show_the_guides_troubleshooting_sqlite() {
+    d5_failed_runs_show_the_guides_troubleshooting(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d5_failed_runs_show_the_guides_troubleshooting_postgres() {
+    d5_failed_runs_show_the_guides_troubleshooting(Db::Postgres).await;
+}
