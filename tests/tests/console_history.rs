@@ -269,6 +269,12 @@ async fn d3s_held_run_confirmed_from_its_page(b: &Browser, w: &World) {
         "{t}"
     );
     assert!(t.contains("None: a held run changes nothing"), "{t}");
+    // What it would flag, user by user.
+    assert!(
+        t.contains(&format!("{would} users would be flagged for deletion")),
+        "{t}"
+    );
+    assert!(t.contains(&mail(&w.data, 0)), "{t}");
     page(b, "run-held").await;
     click(c, "form[action$='/confirm'] button").await;
     c.accept_alert().await.unwrap();

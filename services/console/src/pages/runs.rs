@@ -388,6 +388,10 @@ struct RunPage {
     counts: Vec<(&'static str, u64)>,
     held: String,
     is_held: bool,
+    /// For a held run: the users it would flag if confirmed now.
+    flags: Vec<PlanItem>,
+    flags_total: usize,
+    flags_error: String,
     decided_by: String,
     confirm_action: String,
     discard_action: String,
@@ -540,6 +544,12 @@ pub async fn show(
     )
     .await
     .map_err(bad_link)?;
+    let is_held = r.status == RunStatus::Held;
+    let (flags, flags_total, flags_error) = if is_held {
+        would_flag(&state, customer).await?
+    } else {
+        (Vec::new(), 0, String::new())
+    };
     let held = match (r.would_flag, r.directory_users) {
         (Some(w), Some(d)) => format!("would flag {w} of {d} directory users"),
         _ => String::new(),
@@ -561,7 +571,10 @@ pub async fn show(
         reason: reason_of(&r),
         counts: r.counts.as_ref().map(counts_table).unwrap_or_default(),
         held,
-        is_held: r.status == RunStatus::Held,
+        is_held,
+        flags,
+        flags_total,
+        flags_error,
         decided_by,
         confirm_action: format!("{base}/confirm"),
         discard_action: format!("{base}/discard"),
@@ -586,6 +599,46 @@ pub async fn show(
         ),
         run_id,
     }))
+}
+
+/// Users listed as a held run would flag, at most.
+const WOULD_FLAG_SHOWN: usize = 500;
+
+/// What a held run would flag if confirmed now (D3.s): the dry run's flags,
+/// as the directory reads now (Confirm reads it again), or why the
+/// directory cannot be read.
+async fn would_flag(
+    state: &ConsoleState,
+    customer: CustomerId,
+) -> Result<(Vec<PlanItem>, usize, String), PageError> {
+    match state.sync.dry_run(customer).await.map_err(sync_error)? {
+        Ok(plan) => {
+            let flags: Vec<PlanItem> = plan
+                .changes
+                .iter()
+                .filter(|ch| ch.action == "flag")
+                .map(|ch| PlanItem {
+                    address: view::address(&ch.address),
+                    what: change_label(&ch.action),
+                    detail: ch.detail.clone(),
+                })
+                .collect();
+            let total = flags.len();
+            Ok((
+                flags.into_iter().take(WOULD_FLAG_SHOWN).collect(),
+                total,
+                String::new(),
+            ))
+        }
+        Err(e) => Ok((
+            Vec::new(),
+            0,
+            format!(
+                "The directory cannot be read now ({}): {e}. Confirm would fail the same way.",
+                e.code()
+            ),
+        )),
+    }
 }
 
 /// The held run of a path, or not-found.
