@@ -324,6 +324,39 @@ async fn e4_audit_by_alias(b: &Browser, w: &World) {
         .unwrap();
     assert!(run_link.starts_with(&format!("/customers/{}/runs/", w.c)));
     page(b, "audit").await;
+    // A directory event links to its run too (E2).
+    b.goto(&format!(
+        "{}/customers/{}/audit?event_type=SyncHeld",
+        w.env.p.base, w.c
+    ))
+    .await
+    .unwrap();
+    let t = wait_for(c, "Sync held by the mass-deletion guard").await;
+    assert!(t.contains("1 event"), "{t}");
+    let held = c
+        .find(Locator::LinkText("Sync run"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let runs = w
+        .env
+        .api
+        .get(&format!("/v1/customers/{}/directory/syncs", w.c))
+        .await
+        .1;
+    let held_run = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "confirmed")
+        .expect("the confirmed held run")["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(held, format!("/customers/{}/runs/{held_run}", w.c));
     b.goto(&format!(
         "{}/customers/{}/audit?actor=bob",
         w.env.p.base, w.c
@@ -582,6 +615,17 @@ async fn t1_scope_and_csrf(db: Db) {
         "completed",
         "discarding a completed run changes nothing"
     );
+    // A page token that is not ours says so, on every paged list.
+    for path in [
+        format!("/customers/{c}/runs?page=garbage"),
+        format!("/customers/{c}/runs/{run_id}?skipped_page=garbage"),
+        format!("/customers/{c}/audit?page=garbage"),
+        format!("/customers/{c}/users?at=2030-01-01T00:00&page=garbage"),
+    ] {
+        let (s, body) = get(&env, &owner, &path).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}");
+        assert!(body.contains("not valid any more"), "{path}: {body}");
+    }
     // A bad time-travel instant says what to type.
     let (s, body) = get(&env, &owner, &format!("/customers/{c}/users?at=soon")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);

@@ -275,7 +275,7 @@ pub async fn list(
         Ok(filter) => {
             match queries::audit(&state.app.store, customer, &filter, page, PAGE_SIZE).await {
                 Ok(found) => Ok(found),
-                Err(roster_projections::ProjectionError::Invalid(_)) => {
+                Err(roster_projections::ProjectionError::Invalid(_)) if page.is_some() => {
                     Err("This page link is not valid any more: start from the first page.".into())
                 }
                 Err(e) => return Err(e.into()),

@@ -37,6 +37,17 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/customers/{c}/runs/{run}/discard", post(discard))
 }
 
+/// A page token that is not ours is a bad link; anything else is itself.
+fn page_link(token: Option<&str>) -> impl FnOnce(roster_projections::ProjectionError) -> PageError {
+    let had_token = token.is_some();
+    move |e| match e {
+        roster_projections::ProjectionError::Invalid(_) if had_token => {
+            view::bad("This page link is not valid any more: start from the first page.")
+        }
+        other => other.into(),
+    }
+}
+
 fn sync_error(e: roster_sync::SyncError) -> PageError {
     PageError::from(roster_app::AppError::from(e))
 }
@@ -171,9 +182,7 @@ pub async fn list(
     let page = Some(q.page.trim()).filter(|p| !p.is_empty());
     let before = match page {
         None => None,
-        Some(p) => Some(runs::runs_after(p).map_err(|_| {
-            view::bad("This page link is not valid any more: start again from the first page.")
-        })?),
+        Some(p) => Some(runs::runs_after(p).map_err(page_link(Some(p)))?),
     };
     let mut rows = runs::runs(&state.app.store, customer, before, PAGE_SIZE + 1).await?;
     let c = customer.to_string();
@@ -450,7 +459,7 @@ async fn changes_of(
     };
     let found = queries::audit(&state.app.store, customer, &filter, page, PAGE_SIZE)
         .await
-        .map_err(|_| view::bad("This page link is not valid any more."))?;
+        .map_err(page_link(page))?;
     let c = customer.to_string();
     let items = found
         .items
@@ -529,12 +538,11 @@ pub async fn show(
     let c = customer.to_string();
     let run_id = r.run_id.to_string();
     let base = run_href(&c, &run_id);
-    let bad_link = |_| view::bad("This page link is not valid any more.");
     let (changes, changes_next) = changes_of(&state, customer, &r, token(&q.page)).await?;
     let (skipped, skipped_next) =
         reports::skipped(store, customer, &run_id, token(&q.skipped_page), PAGE_SIZE)
             .await
-            .map_err(bad_link)?;
+            .map_err(page_link(token(&q.skipped_page)))?;
     let (contested, contested_next) = reports::contested(
         store,
         customer,
@@ -543,7 +551,7 @@ pub async fn show(
         PAGE_SIZE,
     )
     .await
-    .map_err(bad_link)?;
+    .map_err(page_link(token(&q.contested_page)))?;
     let is_held = r.status == RunStatus::Held;
     let (flags, flags_total, flags_error) = if is_held {
         would_flag(&state, customer).await?

@@ -113,8 +113,11 @@ pub async fn list(
     let page = Some(query.page.trim()).filter(|p| !p.is_empty());
     let found = timetravel::users_as_of(&state.app.store, customer, at, &filter, page, PAGE_SIZE)
         .await
-        .map_err(|_| {
-            view::bad("This page link is not valid any more: start from the first page.")
+        .map_err(|e| match e {
+            roster_projections::ProjectionError::Invalid(_) if page.is_some() => {
+                view::bad("This page link is not valid any more: start from the first page.")
+            }
+            other => other.into(),
         })?;
     let c = customer.to_string();
     let base = format!("{}/users", view::customer_href(&c));
@@ -237,7 +240,8 @@ pub async fn show(
     }))
 }
 
-/// The time of an event in words (for the audit's links to a past view).
+/// An instant (microseconds) as an `at` query value, exact to the
+/// microsecond: the audit links a user event to the user just after it.
 pub fn at_link(us: i64) -> String {
     view::encode(
         &roster_store::from_micros(us).to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
