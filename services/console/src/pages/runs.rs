@@ -250,6 +250,22 @@ pub fn change_label(action: &str) -> &'static str {
     }
 }
 
+/// A plan's detail with its RFC 3339 times as the pages show times
+/// (`2027-01-01T20:24:56.01+00:00` reads `2027-01-01 20:24 UTC`).
+pub fn readable(detail: &str) -> String {
+    detail
+        .split(' ')
+        .map(|word| {
+            let end = word.trim_end_matches([',', ';', '.', ')']);
+            match chrono::DateTime::parse_from_rfc3339(end) {
+                Ok(t) => format!("{}{}", when(t.timestamp_micros()), &word[end.len()..]),
+                Err(_) => word.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub struct PlanItem {
     pub address: String,
     pub what: &'static str,
@@ -340,7 +356,7 @@ pub async fn dry_run(
         .map(|ch| PlanItem {
             address: view::address(&ch.address),
             what: change_label(&ch.action),
-            detail: ch.detail.clone(),
+            detail: readable(&ch.detail),
         })
         .collect();
     Ok(render(&DryRunPage {
@@ -494,7 +510,7 @@ fn skipped_items(list: &[roster_events::SkippedObject]) -> Vec<SkippedItem> {
             address: s.address.as_deref().map(view::address).unwrap_or_default(),
             scope: word(serde_json::to_value(s.scope)),
             reason: word(serde_json::to_value(s.reason)),
-            detail: s.detail.clone(),
+            detail: readable(&s.detail),
         })
         .collect()
 }
@@ -628,7 +644,7 @@ async fn would_flag(
                 .map(|ch| PlanItem {
                     address: view::address(&ch.address),
                     what: change_label(&ch.action),
-                    detail: ch.detail.clone(),
+                    detail: readable(&ch.detail),
                 })
                 .collect();
             let total = flags.len();
@@ -744,6 +760,15 @@ mod tests {
         };
         assert_eq!(counts_line(&k), "14 read, 13 added, 1 skipped");
         assert_eq!(counts_line(&SyncCounts::default()), "0 read");
+    }
+
+    #[test]
+    fn d3t_plan_details_show_times_as_the_pages_do() {
+        assert_eq!(
+            readable("missing; deleted after 2027-01-01T20:24:56.016944965+00:00"),
+            "missing; deleted after 2027-01-01 20:24 UTC"
+        );
+        assert_eq!(readable("renamed from a@ex.com"), "renamed from a@ex.com");
     }
 
     #[test]
