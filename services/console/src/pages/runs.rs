@@ -8,7 +8,7 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use roster_events::{CustomerId, SyncCounts};
@@ -31,7 +31,10 @@ const PAGE_SIZE: i64 = 50;
 pub fn routes() -> Router<ConsoleState> {
     Router::new()
         .route("/customers/{c}/runs", get(list))
-        .route("/customers/{c}/runs/dry-run", post(dry_run))
+        .route(
+            "/customers/{c}/runs/dry-run",
+            get(dry_run_again).post(dry_run),
+        )
         .route("/customers/{c}/runs/{run}", get(show))
         .route("/customers/{c}/runs/{run}/confirm", post(confirm))
         .route("/customers/{c}/runs/{run}/discard", post(discard))
@@ -318,6 +321,13 @@ fn contested_items(list: &[roster_events::ContestedAddress]) -> Vec<ContestedIte
                 .unwrap_or_else(|| "nobody, until all claimants but one are excluded".into()),
         })
         .collect()
+}
+
+/// GET /customers/{c}/runs/dry-run (a reload of the plan's page): to the
+/// history, whose Dry run button reads the directory again.
+pub async fn dry_run_again(scoped: CustomerPage) -> Response {
+    axum::response::Redirect::to(&format!("{}/runs", view::customer_href(&scoped.customer)))
+        .into_response()
 }
 
 /// POST /customers/{c}/runs/dry-run (D3.t): reads the directory with the
