@@ -254,13 +254,21 @@ pub fn conflict_cells(row: &UserRow) -> Vec<String> {
 /// filtered like the JSON view, streamed page by page like the user list,
 /// formula-safe (M2).
 pub fn conflicts_csv(state: AppState, customer: CustomerId, filter: UserFilter) -> Response {
+    conflicts_csv_of(state.store.clone(), customer, filter)
+}
+
+/// [`conflicts_csv`] from a store: the admin console's Export of its User
+/// Conflicts page (issue 15) gives the same bytes as the API's.
+pub fn conflicts_csv_of(
+    store: roster_store::Store,
+    customer: CustomerId,
+    filter: UserFilter,
+) -> Response {
     let header = CONFLICTS_HEADER.iter().map(|h| h.to_string()).collect();
     let fetch = move |page: Option<String>| {
-        let state = state.clone();
+        let store = store.clone();
         let filter = filter.clone();
-        async move {
-            Ok(queries::list_users(&state.store, customer, &filter, page.as_deref(), PAGE).await?)
-        }
+        async move { Ok(queries::list_users(&store, customer, &filter, page.as_deref(), PAGE).await?) }
     };
     csv_download("conflicts.csv", header, fetch, conflict_cells)
 }

@@ -178,6 +178,8 @@ pub async fn create(
 
 pub struct HeldItem {
     pub started: String,
+    /// The run's page, with Confirm and Discard (issue 15).
+    pub href: String,
     pub would_flag: i64,
     pub directory_users: i64,
 }
@@ -261,15 +263,13 @@ pub async fn dashboard(
             .iter()
             .map(|r| HeldItem {
                 started: when(r.started_at),
+                href: format!("{}/runs/{}", view::customer_href(&c_str), r.run_id),
                 would_flag: r.would_flag.unwrap_or(0),
                 directory_users: r.directory_users.unwrap_or(0),
             })
             .collect(),
         conflicts: d.conflicts,
-        conflicts_href: format!(
-            "{}/users?status=pending_deletion",
-            view::customer_href(&c_str)
-        ),
+        conflicts_href: format!("{}/conflicts", view::customer_href(&c_str)),
         recent: d
             .recent
             .iter()

@@ -513,10 +513,15 @@ pub async fn export(
 ) -> Result<Response, PageError> {
     let customer = admin.customer(&state, &c).await?;
     let filter = query.filter()?;
+    // B7: `?at=` exports the list as it was then.
+    let as_of = match query.at.trim() {
+        "" => None,
+        at => Some(super::timetravel::at_of(at)?),
+    };
     Ok(roster_api::export::user_list_csv_of(
         state.app.store.clone(),
         customer,
         filter,
-        None,
+        as_of,
     ))
 }

@@ -16,12 +16,16 @@ use crate::layout::Layout;
 use crate::session::CurrentAdmin;
 use crate::ConsoleState;
 
+pub mod audit;
+pub mod conflicts;
 pub mod customers;
 pub mod directory;
 pub mod domains;
 pub mod history;
 pub mod imports;
 pub mod runs;
+pub mod timetravel;
+pub mod troubleshoot;
 pub mod users;
 pub mod view;
 
@@ -50,9 +54,11 @@ pub fn routes() -> Router<ConsoleState> {
             get(users::edit_form).post(users::update),
         )
         .route("/customers/{c}/users/{address}/delete", post(users::delete))
-        .route("/customers/{c}/runs/{run}", get(runs::show))
+        .route("/customers/{c}/audit", get(audit::list))
         .merge(imports::routes())
         .merge(directory::routes())
+        .merge(conflicts::routes())
+        .merge(runs::routes())
 }
 
 /// The customer a page is about, or the not-found page.

@@ -40,6 +40,9 @@ pub struct ListQuery {
     pub source: String,
     #[serde(default)]
     pub page: String,
+    /// Time travel (B7): the list as it was at this instant, read-only.
+    #[serde(default)]
+    pub at: String,
 }
 
 impl ListQuery {
@@ -109,7 +112,7 @@ pub struct UserItem {
 }
 
 impl UserItem {
-    fn of(customer: &str, r: &UserRow) -> Self {
+    pub(crate) fn of(customer: &str, r: &UserRow) -> Self {
         UserItem {
             href: view::user_href(customer, &r.address),
             address: view::address(&r.address),
@@ -170,6 +173,8 @@ const SOURCES: [Choice; 6] = [
 struct UsersPage {
     layout: Layout,
     name: String,
+    /// The "Show as of" field's value (now, to the minute).
+    now_value: String,
     action: String,
     add_href: String,
     import_href: String,
@@ -187,13 +192,18 @@ struct UsersPage {
 /// GET /customers/{c}/users
 pub async fn list(
     State(state): State<ConsoleState>,
-    admin: CurrentAdmin,
-    Path(c): Path<String>,
+    scoped: CustomerPage,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, PageError> {
-    let customer = admin.customer(&state, &c).await?;
+    if !query.at.trim().is_empty() {
+        return super::timetravel::list(&state, scoped, query).await;
+    }
+    let CustomerPage {
+        admin,
+        customer,
+        row,
+    } = scoped;
     let store = &state.app.store;
-    let row = super::customer_row(&state, customer).await?;
     let filter = query.filter()?;
     let page = Some(query.page.trim()).filter(|p| !p.is_empty());
     let found = queries::list_users(store, customer, &filter, page, PAGE_SIZE).await?;
@@ -203,6 +213,7 @@ pub async fn list(
     Ok(render(&UsersPage {
         layout: super::layout(&admin, &row, format!("{}: users", row.name), section::USERS),
         name: row.name.clone(),
+        now_value: super::timetravel::field_value(state.now()),
         add_href: format!("{base}/new"),
         import_href: format!("{}/import", view::customer_href(&c_str)),
         export_href: query.href(&format!("{base}.csv"), None),
@@ -549,12 +560,24 @@ struct UserPage {
     directory_sourced: bool,
 }
 
-/// GET /customers/{c}/users/{address}: aliases, rules, history.
+/// `?at=`: a page as it was at an instant (B7).
+#[derive(Debug, Default, Deserialize)]
+pub struct AtQuery {
+    #[serde(default)]
+    pub at: String,
+}
+
+/// GET /customers/{c}/users/{address}: aliases, rules, history; with
+/// `?at=`, the user as it was then (read-only).
 pub async fn show(
     State(state): State<ConsoleState>,
     scoped: CustomerPage,
     Path((_, address)): Path<(String, String)>,
+    Query(past): Query<AtQuery>,
 ) -> Result<Response, PageError> {
+    if !past.at.trim().is_empty() {
+        return super::timetravel::show(&state, scoped, &address, &past.at).await;
+    }
     let CustomerPage {
         admin,
         customer,
