@@ -146,27 +146,18 @@ impl AuditQuery {
 
     /// The link of this query with another page, or another actor.
     fn href(&self, base: &str, page: Option<&str>, actor: Option<&str>) -> String {
-        let mut parts = Vec::new();
         let actor = actor.unwrap_or(&self.actor);
-        for (k, v) in [
-            ("address", self.address.as_str()),
-            ("actor", actor),
-            ("event_type", self.event_type.as_str()),
-            ("from", self.from.as_str()),
-            ("to", self.to.as_str()),
-        ] {
-            if let Some(v) = typed(v) {
-                parts.push(format!("{k}={}", view::encode(v)));
-            }
-        }
-        if let Some(p) = page {
-            parts.push(format!("page={}", view::encode(p)));
-        }
-        if parts.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", parts.join("&"))
-        }
+        view::href(
+            base,
+            [
+                ("address", self.address.as_str()),
+                ("actor", actor),
+                ("event_type", self.event_type.as_str()),
+                ("from", self.from.as_str()),
+                ("to", self.to.as_str()),
+                ("page", page.unwrap_or("")),
+            ],
+        )
     }
 }
 

@@ -51,18 +51,7 @@ impl ConflictQuery {
     }
 
     fn href(&self, base: &str, page: Option<&str>) -> String {
-        let mut parts = Vec::new();
-        if !self.q.trim().is_empty() {
-            parts.push(format!("q={}", view::encode(self.q.trim())));
-        }
-        if let Some(p) = page {
-            parts.push(format!("page={}", view::encode(p)));
-        }
-        if parts.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", parts.join("&"))
-        }
+        view::href(base, [("q", self.q.as_str()), ("page", page.unwrap_or(""))])
     }
 }
 

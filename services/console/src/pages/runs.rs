@@ -530,19 +530,15 @@ fn run_page_href(base: &str, q: &RunQuery, key: &str, next: Option<String>) -> S
     let Some(next) = next else {
         return String::new();
     };
-    let mut parts = Vec::new();
-    for (k, v) in [
+    let pages = [
         ("page", &q.page),
         ("skipped_page", &q.skipped_page),
         ("contested_page", &q.contested_page),
-    ] {
-        if k == key {
-            parts.push(format!("{k}={}", view::encode(&next)));
-        } else if !v.trim().is_empty() {
-            parts.push(format!("{k}={}", view::encode(v.trim())));
-        }
-    }
-    format!("{base}?{}", parts.join("&"))
+    ];
+    view::href(
+        base,
+        pages.map(|(k, v)| (k, if k == key { next.as_str() } else { v.as_str() })),
+    )
 }
 
 /// GET /customers/{c}/runs/{run}

@@ -87,14 +87,14 @@ struct PastUsersPage {
 
 /// The link of a page of the past list: the filters, `at`, the page.
 fn list_href(base: &str, query: &ListQuery, page: Option<&str>) -> String {
-    let mut parts = vec![format!("at={}", view::encode(query.at.trim()))];
-    if !query.q.trim().is_empty() {
-        parts.push(format!("q={}", view::encode(query.q.trim())));
-    }
-    if let Some(p) = page {
-        parts.push(format!("page={}", view::encode(p)));
-    }
-    format!("{base}?{}", parts.join("&"))
+    view::href(
+        base,
+        [
+            ("at", query.at.as_str()),
+            ("q", &query.q),
+            ("page", page.unwrap_or("")),
+        ],
+    )
 }
 
 /// GET /customers/{c}/users?at=...: the list as it was then.

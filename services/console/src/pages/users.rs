@@ -77,25 +77,16 @@ impl ListQuery {
 
     /// The query string of these filters (without the page).
     fn href(&self, base: &str, page: Option<&str>) -> String {
-        let mut parts = Vec::new();
-        for (k, v) in [
-            ("q", &self.q),
-            ("kind", &self.kind),
-            ("status", &self.status),
-            ("source", &self.source),
-        ] {
-            if !v.trim().is_empty() {
-                parts.push(format!("{k}={}", view::encode(v.trim())));
-            }
-        }
-        if let Some(p) = page {
-            parts.push(format!("page={}", view::encode(p)));
-        }
-        if parts.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", parts.join("&"))
-        }
+        view::href(
+            base,
+            [
+                ("q", self.q.as_str()),
+                ("kind", &self.kind),
+                ("status", &self.status),
+                ("source", &self.source),
+                ("page", page.unwrap_or("")),
+            ],
+        )
     }
 }
 

@@ -120,6 +120,21 @@ pub fn address(a: &str) -> String {
     display_address(a)
 }
 
+/// `base` with a query string of the pairs whose value is not blank (each
+/// trimmed and encoded), in their order; `base` alone when none is.
+pub fn href<'a>(base: &str, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let parts: Vec<String> = pairs
+        .into_iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(k, v)| format!("{k}={}", encode(v.trim())))
+        .collect();
+    if parts.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", parts.join("&"))
+    }
+}
+
 /// Percent-encodes a path segment or query value (RFC 3986 unreserved
 /// characters stay as they are).
 pub fn encode(s: &str) -> String {
