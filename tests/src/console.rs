@@ -111,3 +111,51 @@ pub async fn sign_in(b: &Browser, base: &str, email: &str) {
     fill(&b.client, "#password", PASSWORD).await;
     click(&b.client, "form[action='/signin'] button[type=submit]").await;
 }
+
+// Over HTTP, without a browser: the console's session and CSRF token.
+
+/// An HTTP client that does not follow redirects (a console answer's
+/// `Location` is part of what tests check).
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The `roster_session=...` pair a response sets, if it sets a session.
+pub fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("roster_session=") && !v.starts_with("roster_session=;"))
+        .map(|v| v.split(';').next().unwrap().to_string())
+}
+
+/// The CSRF token of the first form of a page.
+pub fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"_csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 20;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+/// Signs in over HTTP with [`PASSWORD`]: the session cookie.
+pub async fn http_sign_in(base: &str, email: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let res = no_redirects()
+        .post(format!("{base}/signin"))
+        .header(reqwest::header::ORIGIN, base)
+        .form(&[("email", email), ("password", PASSWORD), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        reqwest::StatusCode::SEE_OTHER,
+        "{email} signs in"
+    );
+    session_cookie(&res).expect("a session cookie")
+}

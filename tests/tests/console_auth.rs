@@ -5,26 +5,11 @@
 //! origin; sign-out ends the session.
 
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
-use reqwest::{redirect, StatusCode};
+use reqwest::StatusCode;
+use roster_tests::console::{csrf_of, no_redirects, session_cookie};
 use roster_tests::e2e::{Db, RosterEnv};
 
 const PASSWORD: &str = "a long enough password";
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn session_cookie(res: &reqwest::Response) -> Option<String> {
-    res.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("roster_session=") && !v.starts_with("roster_session=;"))
-        .map(|v| v.split(';').next().unwrap().to_string())
-}
 
 /// The token a page shows once after creating it.
 fn new_token(html: &str) -> String {
@@ -35,18 +20,10 @@ fn new_token(html: &str) -> String {
         .to_string()
 }
 
-fn csrf_of(html: &str) -> String {
-    let at = html
-        .find("name=\"_csrf\" value=\"")
-        .expect("a form with a CSRF token")
-        + 20;
-    html[at..].split('"').next().unwrap().to_string()
-}
-
 async fn i14_invitation_sign_in_csrf_and_sign_out(db: Db) {
     let env = RosterEnv::launch(db, None, &[]).await;
     let base = env.p.base.trim_end_matches('/').to_string();
-    let http = client();
+    let http = no_redirects();
     let out = env.p.run(&[
         "admin",
         "add",

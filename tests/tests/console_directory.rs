@@ -13,12 +13,14 @@
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
-use reqwest::header::{COOKIE, ORIGIN, SET_COOKIE};
-use reqwest::{redirect, StatusCode};
+use reqwest::header::{COOKIE, ORIGIN};
+use reqwest::StatusCode;
 use roster_graph_emulator::{GenerateUsers, GraphEmulator};
 use roster_testkit::{DirectoryData, PgDb, Slapd, SlapdConfig, Style};
 use roster_tests::browser::Browser;
-use roster_tests::console::{add_admin, click, fill, page, sign_in, text, wait_for, PASSWORD};
+use roster_tests::console::{
+    add_admin, click, csrf_of, fill, http_sign_in, no_redirects, page, sign_in, text, wait_for,
+};
 use roster_tests::process::RosterProcess;
 
 const BASE: &str = "dc=example,dc=com";
@@ -359,34 +361,11 @@ async fn i15_directory_services_pages_in_a_browser_on_both_backends() {
 // ---------------------------------------------------------------------------
 // Over HTTP: the filter check, T1, CSRF.
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 /// Signs in over HTTP: the session cookie and a CSRF token of its pages.
 async fn session(p: &RosterProcess, email: &str, home: &str) -> (String, String) {
-    let base = p.base.trim_end_matches('/');
-    let res = http()
-        .post(format!("{base}/signin"))
-        .header(ORIGIN, base)
-        .form(&[("email", email), ("password", PASSWORD), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::SEE_OTHER, "sign-in of {email}");
-    let cookie = res
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("roster_session=") && !v.starts_with("roster_session=;"))
-        .map(|v| v.split(';').next().unwrap().to_string())
-        .expect("a session cookie");
-    let html = http()
-        .get(format!("{base}{home}"))
+    let cookie = http_sign_in(&p.base, email).await;
+    let html = no_redirects()
+        .get(format!("{}{home}", p.base.trim_end_matches('/')))
         .header(COOKIE, &cookie)
         .send()
         .await
@@ -394,15 +373,13 @@ async fn session(p: &RosterProcess, email: &str, home: &str) -> (String, String)
         .text()
         .await
         .unwrap();
-    let at = html.find("name=\"_csrf\" value=\"").expect("a form") + 20;
-    let csrf = html[at..].split('"').next().unwrap().to_string();
-    (cookie, csrf)
+    (cookie, csrf_of(&html))
 }
 
 /// The filter check answers with the parser's verdict and the 1-based
 /// position of an error, as typed (leading blanks count).
 async fn filter_check(p: &RosterProcess, cookie: &str, c: &str, filter: &str) -> serde_json::Value {
-    let res = http()
+    let res = no_redirects()
         .get(format!(
             "{}/customers/{c}/directory/filter-check",
             p.base.trim_end_matches('/')
@@ -473,7 +450,7 @@ async fn t1_d5_d7_directory_routes_are_scoped_csrf_protected_check_filters_and_k
             ]
         };
         let post = |f: Vec<(&'static str, String)>| {
-            http()
+            no_redirects()
                 .post(&ldap)
                 .header(COOKIE, &cookie)
                 .header(ORIGIN, &base)
@@ -482,7 +459,7 @@ async fn t1_d5_d7_directory_routes_are_scoped_csrf_protected_check_filters_and_k
         };
         let saved = post(form("127.0.0.1", secret)).await.unwrap();
         assert_eq!(saved.status(), StatusCode::SEE_OTHER);
-        let page_html = http()
+        let page_html = no_redirects()
             .get(format!("{base}/customers/{mine}/directory?tab=ldap"))
             .header(COOKIE, &cookie)
             .send()
@@ -521,7 +498,7 @@ async fn t1_d5_d7_directory_routes_are_scoped_csrf_protected_check_filters_and_k
             format!("/customers/{theirs}/directory/syncs/{run}/progress"),
         ];
         for path in &gets {
-            let res = http()
+            let res = no_redirects()
                 .get(format!("{base}{path}"))
                 .header(COOKIE, &cookie)
                 .send()
@@ -543,7 +520,7 @@ async fn t1_d5_d7_directory_routes_are_scoped_csrf_protected_check_filters_and_k
         for (route, fields) in posts {
             let mut form: Vec<(&str, &str)> = fields.to_vec();
             form.push(("_csrf", &csrf));
-            let res = http()
+            let res = no_redirects()
                 .post(format!("{base}/customers/{theirs}/directory/{route}"))
                 .header(COOKIE, &cookie)
                 .header(ORIGIN, &base)
@@ -562,7 +539,7 @@ async fn t1_d5_d7_directory_routes_are_scoped_csrf_protected_check_filters_and_k
 
         // CSRF: without the session's token a change is refused and not made.
         let url = format!("{base}/customers/{mine}/directory/sync");
-        let refused = http()
+        let refused = no_redirects()
             .post(&url)
             .header(COOKIE, &cookie)
             .header(ORIGIN, &base)
@@ -572,7 +549,7 @@ async fn t1_d5_d7_directory_routes_are_scoped_csrf_protected_check_filters_and_k
             .unwrap();
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
         let url = format!("{base}/customers/{mine}/directory/exceptions/add");
-        let refused = http()
+        let refused = no_redirects()
             .post(&url)
             .header(COOKIE, &cookie)
             .header(ORIGIN, &base)
@@ -586,7 +563,7 @@ async fn t1_d5_d7_directory_routes_are_scoped_csrf_protected_check_filters_and_k
             .get(&format!("/v1/customers/{mine}/directory/exceptions"))
             .await;
         assert_eq!(v["exceptions"], serde_json::json!([]), "{v}");
-        let done = http()
+        let done = no_redirects()
             .post(&url)
             .header(COOKIE, &cookie)
             .header(ORIGIN, &base)

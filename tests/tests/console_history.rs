@@ -17,13 +17,15 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use fantoccini::Locator;
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
-use reqwest::{redirect, StatusCode};
+use reqwest::StatusCode;
 use roster_testkit::{
     deterministic_guid, organizational_unit, DirectoryData, Slapd, SlapdConfig, Style,
     User as DirUser,
 };
 use roster_tests::browser::Browser;
-use roster_tests::console::{add_admin, click, fill, page, sign_in, text, wait_for, PASSWORD};
+use roster_tests::console::{
+    add_admin, click, csrf_of, fill, http_sign_in, no_redirects, page, sign_in, text, wait_for,
+};
 use roster_tests::e2e::{ldap_settings, with, Db, RosterEnv};
 use roster_tests::process::enc;
 use serde_json::{json, Value};
@@ -456,35 +458,13 @@ async fn i15_conflicts_history_audit_and_time_travel_in_a_browser_postgres() {
 // ---------------------------------------------------------------------------
 // Over HTTP: tenant scope (T1) and CSRF on every new route.
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 /// Signs in over HTTP: the session cookie.
 async fn session(env: &RosterEnv, email: &str) -> String {
-    let base = &env.p.base;
-    let res = client()
-        .post(format!("{base}/signin"))
-        .header(ORIGIN, base)
-        .form(&[("email", email), ("password", PASSWORD), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::SEE_OTHER, "{email} signs in");
-    res.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("roster_session=") && !v.starts_with("roster_session=;"))
-        .map(|v| v.split(';').next().unwrap().to_string())
-        .expect("a session cookie")
+    http_sign_in(&env.p.base, email).await
 }
 
 async fn get(env: &RosterEnv, cookie: &str, path: &str) -> (StatusCode, String) {
-    let res = client()
+    let res = no_redirects()
         .get(format!("{}{path}", env.p.base))
         .header(COOKIE, cookie)
         .send()
@@ -499,7 +479,7 @@ async fn post(
     path: &str,
     form: &[(&str, &str)],
 ) -> reqwest::Response {
-    client()
+    no_redirects()
         .post(format!("{}{path}", env.p.base))
         .header(COOKIE, cookie)
         .header(ORIGIN, &env.p.base)
@@ -507,14 +487,6 @@ async fn post(
         .send()
         .await
         .unwrap()
-}
-
-fn csrf_of(html: &str) -> String {
-    let at = html
-        .find("name=\"_csrf\" value=\"")
-        .expect("a form with a CSRF token")
-        + 20;
-    html[at..].split('"').next().unwrap().to_string()
 }
 
 /// T1: another customer's administrator gets not-found on every page of
