@@ -176,7 +176,8 @@ async fn sync_now(b: &Browser, p: &RosterProcess, id: &str) {
 }
 
 /// D3.o, D3.p: an exception from the directory view, an addition.
-async fn exceptions_and_additions(b: &Browser, base: &str, id: &str) {
+async fn exceptions_and_additions(b: &Browser, p: &RosterProcess, id: &str) {
+    let base = p.base.as_str();
     let c = &b.client;
     b.goto(&format!("{base}/customers/{id}/directory/exceptions"))
         .await
@@ -185,13 +186,34 @@ async fn exceptions_and_additions(b: &Browser, base: &str, id: &str) {
     let list = text(c, "#exception-list").await;
     assert!(list.contains("No exception"), "{list}");
     let name = text(c, "#directory-objects tbody tr td:nth-child(2)").await;
-    click(c, "#directory-objects tbody tr td:last-child button.arrow").await;
-    wait_for(c, "is on the exception list").await;
+    // The guide: click the blue arrow in the row, then click Save. The
+    // arrow only stages the change: nothing is saved before Save.
+    click(c, "#directory-objects tbody tr td:last-child a.arrow").await;
+    wait_for(c, "not saved yet").await;
+    let list = text(c, "#exception-list").await;
+    assert!(list.contains(name.trim()), "{name} in {list}");
+    assert!(list.contains("1 change not saved yet"), "{list}");
+    page(b, "directory-exceptions-staged").await;
+    let (_, v) = p
+        .admin()
+        .get(&format!("/v1/customers/{id}/directory/exceptions"))
+        .await;
+    assert_eq!(v["exceptions"], serde_json::json!([]), "not saved: {v}");
+    click(c, "#exceptions-save button[type=submit]").await;
+    wait_for(c, "Saved: 1 change to the exception list").await;
     let list = text(c, "#exception-list").await;
     assert!(list.contains("1 exception"), "{list}");
-    assert!(list.contains(name.trim()), "{name} in {list}");
+    assert!(
+        list.contains(name.trim()) && !list.contains("not saved"),
+        "{list}"
+    );
     let row = text(c, "#directory-objects tbody tr td:last-child").await;
     assert!(row.contains("On the exception list"), "{row}");
+    let (_, v) = p
+        .admin()
+        .get(&format!("/v1/customers/{id}/directory/exceptions"))
+        .await;
+    assert_eq!(v["exceptions"].as_array().map(Vec::len), Some(1), "{v}");
     page(b, "directory-exceptions").await;
 
     b.goto(&format!("{base}/customers/{id}/directory/additions"))
@@ -348,7 +370,7 @@ async fn i15_directory_services_pages_in_a_browser_on_both_backends() {
             wait_for(&b.client, "Customers").await;
             connect_ldap(&b, &p.base, &id, slapd).await;
             sync_now(&b, &p, &id).await;
-            exceptions_and_additions(&b, &p.base, &id).await;
+            exceptions_and_additions(&b, &p, &id).await;
             failed_sync(&b, &p.base, &id).await;
             switch_to_entra(&b, &p.base, &id, emu, fx).await;
             b.close().await.unwrap();
@@ -512,8 +534,8 @@ async fn t1_d5_d7_directory_routes_are_scoped_csrf_protected_check_filters_and_k
             ("ldap", &[("host", "ldap.theirs.example"), ("do", "save")]),
             ("entra", &[("tenant", "theirs.example"), ("do", "test")]),
             ("sync", &[("tab", "ldap")]),
-            ("exceptions/add", &[("kind", "user"), ("object_id", "x")]),
-            ("exceptions/remove", &[("kind", "user"), ("object_id", "x")]),
+            ("exceptions/save", &[("staged", "+u:x")]),
+            ("exceptions/save", &[("staged", "-u:x")]),
             ("additions/add", &[("address", "a@theirs.example")]),
             ("additions/remove", &[("address", "a@theirs.example")]),
         ];
@@ -548,12 +570,12 @@ async fn t1_d5_d7_directory_routes_are_scoped_csrf_protected_check_filters_and_k
             .await
             .unwrap();
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-        let url = format!("{base}/customers/{mine}/directory/exceptions/add");
+        let url = format!("{base}/customers/{mine}/directory/exceptions/save");
         let refused = no_redirects()
             .post(&url)
             .header(COOKIE, &cookie)
             .header(ORIGIN, &base)
-            .form(&[("kind", "user"), ("object_id", "abc"), ("_csrf", "wrong")])
+            .form(&[("staged", "+u:abc"), ("_csrf", "wrong")])
             .send()
             .await
             .unwrap();
@@ -567,11 +589,7 @@ async fn t1_d5_d7_directory_routes_are_scoped_csrf_protected_check_filters_and_k
             .post(&url)
             .header(COOKIE, &cookie)
             .header(ORIGIN, &base)
-            .form(&[
-                ("kind", "user"),
-                ("object_id", "abc"),
-                ("_csrf", csrf.as_str()),
-            ])
+            .form(&[("staged", "+u:abc"), ("_csrf", csrf.as_str())])
             .send()
             .await
             .unwrap();
