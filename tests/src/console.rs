@@ -159,3 +159,14 @@ pub async fn http_sign_in(base: &str, email: &str) -> String {
     );
     session_cookie(&res).expect("a session cookie")
 }
+
+/// The `href` of the first element `locator` finds (a link).
+pub async fn href_of(c: &Client, locator: Locator<'_>) -> String {
+    c.find(locator)
+        .await
+        .unwrap_or_else(|e| panic!("{locator:?}: {e}"))
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{locator:?} has no href"))
+}

@@ -19,7 +19,8 @@ use roster_graph_emulator::{GenerateUsers, GraphEmulator};
 use roster_testkit::{DirectoryData, PgDb, Slapd, SlapdConfig, Style};
 use roster_tests::browser::Browser;
 use roster_tests::console::{
-    add_admin, click, csrf_of, fill, http_sign_in, no_redirects, page, sign_in, text, wait_for,
+    add_admin, click, csrf_of, fill, href_of, http_sign_in, no_redirects, page, sign_in, text,
+    wait_for,
 };
 use roster_tests::process::RosterProcess;
 
@@ -135,14 +136,7 @@ async fn sync_now(b: &Browser, p: &RosterProcess, id: &str) {
         .unwrap();
     assert_eq!(value, serde_json::json!(100));
     page(b, "directory-sync-progress").await;
-    let run_href = c
-        .find(Locator::Css("#sync-run"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let run_href = href_of(c, Locator::Css("#sync-run")).await;
     assert!(
         run_href.contains(&format!("/customers/{id}/runs/")),
         "{run_href}"

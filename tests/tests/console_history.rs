@@ -24,7 +24,8 @@ use roster_testkit::{
 };
 use roster_tests::browser::Browser;
 use roster_tests::console::{
-    add_admin, click, csrf_of, fill, http_sign_in, no_redirects, page, sign_in, text, wait_for,
+    add_admin, click, csrf_of, fill, href_of, http_sign_in, no_redirects, page, sign_in, text,
+    wait_for,
 };
 use roster_tests::e2e::{ldap_settings, with, Db, RosterEnv};
 use roster_tests::process::enc;
@@ -208,14 +209,7 @@ async fn b4_history_and_d3t_dry_run(b: &Browser, w: &World) {
         t.contains("Managed domain"),
         "the unmanaged user's advice: {t}"
     );
-    let domains = c
-        .find(Locator::Css(".troubleshoot a"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let domains = href_of(c, Locator::Css(".troubleshoot a")).await;
     assert_eq!(domains, format!("/customers/{}/domains", w.c));
     page(b, "runs").await;
 
@@ -316,14 +310,7 @@ async fn e4_audit_by_alias(b: &Browser, w: &World) {
     assert!(t.contains("Added"), "{t}");
     assert!(!t.contains(&mail(&w.data, 2)), "only its user: {t}");
     assert!(!t.contains(MANUAL), "{t}");
-    let run_link = c
-        .find(Locator::LinkText("Sync run"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let run_link = href_of(c, Locator::LinkText("Sync run")).await;
     assert!(run_link.starts_with(&format!("/customers/{}/runs/", w.c)));
     page(b, "audit").await;
     // A directory event links to its run too (E2).
@@ -335,14 +322,7 @@ async fn e4_audit_by_alias(b: &Browser, w: &World) {
     .unwrap();
     let t = wait_for(c, "Sync held by the mass-deletion guard").await;
     assert!(t.contains("1 event"), "{t}");
-    let held = c
-        .find(Locator::LinkText("Sync run"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let held = href_of(c, Locator::LinkText("Sync run")).await;
     let runs = w
         .env
         .api
@@ -398,14 +378,7 @@ async fn b7_time_travel(b: &Browser, w: &World) {
     );
     page(b, "users-as-of").await;
     // Its Export: the list as it was then (the API's CSV, B7).
-    let href = c
-        .find(Locator::Css("a.button[href*='users.csv']"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let href = href_of(c, Locator::Css("a.button[href*='users.csv']")).await;
     let csv = download(b, &href).await;
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 2, "{csv}");
