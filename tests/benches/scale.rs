@@ -70,6 +70,10 @@ async fn main() {
             "kill to every run completed (s)",
             format!("{:.1}", r.recovery_seconds.unwrap_or(f64::NAN)),
         ),
+        (
+            "kill to the interrupted runs' customers completed (s)",
+            format!("{:.1}", r.interrupted_completed_seconds.unwrap_or(f64::NAN)),
+        ),
         ("lease takeovers", r.takeovers.to_string()),
         (
             "events per user (events: users)",

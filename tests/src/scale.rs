@@ -60,6 +60,9 @@ pub struct ScaleReport {
     pub interrupted: usize,
     /// From the kill until every customer's run completed.
     pub recovery_seconds: Option<f64>,
+    /// From the kill until each customer whose run was marked interrupted
+    /// had a completed run (seconds, the slowest).
+    pub interrupted_completed_seconds: Option<f64>,
     /// Events per user of the scaled customers: how many users had each.
     pub events_per_user: BTreeMap<i64, usize>,
     /// Events per user of the control customer (one replica, alone).
@@ -319,7 +322,7 @@ pub async fn run(cfg: &ScaleConfig) -> ScaleReport {
                     let _ = std::process::Command::new("kill")
                         .args(["-KILL", &pid.to_string()])
                         .status();
-                    killed_at = Some(Instant::now());
+                    killed_at = Some((Instant::now(), chrono::Utc::now()));
                     // Every lease it held when it died (a run may have
                     // started since the look, or been mid-claim).
                     let all: Vec<(String,)> = sqlx::query_as(
@@ -384,7 +387,7 @@ pub async fn run(cfg: &ScaleConfig) -> ScaleReport {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     report.complete_seconds = t0.elapsed().as_secs_f64();
-    report.recovery_seconds = killed_at.map(|k| k.elapsed().as_secs_f64());
+    report.recovery_seconds = killed_at.map(|(k, _)| k.elapsed().as_secs_f64());
     eprintln!("every run completed at {:.1} s", report.complete_seconds);
     // Let any run that should not happen show itself.
     tokio::time::sleep(Duration::from_secs(cfg.lease_secs + 3)).await;
@@ -393,6 +396,22 @@ pub async fn run(cfg: &ScaleConfig) -> ScaleReport {
     report.started_runs = histogram(ids.iter().map(|c| r.get(c).map_or(0, |x| x.0)));
     let interrupted = runs_ended(&pool, "SyncFailed").await;
     report.interrupted = interrupted.len();
+    if let Some((_, killed_wall)) = killed_at {
+        // The last completion of each customer whose run was interrupted.
+        let done: Option<i64> = sqlx::query_scalar(
+            "SELECT max(c.recorded_at) FROM events f
+             JOIN events c ON c.customer_id = f.customer_id AND c.aggregate_type = $1
+               AND c.event_type = 'SyncCompleted'
+             WHERE f.aggregate_type = $1 AND f.event_type = 'SyncFailed'
+               AND f.payload->'SyncFailed'->>'code' = 'interrupted'",
+        )
+        .bind(roster_events::DIRECTORY_AGGREGATE)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        report.interrupted_completed_seconds =
+            done.map(|d| (d - killed_wall.timestamp_micros()) as f64 / 1e6);
+    }
     report.interrupted_killed = report
         .killed_runs
         .iter()
@@ -437,10 +456,12 @@ pub async fn run(cfg: &ScaleConfig) -> ScaleReport {
 
     if cfg.resync {
         let t = Instant::now();
-        let live = replicas.iter().flatten().next().unwrap().api(&token);
+        // Through the live replicas in turn, as the Service in front of
+        // them spreads requests: a Sync Now runs on the replica it reaches.
+        let live: Vec<Api> = replicas.iter().flatten().map(|p| p.api(&token)).collect();
         let mut tasks = Vec::new();
-        for chunk in ids.chunks(ids.len().div_ceil(16).max(1)) {
-            let api = live.clone();
+        for (n, chunk) in ids.chunks(ids.len().div_ceil(16).max(1)).enumerate() {
+            let api = live[n % live.len()].clone();
             let chunk = chunk.to_vec();
             tasks.push(tokio::spawn(async move {
                 for c in chunk {
