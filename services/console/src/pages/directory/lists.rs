@@ -412,26 +412,14 @@ pub async fn exceptions(
     }))
 }
 
-/// What Save sends: the staged changes, and the page to come back to.
-#[derive(Debug, Default, Deserialize)]
-pub struct SaveForm {
-    #[serde(default)]
-    pub staged: String,
-    #[serde(default)]
-    pub q: String,
-    #[serde(default)]
-    pub kind: String,
-    #[serde(default)]
-    pub page: String,
-}
-
 /// POST /customers/{c}/directory/exceptions/save (D3.o): every staged
 /// change, each through the application layer; the page says what was
 /// saved and what was not, and why.
 pub async fn save_exceptions(
     State(state): State<ConsoleState>,
     scoped: CustomerPage,
-    Form(form): Form<SaveForm>,
+    // The page's own query: its filters, its page and the staged changes.
+    Form(form): Form<ObjectsQuery>,
 ) -> Result<Response, PageError> {
     let CustomerPage {
         admin,
@@ -439,15 +427,10 @@ pub async fn save_exceptions(
         row,
     } = scoped;
     let staged = Staged::parse_all(&form.staged).map_err(view::bad)?;
-    let query = ObjectsQuery {
-        q: form.q,
-        kind: form.kind,
-        page: form.page,
-        staged: String::new(),
-    };
+    let query = &form;
     let links = Links {
         self_href: format!("{}/exceptions", base(&row.customer_id)),
-        query: &query,
+        query,
         staged: &[],
     };
     if staged.is_empty() {
