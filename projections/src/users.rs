@@ -517,79 +517,96 @@ async fn pg_replace_rules(
     Ok(())
 }
 
-/// SQLite has no arrays: one statement per row, alias and rule.
+/// SQLite: one statement per table for all rows (`json_each`, see
+/// `sqlite_bulk`), as on PostgreSQL.
 async fn sqlite_store_rows(
     t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     prefix: &str,
     rows: &[&UserRow],
 ) -> Result<(), sqlx::Error> {
-    let marks: Vec<String> = (1..=25).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "INSERT INTO {prefix}{USERS} ({COLUMNS}) VALUES ({}) {UPSERT_TAIL}",
-        marks.join(",")
-    );
-    for r in rows {
-        let (user_id, customer_id) = (r.user_id.to_string(), r.customer_id.to_string());
-        sqlx::query(&sql)
-            .bind(&user_id)
-            .bind(&customer_id)
-            .bind(&r.address)
-            .bind(r.kind.as_str())
-            .bind(r.source.as_str())
-            .bind(r.status.as_str())
-            .bind(&r.profile.first_name)
-            .bind(&r.profile.last_name)
-            .bind(&r.profile.home_phone)
-            .bind(&r.profile.mobile)
-            .bind(&r.profile.company)
-            .bind(&r.profile.department)
-            .bind(&r.profile.notes)
-            .bind(r.flag_reason.map(FlagReason::as_str))
-            .bind(r.flagged_at)
-            .bind(r.delete_at)
-            .bind(r.ignored_reason.map(FlagReason::as_str))
-            .bind(r.created_at)
-            .bind(r.updated_at)
-            .bind(r.deleted_at)
-            .bind(r.version)
-            .bind(r.last_position)
-            .bind(r.search_text())
-            .bind(r.directory_id.as_ref().map(ObjectId::as_str))
-            .bind(members_json(r))
-            .execute(&mut **t)
-            .await?;
-        sqlx::query(&format!("DELETE FROM {prefix}{ALIASES} WHERE user_id = $1"))
-            .bind(&user_id)
-            .execute(&mut **t)
-            .await?;
-        for a in &r.aliases {
-            sqlx::query(&format!(
-                "INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id) VALUES ($1, $2, $3)"
-            ))
-            .bind(&user_id)
-            .bind(a)
-            .bind(&customer_id)
-            .execute(&mut **t)
-            .await?;
-        }
-        sqlx::query(&format!("DELETE FROM {prefix}{RULES} WHERE user_id = $1"))
-            .bind(&user_id)
-            .execute(&mut **t)
-            .await?;
-        for rule in &r.rules {
-            sqlx::query(&format!(
-                    "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)"
-                ))
-                .bind(rule.rule_id.to_string())
-                .bind(&user_id)
-                .bind(&customer_id)
-                .bind(rule.kind.as_str())
-                .bind(&rule.value)
-                .bind(rule.created_at)
-                .execute(&mut **t)
-                .await?;
-        }
+    use crate::sqlite_bulk::{in_keys, rows_json, select_rows};
+    use serde_json::json;
+    let users = rows_json(rows.iter().map(|r| {
+        json!([
+            r.user_id.to_string(),
+            r.customer_id.to_string(),
+            r.address,
+            r.kind.as_str(),
+            r.source.as_str(),
+            r.status.as_str(),
+            r.profile.first_name,
+            r.profile.last_name,
+            r.profile.home_phone,
+            r.profile.mobile,
+            r.profile.company,
+            r.profile.department,
+            r.profile.notes,
+            r.flag_reason.map(FlagReason::as_str),
+            r.flagged_at,
+            r.delete_at,
+            r.ignored_reason.map(FlagReason::as_str),
+            r.created_at,
+            r.updated_at,
+            r.deleted_at,
+            r.version,
+            r.last_position,
+            r.search_text(),
+            r.directory_id.as_ref().map(ObjectId::as_str),
+            members_json(r),
+        ])
+    }));
+    sqlx::query(&format!(
+        "INSERT INTO {prefix}{USERS} ({COLUMNS}) {} {UPSERT_TAIL}",
+        select_rows(25, "$1")
+    ))
+    .bind(&users)
+    .execute(&mut **t)
+    .await?;
+    drop(users);
+    let ids = rows_json(rows.iter().map(|r| json!(r.user_id.to_string())));
+    for table in [ALIASES, RULES] {
+        sqlx::query(&format!(
+            "DELETE FROM {prefix}{table} WHERE user_id {}",
+            in_keys("$1")
+        ))
+        .bind(&ids)
+        .execute(&mut **t)
+        .await?;
+    }
+    let aliases = rows_json(rows.iter().flat_map(|r| {
+        let (u, c) = (r.user_id.to_string(), r.customer_id.to_string());
+        r.aliases.iter().map(move |a| json!([u, a, c]))
+    }));
+    if aliases != "[]" {
+        sqlx::query(&format!(
+            "INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id) {}",
+            select_rows(3, "$1")
+        ))
+        .bind(&aliases)
+        .execute(&mut **t)
+        .await?;
+    }
+    let rules = rows_json(rows.iter().flat_map(|r| {
+        let (u, c) = (r.user_id.to_string(), r.customer_id.to_string());
+        r.rules.iter().map(move |rule| {
+            json!([
+                rule.rule_id.to_string(),
+                u,
+                c,
+                rule.kind.as_str(),
+                rule.value,
+                rule.created_at
+            ])
+        })
+    }));
+    if rules != "[]" {
+        sqlx::query(&format!(
+            "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at) {}",
+            select_rows(6, "$1")
+        ))
+        .bind(&rules)
+        .execute(&mut **t)
+        .await?;
     }
     Ok(())
 }
