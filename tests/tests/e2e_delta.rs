@@ -79,10 +79,7 @@ fn users(list: &[Value], domain: &str) -> Vec<String> {
 
 async fn first_changes(admin: &LdapAdmin, d: &DirectoryData) -> String {
     let dn = |i: usize| d.user(i).dn;
-    admin
-        .rename(&dn(1), "cn=Renamed One", None)
-        .await
-        .unwrap();
+    admin.rename(&dn(1), "cn=Renamed One", None).await.unwrap();
     let moved = admin.move_to(&dn(2), MOVED).await.unwrap();
     admin.delete(&dn(3)).await.unwrap();
     admin

@@ -35,7 +35,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use ldap3::asn1::{parse_tag, StructureTag, TagClass, PL};
-use ldap3::controls::{MakeCritical, RawControl, RefreshMode, SyncRequest};
+use ldap3::controls::{RawControl, RefreshMode, SyncRequest};
 use ldap3::{Ldap, LdapResult, Scope};
 use roster_domain::snapshot::{
     DirectoryObject, IncrementalRead, ObjectId, ObjectKind, ReadError, ReadMode, Snapshot,
@@ -48,8 +48,8 @@ use super::build::{assemble, expired, ReadGroup, Slots};
 use super::dn::normalize_dn;
 use super::schema::Mapping;
 use super::search::{
-    lost, paged_search, parse_entry_into, read_one_with, rest_of_range, result_error, AttrSet,
-    Ctx, RawEntry, Range, Search,
+    lost, paged_search, parse_entry_into, read_one_with, rest_of_range, result_error, AttrSet, Ctx,
+    Range, RawEntry, Search,
 };
 use super::{disabled_ids, LdapReader, PageEvent, SearchKind};
 
@@ -120,8 +120,7 @@ impl Item {
     }
 
     fn into_object(self) -> DirectoryObject {
-        let [first_name, last_name, home_phone, mobile, company, department, notes] =
-            self.profile;
+        let [first_name, last_name, home_phone, mobile, company, department, notes] = self.profile;
         DirectoryObject {
             id: ObjectId(self.id),
             kind: self.kind,
@@ -173,8 +172,8 @@ pub(crate) struct State {
     fingerprint: String,
     full_read_at: i64,
     mark: Mark,
-    /// Active Directory: the ids of the organizational units and
-    /// containers under the base DN.
+    /// The ids of the organizational units and containers under the base
+    /// DN.
     containers: Vec<String>,
     items: Vec<Item>,
 }
@@ -281,8 +280,7 @@ async fn probe(ldap: &mut Ldap, ctx: &Ctx<'_>, base: &str) -> Result<Server, Rea
         "supportedControl".into(),
         "namingContexts".into(),
     ]);
-    let (entry, res) =
-        read_one_with(ldap, ctx, "", &attrs, SearchKind::BaseDn, Vec::new()).await?;
+    let (entry, res) = read_one_with(ldap, ctx, "", &attrs, SearchKind::BaseDn, Vec::new()).await?;
     let Some(e) = entry.filter(|_| res.rc == 0) else {
         return Ok(Server::default());
     };
@@ -296,7 +294,10 @@ async fn probe(ldap: &mut Ldap, ctx: &Ctx<'_>, base: &str) -> Result<Server, Rea
         })
         .max_by_key(|nc| nc.len());
     let sync = e.values(2).any(|c| text_of(c) == SYNC_REQUEST_OID);
-    let usn = e.values(0).next().and_then(|v| text_of(v).parse::<u64>().ok());
+    let usn = e
+        .values(0)
+        .next()
+        .and_then(|v| text_of(v).parse::<u64>().ok());
     let service = e.values(1).next().map(text_of);
     let usn = match (usn, service) {
         (Some(usn), Some(service)) => {
@@ -403,10 +404,7 @@ impl LdapReader {
             Err(DeltaError::Fallback(why)) => {
                 tracing::info!(reason = %why, "reading everything");
                 let items = self.full_items(ldap, &ctx, &mapping, &base).await?;
-                let containers = match &mark {
-                    Mark::Usn { .. } => self.container_ids(ldap, &ctx, &mapping, &base).await?,
-                    Mark::Cookie { .. } => Vec::new(),
-                };
+                let containers = self.container_ids(ldap, &ctx, &mapping, &base).await?;
                 let state = State {
                     fingerprint,
                     full_read_at: now,
@@ -475,9 +473,15 @@ impl LdapReader {
             // tombstones.
             let deleted = format!("CN=Deleted Objects,{nc}");
             let a = AttrSet::new(vec!["1.1".into()]);
-            let (e, _) =
-                read_one_with(ldap, ctx, &deleted, &a, SearchKind::BaseDn, vec![show_deleted()])
-                    .await?;
+            let (e, _) = read_one_with(
+                ldap,
+                ctx,
+                &deleted,
+                &a,
+                SearchKind::BaseDn,
+                vec![show_deleted()],
+            )
+            .await?;
             if e.is_none() {
                 tracing::warn!(container = %deleted, "the bind account cannot read the Deleted Objects container, so deletions cannot be seen by a delta read: reading everything");
                 return Ok(None);
@@ -493,8 +497,16 @@ impl LdapReader {
                 return Ok(None);
             }
             let base = self.settings.base_dn.trim();
-            let probe = sync_search(ldap, ctx, base, Scope::Base, "(objectClass=*)", &["1.1"], None)
-                .await?;
+            let probe = sync_search(
+                ldap,
+                ctx,
+                base,
+                Scope::Base,
+                "(objectClass=*)",
+                &["1.1"],
+                None,
+            )
+            .await?;
             let cookie = match probe {
                 Ok(r) => r.cookie,
                 Err(why) => {
@@ -643,10 +655,7 @@ impl LdapReader {
         }
         self.apply_disabled_filter(ldap, ctx, mapping, base, &mut dir)
             .await?;
-        Ok(order
-            .into_iter()
-            .filter_map(|id| dir.remove(&id))
-            .collect())
+        Ok(order.into_iter().filter_map(|id| dir.remove(&id)).collect())
     }
 
     /// With `attributes.disabled_filter`: the server's own matching says
@@ -668,7 +677,7 @@ impl LdapReader {
         Ok(())
     }
 
-    /// Active Directory: the ids of the containers under the base DN.
+    /// The ids of the containers under the base DN.
     async fn container_ids(
         &self,
         ldap: &mut Ldap,
@@ -713,7 +722,16 @@ impl LdapReader {
         mark: &Mark,
     ) -> Result<Outcome, DeltaError> {
         match (&st.mark, mark) {
-            (Mark::Usn { server: a, usn: old }, Mark::Usn { server: b, usn: new }) => {
+            (
+                Mark::Usn {
+                    server: a,
+                    usn: old,
+                },
+                Mark::Usn {
+                    server: b,
+                    usn: new,
+                },
+            ) => {
                 if a != b {
                     return Err(DeltaError::Fallback(
                         "another domain controller answered (or it was restored)".into(),
@@ -732,7 +750,16 @@ impl LdapReader {
                     .await
                     .map(Outcome::Applied)
             }
-            (Mark::Cookie { server: a, cookie: old }, Mark::Cookie { server: b, cookie: new }) => {
+            (
+                Mark::Cookie {
+                    server: a,
+                    cookie: old,
+                },
+                Mark::Cookie {
+                    server: b,
+                    cookie: new,
+                },
+            ) => {
                 if a != b {
                     return Err(DeltaError::Fallback(
                         "the cookie was made by other servers".into(),
@@ -769,9 +796,7 @@ impl LdapReader {
         let mut found: Vec<Item> = Vec::new();
         for (kind, filter) in self.kinds(mapping) {
             let f = format!("(&{filter}{since})");
-            let (items, _) = self
-                .read_kind(ldap, ctx, mapping, base, kind, &f)
-                .await?;
+            let (items, _) = self.read_kind(ldap, ctx, mapping, base, kind, &f).await?;
             found.extend(items);
         }
         // Every changed object of the naming context, tombstones included.
@@ -858,10 +883,22 @@ impl LdapReader {
     ) -> Result<Applied, DeltaError> {
         // A renamed or moved container changes its children's DNs without
         // their entries: such a change makes the read a full one.
-        let r = sync_search(ldap, ctx, base, Scope::Subtree, CONTAINER_FILTER, &["1.1"], Some(old))
-            .await?
-            .map_err(DeltaError::Fallback)?;
-        if r.changed > 0 || !r.deleted.is_empty() {
+        let r = sync_search(
+            ldap,
+            ctx,
+            base,
+            Scope::Subtree,
+            CONTAINER_FILTER,
+            &["1.1"],
+            Some(old),
+        )
+        .await?
+        .map_err(DeltaError::Fallback)?;
+        // A session log reports every deletion, whatever the filter: only
+        // the containers read before matter (one moved out of the base DN
+        // takes the objects below it along).
+        let moved_out = r.deleted.iter().any(|u| st.containers.contains(u));
+        if r.changed > 0 || moved_out {
             return Err(DeltaError::Fallback(
                 "a container under the base DN changed: the DNs of the objects below it may have"
                     .into(),
@@ -874,8 +911,14 @@ impl LdapReader {
             let slots = Slots::new(mapping, &attrs);
             let r = sync_kind(ldap, ctx, base, filter, old, &slots, &attrs, kind).await?;
             let mut r = r.map_err(DeltaError::Fallback)?;
-            self.rest_of_members(ldap, ctx, &attrs, &mut r.items, std::mem::take(&mut r.ranged))
-                .await?;
+            self.rest_of_members(
+                ldap,
+                ctx,
+                &attrs,
+                &mut r.items,
+                std::mem::take(&mut r.ranged),
+            )
+            .await?;
             let kind_o = kind.object();
             if r.present_phase {
                 // Every object of this kind not reported is gone.
@@ -1037,7 +1080,10 @@ fn uuid_text(b: &[u8]) -> String {
 
 /// The Sync State control of an entry: state and entryUUID.
 fn sync_state(ctrls: &[ldap3::controls::Control]) -> Option<(u8, String)> {
-    let raw = ctrls.iter().map(|c| &c.1).find(|r| r.ctype == SYNC_STATE_OID)?;
+    let raw = ctrls
+        .iter()
+        .map(|c| &c.1)
+        .find(|r| r.ctype == SYNC_STATE_OID)?;
     let (_, tag) = parse_tag(raw.val.as_deref()?).ok()?;
     let mut it = tag.expect_constructed()?.into_iter();
     let state = *it.next()?.expect_primitive()?.last()?;
@@ -1047,7 +1093,11 @@ fn sync_state(ctrls: &[ldap3::controls::Control]) -> Option<(u8, String)> {
 
 /// The Sync Done control of a result: cookie and refreshDeletes.
 fn sync_done(res: &LdapResult) -> Option<(Option<Vec<u8>>, bool)> {
-    let raw = res.ctrls.iter().map(|c| &c.1).find(|r| r.ctype == SYNC_DONE_OID)?;
+    let raw = res
+        .ctrls
+        .iter()
+        .map(|c| &c.1)
+        .find(|r| r.ctype == SYNC_DONE_OID)?;
     let Some(val) = raw.val.as_deref() else {
         return Some((None, false));
     };
@@ -1111,12 +1161,13 @@ fn sync_info(tag: StructureTag) -> Option<SyncMsg> {
 
 /// The sync request control: refreshOnly, with `cookie` when continuing.
 fn sync_request(cookie: Option<&[u8]>) -> RawControl {
-    RawControl::from(SyncRequest {
+    let mut c = RawControl::from(SyncRequest {
         mode: RefreshMode::RefreshOnly,
         cookie: cookie.map(<[u8]>::to_vec),
         reload_hint: false,
-    })
-    .critical()
+    });
+    c.crit = true;
+    c
 }
 
 /// Runs a content-synchronisation search, giving each message to `each`
@@ -1160,9 +1211,8 @@ async fn sync_run(
             continue;
         }
         if re.is_intermediate() {
-            let msg = sync_info(re.0).ok_or_else(|| {
-                ReadError::Incomplete("an unreadable Sync Info message".into())
-            })?;
+            let msg = sync_info(re.0)
+                .ok_or_else(|| ReadError::Incomplete("an unreadable Sync Info message".into()))?;
             each(msg, &mut entry)?;
             continue;
         }
@@ -1186,7 +1236,9 @@ async fn sync_run(
     match res.rc {
         0 => {}
         SYNC_REFRESH_REQUIRED => {
-            return Ok(Err("the server asks for a full refresh (e-syncRefreshRequired)".into()))
+            return Ok(Err(
+                "the server asks for a full refresh (e-syncRefreshRequired)".into(),
+            ))
         }
         4 | 11 | 12 | 53 => {
             return Ok(Err(format!(
@@ -1199,7 +1251,9 @@ async fn sync_run(
     }
     match sync_done(&res) {
         Some(done) => Ok(Ok(done)),
-        None => Ok(Err("the sync search ended without a Sync Done control".into())),
+        None => Ok(Err(
+            "the sync search ended without a Sync Done control".into()
+        )),
     }
 }
 
@@ -1216,15 +1270,25 @@ async fn sync_search(
 ) -> Result<Result<SyncResult, String>, ReadError> {
     let attrs = AttrSet::new(attrs.iter().map(|s| s.to_string()).collect());
     let mut out = SyncResult::default();
-    let r = sync_run(ldap, ctx, base, scope, filter, &attrs, cookie, SearchKind::BaseDn, |m, _| {
-        match m {
-            SyncMsg::Entry(3, u) => out.deleted.push(u),
-            SyncMsg::Entry(1 | 2, _) => out.changed += 1,
-            SyncMsg::IdSet(true, us) => out.deleted.extend(us),
-            _ => {}
-        }
-        Ok(())
-    })
+    let r = sync_run(
+        ldap,
+        ctx,
+        base,
+        scope,
+        filter,
+        &attrs,
+        cookie,
+        SearchKind::BaseDn,
+        |m, _| {
+            match m {
+                SyncMsg::Entry(3, u) => out.deleted.push(u),
+                SyncMsg::Entry(1 | 2, _) => out.changed += 1,
+                SyncMsg::IdSet(true, us) => out.deleted.extend(us),
+                _ => {}
+            }
+            Ok(())
+        },
+    )
     .await?;
     Ok(r.map(|(cookie, _)| {
         out.cookie = cookie;
@@ -1363,7 +1427,12 @@ mod tests {
         let mut dir: Dir = [
             item("u1", ObjectKind::User, "cn=a,ou=p,dc=x", &[]),
             item("u2", ObjectKind::User, "cn=b,ou=p,dc=x", &[]),
-            item("g1", ObjectKind::Group, "cn=g,dc=x", &["CN=A,OU=P,DC=X", "cn=b,ou=p,dc=x"]),
+            item(
+                "g1",
+                ObjectKind::Group,
+                "cn=g,dc=x",
+                &["CN=A,OU=P,DC=X", "cn=b,ou=p,dc=x"],
+            ),
         ]
         .into_iter()
         .map(|i| (i.id.clone(), i))

@@ -21,8 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roster_domain::snapshot::{
-    DirectoryObject, DirectoryReader, IncrementalRead, ObjectKind, ReadError, Snapshot,
-    TestReport,
+    DirectoryObject, DirectoryReader, IncrementalRead, ObjectKind, ReadError, Snapshot, TestReport,
 };
 use roster_events::LdapSettings;
 use tracing::Instrument;

@@ -171,7 +171,11 @@ impl RawEntry {
 
 /// Decodes a SearchResultEntry into `out` (cleared first); `None` when it
 /// is malformed.
-pub(crate) fn parse_entry_into(out: &mut RawEntry, tag: StructureTag, attrs: &AttrSet) -> Option<()> {
+pub(crate) fn parse_entry_into(
+    out: &mut RawEntry,
+    tag: StructureTag,
+    attrs: &AttrSet,
+) -> Option<()> {
     out.clear();
     let mut parts = tag.expect_constructed()?.into_iter();
     out.dn = match String::from_utf8(parts.next()?.expect_primitive()?) {
@@ -226,7 +230,13 @@ pub(crate) struct Search<'a> {
     pub controls: &'a [RawControl],
 }
 
-pub(crate) fn lost(e: LdapError, kind: SearchKind, page: u32, total: u64, t: Duration) -> ReadError {
+pub(crate) fn lost(
+    e: LdapError,
+    kind: SearchKind,
+    page: u32,
+    total: u64,
+    t: Duration,
+) -> ReadError {
     match e {
         LdapError::Timeout { .. } => ReadError::Timeout(format!(
             "page {page} of the {kind} search: no answer within {}s ({total} entries read)",
