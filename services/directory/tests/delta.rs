@@ -129,6 +129,28 @@ async fn openldap_delta_is_a_full_read(sessionlog: Option<u32>) {
         .unwrap();
     step(&reader, &mut state, ReadMode::Delta, "second changes").await;
     step(&reader, &mut state, ReadMode::Delta, "nothing more").await;
+
+    // A user that leaves a custom filter leaves the snapshot, and comes
+    // back.
+    let mut filtered = slapd_settings(&slapd, LdapPreset::Openldap);
+    filtered.filter = Some("(!(description=Left))".into());
+    let f = reader_for(filtered, slapd.reader_password());
+    let mut fstate = None;
+    step(&f, &mut fstate, ReadMode::Full, "filtered first read").await;
+    admin
+        .replace(&dn(8), "description", &["Left"])
+        .await
+        .unwrap();
+    step(&f, &mut fstate, ReadMode::Delta, "a user left the filter").await;
+    admin
+        .replace(&dn(8), "description", &["Back"])
+        .await
+        .unwrap();
+    step(&f, &mut fstate, ReadMode::Delta, "and came back").await;
+}
+
+fn reader_for(settings: LdapSettings, password: &str) -> LdapReader {
+    reader(settings, password)
 }
 
 #[tokio::test]
