@@ -223,6 +223,11 @@ pub struct LdapSettings {
     /// Seconds before a connection or a page times out.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u32,
+    /// Hours between full reads when delta reads are used (B1): AD
+    /// `uSNChanged`, OpenLDAP content synchronisation. Default 24; 0: every
+    /// run reads everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_sync_hours: Option<u32>,
 }
 
 fn default_timeout() -> u32 {

@@ -190,6 +190,7 @@ fn examples() -> Vec<(&'static str, Value)> {
             preset: LdapPreset::ActiveDirectory,
             attributes: AttributeMap::default(),
             timeout_secs: 30,
+            full_sync_hours: None,
         }),
         poll_interval: PollInterval::Hours6,
         delete_after: DeleteAfter::Days7,

@@ -321,24 +321,28 @@ async fn upsert_objects(
             .await?;
         }
         Tx::Sqlite(t) => {
-            let sql = format!(
-                "INSERT INTO {p}{OBJECTS} ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) {tail}"
-            );
-            for o in objects {
-                sqlx::query(&sql)
-                    .bind(customer)
-                    .bind(&o.id)
-                    .bind(&o.kind)
-                    .bind(&o.dn)
-                    .bind(&o.display_name)
-                    .bind(&o.mail)
-                    .bind(serde_json::to_string(&o.aliases).unwrap_or_default())
-                    .bind(o.disabled)
-                    .bind(search_of(o))
-                    .bind(at)
-                    .execute(&mut **t)
-                    .await?;
-            }
+            use crate::sqlite_bulk::{rows_json, select_rows};
+            let rows = rows_json(objects.iter().map(|o| {
+                serde_json::json!([
+                    customer,
+                    o.id,
+                    o.kind,
+                    o.dn,
+                    o.display_name,
+                    o.mail,
+                    serde_json::to_string(&o.aliases).unwrap_or_default(),
+                    o.disabled,
+                    search_of(o),
+                    at
+                ])
+            }));
+            sqlx::query(&format!(
+                "INSERT INTO {p}{OBJECTS} ({cols}) {} {tail}",
+                select_rows(10, "$1")
+            ))
+            .bind(&rows)
+            .execute(&mut **t)
+            .await?;
         }
     }
     Ok(())

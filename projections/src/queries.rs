@@ -554,11 +554,13 @@ pub async fn history(
     address: &str,
 ) -> Result<Vec<AuditEntry>, ProjectionError> {
     let sql = format!(
-        "SELECT DISTINCT aggregate_id FROM {AUDIT} WHERE customer_id = $1 AND address = $2 AND aggregate_type = 'User'"
+        "SELECT DISTINCT a.aggregate_id FROM {AUDIT_ADDRESSES} x JOIN {AUDIT} a ON a.position = x.position \
+         WHERE x.customer_id = $1 AND x.address = $3 AND a.address = $2 AND a.aggregate_type = 'User'"
     );
     let ids: Vec<String> = with_db!(store.db(), |p| sqlx::query_scalar(&sql)
         .bind(customer.to_string())
         .bind(address)
+        .bind(address.trim().to_lowercase())
         .fetch_all(p)
         .await?);
     if ids.is_empty() {

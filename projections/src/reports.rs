@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use roster_events::{ContestedAddress, SkipScope, SkippedObject, SyncReportEvent};
-use roster_store::{with_tx, Tx};
+use roster_store::Tx;
 
 use crate::{AnyEvent, Cursor, Decoded, Projection, ProjectionError};
 
@@ -97,7 +97,7 @@ impl Rows {
         Ok(())
     }
 
-    /// One statement on PostgreSQL (a report can hold thousands of rows).
+    /// One statement on either back-end (a report can hold thousands of rows).
     async fn insert(
         &self,
         tx: &mut Tx,
@@ -124,25 +124,27 @@ impl Rows {
                 .execute(&mut **t)
                 .await?;
             }
-            Tx::Sqlite(_) => {
-                let sql = format!(
-                    "INSERT INTO {p}{REPORTS} ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                     ON CONFLICT DO NOTHING"
-                );
-                for i in 0..self.body.len() {
-                    with_tx!(tx, |c| sqlx::query(&sql)
-                        .bind(run)
-                        .bind(part)
-                        .bind(customer)
-                        .bind(self.section[i])
-                        .bind(self.idx[i])
-                        .bind(&self.scope[i])
-                        .bind(&self.reason[i])
-                        .bind(&self.body[i])
-                        .execute(c)
-                        .await
-                        .map(|_| ())?);
-                }
+            Tx::Sqlite(t) => {
+                use crate::sqlite_bulk::{rows_json, select_rows};
+                let rows = rows_json((0..self.body.len()).map(|i| {
+                    serde_json::json!([
+                        run,
+                        part,
+                        customer,
+                        self.section[i],
+                        self.idx[i],
+                        self.scope[i],
+                        self.reason[i],
+                        self.body[i]
+                    ])
+                }));
+                sqlx::query(&format!(
+                    "INSERT INTO {p}{REPORTS} ({cols}) {} ON CONFLICT DO NOTHING",
+                    select_rows(8, "$1")
+                ))
+                .bind(&rows)
+                .execute(&mut **t)
+                .await?;
             }
         }
         Ok(())

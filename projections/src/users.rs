@@ -378,20 +378,25 @@ const UPSERT_TAIL: &str = "ON CONFLICT (user_id) DO UPDATE SET customer_id = exc
         directory_id = excluded.directory_id, members = excluded.members";
 
 /// Writes the rows, their aliases and their rules, replacing what the
-/// tables held for these users.
-async fn store_rows(tx: &mut Tx, prefix: &str, rows: &[&UserRow]) -> Result<(), sqlx::Error> {
+/// tables held for the users of `existing` (users new in this batch have
+/// nothing to replace: an initial sync deletes nothing).
+async fn store_rows(
+    tx: &mut Tx,
+    prefix: &str,
+    rows: &[&UserRow],
+    existing: &[String],
+) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
     match tx {
         Tx::Pg(t) => {
-            let ids: Vec<String> = rows.iter().map(|r| r.user_id.to_string()).collect();
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let ids: Vec<&str> = existing.iter().map(String::as_str).collect();
             pg_upsert_users(t, prefix, rows).await?;
             pg_replace_aliases(t, prefix, rows, &ids).await?;
             pg_replace_rules(t, prefix, rows, &ids).await
         }
-        Tx::Sqlite(t) => sqlite_store_rows(t, prefix, rows).await,
+        Tx::Sqlite(t) => sqlite_store_rows(t, prefix, rows, existing).await,
     }
 }
 
@@ -448,12 +453,14 @@ async fn pg_replace_aliases(
     rows: &[&UserRow],
     ids: &[&str],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "DELETE FROM {prefix}{ALIASES} WHERE user_id = ANY($1::text[])"
-    ))
-    .bind(ids)
-    .execute(&mut **t)
-    .await?;
+    if !ids.is_empty() {
+        sqlx::query(&format!(
+            "DELETE FROM {prefix}{ALIASES} WHERE user_id = ANY($1::text[])"
+        ))
+        .bind(ids)
+        .execute(&mut **t)
+        .await?;
+    }
     let (mut au, mut aa, mut ac) = (vec![], vec![], vec![]);
     for r in rows {
         for a in &r.aliases {
@@ -482,12 +489,14 @@ async fn pg_replace_rules(
     rows: &[&UserRow],
     ids: &[&str],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "DELETE FROM {prefix}{RULES} WHERE user_id = ANY($1::text[])"
-    ))
-    .bind(ids)
-    .execute(&mut **t)
-    .await?;
+    if !ids.is_empty() {
+        sqlx::query(&format!(
+            "DELETE FROM {prefix}{RULES} WHERE user_id = ANY($1::text[])"
+        ))
+        .bind(ids)
+        .execute(&mut **t)
+        .await?;
+    }
     let (mut ri, mut ru, mut rc, mut rk, mut rv, mut rt) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for r in rows {
@@ -517,79 +526,100 @@ async fn pg_replace_rules(
     Ok(())
 }
 
-/// SQLite has no arrays: one statement per row, alias and rule.
+/// SQLite: one statement per table for all rows (`json_each`, see
+/// `sqlite_bulk`), as on PostgreSQL.
 async fn sqlite_store_rows(
     t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     prefix: &str,
     rows: &[&UserRow],
+    existing: &[String],
 ) -> Result<(), sqlx::Error> {
-    let marks: Vec<String> = (1..=25).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "INSERT INTO {prefix}{USERS} ({COLUMNS}) VALUES ({}) {UPSERT_TAIL}",
-        marks.join(",")
-    );
-    for r in rows {
-        let (user_id, customer_id) = (r.user_id.to_string(), r.customer_id.to_string());
-        sqlx::query(&sql)
-            .bind(&user_id)
-            .bind(&customer_id)
-            .bind(&r.address)
-            .bind(r.kind.as_str())
-            .bind(r.source.as_str())
-            .bind(r.status.as_str())
-            .bind(&r.profile.first_name)
-            .bind(&r.profile.last_name)
-            .bind(&r.profile.home_phone)
-            .bind(&r.profile.mobile)
-            .bind(&r.profile.company)
-            .bind(&r.profile.department)
-            .bind(&r.profile.notes)
-            .bind(r.flag_reason.map(FlagReason::as_str))
-            .bind(r.flagged_at)
-            .bind(r.delete_at)
-            .bind(r.ignored_reason.map(FlagReason::as_str))
-            .bind(r.created_at)
-            .bind(r.updated_at)
-            .bind(r.deleted_at)
-            .bind(r.version)
-            .bind(r.last_position)
-            .bind(r.search_text())
-            .bind(r.directory_id.as_ref().map(ObjectId::as_str))
-            .bind(members_json(r))
-            .execute(&mut **t)
-            .await?;
-        sqlx::query(&format!("DELETE FROM {prefix}{ALIASES} WHERE user_id = $1"))
-            .bind(&user_id)
-            .execute(&mut **t)
-            .await?;
-        for a in &r.aliases {
-            sqlx::query(&format!(
-                "INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id) VALUES ($1, $2, $3)"
-            ))
-            .bind(&user_id)
-            .bind(a)
-            .bind(&customer_id)
-            .execute(&mut **t)
-            .await?;
+    use crate::sqlite_bulk::{in_keys, rows_json, select_rows};
+    use serde_json::json;
+    let users = rows_json(rows.iter().map(|r| {
+        json!([
+            r.user_id.to_string(),
+            r.customer_id.to_string(),
+            r.address,
+            r.kind.as_str(),
+            r.source.as_str(),
+            r.status.as_str(),
+            r.profile.first_name,
+            r.profile.last_name,
+            r.profile.home_phone,
+            r.profile.mobile,
+            r.profile.company,
+            r.profile.department,
+            r.profile.notes,
+            r.flag_reason.map(FlagReason::as_str),
+            r.flagged_at,
+            r.delete_at,
+            r.ignored_reason.map(FlagReason::as_str),
+            r.created_at,
+            r.updated_at,
+            r.deleted_at,
+            r.version,
+            r.last_position,
+            r.search_text(),
+            r.directory_id.as_ref().map(ObjectId::as_str),
+            members_json(r),
+        ])
+    }));
+    sqlx::query(&format!(
+        "INSERT INTO {prefix}{USERS} ({COLUMNS}) {} {UPSERT_TAIL}",
+        select_rows(25, "$1")
+    ))
+    .bind(&users)
+    .execute(&mut **t)
+    .await?;
+    drop(users);
+    let ids = rows_json(existing.iter().map(|id| json!(id)));
+    for table in [ALIASES, RULES] {
+        if existing.is_empty() {
+            break;
         }
-        sqlx::query(&format!("DELETE FROM {prefix}{RULES} WHERE user_id = $1"))
-            .bind(&user_id)
-            .execute(&mut **t)
-            .await?;
-        for rule in &r.rules {
-            sqlx::query(&format!(
-                    "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)"
-                ))
-                .bind(rule.rule_id.to_string())
-                .bind(&user_id)
-                .bind(&customer_id)
-                .bind(rule.kind.as_str())
-                .bind(&rule.value)
-                .bind(rule.created_at)
-                .execute(&mut **t)
-                .await?;
-        }
+        sqlx::query(&format!(
+            "DELETE FROM {prefix}{table} WHERE user_id {}",
+            in_keys("$1")
+        ))
+        .bind(&ids)
+        .execute(&mut **t)
+        .await?;
+    }
+    let aliases = rows_json(rows.iter().flat_map(|r| {
+        let (u, c) = (r.user_id.to_string(), r.customer_id.to_string());
+        r.aliases.iter().map(move |a| json!([u, a, c]))
+    }));
+    if aliases != "[]" {
+        sqlx::query(&format!(
+            "INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id) {}",
+            select_rows(3, "$1")
+        ))
+        .bind(&aliases)
+        .execute(&mut **t)
+        .await?;
+    }
+    let rules = rows_json(rows.iter().flat_map(|r| {
+        let (u, c) = (r.user_id.to_string(), r.customer_id.to_string());
+        r.rules.iter().map(move |rule| {
+            json!([
+                rule.rule_id.to_string(),
+                u,
+                c,
+                rule.kind.as_str(),
+                rule.value,
+                rule.created_at
+            ])
+        })
+    }));
+    if rules != "[]" {
+        sqlx::query(&format!(
+            "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at) {}",
+            select_rows(6, "$1")
+        ))
+        .bind(&rules)
+        .execute(&mut **t)
+        .await?;
     }
     Ok(())
 }
@@ -677,6 +707,16 @@ impl Projection for UsersProjection {
                     ddl.push(format!(
                         "CREATE INDEX IF NOT EXISTS {p}{USERS}_search_trgm ON {p}{USERS} USING gin (search gin_trgm_ops)"
                     ));
+                    // Issue 17: the trigram index was most of the cost of
+                    // projecting a bulk of new users. With a pending list of
+                    // 64 MB instead of 4, a bulk's entries are appended and
+                    // merged into the index in large sorted runs (by the
+                    // vacuum the projector starts after a bulk, or when the
+                    // list is full), not entry by entry; searches read the
+                    // pending list meanwhile.
+                    ddl.push(format!(
+                        "ALTER INDEX {p}{USERS}_search_trgm SET (gin_pending_list_limit = 65536)"
+                    ));
                 }
                 ddl
             }
@@ -736,7 +776,7 @@ impl Projection for UsersProjection {
         }
         let mut out: Vec<&UserRow> = rows.values().collect();
         out.sort_by_key(|r| r.user_id);
-        store_rows(tx, prefix, &out).await?;
+        store_rows(tx, prefix, &out, &existing).await?;
         Ok(())
     }
 }

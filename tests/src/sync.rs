@@ -32,6 +32,7 @@ pub fn settings_for(slapd: &Slapd, base_dn: &str) -> LdapSettings {
         },
         attributes: AttributeMap::default(),
         timeout_secs: 10,
+        full_sync_hours: None,
     }
 }
 

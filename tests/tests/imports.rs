@@ -791,6 +791,7 @@ pub async fn enable_directory(store: &roster_store::Store, c: CustomerId) {
             preset: LdapPreset::ActiveDirectory,
             attributes: AttributeMap::default(),
             timeout_secs: 30,
+            full_sync_hours: None,
         }),
         poll_interval: PollInterval::Hours6,
         delete_after: DeleteAfter::Days7,

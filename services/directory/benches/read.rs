@@ -97,6 +97,7 @@ fn main() {
             preset: LdapPreset::Openldap,
             attributes: AttributeMap::default(),
             timeout_secs: 60,
+            full_sync_hours: None,
         };
         let reader = LdapReader::new(settings, slapd.reader_password().to_string());
 

@@ -39,6 +39,7 @@ fn ad_settings(dc: &SambaDc, base_dn: &str) -> LdapSettings {
         preset: LdapPreset::ActiveDirectory,
         attributes: Default::default(),
         timeout_secs: 20,
+        full_sync_hours: None,
     }
 }
 

@@ -529,6 +529,7 @@ mod tests {
                 preset: LdapPreset::ActiveDirectory,
                 attributes: AttributeMap::default(),
                 timeout_secs: 30,
+                full_sync_hours: None,
             }),
             poll_interval: PollInterval::Hours6,
             delete_after: DeleteAfter::Days7,

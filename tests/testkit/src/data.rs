@@ -545,6 +545,11 @@ pub struct DirectoryData {
     prefix: String,
     seed: u64,
     password: Option<String>,
+    /// The customer shape (issue 17): aliases in this second managed
+    /// domain on every 5th user, `X500:` on every 7th.
+    alias_domain: Option<String>,
+    /// Members of group 0 (a large distribution list), when set.
+    large_list: Option<usize>,
 }
 
 impl DirectoryData {
@@ -566,7 +571,28 @@ impl DirectoryData {
             prefix: String::new(),
             seed: 1,
             password: None,
+            alias_domain: None,
+            large_list: None,
         }
+    }
+
+    /// The shape of a real customer's directory, as the benches of issue
+    /// 17 use it: every user has a primary `SMTP:` address, every 5th an
+    /// `smtp:` alias in `alias_domain` (a second managed domain), every 7th
+    /// an `X500:` address (Exchange's legacy DN, which the reconciler
+    /// ignores); phones, company, department and notes as always; names
+    /// with accents and an apostrophe. Combine with
+    /// [`large_list`](Self::large_list) for the distribution list.
+    pub fn customer_shape(mut self, alias_domain: &str) -> Self {
+        self.alias_domain = Some(alias_domain.to_string());
+        self
+    }
+
+    /// Group 0 becomes a mail-enabled distribution list with `members`
+    /// members (users `0, s, 2s, ...` spread over the directory).
+    pub fn large_list(mut self, members: usize) -> Self {
+        self.large_list = Some(members);
+        self
     }
 
     /// Sets the number of users.
@@ -685,14 +711,32 @@ impl DirectoryData {
         let account = format!("{}u{i:06}", self.prefix);
         let domain = &self.mail_domain;
         let mail = format!("{}.{}.{i}@{domain}", mail_local(given), mail_local(sn));
-        let proxy_addresses = vec![
-            format!("SMTP:{mail}"),
-            format!("smtp:{account}@{domain}"),
-            format!("smtp:{}{i}@{domain}", mail_local(given)),
+        let x500 = || {
             format!(
                 "X500:/o=ExchangeLabs/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)/cn=Recipients/cn={account}"
-            ),
-        ];
+            )
+        };
+        let proxy_addresses = if let Some(other) = &self.alias_domain {
+            let mut p = vec![format!("SMTP:{mail}")];
+            if i % 5 == 0 {
+                p.push(format!(
+                    "smtp:{}.{}{i}@{other}",
+                    mail_local(given),
+                    mail_local(sn)
+                ));
+            }
+            if i % 7 == 0 {
+                p.push(x500());
+            }
+            p
+        } else {
+            vec![
+                format!("SMTP:{mail}"),
+                format!("smtp:{account}@{domain}"),
+                format!("smtp:{}{i}@{domain}", mail_local(given)),
+                x500(),
+            ]
+        };
         User {
             dn: format!(
                 "{}={},{}",
@@ -729,6 +773,11 @@ impl DirectoryData {
     pub fn member_indexes(&self, j: usize) -> Vec<usize> {
         if self.users == 0 {
             return Vec::new();
+        }
+        if let (0, Some(m)) = (j, self.large_list) {
+            let m = m.clamp(1, self.users);
+            let step = self.users / m;
+            return (0..m).map(|t| t * step).collect();
         }
         let k = self.members_per_group.min(self.users);
         let mut out: Vec<usize> = (0..k).map(|t| (j * k + t) % self.users).collect();

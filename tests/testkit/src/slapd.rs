@@ -63,6 +63,7 @@ pub struct SlapdConfig {
     tls: bool,
     memberof: bool,
     ppolicy: bool,
+    syncprov: Option<Option<u32>>,
     schemas: Vec<String>,
     initial: Vec<Initial>,
     contexts: Vec<(String, PathBuf)>,
@@ -80,6 +81,7 @@ impl SlapdConfig {
             tls: false,
             memberof: true,
             ppolicy: false,
+            syncprov: None,
             schemas: Vec::new(),
             initial: Vec::new(),
             contexts: Vec::new(),
@@ -133,6 +135,16 @@ impl SlapdConfig {
     /// and the root account may set them.
     pub fn ppolicy(mut self, on: bool) -> Self {
         self.ppolicy = on;
+        self
+    }
+
+    /// The syncprov overlay (off by default): the content synchronisation
+    /// protocol (RFC 4533) on the main suffix. With `sessionlog`, a
+    /// session log of that many operations: a refresh then reports
+    /// deletions (the delete phase); without, it enumerates what is still
+    /// there (the present phase).
+    pub fn syncprov(mut self, sessionlog: Option<u32>) -> Self {
+        self.syncprov = Some(sessionlog);
         self
     }
 
@@ -396,6 +408,9 @@ impl Slapd {
         if config.ppolicy {
             c += "moduleload ppolicy\n";
         }
+        if config.syncprov.is_some() {
+            c += "moduleload syncprov\n";
+        }
         c += &format!("pidfile {d}/slapd.pid\nargsfile {d}/slapd.args\n");
         if config.tls {
             c += &format!(
@@ -411,6 +426,9 @@ impl Slapd {
         // A sparse map: room for large generated directories.
         c += "maxsize 8589934592\ndbnosync\n";
         c += "index objectClass eq\nindex entryUUID eq\nindex cn,uid,mail eq\nindex member eq\n";
+        if config.syncprov.is_some() {
+            c += "index entryCSN eq\n";
+        }
         if config.flavour == Flavour::AdLike {
             c += "index sAMAccountName,userPrincipalName,proxyAddresses eq\nindex objectGUID eq\n";
         }
@@ -433,6 +451,12 @@ impl Slapd {
         }
         if config.ppolicy {
             c += "overlay ppolicy\n";
+        }
+        if let Some(sessionlog) = config.syncprov {
+            c += "overlay syncprov\nsyncprov-checkpoint 100 1\n";
+            if let Some(n) = sessionlog {
+                c += &format!("syncprov-sessionlog {n}\n");
+            }
         }
         for (n, (suffix, _)) in config.contexts.iter().enumerate() {
             c += &format!(

@@ -21,8 +21,8 @@ use crate::AppState;
 /// Directory settings as saved (`PUT`) or tested (`POST .../test`). The
 /// password and the client secret are write-only: never returned (D7).
 /// LDAP (`kind: ldap`, D5) uses host ... timeout_secs; Microsoft Entra ID
-/// (`kind: entra`, D6) uses tenant ... full_sync_hours; both use the
-/// schedule, delete-after, guard and enable fields.
+/// (`kind: entra`, D6) uses tenant ... graph_endpoint; both use
+/// full_sync_hours, the schedule, delete-after, guard and enable fields.
 #[derive(Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectorySettingsInput {
@@ -83,8 +83,9 @@ pub struct DirectorySettingsInput {
     pub login_endpoint: Option<String>,
     /// Entra ID: Microsoft Graph v1.0 (default `https://graph.microsoft.com/v1.0`).
     pub graph_endpoint: Option<String>,
-    /// Entra ID: hours between full reads while delta sync is used
-    /// (default 24; 0 reads everything at every run) (B1).
+    /// Hours between full reads while delta reads are used (default 24;
+    /// 0 reads everything at every run) (B1): Entra ID delta links, Active
+    /// Directory `uSNChanged`, OpenLDAP content synchronisation.
     pub full_sync_hours: Option<u32>,
     /// `6h` (default), `12h`, `24h`, `3d` or `7d`.
     #[serde(default, deserialize_with = "choice")]
@@ -190,7 +191,6 @@ impl DirectorySettingsInput {
             ("client_secret", self.client_secret.is_some()),
             ("login_endpoint", self.login_endpoint.is_some()),
             ("graph_endpoint", self.graph_endpoint.is_some()),
-            ("full_sync_hours", self.full_sync_hours.is_some()),
         ] {
             if set {
                 return Err(ApiError::invalid(format!(
@@ -216,6 +216,7 @@ impl DirectorySettingsInput {
             preset: self.preset.unwrap_or_default(),
             attributes: self.attributes.clone().unwrap_or_default(),
             timeout_secs: self.timeout_secs.unwrap_or(30),
+            full_sync_hours: self.full_sync_hours,
         });
         Ok((connection, self.password.clone()))
     }
@@ -310,6 +311,8 @@ pub struct LdapView {
     #[schema(value_type = Object)]
     pub attributes: AttributeMap,
     pub timeout_secs: u32,
+    /// Hours between full reads while delta reads are used (B1); null: 24.
+    pub full_sync_hours: Option<u32>,
     /// `6h`, `12h`, `24h`, `3d` or `7d`.
     #[schema(value_type = String)]
     pub poll_interval: PollInterval,
@@ -395,6 +398,7 @@ async fn view(state: &AppState, customer: CustomerId) -> ApiResult<DirectoryView
                 preset: s.preset,
                 attributes: s.attributes.clone(),
                 timeout_secs: s.timeout_secs,
+                full_sync_hours: s.full_sync_hours,
                 poll_interval: c.poll_interval,
                 delete_after: c.delete_after,
                 guard: c.guard,

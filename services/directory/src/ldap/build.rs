@@ -190,6 +190,30 @@ impl Slots {
             .any(|(slot, rule)| disabled_by(entry, *slot, rule))
     }
 
+    /// B1: the disabled flag from every rule but a shadow expiry day, and
+    /// that day (the earliest, from 1): a delta read keeps the day, not the
+    /// flag, since the day passes without the entry changing.
+    pub(crate) fn disabled_parts(&self, entry: &RawEntry) -> (bool, Option<i64>) {
+        let mut other = false;
+        let mut day: Option<i64> = None;
+        for (slot, rule) in &self.disabled {
+            match rule {
+                DisabledRule::ExpiredOnDay { .. } => {
+                    let d = entry.values(*slot).next().and_then(|v| {
+                        std::str::from_utf8(v)
+                            .ok()
+                            .and_then(|v| v.trim().parse::<i64>().ok())
+                    });
+                    if let Some(d) = d.filter(|d| *d >= 1) {
+                        day = Some(day.map_or(d, |x| x.min(d)));
+                    }
+                }
+                r => other |= disabled_by(entry, *slot, r),
+            }
+        }
+        (other, day)
+    }
+
     /// The member DNs of a group entry (all member attributes), with the
     /// `#'0101'B` unique-identifier suffix of `uniqueMember` values removed.
     pub(crate) fn member_dns(&self, entry: &mut RawEntry) -> Vec<String> {
@@ -234,6 +258,12 @@ fn disabled_by(entry: &RawEntry, slot: usize, rule: &DisabledRule) -> bool {
                 .is_some_and(|day| day >= 1 && day <= today)
         }
     }
+}
+
+/// Whether a shadow expiry day (from [`Slots::disabled_parts`]) has come.
+pub(crate) fn expired(day: Option<i64>) -> bool {
+    let today = chrono::Utc::now().timestamp().div_euclid(86_400);
+    day.is_some_and(|d| d >= 1 && d <= today)
 }
 
 /// `smtp:`, `SMTP:`, `X500:`, `SIP:`...: a type before the first `:`.

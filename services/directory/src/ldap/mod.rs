@@ -10,6 +10,7 @@
 
 mod build;
 mod conn;
+mod delta;
 pub mod dn;
 pub mod filter;
 pub mod schema;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roster_domain::snapshot::{
-    DirectoryObject, DirectoryReader, ObjectKind, ReadError, Snapshot, TestReport,
+    DirectoryObject, DirectoryReader, IncrementalRead, ObjectKind, ReadError, Snapshot, TestReport,
 };
 use roster_events::LdapSettings;
 use tracing::Instrument;
@@ -30,6 +31,7 @@ use self::conn::{Security, Session};
 use self::search::{paged_search, rest_of_range, AttrSet, Ctx, Search};
 
 pub use self::conn::check_ca_pem;
+pub use self::delta::DEFAULT_FULL_SYNC_HOURS;
 pub use self::dn::{normalize_dn, validate_dn};
 pub use self::filter::{check_filter, validate_filter, FilterError};
 pub use self::schema::{DisabledRule, Mapping};
@@ -273,7 +275,17 @@ impl LdapReader {
 
     async fn read_inner(&self) -> Result<Snapshot, ReadError> {
         let started = Instant::now();
-        let (mapping, mut session) = self.start().await?;
+        let (mapping, session) = self.start().await?;
+        self.read_session(mapping, session, started).await
+    }
+
+    /// A full read on a started session.
+    async fn read_session(
+        &self,
+        mapping: Mapping,
+        mut session: Session,
+        started: Instant,
+    ) -> Result<Snapshot, ReadError> {
         let base = self.settings.base_dn.trim();
         let endpoint = session.endpoint.clone();
         let ctx = self.ctx(&endpoint);
@@ -331,6 +343,7 @@ impl LdapReader {
                 base,
                 filter: &mapping.user_filter,
                 attrs: &user_attrs,
+                controls: &[],
             },
             |e| {
                 match user_slots.object(e, ObjectKind::User) {
@@ -381,6 +394,7 @@ impl LdapReader {
                 base,
                 filter: &mapping.group_filter,
                 attrs: &group_attrs,
+                controls: &[],
             },
             |e| {
                 let pending: Vec<(usize, search::Range)> = e
@@ -441,6 +455,7 @@ impl LdapReader {
                         base,
                         filter,
                         attrs: &attrs,
+                        controls: &[],
                     },
                     |e| {
                         match slots.object(e, ObjectKind::PublicFolder) {
@@ -481,6 +496,7 @@ impl LdapReader {
                 base,
                 filter: &mapping.user_filter,
                 attrs: &user_attrs,
+                controls: &[],
             },
             |e| {
                 if !e.has(slots.id_slot()) {
@@ -509,6 +525,7 @@ impl LdapReader {
                 base,
                 filter: &mapping.group_filter,
                 attrs: &group_attrs,
+                controls: &[],
             },
             |e| {
                 if let Some(o) = gslots.object(e, ObjectKind::Group) {
@@ -571,6 +588,7 @@ async fn disabled_ids(
             base,
             filter: &filter,
             attrs: &attrs,
+            controls: &[],
         },
         |e| {
             // Read as a group: only its id matters here.
@@ -710,6 +728,26 @@ impl DirectoryReader for LdapReader {
             self.span("read"),
             move || async move { this.read_inner().await },
         )
+        .await;
+        if let Err(e) = &r {
+            let _g = self.span("read").entered();
+            tracing::warn!(code = e.code(), error = %e, "directory read failed");
+        }
+        r
+    }
+
+    /// B1: a delta read where the server offers one (AD `uSNChanged`,
+    /// RFC 4533 content synchronisation) and the stored state allows it;
+    /// otherwise a full read (see the `delta` module).
+    async fn read_incremental(
+        &self,
+        previous: Option<&[u8]>,
+    ) -> Result<IncrementalRead, ReadError> {
+        let this = self.clone();
+        let previous = previous.map(<[u8]>::to_vec);
+        let r = on_own_thread(self.span("read"), move || async move {
+            this.incremental_inner(previous).await
+        })
         .await;
         if let Err(e) = &r {
             let _g = self.span("read").entered();

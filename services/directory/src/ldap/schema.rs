@@ -385,6 +385,7 @@ mod tests {
             preset,
             attributes: AttributeMap::default(),
             timeout_secs: 30,
+            full_sync_hours: None,
         }
     }
 

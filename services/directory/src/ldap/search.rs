@@ -63,6 +63,11 @@ impl AttrSet {
         self.names.len()
     }
 
+    /// What a search sends.
+    pub(crate) fn request_names(&self) -> Vec<&str> {
+        self.request.iter().map(String::as_str).collect()
+    }
+
     pub(crate) fn names(&self) -> &[String] {
         &self.names
     }
@@ -166,7 +171,11 @@ impl RawEntry {
 
 /// Decodes a SearchResultEntry into `out` (cleared first); `None` when it
 /// is malformed.
-fn parse_entry_into(out: &mut RawEntry, tag: StructureTag, attrs: &AttrSet) -> Option<()> {
+pub(crate) fn parse_entry_into(
+    out: &mut RawEntry,
+    tag: StructureTag,
+    attrs: &AttrSet,
+) -> Option<()> {
     out.clear();
     let mut parts = tag.expect_constructed()?.into_iter();
     out.dn = match String::from_utf8(parts.next()?.expect_primitive()?) {
@@ -217,9 +226,17 @@ pub(crate) struct Search<'a> {
     pub base: &'a str,
     pub filter: &'a str,
     pub attrs: &'a AttrSet,
+    /// Controls sent with every page besides paging (B1: Show Deleted).
+    pub controls: &'a [RawControl],
 }
 
-fn lost(e: LdapError, kind: SearchKind, page: u32, total: u64, t: Duration) -> ReadError {
+pub(crate) fn lost(
+    e: LdapError,
+    kind: SearchKind,
+    page: u32,
+    total: u64,
+    t: Duration,
+) -> ReadError {
     match e {
         LdapError::Timeout { .. } => ReadError::Timeout(format!(
             "page {page} of the {kind} search: no answer within {}s ({total} entries read)",
@@ -235,7 +252,7 @@ fn lost(e: LdapError, kind: SearchKind, page: u32, total: u64, t: Duration) -> R
 }
 
 /// The error of a search that ended with result code `rc` (not 0).
-fn result_error(
+pub(crate) fn result_error(
     res: &LdapResult,
     kind: SearchKind,
     base: &str,
@@ -320,11 +337,15 @@ pub(crate) async fn paged_search(
     let t = ctx.timeout;
     loop {
         page += 1;
+        let mut controls = search.controls.to_vec();
         if ctx.page_size > 0 {
-            ldap.with_controls(RawControl::from(PagedResults {
+            controls.push(RawControl::from(PagedResults {
                 size: ctx.page_size as i32,
                 cookie: cookie.clone(),
             }));
+        }
+        if !controls.is_empty() {
+            ldap.with_controls(controls);
         }
         // No per-message timer (ldap3's with_timeout arms one per entry):
         // the whole page has the deadline below.
@@ -413,8 +434,23 @@ async fn read_one(
     attrs: &AttrSet,
     kind: SearchKind,
 ) -> Result<(Option<RawEntry>, LdapResult), ReadError> {
+    read_one_with(ldap, ctx, dn, attrs, kind, Vec::new()).await
+}
+
+/// [`read_one`] with request controls.
+pub(crate) async fn read_one_with(
+    ldap: &mut Ldap,
+    ctx: &Ctx<'_>,
+    dn: &str,
+    attrs: &AttrSet,
+    kind: SearchKind,
+    controls: Vec<RawControl>,
+) -> Result<(Option<RawEntry>, LdapResult), ReadError> {
     let t = ctx.timeout;
     ldap.with_timeout(t);
+    if !controls.is_empty() {
+        ldap.with_controls(controls);
+    }
     let fut = async {
         let mut stream = ldap
             .streaming_search(dn, Scope::Base, "(objectClass=*)", &attrs.request)

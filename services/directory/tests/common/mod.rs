@@ -42,6 +42,7 @@ pub fn slapd_settings(slapd: &Slapd, preset: LdapPreset) -> LdapSettings {
         preset,
         attributes: AttributeMap::default(),
         timeout_secs: 10,
+        full_sync_hours: None,
     }
 }
 

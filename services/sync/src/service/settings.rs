@@ -176,6 +176,11 @@ pub fn validate(config: &DirectoryConfig) -> Result<(), SyncError> {
             if s.timeout_secs == 0 || s.timeout_secs > 600 {
                 return bad("timeout_secs must be between 1 and 600 seconds");
             }
+            if s.full_sync_hours.is_some_and(|h| h > 720) {
+                return bad(
+                    "full_sync_hours must be between 0 (every run reads everything) and 720 (30 days)",
+                );
+            }
             if let Some(f) = s.filter.as_deref().filter(|f| !f.trim().is_empty()) {
                 roster_directory::validate_filter(f).map_err(|e| {
                     SyncError::InvalidFilter(format!(

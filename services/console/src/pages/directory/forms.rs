@@ -185,6 +185,8 @@ pub struct LdapForm {
     pub skip_verify: Option<String>,
     pub ca_pem: String,
     pub timeout_secs: String,
+    /// Hours between full reads (B1); empty: 24.
+    pub full_sync_hours: String,
     pub include_disabled: Option<String>,
     pub include_public_folders: Option<String>,
     #[serde(flatten)]
@@ -264,6 +266,7 @@ impl LdapForm {
             skip_verify: check(!s.tls.verify),
             ca_pem: f(&s.tls.ca_pem),
             timeout_secs: s.timeout_secs.to_string(),
+            full_sync_hours: s.full_sync_hours.map(|h| h.to_string()).unwrap_or_default(),
             include_disabled: check(s.include_disabled),
             include_public_folders: check(s.include_public_folders),
             guard: GuardFields::of(&config.guard),
@@ -329,6 +332,10 @@ impl LdapForm {
             "a port from 1 to 65535 (636 for SSL, 389 without)",
         )?;
         let timeout_secs: u32 = number("Timeout", &self.timeout_secs, 30, "seconds from 1 to 600")?;
+        let full_sync_hours = match self.full_sync_hours.trim() {
+            "" => None,
+            h => Some(number("Hours between full reads", h, 24u32, "hours")?),
+        };
         let attributes = AttributeMap {
             id: opt(&self.attr_id),
             mail: opt(&self.attr_mail),
@@ -364,6 +371,7 @@ impl LdapForm {
             preset: choice("Preset", &self.preset, PRESETS)?,
             attributes,
             timeout_secs,
+            full_sync_hours,
         });
         let config = DirectoryConfig {
             connection,
@@ -566,6 +574,7 @@ mod tests {
                 preset: LdapPreset::Ds389,
                 attributes,
                 timeout_secs: 45,
+                full_sync_hours: Some(6),
             }),
             poll_interval: PollInterval::Days3,
             delete_after: DeleteAfter::Never,
