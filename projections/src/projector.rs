@@ -262,35 +262,42 @@ impl Projector {
 
     async fn lock(&self, tx: &mut Tx) -> Result<(), ProjectionError> {
         if let Tx::Pg(t) = tx {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PROJECT_LOCK)
-                .execute(&mut **t)
-                .await?;
-            // Only for the projection writes: waiting for the projector lock
-            // itself is normal when several replicas project.
-            sqlx::query(&format!(
-                "SET LOCAL lock_timeout = {}",
+            // One round trip: the lock, then a lock timeout for the
+            // projection writes only (waiting for the projector lock itself
+            // is normal when several replicas project).
+            let sql = format!(
+                "SELECT pg_advisory_xact_lock({PROJECT_LOCK}); SET LOCAL lock_timeout = {}",
                 self.lock_timeout.as_millis().max(1)
-            ))
-            .execute(&mut **t)
-            .await?;
+            );
+            sqlx::Executor::execute(&mut **t, sqlx::raw_sql(&sql)).await?;
         }
         Ok(())
     }
 
+    /// Every projection's checkpoint, in the order of the projections (one query).
     async fn read_checkpoints(&self, tx: &mut Tx) -> Result<Vec<i64>, ProjectionError> {
-        let mut out = Vec::with_capacity(self.projections.len());
-        for p in &self.projections {
-            let name = self.checkpoint_name(p.as_ref());
-            let pos: Option<i64> = with_tx!(tx, |c| sqlx::query_scalar(
-                "SELECT position FROM projection_checkpoints WHERE name = $1"
-            )
-            .bind(&name)
-            .fetch_optional(c)
-            .await?);
-            out.push(pos.unwrap_or(0));
-        }
-        Ok(out)
+        let names: Vec<String> = self
+            .projections
+            .iter()
+            .map(|p| self.checkpoint_name(p.as_ref()))
+            .collect();
+        let marks: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT name, position FROM projection_checkpoints WHERE name IN ({})",
+            marks.join(", ")
+        );
+        let rows: Vec<(String, i64)> = with_tx!(tx, |c| {
+            let mut q = sqlx::query_as(&sql);
+            for n in &names {
+                q = q.bind(n);
+            }
+            q.fetch_all(c).await?
+        });
+        let found: std::collections::HashMap<String, i64> = rows.into_iter().collect();
+        Ok(names
+            .iter()
+            .map(|n| found.get(n).copied().unwrap_or(0))
+            .collect())
     }
 
     async fn write_checkpoint(
@@ -298,17 +305,32 @@ impl Projector {
         name: &str,
         position: i64,
     ) -> Result<(), ProjectionError> {
+        Self::write_checkpoints(tx, &[(name.to_string(), position)]).await
+    }
+
+    /// Sets several checkpoints in one statement.
+    async fn write_checkpoints(
+        tx: &mut Tx,
+        checkpoints: &[(String, i64)],
+    ) -> Result<(), ProjectionError> {
+        if checkpoints.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<String> = (0..checkpoints.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES {}
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+            rows.join(", ")
+        );
+        let now = now_micros();
         with_tx!(tx, |c| {
-            sqlx::query(
-            "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at"
-        )
-        .bind(name)
-        .bind(position)
-        .bind(now_micros())
-        .execute(c)
-        .await
-        .map(|_| ())?
+            let mut q = sqlx::query(&sql);
+            for (name, position) in checkpoints {
+                q = q.bind(name).bind(*position).bind(now);
+            }
+            q.execute(c).await.map(|_| ())?
         });
         Ok(())
     }
@@ -511,12 +533,15 @@ impl Projector {
             self.step_one_by_one(&decoded, &undecodable, &checkpoints, last)
                 .await?;
         } else {
-            for (p, cp) in self.projections.iter().zip(&checkpoints) {
-                let name = self.checkpoint_name(p.as_ref());
-                // Never back: a projection ahead of the others (the others
-                // were replayed after a version change) keeps its checkpoint.
-                Self::write_checkpoint(&mut tx, &name, last.max(*cp)).await?;
-            }
+            // Never back: a projection ahead of the others (the others
+            // were replayed after a version change) keeps its checkpoint.
+            let moved: Vec<(String, i64)> = self
+                .projections
+                .iter()
+                .zip(&checkpoints)
+                .map(|(p, cp)| (self.checkpoint_name(p.as_ref()), last.max(*cp)))
+                .collect();
+            Self::write_checkpoints(&mut tx, &moved).await?;
             tx.commit().await?;
             if let Some(events) = next {
                 *self.ahead.lock().await = Some((last, events));

@@ -5,7 +5,7 @@
 //!   cargo bench -p roster-tests --bench foundation
 //!
 //! Sizes can be changed with ROSTER_BENCH_USERS (default 2000) and
-//! ROSTER_BENCH_CLIENTS (default 8).
+//! ROSTER_BENCH_CLIENTS (default 32).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -191,7 +191,7 @@ async fn main() {
         return; // cargo test --benches asks benches to list their tests
     }
     let users = env_usize("ROSTER_BENCH_USERS", 2_000);
-    let clients = env_usize("ROSTER_BENCH_CLIENTS", 8);
+    let clients = env_usize("ROSTER_BENCH_CLIENTS", 32);
     println!("| back-end | API additions/s ({clients} clients, {users} users) | p50 | p99 | appends/s (1 event, 1 writer) | appends/s (1 event, 8 writers) | events/s (10k per append) | events/s projected |");
     println!("|---|---|---|---|---|---|---|---|");
     for backend in [Backend::Postgres, Backend::Sqlite] {

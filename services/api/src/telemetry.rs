@@ -18,14 +18,22 @@ pub const BUCKETS: &[f64] = &[
     120.0, 300.0, 900.0, 1800.0, 3600.0,
 ];
 
+/// Buckets of `roster_append_group_size`: appends per group commit.
+pub const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// How often [`collect`] should run (the roles' collectors use it).
 pub const COLLECT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Installs the process's Prometheus recorder: histograms with
-/// [`BUCKETS`], every metric described, `roster_build_info` set.
+/// [`BUCKETS`] (group sizes with [`GROUP_BUCKETS`]), every metric described, `roster_build_info` set.
 pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets(BUCKETS)
+        .map_err(|e| format!("Prometheus buckets: {e}"))?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("roster_append_group_size".into()),
+            GROUP_BUCKETS,
+        )
         .map_err(|e| format!("Prometheus buckets: {e}"))?
         .install_recorder()
         .map_err(|e| format!("installing the Prometheus recorder: {e}"))?;
@@ -52,6 +60,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     // Log and commands
     ("roster_events_appended_total", Kind::Counter, "Events appended to the log by this process"),
     ("roster_append_seconds", Kind::Histogram, "Time to append one batch of events, in seconds"),
+    ("roster_append_group_size", Kind::Histogram, "Appends committed together in one transaction (group commit)"),
     ("roster_command_conflicts_total", Kind::Counter, "Commands retried because another writer changed the same aggregate first"),
     ("roster_log_head_position", Kind::Gauge, "The log's head: the position of the newest committed event"),
     // Projections

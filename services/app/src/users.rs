@@ -87,13 +87,30 @@ pub async fn stage_new<E: From<StoreError> + From<UserError>>(
     source: Source,
 ) -> Result<UserId, Attempt<E>> {
     let customer = meta.customer_id;
-    let id = store
-        .db()
-        .tombstone(customer, &user.address)
-        .await?
-        .unwrap_or_default();
-    let mut target: Loaded<User> = store.load(&id.to_string()).await?;
+    let tombstone = store.db().tombstone(customer, &user.address).await?;
     let mut seats = Seats::of(store, customer).await?;
+    stage_with(store, batch, meta, user, source, tombstone, &mut seats).await
+}
+
+/// [`stage_new`] with the tombstone and the seats already read.
+async fn stage_with<E: From<StoreError> + From<UserError>>(
+    store: &Store,
+    batch: &mut Batch,
+    meta: &EventMeta,
+    user: &NewUser,
+    source: Source,
+    tombstone: Option<UserId>,
+    seats: &mut Seats,
+) -> Result<UserId, Attempt<E>> {
+    let customer = meta.customer_id;
+    // A new user's id is fresh (UUIDv7): it has no events to load.
+    let (id, mut target) = match tombstone {
+        Some(id) => (id, store.load::<User>(&id.to_string()).await?),
+        None => {
+            let id = UserId::new();
+            (id, Loaded::new(id.to_string()))
+        }
+    };
     let add = AddUser {
         user_id: id,
         customer_id: customer,
@@ -105,11 +122,13 @@ pub async fn stage_new<E: From<StoreError> + From<UserError>>(
         directory_id: None,
         members: vec![],
     };
-    stage_add(batch, &mut target, add, &mut seats, meta).await?;
+    stage_add(batch, &mut target, add, seats, meta).await?;
     Ok(id)
 }
 
-/// M1: adds one user by hand (or brings a deleted one back, U6).
+/// M1: adds one user by hand (or brings a deleted one back, U6). What it
+/// checks first (managed domains, free addresses, the tombstone, the
+/// seats) is read in one query on PostgreSQL.
 pub async fn add_user(
     app: &App,
     meta: EventMeta,
@@ -121,10 +140,40 @@ pub async fn add_user(
     retrying(|| async {
         let mut all: Vec<&Address> = vec![&user.address];
         all.extend(user.aliases.iter());
-        check_managed(store, customer, &all).await?;
-        check_free(store, &all, None).await?;
+        let facts = store
+            .db()
+            .addition_facts(customer, &user.address, &all)
+            .await?;
+        let domains: BTreeSet<Domain> = all.iter().map(|a| a.domain()).collect();
+        for d in domains {
+            if facts.domain_owners.get(d.as_str()) != Some(&customer) {
+                return Err(Attempt::fail(StoreError::UnmanagedDomain { domain: d }));
+            }
+        }
+        if let Some(a) = all
+            .iter()
+            .find(|a| facts.address_owners.contains_key(a.as_str()))
+        {
+            return Err(Attempt::fail(StoreError::AddressTaken {
+                address: (*a).clone(),
+            }));
+        }
+        let seats = facts.seats.ok_or(StoreError::UnknownCustomer)?;
+        let mut seats = Seats {
+            used: seats.used,
+            limit: seats.limit,
+        };
         let mut batch = Batch::new();
-        let id = stage_new(store, &mut batch, &meta, &user, source).await?;
+        let id = stage_with(
+            store,
+            &mut batch,
+            &meta,
+            &user,
+            source,
+            facts.tombstone,
+            &mut seats,
+        )
+        .await?;
         let appended = store.commit(batch).await?;
         Ok((id, appended.last))
     })

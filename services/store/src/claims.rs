@@ -84,20 +84,16 @@ pub(crate) async fn apply(
     Ok(())
 }
 
+/// A customer's seat limit and the seats its addresses take, in one query.
+const SEAT_USAGE: &str = "SELECT c.seat_limit, (SELECT COUNT(*) FROM address_claims a \
+     WHERE a.customer_id = c.customer_id AND a.seat) FROM customer_claims c WHERE c.customer_id = $1";
+
 async fn seat_usage_tx(tx: &mut Tx, customer: CustomerId) -> Result<(u64, u64), StoreError> {
-    let limit: Option<i64> = with_tx!(tx, |c| sqlx::query_scalar(
-        "SELECT seat_limit FROM customer_claims WHERE customer_id = $1"
-    )
-    .bind(customer.to_string())
-    .fetch_optional(&mut *c)
-    .await?);
-    let limit = limit.ok_or(StoreError::UnknownCustomer)?;
-    let used: i64 = with_tx!(tx, |c| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM address_claims WHERE customer_id = $1 AND seat"
-    )
-    .bind(customer.to_string())
-    .fetch_one(&mut *c)
-    .await?);
+    let row: Option<(i64, i64)> = with_tx!(tx, |c| sqlx::query_as(SEAT_USAGE)
+        .bind(customer.to_string())
+        .fetch_optional(&mut *c)
+        .await?);
+    let (limit, used) = row.ok_or(StoreError::UnknownCustomer)?;
     Ok((used as u64, limit as u64))
 }
 
@@ -470,6 +466,27 @@ pub struct Seats {
     pub limit: u64,
 }
 
+/// What an addition checks before it is staged (M1), read together: who
+/// manages the domains, who holds the addresses, the tombstone of the
+/// primary address (U6) and the customer's seats (T3). Only a pre-check:
+/// the append checks the claims again in its transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdditionFacts {
+    /// The customer managing each domain that is managed (by its text).
+    pub domain_owners: std::collections::HashMap<String, CustomerId>,
+    /// The user holding each address that is held (by its text).
+    pub address_owners: std::collections::HashMap<String, UserId>,
+    /// The deleted user that last held the primary address in this customer.
+    pub tombstone: Option<UserId>,
+    /// `None` for an unknown customer.
+    pub seats: Option<Seats>,
+}
+
+fn parse_count(s: &str) -> Result<u64, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{s} is not a count")))
+}
+
 fn parse_customer(s: &str) -> Result<CustomerId, StoreError> {
     CustomerId::parse(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -586,23 +603,87 @@ impl Db {
     }
 
     pub async fn seats(&self, customer: CustomerId) -> Result<Seats, StoreError> {
-        let limit: Option<i64> = with_db!(self, |p| sqlx::query_scalar(
-            "SELECT seat_limit FROM customer_claims WHERE customer_id = $1"
-        )
-        .bind(customer.to_string())
-        .fetch_optional(p)
-        .await?);
-        let limit = limit.ok_or(StoreError::UnknownCustomer)?;
-        let used: i64 = with_db!(self, |p| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM address_claims WHERE customer_id = $1 AND seat"
-        )
-        .bind(customer.to_string())
-        .fetch_one(p)
-        .await?);
+        let row: Option<(i64, i64)> = with_db!(self, |p| sqlx::query_as(SEAT_USAGE)
+            .bind(customer.to_string())
+            .fetch_optional(p)
+            .await?);
+        let (limit, used) = row.ok_or(StoreError::UnknownCustomer)?;
         Ok(Seats {
             used: used as u64,
             limit: limit as u64,
         })
+    }
+
+    /// The facts an addition of `primary` (with `addresses`, the primary
+    /// among them) checks: one query on PostgreSQL.
+    pub async fn addition_facts(
+        &self,
+        customer: CustomerId,
+        primary: &Address,
+        addresses: &[&Address],
+    ) -> Result<AdditionFacts, StoreError> {
+        let mut domains: Vec<String> = addresses
+            .iter()
+            .map(|a| a.domain_str().to_string())
+            .collect();
+        domains.sort();
+        domains.dedup();
+        let Db::Pg(pool) = self else {
+            let mut facts = AdditionFacts::default();
+            for a in addresses {
+                let d = a.domain();
+                if let Some(c) = self.domain_owner(&d).await? {
+                    facts.domain_owners.insert(d.as_str().to_string(), c);
+                }
+            }
+            let list: Vec<Address> = addresses.iter().map(|a| (*a).clone()).collect();
+            for (a, o) in self.address_owners(&list).await? {
+                facts.address_owners.insert(a.as_str().to_string(), o.owner);
+            }
+            facts.tombstone = self.tombstone(customer, primary).await?;
+            facts.seats = match self.seats(customer).await {
+                Ok(s) => Some(s),
+                Err(StoreError::UnknownCustomer) => None,
+                Err(e) => return Err(e),
+            };
+            return Ok(facts);
+        };
+        let list: Vec<&str> = addresses.iter().map(|a| a.as_str()).collect();
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT 'd', domain, customer_id FROM domain_claims WHERE domain = ANY($2::text[])
+             UNION ALL SELECT 'a', address, owner_id FROM address_claims
+               WHERE address = ANY($3::text[])
+             UNION ALL SELECT 't', address, owner_id FROM address_tombstones
+               WHERE customer_id = $1 AND address = $4
+             UNION ALL SELECT 's', c.seat_limit::text, (SELECT COUNT(*) FROM address_claims a
+               WHERE a.customer_id = c.customer_id AND a.seat)::text
+               FROM customer_claims c WHERE c.customer_id = $1",
+        )
+        .bind(customer.to_string())
+        .bind(&domains)
+        .bind(&list)
+        .bind(primary.as_str())
+        .fetch_all(pool)
+        .await?;
+        let mut facts = AdditionFacts::default();
+        for (kind, a, b) in rows {
+            match kind.as_str() {
+                "d" => {
+                    facts.domain_owners.insert(a, parse_customer(&b)?);
+                }
+                "a" => {
+                    facts.address_owners.insert(a, parse_user(&b)?);
+                }
+                "t" => facts.tombstone = Some(parse_user(&b)?),
+                _ => {
+                    facts.seats = Some(Seats {
+                        limit: parse_count(&a)?,
+                        used: parse_count(&b)?,
+                    })
+                }
+            }
+        }
+        Ok(facts)
     }
 
     /// Every address of a customer in a domain: (address, owner, primary).

@@ -65,6 +65,17 @@ impl Tx {
         }
         Ok(())
     }
+
+    /// Rolls back now (dropping a transaction rolls it back only when its
+    /// connection is next used, and on PostgreSQL its locks are held until
+    /// then). A failure is ignored: the connection is then discarded, which
+    /// ends the transaction too.
+    pub async fn rollback(self) {
+        let _ = match self {
+            Tx::Pg(t) => t.rollback().await,
+            Tx::Sqlite(t) => t.rollback().await,
+        };
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

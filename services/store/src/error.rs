@@ -51,6 +51,38 @@ impl StoreError {
         }
     }
 
+    /// The same error again, for each caller of a transaction that failed
+    /// as a whole (group commit): typed refusals as they are, a database
+    /// error as one of the same kind (unreachable stays unreachable).
+    pub(crate) fn replicate(&self) -> StoreError {
+        match self {
+            StoreError::Conflict => StoreError::Conflict,
+            StoreError::AddressTaken { address } => StoreError::AddressTaken {
+                address: address.clone(),
+            },
+            StoreError::DomainTaken { domain } => StoreError::DomainTaken {
+                domain: domain.clone(),
+            },
+            StoreError::UnmanagedDomain { domain } => StoreError::UnmanagedDomain {
+                domain: domain.clone(),
+            },
+            StoreError::DomainInUse { domain, address } => StoreError::DomainInUse {
+                domain: domain.clone(),
+                address: address.clone(),
+            },
+            StoreError::OverSeatLimit { used, limit } => StoreError::OverSeatLimit {
+                used: *used,
+                limit: *limit,
+            },
+            StoreError::UnknownCustomer => StoreError::UnknownCustomer,
+            StoreError::Inconsistent(s) => StoreError::Inconsistent(s.clone()),
+            StoreError::Config(s) => StoreError::Config(s.clone()),
+            StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
+            StoreError::Database(e) => StoreError::Database(copy_sqlx(e)),
+            StoreError::Migrate(e) => StoreError::Inconsistent(e.to_string()),
+        }
+    }
+
     pub(crate) fn from_insert(e: sqlx::Error) -> StoreError {
         match &e {
             sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
@@ -77,5 +109,21 @@ pub fn sqlx_unavailable(e: &sqlx::Error) -> bool {
             c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300" | "55000")
         }),
         _ => false,
+    }
+}
+
+/// A sqlx error of the same kind, for [`StoreError::replicate`].
+fn copy_sqlx(e: &sqlx::Error) -> sqlx::Error {
+    match e {
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        sqlx::Error::WorkerCrashed => sqlx::Error::WorkerCrashed,
+        sqlx::Error::Io(io) => sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        sqlx::Error::Tls(t) => sqlx::Error::Tls(t.to_string().into()),
+        other if sqlx_unavailable(other) => sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            other.to_string(),
+        )),
+        other => sqlx::Error::Protocol(other.to_string()),
     }
 }

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod db;
 pub mod error;
 pub mod exec;
+mod group;
 pub mod imports;
 pub mod log;
 pub mod read_state;
@@ -21,7 +22,7 @@ pub mod security_log;
 pub mod sync_leases;
 pub mod tracecontext;
 
-pub use claims::{AddressOwner, Seats};
+pub use claims::{AdditionFacts, AddressOwner, Seats};
 #[cfg(feature = "test-clock")]
 pub use clock::FileClock;
 pub use clock::{file_clock, Clock, ManualClock, SystemClock};

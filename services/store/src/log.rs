@@ -7,26 +7,29 @@
 //! order, and a reader that has seen position N has seen every position
 //! below N: a tailing projector or relay can never skip an event committed
 //! late by a concurrent writer. The price is that appends are serialised;
-//! bulk work appends many events per transaction to stay fast.
+//! bulk work appends many events per transaction to stay fast, and
+//! concurrent small appends of one process share a transaction and its
+//! commit (group commit, the `group` module).
 
 use std::sync::Arc;
 
 use roster_events::{ClaimChange, CustomerId, Guard};
 use serde_json::Value;
 use sqlx::Row;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::watch;
 
 use crate::claims::{self, ClaimItem};
+use crate::group::Committer;
 use crate::{with_db, Clock, Db, StoreError, SystemClock, Tx};
 
 /// The advisory lock key that serialises appends on PostgreSQL.
-const APPEND_LOCK: i64 = 0x526f_7374_6572_4c67; // "RosterLg"
+pub const APPEND_LOCK: i64 = 0x526f_7374_6572_4c67; // "RosterLg"
 
 /// Rows per INSERT statement on PostgreSQL.
 const PG_CHUNK: usize = 5_000;
 /// From this many events an append streams them with COPY (a sync or an
 /// import): about twice as fast as INSERT ... UNNEST for 100,000 events.
-const PG_COPY_FROM: usize = 1_000;
+pub(crate) const PG_COPY_FROM: usize = 1_000;
 
 /// An event ready to be appended.
 #[derive(Debug, Clone)]
@@ -76,7 +79,8 @@ pub struct Appended {
 pub struct Store {
     db: Db,
     head: Arc<watch::Sender<i64>>,
-    writer: Arc<Mutex<()>>,
+    /// Appends of this process wait here to be committed together.
+    pub(crate) committer: Arc<Committer>,
     /// The time appends are stamped with.
     clock: Arc<dyn Clock>,
 }
@@ -112,7 +116,7 @@ impl Store {
         let store = Store {
             db,
             head: Arc::new(watch::channel(0).0),
-            writer: Arc::new(Mutex::new(())),
+            committer: Arc::new(Committer::default()),
             clock: Arc::new(SystemClock),
         };
         let head = store.head_position().await?;
@@ -166,6 +170,11 @@ impl Store {
     /// clock's time, but never earlier than the log's last event. It is
     /// therefore non-decreasing in position order, and "every event recorded
     /// at or before T" is always a prefix of the log.
+    ///
+    /// Group commit (issue 17): concurrent appends of this process are
+    /// committed together by one committer task, in one transaction with
+    /// one commit (the `group` module); each caller still gets its own
+    /// answer, and a refused append never takes the others down with it.
     pub async fn append(
         &self,
         events: Vec<PendingEvent>,
@@ -175,92 +184,18 @@ impl Store {
             return Ok(Appended::default());
         }
         let started = std::time::Instant::now();
-        let _writer = self.writer.lock().await;
-        let mut tx = self.db.begin_write().await?;
-        if let Tx::Pg(t) = &mut tx {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(APPEND_LOCK)
-                .execute(&mut **t)
-                .await?;
-        }
-        let head: Option<(i64, i64)> = crate::with_tx!(&mut tx, |c| sqlx::query_as(
-            "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
-        )
-        .fetch_optional(c)
-        .await?);
-        let (head, previous_at) = head.unwrap_or((0, i64::MIN));
-        let at = self.clock.now().timestamp_micros().max(previous_at);
-        let mut events = events;
-        for e in &mut events {
-            e.recorded_at = at;
-        }
-        let first = head + 1;
-        let count = events.len();
-        let last = first + count as i64 - 1;
-        let claim_items: Vec<ClaimItem> = events
-            .iter()
-            .flat_map(|e| {
-                e.claims.iter().map(move |c| ClaimItem {
-                    customer: e.customer_id,
-                    change: c.clone(),
-                    at: e.recorded_at,
-                })
-            })
-            .collect();
-        match &mut tx {
-            Tx::Pg(t) if count >= PG_COPY_FROM => copy_pg(t, &events, first).await?,
-            Tx::Pg(t) => {
-                for (i, chunk) in events.chunks(PG_CHUNK).enumerate() {
-                    insert_pg(t, chunk, first + (i * PG_CHUNK) as i64).await?;
-                }
-            }
-            Tx::Sqlite(_) => {}
-        }
-        match &mut tx {
-            Tx::Pg(t) => {
-                sqlx::query("SELECT pg_notify('roster_log', $1)")
-                    .bind(last.to_string())
-                    .execute(&mut **t)
-                    .await?;
-            }
-            Tx::Sqlite(t) => {
-                for (i, e) in events.iter().enumerate() {
-                    sqlx::query(
-                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                         event_version, payload, metadata, position, customer_id, recorded_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    )
-                    .bind(e.aggregate_type)
-                    .bind(&e.aggregate_id)
-                    .bind(e.sequence)
-                    .bind(&e.event_type)
-                    .bind(&e.event_version)
-                    .bind(&e.payload)
-                    .bind(&e.metadata)
-                    .bind(first + i as i64)
-                    .bind(e.customer_id.to_string())
-                    .bind(e.recorded_at)
-                    .execute(&mut **t)
-                    .await
-                    .map_err(StoreError::from_insert)?;
-                }
-            }
-        }
-        let inserted_s = started.elapsed().as_secs_f64();
-        claims::apply(&mut tx, &claim_items, &guards).await?;
-        let claimed_s = started.elapsed().as_secs_f64();
-        tx.commit().await?;
-        if count >= 1_000 {
-            tracing::debug!(
-                events = count,
-                claims = claim_items.len(),
-                insert_s = inserted_s,
-                claims_s = claimed_s - inserted_s,
-                commit_s = started.elapsed().as_secs_f64() - claimed_s,
-                "bulk append"
-            );
-        }
-        drop(_writer);
+        let answer = self.committer.submit(self, events, guards);
+        let result = answer.await.unwrap_or_else(|_| {
+            // The committer task ended without answering (its runtime is
+            // shutting down): nothing is known to be appended.
+            Err(StoreError::Database(sqlx::Error::WorkerCrashed))
+        });
+        metrics::histogram!("roster_append_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Moves this process's head signal forward to `last`.
+    pub(crate) fn advance_head(&self, last: i64, count: usize) {
         self.head.send_if_modified(|h| {
             if last > *h {
                 *h = last;
@@ -270,8 +205,64 @@ impl Store {
             }
         });
         metrics::counter!("roster_events_appended_total").increment(count as u64);
-        metrics::histogram!("roster_append_seconds").record(started.elapsed().as_secs_f64());
-        Ok(Appended { first, last, count })
+    }
+
+    /// Begins an append transaction and takes the append lock; returns it
+    /// with the log's head position and the time to stamp events with (the
+    /// clock's, never before the head's: E6).
+    pub(crate) async fn begin_append(&self) -> Result<(Tx, i64, i64), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let head: Option<(i64, i64)> = match &mut tx {
+            Tx::Pg(t) => {
+                // One round trip, two statements: the head is read with a
+                // snapshot taken after the lock is held.
+                let sql = format!(
+                    "SELECT pg_advisory_xact_lock({APPEND_LOCK}); \
+                     SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
+                );
+                // (Executor::fetch_all: boxed, so the committer task stays Send.)
+                let rows = sqlx::Executor::fetch_all(&mut **t, sqlx::raw_sql(&sql)).await?;
+                match rows.iter().find(|r| r.len() == 2) {
+                    Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+                    None => None,
+                }
+            }
+            Tx::Sqlite(t) => {
+                sqlx::query_as(
+                    "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1",
+                )
+                .fetch_optional(&mut **t)
+                .await?
+            }
+        };
+        let (head, previous_at) = head.unwrap_or((0, i64::MIN));
+        let at = self.clock.now().timestamp_micros().max(previous_at);
+        Ok((tx, head, at))
+    }
+
+    /// One append in its own transaction (a bulk append, or the only one
+    /// waiting).
+    pub(crate) async fn append_alone(
+        &self,
+        mut events: Vec<PendingEvent>,
+        guards: &[(CustomerId, Guard)],
+    ) -> Result<Appended, StoreError> {
+        let started = std::time::Instant::now();
+        let (mut tx, head, at) = self.begin_append().await?;
+        let appended = write_append(&mut tx, &mut events, guards, head + 1, at).await?;
+        let claimed_s = started.elapsed().as_secs_f64();
+        notify(&mut tx, appended.last).await?;
+        tx.commit().await?;
+        if appended.count >= 1_000 {
+            tracing::debug!(
+                events = appended.count,
+                write_s = claimed_s,
+                commit_s = started.elapsed().as_secs_f64() - claimed_s,
+                "bulk append"
+            );
+        }
+        self.advance_head(appended.last, appended.count);
+        Ok(appended)
     }
 
     /// Events after `after`, in the global order, at most `limit`.
@@ -393,11 +384,100 @@ impl Store {
     }
 }
 
+/// Writes one append's events from position `first`, stamped `at`, with
+/// their claims, and checks its guards, in the open transaction.
+pub(crate) async fn write_append(
+    tx: &mut Tx,
+    events: &mut [PendingEvent],
+    guards: &[(CustomerId, Guard)],
+    first: i64,
+    at: i64,
+) -> Result<Appended, StoreError> {
+    for e in events.iter_mut() {
+        e.recorded_at = at;
+    }
+    let refs: Vec<&PendingEvent> = events.iter().collect();
+    write_events(tx, &refs, first).await?;
+    claims::apply(tx, &claim_items(&refs), guards).await?;
+    let count = events.len();
+    Ok(Appended {
+        first,
+        last: first + count as i64 - 1,
+        count,
+    })
+}
+
+/// The claim changes of events, in order.
+pub(crate) fn claim_items(events: &[&PendingEvent]) -> Vec<ClaimItem> {
+    events
+        .iter()
+        .flat_map(|e| {
+            e.claims.iter().map(move |c| ClaimItem {
+                customer: e.customer_id,
+                change: c.clone(),
+                at: e.recorded_at,
+            })
+        })
+        .collect()
+}
+
+/// Inserts events at positions `first..`: COPY for a bulk append, one
+/// INSERT per chunk otherwise (PostgreSQL); one INSERT each on SQLite.
+pub(crate) async fn write_events(
+    tx: &mut Tx,
+    events: &[&PendingEvent],
+    first: i64,
+) -> Result<(), StoreError> {
+    match tx {
+        Tx::Pg(t) if events.len() >= PG_COPY_FROM => copy_pg(t, events, first).await?,
+        Tx::Pg(t) => {
+            for (i, chunk) in events.chunks(PG_CHUNK).enumerate() {
+                insert_pg(t, chunk, first + (i * PG_CHUNK) as i64).await?;
+            }
+        }
+        Tx::Sqlite(t) => {
+            for (i, e) in events.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                     event_version, payload, metadata, position, customer_id, recorded_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(e.aggregate_type)
+                .bind(&e.aggregate_id)
+                .bind(e.sequence)
+                .bind(&e.event_type)
+                .bind(&e.event_version)
+                .bind(&e.payload)
+                .bind(&e.metadata)
+                .bind(first + i as i64)
+                .bind(e.customer_id.to_string())
+                .bind(e.recorded_at)
+                .execute(&mut **t)
+                .await
+                .map_err(StoreError::from_insert)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tells listeners on other connections (PostgreSQL `LISTEN roster_log`)
+/// that the log reached `last`; delivered at commit.
+pub(crate) async fn notify(tx: &mut Tx, last: i64) -> Result<(), StoreError> {
+    if let Tx::Pg(t) = tx {
+        sqlx::query("SELECT pg_notify('roster_log', $1)")
+            .bind(last.to_string())
+            .execute(&mut **t)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Appends events with `COPY ... FROM STDIN` (CSV), in the same
 /// transaction; a duplicate (aggregate, sequence) fails it like an INSERT.
 async fn copy_pg(
     t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    events: &[PendingEvent],
+    events: &[&PendingEvent],
     first: i64,
 ) -> Result<(), StoreError> {
     fn field(buf: &mut Vec<u8>, s: &str) {
@@ -455,7 +535,7 @@ async fn copy_pg(
 
 async fn insert_pg(
     t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    events: &[PendingEvent],
+    events: &[&PendingEvent],
     first: i64,
 ) -> Result<(), StoreError> {
     let n = events.len();
