@@ -273,7 +273,7 @@ impl Projection for AuditProjection {
                 }
             }
             Tx::Sqlite(t) => {
-                use crate::sqlite_bulk::{rows_json, select_rows};
+                use crate::sqlite_bulk::{insert, rows_json};
                 use serde_json::json;
                 let audit = rows_json(rows.iter().map(|r| {
                     json!([
@@ -289,12 +289,13 @@ impl Projection for AuditProjection {
                         r.correlation_id.to_string()
                     ])
                 }));
-                sqlx::query(&format!(
-                    "INSERT INTO {p}{AUDIT} ({cols}) {}",
-                    select_rows(10, "$1")
-                ))
-                .bind(&audit)
-                .execute(&mut **t)
+                insert(
+                    t,
+                    &format!("INSERT INTO {p}{AUDIT} ({cols})"),
+                    10,
+                    &audit,
+                    "",
+                )
                 .await?;
                 let addresses = rows_json(rows.iter().flat_map(|r| {
                     let customer = r.customer_id.to_string();
@@ -302,15 +303,14 @@ impl Projection for AuditProjection {
                         .iter()
                         .map(move |a| json!([customer, a, r.position]))
                 }));
-                if addresses != "[]" {
-                    sqlx::query(&format!(
-                        "INSERT INTO {p}{AUDIT_ADDRESSES} (customer_id, address, position) {}",
-                        select_rows(3, "$1")
-                    ))
-                    .bind(&addresses)
-                    .execute(&mut **t)
-                    .await?;
-                }
+                insert(
+                    t,
+                    &format!("INSERT INTO {p}{AUDIT_ADDRESSES} (customer_id, address, position)"),
+                    3,
+                    &addresses,
+                    "",
+                )
+                .await?;
             }
         }
         Ok(())

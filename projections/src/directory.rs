@@ -321,7 +321,7 @@ async fn upsert_objects(
             .await?;
         }
         Tx::Sqlite(t) => {
-            use crate::sqlite_bulk::{rows_json, select_rows};
+            use crate::sqlite_bulk::{insert, rows_json};
             let rows = rows_json(objects.iter().map(|o| {
                 serde_json::json!([
                     customer,
@@ -336,12 +336,13 @@ async fn upsert_objects(
                     at
                 ])
             }));
-            sqlx::query(&format!(
-                "INSERT INTO {p}{OBJECTS} ({cols}) {} {tail}",
-                select_rows(10, "$1")
-            ))
-            .bind(&rows)
-            .execute(&mut **t)
+            insert(
+                t,
+                &format!("INSERT INTO {p}{OBJECTS} ({cols})"),
+                10,
+                &rows,
+                tail,
+            )
             .await?;
         }
     }

@@ -125,7 +125,7 @@ impl Rows {
                 .await?;
             }
             Tx::Sqlite(t) => {
-                use crate::sqlite_bulk::{rows_json, select_rows};
+                use crate::sqlite_bulk::{insert, rows_json};
                 let rows = rows_json((0..self.body.len()).map(|i| {
                     serde_json::json!([
                         run,
@@ -138,12 +138,13 @@ impl Rows {
                         self.body[i]
                     ])
                 }));
-                sqlx::query(&format!(
-                    "INSERT INTO {p}{REPORTS} ({cols}) {} ON CONFLICT DO NOTHING",
-                    select_rows(8, "$1")
-                ))
-                .bind(&rows)
-                .execute(&mut **t)
+                insert(
+                    t,
+                    &format!("INSERT INTO {p}{REPORTS} ({cols})"),
+                    8,
+                    &rows,
+                    "ON CONFLICT DO NOTHING",
+                )
                 .await?;
             }
         }

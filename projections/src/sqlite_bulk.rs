@@ -33,6 +33,27 @@ pub(crate) fn in_keys(param: &str) -> String {
     format!("IN (SELECT value FROM json_each({param}))")
 }
 
+/// Inserts the rows (a [`rows_json`] text of `columns`-element arrays):
+/// `<head> SELECT ... FROM json_each(?) WHERE true <tail>`, where `head` is
+/// `INSERT INTO table (columns)` and `tail` an optional `ON CONFLICT`
+/// clause. Nothing is sent when there are no rows.
+pub(crate) async fn insert(
+    t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    head: &str,
+    columns: usize,
+    rows: &str,
+    tail: &str,
+) -> Result<(), sqlx::Error> {
+    if rows == "[]" {
+        return Ok(());
+    }
+    sqlx::query(&format!("{head} {} {tail}", select_rows(columns, "$1")))
+        .bind(rows)
+        .execute(&mut **t)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -534,7 +534,7 @@ async fn sqlite_store_rows(
     rows: &[&UserRow],
     existing: &[String],
 ) -> Result<(), sqlx::Error> {
-    use crate::sqlite_bulk::{in_keys, rows_json, select_rows};
+    use crate::sqlite_bulk::{in_keys, insert, rows_json};
     use serde_json::json;
     let users = rows_json(rows.iter().map(|r| {
         json!([
@@ -565,12 +565,13 @@ async fn sqlite_store_rows(
             members_json(r),
         ])
     }));
-    sqlx::query(&format!(
-        "INSERT INTO {prefix}{USERS} ({COLUMNS}) {} {UPSERT_TAIL}",
-        select_rows(25, "$1")
-    ))
-    .bind(&users)
-    .execute(&mut **t)
+    insert(
+        t,
+        &format!("INSERT INTO {prefix}{USERS} ({COLUMNS})"),
+        25,
+        &users,
+        UPSERT_TAIL,
+    )
     .await?;
     drop(users);
     let ids = rows_json(existing.iter().map(|id| json!(id)));
@@ -590,15 +591,14 @@ async fn sqlite_store_rows(
         let (u, c) = (r.user_id.to_string(), r.customer_id.to_string());
         r.aliases.iter().map(move |a| json!([u, a, c]))
     }));
-    if aliases != "[]" {
-        sqlx::query(&format!(
-            "INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id) {}",
-            select_rows(3, "$1")
-        ))
-        .bind(&aliases)
-        .execute(&mut **t)
-        .await?;
-    }
+    insert(
+        t,
+        &format!("INSERT INTO {prefix}{ALIASES} (user_id, address, customer_id)"),
+        3,
+        &aliases,
+        "",
+    )
+    .await?;
     let rules = rows_json(rows.iter().flat_map(|r| {
         let (u, c) = (r.user_id.to_string(), r.customer_id.to_string());
         r.rules.iter().map(move |rule| {
@@ -612,15 +612,16 @@ async fn sqlite_store_rows(
             ])
         })
     }));
-    if rules != "[]" {
-        sqlx::query(&format!(
-            "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at) {}",
-            select_rows(6, "$1")
-        ))
-        .bind(&rules)
-        .execute(&mut **t)
-        .await?;
-    }
+    insert(
+        t,
+        &format!(
+            "INSERT INTO {prefix}{RULES} (rule_id, user_id, customer_id, kind, value, created_at)"
+        ),
+        6,
+        &rules,
+        "",
+    )
+    .await?;
     Ok(())
 }
 
