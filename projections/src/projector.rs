@@ -24,6 +24,22 @@ use crate::{decode, DbFeatures, Decoded, Projection, ProjectionError};
 
 const PROJECT_LOCK: i64 = 0x526f_7374_6572_5072; // "RosterPr"
 
+/// The advisory lock of one projection's checkpoint (by its name, with
+/// prefix): FNV-1a, stable across builds and processes.
+fn lock_key(checkpoint: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "roster projector ".bytes().chain(checkpoint.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// A batch of at least this many events is applied in parallel lanes on
+/// PostgreSQL ([`Projector::lanes`]); below it, one transaction costs less
+/// than several.
+pub const DEFAULT_PARALLEL_FROM: usize = 1_000;
+
 pub const DEFAULT_BATCH: i64 = 5_000;
 /// Attempts at an event a projection fails on deterministically before it
 /// is skipped for that projection.
@@ -92,6 +108,10 @@ pub struct Projector {
     analyze_after: i64,
     /// A statistics refresh is running in the background.
     vacuuming: Arc<std::sync::atomic::AtomicBool>,
+    /// Batches of at least this many events go in parallel lanes.
+    parallel_from: usize,
+    /// How many lanes at most; `None`: a quarter of the pool's connections.
+    lanes: Option<usize>,
 }
 
 fn now_micros() -> i64 {
@@ -121,7 +141,18 @@ impl Projector {
             since_analyze: std::sync::atomic::AtomicI64::new(0),
             analyze_after: DEFAULT_ANALYZE_AFTER,
             vacuuming: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            parallel_from: DEFAULT_PARALLEL_FROM,
+            lanes: None,
         }
+    }
+
+    /// Applies batches of at least `events` ([`DEFAULT_PARALLEL_FROM`]) in
+    /// at most `lanes` parallel transactions on PostgreSQL (by default a
+    /// quarter of the pool's connections); 1 lane: every batch in one.
+    pub fn with_parallel_lanes(mut self, lanes: usize, events: usize) -> Self {
+        self.lanes = Some(lanes.max(1));
+        self.parallel_from = events.max(1);
+        self
     }
 
     /// Refreshes the planner statistics after this many events in one go
@@ -260,13 +291,28 @@ impl Projector {
         Ok(DbFeatures { backend, trigram })
     }
 
-    async fn lock(&self, tx: &mut Tx) -> Result<(), ProjectionError> {
+    /// Takes the locks of the projections of `lane` (indexes into the
+    /// projections) for the transaction: a lock per projection, so that
+    /// lanes of disjoint projections run at once in several processes and
+    /// none applies a batch another is applying; taken in ascending order
+    /// (no deadlock between lanes), under a shared hold of the projector
+    /// lock that a swap of rebuilt tables (`rebuild`) takes exclusively.
+    async fn lock(&self, tx: &mut Tx, lane: &[usize]) -> Result<(), ProjectionError> {
         if let Tx::Pg(t) = tx {
-            // One round trip: the lock, then a lock timeout for the
-            // projection writes only (waiting for the projector lock itself
-            // is normal when several replicas project).
+            let mut keys: Vec<i64> = lane
+                .iter()
+                .map(|&i| lock_key(&self.checkpoint_name(self.projections[i].as_ref())))
+                .collect();
+            keys.sort_unstable();
+            let locks: String = keys
+                .iter()
+                .map(|k| format!(", pg_advisory_xact_lock({k})"))
+                .collect();
+            // One round trip: the locks, then a lock timeout for the
+            // projection writes only (waiting for the projector locks
+            // themselves is normal when several replicas project).
             let sql = format!(
-                "SELECT pg_advisory_xact_lock({PROJECT_LOCK}); SET LOCAL lock_timeout = {}",
+                "SELECT pg_advisory_xact_lock_shared({PROJECT_LOCK}){locks}; SET LOCAL lock_timeout = {}",
                 self.lock_timeout.as_millis().max(1)
             );
             sqlx::Executor::execute(&mut **t, sqlx::raw_sql(&sql)).await?;
@@ -274,25 +320,38 @@ impl Projector {
         Ok(())
     }
 
-    /// Every projection's checkpoint, in the order of the projections (one query).
-    async fn read_checkpoints(&self, tx: &mut Tx) -> Result<Vec<i64>, ProjectionError> {
-        let names: Vec<String> = self
-            .projections
+    /// The checkpoints of the projections of `lane`, in its order (one
+    /// query); in the transaction `tx`, or on the pool.
+    async fn read_checkpoints(
+        &self,
+        tx: Option<&mut Tx>,
+        lane: &[usize],
+    ) -> Result<Vec<i64>, ProjectionError> {
+        let names: Vec<String> = lane
             .iter()
-            .map(|p| self.checkpoint_name(p.as_ref()))
+            .map(|&i| self.checkpoint_name(self.projections[i].as_ref()))
             .collect();
         let marks: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT name, position FROM projection_checkpoints WHERE name IN ({})",
             marks.join(", ")
         );
-        let rows: Vec<(String, i64)> = with_tx!(tx, |c| {
-            let mut q = sqlx::query_as(&sql);
-            for n in &names {
-                q = q.bind(n);
-            }
-            q.fetch_all(c).await?
-        });
+        let rows: Vec<(String, i64)> = match tx {
+            Some(tx) => with_tx!(tx, |c| {
+                let mut q = sqlx::query_as(&sql);
+                for n in &names {
+                    q = q.bind(n);
+                }
+                q.fetch_all(c).await?
+            }),
+            None => roster_store::with_db!(self.store.db(), |c| {
+                let mut q = sqlx::query_as(&sql);
+                for n in &names {
+                    q = q.bind(n);
+                }
+                q.fetch_all(c).await.map_err(StoreError::from)?
+            }),
+        };
         let found: std::collections::HashMap<String, i64> = rows.into_iter().collect();
         Ok(names
             .iter()
@@ -452,11 +511,40 @@ impl Projector {
         Ok((head, out))
     }
 
+    /// How the projections are split into transactions for a batch of `n`
+    /// events (indexes into the projections). On PostgreSQL a bulk batch
+    /// is applied in several transactions at once, each on its own
+    /// connection with its own checkpoints (issue 17: the user list, the
+    /// audit trail and the directory objects of an initial sync were
+    /// written one after the other, with the database using one core); a
+    /// small batch, and every batch on SQLite (one writer), in one. By
+    /// default at most a quarter of the pool's connections are taken.
+    fn lanes(&self, n: usize) -> Vec<Vec<usize>> {
+        let all: Vec<usize> = (0..self.projections.len()).collect();
+        let parallel = match self.store.db() {
+            roster_store::Db::Pg(_) if n >= self.parallel_from => self
+                .lanes
+                .unwrap_or(self.store.db().pool_max() as usize / 4)
+                .clamp(1, all.len().max(1)),
+            _ => 1,
+        };
+        if parallel <= 1 {
+            return vec![all];
+        }
+        let mut lanes = vec![Vec::new(); parallel];
+        for i in all {
+            lanes[i % parallel].push(i);
+        }
+        lanes
+    }
+
     /// Projects one batch. Returns the number of events read (0 when caught up).
     pub async fn step(&self) -> Result<usize, ProjectionError> {
-        let mut tx = self.store.db().begin_write().await?;
-        self.lock(&mut tx).await?;
-        let checkpoints = self.read_checkpoints(&mut tx).await?;
+        let all: Vec<usize> = (0..self.projections.len()).collect();
+        // Where the batch starts: the smallest checkpoint. Each lane reads
+        // its own checkpoints again under its locks and applies only what
+        // follows them (another process may have moved them meanwhile).
+        let checkpoints = self.read_checkpoints(None, &all).await?;
         let from = checkpoints.iter().copied().min().unwrap_or(0);
         let started = std::time::Instant::now();
         // A batch read ahead is used only if it follows exactly where the
@@ -499,69 +587,115 @@ impl Projector {
                 None
             }
         };
-        let apply = async {
-            for (p, cp) in self.projections.iter().zip(&checkpoints) {
-                let mine: Vec<&Decoded> = decoded.iter().filter(|d| d.position > *cp).collect();
-                if mine.is_empty() {
-                    continue;
-                }
-                let t = std::time::Instant::now();
-                let applied = p.apply(&mut tx, &self.prefix, &mine).await;
-                tracing::debug!(
-                    projection = p.name(),
-                    events = mine.len(),
-                    seconds = t.elapsed().as_secs_f64(),
-                    "projected"
-                );
-                if let Err(e) = applied {
-                    return Some((p.name(), e));
-                }
-            }
-            None
-        };
-        let (failed, next) = tokio::join!(apply, read_ahead);
-        if let Some((projection, e)) = failed {
-            drop(tx);
-            if e.is_transient() {
-                return Err(e);
-            }
-            tracing::warn!(projection, error = %e, "batch failed; retrying event by event");
-            self.step_one_by_one(&decoded, &undecodable, &checkpoints, last)
-                .await?;
-        } else if !undecodable.is_empty() {
-            drop(tx);
-            self.step_one_by_one(&decoded, &undecodable, &checkpoints, last)
-                .await?;
-        } else {
-            // Never back: a projection ahead of the others (the others
-            // were replayed after a version change) keeps its checkpoint.
-            let moved: Vec<(String, i64)> = self
-                .projections
+        let lanes = self.lanes(n);
+        let apply = futures::future::join_all(
+            lanes
                 .iter()
-                .zip(&checkpoints)
-                .map(|(p, cp)| (self.checkpoint_name(p.as_ref()), last.max(*cp)))
-                .collect();
-            Self::write_checkpoints(&mut tx, &moved).await?;
-            tx.commit().await?;
-            if let Some(events) = next {
-                *self.ahead.lock().await = Some((last, events));
-            }
+                .map(|lane| self.apply_lane(lane, from, last, &decoded, &undecodable)),
+        );
+        let (outcomes, next) = tokio::join!(apply, read_ahead);
+        let mut applied = true;
+        for outcome in outcomes {
+            // Every lane has finished (committed or rolled back) by now:
+            // the first error is returned, the others' work stays.
+            applied &= outcome?;
+        }
+        if let Some(events) = next {
+            *self.ahead.lock().await = Some((last, events));
         }
         metrics::counter!("roster_events_projected_total").increment(n as u64);
-        metrics::gauge!("roster_projection_position").set(last as f64);
-        self.reached.send_replace(last);
+        if applied {
+            metrics::gauge!("roster_projection_position").set(last as f64);
+            self.reached.send_replace(last);
+        }
         self.note_batch(n as i64).await;
         Ok(n)
     }
 
+    /// Applies the batch to the projections of one lane in one transaction
+    /// and moves their checkpoints to `last`. False when a checkpoint of
+    /// the lane was found behind `from` (moved back by a swap of rebuilt
+    /// tables): nothing is applied, the next step starts from it. A
+    /// deterministic failure, or an event that cannot be decoded, makes the
+    /// lane go event by event ([`Self::step_one_by_one`]).
+    async fn apply_lane(
+        &self,
+        lane: &[usize],
+        from: i64,
+        last: i64,
+        decoded: &[Decoded],
+        undecodable: &[(i64, String)],
+    ) -> Result<bool, ProjectionError> {
+        let mut tx = self.store.db().begin_write().await?;
+        self.lock(&mut tx, lane).await?;
+        let checkpoints = self.read_checkpoints(Some(&mut tx), lane).await?;
+        if checkpoints.iter().any(|cp| *cp < from) {
+            return Ok(false);
+        }
+        let mut failed = undecodable
+            .iter()
+            .any(|(pos, _)| checkpoints.iter().any(|cp| pos > cp));
+        for (&i, cp) in lane.iter().zip(&checkpoints) {
+            if failed {
+                break;
+            }
+            let p = &self.projections[i];
+            let mine: Vec<&Decoded> = decoded.iter().filter(|d| d.position > *cp).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let t = std::time::Instant::now();
+            let applied = p.apply(&mut tx, &self.prefix, &mine).await;
+            tracing::debug!(
+                projection = p.name(),
+                events = mine.len(),
+                seconds = t.elapsed().as_secs_f64(),
+                "projected"
+            );
+            if let Err(e) = applied {
+                if e.is_transient() {
+                    return Err(e);
+                }
+                tracing::warn!(projection = p.name(), error = %e, "batch failed; retrying event by event");
+                failed = true;
+            }
+        }
+        if failed {
+            drop(tx);
+            self.step_one_by_one(lane, decoded, undecodable, &checkpoints, last)
+                .await?;
+            return Ok(true);
+        }
+        // Never back: a projection ahead of the others (the others were
+        // replayed after a version change) keeps its checkpoint.
+        let moved: Vec<(String, i64)> = lane
+            .iter()
+            .zip(&checkpoints)
+            .map(|(&i, cp)| {
+                (
+                    self.checkpoint_name(self.projections[i].as_ref()),
+                    last.max(*cp),
+                )
+            })
+            .collect();
+        Self::write_checkpoints(&mut tx, &moved).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The projections of `lane`, each event by itself: an event one fails
+    /// on deterministically is recorded, tried again later and skipped after
+    /// [`MAX_ATTEMPTS`].
     async fn step_one_by_one(
         &self,
+        lane: &[usize],
         decoded: &[Decoded],
         undecodable: &[(i64, String)],
         checkpoints: &[i64],
         last: i64,
     ) -> Result<(), ProjectionError> {
-        for (p, cp) in self.projections.iter().zip(checkpoints) {
+        for (&i, cp) in lane.iter().zip(checkpoints) {
+            let p = &self.projections[i];
             let name = self.checkpoint_name(p.as_ref());
             let mut items: Vec<(i64, Result<&Decoded, &str>)> = decoded
                 .iter()
@@ -577,7 +711,7 @@ impl Projector {
             items.sort_by_key(|(pos, _)| *pos);
             for (position, item) in items {
                 let mut tx = self.store.db().begin_write().await?;
-                self.lock(&mut tx).await?;
+                self.lock(&mut tx, &[i]).await?;
                 let applied = match item {
                     Ok(d) => p.apply(&mut tx, &self.prefix, &[d]).await,
                     Err(why) => Err(ProjectionError::Invalid(why.to_string())),
@@ -593,7 +727,7 @@ impl Projector {
                     Err(e) => {
                         drop(tx);
                         let mut tx = self.store.db().begin_write().await?;
-                        self.lock(&mut tx).await?;
+                        self.lock(&mut tx, &[i]).await?;
                         let attempts =
                             Self::record_failure(&mut tx, &name, position, &e.to_string()).await?;
                         if attempts < MAX_ATTEMPTS {
@@ -610,7 +744,7 @@ impl Projector {
                 }
             }
             let mut tx = self.store.db().begin_write().await?;
-            self.lock(&mut tx).await?;
+            self.lock(&mut tx, &[i]).await?;
             Self::write_checkpoint(&mut tx, &name, last.max(*cp)).await?;
             tx.commit().await?;
         }
