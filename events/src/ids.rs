@@ -128,6 +128,10 @@ const LOCAL_SPECIALS: &[u8] = b"!#$%&'*+-/=?^_`{|}~.";
 /// that are invisible or reorder text on screen, and compatibility forms
 /// (full-width letters, ligatures) that display like other letters.
 fn look_alike(local: &str) -> Option<&'static str> {
+    // ASCII holds no control, no invisible character and no compatibility form.
+    if local.is_ascii() {
+        return None;
+    }
     for c in local.chars() {
         if is_bidi_control(c) {
             return Some("the part before '@' holds an invisible text-direction control (such as U+202E): remove it");
@@ -241,12 +245,18 @@ impl Address {
             IdError::InvalidDomain { reason, .. } => err(reason),
             other => other,
         })?;
-        let local: String = local
-            .nfc()
-            .collect::<String>()
-            .to_lowercase()
-            .nfc()
-            .collect();
+        // ASCII is its own NFC form: most addresses skip the normalisation
+        // (issue 17: a fifth of a 100,000-user plan went to it).
+        let local: String = if local.is_ascii() {
+            local.to_ascii_lowercase()
+        } else {
+            local
+                .nfc()
+                .collect::<String>()
+                .to_lowercase()
+                .nfc()
+                .collect()
+        };
         let address = format!("{local}@{}", domain.as_str());
         if address.len() > 254 {
             return Err(err("it is longer than 254 characters"));

@@ -417,42 +417,48 @@ enum Owner {
     Nobody,
 }
 
-struct Ownership {
+/// Keyed by the objects' and users' own addresses, not copies (issue 17).
+struct Ownership<'a> {
     /// Claims of synced objects, per address: (object, how), by object id.
-    claims: BTreeMap<Address, Vec<(usize, ClaimKind)>>,
+    claims: BTreeMap<&'a Address, Vec<(usize, ClaimKind)>>,
     /// Current holders: address -> user.
-    holder: HashMap<Address, usize>,
+    holder: HashMap<&'a Address, usize>,
     /// Per user: the new primary address it is renamed to, if the rename is
     /// possible (solved as a greatest fixed point: swaps and rotations
     /// succeed together).
     renamed: Vec<Option<Address>>,
     /// Per address claimed or held: its owner after the run.
-    owner: BTreeMap<Address, Owner>,
+    owner: HashMap<&'a Address, Owner>,
     /// Aliases an administrator excluded (D3.o): not mapped, and a user
     /// that has one keeps it.
     excluded_aliases: BTreeSet<Address>,
 }
 
-impl Ownership {
-    fn decide(objs: &[Obj], users: &[&CurrentUser], m: &Matching, s: &Settings) -> Ownership {
-        let mut claims: BTreeMap<Address, Vec<(usize, ClaimKind)>> = BTreeMap::new();
+impl<'a> Ownership<'a> {
+    fn decide(
+        objs: &'a [Obj<'a>],
+        users: &[&'a CurrentUser],
+        m: &Matching,
+        s: &Settings,
+    ) -> Ownership<'a> {
+        let mut claims: BTreeMap<&'a Address, Vec<(usize, ClaimKind)>> = BTreeMap::new();
         for (oi, obj) in objs.iter().enumerate() {
             for (a, how) in obj.claims() {
-                claims.entry(a.clone()).or_default().push((oi, how));
+                claims.entry(a).or_default().push((oi, how));
             }
         }
-        let mut holder = HashMap::new();
+        let mut holder = HashMap::with_capacity(users.len() * 2);
         for (ui, u) in users.iter().enumerate() {
-            holder.insert(u.address.clone(), ui);
+            holder.insert(&u.address, ui);
             for a in &u.aliases {
-                holder.insert(a.clone(), ui);
+                holder.insert(a, ui);
             }
         }
         let mut own = Ownership {
             claims,
             holder,
             renamed: vec![None; users.len()],
-            owner: BTreeMap::new(),
+            owner: HashMap::new(),
             excluded_aliases: s
                 .exceptions
                 .iter()
@@ -486,16 +492,13 @@ impl Ownership {
                 break;
             }
         }
-        let addresses: BTreeSet<Address> = own
-            .claims
-            .keys()
-            .chain(own.holder.keys())
-            .cloned()
-            .collect();
-        for a in addresses {
-            let owner = own.final_owner(&a, objs, users, m);
-            own.owner.insert(a, owner);
+        let mut owner = HashMap::with_capacity(own.claims.len() + own.holder.len());
+        for &a in own.claims.keys().chain(own.holder.keys()) {
+            if !owner.contains_key(a) {
+                owner.insert(a, own.final_owner(a, objs, users, m));
+            }
         }
+        own.owner = owner;
         own
     }
 
@@ -609,7 +612,7 @@ struct Builder<'a> {
     objs: &'a [Obj<'a>],
     users: &'a [&'a CurrentUser],
     m: &'a Matching,
-    own: &'a Ownership,
+    own: &'a Ownership<'a>,
     s: &'a Settings<'a>,
     plan: Plan,
     /// Aliases given up (first).
@@ -642,7 +645,7 @@ impl<'a> Builder<'a> {
         objs: &'a [Obj<'a>],
         users: &'a [&'a CurrentUser],
         m: &'a Matching,
-        own: &'a Ownership,
+        own: &'a Ownership<'a>,
         s: &'a Settings<'a>,
     ) -> Self {
         Builder {
@@ -1027,12 +1030,21 @@ fn changed_fields(old: &Profile, new: &Profile) -> Vec<String> {
 /// U4: a list's members are the primary addresses (in managed domains) of
 /// its member objects, and of the members the read did not return as
 /// objects (outside a user filter: membership is the group's, D6).
+///
+/// `objs` are in the order of their ids ([`reconcile`] sorts them), so a
+/// member is found by binary search: a map of every object built for each
+/// list cost O(objects) per list (issue 17: seconds for a directory with
+/// many lists).
 fn members_of(o: &DirectoryObject, objs: &[Obj], s: &Settings) -> Vec<Address> {
-    let by_id: HashMap<&ObjectId, &Obj> = objs.iter().map(|x| (&x.o.id, x)).collect();
+    debug_assert!(objs.windows(2).all(|w| w[0].o.id <= w[1].o.id));
     let mut out: Vec<Address> = o
         .members
         .iter()
-        .filter_map(|m| by_id.get(m))
+        .filter_map(|m| {
+            objs.binary_search_by(|x| x.o.id.cmp(m))
+                .ok()
+                .map(|i| &objs[i])
+        })
         .filter(|x| matches!(x.state, State::Synced | State::Disabled))
         .filter_map(|x| x.primary.clone())
         .chain(
@@ -1337,7 +1349,7 @@ impl Builder<'_> {
                 Owner::Nobody => None,
             };
             self.plan.report.contested.push(ContestedAddress {
-                address: a.clone(),
+                address: (*a).clone(),
                 claimants: claimants
                     .iter()
                     .map(|(oi, how)| {
