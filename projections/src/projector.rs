@@ -310,9 +310,13 @@ impl Projector {
                 .collect();
             // One round trip: the locks, then a lock timeout for the
             // projection writes only (waiting for the projector locks
-            // themselves is normal when several replicas project).
+            // themselves is normal when several replicas project). The
+            // commit does not wait for the WAL to reach the disk: a crash
+            // can lose the last batches, but their rows and checkpoints
+            // together, and they are projected again from the log.
             let sql = format!(
-                "SELECT pg_advisory_xact_lock_shared({PROJECT_LOCK}){locks}; SET LOCAL lock_timeout = {}",
+                "SELECT pg_advisory_xact_lock_shared({PROJECT_LOCK}){locks}; \
+                 SET LOCAL lock_timeout = {}; SET LOCAL synchronous_commit = off",
                 self.lock_timeout.as_millis().max(1)
             );
             sqlx::Executor::execute(&mut **t, sqlx::raw_sql(&sql)).await?;
