@@ -273,7 +273,7 @@ impl Projection for AuditProjection {
                 }
             }
             Tx::Sqlite(t) => {
-                use crate::sqlite_bulk::{insert, rows_json};
+                use roster_store::sqlite_bulk::{insert, rows_json};
                 use serde_json::json;
                 let audit = rows_json(rows.iter().map(|r| {
                     json!([

@@ -321,7 +321,7 @@ async fn upsert_objects(
             .await?;
         }
         Tx::Sqlite(t) => {
-            use crate::sqlite_bulk::{insert, rows_json};
+            use roster_store::sqlite_bulk::{insert, rows_json};
             let rows = rows_json(objects.iter().map(|o| {
                 serde_json::json!([
                     customer,

@@ -21,7 +21,6 @@ pub mod projector;
 pub mod queries;
 pub mod rebuild;
 pub mod reports;
-mod sqlite_bulk;
 pub mod timetravel;
 pub mod users;
 

@@ -125,7 +125,7 @@ impl Rows {
                 .await?;
             }
             Tx::Sqlite(t) => {
-                use crate::sqlite_bulk::{insert, rows_json};
+                use roster_store::sqlite_bulk::{insert, rows_json};
                 let rows = rows_json((0..self.body.len()).map(|i| {
                     serde_json::json!([
                         run,

@@ -527,14 +527,14 @@ async fn pg_replace_rules(
 }
 
 /// SQLite: one statement per table for all rows (`json_each`, see
-/// `sqlite_bulk`), as on PostgreSQL.
+/// `roster_store::sqlite_bulk`), as on PostgreSQL.
 async fn sqlite_store_rows(
     t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     prefix: &str,
     rows: &[&UserRow],
     existing: &[String],
 ) -> Result<(), sqlx::Error> {
-    use crate::sqlite_bulk::{in_keys, insert, rows_json};
+    use roster_store::sqlite_bulk::{in_keys, insert, rows_json};
     use serde_json::json;
     let users = rows_json(rows.iter().map(|r| {
         json!([

@@ -1,8 +1,10 @@
 //! Applying claim changes inside the append transaction, and reading claims.
 //!
-//! Address and release runs are applied set-wise on PostgreSQL (one
-//! statement per run of the same kind), so a 100k-user sync does not pay a
-//! round trip per address; SQLite, in-process, takes them one by one.
+//! Runs of address claims and of address releases are applied set-wise
+//! (one statement per run of the same kind: `UNNEST` arrays on PostgreSQL,
+//! one `json_each` parameter on SQLite), so a 100k-user sync does not pay a
+//! round trip per address (issue 17). The other claims are few and taken
+//! one by one.
 
 use roster_events::{Address, ClaimChange, CustomerId, Domain, Guard, PartnerId, UserId};
 use sqlx::Row;
@@ -44,6 +46,8 @@ pub(crate) async fn apply(
         match tx {
             Tx::Pg(t) if kind == 1 && run.len() > 1 => pg_claim_addresses(t, run).await?,
             Tx::Pg(t) if kind == 2 && run.len() > 1 => pg_release_addresses(t, run).await?,
+            Tx::Sqlite(t) if kind == 1 && run.len() > 1 => sqlite_claim_addresses(t, run).await?,
+            Tx::Sqlite(t) if kind == 2 && run.len() > 1 => sqlite_release_addresses(t, run).await?,
             _ => {
                 for item in run {
                     apply_one(tx, item, &mut released_domains).await?;
@@ -451,6 +455,201 @@ async fn pg_release_addresses(
     Ok(())
 }
 
+/// Runs SQL without parameters (savepoints) in a SQLite transaction.
+async fn sqlite_exec(
+    t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    sql: &'static str,
+) -> Result<(), StoreError> {
+    sqlx::Executor::execute(&mut **t, sqlx::raw_sql(sql)).await?;
+    Ok(())
+}
+
+/// A run of address claims on SQLite in one INSERT (U1, T2). When the
+/// INSERT leaves an address out, it is undone and the run is read again
+/// as it stood before, to refuse it with the error taking the claims one
+/// by one gives: that of the first claim in order whose domain is not
+/// managed by its customer or whose address is held (before the run, or
+/// by an earlier claim of the run).
+async fn sqlite_claim_addresses(
+    t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    run: &[ClaimItem],
+) -> Result<(), StoreError> {
+    let mut claims = Vec::with_capacity(run.len());
+    for item in run {
+        if let ClaimChange::ClaimAddress {
+            address,
+            owner,
+            primary,
+            seat,
+        } = &item.change
+        {
+            let row = (
+                address.as_str(),
+                address.domain_str(),
+                item.customer.to_string(),
+                owner.to_string(),
+                *primary,
+                *seat,
+            );
+            claims.push((address, row));
+        }
+    }
+    let rows = crate::sqlite_bulk::rows_json(claims.iter().map(|(_, row)| row));
+    sqlite_exec(t, "SAVEPOINT roster_claims").await?;
+    let inserted = sqlx::query(
+        "INSERT INTO address_claims (address, domain, customer_id, owner_id, is_primary, seat)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
+         FROM json_each($1) WHERE EXISTS (SELECT 1 FROM domain_claims d
+             WHERE d.domain = value ->> 1 AND d.customer_id = value ->> 2)
+         ON CONFLICT (address) DO NOTHING",
+    )
+    .bind(&rows)
+    .execute(&mut **t)
+    .await?
+    .rows_affected();
+    if inserted as usize == claims.len() {
+        return sqlite_exec(t, "RELEASE SAVEPOINT roster_claims").await;
+    }
+    sqlite_exec(
+        t,
+        "ROLLBACK TO SAVEPOINT roster_claims; RELEASE SAVEPOINT roster_claims",
+    )
+    .await?;
+    // The claims that cannot be taken whatever comes before them in the
+    // run: (index, whether the domain is managed by the claim's customer).
+    let refused: std::collections::HashMap<i64, bool> = sqlx::query_as(
+        "SELECT r.key, EXISTS (SELECT 1 FROM domain_claims d
+             WHERE d.domain = r.value ->> 1 AND d.customer_id = r.value ->> 2)
+         FROM json_each($1) AS r
+         WHERE NOT EXISTS (SELECT 1 FROM domain_claims d
+                 WHERE d.domain = r.value ->> 1 AND d.customer_id = r.value ->> 2)
+            OR EXISTS (SELECT 1 FROM address_claims a WHERE a.address = r.value ->> 0)",
+    )
+    .bind(&rows)
+    .fetch_all(&mut **t)
+    .await?
+    .into_iter()
+    .collect();
+    let mut seen = std::collections::HashSet::new();
+    for (i, (address, _)) in claims.iter().enumerate() {
+        match refused.get(&(i as i64)) {
+            Some(false) => {
+                return Err(StoreError::UnmanagedDomain {
+                    domain: address.domain(),
+                })
+            }
+            Some(true) => {
+                return Err(StoreError::AddressTaken {
+                    address: (*address).clone(),
+                })
+            }
+            None if !seen.insert(address.as_str()) => {
+                return Err(StoreError::AddressTaken {
+                    address: (*address).clone(),
+                })
+            }
+            None => {}
+        }
+    }
+    Err(StoreError::Inconsistent(
+        "an address claim was refused but every address was free in a managed domain".into(),
+    ))
+}
+
+/// A run of address releases on SQLite: one DELETE, then one upsert of the
+/// tombstones (U1, U6). When the DELETE misses an address, it is undone
+/// and the run refused with the error of the first release in order whose
+/// address its owner does not hold (before the run, or any more after an
+/// earlier release of the run), as one by one.
+async fn sqlite_release_addresses(
+    t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    run: &[ClaimItem],
+) -> Result<(), StoreError> {
+    let mut releases = Vec::with_capacity(run.len());
+    let mut tombstones = Vec::new();
+    for item in run {
+        if let ClaimChange::ReleaseAddress {
+            address,
+            owner,
+            tombstone,
+        } = &item.change
+        {
+            releases.push((address, owner));
+            if *tombstone {
+                let customer = item.customer.to_string();
+                tombstones.push((customer, address.as_str(), owner.to_string(), item.at));
+            }
+        }
+    }
+    let rows = crate::sqlite_bulk::rows_json(
+        releases
+            .iter()
+            .map(|(address, owner)| (address.as_str(), owner.to_string())),
+    );
+    sqlite_exec(t, "SAVEPOINT roster_claims").await?;
+    let deleted = sqlx::query(
+        "DELETE FROM address_claims WHERE rowid IN (SELECT a.rowid FROM json_each($1) AS r
+             JOIN address_claims a ON a.address = r.value ->> 0 AND a.owner_id = r.value ->> 1)",
+    )
+    .bind(&rows)
+    .execute(&mut **t)
+    .await?
+    .rows_affected();
+    if deleted as usize != releases.len() {
+        sqlite_exec(
+            t,
+            "ROLLBACK TO SAVEPOINT roster_claims; RELEASE SAVEPOINT roster_claims",
+        )
+        .await?;
+        return Err(sqlite_first_refused_release(t, &releases, &rows).await);
+    }
+    sqlite_exec(t, "RELEASE SAVEPOINT roster_claims").await?;
+    let tombstones = crate::sqlite_bulk::rows_json(tombstones);
+    crate::sqlite_bulk::insert(
+        t,
+        "INSERT INTO address_tombstones (customer_id, address, owner_id, released_at)",
+        4,
+        &tombstones,
+        "ON CONFLICT (customer_id, address)
+         DO UPDATE SET owner_id = excluded.owner_id, released_at = excluded.released_at",
+    )
+    .await?;
+    Ok(())
+}
+
+/// The error of the first release in order that one by one would refuse:
+/// its owner did not hold the address before the run, or an earlier
+/// release of the run let it go already.
+async fn sqlite_first_refused_release(
+    t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    releases: &[(&Address, &UserId)],
+    rows: &str,
+) -> StoreError {
+    let unheld: Vec<i64> = match sqlx::query_scalar(
+        "SELECT r.key FROM json_each($1) AS r WHERE NOT EXISTS (SELECT 1 FROM address_claims a
+             WHERE a.address = r.value ->> 0 AND a.owner_id = r.value ->> 1)",
+    )
+    .bind(rows)
+    .fetch_all(&mut **t)
+    .await
+    {
+        Ok(keys) => keys,
+        Err(e) => return e.into(),
+    };
+    let unheld: std::collections::HashSet<i64> = unheld.into_iter().collect();
+    let mut seen = std::collections::HashSet::new();
+    for (i, (address, owner)) in releases.iter().enumerate() {
+        if unheld.contains(&(i as i64)) || !seen.insert(address.as_str()) {
+            return StoreError::Inconsistent(format!(
+                "{address} released but not claimed by {owner}"
+            ));
+        }
+    }
+    StoreError::Inconsistent(
+        "an address release was refused but every address was held by its owner".into(),
+    )
+}
+
 /// Who holds an address now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressOwner {
@@ -721,5 +920,282 @@ impl Db {
         .await?);
         a.map(|a| Address::parse(&a).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The set-wise SQLite runs against the claims taken one by one: the
+    //! same refusal, and on success the same claims and tombstones (U1, T2,
+    //! U6; issue 17).
+    use super::*;
+
+    fn a(s: &str) -> Address {
+        Address::parse(s).unwrap()
+    }
+
+    fn claim(customer: CustomerId, address: &str, owner: UserId, primary: bool) -> ClaimItem {
+        ClaimItem {
+            customer,
+            change: ClaimChange::ClaimAddress {
+                address: a(address),
+                owner,
+                primary,
+                seat: primary,
+            },
+            at: 7,
+        }
+    }
+
+    fn release(customer: CustomerId, address: &str, owner: UserId, tombstone: bool) -> ClaimItem {
+        ClaimItem {
+            customer,
+            change: ClaimChange::ReleaseAddress {
+                address: a(address),
+                owner,
+                tombstone,
+            },
+            at: 9,
+        }
+    }
+
+    struct Fixture {
+        db: Db,
+        _dir: tempfile::TempDir,
+        c1: CustomerId,
+        c2: CustomerId,
+        /// Holds held@one.example (primary) and alias@one.example in c1.
+        holder: UserId,
+        /// Holds other@two.example in c2.
+        other: UserId,
+    }
+
+    fn setup(customer: CustomerId, change: ClaimChange) -> ClaimItem {
+        ClaimItem {
+            customer,
+            change,
+            at: 1,
+        }
+    }
+
+    /// c1 manages one.example, c2 two.example; three addresses are held,
+    /// and held@one.example has a tombstone of its earlier owner.
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite(dir.path()).await.unwrap();
+        db.migrate().await.unwrap();
+        let (c1, c2, holder, other) = (
+            CustomerId::new(),
+            CustomerId::new(),
+            UserId::new(),
+            UserId::new(),
+        );
+        let register = || ClaimChange::RegisterCustomer {
+            partner_id: PartnerId::new(),
+            seat_limit: 100,
+        };
+        let domain = |d: &str| ClaimChange::ClaimDomain {
+            domain: Domain::parse(d).unwrap(),
+        };
+        let mut tx = db.begin_write().await.unwrap();
+        for item in [
+            setup(c1, register()),
+            setup(c2, register()),
+            setup(c1, domain("one.example")),
+            setup(c2, domain("two.example")),
+            claim(c1, "held@one.example", other, true),
+            release(c1, "held@one.example", other, true),
+            claim(c1, "held@one.example", holder, true),
+            claim(c1, "alias@one.example", holder, false),
+            claim(c2, "other@two.example", other, true),
+        ] {
+            apply_one(&mut tx, &item, &mut Vec::new()).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        Fixture {
+            db,
+            _dir: dir,
+            c1,
+            c2,
+            holder,
+            other,
+        }
+    }
+
+    /// The address claims and tombstones, as text.
+    async fn dump(tx: &mut Tx) -> String {
+        let Tx::Sqlite(t) = tx else {
+            unreachable!("SQLite")
+        };
+        let claims: Vec<(String, String, String, String, bool, bool)> = sqlx::query_as(
+            "SELECT address, domain, customer_id, owner_id, is_primary, seat
+             FROM address_claims ORDER BY address",
+        )
+        .fetch_all(&mut **t)
+        .await
+        .unwrap();
+        let tombstones: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT customer_id, address, owner_id, released_at
+             FROM address_tombstones ORDER BY customer_id, address",
+        )
+        .fetch_all(&mut **t)
+        .await
+        .unwrap();
+        format!("{claims:?}\n{tombstones:?}")
+    }
+
+    /// Applies `run` one by one and through [`apply`] (set-wise for a run
+    /// of two or more), each in a transaction rolled back after; checks
+    /// that both give the same answer, the same tables on success, and
+    /// that a refused set-wise run leaves the tables as they were.
+    async fn same_both_ways(f: &Fixture, run: &[ClaimItem]) -> Result<(), String> {
+        let mut answers = Vec::new();
+        let mut tables = Vec::new();
+        let mut before = String::new();
+        for set_wise in [false, true] {
+            let mut tx = f.db.begin_write().await.unwrap();
+            before = dump(&mut tx).await;
+            let answer = if set_wise {
+                apply(&mut tx, run, &[]).await
+            } else {
+                let mut released = Vec::new();
+                let mut answer = Ok(());
+                for item in run {
+                    answer = apply_one(&mut tx, item, &mut released).await;
+                    if answer.is_err() {
+                        break;
+                    }
+                }
+                answer
+            };
+            tables.push(dump(&mut tx).await);
+            tx.rollback().await;
+            answers.push(answer.map_err(|e| format!("{e:?}")));
+        }
+        assert_eq!(answers[0], answers[1], "one by one, then set-wise");
+        if answers[1].is_ok() {
+            assert_eq!(tables[0], tables[1], "the same claims and tombstones");
+            assert_ne!(tables[1], before, "the run changed something");
+        } else {
+            assert_eq!(tables[1], before, "a refused run leaves nothing behind");
+        }
+        answers.pop().unwrap()
+    }
+
+    #[tokio::test]
+    async fn u1_t2_a_claim_run_set_wise_refuses_as_one_by_one() {
+        let f = fixture().await;
+        let (c1, c2, holder) = (f.c1, f.c2, f.holder);
+        let (u, v) = (UserId::new(), UserId::new());
+        let taken = |s: &str| Err(format!("{:?}", StoreError::AddressTaken { address: a(s) }));
+        let unmanaged = |d: &str| {
+            Err(format!(
+                "{:?}",
+                StoreError::UnmanagedDomain {
+                    domain: Domain::parse(d).unwrap()
+                }
+            ))
+        };
+        let run = [
+            claim(c1, "n1@one.example", u, true),
+            claim(c1, "n2@one.example", u, false),
+            claim(c2, "n3@two.example", v, true),
+        ];
+        assert_eq!(same_both_ways(&f, &run).await, Ok(()));
+        // U1: held before the run, in its middle.
+        let run = [
+            claim(c1, "n1@one.example", u, true),
+            claim(c1, "held@one.example", u, false),
+            claim(c1, "n2@one.example", u, false),
+        ];
+        assert_eq!(same_both_ways(&f, &run).await, taken("held@one.example"));
+        // Claimed again by its holder, exactly as it is held.
+        let run = [
+            claim(c1, "n1@one.example", u, true),
+            claim(c1, "held@one.example", holder, true),
+        ];
+        assert_eq!(same_both_ways(&f, &run).await, taken("held@one.example"));
+        // Twice in the run: the second claim is refused.
+        let run = [
+            claim(c1, "n1@one.example", u, true),
+            claim(c1, "n2@one.example", u, false),
+            claim(c1, "n1@one.example", v, false),
+        ];
+        assert_eq!(same_both_ways(&f, &run).await, taken("n1@one.example"));
+        // T2: a domain nobody manages, and one another customer manages.
+        let run = [
+            claim(c1, "n1@one.example", u, true),
+            claim(c1, "x@three.example", u, false),
+            claim(c1, "n2@one.example", u, false),
+        ];
+        assert_eq!(same_both_ways(&f, &run).await, unmanaged("three.example"));
+        let run = [
+            claim(c1, "n1@one.example", u, true),
+            claim(c1, "n9@two.example", u, false),
+        ];
+        assert_eq!(same_both_ways(&f, &run).await, unmanaged("two.example"));
+        // Several refusals: the first in order is the answer.
+        let run = [
+            claim(c1, "held@one.example", u, true),
+            claim(c1, "x@three.example", u, false),
+        ];
+        assert_eq!(same_both_ways(&f, &run).await, taken("held@one.example"));
+        let run = [
+            claim(c1, "x@three.example", u, true),
+            claim(c1, "held@one.example", u, false),
+        ];
+        assert_eq!(same_both_ways(&f, &run).await, unmanaged("three.example"));
+        let run = [
+            claim(c1, "n1@one.example", u, true),
+            claim(c1, "n1@one.example", v, true),
+            claim(c1, "x@three.example", u, false),
+        ];
+        assert_eq!(same_both_ways(&f, &run).await, taken("n1@one.example"));
+    }
+
+    #[tokio::test]
+    async fn u1_u6_a_release_run_set_wise_refuses_as_one_by_one() {
+        let f = fixture().await;
+        let (c1, c2, holder, other) = (f.c1, f.c2, f.holder, f.other);
+        let not_held = |s: &str, o: UserId| {
+            Err(format!(
+                "{:?}",
+                StoreError::Inconsistent(format!("{s} released but not claimed by {o}"))
+            ))
+        };
+        // Tombstones written, one over the earlier one of held@ (U6).
+        let run = [
+            release(c1, "held@one.example", holder, true),
+            release(c1, "alias@one.example", holder, false),
+            release(c2, "other@two.example", other, true),
+        ];
+        assert_eq!(same_both_ways(&f, &run).await, Ok(()));
+        let run = [
+            release(c1, "held@one.example", holder, true),
+            release(c1, "free@one.example", other, true),
+        ];
+        assert_eq!(
+            same_both_ways(&f, &run).await,
+            not_held("free@one.example", other)
+        );
+        // U1: only the owner releases; an address released twice.
+        let run = [
+            release(c1, "held@one.example", holder, true),
+            release(c2, "other@two.example", holder, false),
+            release(c1, "alias@one.example", holder, false),
+        ];
+        assert_eq!(
+            same_both_ways(&f, &run).await,
+            not_held("other@two.example", holder)
+        );
+        let run = [
+            release(c1, "held@one.example", holder, true),
+            release(c1, "alias@one.example", holder, false),
+            release(c1, "held@one.example", holder, false),
+        ];
+        assert_eq!(
+            same_both_ways(&f, &run).await,
+            not_held("held@one.example", holder)
+        );
     }
 }

@@ -19,6 +19,7 @@ pub mod read_state;
 pub mod run_progress;
 pub mod secrets;
 pub mod security_log;
+pub mod sqlite_bulk;
 pub mod sync_leases;
 pub mod tracecontext;
 

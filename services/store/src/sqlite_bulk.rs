@@ -3,24 +3,29 @@
 //! each (the user list of an initial sync of 100,000 users made about
 //! 500,000 of them). Here a batch's rows go in as one JSON array of row
 //! arrays, read back in SQL with `json_each`: one statement per table and
-//! batch, as `UNNEST` does on PostgreSQL.
+//! batch, as `UNNEST` does on PostgreSQL. The store appends events and
+//! address claims this way; the projections write their tables this way.
 //!
 //! A row is a JSON array whose elements are the columns in order; `value
 //! ->> i` gives them back as SQL values (JSON text as TEXT, integers as
 //! INTEGER, `true`/`false` as 1/0, `null` as NULL).
 
-use serde_json::Value;
+use serde::Serialize;
 
-/// The rows as one JSON text for a `json_each` parameter.
-pub(crate) fn rows_json<I: IntoIterator<Item = Value>>(rows: I) -> String {
-    Value::Array(rows.into_iter().collect()).to_string()
+/// The rows as one JSON text for a `json_each` parameter. A row is a
+/// [`serde_json::Value`] array or anything that serialises as one (a tuple
+/// of strings, integers and booleans needs no `Value` per cell).
+pub fn rows_json<R: Serialize, I: IntoIterator<Item = R>>(rows: I) -> String {
+    let rows: Vec<R> = rows.into_iter().collect();
+    // Rows are arrays of plain values: nothing in them can fail to serialise.
+    serde_json::to_string(&rows).unwrap_or_else(|e| unreachable!("rows serialise: {e}"))
 }
 
 /// `SELECT value ->> 0, ..., value ->> (n-1) FROM json_each(<param>) WHERE
 /// true`: the rows of the JSON parameter `param` (for example `$1`) as a
 /// query (the `WHERE` keeps an `ON CONFLICT` that follows from being read
 /// as a join constraint).
-pub(crate) fn select_rows(columns: usize, param: &str) -> String {
+pub fn select_rows(columns: usize, param: &str) -> String {
     let cols: Vec<String> = (0..columns).map(|i| format!("value ->> {i}")).collect();
     format!(
         "SELECT {} FROM json_each({param}) WHERE true",
@@ -29,7 +34,7 @@ pub(crate) fn select_rows(columns: usize, param: &str) -> String {
 }
 
 /// `IN (SELECT value FROM json_each(<param>))`, for a JSON array of keys.
-pub(crate) fn in_keys(param: &str) -> String {
+pub fn in_keys(param: &str) -> String {
     format!("IN (SELECT value FROM json_each({param}))")
 }
 
@@ -37,7 +42,7 @@ pub(crate) fn in_keys(param: &str) -> String {
 /// `<head> SELECT ... FROM json_each(?) WHERE true <tail>`, where `head` is
 /// `INSERT INTO table (columns)` and `tail` an optional `ON CONFLICT`
 /// clause. Nothing is sent when there are no rows.
-pub(crate) async fn insert(
+pub async fn insert(
     t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     head: &str,
     columns: usize,
