@@ -325,10 +325,10 @@ impl Projector {
     }
 
     /// The checkpoints of the projections of `lane`, in its order (one
-    /// query); in the transaction `tx`, or on the pool.
+    /// query).
     async fn read_checkpoints(
         &self,
-        tx: Option<&mut Tx>,
+        tx: &mut Tx,
         lane: &[usize],
     ) -> Result<Vec<i64>, ProjectionError> {
         let names: Vec<String> = lane
@@ -340,22 +340,13 @@ impl Projector {
             "SELECT name, position FROM projection_checkpoints WHERE name IN ({})",
             marks.join(", ")
         );
-        let rows: Vec<(String, i64)> = match tx {
-            Some(tx) => with_tx!(tx, |c| {
-                let mut q = sqlx::query_as(&sql);
-                for n in &names {
-                    q = q.bind(n);
-                }
-                q.fetch_all(c).await?
-            }),
-            None => roster_store::with_db!(self.store.db(), |c| {
-                let mut q = sqlx::query_as(&sql);
-                for n in &names {
-                    q = q.bind(n);
-                }
-                q.fetch_all(c).await.map_err(StoreError::from)?
-            }),
-        };
+        let rows: Vec<(String, i64)> = with_tx!(tx, |c| {
+            let mut q = sqlx::query_as(&sql);
+            for n in &names {
+                q = q.bind(n);
+            }
+            q.fetch_all(c).await?
+        });
         let found: std::collections::HashMap<String, i64> = rows.into_iter().collect();
         Ok(names
             .iter()
@@ -545,10 +536,14 @@ impl Projector {
     /// Projects one batch. Returns the number of events read (0 when caught up).
     pub async fn step(&self) -> Result<usize, ProjectionError> {
         let all: Vec<usize> = (0..self.projections.len()).collect();
-        // Where the batch starts: the smallest checkpoint. Each lane reads
-        // its own checkpoints again under its locks and applies only what
-        // follows them (another process may have moved them meanwhile).
-        let checkpoints = self.read_checkpoints(None, &all).await?;
+        // Where the batch starts: the smallest checkpoint, read under the
+        // locks of every projection. A small batch is applied in this
+        // transaction (as few round trips as one lane needs); a bulk one
+        // lets it go and each lane takes its own locks and reads its own
+        // checkpoints again (another process may move them meanwhile).
+        let mut tx = self.store.db().begin_write().await?;
+        self.lock(&mut tx, &all).await?;
+        let checkpoints = self.read_checkpoints(&mut tx, &all).await?;
         let from = checkpoints.iter().copied().min().unwrap_or(0);
         let started = std::time::Instant::now();
         // A batch read ahead is used only if it follows exactly where the
@@ -592,11 +587,14 @@ impl Projector {
             }
         };
         let lanes = self.lanes(n);
-        let apply = futures::future::join_all(
-            lanes
-                .iter()
-                .map(|lane| self.apply_lane(lane, from, last, &decoded, &undecodable)),
-        );
+        let mut opened = Some((tx, checkpoints));
+        if lanes.len() > 1 {
+            opened = None;
+        }
+        let apply =
+            futures::future::join_all(lanes.iter().map(|lane| {
+                self.apply_lane(lane, from, last, &decoded, &undecodable, opened.take())
+            }));
         let (outcomes, next) = tokio::join!(apply, read_ahead);
         let mut applied = true;
         for outcome in outcomes {
@@ -617,11 +615,12 @@ impl Projector {
     }
 
     /// Applies the batch to the projections of one lane in one transaction
-    /// and moves their checkpoints to `last`. False when a checkpoint of
-    /// the lane was found behind `from` (moved back by a swap of rebuilt
-    /// tables): nothing is applied, the next step starts from it. A
-    /// deterministic failure, or an event that cannot be decoded, makes the
-    /// lane go event by event ([`Self::step_one_by_one`]).
+    /// (`opened`: one already holding the lane's locks, with the lane's
+    /// checkpoints read in it) and moves their checkpoints to `last`.
+    /// False when a checkpoint of the lane was found behind `from` (moved
+    /// back by a swap of rebuilt tables): nothing is applied, the next step
+    /// starts from it. A deterministic failure, or an event that cannot be
+    /// decoded, makes the lane go event by event ([`Self::step_one_by_one`]).
     async fn apply_lane(
         &self,
         lane: &[usize],
@@ -629,10 +628,17 @@ impl Projector {
         last: i64,
         decoded: &[Decoded],
         undecodable: &[(i64, String)],
+        opened: Option<(Tx, Vec<i64>)>,
     ) -> Result<bool, ProjectionError> {
-        let mut tx = self.store.db().begin_write().await?;
-        self.lock(&mut tx, lane).await?;
-        let checkpoints = self.read_checkpoints(Some(&mut tx), lane).await?;
+        let (mut tx, checkpoints) = match opened {
+            Some(opened) => opened,
+            None => {
+                let mut tx = self.store.db().begin_write().await?;
+                self.lock(&mut tx, lane).await?;
+                let checkpoints = self.read_checkpoints(&mut tx, lane).await?;
+                (tx, checkpoints)
+            }
+        };
         if checkpoints.iter().any(|cp| *cp < from) {
             return Ok(false);
         }
