@@ -1,10 +1,12 @@
 //! The checkpointed projector: tails the log in its global order and keeps
-//! every projection's tables and checkpoint in one transaction per batch.
+//! each projection's tables and checkpoint in one transaction per batch:
+//! one transaction for every projection, or on PostgreSQL for a bulk batch
+//! one per lane of projections, applied at once (`Projector::lanes`).
 //!
-//! Batches are serialised across processes (PostgreSQL transaction-level
-//! advisory lock, SQLite's single writer) and re-read the checkpoints inside
-//! the lock, so several `roster serve` replicas can run projectors without
-//! applying an event twice.
+//! A projection's batches are serialised across processes (a PostgreSQL
+//! transaction-level advisory lock per projection, SQLite's single writer)
+//! and its checkpoint is re-read inside the lock, so several `roster serve`
+//! replicas can run projectors without applying an event twice.
 //!
 //! Failures (issue 9): a transient database error (connection, deadlock,
 //! lock or statement timeout, SQLite busy) is retried with backoff for as
