@@ -743,6 +743,112 @@ async fn u1_a_refused_claim_in_the_middle_of_a_bulk_append_refuses_it_whole(s: T
     assert_eq!(db.seats(c).await.unwrap().used, seats.used + n as u64);
 }
 
+/// The seats `address_claims` holds for a customer, counted row by row.
+async fn counted_seats(s: &TestStore, c: CustomerId) -> u64 {
+    let sql = "SELECT COUNT(*) FROM address_claims WHERE customer_id = $1 AND seat";
+    let n: i64 = match s.store.db() {
+        roster_store::Db::Pg(p) => {
+            sqlx::query_scalar(sql)
+                .bind(c.to_string())
+                .fetch_one(p)
+                .await
+        }
+        roster_store::Db::Sqlite(p) => {
+            sqlx::query_scalar(sql)
+                .bind(c.to_string())
+                .fetch_one(p)
+                .await
+        }
+    }
+    .unwrap();
+    n as u64
+}
+
+/// T3: the seat counter the store keeps beside the limit (issue 17, so
+/// that a seat check reads one row) equals the seats claimed, counted row
+/// by row, after every kind of change that takes or frees a seat, in one
+/// customer and not in another.
+async fn t3_the_seat_counter_equals_the_seats_claimed_after_every_change(s: TestStore) {
+    let c = s.customer(10_000, &["count.example", "gone.example"]).await;
+    let other = s.customer(10_000, &["other.example"]).await;
+    let app = s.app();
+    let check = |step: &'static str| {
+        let s = &s;
+        async move {
+            for customer in [c, other] {
+                let seats = s.store.db().seats(customer).await.unwrap();
+                assert_eq!(seats.used, counted_seats(s, customer).await, "after {step}");
+            }
+        }
+    };
+    check("creating the customers").await;
+    for (address, aliases) in [
+        (
+            "ann@count.example",
+            vec!["a1@count.example", "a2@gone.example"],
+        ),
+        ("bob@gone.example", vec!["b1@count.example"]),
+        ("cid@count.example", vec![]),
+    ] {
+        users::add_user(&app, s.meta(c), new_user(address, &aliases), Source::Manual)
+            .await
+            .unwrap();
+    }
+    users::add_user(
+        &app,
+        s.meta(other),
+        new_user("oz@other.example", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    let list = NewUser {
+        kind: Kind::DistributionList,
+        ..new_user("team@count.example", &[])
+    };
+    users::add_user(&app, s.meta(c), list, Source::Manual)
+        .await
+        .unwrap();
+    check("manual additions, aliases and a list").await;
+    assert_eq!(s.store.db().seats(c).await.unwrap().used, 3);
+    s.store
+        .commit(stage_new_users(&s, c, "count.example", 2_500, None).await)
+        .await
+        .unwrap();
+    check("a bulk append").await;
+    let refused = stage_new_users(&s, c, "count.example", 10, Some((5, "ann@count.example"))).await;
+    s.store.commit(refused).await.unwrap_err();
+    check("a refused bulk append").await;
+    users::user_command(&app, s.meta(c), &addr("cid@count.example"), || {
+        UserCommand::Deactivate
+    })
+    .await
+    .unwrap();
+    check("a deactivation").await;
+    users::user_command(&app, s.meta(c), &addr("cid@count.example"), || {
+        UserCommand::Reactivate
+    })
+    .await
+    .unwrap();
+    check("a reactivation").await;
+    let at = s.clock.now();
+    users::user_command(&app, s.meta(c), &addr("cid@count.example"), || {
+        UserCommand::Delete {
+            reason: DeletionReason::Manual,
+            at,
+        }
+    })
+    .await
+    .unwrap();
+    check("a deletion").await;
+    customers::remove_domain(&app, s.meta(c), Domain::parse("gone.example").unwrap())
+        .await
+        .unwrap();
+    check("removing a domain").await;
+    assert_eq!(s.store.db().seats(c).await.unwrap().used, 2_501);
+    assert_eq!(s.store.db().seats(other).await.unwrap().used, 1);
+}
+
 /// One aggregate loads the same through the cqrs-es repositories
 /// (postgres-es / sqlite-es) and through the bulk loader.
 async fn aggregates_load_the_same_one_by_one_and_in_bulk(s: TestStore) {
@@ -840,6 +946,7 @@ both_backends!(
     u1_fifty_concurrent_claims_of_one_address_leave_one_owner,
     t2_fifty_concurrent_domain_claims_leave_one_customer,
     t3_concurrent_manual_additions_never_exceed_the_seat_limit,
+    t3_the_seat_counter_equals_the_seats_claimed_after_every_change,
     u6_a_returning_user_keeps_its_identity,
     d3n_removing_a_domain_deletes_its_users_and_strips_its_aliases,
     m1_nothing_is_half_applied,

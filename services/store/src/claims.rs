@@ -88,9 +88,10 @@ pub(crate) async fn apply(
     Ok(())
 }
 
-/// A customer's seat limit and the seats its addresses take, in one query.
-const SEAT_USAGE: &str = "SELECT c.seat_limit, (SELECT COUNT(*) FROM address_claims a \
-     WHERE a.customer_id = c.customer_id AND a.seat) FROM customer_claims c WHERE c.customer_id = $1";
+/// A customer's seat limit and the seats its addresses take (a counter
+/// kept by triggers on `address_claims`, migration 0800), in one query.
+const SEAT_USAGE: &str =
+    "SELECT seat_limit, seats_used FROM customer_claims WHERE customer_id = $1";
 
 async fn seat_usage_tx(tx: &mut Tx, customer: CustomerId) -> Result<(u64, u64), StoreError> {
     let row: Option<(i64, i64)> = with_tx!(tx, |c| sqlx::query_as(SEAT_USAGE)
@@ -854,9 +855,8 @@ impl Db {
                WHERE address = ANY($3::text[])
              UNION ALL SELECT 't', address, owner_id FROM address_tombstones
                WHERE customer_id = $1 AND address = $4
-             UNION ALL SELECT 's', c.seat_limit::text, (SELECT COUNT(*) FROM address_claims a
-               WHERE a.customer_id = c.customer_id AND a.seat)::text
-               FROM customer_claims c WHERE c.customer_id = $1",
+             UNION ALL SELECT 's', seat_limit::text, seats_used::text
+               FROM customer_claims WHERE customer_id = $1",
         )
         .bind(customer.to_string())
         .bind(&domains)
