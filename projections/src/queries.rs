@@ -7,6 +7,7 @@ use roster_events::{
 };
 use roster_store::{with_db, Store, StoredEvent};
 use serde::Serialize;
+use sqlx::Row;
 
 use crate::audit::{AUDIT, AUDIT_ADDRESSES};
 use crate::customers::{CUSTOMERS, DOMAINS};
@@ -217,14 +218,31 @@ pub async fn list_users(
     })
 }
 
-/// The live (not deleted) user whose primary address this is.
+/// The live (not deleted) user whose primary address this is, with its
+/// aliases and rules, in one query (one snapshot, one round trip: every
+/// manual edit answers with it, issue 17).
 pub async fn user_by_address(
     store: &Store,
     customer: CustomerId,
     address: &str,
 ) -> Result<Option<UserRow>, ProjectionError> {
+    let (aliases, rules) = match store.db() {
+        roster_store::Db::Pg(_) => (
+            "COALESCE(json_agg(a.address ORDER BY a.address), '[]')::text",
+            "COALESCE(json_agg(json_build_array(r.rule_id, r.kind, r.value, r.created_at) \
+             ORDER BY r.created_at, r.rule_id), '[]')::text",
+        ),
+        roster_store::Db::Sqlite(_) => (
+            "json_group_array(a.address ORDER BY a.address)",
+            "json_group_array(json_array(r.rule_id, r.kind, r.value, r.created_at) \
+             ORDER BY r.created_at, r.rule_id)",
+        ),
+    };
     let sql = format!(
-        "SELECT {COLUMNS} FROM {USERS} WHERE customer_id = $1 AND address = $2 AND status <> 'deleted'"
+        "SELECT {COLUMNS}, \
+         (SELECT {aliases} FROM {ALIASES} a WHERE a.user_id = u.user_id) AS alias_list, \
+         (SELECT {rules} FROM {RULES} r WHERE r.user_id = u.user_id) AS rule_list \
+         FROM {USERS} u WHERE customer_id = $1 AND address = $2 AND status <> 'deleted'"
     );
     let row = with_db!(store.db(), |p| {
         let raw = sqlx::query(&sql)
@@ -232,11 +250,32 @@ pub async fn user_by_address(
             .bind(address)
             .fetch_optional(p)
             .await?;
-        raw.as_ref().map(decode_row).transpose()?
+        match raw {
+            None => None,
+            Some(raw) => {
+                let mut row = decode_row(&raw)?;
+                let aliases: String = raw.try_get("alias_list")?;
+                let rules: String = raw.try_get("rule_list")?;
+                row.aliases = json_column("alias_list", &aliases)?;
+                let rules: Vec<(String, String, String, i64)> = json_column("rule_list", &rules)?;
+                for (rule_id, kind, value, created_at) in rules {
+                    row.rules
+                        .push(rule_of((String::new(), rule_id, kind, value, created_at))?);
+                }
+                Some(row)
+            }
+        }
     });
-    let mut rows: Vec<UserRow> = row.into_iter().collect();
-    fill(store, &mut rows).await?;
-    Ok(rows.pop())
+    Ok(row)
+}
+
+/// A JSON column built by the query itself; a value that does not parse is
+/// a corrupt row.
+fn json_column<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(text).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: Box::new(e),
+    })
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

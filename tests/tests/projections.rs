@@ -839,7 +839,116 @@ async fn i14_without_pg_trgm_search_falls_back_to_a_scan() {
         .unwrap();
 }
 
+/// U3, M1: one user read by its address (in one query since issue 17: the
+/// answer of every manual edit) is the row the list shows, aliases in
+/// address order and rules in creation order, on both back-ends; a user
+/// without aliases or rules reads with empty lists, a deleted one not at
+/// all.
+async fn u3_one_user_reads_as_the_list_shows_it(s: TestStore) {
+    let c = s.customer(100, &["one.example"]).await;
+    let app = s.app();
+    let aliases = ["zed@one.example", "amy@one.example", "mid@one.example"];
+    users::add_user(
+        &app,
+        s.meta(c),
+        NewUser {
+            address: addr("full@one.example"),
+            kind: Kind::User,
+            profile: Profile {
+                first_name: Some("Full".into()),
+                notes: Some("two\nlines".into()),
+                ..Profile::default()
+            },
+            aliases: aliases.iter().map(|a| addr(a)).collect(),
+        },
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    for value in ["b.example", "a.example", "c.example"] {
+        users::user_command(&app, s.meta(c), &addr("full@one.example"), || {
+            UserCommand::AddRule {
+                rule_id: RuleId::new(),
+                kind: RuleKind::Deny,
+                value: value.into(),
+            }
+        })
+        .await
+        .unwrap();
+    }
+    for address in ["bare@one.example", "gone@one.example"] {
+        users::add_user(
+            &app,
+            s.meta(c),
+            NewUser {
+                address: addr(address),
+                kind: Kind::User,
+                profile: Profile::default(),
+                aliases: vec![],
+            },
+            Source::Manual,
+        )
+        .await
+        .unwrap();
+    }
+    let at = s.clock.now();
+    users::user_command(&app, s.meta(c), &addr("gone@one.example"), || {
+        UserCommand::Delete {
+            reason: DeletionReason::Manual,
+            at,
+        }
+    })
+    .await
+    .unwrap();
+    s.project().await;
+    let list = queries::list_users(&s.store, c, &UserFilter::default(), None, 100)
+        .await
+        .unwrap()
+        .items;
+    for address in ["full@one.example", "bare@one.example"] {
+        let one = queries::user_by_address(&s.store, c, address)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{address} reads"));
+        let listed = list.iter().find(|u| u.address == address).unwrap();
+        assert_eq!(&one, listed, "{address}");
+    }
+    let full = queries::user_by_address(&s.store, c, "full@one.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        full.aliases,
+        vec!["amy@one.example", "mid@one.example", "zed@one.example"]
+    );
+    let order: Vec<(i64, String)> = full
+        .rules
+        .iter()
+        .map(|r| (r.created_at, r.rule_id.to_string()))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(
+        (order.len(), &order),
+        (3, &sorted),
+        "rules in creation order"
+    );
+    assert!(queries::user_by_address(&s.store, c, "gone@one.example")
+        .await
+        .unwrap()
+        .is_none());
+    let other = s.customer(100, &["two.example"]).await;
+    assert!(
+        queries::user_by_address(&s.store, other, "full@one.example")
+            .await
+            .unwrap()
+            .is_none(),
+        "T1: another customer does not read it"
+    );
+}
+
 both_backends!(
+    u3_one_user_reads_as_the_list_shows_it,
     e3_rebuilt_projections_equal_the_live_ones,
     u3_the_user_list_groups_searches_filters_and_pages_stably,
     t3_licence_counts_users_only,
