@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use roster_graph_emulator::{GenerateUsers, GraphEmulator, Group, TenantFixture};
 use roster_testkit::PgDb;
-use roster_tests::bench::{head, peak_mib, reset_peak, split_from_log, sync_and_wait};
+use roster_tests::bench::{head, peak_mib, reset_peak, run_log, split_from_log, sync_and_wait};
 use roster_tests::process::{Api, RosterProcess};
 use serde_json::{json, Value};
 
@@ -67,7 +67,7 @@ async fn phase(
         peak_mib,
         graph_requests: emu.graph_requests().len(),
         counts,
-        split: split_from_log(&p.log_text(), &run),
+        split: split_from_log(&run_log(p, &run).await, &run),
     }
 }
 

@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use reqwest::{Method, StatusCode};
 use roster_testkit::{DirectoryData, PgDb, Slapd, SlapdConfig, Style};
-use roster_tests::bench::{head, peak_mib, reset_peak, split_from_log, sync_and_wait};
+use roster_tests::bench::{head, peak_mib, reset_peak, run_log, split_from_log, sync_and_wait};
 use roster_tests::process::RosterProcess;
 use serde_json::json;
 
@@ -96,7 +96,7 @@ async fn phase(
         events,
         peak_mib,
         counts,
-        split: split_from_log(&p.log_text(), &run),
+        split: split_from_log(&run_log(p, &run).await, &run),
     }
 }
 

@@ -68,6 +68,25 @@ pub fn split_from_log(log: &str, run: &str) -> String {
     format!("{read}; {applied}")
 }
 
+/// The server's log once it holds the run's "sync run applied" line: a
+/// run reads as completed as soon as the read models show it, a moment
+/// before the line is written, so reading the log at once missed the
+/// split. Waits at most 10 s (a run that applied nothing has no such
+/// line), then returns the log as it is.
+pub async fn run_log(p: &crate::process::RosterProcess, run: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = p.log_text();
+        let applied = log
+            .lines()
+            .any(|l| l.contains(run) && l.contains("sync run applied"));
+        if applied || std::time::Instant::now() >= deadline {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The position of the customer's latest event (its audit trail is newest
 /// first), so that a phase can count the events it appended.
 pub async fn head(api: &Api, c: &str) -> i64 {
