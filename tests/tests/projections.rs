@@ -848,23 +848,11 @@ async fn u3_one_user_reads_as_the_list_shows_it(s: TestStore) {
     let c = s.customer(100, &["one.example"]).await;
     let app = s.app();
     let aliases = ["zed@one.example", "amy@one.example", "mid@one.example"];
-    users::add_user(
-        &app,
-        s.meta(c),
-        NewUser {
-            address: addr("full@one.example"),
-            kind: Kind::User,
-            profile: Profile {
-                first_name: Some("Full".into()),
-                notes: Some("two\nlines".into()),
-                ..Profile::default()
-            },
-            aliases: aliases.iter().map(|a| addr(a)).collect(),
-        },
-        Source::Manual,
-    )
-    .await
-    .unwrap();
+    let mut full = user("full@one.example", "Full", "One", &aliases);
+    full.profile.notes = Some("two\nlines".into());
+    users::add_user(&app, s.meta(c), full, Source::Manual)
+        .await
+        .unwrap();
     for value in ["b.example", "a.example", "c.example"] {
         users::user_command(&app, s.meta(c), &addr("full@one.example"), || {
             UserCommand::AddRule {
@@ -880,12 +868,7 @@ async fn u3_one_user_reads_as_the_list_shows_it(s: TestStore) {
         users::add_user(
             &app,
             s.meta(c),
-            NewUser {
-                address: addr(address),
-                kind: Kind::User,
-                profile: Profile::default(),
-                aliases: vec![],
-            },
+            user(address, "Bare", "One", &[]),
             Source::Manual,
         )
         .await
