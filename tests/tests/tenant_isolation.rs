@@ -124,6 +124,27 @@ async fn t1_every_route_answers_404_to_a_token_of_another_tenant() {
             assert_eq!(s, StatusCode::OK, "{path}: {v}");
         }
     }
+    // The token and the customer are checked in one query (issue 17); the
+    // answers keep their order: an unknown token is 401 whatever the path,
+    // then a customer nobody owns or a malformed id is 404.
+    let victim_admin = p.api(&issue(&["token", "issue", "--customer", &victim]));
+    let (s, v) = victim_admin
+        .get(&format!("/v1/customers/{victim}/users"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "the customer's own admin: {v}");
+    let stranger = p.api("rst_not-a-token-anyone-was-ever-given");
+    let nobody = uuid::Uuid::new_v4().to_string();
+    for c in [victim.as_str(), nobody.as_str(), "not-a-customer"] {
+        let (s, v) = stranger.get(&format!("/v1/customers/{c}/users")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{c}: {v}");
+    }
+    for c in [nobody.as_str(), "not-a-customer"] {
+        for api in [&partner_a, &victim_admin] {
+            let (s, v) = api.get(&format!("/v1/customers/{c}/users")).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{c}: {v}");
+            assert_eq!(v["code"], "unknown_customer", "{c}: {v}");
+        }
+    }
     let (_, listed) = partner_b.get("/v1/customers").await;
     assert!(listed["customers"].as_array().unwrap().is_empty());
     let (_, listed) = sibling_admin.get("/v1/customers").await;

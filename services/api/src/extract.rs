@@ -57,39 +57,35 @@ pub struct Caller {
 
 pub const REQUEST_ID: &str = "x-request-id";
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+/// The bearer token of a request, or the 401 that says how to send one.
+fn bearer(parts: &Parts) -> ApiResult<&str> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::bad_token("send an API token as `Authorization: Bearer <token>`")
+        })?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::bad_token("the Authorization header is not readable text"))?;
+    // The scheme is case-insensitive (RFC 9110 section 11.1).
+    value
+        .trim_start()
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_token("the Authorization header must be `Bearer <token>`"))
+}
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::bad_token("send an API token as `Authorization: Bearer <token>`")
-            })?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::bad_token("the Authorization header is not readable text"))?;
-        // The scheme is case-insensitive (RFC 9110 section 11.1).
-        let token = value
-            .trim_start()
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::bad_token("the Authorization header must be `Bearer <token>`")
-            })?;
-        let principal = state
-            .store
-            .db()
-            .authenticate(token)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::bad_token("the token is unknown or has been revoked"))?;
+fn unknown_token() -> ApiError {
+    ApiError::bad_token("the token is unknown or has been revoked")
+}
+
+impl Caller {
+    /// The caller of an authenticated principal: its actor noted for the
+    /// request log, its correlation id taken from the request id.
+    fn of(parts: &Parts, principal: Principal) -> Caller {
         if let Some(actor) = parts.extensions.get::<crate::observe::RequestActor>() {
             actor.set(format!("token:{}", principal.token_id));
         }
@@ -99,10 +95,29 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| CorrelationId::parse(v).ok())
             .unwrap_or_default();
-        Ok(Caller {
+        Caller {
             principal,
             correlation_id,
-        })
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        let principal = state
+            .store
+            .db()
+            .authenticate(token)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(unknown_token)?;
+        Ok(Caller::of(parts, principal))
     }
 }
 
@@ -155,28 +170,6 @@ impl Caller {
     pub fn is_partner(&self) -> bool {
         matches!(self.principal.scope, Scope::Partner(_))
     }
-
-    /// The customer of a path, if the caller may reach it; otherwise 404 (T1).
-    pub async fn customer(&self, state: &AppState, raw: &str) -> ApiResult<CustomerId> {
-        let id = CustomerId::parse(raw).map_err(|_| ApiError::unknown_customer())?;
-        let allowed = match self.principal.scope {
-            Scope::Customer(c) => c == id,
-            Scope::Partner(p) => {
-                state
-                    .store
-                    .db()
-                    .customer_partner(id)
-                    .await
-                    .map_err(ApiError::from)?
-                    == Some(p)
-            }
-        };
-        if allowed {
-            Ok(id)
-        } else {
-            Err(ApiError::unknown_customer())
-        }
-    }
 }
 
 /// The authenticated caller and the customer of the path's `{c}`, which
@@ -192,20 +185,55 @@ pub struct Scoped {
 impl FromRequestParts<AppState> for Scoped {
     type Rejection = ApiError;
 
+    /// The token and the customer's partner are read in one round trip
+    /// (issue 17). The order of the answers is kept: a bad token is 401
+    /// before a bad path is 400 or a customer out of reach is 404.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+        let token = bearer(parts)?.to_string();
+        let params = axum::extract::RawPathParams::from_request_parts(parts, state).await;
+        let raw = params.as_ref().ok().and_then(|params| {
+            params
+                .iter()
+                .find(|(name, _)| *name == "c")
+                .map(|(_, value)| value.to_string())
+        });
+        let db = state.store.db();
+        let Some(id) = raw.as_deref().and_then(|r| CustomerId::parse(r).ok()) else {
+            let principal = db
+                .authenticate(&token)
+                .await
+                .map_err(ApiError::from)?
+                .ok_or_else(unknown_token)?;
+            // The actor is noted for the request log even when the path is refused.
+            let _caller = Caller::of(parts, principal);
+            let params = params.map_err(|r| {
+                ApiError::invalid(format!("the path is not valid: {}", r.body_text()))
+            })?;
+            return Err(match params.iter().any(|(name, _)| name == "c") {
+                true => ApiError::unknown_customer(),
+                false => ApiError::internal("a customer-scoped route without {c}"),
+            });
+        };
+        let (principal, owner) = db
+            .authenticate_for(&token, id)
             .await
-            .map_err(|r| ApiError::invalid(format!("the path is not valid: {}", r.body_text())))?;
-        let raw = params
-            .iter()
-            .find(|(name, _)| *name == "c")
-            .map(|(_, value)| value.to_string())
-            .ok_or_else(|| ApiError::internal("a customer-scoped route without {c}"))?;
-        let customer = caller.customer(state, &raw).await?;
-        Ok(Scoped { caller, customer })
+            .map_err(ApiError::from)?
+            .ok_or_else(unknown_token)?;
+        let caller = Caller::of(parts, principal);
+        let allowed = match caller.principal.scope {
+            Scope::Customer(c) => c == id,
+            Scope::Partner(p) => owner == Some(p),
+        };
+        if allowed {
+            Ok(Scoped {
+                caller,
+                customer: id,
+            })
+        } else {
+            Err(ApiError::unknown_customer())
+        }
     }
 }

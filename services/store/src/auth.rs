@@ -252,6 +252,50 @@ impl Db {
         .transpose()
     }
 
+    /// [`Self::authenticate`] and the partner of `customer` (`None`: no
+    /// such customer) in one round trip: every customer-scoped request
+    /// needs both before it does anything else (T1; issue 17, manual
+    /// additions).
+    pub async fn authenticate_for(
+        &self,
+        token: &str,
+        customer: CustomerId,
+    ) -> Result<Option<(Principal, Option<PartnerId>)>, StoreError> {
+        type Row = (
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            Option<String>,
+        );
+        let row: Option<Row> = with_db!(self, |p| {
+            sqlx::query_as(
+                "SELECT t.token_id, t.partner_id, t.customer_id, t.label,
+                        (SELECT c.partner_id FROM customer_claims c WHERE c.customer_id = $2)
+                 FROM api_tokens t
+                 WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
+            )
+            .bind(hash_token(token.trim()))
+            .bind(customer.to_string())
+            .fetch_optional(p)
+            .await?
+        });
+        let bad = |e: roster_events::IdError| StoreError::Corrupt(e.to_string());
+        row.map(|(id, partner, cust, label, owner)| {
+            Ok((
+                Principal {
+                    token_id: TokenId::parse(&id).map_err(bad)?,
+                    scope: parse_scope(partner, cust)?,
+                    label,
+                },
+                owner
+                    .map(|p| PartnerId::parse(&p).map_err(bad))
+                    .transpose()?,
+            ))
+        })
+        .transpose()
+    }
+
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         let rows: Vec<TokenRow> = with_db!(self, |p| sqlx::query_as(
             "SELECT token_id, partner_id, customer_id, label, created_at, revoked_at
