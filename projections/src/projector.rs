@@ -95,6 +95,43 @@ pub struct ProjectionLag {
     pub ready: bool,
 }
 
+/// From this many events a batch is decoded on a blocking thread.
+const DECODE_APART_FROM: usize = 256;
+
+/// A batch of the log, decoded once for every projection.
+struct Batch {
+    /// Events read.
+    n: usize,
+    /// The position of the last one.
+    last: i64,
+    decoded: Vec<Decoded>,
+    /// Events that could not be decoded: (position, why).
+    undecodable: Vec<(i64, String)>,
+}
+
+impl Batch {
+    fn decode(stored: Vec<StoredEvent>) -> Batch {
+        let n = stored.len();
+        let last = stored.last().map(|e| e.position).unwrap_or(0);
+        let upcasters = roster_events::upcasters();
+        let mut decoded: Vec<Decoded> = Vec::with_capacity(n);
+        let mut undecodable: Vec<(i64, String)> = Vec::new();
+        for e in stored {
+            let pos = e.position;
+            match decode(e, &upcasters) {
+                Ok(d) => decoded.push(d),
+                Err(err) => undecodable.push((pos, err)),
+            }
+        }
+        Batch {
+            n,
+            last,
+            decoded,
+            undecodable,
+        }
+    }
+}
+
 pub struct Projector {
     store: Store,
     projections: Vec<Arc<dyn Projection>>,
@@ -104,7 +141,7 @@ pub struct Projector {
     reached: watch::Sender<i64>,
     /// The next batch, read while the previous one was being applied:
     /// (the position it follows, its events).
-    ahead: tokio::sync::Mutex<Option<(i64, Vec<StoredEvent>)>>,
+    ahead: tokio::sync::Mutex<Option<(i64, Batch)>>,
     /// Events projected since the statistics were last refreshed.
     since_analyze: std::sync::atomic::AtomicI64,
     analyze_after: i64,
@@ -535,6 +572,32 @@ impl Projector {
         lanes
     }
 
+    /// Reads the batch of the log after `from` and decodes it. A bulk batch
+    /// is decoded on a blocking thread: while the projector applies one
+    /// batch it reads the next, and decoding 5,000 events inline would
+    /// stall the lanes' statements polled in the same task (issue 17).
+    async fn read_batch(&self, from: i64) -> Result<Batch, ProjectionError> {
+        let started = std::time::Instant::now();
+        let stored = self.store.read_from(from, self.batch_size).await?;
+        let read_s = started.elapsed().as_secs_f64();
+        let batch = if stored.len() >= DECODE_APART_FROM {
+            tokio::task::spawn_blocking(move || Batch::decode(stored))
+                .await
+                .map_err(|e| ProjectionError::Invalid(format!("decoding a batch: {e}")))?
+        } else {
+            Batch::decode(stored)
+        };
+        if batch.n > 0 {
+            tracing::debug!(
+                events = batch.n,
+                read_s,
+                decode_s = started.elapsed().as_secs_f64() - read_s,
+                "projector batch read"
+            );
+        }
+        Ok(batch)
+    }
+
     /// Projects one batch. Returns the number of events read (0 when caught up).
     pub async fn step(&self) -> Result<usize, ProjectionError> {
         let all: Vec<usize> = (0..self.projections.len()).collect();
@@ -547,43 +610,29 @@ impl Projector {
         self.lock(&mut tx, &all).await?;
         let checkpoints = self.read_checkpoints(&mut tx, &all).await?;
         let from = checkpoints.iter().copied().min().unwrap_or(0);
-        let started = std::time::Instant::now();
         // A batch read ahead is used only if it follows exactly where the
         // checkpoints are (another process may have moved them).
-        let stored = match self.ahead.lock().await.take() {
-            Some((after, events)) if after == from && !events.is_empty() => events,
-            _ => self.store.read_from(from, self.batch_size).await?,
+        let batch = match self.ahead.lock().await.take() {
+            Some((after, batch)) if after == from && batch.n > 0 => batch,
+            _ => self.read_batch(from).await?,
         };
-        if stored.is_empty() {
+        if batch.n == 0 {
             // Caught up: the end of a bulk that filled its last batch.
             self.note_batch(0).await;
             return Ok(0);
         }
-        let read_s = started.elapsed().as_secs_f64();
-        let n = stored.len();
-        let last = stored.last().map(|e| e.position).unwrap_or(from);
-        let upcasters = roster_events::upcasters();
-        let mut decoded: Vec<Decoded> = Vec::with_capacity(n);
-        let mut undecodable: Vec<(i64, String)> = Vec::new();
-        for e in stored {
-            let pos = e.position;
-            match decode(e, &upcasters) {
-                Ok(d) => decoded.push(d),
-                Err(err) => undecodable.push((pos, err)),
-            }
-        }
-        tracing::debug!(
-            events = n,
-            read_s,
-            decode_s = started.elapsed().as_secs_f64() - read_s,
-            "projector batch read"
-        );
-        // While this batch is applied, the next one is read (a full batch
-        // suggests the log goes on): catching up is then bound by the
-        // projections' writes, not by reading the log.
+        let Batch {
+            n,
+            last,
+            decoded,
+            undecodable,
+        } = batch;
+        // While this batch is applied, the next one is read and decoded (a
+        // full batch suggests the log goes on): catching up is then bound
+        // by the projections' writes, not by reading or decoding the log.
         let read_ahead = async {
             if n as i64 >= self.batch_size {
-                self.store.read_from(last, self.batch_size).await.ok()
+                self.read_batch(last).await.ok()
             } else {
                 None
             }
@@ -604,8 +653,8 @@ impl Projector {
             // the first error is returned, the others' work stays.
             applied &= outcome?;
         }
-        if let Some(events) = next {
-            *self.ahead.lock().await = Some((last, events));
+        if let Some(batch) = next {
+            *self.ahead.lock().await = Some((last, batch));
         }
         metrics::counter!("roster_events_projected_total").increment(n as u64);
         if applied {
