@@ -567,8 +567,15 @@ pub async fn audit(
         q.push(&format!(" AND position < {p}"));
     }
     q.push(&format!(" ORDER BY position DESC LIMIT {}", limit + 1));
+    // Planned for its values each time (not a prepared statement's generic
+    // plan): a page of the newest entries that match is a walk of an index
+    // that either finds them at once or finds none. The generic plan,
+    // estimated from a correlation id's average frequency, walked the whole
+    // trail backwards by position for a run with no user changes yet (a
+    // run's page polled during a resync: 20-60 ms a poll at 90,000 events,
+    // instead of 0.05 ms; issue 17).
     let mut rows: Vec<AuditTuple> = with_db!(store.db(), |p| {
-        bind_all!(sqlx::query_as(&q.text), &q.binds)
+        bind_all!(sqlx::query_as(&q.text).persistent(false), &q.binds)
             .fetch_all(p)
             .await?
     });

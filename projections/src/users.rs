@@ -655,9 +655,16 @@ impl Projection for UsersProjection {
             format!(
                 "CREATE INDEX IF NOT EXISTS {p}{USERS}_customer_status ON {p}{USERS} (customer_id, status)"
             ),
+            // The deletions due (D3.d): only users pending deletion are in
+            // it, so a bulk of new or updated active users does not write it
+            // (issue 17: one index fewer per row of an initial sync). The
+            // predicate is the due query's own, which both back-ends need to
+            // use a partial index.
             format!(
-                "CREATE INDEX IF NOT EXISTS {p}{USERS}_due ON {p}{USERS} (status, delete_at)"
+                "CREATE INDEX IF NOT EXISTS {p}{USERS}_due_pending ON {p}{USERS} (delete_at) \
+                 WHERE status = 'pending_deletion' AND delete_at IS NOT NULL"
             ),
+            format!("DROP INDEX IF EXISTS {p}{USERS}_due"),
             // Licence counts (T3) of the dashboard, the user list and the
             // customer list: an index-only count, not a table scan, at
             // 100,000 users (issue 14; 62 ms -> 24 ms on PostgreSQL,
