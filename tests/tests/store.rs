@@ -937,7 +937,86 @@ async fn d7_a_stored_secret_is_released_only_for_its_target(s: TestStore) {
     );
 }
 
+/// T1: the token and the customer's partner that every customer-scoped
+/// request needs come from one query (issue 17), and it answers exactly
+/// what the two separate reads do.
+async fn t1_a_token_and_a_customers_partner_are_read_in_one_query(s: TestStore) {
+    use roster_store::auth::Scope;
+    let db = s.store.db();
+    let now = chrono::Utc::now();
+    let partner = db.create_partner("MSP", now).await.unwrap();
+    let other = db.create_partner("Other MSP", now).await.unwrap();
+    let (mine, theirs) = (CustomerId::new(), CustomerId::new());
+    for (c, p, d) in [
+        (mine, partner, "mine.example"),
+        (theirs, other, "theirs.example"),
+    ] {
+        customers::create_customer(
+            &s.app(),
+            s.meta(c),
+            p,
+            "Customer".into(),
+            10,
+            vec![Domain::parse(d).unwrap()],
+        )
+        .await
+        .unwrap();
+    }
+    let issued = db
+        .issue_token(Scope::Partner(partner), "msp", now)
+        .await
+        .unwrap();
+    let alone = db.authenticate(&issued.secret).await.unwrap().unwrap();
+    let (principal, owner) = db
+        .authenticate_for(&issued.secret, mine)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(principal, alone);
+    assert_eq!(principal.scope, Scope::Partner(partner));
+    assert_eq!(owner, Some(partner));
+    let (_, owner) = db
+        .authenticate_for(&issued.secret, theirs)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        owner,
+        Some(other),
+        "another partner's customer names its own partner"
+    );
+    let (_, owner) = db
+        .authenticate_for(&issued.secret, CustomerId::new())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner, None, "an unknown customer has no partner");
+    let customer_admin = db
+        .issue_token(Scope::Customer(theirs), "admin", now)
+        .await
+        .unwrap();
+    let (principal, owner) = db
+        .authenticate_for(&customer_admin.secret, theirs)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(principal.scope, Scope::Customer(theirs));
+    assert_eq!(owner, Some(other));
+    assert!(db
+        .authenticate_for("rst_a-token-nobody-was-ever-given", mine)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(db.revoke_token(issued.token_id, now).await.unwrap());
+    assert!(db
+        .authenticate_for(&issued.secret, mine)
+        .await
+        .unwrap()
+        .is_none());
+}
+
 both_backends!(
+    t1_a_token_and_a_customers_partner_are_read_in_one_query,
     d7_a_stored_secret_is_released_only_for_its_target,
     e1_appends_are_read_back_in_global_order,
     e1_a_stale_version_is_a_conflict,
