@@ -968,37 +968,31 @@ async fn e4_a_runs_changes_are_one_walk_of_its_index(s: TestStore) {
             Backend::Sqlite => format!("EXPLAIN QUERY PLAN {q}"),
         }
     };
+    // The rows, then the plan of each run's page; a plan's text is the
+    // column `$col` of EXPLAIN's rows.
+    macro_rules! plans {
+        ($pool:expr, $row:ty, $col:tt) => {{
+            for (n, corr, kind) in [(3, &quiet, "Directory"), (20_000, &run, "User")] {
+                sqlx_shim::query(&fill(n, corr, kind))
+                    .execute($pool)
+                    .await
+                    .unwrap();
+            }
+            let mut plans = vec![];
+            for r in [&run, &quiet] {
+                let rows: Vec<$row> = sqlx_shim::query_as(&explain(r))
+                    .fetch_all($pool)
+                    .await
+                    .unwrap();
+                let lines: Vec<String> = rows.into_iter().map(|r| r.$col).collect();
+                plans.push(lines.join("\n"));
+            }
+            plans
+        }};
+    }
     let plans = match s.store.db() {
-        roster_store::Db::Pg(p) => {
-            for (n, corr, kind) in [(3, &quiet, "Directory"), (20_000, &run, "User")] {
-                sqlx_shim::query(&fill(n, corr, kind))
-                    .execute(p)
-                    .await
-                    .unwrap();
-            }
-            let mut plans = vec![];
-            for r in [&run, &quiet] {
-                let rows: Vec<(String,)> =
-                    sqlx_shim::query_as(&explain(r)).fetch_all(p).await.unwrap();
-                plans.push(rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n"));
-            }
-            plans
-        }
-        roster_store::Db::Sqlite(p) => {
-            for (n, corr, kind) in [(3, &quiet, "Directory"), (20_000, &run, "User")] {
-                sqlx_shim::query(&fill(n, corr, kind))
-                    .execute(p)
-                    .await
-                    .unwrap();
-            }
-            let mut plans = vec![];
-            for r in [&run, &quiet] {
-                let rows: Vec<(i64, i64, i64, String)> =
-                    sqlx_shim::query_as(&explain(r)).fetch_all(p).await.unwrap();
-                plans.push(rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n"));
-            }
-            plans
-        }
+        roster_store::Db::Pg(p) => plans!(p, (String,), 0),
+        roster_store::Db::Sqlite(p) => plans!(p, (i64, i64, i64, String), 3),
     };
     for plan in plans {
         assert!(plan.contains("audit_v2_run_changes"), "{plan}");
