@@ -100,6 +100,12 @@ pub async fn head(api: &Api, c: &str) -> i64 {
 /// Sync Now over HTTP, then polls until the run is no longer running (a
 /// run completes once the read models show it). Returns the run id and
 /// its detail; asserts it completed.
+///
+/// The run's page is polled every 100 ms (`ROSTER_BENCH_POLL_MS`), as a
+/// console open on the run would, more often: each poll is a request with
+/// five queries, and polling every 10 ms took a measurable share of the
+/// two cores from the run being measured. A figure is late by at most
+/// one interval.
 pub async fn sync_and_wait(api: &Api, c: &str) -> (String, Value) {
     let (s, v) = api
         .call(
@@ -110,6 +116,12 @@ pub async fn sync_and_wait(api: &Api, c: &str) -> (String, Value) {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let run = v["run_id"].as_str().unwrap().to_string();
+    let every = Duration::from_millis(
+        std::env::var("ROSTER_BENCH_POLL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100),
+    );
     loop {
         let (s, v) = api
             .get(&format!(
@@ -121,6 +133,6 @@ pub async fn sync_and_wait(api: &Api, c: &str) -> (String, Value) {
             assert_eq!(v["run"]["status"], "completed", "{}", v["run"]);
             return (run, v);
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(every).await;
     }
 }
