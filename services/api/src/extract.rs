@@ -202,13 +202,9 @@ impl FromRequestParts<AppState> for Scoped {
         });
         let db = state.store.db();
         let Some(id) = raw.as_deref().and_then(|r| CustomerId::parse(r).ok()) else {
-            let principal = db
-                .authenticate(&token)
-                .await
-                .map_err(ApiError::from)?
-                .ok_or_else(unknown_token)?;
-            // The actor is noted for the request log even when the path is refused.
-            let _caller = Caller::of(parts, principal);
+            // A bad token is 401 before the path is refused; the actor is
+            // noted for the request log either way.
+            Caller::from_request_parts(parts, state).await?;
             let params = params.map_err(|r| {
                 ApiError::invalid(format!("the path is not valid: {}", r.body_text()))
             })?;

@@ -72,6 +72,20 @@ fn parse_scope(partner: Option<String>, customer: Option<String>) -> Result<Scop
     }
 }
 
+/// The principal of a token's row `(token_id, partner_id, customer_id, label)`.
+fn principal_of(
+    id: String,
+    partner: Option<String>,
+    customer: Option<String>,
+    label: String,
+) -> Result<Principal, StoreError> {
+    Ok(Principal {
+        token_id: TokenId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        scope: parse_scope(partner, customer)?,
+        label,
+    })
+}
+
 type TokenRow = (
     String,
     Option<String>,
@@ -242,14 +256,8 @@ impl Db {
             .fetch_optional(p)
             .await?
         });
-        row.map(|(id, partner, customer, label)| {
-            Ok(Principal {
-                token_id: TokenId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                scope: parse_scope(partner, customer)?,
-                label,
-            })
-        })
-        .transpose()
+        row.map(|(id, partner, customer, label)| principal_of(id, partner, customer, label))
+            .transpose()
     }
 
     /// [`Self::authenticate`] and the partner of `customer` (`None`: no
@@ -283,11 +291,7 @@ impl Db {
         let bad = |e: roster_events::IdError| StoreError::Corrupt(e.to_string());
         row.map(|(id, partner, cust, label, owner)| {
             Ok((
-                Principal {
-                    token_id: TokenId::parse(&id).map_err(bad)?,
-                    scope: parse_scope(partner, cust)?,
-                    label,
-                },
+                principal_of(id, partner, cust, label)?,
                 owner
                     .map(|p| PartnerId::parse(&p).map_err(bad))
                     .transpose()?,
