@@ -29,13 +29,10 @@ pub use decode::{decode, AnyEvent, Decoded};
 pub use projector::{LagLimits, ProjectionLag, Projector};
 
 /// What the database offers beyond the SQL both back-ends share, found
-/// once by [`Projector::ensure_tables`]: the back-end, and on PostgreSQL
-/// whether the `pg_trgm` extension is there (the trigram index that makes
-/// user search fast at 100,000 users; without it search scans).
+/// once by [`Projector::ensure_tables`]: the back-end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DbFeatures {
     pub backend: roster_store::Backend,
-    pub trigram: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -236,8 +236,7 @@ impl Projector {
             for table in &tables {
                 // VACUUM too: without the visibility map it sets, the fresh
                 // statistics choose index-only scans that read every heap
-                // page (the customer list took 515 ms instead of 7 ms); it
-                // also merges the trigram index's pending list.
+                // page (the customer list took 515 ms instead of 7 ms).
                 let sql = format!("VACUUM (ANALYZE) {table}");
                 if let Err(e) = sqlx::query(&sql).execute(&pool).await {
                     tracing::warn!(table, error = %e, "refreshing planner statistics failed; autovacuum will");
@@ -295,39 +294,12 @@ impl Projector {
         Ok(())
     }
 
-    /// The database's features. On PostgreSQL this creates the `pg_trgm`
-    /// extension if it is missing (issue 14: user search by trigram
-    /// index); a role that may not create it gets a warning and search
-    /// falls back to a scan of the customer's users (docs/operations.md).
+    /// The database's features: the back-end (the user list's search
+    /// index differs, `UsersProjection::backend_ddl`).
     pub async fn features(&self) -> Result<DbFeatures, ProjectionError> {
-        let backend = self.store.db().backend();
-        let roster_store::Db::Pg(pool) = self.store.db() else {
-            return Ok(DbFeatures {
-                backend,
-                trigram: false,
-            });
-        };
-        let created = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-            .execute(pool)
-            .await;
-        // Another replica may have created it at the same moment, or an
-        // operator with the privilege beforehand: what counts is whether
-        // it is there now.
-        let trigram: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')",
-        )
-        .fetch_one(pool)
-        .await?;
-        if !trigram {
-            let reason = created.err().map(|e| e.to_string()).unwrap_or_default();
-            tracing::warn!(
-                error = %reason,
-                "the PostgreSQL extension pg_trgm could not be created, so user search scans \
-                 every user of a customer instead of using a trigram index; have a superuser run \
-                 `CREATE EXTENSION pg_trgm;` in this database and restart (docs/operations.md)"
-            );
-        }
-        Ok(DbFeatures { backend, trigram })
+        Ok(DbFeatures {
+            backend: self.store.db().backend(),
+        })
     }
 
     /// Takes the locks of the projections of `lane` (indexes into the

@@ -42,7 +42,27 @@ pub async fn rebuild(store: &Store, swap: bool) -> Result<RebuildReport, Project
         for p in crate::all_projections() {
             for table in p.tables() {
                 let del = format!("DELETE FROM {table}");
-                let copy = format!("INSERT INTO {table} SELECT * FROM {REBUILD_PREFIX}{table}");
+                let copy = match &mut tx {
+                    // Generated columns (the user list's `search_key`) are
+                    // computed, not copied: name the others.
+                    roster_store::Tx::Pg(t) => {
+                        let cols: String = sqlx::query_scalar(
+                            "SELECT string_agg(quote_ident(column_name), ', ' ORDER BY ordinal_position) \
+                             FROM information_schema.columns \
+                             WHERE table_schema = current_schema() AND table_name = $1 \
+                               AND is_generated = 'NEVER'",
+                        )
+                        .bind(table)
+                        .fetch_one(&mut **t)
+                        .await?;
+                        format!(
+                            "INSERT INTO {table} ({cols}) SELECT {cols} FROM {REBUILD_PREFIX}{table}"
+                        )
+                    }
+                    roster_store::Tx::Sqlite(_) => {
+                        format!("INSERT INTO {table} SELECT * FROM {REBUILD_PREFIX}{table}")
+                    }
+                };
                 let drop = format!("DROP TABLE {REBUILD_PREFIX}{table}");
                 for sql in [del, copy, drop] {
                     with_tx!(&mut tx, |c| sqlx::query(&sql)
