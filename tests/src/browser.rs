@@ -141,8 +141,7 @@ fn axe_source() -> anyhow::Result<String> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(listener.local_addr()?.port())
+    roster_testkit::free_port().context("finding a free port")
 }
 
 fn capabilities(profile: &Path, width: u32, height: u32) -> Capabilities {

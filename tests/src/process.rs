@@ -1,6 +1,5 @@
 //! The real `roster` binary, started on a free port, and a small client.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -57,11 +56,10 @@ pub fn roster_binary() -> PathBuf {
     bin
 }
 
+/// A free local port, away from the kernel's ephemeral range
+/// ([`roster_testkit::free_port`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    roster_testkit::free_port().expect("free port")
 }
 
 /// A running `roster serve`.

@@ -127,6 +127,7 @@ pub use error::{Error, Result};
 pub use ldap::{bind as ldap_bind, connect as ldap_connect, LdapAdmin, Security};
 pub use nats::{find_nats_server, NatsServer};
 pub use pg::{PgDb, DB_PREFIX, DEFAULT_PG_URL};
+pub use process::free_port;
 pub use samba::{
     SambaDc, SambaOu, BASE_DN as SAMBA_BASE_DN, DNS_DOMAIN as SAMBA_DNS_DOMAIN,
     DOMAIN as SAMBA_DOMAIN, REALM as SAMBA_REALM,

@@ -18,9 +18,29 @@ use crate::error::{Error, Result};
 pub(crate) const INSTALL_HINT: &str =
     "run deploy/test-deps.sh (as root) to install the test servers";
 
-/// A port that was free on 127.0.0.1 a moment ago (bound to port 0, read
-/// back, released). Servers that lose the race are restarted on new ports.
-pub(crate) fn free_port() -> Result<u16> {
+/// A port that was free on 127.0.0.1 a moment ago (bound, read back,
+/// released); servers that lose the race are restarted on new ports. It is
+/// drawn below the kernel's ephemeral range: a port `bind(0)` hands out is
+/// in that range, and the kernel may give it to another process's outgoing
+/// connection (a test's database client, say) before the server binds it
+/// ("Address already in use" in CI). Falls back to `bind(0)` where the
+/// range leaves no room below it.
+pub fn free_port() -> Result<u16> {
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low);
+    if high > low + 1_000 {
+        for _ in 0..200 {
+            let draw = (uuid::Uuid::new_v4().as_u128() % u128::from(high - low)) as u16;
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", low + draw)) {
+                if let Ok(a) = l.local_addr() {
+                    return Ok(a.port());
+                }
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Error::io("binding 127.0.0.1:0 to find a free port", e))?;
     let port = listener
