@@ -697,19 +697,7 @@ async fn i14_user_search_goes_through_the_search_index(s: TestStore) {
         "nobody",
         "an",
     ] {
-        let found = queries::list_users(
-            &s.store,
-            c,
-            &UserFilter {
-                q: Some(q.into()),
-                ..Default::default()
-            },
-            None,
-            1000,
-        )
-        .await
-        .unwrap()
-        .items;
+        let found = search(&s.store, c, q, None, 1000).await.items;
         let found: Vec<&str> = found.iter().map(|u| u.address.as_str()).collect();
         let needle = q.to_lowercase();
         let expected: Vec<&str> = all
@@ -725,18 +713,7 @@ async fn i14_user_search_goes_through_the_search_index(s: TestStore) {
         let mut paged: Vec<String> = Vec::new();
         let mut page: Option<String> = None;
         loop {
-            let p = queries::list_users(
-                &s.store,
-                c,
-                &UserFilter {
-                    q: Some(q.into()),
-                    ..Default::default()
-                },
-                page.as_deref(),
-                2,
-            )
-            .await
-            .unwrap();
+            let p = search(&s.store, c, q, page.as_deref(), 2).await;
             paged.extend(p.items.into_iter().map(|u| u.address));
             match p.next_page {
                 Some(n) => page = Some(n.to_string()),
@@ -754,19 +731,7 @@ async fn i14_user_search_goes_through_the_search_index(s: TestStore) {
         .search_text();
     let chars: Vec<char> = text.chars().collect();
     let across: String = chars[395..405].iter().collect();
-    let found = queries::list_users(
-        &s.store,
-        c,
-        &UserFilter {
-            q: Some(across.clone()),
-            ..Default::default()
-        },
-        None,
-        1000,
-    )
-    .await
-    .unwrap()
-    .items;
+    let found = search(&s.store, c, &across, None, 1000).await.items;
     assert!(
         found.iter().any(|u| u.address == "many0@idx.example"),
         "q={across:?} across the indexed text's end"
@@ -777,6 +742,28 @@ async fn i14_user_search_goes_through_the_search_index(s: TestStore) {
         Backend::Sqlite => "users_v2_customer_address_search",
     };
     assert!(plan.contains(index), "{plan}");
+}
+
+/// A page of the user list searched for `q`.
+async fn search(
+    store: &roster_store::Store,
+    c: CustomerId,
+    q: &str,
+    page: Option<&str>,
+    limit: i64,
+) -> queries::Page<roster_projections::users::UserRow> {
+    queries::list_users(
+        store,
+        c,
+        &UserFilter {
+            q: Some(q.into()),
+            ..Default::default()
+        },
+        page,
+        limit,
+    )
+    .await
+    .unwrap()
 }
 
 /// The plan of a search: on PostgreSQL the list's first half (the ids
@@ -1187,22 +1174,12 @@ async fn u3_an_earlier_user_list_gains_its_search_index_on_start() {
         ("old_alias_39", vec!["bo@up.example"]),
         ("row", vec!["ada@up.example", "bo@up.example"]),
     ] {
-        let found: Vec<String> = queries::list_users(
-            &s.store,
-            c,
-            &UserFilter {
-                q: Some(q.into()),
-                ..Default::default()
-            },
-            None,
-            10,
-        )
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|u| u.address)
-        .collect();
+        let found: Vec<String> = search(&s.store, c, q, None, 10)
+            .await
+            .items
+            .into_iter()
+            .map(|u| u.address)
+            .collect();
         assert_eq!(found, expected, "q={q:?}");
     }
 }
