@@ -701,7 +701,7 @@ impl Projection for UsersProjection {
     /// one index, so a search or a filter is decided on the index alone,
     /// in the list's order, and only the page's rows are read from the
     /// table: the worst case (a `q` that matches nothing) walks the
-    /// customer's entries of one index (about 30 ms at 100,000 users).
+    /// customer's entries of one index (30-50 ms at 100,000 users).
     ///
     /// - PostgreSQL: `(customer_id, address, user_id)` with `status`,
     ///   `kind`, `source` and the first [`SEARCH_KEY_CHARS`] characters of
