@@ -28,13 +28,6 @@ pub use cursor::Cursor;
 pub use decode::{decode, AnyEvent, Decoded};
 pub use projector::{LagLimits, ProjectionLag, Projector};
 
-/// What the database offers beyond the SQL both back-ends share, found
-/// once by [`Projector::ensure_tables`]: the back-end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DbFeatures {
-    pub backend: roster_store::Backend,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     #[error(transparent)]
@@ -112,7 +105,7 @@ pub trait Projection: Send + Sync {
     fn ddl(&self, prefix: &str) -> Vec<String>;
     /// Statements for one back-end only (indexes the other cannot build or
     /// does not need), run after [`Projection::ddl`] in the same transaction.
-    fn backend_ddl(&self, _prefix: &str, _db: DbFeatures) -> Vec<String> {
+    fn backend_ddl(&self, _prefix: &str, _backend: roster_store::Backend) -> Vec<String> {
         Vec::new()
     }
     /// Applies events (in log order) inside the projector's transaction.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use roster_store::{with_tx, Store, StoreError, StoredEvent, Tx};
 use tokio::sync::watch;
 
-use crate::{decode, DbFeatures, Decoded, Projection, ProjectionError};
+use crate::{decode, Decoded, Projection, ProjectionError};
 
 const PROJECT_LOCK: i64 = 0x526f_7374_6572_5072; // "RosterPr"
 
@@ -277,11 +277,11 @@ impl Projector {
 
     /// Creates the projection tables if they are missing. Idempotent.
     pub async fn ensure_tables(&self) -> Result<(), ProjectionError> {
-        let features = self.features().await?;
+        let backend = self.store.db().backend();
         let mut tx = self.store.db().begin_write().await?;
         for p in &self.projections {
             let ddl = p.ddl(&self.prefix);
-            for stmt in ddl.into_iter().chain(p.backend_ddl(&self.prefix, features)) {
+            for stmt in ddl.into_iter().chain(p.backend_ddl(&self.prefix, backend)) {
                 with_tx!(&mut tx, |c| sqlx::query(&stmt)
                     .execute(c)
                     .await
@@ -292,14 +292,6 @@ impl Projector {
         let cp = self.checkpoint().await?;
         self.reached.send_replace(cp);
         Ok(())
-    }
-
-    /// The database's features: the back-end (the user list's search
-    /// index differs, `UsersProjection::backend_ddl`).
-    pub async fn features(&self) -> Result<DbFeatures, ProjectionError> {
-        Ok(DbFeatures {
-            backend: self.store.db().backend(),
-        })
     }
 
     /// Takes the locks of the projections of `lane` (indexes into the

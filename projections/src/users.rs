@@ -13,7 +13,7 @@ use roster_store::{with_tx, Backend, Tx};
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::{AnyEvent, DbFeatures, Decoded, Projection, ProjectionError};
+use crate::{AnyEvent, Decoded, Projection, ProjectionError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleRow {
@@ -719,8 +719,8 @@ impl Projection for UsersProjection {
     /// - SQLite: the same index with the whole `search` (SQLite has no
     ///   entry size limit). It replaces the narrower index of earlier
     ///   versions, which the planner would otherwise prefer.
-    fn backend_ddl(&self, p: &str, db: DbFeatures) -> Vec<String> {
-        match db.backend {
+    fn backend_ddl(&self, p: &str, backend: Backend) -> Vec<String> {
+        match backend {
             Backend::Postgres => vec![
                 format!(
                     "ALTER TABLE {p}{USERS} ADD COLUMN IF NOT EXISTS search_key TEXT \
