@@ -221,13 +221,31 @@ impl Db {
             // 16 MiB of page cache a connection: 8 connections stay within
             // 128 MiB (64 MiB each let a 100k-user sync grow past 1 GiB).
             .pragma("cache_size", "-16384");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .map_err(|e| {
-                StoreError::Config(format!("cannot open SQLite at {}: {e}", file.display()))
-            })?;
+        // Several processes opening a fresh file at once (replicas, or
+        // `roster migrate` beside a starting server) race to switch it to
+        // WAL; SQLite answers the loser SQLITE_BUSY at once, without its
+        // busy handler (which would deadlock there). The switch is done by
+        // then, so opening again succeeds: a few tries, a moment apart.
+        let mut tries = 0;
+        let pool = loop {
+            match SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options.clone())
+                .await
+            {
+                Ok(pool) => break pool,
+                Err(e) if tries < 10 && is_busy(&e) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                }
+                Err(e) => {
+                    return Err(StoreError::Config(format!(
+                        "cannot open SQLite at {}: {e}",
+                        file.display()
+                    )))
+                }
+            }
+        };
         Ok(Db::Sqlite(pool))
     }
 
@@ -315,9 +333,7 @@ impl Db {
                                 inner: LockInner::Sqlite(conn),
                             })
                         }
-                        Err(sqlx::Error::Database(e))
-                            if matches!(e.code().as_deref(), Some("5") | Some("6")) =>
-                        {
+                        Err(e) if is_busy(&e) => {
                             wait("migrating (lock database)");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
@@ -414,4 +430,9 @@ fn make_private(data_dir: &Path, file: &Path) -> Result<(), StoreError> {
     #[cfg(not(unix))]
     let _ = (data_dir, file);
     Ok(())
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), the answers worth retrying.
+fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5") | Some("6")))
 }
