@@ -23,7 +23,7 @@
 //!    alias takes, then new users. Every prefix of the resulting log owns
 //!    each address at most once (U1); the append's claims check it again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use roster_events::*;
@@ -31,6 +31,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::snapshot::{DirectoryObject, ObjectId, ObjectKind, Snapshot};
 use crate::user::{AddUser, UserCommand};
+
+/// The reconciler's hash maps: keyed by addresses and object ids from the
+/// customer's own directory, hashed with foldhash (seeded per map, so not
+/// predictable from outside) instead of SipHash, which was a tenth of the
+/// plan of a 100,000-user resync (issue 17).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A user of the customer as it is now (not deleted).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,7 +328,7 @@ struct Matching {
 fn match_users(objs: &[Obj], users: &[&CurrentUser], settings: &Settings) -> Matching {
     let mut user_of: Vec<Option<usize>> = vec![None; objs.len()];
     let mut obj_of: Vec<Option<usize>> = vec![None; users.len()];
-    let by_id: HashMap<&ObjectId, usize> = users
+    let by_id: Map<&ObjectId, usize> = users
         .iter()
         .enumerate()
         .filter_map(|(i, u)| u.directory_id.as_ref().map(|d| (d, i)))
@@ -336,7 +342,7 @@ fn match_users(objs: &[Obj], users: &[&CurrentUser], settings: &Settings) -> Mat
     // By primary address: users no object claims by id, objects that are
     // no user by id, and only when exactly one such object has the address
     // (a recreated object, an addition, a manual user to supplement).
-    let mut candidates: HashMap<&Address, Vec<usize>> = HashMap::new();
+    let mut candidates: Map<&Address, Vec<usize>> = Map::default();
     for (oi, obj) in objs.iter().enumerate() {
         let usable = matches!(obj.state, State::Synced | State::Disabled | State::Excluded);
         if let (true, None, Some(p)) = (usable, user_of[oi], &obj.primary) {
@@ -420,15 +426,15 @@ enum Owner {
 /// Keyed by the objects' and users' own addresses, not copies (issue 17).
 struct Ownership<'a> {
     /// Claims of synced objects, per address: (object, how), by object id.
-    claims: BTreeMap<&'a Address, Vec<(usize, ClaimKind)>>,
+    claims: Map<&'a Address, Vec<(usize, ClaimKind)>>,
     /// Current holders: address -> user.
-    holder: HashMap<&'a Address, usize>,
+    holder: Map<&'a Address, usize>,
     /// Per user: the new primary address it is renamed to, if the rename is
     /// possible (solved as a greatest fixed point: swaps and rotations
     /// succeed together).
     renamed: Vec<Option<Address>>,
     /// Per address claimed or held: its owner after the run.
-    owner: HashMap<&'a Address, Owner>,
+    owner: Map<&'a Address, Owner>,
     /// Aliases an administrator excluded (D3.o): not mapped, and a user
     /// that has one keeps it.
     excluded_aliases: BTreeSet<Address>,
@@ -441,13 +447,14 @@ impl<'a> Ownership<'a> {
         m: &Matching,
         s: &Settings,
     ) -> Ownership<'a> {
-        let mut claims: BTreeMap<&'a Address, Vec<(usize, ClaimKind)>> = BTreeMap::new();
+        let mut claims: Map<&'a Address, Vec<(usize, ClaimKind)>> =
+            Map::with_capacity_and_hasher(objs.len(), Default::default());
         for (oi, obj) in objs.iter().enumerate() {
             for (a, how) in obj.claims() {
                 claims.entry(a).or_default().push((oi, how));
             }
         }
-        let mut holder = HashMap::with_capacity(users.len() * 2);
+        let mut holder = Map::with_capacity_and_hasher(users.len() * 2, Default::default());
         for (ui, u) in users.iter().enumerate() {
             holder.insert(&u.address, ui);
             for a in &u.aliases {
@@ -458,7 +465,7 @@ impl<'a> Ownership<'a> {
             claims,
             holder,
             renamed: vec![None; users.len()],
-            owner: HashMap::new(),
+            owner: Map::default(),
             excluded_aliases: s
                 .exceptions
                 .iter()
@@ -492,7 +499,8 @@ impl<'a> Ownership<'a> {
                 break;
             }
         }
-        let mut owner = HashMap::with_capacity(own.claims.len() + own.holder.len());
+        let mut owner =
+            Map::with_capacity_and_hasher(own.claims.len() + own.holder.len(), Default::default());
         for &a in own.claims.keys().chain(own.holder.keys()) {
             if !owner.contains_key(a) {
                 owner.insert(a, own.final_owner(a, objs, users, m));
@@ -829,9 +837,9 @@ impl<'a> Builder<'a> {
         let u = self.users[ui];
         let o = self.objs[oi].o;
         let mut changed = false;
-        let profile = o.profile.clone().normalised();
-        let fields = changed_fields(&u.profile, &profile);
+        let fields = changed_fields(&u.profile, &o.profile);
         if !fields.is_empty() {
+            let profile = o.profile.clone().normalised();
             let s = self.step(ui, UserCommand::UpdateProfile { profile });
             self.updates.push(s);
             let c = change(address, "update", &fields.join(", "), Some(&o.id));
@@ -1017,12 +1025,17 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// The fields whose values differ once both sides are normalised as
+/// [`Profile::normalised`] does (trimmed, blank as none), without copying
+/// either profile: this runs for every user of every resync (issue 17).
 fn changed_fields(old: &Profile, new: &Profile) -> Vec<String> {
-    let old = old.clone().normalised();
+    fn value(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim).filter(|t| !t.is_empty())
+    }
     old.fields()
         .iter()
         .zip(new.fields().iter())
-        .filter(|((_, a), (_, b))| a != b)
+        .filter(|((_, a), (_, b))| value(a) != value(b))
         .map(|((name, _), _)| name.to_string())
         .collect()
 }
@@ -1069,7 +1082,7 @@ fn members_of(o: &DirectoryObject, objs: &[Obj], s: &Settings) -> Vec<Address> {
 /// address (the walk goes in address order), so the log is the same on
 /// every server.
 fn order_renames(renames: Vec<Rename>, users: &[&CurrentUser]) -> Vec<Step> {
-    let renaming_primary: HashMap<&Address, usize> = renames
+    let renaming_primary: Map<&Address, usize> = renames
         .iter()
         .enumerate()
         .map(|(i, r)| (&users[r.ui].address, i))
@@ -1337,10 +1350,11 @@ impl Builder<'_> {
 
     /// D3.u: every address several objects claim, with all its claimants.
     fn report_contested(&mut self) {
-        for (a, claimants) in &self.own.claims {
-            if claimants.len() < 2 {
-                continue;
-            }
+        let mut contested: Vec<_> = (self.own.claims.iter())
+            .filter(|(_, claimants)| claimants.len() >= 2)
+            .collect();
+        contested.sort_unstable_by(|x, y| x.0.cmp(y.0));
+        for (a, claimants) in contested {
             let kept_by = match self.own.owner(a) {
                 Owner::User(ui) => self.m.obj_of[ui]
                     .filter(|oi| claimants.iter().any(|(c, _)| c == oi))
