@@ -11,7 +11,7 @@ use sqlx::Row;
 
 use crate::audit::{AUDIT, AUDIT_ADDRESSES};
 use crate::customers::{CUSTOMERS, DOMAINS};
-use crate::users::{decode_row, rule_of, typed, UserRow, ALIASES, COLUMNS, RULES, USERS};
+use crate::users::{decode_row, rule_of, typed, UserRow, ALIASES, ROW_COLUMNS, RULES, USERS};
 use crate::{Cursor, ProjectionError};
 
 /// One page of results and the opaque token of the next one.
@@ -192,9 +192,9 @@ pub async fn list_users(
         .map(|text| q.s(like_pattern(text)));
     let base = format!("FROM {USERS} WHERE customer_id = {customer_p}{conds}");
     q.text = match (pattern, store.db()) {
-        (None, _) => format!("SELECT {COLUMNS} {base}{order}"),
+        (None, _) => format!("SELECT {ROW_COLUMNS} {base}{order}"),
         (Some(p), roster_store::Db::Sqlite(_)) => {
-            format!("SELECT {COLUMNS} {base} AND search LIKE {p} ESCAPE '\\'{order}")
+            format!("SELECT {ROW_COLUMNS} {base} AND search LIKE {p} ESCAPE '\\'{order}")
         }
         // PostgreSQL's list index holds the first characters of the text
         // (`search_key`, see `UsersProjection::backend_ddl`): the page's
@@ -206,7 +206,7 @@ pub async fn list_users(
         // text, and one beyond them is found by the second half, so the
         // union is exactly the users whose text contains `q`.
         (Some(p), roster_store::Db::Pg(_)) => format!(
-            "SELECT {COLUMNS} FROM {USERS} WHERE customer_id = {customer_p} AND user_id IN (\
+            "SELECT {ROW_COLUMNS} FROM {USERS} WHERE customer_id = {customer_p} AND user_id IN (\
              SELECT user_id FROM (SELECT user_id {base} AND search_key LIKE {p} ESCAPE '\\'{order}) a \
              UNION ALL \
              SELECT user_id FROM (SELECT user_id {base} AND search_more AND search LIKE {p} ESCAPE '\\'{order}) b\
@@ -261,7 +261,7 @@ pub async fn user_by_address(
         ),
     };
     let sql = format!(
-        "SELECT {COLUMNS}, \
+        "SELECT {ROW_COLUMNS}, \
          (SELECT {aliases} FROM {ALIASES} a WHERE a.user_id = u.user_id) AS alias_list, \
          (SELECT {rules} FROM {RULES} r WHERE r.user_id = u.user_id) AS rule_list \
          FROM {USERS} u WHERE customer_id = $1 AND address = $2 AND status <> 'deleted'"
@@ -656,31 +656,43 @@ pub async fn history(
 }
 
 /// Every live (not deleted) user of a customer with its aliases, in two
-/// queries whatever the size (the reconciler's input).
+/// queries whatever the size (the reconciler's input). The two run at once
+/// on two connections, and the users are decoded as they arrive rather
+/// than after the last one (issue 17).
 pub async fn current_users(
     store: &Store,
     customer: CustomerId,
 ) -> Result<Vec<UserRow>, ProjectionError> {
+    use futures::TryStreamExt;
     let sql =
-        format!("SELECT {COLUMNS} FROM {USERS} WHERE customer_id = $1 AND status <> 'deleted'");
-    let mut rows: Vec<UserRow> = with_db!(store.db(), |p| {
-        let raw = sqlx::query(&sql)
+        format!("SELECT {ROW_COLUMNS} FROM {USERS} WHERE customer_id = $1 AND status <> 'deleted'");
+    let alias_sql =
+        format!("SELECT user_id, address FROM {ALIASES} WHERE customer_id = $1 ORDER BY address");
+    let users = async {
+        let rows: Vec<UserRow> = with_db!(store.db(), |p| {
+            let mut rows = Vec::new();
+            let mut stream = sqlx::query(&sql).bind(customer.to_string()).fetch(p);
+            while let Some(raw) = stream.try_next().await? {
+                rows.push(decode_row(&raw)?);
+            }
+            rows
+        });
+        Ok::<_, ProjectionError>(rows)
+    };
+    let aliases = async {
+        let aliases: Vec<(String, String)> = with_db!(store.db(), |p| sqlx::query_as(&alias_sql)
             .bind(customer.to_string())
             .fetch_all(p)
-            .await?;
-        raw.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?
-    });
+            .await?);
+        Ok::<_, ProjectionError>(aliases)
+    };
+    let (rows, aliases) = tokio::join!(users, aliases);
+    let (mut rows, aliases) = (rows?, aliases?);
     let index: HashMap<String, usize> = rows
         .iter()
         .enumerate()
         .map(|(i, r)| (r.user_id.to_string(), i))
         .collect();
-    let sql =
-        format!("SELECT user_id, address FROM {ALIASES} WHERE customer_id = $1 ORDER BY address");
-    let aliases: Vec<(String, String)> = with_db!(store.db(), |p| sqlx::query_as(&sql)
-        .bind(customer.to_string())
-        .fetch_all(p)
-        .await?);
     for (u, a) in aliases {
         if let Some(i) = index.get(&u) {
             rows[*i].aliases.push(a);

@@ -224,51 +224,57 @@ pub(crate) const COLUMNS: &str =
      ignored_reason, created_at, updated_at, deleted_at, version, last_position, search, \
      directory_id, members";
 
+/// The columns [`decode_row`] reads: [`COLUMNS`] without `search`, the
+/// search text, which only the database reads (it is most of a row's
+/// bytes, and a resync reads every user of the customer, issue 17).
+pub(crate) const ROW_COLUMNS: &str =
+    "user_id, customer_id, address, kind, source, status, first_name, last_name, \
+     home_phone, mobile, company, department, notes, flag_reason, flagged_at, delete_at, \
+     ignored_reason, created_at, updated_at, deleted_at, version, last_position, \
+     directory_id, members";
+
+/// A row whose first columns are [`ROW_COLUMNS`], read by position (a
+/// resync reads every user of the customer: looking each of 24 columns up
+/// by name cost more than reading it, issue 17).
 pub(crate) fn decode_row<R: Row>(r: &R) -> Result<UserRow, sqlx::Error>
 where
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    usize: sqlx::ColumnIndex<R>,
     for<'x> String: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
     for<'x> Option<String>: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
     for<'x> i64: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
     for<'x> Option<i64>: sqlx::Decode<'x, R::Database> + sqlx::Type<R::Database>,
 {
-    let text = |column: &str| r.try_get::<String, _>(column);
-    let maybe = |column: &str| r.try_get::<Option<String>, _>(column);
+    let text = |i: usize| r.try_get::<String, _>(i);
+    let maybe = |i: usize| r.try_get::<Option<String>, _>(i);
     Ok(UserRow {
-        user_id: typed("user_id", text("user_id")?, |s| UserId::parse(s).ok())?,
-        customer_id: typed("customer_id", text("customer_id")?, |s| {
-            CustomerId::parse(s).ok()
-        })?,
-        address: r.try_get("address")?,
-        kind: typed("kind", text("kind")?, Kind::parse)?,
-        source: typed("source", text("source")?, Source::parse)?,
-        status: typed("status", text("status")?, Status::parse)?,
+        user_id: typed("user_id", text(0)?, |s| UserId::parse(s).ok())?,
+        customer_id: typed("customer_id", text(1)?, |s| CustomerId::parse(s).ok())?,
+        address: text(2)?,
+        kind: typed("kind", text(3)?, Kind::parse)?,
+        source: typed("source", text(4)?, Source::parse)?,
+        status: typed("status", text(5)?, Status::parse)?,
         profile: Profile {
-            first_name: r.try_get("first_name")?,
-            last_name: r.try_get("last_name")?,
-            home_phone: r.try_get("home_phone")?,
-            mobile: r.try_get("mobile")?,
-            company: r.try_get("company")?,
-            department: r.try_get("department")?,
-            notes: r.try_get("notes")?,
+            first_name: maybe(6)?,
+            last_name: maybe(7)?,
+            home_phone: maybe(8)?,
+            mobile: maybe(9)?,
+            company: maybe(10)?,
+            department: maybe(11)?,
+            notes: maybe(12)?,
         },
         aliases: vec![],
         rules: vec![],
-        directory_id: maybe("directory_id")?.map(ObjectId),
-        members: serde_json::from_str(&r.try_get::<String, _>("members")?).unwrap_or_default(),
-        flag_reason: typed_opt("flag_reason", maybe("flag_reason")?, FlagReason::parse)?,
-        flagged_at: r.try_get("flagged_at")?,
-        delete_at: r.try_get("delete_at")?,
-        ignored_reason: typed_opt(
-            "ignored_reason",
-            maybe("ignored_reason")?,
-            FlagReason::parse,
-        )?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        deleted_at: r.try_get("deleted_at")?,
-        version: r.try_get("version")?,
-        last_position: r.try_get("last_position")?,
+        flag_reason: typed_opt("flag_reason", maybe(13)?, FlagReason::parse)?,
+        flagged_at: r.try_get(14)?,
+        delete_at: r.try_get(15)?,
+        ignored_reason: typed_opt("ignored_reason", maybe(16)?, FlagReason::parse)?,
+        created_at: r.try_get(17)?,
+        updated_at: r.try_get(18)?,
+        deleted_at: r.try_get(19)?,
+        version: r.try_get(20)?,
+        last_position: r.try_get(21)?,
+        directory_id: maybe(22)?.map(ObjectId),
+        members: serde_json::from_str(&text(23)?).unwrap_or_default(),
     })
 }
 
@@ -319,7 +325,7 @@ pub(crate) async fn load_rows(
     for chunk in ids.chunks(500) {
         let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let marks = marks.join(",");
-        let sql = format!("SELECT {COLUMNS} FROM {prefix}{USERS} WHERE user_id IN ({marks})");
+        let sql = format!("SELECT {ROW_COLUMNS} FROM {prefix}{USERS} WHERE user_id IN ({marks})");
         let found: Vec<UserRow> = with_tx!(tx, |c| {
             let mut q = sqlx::query(&sql);
             for id in chunk {
@@ -799,5 +805,52 @@ impl Projection for UsersProjection {
         out.sort_by_key(|r| r.user_id);
         store_rows(tx, prefix, &out, &existing).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod row_columns_tests {
+    use super::*;
+
+    /// `decode_row` reads by position: the columns must stay in this order.
+    #[test]
+    fn u3_row_columns_are_in_the_order_decode_row_reads_them() {
+        let names: Vec<&str> = ROW_COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(
+            names,
+            [
+                "user_id",
+                "customer_id",
+                "address",
+                "kind",
+                "source",
+                "status",
+                "first_name",
+                "last_name",
+                "home_phone",
+                "mobile",
+                "company",
+                "department",
+                "notes",
+                "flag_reason",
+                "flagged_at",
+                "delete_at",
+                "ignored_reason",
+                "created_at",
+                "updated_at",
+                "deleted_at",
+                "version",
+                "last_position",
+                "directory_id",
+                "members"
+            ]
+        );
+        // Every column written but `search` is read back.
+        let written: Vec<&str> = COLUMNS
+            .split(',')
+            .map(str::trim)
+            .filter(|c| *c != "search")
+            .collect();
+        assert_eq!(names, written);
     }
 }
