@@ -10,7 +10,9 @@ use roster_app::retry::{retrying, Attempt};
 use roster_app::seats::Seats;
 use roster_app::users::{check_managed, stage_new, NewUser};
 use roster_domain::reconcile::{self, CurrentUser, Plan, PlanChange, Target};
-use roster_domain::snapshot::{DirectoryObject, ObjectId, ObjectKind, ReadError, Snapshot};
+use roster_domain::snapshot::{
+    DirectoryObject, ObjectId, ObjectKind, ReadError, ReadMode, Snapshot,
+};
 use roster_domain::{
     AddUser, Customer, Directory, DirectoryCommand, DirectoryError, DirectoryObjects, User,
     UserCommand, UserError, UserServices,

@@ -109,7 +109,7 @@ impl SyncService {
         customer: CustomerId,
         dir: &Directory,
         on_entries: Option<EntriesHook>,
-    ) -> Result<(DirectoryConfig, Snapshot), ReadError> {
+    ) -> Result<(DirectoryConfig, Snapshot, ReadMode), ReadError> {
         let kind = dir
             .enabled
             .ok_or_else(|| ReadError::Settings("directory sync is not enabled".into()))?;
@@ -135,6 +135,7 @@ impl SyncService {
         };
         // B1: what the previous read left (delta links and the directory as
         // read); a reader that keeps none reads everything.
+        let t = std::time::Instant::now();
         let previous = match self
             .store
             .db()
@@ -147,7 +148,9 @@ impl SyncService {
                 None
             }
         };
+        let loaded_s = t.elapsed().as_secs_f64();
         let read = reader.read_incremental(previous.as_deref()).await?;
+        let read_s = t.elapsed().as_secs_f64() - loaded_s;
         metrics::counter!("roster_directory_reads_total", "kind" => kind.as_str(), "mode" => read.mode.as_str())
             .increment(1);
         // The stored state is always a complete directory and the delta link
@@ -163,7 +166,15 @@ impl SyncService {
                 tracing::warn!(customer = %customer, error = %e, "the read's state could not be kept; the next read is a full one");
             }
         }
-        Ok((config, read.snapshot))
+        tracing::debug!(
+            customer = %customer,
+            state_bytes = previous.as_ref().map_or(0, Vec::len),
+            loaded_s,
+            read_s,
+            kept_s = t.elapsed().as_secs_f64() - loaded_s - read_s,
+            "read state loaded, directory read, state kept"
+        );
+        Ok((config, read.snapshot, read.mode))
     }
 
     /// Runs a started run to its end and records the outcome. A read that
@@ -194,7 +205,8 @@ impl SyncService {
         // The directory is read on its own thread; what the plan needs from
         // the database is loaded meanwhile.
         let (read, prefetched) = self.read_watched(customer, &dir, &progress).await;
-        tracing::info!(customer = %customer, run = %run_id, seconds = started.elapsed().as_secs_f64(), ok = read.is_ok(), "directory read");
+        let mode = read.as_ref().ok().map(|(_, _, m)| m.as_str());
+        tracing::info!(customer = %customer, run = %run_id, seconds = started.elapsed().as_secs_f64(), ok = read.is_ok(), mode, "directory read");
         metrics::histogram!("roster_sync_phase_seconds", "phase" => "read")
             .record(started.elapsed().as_secs_f64());
         let mut prefetched = prefetched.ok();
@@ -203,7 +215,7 @@ impl SyncService {
                 tracing::warn!(customer = %customer, run = %run_id, code = e.code(), error = %e, "directory read failed; nothing flagged or deleted");
                 self.fail(&meta, run_id, e.code(), &e.to_string()).await?
             }
-            Ok((config, snapshot)) => {
+            Ok((config, snapshot, _)) => {
                 let read = snapshot.objects.len() as u64;
                 progress
                     .phase(self, RunPhase::Plan, |p| p.read = Some(read))
@@ -255,7 +267,7 @@ impl SyncService {
         dir: &Directory,
         progress: &Progress,
     ) -> (
-        Result<(DirectoryConfig, Snapshot), ReadError>,
+        Result<(DirectoryConfig, Snapshot, ReadMode), ReadError>,
         Result<Prefetched, SyncError>,
     ) {
         use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -335,10 +347,14 @@ impl SyncService {
         // The read models must show every earlier write before we plan from them.
         let head = self.store.head_position().await?;
         self.settle(head).await;
+        let t = std::time::Instant::now();
         let rows = roster_projections::queries::current_users(&self.store, customer).await?;
-        let users = rows.into_iter().filter_map(current_user).collect();
+        let rows_s = t.elapsed().as_secs_f64();
+        let users: Vec<CurrentUser> = rows.into_iter().filter_map(current_user).collect();
+        let typed_s = t.elapsed().as_secs_f64() - rows_s;
         let cust: Loaded<Customer> = self.store.load(&customer.to_string()).await?;
         let dir: Loaded<Directory> = self.store.load(&customer.to_string()).await?;
+        tracing::debug!(customer = %customer, users = users.len(), rows_s, typed_s, aggregates_s = t.elapsed().as_secs_f64() - rows_s - typed_s, "current users loaded");
         Ok(Current {
             users,
             managed: cust.state.domains,
@@ -350,10 +366,32 @@ impl SyncService {
     /// current users and the directory objects as last read. The first
     /// attempt of a run uses it; a retry loads afresh.
     async fn prefetch(&self, customer: CustomerId) -> Result<Prefetched, SyncError> {
-        let current = self.current(customer).await?;
-        let objects =
-            roster_projections::directory::object_summaries(&self.store, customer).await?;
-        Ok(Prefetched { current, objects })
+        // The read models show every earlier write first (as `current`
+        // makes sure again), then both loads run at once on two
+        // connections: on a delta read that finds little, this load is
+        // what the read waits for (issue 17).
+        let t = std::time::Instant::now();
+        let head = self.store.head_position().await?;
+        self.settle(head).await;
+        let settled_s = t.elapsed().as_secs_f64();
+        let ((current, users_s), (objects, objects_s)) = tokio::join!(
+            async {
+                let t = std::time::Instant::now();
+                let out = self.current(customer).await;
+                (out, t.elapsed().as_secs_f64())
+            },
+            async {
+                let t = std::time::Instant::now();
+                let out =
+                    roster_projections::directory::object_summaries(&self.store, customer).await;
+                (out, t.elapsed().as_secs_f64())
+            }
+        );
+        tracing::debug!(customer = %customer, settled_s, users_s, objects_s, seconds = t.elapsed().as_secs_f64(), "plan inputs loaded");
+        Ok(Prefetched {
+            current: current?,
+            objects: objects?,
+        })
     }
 
     /// Plans a run against the current state.
@@ -392,7 +430,7 @@ impl SyncService {
         customer: CustomerId,
     ) -> Result<Result<DryRun, ReadError>, SyncError> {
         let dir = self.directory(customer).await?;
-        let (config, snapshot) = match self.read(customer, &dir, None).await {
+        let (config, snapshot, _) = match self.read(customer, &dir, None).await {
             Ok(x) => x,
             Err(e) => return Ok(Err(e)),
         };
@@ -664,11 +702,14 @@ impl SyncService {
             Some(b) => b,
             None => roster_projections::directory::object_summaries(&self.store, customer).await?,
         };
-        let mut seen = BTreeSet::new();
+        // A hash set of borrowed ids, not a tree of copies: this runs over
+        // every object of every resync (issue 17).
+        let mut seen: std::collections::HashSet<&str> =
+            std::collections::HashSet::with_capacity(snapshot.objects.len());
         let mut upserted = Vec::new();
         for o in &snapshot.objects {
+            seen.insert(o.id.as_str());
             let s = summary(o);
-            seen.insert(s.id.clone());
             if before.get(&s.id) != Some(&s) {
                 upserted.push(s);
             }
@@ -676,7 +717,7 @@ impl SyncService {
         upserted.sort();
         let mut removed: Vec<String> = before
             .keys()
-            .filter(|k| !seen.contains(*k))
+            .filter(|k| !seen.contains(k.as_str()))
             .cloned()
             .collect();
         removed.sort();
