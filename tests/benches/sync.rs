@@ -8,7 +8,12 @@
 //! ROSTER_BENCH_USERS changes the size (default 100000); ROSTER_BENCH_BACKENDS
 //! picks back-ends (default "postgres,sqlite"); ROSTER_BENCH_RUST_LOG sets
 //! the server's log filter and ROSTER_BENCH_LOG_DIR a folder to keep each
-//! server's log in (`server-<back-end>.log`).
+//! server's log in (`server-<back-end>-<reads>.log`); ROSTER_BENCH_READS
+//! picks the series (default "full,delta"): "full" reads with the Active
+//! Directory preset as configured (this slapd offers no `uSNChanged`, so
+//! every read is a full one), "delta" the same entries with `entryUUID` as
+//! the id, so that resyncs use content synchronisation (RFC 4533, B1)
+//! against the slapd's syncprov overlay.
 //!
 //! The directory is an AD-like slapd with Active Directory's 1,000-entry
 //! page cap, read as an ordinary account: every user with a primary
@@ -197,9 +202,16 @@ async fn main() {
     let log_filter =
         std::env::var("ROSTER_BENCH_RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
     let t = Instant::now();
-    let mut slapd = Slapd::start(SlapdConfig::ad_like().page_cap(true).data(data.clone()))
-        .await
-        .unwrap();
+    // syncprov with a session log (deletions reported, not a present
+    // phase) serves the delta series; the full series does not use it.
+    let mut slapd = Slapd::start(
+        SlapdConfig::ad_like()
+            .page_cap(true)
+            .syncprov(Some(20_000))
+            .data(data.clone()),
+    )
+    .await
+    .unwrap();
     eprintln!(
         "slapd with {users} users ready in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -210,100 +222,117 @@ async fn main() {
     let mut floors = vec![format!(
         "paged ldapsearch of the same {entries} entries: {read_floor:.2} s"
     )];
+    // ROSTER_BENCH_READS: "full" (the AD preset as is: the AD-like slapd
+    // offers no uSNChanged, so every read is a full one), "delta" (the
+    // same entries with entryUUID as the id, so content synchronisation
+    // applies: B1), or both (the default).
+    let reads = std::env::var("ROSTER_BENCH_READS").unwrap_or_else(|_| "full,delta".into());
+    let admin = slapd.admin().await.unwrap();
     for backend in backends.split(',').map(str::trim) {
-        let dir = tempfile::tempdir().unwrap();
-        let pg = match backend {
-            "postgres" => Some(PgDb::create().await.expect("PostgreSQL")),
-            "sqlite" => None,
-            _ => continue,
-        };
-        let p = RosterProcess::start_with(
-            &dir.path().join("data"),
-            pg.as_ref().map(|d| d.url()),
-            &[
-                ("ROSTER_NO_WORKER", "true"),
-                ("RUST_LOG", &log_filter),
-                ("ROSTER_LOG_FORMAT", "json"),
-            ],
-        )
-        .await;
-        let api = p.admin();
-        let c = api
-            .customer("Bench", 10_000_000, &[DOMAIN, ALIAS_DOMAIN])
-            .await;
-        let (s, v) = api
-            .call(
-                Method::PUT,
-                &format!("/v1/customers/{c}/directory"),
-                Some(json!({
-                    "kind": "ldap",
-                    "host": slapd.host(),
-                    "port": slapd.port(),
-                    "ssl": false,
-                    "bind_user": slapd.reader_dn(),
-                    "password": slapd.reader_password(),
-                    "base_dn": BASE,
-                    "preset": "active_directory",
-                    "timeout_secs": 120,
-                    "enabled": true,
-                })),
+        for read in reads.split(',').map(str::trim) {
+            let delta = match read {
+                "full" => false,
+                "delta" => true,
+                _ => continue,
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let pg = match backend {
+                "postgres" => Some(PgDb::create().await.expect("PostgreSQL")),
+                "sqlite" => None,
+                _ => continue,
+            };
+            let p = RosterProcess::start_with(
+                &dir.path().join("data"),
+                pg.as_ref().map(|d| d.url()),
+                &[
+                    ("ROSTER_NO_WORKER", "true"),
+                    ("RUST_LOG", &log_filter),
+                    ("ROSTER_LOG_FORMAT", "json"),
+                ],
             )
             .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        let initial = phase(&p, &api, &c, "initial sync").await;
-        let mut store_floor = None;
-        if let Some(pg) = &pg {
-            let (secs, n) = copy_floor(pg.url()).await;
-            floors.push(format!(
-                "{backend}: COPY of the initial sync's {n} events into a copy of the log table: {secs:.2} s"
-            ));
-            store_floor = Some(secs);
+            let api = p.admin();
+            let c = api
+                .customer("Bench", 10_000_000, &[DOMAIN, ALIAS_DOMAIN])
+                .await;
+            let mut settings = json!({
+                "kind": "ldap",
+                "host": slapd.host(),
+                "port": slapd.port(),
+                "ssl": false,
+                "bind_user": slapd.reader_dn(),
+                "password": slapd.reader_password(),
+                "base_dn": BASE,
+                "preset": "active_directory",
+                "timeout_secs": 120,
+                "enabled": true,
+            });
+            if delta {
+                // Content synchronisation names entries by entryUUID.
+                settings["attributes"] = json!({"id": "entryUUID"});
+            }
+            let (s, v) = api
+                .call(
+                    Method::PUT,
+                    &format!("/v1/customers/{c}/directory"),
+                    Some(settings),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            let initial = phase(&p, &api, &c, "initial sync").await;
+            let mut store_floor = None;
+            if let (Some(pg), false) = (&pg, delta) {
+                let (secs, n) = copy_floor(pg.url()).await;
+                floors.push(format!(
+                    "{backend}: COPY of the initial sync's {n} events into a copy of the log table: {secs:.2} s"
+                ));
+                store_floor = Some(secs);
+            }
+            let resync = phase(&p, &api, &c, "resync, no change").await;
+            // 1% of the users change department.
+            for i in (0..users).step_by(100) {
+                admin
+                    .replace(&data.user(i).dn, "department", &[format!("Dept {i}")])
+                    .await
+                    .unwrap();
+            }
+            let changed = phase(&p, &api, &c, "resync, 1% changed").await;
+            for ph in [initial, resync, changed] {
+                let floor = read_floor
+                    + if ph.name == "initial sync" {
+                        store_floor.unwrap_or(0.0)
+                    } else {
+                        0.0
+                    };
+                rows.push(format!(
+                    "| {backend} | {read} | {} | {:.2} | {floor:.2} | {:.1}x | {} | {} | {} | {} |",
+                    ph.name,
+                    ph.seconds,
+                    ph.seconds / floor,
+                    ph.events,
+                    ph.peak_mib,
+                    ph.counts,
+                    ph.split
+                ));
+            }
+            // Put the directory back for the next series.
+            for i in (0..users).step_by(100) {
+                let d = data.user(i).department.unwrap();
+                admin
+                    .replace(&data.user(i).dn, "department", &[d])
+                    .await
+                    .unwrap();
+            }
+            if let Ok(dir) = std::env::var("ROSTER_BENCH_LOG_DIR") {
+                std::fs::write(format!("{dir}/server-{backend}-{read}.log"), p.log_text()).unwrap();
+            }
+            p.stop().await;
         }
-        let resync = phase(&p, &api, &c, "resync, no change").await;
-        // 1% of the users change department.
-        let admin = slapd.admin().await.unwrap();
-        for i in (0..users).step_by(100) {
-            admin
-                .replace(&data.user(i).dn, "department", &[format!("Dept {i}")])
-                .await
-                .unwrap();
-        }
-        let changed = phase(&p, &api, &c, "resync, 1% changed").await;
-        for ph in [initial, resync, changed] {
-            let floor = read_floor
-                + if ph.name == "initial sync" {
-                    store_floor.unwrap_or(0.0)
-                } else {
-                    0.0
-                };
-            rows.push(format!(
-                "| {backend} | {} | {:.2} | {floor:.2} | {:.1}x | {} | {} | {} | {} |",
-                ph.name,
-                ph.seconds,
-                ph.seconds / floor,
-                ph.events,
-                ph.peak_mib,
-                ph.counts,
-                ph.split
-            ));
-        }
-        // Put the directory back for the next back-end.
-        for i in (0..users).step_by(100) {
-            let d = data.user(i).department.unwrap();
-            admin
-                .replace(&data.user(i).dn, "department", &[d])
-                .await
-                .unwrap();
-        }
-        if let Ok(dir) = std::env::var("ROSTER_BENCH_LOG_DIR") {
-            std::fs::write(format!("{dir}/server-{backend}.log"), p.log_text()).unwrap();
-        }
-        p.stop().await;
     }
     println!("Floors: {}.", floors.join("; "));
     println!();
-    println!("| back-end | phase | seconds (to read models caught up) | floor (s) | ratio | events appended | server peak RSS (MiB) | counts | split (s) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| back-end | reads | phase | seconds (to read models caught up) | floor (s) | ratio | events appended | server peak RSS (MiB) | counts | split (s) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

@@ -52,7 +52,13 @@ pub fn split_from_log(log: &str, run: &str) -> String {
         };
         if line.contains("directory read") {
             if let Some(s) = field("seconds") {
-                read = format!("read {s:.2}");
+                // `"mode":"full"` or `"mode":"delta"` (B1), when logged.
+                let mode = line
+                    .find("\"mode\":\"")
+                    .and_then(|i| line[i + 8..].split('"').next())
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default();
+                read = format!("read {s:.2}{mode}");
             }
         }
         if line.contains("sync run applied") {
