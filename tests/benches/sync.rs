@@ -94,7 +94,18 @@ async fn phase(
         "added {} updated {} flagged {} unchanged {}",
         k["added"], k["updated"], k["flagged"], k["unchanged"]
     );
-    let events = head(api, c).await - before;
+    // The run completes once the user list shows it; the audit trail,
+    // which `head` reads, may still be projecting the run's events.
+    let mut last = head(api, c).await;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = head(api, c).await;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let events = last - before;
     Phase {
         name,
         seconds,
