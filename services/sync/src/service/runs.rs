@@ -467,8 +467,19 @@ impl SyncService {
             Some(p) => (p.current, Some(p.objects)),
             None => (self.current(customer).await?, None),
         };
-        let plan = tracing::info_span!("sync.plan")
-            .in_scope(|| self.plan(customer, config, snapshot, &current));
+        // The diff of the directory objects against the last read needs
+        // neither the plan nor the database: it runs on a second thread
+        // while the plan runs on this one (issue 17).
+        let span = tracing::info_span!("sync.plan");
+        let (plan, diff) = std::thread::scope(|scope| {
+            let diff = objects
+                .as_ref()
+                .map(|before| scope.spawn(|| objects_diff(snapshot, before)));
+            let plan = span.in_scope(|| self.plan(customer, config, snapshot, &current));
+            let diff = diff.map(|d| d.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            (plan, diff)
+        });
+        drop(objects);
         let plan_s = t.elapsed().as_secs_f64();
         metrics::histogram!("roster_sync_phase_seconds", "phase" => "plan").record(plan_s);
         let hold = match confirmed_limit {
@@ -510,7 +521,7 @@ impl SyncService {
             run_id,
             config.connection.kind(),
             snapshot,
-            objects,
+            diff,
             meta,
         )
         .instrument(stage)
@@ -695,32 +706,17 @@ impl SyncService {
         run_id: Uuid,
         kind: DirectoryKind,
         snapshot: &Snapshot,
-        before: Option<HashMap<String, ObjectSummary>>,
+        diff: Option<(Vec<ObjectSummary>, Vec<String>)>,
         meta: &EventMeta,
     ) -> Result<(), SyncError> {
-        let before = match before {
-            Some(b) => b,
-            None => roster_projections::directory::object_summaries(&self.store, customer).await?,
-        };
-        // A hash set of borrowed ids, not a tree of copies: this runs over
-        // every object of every resync (issue 17).
-        let mut seen: std::collections::HashSet<&str> =
-            std::collections::HashSet::with_capacity(snapshot.objects.len());
-        let mut upserted = Vec::new();
-        for o in &snapshot.objects {
-            seen.insert(o.id.as_str());
-            let s = summary(o);
-            if before.get(&s.id) != Some(&s) {
-                upserted.push(s);
+        let (upserted, removed) = match diff {
+            Some(d) => d,
+            None => {
+                let before =
+                    roster_projections::directory::object_summaries(&self.store, customer).await?;
+                objects_diff(snapshot, &before)
             }
-        }
-        upserted.sort();
-        let mut removed: Vec<String> = before
-            .keys()
-            .filter(|k| !seen.contains(k.as_str()))
-            .cloned()
-            .collect();
-        removed.sort();
+        };
         if upserted.is_empty() && removed.is_empty() {
             return Ok(());
         }
@@ -762,6 +758,34 @@ impl SyncService {
         }
         Ok(())
     }
+}
+
+/// The objects of `snapshot` that are new or differ from the last read
+/// (`before`), and the ids of those it no longer has; both sorted.
+fn objects_diff(
+    snapshot: &Snapshot,
+    before: &HashMap<String, ObjectSummary>,
+) -> (Vec<ObjectSummary>, Vec<String>) {
+    // A hash set of borrowed ids, not a tree of copies: this runs over
+    // every object of every run (issue 17).
+    let mut seen: std::collections::HashSet<&str> =
+        std::collections::HashSet::with_capacity(snapshot.objects.len());
+    let mut upserted = Vec::new();
+    for o in &snapshot.objects {
+        seen.insert(o.id.as_str());
+        let s = summary(o);
+        if before.get(&s.id) != Some(&s) {
+            upserted.push(s);
+        }
+    }
+    upserted.sort();
+    let mut removed: Vec<String> = before
+        .keys()
+        .filter(|k| !seen.contains(k.as_str()))
+        .cloned()
+        .collect();
+    removed.sort();
+    (upserted, removed)
 }
 
 /// A row of the user list as the reconciler's input (its ids and statuses
