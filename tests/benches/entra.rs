@@ -22,8 +22,10 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use roster_graph_emulator::{GenerateUsers, GraphEmulator, Group, TenantFixture};
-use roster_testkit::PgDb;
-use roster_tests::bench::{head, peak_mib, reset_peak, run_log, split_from_log, sync_and_wait};
+use roster_tests::bench::{
+    bench_server, head, peak_mib, reset_peak, run_log, settled_head, split_from_log, sync_and_wait,
+    BenchServer,
+};
 use roster_tests::process::{Api, RosterProcess};
 use serde_json::{json, Value};
 
@@ -63,7 +65,7 @@ async fn phase(
     Phase {
         name,
         seconds,
-        events: head(api, c).await - before,
+        events: settled_head(api, c).await - before,
         peak_mib,
         graph_requests: emu.graph_requests().len(),
         counts,
@@ -129,22 +131,10 @@ async fn main() {
     );
     let mut rows = Vec::new();
     for backend in backends.split(',').map(str::trim) {
-        let dir = tempfile::tempdir().unwrap();
-        let pg = match backend {
-            "postgres" => Some(PgDb::create().await.expect("PostgreSQL")),
-            "sqlite" => None,
-            _ => continue,
+        let Some(server) = bench_server(backend, "info,sqlx=warn").await else {
+            continue;
         };
-        let p = RosterProcess::start_with(
-            &dir.path().join("data"),
-            pg.as_ref().map(|d| d.url()),
-            &[
-                ("ROSTER_NO_WORKER", "true"),
-                ("RUST_LOG", "info,sqlx=warn"),
-                ("ROSTER_LOG_FORMAT", "json"),
-            ],
-        )
-        .await;
+        let BenchServer { process: p, .. } = server;
         let api = p.admin();
         let c = api.customer("Bench", 1_000_000, &[&fx.domain]).await;
         let put = |body: Value| {

@@ -38,8 +38,11 @@
 use std::time::Instant;
 
 use reqwest::{Method, StatusCode};
-use roster_testkit::{DirectoryData, PgDb, Slapd, SlapdConfig, Style};
-use roster_tests::bench::{head, peak_mib, reset_peak, run_log, split_from_log, sync_and_wait};
+use roster_testkit::{DirectoryData, Slapd, SlapdConfig, Style};
+use roster_tests::bench::{
+    bench_server, head, peak_mib, reset_peak, run_log, settled_head, split_from_log, sync_and_wait,
+    BenchServer,
+};
 use roster_tests::process::RosterProcess;
 use serde_json::json;
 
@@ -94,18 +97,7 @@ async fn phase(
         "added {} updated {} flagged {} unchanged {}",
         k["added"], k["updated"], k["flagged"], k["unchanged"]
     );
-    // The run completes once the user list shows it; the audit trail,
-    // which `head` reads, may still be projecting the run's events.
-    let mut last = head(api, c).await;
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let now = head(api, c).await;
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    let events = last - before;
+    let events = settled_head(api, c).await - before;
     Phase {
         name,
         seconds,
@@ -246,22 +238,10 @@ async fn main() {
                 "delta" => true,
                 _ => continue,
             };
-            let dir = tempfile::tempdir().unwrap();
-            let pg = match backend {
-                "postgres" => Some(PgDb::create().await.expect("PostgreSQL")),
-                "sqlite" => None,
-                _ => continue,
+            let Some(server) = bench_server(backend, &log_filter).await else {
+                continue;
             };
-            let p = RosterProcess::start_with(
-                &dir.path().join("data"),
-                pg.as_ref().map(|d| d.url()),
-                &[
-                    ("ROSTER_NO_WORKER", "true"),
-                    ("RUST_LOG", &log_filter),
-                    ("ROSTER_LOG_FORMAT", "json"),
-                ],
-            )
-            .await;
+            let BenchServer { process: p, pg, .. } = server;
             let api = p.admin();
             let c = api
                 .customer("Bench", 10_000_000, &[DOMAIN, ALIAS_DOMAIN])

@@ -103,6 +103,21 @@ pub async fn head(api: &Api, c: &str) -> i64 {
     v["events"][0]["position"].as_i64().unwrap_or(0)
 }
 
+/// [`head`] once the audit trail has caught up (unchanged over 300 ms): a
+/// run completes when the user list shows it, and the audit lane may
+/// still be projecting its events.
+pub async fn settled_head(api: &Api, c: &str) -> i64 {
+    let mut last = head(api, c).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = head(api, c).await;
+        if now == last {
+            return last;
+        }
+        last = now;
+    }
+}
+
 /// Sync Now over HTTP, then polls until the run is no longer running (a
 /// run completes once the read models show it). Returns the run id and
 /// its detail; asserts it completed.
@@ -141,4 +156,40 @@ pub async fn sync_and_wait(api: &Api, c: &str) -> (String, Value) {
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// A `roster serve` for a bench, on a back-end and its own data folder,
+/// kept alive as long as this is.
+pub struct BenchServer {
+    pub process: crate::process::RosterProcess,
+    /// The fresh database of a "postgres" server.
+    pub pg: Option<roster_testkit::PgDb>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a server for a bench on `backend` ("postgres": a fresh database;
+/// "sqlite": the embedded default), without the background worker, its
+/// log in JSON filtered by `log_filter`. `None` for another name.
+pub async fn bench_server(backend: &str, log_filter: &str) -> Option<BenchServer> {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = match backend {
+        "postgres" => Some(roster_testkit::PgDb::create().await.expect("PostgreSQL")),
+        "sqlite" => None,
+        _ => return None,
+    };
+    let process = crate::process::RosterProcess::start_with(
+        &dir.path().join("data"),
+        pg.as_ref().map(|d| d.url()),
+        &[
+            ("ROSTER_NO_WORKER", "true"),
+            ("RUST_LOG", log_filter),
+            ("ROSTER_LOG_FORMAT", "json"),
+        ],
+    )
+    .await;
+    Some(BenchServer {
+        process,
+        pg,
+        _dir: dir,
+    })
 }
