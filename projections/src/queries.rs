@@ -11,7 +11,10 @@ use sqlx::Row;
 
 use crate::audit::{AUDIT, AUDIT_ADDRESSES};
 use crate::customers::{CUSTOMERS, DOMAINS};
-use crate::users::{decode_row, rule_of, typed, UserRow, ALIASES, ROW_COLUMNS, RULES, USERS};
+use crate::users::{
+    decode_row, rule_of, typed, RawUserRow, UserRow, ALIASES, ROW_COLUMNS, ROW_JSON_SQLITE, RULES,
+    USERS,
+};
 use crate::{Cursor, ProjectionError};
 
 /// One page of results and the opaque token of the next one.
@@ -669,14 +672,26 @@ pub async fn current_users(
     let alias_sql =
         format!("SELECT user_id, address FROM {ALIASES} WHERE customer_id = $1 ORDER BY address");
     let users = async {
-        let rows: Vec<UserRow> = with_db!(store.db(), |p| {
-            let mut rows = Vec::new();
-            let mut stream = sqlx::query(&sql).bind(customer.to_string()).fetch(p);
-            while let Some(raw) = stream.try_next().await? {
-                rows.push(decode_row(&raw)?);
+        let rows: Vec<UserRow> = match store.db() {
+            roster_store::Db::Pg(p) => {
+                let mut rows = Vec::new();
+                let mut stream = sqlx::query(&sql).bind(customer.to_string()).fetch(p);
+                while let Some(raw) = stream.try_next().await? {
+                    rows.push(decode_row(&raw)?);
+                }
+                rows
             }
-            rows
-        });
+            roster_store::Db::Sqlite(p) => {
+                let sql = format!(
+                    "SELECT json_group_array({ROW_JSON_SQLITE}) FROM {USERS} \
+                     WHERE customer_id = $1 AND status <> 'deleted'"
+                );
+                let raw: Vec<RawUserRow> = sqlite_json_rows(p, &sql, customer).await?;
+                raw.into_iter()
+                    .map(RawUserRow::typed)
+                    .collect::<Result<_, _>>()?
+            }
+        };
         Ok::<_, ProjectionError>(rows)
     };
     let aliases = async {
@@ -699,6 +714,28 @@ pub async fn current_users(
         }
     }
     Ok(rows)
+}
+
+/// SQLite: the rows of `sql`, a `SELECT json_group_array(json_array(...))`
+/// over one customer (`$1`), in one value. sqlx hands each row of a SQLite
+/// result from its worker thread to the task and copies every value: for
+/// 100,000 rows that took 1.2-2.0 s where the one JSON text takes a
+/// fraction (issue 17).
+pub(crate) async fn sqlite_json_rows<T: serde::de::DeserializeOwned>(
+    pool: &sqlx::SqlitePool,
+    sql: &str,
+    customer: CustomerId,
+) -> Result<Vec<T>, ProjectionError> {
+    let (json,): (String,) = sqlx::query_as(sql)
+        .bind(customer.to_string())
+        .fetch_one(pool)
+        .await?;
+    serde_json::from_str(&json).map_err(|e| {
+        ProjectionError::Database(sqlx::Error::Decode(
+            format!("a corrupt read-model row: {e}; rebuild the projections (`roster rebuild`)")
+                .into(),
+        ))
+    })
 }
 
 /// Flagged users whose delete-after delay has passed (D3.i), oldest first.

@@ -233,6 +233,78 @@ pub(crate) const ROW_COLUMNS: &str =
      ignored_reason, created_at, updated_at, deleted_at, version, last_position, \
      directory_id, members";
 
+/// A row of [`ROW_COLUMNS`] as the database holds it, before its ids and
+/// names are typed. Deserializes from a JSON array of the columns in that
+/// order (SQLite's `json_array`, see [`crate::queries::current_users`]).
+#[derive(serde::Deserialize)]
+pub(crate) struct RawUserRow {
+    user_id: String,
+    customer_id: String,
+    address: String,
+    kind: String,
+    source: String,
+    status: String,
+    profile: [Option<String>; 7],
+    flag_reason: Option<String>,
+    flagged_at: Option<i64>,
+    delete_at: Option<i64>,
+    ignored_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    deleted_at: Option<i64>,
+    version: i64,
+    last_position: i64,
+    directory_id: Option<String>,
+    members: String,
+}
+
+/// The JSON array of one row's [`ROW_COLUMNS`] in SQLite, in the order
+/// [`RawUserRow`] reads them (the profile's seven as one array).
+pub(crate) const ROW_JSON_SQLITE: &str =
+    "json_array(user_id, customer_id, address, kind, source, status, \
+     json_array(first_name, last_name, home_phone, mobile, company, department, notes), \
+     flag_reason, flagged_at, delete_at, ignored_reason, created_at, updated_at, deleted_at, \
+     version, last_position, directory_id, members)";
+
+impl RawUserRow {
+    /// The row typed; a value its type does not accept is a corrupt row.
+    pub(crate) fn typed(self) -> Result<UserRow, sqlx::Error> {
+        let [first_name, last_name, home_phone, mobile, company, department, notes] = self.profile;
+        Ok(UserRow {
+            user_id: typed("user_id", self.user_id, |s| UserId::parse(s).ok())?,
+            customer_id: typed("customer_id", self.customer_id, |s| {
+                CustomerId::parse(s).ok()
+            })?,
+            address: self.address,
+            kind: typed("kind", self.kind, Kind::parse)?,
+            source: typed("source", self.source, Source::parse)?,
+            status: typed("status", self.status, Status::parse)?,
+            profile: Profile {
+                first_name,
+                last_name,
+                home_phone,
+                mobile,
+                company,
+                department,
+                notes,
+            },
+            aliases: vec![],
+            rules: vec![],
+            flag_reason: typed_opt("flag_reason", self.flag_reason, FlagReason::parse)?,
+            flagged_at: self.flagged_at,
+            delete_at: self.delete_at,
+            ignored_reason: typed_opt("ignored_reason", self.ignored_reason, FlagReason::parse)?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            deleted_at: self.deleted_at,
+            version: self.version,
+            last_position: self.last_position,
+            directory_id: self.directory_id.map(ObjectId),
+            members: serde_json::from_str(&self.members).unwrap_or_default(),
+        })
+    }
+}
+
 /// A row whose first columns are [`ROW_COLUMNS`], read by position (a
 /// resync reads every user of the customer: looking each of 24 columns up
 /// by name cost more than reading it, issue 17).
@@ -246,36 +318,35 @@ where
 {
     let text = |i: usize| r.try_get::<String, _>(i);
     let maybe = |i: usize| r.try_get::<Option<String>, _>(i);
-    Ok(UserRow {
-        user_id: typed("user_id", text(0)?, |s| UserId::parse(s).ok())?,
-        customer_id: typed("customer_id", text(1)?, |s| CustomerId::parse(s).ok())?,
+    RawUserRow {
+        user_id: text(0)?,
+        customer_id: text(1)?,
         address: text(2)?,
-        kind: typed("kind", text(3)?, Kind::parse)?,
-        source: typed("source", text(4)?, Source::parse)?,
-        status: typed("status", text(5)?, Status::parse)?,
-        profile: Profile {
-            first_name: maybe(6)?,
-            last_name: maybe(7)?,
-            home_phone: maybe(8)?,
-            mobile: maybe(9)?,
-            company: maybe(10)?,
-            department: maybe(11)?,
-            notes: maybe(12)?,
-        },
-        aliases: vec![],
-        rules: vec![],
-        flag_reason: typed_opt("flag_reason", maybe(13)?, FlagReason::parse)?,
+        kind: text(3)?,
+        source: text(4)?,
+        status: text(5)?,
+        profile: [
+            maybe(6)?,
+            maybe(7)?,
+            maybe(8)?,
+            maybe(9)?,
+            maybe(10)?,
+            maybe(11)?,
+            maybe(12)?,
+        ],
+        flag_reason: maybe(13)?,
         flagged_at: r.try_get(14)?,
         delete_at: r.try_get(15)?,
-        ignored_reason: typed_opt("ignored_reason", maybe(16)?, FlagReason::parse)?,
+        ignored_reason: maybe(16)?,
         created_at: r.try_get(17)?,
         updated_at: r.try_get(18)?,
         deleted_at: r.try_get(19)?,
         version: r.try_get(20)?,
         last_position: r.try_get(21)?,
-        directory_id: maybe(22)?.map(ObjectId),
-        members: serde_json::from_str(&text(23)?).unwrap_or_default(),
-    })
+        directory_id: maybe(22)?,
+        members: text(23)?,
+    }
+    .typed()
 }
 
 /// A column's text as its type; a value the type does not accept is a
