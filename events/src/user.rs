@@ -166,6 +166,22 @@ impl Profile {
         Ok(())
     }
 
+    /// A profile from its seven values in the order of [`Profile::fields`]
+    /// (first name, last name, home phone, mobile, company, department,
+    /// notes), as compact stores keep them.
+    pub fn from_fields(values: [Option<String>; 7]) -> Profile {
+        let [first_name, last_name, home_phone, mobile, company, department, notes] = values;
+        Profile {
+            first_name,
+            last_name,
+            home_phone,
+            mobile,
+            company,
+            department,
+            notes,
+        }
+    }
+
     /// Field names and values, for validation messages and exports.
     pub fn fields(&self) -> [(&'static str, &Option<String>); 7] {
         [

@@ -269,7 +269,6 @@ pub(crate) const ROW_JSON_SQLITE: &str =
 impl RawUserRow {
     /// The row typed; a value its type does not accept is a corrupt row.
     pub(crate) fn typed(self) -> Result<UserRow, sqlx::Error> {
-        let [first_name, last_name, home_phone, mobile, company, department, notes] = self.profile;
         Ok(UserRow {
             user_id: typed("user_id", self.user_id, |s| UserId::parse(s).ok())?,
             customer_id: typed("customer_id", self.customer_id, |s| {
@@ -279,15 +278,7 @@ impl RawUserRow {
             kind: typed("kind", self.kind, Kind::parse)?,
             source: typed("source", self.source, Source::parse)?,
             status: typed("status", self.status, Status::parse)?,
-            profile: Profile {
-                first_name,
-                last_name,
-                home_phone,
-                mobile,
-                company,
-                department,
-                notes,
-            },
+            profile: Profile::from_fields(self.profile),
             aliases: vec![],
             rules: vec![],
             flag_reason: typed_opt("flag_reason", self.flag_reason, FlagReason::parse)?,

@@ -120,7 +120,6 @@ impl Item {
     }
 
     fn into_object(self) -> DirectoryObject {
-        let [first_name, last_name, home_phone, mobile, company, department, notes] = self.profile;
         DirectoryObject {
             id: ObjectId(self.id),
             kind: self.kind,
@@ -128,15 +127,7 @@ impl Item {
             display_name: self.display_name,
             mail: self.mail,
             proxy_addresses: self.proxy_addresses,
-            profile: Profile {
-                first_name,
-                last_name,
-                home_phone,
-                mobile,
-                company,
-                department,
-                notes,
-            },
+            profile: Profile::from_fields(self.profile),
             disabled: self.disabled || expired(self.expires),
             members: Vec::new(),
             member_addresses: Vec::new(),
