@@ -1005,6 +1005,56 @@ async fn u3_one_user_reads_as_the_list_shows_it(s: TestStore) {
     );
 }
 
+/// Issue 17 (D3, U3): the reconciler's input (`current_users`, read as
+/// one JSON value on both back-ends) is every live user exactly as the
+/// user list shows it, whatever its text holds; a customer without users
+/// or directory objects reads as empty, not as an error.
+async fn d3_the_plans_input_reads_every_live_user_as_the_list_shows_it(s: TestStore) {
+    let c = workload(&s).await;
+    let app = s.app();
+    let mut odd = user(
+        "odd@live.example",
+        "Zoë \"Q\" 🚀",
+        "O'Brien\\back",
+        &["b@live.example", "a@live.example"],
+    );
+    odd.profile.notes = Some("tab\there\nnext line </script>".into());
+    odd.profile.mobile = Some("+44 20 7946 0000".into());
+    users::add_user(&app, s.meta(c), odd, Source::Manual)
+        .await
+        .unwrap();
+    s.project().await;
+    let mut read = queries::current_users(&s.store, c).await.unwrap();
+    let mut listed = queries::list_users(&s.store, c, &UserFilter::default(), None, 1_000)
+        .await
+        .unwrap()
+        .items;
+    assert!(listed.len() >= 12, "the workload's users are listed");
+    for u in &mut listed {
+        u.rules.clear(); // the plan does not read rules
+    }
+    read.sort_by(|a, b| a.address.cmp(&b.address));
+    listed.sort_by(|a, b| a.address.cmp(&b.address));
+    assert_eq!(read, listed);
+    let odd = read
+        .iter()
+        .find(|u| u.address == "odd@live.example")
+        .unwrap();
+    assert_eq!(odd.profile.first_name.as_deref(), Some("Zoë \"Q\" 🚀"));
+    assert_eq!(odd.aliases, vec!["a@live.example", "b@live.example"]);
+    let empty = s.customer(10, &["empty.example"]).await;
+    assert!(queries::current_users(&s.store, empty)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        roster_projections::directory::object_summaries(&s.store, empty)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Issue 17 (E4): the page of a run's changes (`GET .../directory/syncs/{run}`:
 /// its user events, newest first) is one walk of the audit trail's run
 /// index, also while the run's own bulk is being projected and the table
@@ -1111,6 +1161,7 @@ both_backends!(
     b7_the_user_list_as_of_a_past_instant_is_what_it_was,
     e3_the_projector_records_an_event_it_cannot_read_and_goes_on,
     i14_user_search_goes_through_the_search_index,
+    d3_the_plans_input_reads_every_live_user_as_the_list_shows_it,
 );
 
 /// Issue 17 (U3): a user list written by an earlier version (the pg_trgm
