@@ -594,19 +594,26 @@ pub async fn object_summaries(
     store: &roster_store::Store,
     customer: roster_events::CustomerId,
 ) -> Result<std::collections::HashMap<String, ObjectSummary>, ProjectionError> {
-    // One JSON value instead of a row each (see `queries::json_rows`).
-    let pg = matches!(store.db(), roster_store::Db::Pg(_));
-    let row = if pg {
-        "json_build_array(object_id, kind, dn, display_name, mail, aliases, disabled)"
-    } else {
-        "json_array(object_id, kind, dn, display_name, mail, aliases, \
-         json(CASE WHEN disabled THEN 'true' ELSE 'false' END))"
+    let rows: Vec<ObjectTuple> = match store.db() {
+        roster_store::Db::Pg(p) => {
+            let sql = format!(
+                "SELECT object_id, kind, dn, display_name, mail, aliases, disabled FROM {OBJECTS} WHERE customer_id = $1"
+            );
+            sqlx::query_as(&sql)
+                .bind(customer.to_string())
+                .fetch_all(p)
+                .await?
+        }
+        // One JSON value instead of a row each (see `sqlite_json_rows`).
+        roster_store::Db::Sqlite(p) => {
+            let sql = format!(
+                "SELECT json_group_array(json_array(object_id, kind, dn, display_name, mail, \
+                 aliases, json(CASE WHEN disabled THEN 'true' ELSE 'false' END))) \
+                 FROM {OBJECTS} WHERE customer_id = $1"
+            );
+            crate::queries::sqlite_json_rows(p, &sql, customer).await?
+        }
     };
-    let sql = format!(
-        "SELECT {} FROM {OBJECTS} WHERE customer_id = $1",
-        crate::queries::json_array_agg(store, row)
-    );
-    let rows: Vec<ObjectTuple> = crate::queries::json_rows(store, &sql, customer).await?;
     Ok(rows
         .into_iter()
         .map(|t| (t.0.clone(), object_of(t)))

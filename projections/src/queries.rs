@@ -12,8 +12,8 @@ use sqlx::Row;
 use crate::audit::{AUDIT, AUDIT_ADDRESSES};
 use crate::customers::{CUSTOMERS, DOMAINS};
 use crate::users::{
-    decode_row, rule_of, typed, RawUserRow, UserRow, ALIASES, ROW_COLUMNS, ROW_JSON_PG,
-    ROW_JSON_SQLITE, RULES, USERS,
+    decode_row, rule_of, typed, RawUserRow, UserRow, ALIASES, ROW_COLUMNS, ROW_JSON_SQLITE, RULES,
+    USERS,
 };
 use crate::{Cursor, ProjectionError};
 
@@ -660,32 +660,38 @@ pub async fn history(
 
 /// Every live (not deleted) user of a customer with its aliases, in two
 /// queries whatever the size (the reconciler's input). The two run at once
-/// on two connections; the users come as one JSON value (`json_rows`,
-/// issue 17).
+/// on two connections, and the users are decoded as they arrive rather
+/// than after the last one (issue 17).
 pub async fn current_users(
     store: &Store,
     customer: CustomerId,
 ) -> Result<Vec<UserRow>, ProjectionError> {
+    use futures::TryStreamExt;
+    let sql =
+        format!("SELECT {ROW_COLUMNS} FROM {USERS} WHERE customer_id = $1 AND status <> 'deleted'");
     let alias_sql =
         format!("SELECT user_id, address FROM {ALIASES} WHERE customer_id = $1 ORDER BY address");
     let users = async {
-        // One JSON value instead of a row each (see `json_rows`).
-        let sql = format!(
-            "SELECT {} FROM {USERS} WHERE customer_id = $1 AND status <> 'deleted'",
-            json_array_agg(
-                store,
-                if matches!(store.db(), roster_store::Db::Pg(_)) {
-                    ROW_JSON_PG
-                } else {
-                    ROW_JSON_SQLITE
+        let rows: Vec<UserRow> = match store.db() {
+            roster_store::Db::Pg(p) => {
+                let mut rows = Vec::new();
+                let mut stream = sqlx::query(&sql).bind(customer.to_string()).fetch(p);
+                while let Some(raw) = stream.try_next().await? {
+                    rows.push(decode_row(&raw)?);
                 }
-            )
-        );
-        let raw: Vec<RawUserRow> = json_rows(store, &sql, customer).await?;
-        let rows: Vec<UserRow> = raw
-            .into_iter()
-            .map(RawUserRow::typed)
-            .collect::<Result<_, _>>()?;
+                rows
+            }
+            roster_store::Db::Sqlite(p) => {
+                let sql = format!(
+                    "SELECT json_group_array({ROW_JSON_SQLITE}) FROM {USERS} \
+                     WHERE customer_id = $1 AND status <> 'deleted'"
+                );
+                let raw: Vec<RawUserRow> = sqlite_json_rows(p, &sql, customer).await?;
+                raw.into_iter()
+                    .map(RawUserRow::typed)
+                    .collect::<Result<_, _>>()?
+            }
+        };
         Ok::<_, ProjectionError>(rows)
     };
     let aliases = async {
@@ -710,31 +716,20 @@ pub async fn current_users(
     Ok(rows)
 }
 
-/// The aggregate of `row` (a JSON array expression) over the selected
-/// rows as one JSON array text, on either back-end (`[]` when none).
-pub(crate) fn json_array_agg(store: &Store, row: &str) -> String {
-    match store.db() {
-        roster_store::Db::Pg(_) => format!("COALESCE(json_agg({row}), '[]')::text"),
-        roster_store::Db::Sqlite(_) => format!("json_group_array({row})"),
-    }
-}
-
-/// The rows of `sql`, a `SELECT` of one [`json_array_agg`] over one
-/// customer (`$1`), in one value. The plan's inputs are every user and
-/// every directory object of a customer: sqlx hands each row of a SQLite
-/// result from its worker thread to the task and copies every value (for
+/// SQLite: the rows of `sql`, a `SELECT json_group_array(json_array(...))`
+/// over one customer (`$1`), in one value. sqlx hands each row of a SQLite
+/// result from its worker thread to the task and copies every value: for
 /// 100,000 rows that took 1.2-2.0 s where the one JSON text takes a
-/// fraction), and on PostgreSQL it allocates and decodes each row and
-/// column on its own (issue 17).
-pub(crate) async fn json_rows<T: serde::de::DeserializeOwned>(
-    store: &Store,
+/// fraction (issue 17).
+pub(crate) async fn sqlite_json_rows<T: serde::de::DeserializeOwned>(
+    pool: &sqlx::SqlitePool,
     sql: &str,
     customer: CustomerId,
 ) -> Result<Vec<T>, ProjectionError> {
-    let (json,): (String,) = with_db!(store.db(), |p| sqlx::query_as(sql)
+    let (json,): (String,) = sqlx::query_as(sql)
         .bind(customer.to_string())
-        .fetch_one(p)
-        .await?);
+        .fetch_one(pool)
+        .await?;
     serde_json::from_str(&json).map_err(|e| {
         ProjectionError::Database(sqlx::Error::Decode(
             format!("a corrupt read-model row: {e}; rebuild the projections (`roster rebuild`)")

@@ -266,13 +266,6 @@ pub(crate) const ROW_JSON_SQLITE: &str =
      flag_reason, flagged_at, delete_at, ignored_reason, created_at, updated_at, deleted_at, \
      version, last_position, directory_id, members)";
 
-/// [`ROW_JSON_SQLITE`] in PostgreSQL.
-pub(crate) const ROW_JSON_PG: &str =
-    "json_build_array(user_id, customer_id, address, kind, source, status, \
-     json_build_array(first_name, last_name, home_phone, mobile, company, department, notes), \
-     flag_reason, flagged_at, delete_at, ignored_reason, created_at, updated_at, deleted_at, \
-     version, last_position, directory_id, members)";
-
 impl RawUserRow {
     /// The row typed; a value its type does not accept is a corrupt row.
     pub(crate) fn typed(self) -> Result<UserRow, sqlx::Error> {

@@ -1005,8 +1005,9 @@ async fn u3_one_user_reads_as_the_list_shows_it(s: TestStore) {
     );
 }
 
-/// Issue 17 (D3, U3): the reconciler's input (`current_users`, read as
-/// one JSON value on both back-ends) is every live user exactly as the
+/// Issue 17 (D3, U3): the reconciler's input (`current_users`, read by
+/// position on PostgreSQL and as one JSON value on SQLite) is every live
+/// user exactly as the
 /// user list shows it, whatever its text holds; a customer without users
 /// or directory objects reads as empty, not as an error.
 async fn d3_the_plans_input_reads_every_live_user_as_the_list_shows_it(s: TestStore) {
