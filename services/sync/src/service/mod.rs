@@ -11,7 +11,7 @@ use roster_app::seats::Seats;
 use roster_app::users::{check_managed, stage_new, NewUser};
 use roster_domain::reconcile::{self, CurrentUser, Plan, PlanChange, Target};
 use roster_domain::snapshot::{
-    DirectoryObject, ObjectId, ObjectKind, ReadError, ReadMode, Snapshot,
+    DirectoryObject, IncrementalRead, ObjectId, ObjectKind, ReadError, Snapshot,
 };
 use roster_domain::{
     AddUser, Customer, Directory, DirectoryCommand, DirectoryError, DirectoryObjects, User,

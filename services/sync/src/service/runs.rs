@@ -15,16 +15,6 @@ struct RunContext<'a> {
     progress: &'a Progress,
 }
 
-/// What one read of the enabled directory gave: its settings, the
-/// complete snapshot, how it was read and the state the next read
-/// continues from (B1).
-struct DirectoryRead {
-    config: DirectoryConfig,
-    snapshot: Snapshot,
-    mode: ReadMode,
-    state: Option<Vec<u8>>,
-}
-
 impl SyncService {
     /// Starts a run if none is running (D4). Returns its id; the caller runs
     /// [`SyncService::execute`] (in the background for Sync Now). The run
@@ -119,7 +109,7 @@ impl SyncService {
         customer: CustomerId,
         dir: &Directory,
         on_entries: Option<EntriesHook>,
-    ) -> Result<DirectoryRead, ReadError> {
+    ) -> Result<(DirectoryConfig, IncrementalRead), ReadError> {
         let kind = dir
             .enabled
             .ok_or_else(|| ReadError::Settings("directory sync is not enabled".into()))?;
@@ -170,12 +160,7 @@ impl SyncService {
             read_s,
             "read state loaded, directory read"
         );
-        Ok(DirectoryRead {
-            config,
-            snapshot: read.snapshot,
-            mode: read.mode,
-            state: read.state,
-        })
+        Ok((config, read))
     }
 
     /// Keeps what a read left for the next one (B1). The stored state is
@@ -225,7 +210,7 @@ impl SyncService {
         // The directory is read on its own thread; what the plan needs from
         // the database is loaded meanwhile.
         let (read, prefetched) = self.read_watched(customer, &dir, &progress).await;
-        let mode = read.as_ref().ok().map(|r| r.mode.as_str());
+        let mode = read.as_ref().ok().map(|(_, r)| r.mode.as_str());
         tracing::info!(customer = %customer, run = %run_id, seconds = started.elapsed().as_secs_f64(), ok = read.is_ok(), mode, "directory read");
         metrics::histogram!("roster_sync_phase_seconds", "phase" => "read")
             .record(started.elapsed().as_secs_f64());
@@ -235,12 +220,12 @@ impl SyncService {
                 tracing::warn!(customer = %customer, run = %run_id, code = e.code(), error = %e, "directory read failed; nothing flagged or deleted");
                 self.fail(&meta, run_id, e.code(), &e.to_string()).await?
             }
-            Ok(DirectoryRead {
+            Ok((
                 config,
-                snapshot,
-                state,
-                ..
-            }) => {
+                IncrementalRead {
+                    snapshot, state, ..
+                },
+            )) => {
                 // Kept on its own task while the run plans (on this one) and
                 // applies; the run ends once it is kept.
                 let keeping = dir.enabled.map(|kind| {
@@ -306,7 +291,7 @@ impl SyncService {
         dir: &Directory,
         progress: &Progress,
     ) -> (
-        Result<DirectoryRead, ReadError>,
+        Result<(DirectoryConfig, IncrementalRead), ReadError>,
         Result<Prefetched, SyncError>,
     ) {
         use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -474,12 +459,12 @@ impl SyncService {
         customer: CustomerId,
     ) -> Result<Result<DryRun, ReadError>, SyncError> {
         let dir = self.directory(customer).await?;
-        let DirectoryRead {
+        let (
             config,
-            snapshot,
-            state,
-            ..
-        } = match self.read(customer, &dir, None).await {
+            IncrementalRead {
+                snapshot, state, ..
+            },
+        ) = match self.read(customer, &dir, None).await {
             Ok(x) => x,
             Err(e) => return Ok(Err(e)),
         };
