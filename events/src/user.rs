@@ -114,7 +114,7 @@ impl Kind {
 }
 
 /// The editable fields of a user (U2). `None` means "not set".
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Profile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,

@@ -1042,7 +1042,143 @@ async fn d4_a_run_records_its_progress_phase_by_phase(s: TestStore) {
     );
 }
 
+/// D3.f, B1, issue 17: a run whose read and customer are as the previous
+/// run left them reuses its plan (which changed nothing) and gives the
+/// same counts; any change to the directory, the users or the settings
+/// plans afresh and is applied as a full plan applies it.
+async fn d3f_b1_a_run_reuses_the_previous_plan_only_while_nothing_changed(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 10, 1).await;
+    let c = sc.customer;
+    // One service for every run, as in the server.
+    let sync = s.sync();
+    let go = || async {
+        counts(
+            &sync
+                .run_now(c, SyncTrigger::Manual, by())
+                .await
+                .expect("run"),
+        )
+    };
+    let first = go().await;
+    assert_eq!(first.added, 9 + 1, "every 10th user is disabled: {first:?}");
+    let second = go().await;
+    assert_eq!(sync.plans_reused(), 0, "the first run changed users");
+    let head = s.store.head_position().await.unwrap();
+    let third = go().await;
+    assert_eq!(
+        sync.plans_reused(),
+        1,
+        "nothing changed: the second run's plan"
+    );
+    assert_eq!(third, second);
+    let appended = s.store.read_from(head, 100).await.unwrap();
+    assert!(
+        appended
+            .iter()
+            .all(|e| e.aggregate_type == DIRECTORY_AGGREGATE
+                || e.aggregate_type == SYNC_REPORT_AGGREGATE),
+        "{:?}",
+        appended.iter().map(|e| &e.event_type).collect::<Vec<_>>()
+    );
+
+    // A user edited by hand (D3.a: the directory is the truth).
+    let u1 = sc.data.user(1);
+    let mail = u1.mail.clone().unwrap();
+    let pos = roster_app::users::edit_user(
+        &s.app(),
+        s.meta(c),
+        addr(&mail),
+        roster_app::users::Edit {
+            profile: roster_csv::patch::ProfilePatch {
+                first_name: Some(Some("Edited".into())),
+                ..Default::default()
+            },
+            aliases: None,
+            status: None,
+        },
+    )
+    .await
+    .unwrap();
+    s.app().settle(pos).await;
+    let after_edit = go().await;
+    assert_eq!(sync.plans_reused(), 1, "a user changed: planned afresh");
+    assert_eq!(after_edit.updated, 1, "{after_edit:?}");
+    assert_eq!(
+        user(&s, c, &mail).await.profile.first_name.as_deref(),
+        Some(u1.given_name.as_str())
+    );
+    go().await; // plans afresh (the previous run changed a user) and keeps it
+
+    // The directory changed: the read's fingerprint differs.
+    let admin = sc.slapd.admin().await.unwrap();
+    admin
+        .replace(&u1.dn, "department", &["Moved"])
+        .await
+        .unwrap();
+    let moved = go().await;
+    assert_eq!(moved.updated, 1, "{moved:?}");
+    assert_eq!(
+        user(&s, c, &mail).await.profile.department.as_deref(),
+        Some("Moved")
+    );
+    let reused = sync.plans_reused();
+    go().await;
+    assert_eq!(go().await, go().await);
+    assert_eq!(sync.plans_reused(), reused + 2, "unchanged again: reused");
+
+    // The settings changed (include disabled users): the disabled user is added.
+    let mut settings = settings_for(&sc.slapd, "dc=example,dc=com");
+    settings.include_disabled = true;
+    sync.save_settings(
+        &s.meta(c),
+        config(settings, DeleteAfter::Days7),
+        SettingsChange::default(),
+    )
+    .await
+    .unwrap();
+    let reused = sync.plans_reused();
+    let included = go().await;
+    assert_eq!(sync.plans_reused(), reused, "the settings changed");
+    assert_eq!(included.added, 1, "{included:?}");
+
+    // The managed domains changed (D3.n): the domain leaves with its users,
+    // the runs after it skip the directory's objects; once the domain is
+    // managed again (an event of the customer alone) they come back.
+    let removal =
+        roster_app::customers::remove_domain(&s.app(), s.meta(c), Domain::parse(DOMAIN).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(
+        removal.users_deleted.len(),
+        11,
+        "{:?}",
+        removal.users_deleted
+    );
+    s.app().settle(removal.position).await;
+    let skipped = go().await;
+    assert_eq!(skipped.added + skipped.updated + skipped.flagged, 0);
+    let reused = sync.plans_reused();
+    assert_eq!(go().await, skipped);
+    assert_eq!(sync.plans_reused(), reused + 1, "unchanged: reused");
+    let pos = roster_app::customers::customer_command(
+        &s.app(),
+        s.meta(c),
+        roster_domain::CustomerCommand::AddDomain {
+            domain: Domain::parse(DOMAIN).unwrap(),
+        },
+    )
+    .await
+    .unwrap();
+    s.app().settle(pos).await;
+    let back = go().await;
+    assert_eq!(sync.plans_reused(), reused + 1, "the customer changed");
+    assert_eq!(back.added + back.returned, 11, "{back:?}");
+    assert_eq!(all(&s, c, None).await.len(), 11);
+}
+
 both_backends!(
+    d3f_b1_a_run_reuses_the_previous_plan_only_while_nothing_changed,
     d3e_d3f_a_first_sync_adds_the_directory_and_a_resync_changes_nothing,
     d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_delay_and_come_back,
     d3r_a_read_cut_off_mid_way_flags_nobody,

@@ -28,7 +28,7 @@ impl ObjectKind {
 /// One user, group or public folder as the directory has it, attributes
 /// mapped (D3.d) but not yet judged: addresses are raw text here; the
 /// reconciler validates them against the managed domains.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DirectoryObject {
     pub id: ObjectId,
     pub kind: ObjectKind,
@@ -59,6 +59,31 @@ pub struct DirectoryObject {
 pub struct Snapshot {
     pub objects: Vec<DirectoryObject>,
 }
+
+impl Snapshot {
+    /// A fingerprint of the objects whatever their order (the plan does not
+    /// depend on it): two reads with the same fingerprint under the same
+    /// `keys` hold the same objects. Two independently keyed 64-bit hashes
+    /// of every object, summed, so that a directory's content cannot be
+    /// chosen to collide without the process's random keys (issue 17: a run
+    /// whose read and inputs are as the previous run's reuses its plan).
+    pub fn fingerprint(&self, keys: &FingerprintKeys) -> u128 {
+        use std::hash::BuildHasher;
+        let (mut a, mut b) = (0u64, 0u64);
+        for o in &self.objects {
+            a = a.wrapping_add(keys.0.hash_one(o));
+            b = b.wrapping_add(keys.1.hash_one(o));
+        }
+        (u128::from(a) << 64 | u128::from(b)) ^ self.objects.len() as u128
+    }
+}
+
+/// The random keys of [`Snapshot::fingerprint`], drawn once per process.
+#[derive(Clone, Default)]
+pub struct FingerprintKeys(
+    foldhash::quality::RandomState,
+    foldhash::quality::RandomState,
+);
 
 /// Why a directory could not be read or reached. Each says what to check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]

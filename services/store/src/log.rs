@@ -155,6 +155,25 @@ impl Store {
         Ok(head.unwrap_or(0))
     }
 
+    /// The aggregate and event types of the customer's events after
+    /// `position`, in log order, at most `limit` of them.
+    pub async fn customer_events_since(
+        &self,
+        customer: CustomerId,
+        position: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(with_db!(&self.db, |p| sqlx::query_as(
+            "SELECT aggregate_type, event_type FROM events
+             WHERE customer_id = $1 AND position > $2 ORDER BY position LIMIT $3"
+        )
+        .bind(customer.to_string())
+        .bind(position)
+        .bind(limit)
+        .fetch_all(p)
+        .await?))
+    }
+
     /// The sequence of an aggregate's last event (0 when it has none), for
     /// aggregates that are appended to without being loaded.
     pub async fn version_of(&self, aggregate_type: &str, id: &str) -> Result<i64, StoreError> {

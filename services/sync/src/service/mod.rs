@@ -31,6 +31,7 @@ mod conflicts;
 mod connection_test;
 mod exceptions;
 mod held;
+mod kept;
 mod leases;
 mod progress;
 mod reaper;
@@ -161,6 +162,9 @@ pub struct SyncService {
     pub outbound: Arc<roster_directory::OutboundPolicy>,
     /// This replica's runs: how many at once, their leases (issue 18).
     pub queue: Arc<RunQueue>,
+    /// Plans that changed nothing, for the next run of the same customer
+    /// to reuse when its read and inputs are the same (issue 17).
+    pub(crate) kept: Arc<kept::KeptPlans>,
 }
 
 /// The state a run plans from.
@@ -169,11 +173,23 @@ struct Current {
     managed: BTreeSet<Domain>,
     /// With its version: a run that finds it changed plans again.
     dir: Loaded<Directory>,
+    /// The log position whose events (and every earlier one) the users
+    /// and the directory above show; `None` when the read models did not
+    /// catch up in time (the plan is then not kept).
+    inputs_at: Option<i64>,
 }
 
 struct Prefetched {
     current: Current,
     objects: HashMap<String, ObjectSummary>,
+}
+
+/// What a run's first attempt plans from: loaded while the directory was
+/// read, or the previous run's plan kept for a read and inputs that are
+/// the same (issue 17), with the directory as loaded when it was checked.
+enum Inputs {
+    Loaded(Prefetched),
+    Kept((Arc<kept::KeptPlan>, Loaded<Directory>)),
 }
 
 impl SyncService {
@@ -194,6 +210,7 @@ impl SyncService {
             lease: chrono::Duration::minutes(30),
             outbound: Arc::default(),
             queue: Arc::new(RunQueue::new(runs)),
+            kept: Arc::default(),
         }
     }
 
@@ -231,7 +248,9 @@ impl SyncService {
         .await
     }
 
-    async fn settle(&self, position: i64) {
+    /// Waits until the read models show `position`; false when they did
+    /// not within 60 s.
+    async fn settle(&self, position: i64) -> bool {
         if position > 0
             && !self
                 .projector
@@ -239,6 +258,8 @@ impl SyncService {
                 .await
         {
             tracing::warn!(position, "projections did not catch up within 60 s");
+            return false;
         }
+        true
     }
 }

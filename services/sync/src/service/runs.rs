@@ -7,6 +7,18 @@ use super::progress::Progress;
 use crate::readers::EntriesHook;
 use roster_projections::directory::RunPhase;
 
+/// What a committed run leaves for the next one (issue 17).
+enum Keep {
+    /// Its plan, the read's fingerprint and the log position its inputs
+    /// showed (kept only if the plan changed nothing).
+    Plan(u128, i64),
+    /// Nothing: its inputs may not have shown every earlier event, or it
+    /// applied a confirmed hold.
+    Forget,
+    /// It reused the kept plan, which stays.
+    AsIs,
+}
+
 /// Which run [`SyncService::apply`] applies, and where it reports.
 #[derive(Clone, Copy)]
 struct RunContext<'a> {
@@ -75,6 +87,13 @@ impl SyncService {
         self.settle(a.last).await;
         metrics::counter!("roster_sync_runs_started_total").increment(1);
         Ok(run_id)
+    }
+
+    /// How many runs of this process reused the previous run's plan because
+    /// their read and the customer's state were the same (issue 17; also
+    /// the `roster_sync_plans_reused_total` metric).
+    pub fn plans_reused(&self) -> u64 {
+        self.kept.reused_total()
     }
 
     /// Starts a run and waits for it (the scheduler and tests).
@@ -209,12 +228,14 @@ impl SyncService {
         progress.phase(self, RunPhase::Read, |_| {}).await;
         // The directory is read on its own thread; what the plan needs from
         // the database is loaded meanwhile.
-        let (read, prefetched) = self.read_watched(customer, &dir, &progress).await;
+        let (read, inputs) = self
+            .read_watched(customer, &dir, &progress, confirmed_limit.is_none())
+            .await;
         let mode = read.as_ref().ok().map(|(_, r)| r.mode.as_str());
         tracing::info!(customer = %customer, run = %run_id, seconds = started.elapsed().as_secs_f64(), ok = read.is_ok(), mode, "directory read");
         metrics::histogram!("roster_sync_phase_seconds", "phase" => "read")
             .record(started.elapsed().as_secs_f64());
-        let mut prefetched = prefetched.ok();
+        let mut inputs = inputs.ok();
         let outcome = match read {
             Err(e) => {
                 tracing::warn!(customer = %customer, run = %run_id, code = e.code(), error = %e, "directory read failed; nothing flagged or deleted");
@@ -239,14 +260,15 @@ impl SyncService {
                     .phase(self, RunPhase::Plan, |p| p.read = Some(read))
                     .await;
                 let result = retrying(|| {
-                    let prefetched = prefetched.take();
+                    // A retry (something changed meanwhile) loads afresh.
+                    let inputs = inputs.take();
                     let (meta, config, snapshot) = (&meta, &config, &snapshot);
                     let run = RunContext {
                         run_id,
                         confirmed_limit,
                         progress: &progress,
                     };
-                    async move { Ok(self.apply(meta, run, config, snapshot, prefetched).await?) }
+                    async move { Ok(self.apply(meta, run, config, snapshot, inputs).await?) }
                 })
                 .await;
                 if let Some(Err(e)) = match keeping {
@@ -258,6 +280,7 @@ impl SyncService {
                 match result {
                     Ok(o) => o,
                     Err(e) => {
+                        self.kept.forget(customer);
                         tracing::error!(customer = %customer, run = %run_id, error = %e, "sync run could not be applied");
                         self.fail(
                             &meta,
@@ -284,15 +307,18 @@ impl SyncService {
 
     /// Reads the directory and prefetches what the plan needs, recording
     /// the objects received so far (where the reader reports them) at most
-    /// once a second while the read goes on.
+    /// once a second while the read goes on. When `may_reuse` and the read
+    /// holds what the previous run's kept plan was made from, that plan is
+    /// reused and nothing is loaded (issue 17).
     async fn read_watched(
         &self,
         customer: CustomerId,
         dir: &Directory,
         progress: &Progress,
+        may_reuse: bool,
     ) -> (
         Result<(DirectoryConfig, IncrementalRead), ReadError>,
-        Result<Prefetched, SyncError>,
+        Result<Inputs, SyncError>,
     ) {
         use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
         let received = Arc::new(AtomicU64::new(0));
@@ -303,10 +329,34 @@ impl SyncService {
             })
         };
         let reading = async {
-            tokio::join!(
-                self.read(customer, dir, Some(hook)),
-                self.prefetch(customer)
-            )
+            // Without a kept plan the log still allows, the read and the
+            // load of the plan's inputs run at once. With one, the read
+            // alone decides whether it is reused: it runs alone (on two
+            // cores the load slows it by half) and the inputs are loaded
+            // after it only if the directory changed (issue 17).
+            let expect = may_reuse
+                && self
+                    .kept
+                    .valid(&self.store, customer)
+                    .await
+                    .is_ok_and(|k| k.is_some());
+            if !expect {
+                let (read, prefetched) = tokio::join!(
+                    self.read(customer, dir, Some(hook)),
+                    self.prefetch(customer)
+                );
+                return (read, prefetched.map(Inputs::Loaded));
+            }
+            let read = self.read(customer, dir, Some(hook)).await;
+            let inputs = match &read {
+                // A failed read plans nothing.
+                Err(_) => Err(SyncError::Invalid("the read failed".into())),
+                Ok((config, r)) => match self.reusable(customer, config, &r.snapshot).await {
+                    Some(kept) => Ok(Inputs::Kept(kept)),
+                    None => self.prefetch(customer).await.map(Inputs::Loaded),
+                },
+            };
+            (read, inputs)
         };
         let ticking = async {
             loop {
@@ -321,6 +371,34 @@ impl SyncService {
             done = reading => done,
             never = ticking => never,
         }
+    }
+
+    /// The customer's kept plan (issue 17) if `snapshot` holds the objects
+    /// it was made from and the log shows nothing since its inputs but
+    /// runs' bookkeeping, with the directory as loaded before that check
+    /// (the run commits against its version).
+    async fn reusable(
+        &self,
+        customer: CustomerId,
+        config: &DirectoryConfig,
+        snapshot: &Snapshot,
+    ) -> Option<(Arc<kept::KeptPlan>, Loaded<Directory>)> {
+        let dir: Loaded<Directory> = self.store.load(&customer.to_string()).await.ok()?;
+        let kept = match self.kept.valid(&self.store, customer).await {
+            Ok(k) => k?,
+            Err(e) => {
+                tracing::warn!(customer = %customer, error = %e, "the kept plan could not be checked; planning afresh");
+                return None;
+            }
+        };
+        if kept.kind != config.connection.kind()
+            || kept.fingerprint != self.kept.fingerprint(snapshot)
+        {
+            return None;
+        }
+        tracing::info!(customer = %customer, inputs_at = kept.inputs_at, "the read and the customer are as the previous run left them: its plan is reused");
+        self.kept.reused();
+        Some((kept, dir))
     }
 
     async fn fail(
@@ -360,7 +438,9 @@ impl SyncService {
             at: self.clock.now(),
         };
         match self.directory_commands(&meta, &[command]).await {
-            Ok(a) => self.settle(a.last).await,
+            Ok(a) => {
+                self.settle(a.last).await;
+            }
             Err(e) => {
                 tracing::warn!(customer = %customer, run = %run_id, error = %e, "the run's end could not be recorded; it keeps the time its outcome was committed")
             }
@@ -370,12 +450,16 @@ impl SyncService {
     async fn current(&self, customer: CustomerId) -> Result<Current, SyncError> {
         // The read models must show every earlier write before we plan from them.
         let head = self.store.head_position().await?;
-        self.settle(head).await;
-        self.load_current(customer).await
+        let settled = self.settle(head).await;
+        self.load_current(customer, settled.then_some(head)).await
     }
 
     /// [`SyncService::current`] once the read models have settled.
-    async fn load_current(&self, customer: CustomerId) -> Result<Current, SyncError> {
+    async fn load_current(
+        &self,
+        customer: CustomerId,
+        inputs_at: Option<i64>,
+    ) -> Result<Current, SyncError> {
         let t = std::time::Instant::now();
         let rows = roster_projections::queries::current_users(&self.store, customer).await?;
         let rows_s = t.elapsed().as_secs_f64();
@@ -388,6 +472,7 @@ impl SyncService {
             users,
             managed: cust.state.domains,
             dir,
+            inputs_at,
         })
     }
 
@@ -401,12 +486,12 @@ impl SyncService {
         // what the read waits for (issue 17).
         let t = std::time::Instant::now();
         let head = self.store.head_position().await?;
-        self.settle(head).await;
+        let inputs_at = self.settle(head).await.then_some(head);
         let settled_s = t.elapsed().as_secs_f64();
         let ((current, users_s), (objects, objects_s)) = tokio::join!(
             async {
                 let t = std::time::Instant::now();
-                let out = self.load_current(customer).await;
+                let out = self.load_current(customer, inputs_at).await;
                 (out, t.elapsed().as_secs_f64())
             },
             async {
@@ -423,6 +508,29 @@ impl SyncService {
         })
     }
 
+    /// Plans a run against the current state and, given the directory
+    /// objects as last read, diffs the read against them: the diff needs
+    /// neither the plan nor the database, so it runs on a second thread
+    /// while the plan runs on this one (issue 17).
+    fn plan_with_diff(
+        &self,
+        customer: CustomerId,
+        config: &DirectoryConfig,
+        snapshot: &Snapshot,
+        current: &Current,
+        objects: Option<HashMap<String, ObjectSummary>>,
+    ) -> (Plan, Option<(Vec<ObjectSummary>, Vec<String>)>) {
+        let span = tracing::info_span!("sync.plan");
+        std::thread::scope(|scope| {
+            let diff = objects
+                .as_ref()
+                .map(|before| scope.spawn(|| objects_diff(snapshot, before)));
+            let plan = span.in_scope(|| self.plan(customer, config, snapshot, current));
+            let diff = diff.map(|d| d.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            (plan, diff)
+        })
+    }
+
     /// Plans a run against the current state.
     fn plan(
         &self,
@@ -435,6 +543,7 @@ impl SyncService {
             users,
             managed,
             dir,
+            ..
         } = current;
         let (kind, include_disabled) = match &config.connection {
             Connection::Ldap(s) => (DirectoryKind::Ldap, s.include_disabled),
@@ -491,7 +600,7 @@ impl SyncService {
         run: RunContext<'_>,
         config: &DirectoryConfig,
         snapshot: &Snapshot,
-        prefetched: Option<Prefetched>,
+        inputs: Option<Inputs>,
     ) -> Result<RunOutcome, SyncError> {
         let RunContext {
             run_id,
@@ -500,23 +609,29 @@ impl SyncService {
         } = run;
         let customer = meta.customer_id;
         let t = std::time::Instant::now();
-        let (current, objects) = match prefetched {
-            Some(p) => (p.current, Some(p.objects)),
-            None => (self.current(customer).await?, None),
+        // What to keep for the next run once this one is committed.
+        let mut keep = Keep::AsIs;
+        let (plan, diff, inputs_version) = match inputs {
+            // The same read and inputs as the kept plan's: the same plan,
+            // which changes nothing, and objects as the last read left them.
+            Some(Inputs::Kept((kept, dir))) => {
+                (kept.plan.clone(), Some((vec![], vec![])), dir.version)
+            }
+            inputs => {
+                let (current, objects) = match inputs {
+                    Some(Inputs::Loaded(p)) => (p.current, Some(p.objects)),
+                    _ => (self.current(customer).await?, None),
+                };
+                let (plan, diff) =
+                    self.plan_with_diff(customer, config, snapshot, &current, objects);
+                let plan = Arc::new(plan);
+                keep = match (confirmed_limit, current.inputs_at) {
+                    (None, Some(at)) => Keep::Plan(self.kept.fingerprint(snapshot), at),
+                    _ => Keep::Forget,
+                };
+                (plan, diff, current.dir.version)
+            }
         };
-        // The diff of the directory objects against the last read needs
-        // neither the plan nor the database: it runs on a second thread
-        // while the plan runs on this one (issue 17).
-        let span = tracing::info_span!("sync.plan");
-        let (plan, diff) = std::thread::scope(|scope| {
-            let diff = objects
-                .as_ref()
-                .map(|before| scope.spawn(|| objects_diff(snapshot, before)));
-            let plan = span.in_scope(|| self.plan(customer, config, snapshot, &current));
-            let diff = diff.map(|d| d.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-            (plan, diff)
-        });
-        drop(objects);
         let plan_s = t.elapsed().as_secs_f64();
         metrics::histogram!("roster_sync_phase_seconds", "phase" => "plan").record(plan_s);
         let hold = match confirmed_limit {
@@ -532,14 +647,14 @@ impl SyncService {
             })
             .await;
         let mut dir: Loaded<Directory> = self.store.load(&customer.to_string()).await?;
-        if dir.version != current.dir.version {
+        if dir.version != inputs_version {
             // Exceptions, additions or settings changed since the plan's
             // state was loaded: plan again from fresh state.
             return Err(SyncError::Store(StoreError::Conflict));
         }
-        drop(current);
         let now = self.clock.now();
         if hold {
+            self.kept.forget(customer);
             return self.hold(&mut dir, meta, run_id, &plan, now).await;
         }
 
@@ -587,6 +702,15 @@ impl SyncService {
             .instrument(tracing::info_span!("sync.append"))
             .await?;
         let append_s = t.elapsed().as_secs_f64();
+        match keep {
+            Keep::Plan(fingerprint, inputs_at) => {
+                let kind = config.connection.kind();
+                self.kept
+                    .keep(customer, kind, fingerprint, inputs_at, plan.clone())
+            }
+            Keep::Forget => self.kept.forget(customer),
+            Keep::AsIs => {}
+        }
         progress.update(self, true, |p| p.applied = p.steps).await;
         let t = std::time::Instant::now();
         self.settle(a.last)
