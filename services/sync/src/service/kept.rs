@@ -36,6 +36,15 @@ const SCAN_LIMIT: i64 = 64;
 /// Customers whose plans are kept at once; beyond it the oldest is dropped.
 const CAPACITY: usize = 1_024;
 
+/// Report items (skipped objects, contested addresses: a few hundred bytes
+/// each) kept across all customers: about 50 MB. Beyond it the oldest
+/// plans are dropped; a plan whose report alone exceeds it is not kept.
+const REPORT_ITEMS: usize = 200_000;
+
+fn report_items(plan: &Plan) -> usize {
+    plan.report.skipped.len() + plan.report.contested.len()
+}
+
 /// One customer's kept plan.
 pub(crate) struct KeptPlan {
     /// The directory the plan was made for.
@@ -73,14 +82,19 @@ impl KeptPlans {
     ) {
         let mut guard = self.plans.lock().unwrap_or_else(|p| p.into_inner());
         let (clock, plans) = &mut *guard;
-        if !plan.steps.is_empty() || plan.flags > 0 {
-            plans.remove(&customer);
+        plans.remove(&customer);
+        let items = report_items(&plan);
+        if !plan.steps.is_empty() || plan.flags > 0 || items > REPORT_ITEMS {
             return;
         }
         *clock += 1;
-        if plans.len() >= CAPACITY && !plans.contains_key(&customer) {
-            if let Some(oldest) = plans.iter().min_by_key(|(_, k)| k.kept).map(|(c, _)| *c) {
-                plans.remove(&oldest);
+        let mut total: usize = plans.values().map(|k| report_items(&k.plan)).sum();
+        while plans.len() >= CAPACITY || (total + items > REPORT_ITEMS && !plans.is_empty()) {
+            let Some(oldest) = plans.iter().min_by_key(|(_, k)| k.kept).map(|(c, _)| *c) else {
+                break;
+            };
+            if let Some(k) = plans.remove(&oldest) {
+                total -= report_items(&k.plan);
             }
         }
         plans.insert(
@@ -136,5 +150,94 @@ impl KeptPlans {
             return Ok(None);
         }
         Ok(Some(kept))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_events::{Address, ContestedAddress};
+
+    fn customers(n: usize) -> Vec<CustomerId> {
+        (0..n).map(|_| CustomerId::new()).collect()
+    }
+
+    fn kept(k: &KeptPlans) -> usize {
+        k.plans.lock().unwrap().1.len()
+    }
+
+    fn has(k: &KeptPlans, c: CustomerId) -> bool {
+        k.plans.lock().unwrap().1.contains_key(&c)
+    }
+
+    fn with_report(items: usize) -> Arc<Plan> {
+        let mut plan = Plan::default();
+        let contested = ContestedAddress {
+            address: Address::parse("a@example.org").unwrap(),
+            claimants: vec![],
+            kept_by: None,
+        };
+        plan.report.contested = vec![contested; items];
+        Arc::new(plan)
+    }
+
+    /// Issue 17: only a plan that changes nothing is kept; one that flags
+    /// forgets the customer's kept plan.
+    #[test]
+    fn d3f_only_a_plan_that_changes_nothing_is_kept() {
+        let k = KeptPlans::default();
+        let c = CustomerId::new();
+        k.keep(c, DirectoryKind::Ldap, 1, 10, Arc::new(Plan::default()));
+        assert!(has(&k, c));
+        let flags = Plan {
+            flags: 1,
+            ..Plan::default()
+        };
+        k.keep(c, DirectoryKind::Ldap, 1, 11, Arc::new(flags));
+        assert!(
+            !has(&k, c),
+            "a plan that flags is not kept, nor the older one"
+        );
+    }
+
+    /// Memory stays bounded: at most CAPACITY customers and REPORT_ITEMS
+    /// report items, the oldest dropped first.
+    #[test]
+    fn kept_plans_stay_within_their_bounds_dropping_the_oldest() {
+        let k = KeptPlans::default();
+        let cs = customers(CAPACITY + 1);
+        for c in &cs {
+            k.keep(*c, DirectoryKind::Ldap, 1, 1, Arc::new(Plan::default()));
+        }
+        assert_eq!(kept(&k), CAPACITY);
+        assert!(!has(&k, cs[0]) && has(&k, cs[1]) && has(&k, cs[CAPACITY]));
+
+        let k = KeptPlans::default();
+        let cs = customers(3);
+        k.keep(
+            cs[0],
+            DirectoryKind::Ldap,
+            1,
+            1,
+            with_report(REPORT_ITEMS / 2),
+        );
+        k.keep(
+            cs[1],
+            DirectoryKind::Ldap,
+            1,
+            1,
+            with_report(REPORT_ITEMS / 2),
+        );
+        k.keep(cs[2], DirectoryKind::Ldap, 1, 1, with_report(1));
+        assert!(!has(&k, cs[0]) && has(&k, cs[1]) && has(&k, cs[2]));
+        k.keep(
+            cs[2],
+            DirectoryKind::Ldap,
+            1,
+            1,
+            with_report(REPORT_ITEMS + 1),
+        );
+        assert!(!has(&k, cs[2]), "a report beyond the budget is not kept");
+        assert!(has(&k, cs[1]));
     }
 }
