@@ -45,6 +45,18 @@ fn report_items(plan: &Plan) -> usize {
     plan.report.skipped.len() + plan.report.contested.len()
 }
 
+/// What a committed run leaves for the next one (issue 17).
+pub(crate) enum Keep {
+    /// Its plan, the read's fingerprint and the log position its inputs
+    /// showed (kept only if the plan changed nothing).
+    Plan(u128, i64),
+    /// Nothing: its inputs may not have shown every earlier event, or it
+    /// applied a confirmed hold.
+    Forget,
+    /// It reused the kept plan, which stays.
+    AsIs,
+}
+
 /// One customer's kept plan.
 pub(crate) struct KeptPlan {
     /// The directory the plan was made for.
@@ -117,6 +129,23 @@ impl KeptPlans {
 
     pub(crate) fn reused_total(&self) -> u64 {
         self.reused.load(Ordering::Relaxed)
+    }
+
+    /// Applies what a committed run leaves (`keep`) for `customer`.
+    pub(crate) fn after_commit(
+        &self,
+        customer: CustomerId,
+        kind: DirectoryKind,
+        keep: Keep,
+        plan: &Arc<Plan>,
+    ) {
+        match keep {
+            Keep::Plan(fingerprint, inputs_at) => {
+                self.keep(customer, kind, fingerprint, inputs_at, plan.clone())
+            }
+            Keep::Forget => self.forget(customer),
+            Keep::AsIs => {}
+        }
     }
 
     pub(crate) fn forget(&self, customer: CustomerId) {

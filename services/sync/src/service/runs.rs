@@ -3,20 +3,20 @@
 
 use super::*;
 
+use super::kept::Keep;
 use super::progress::Progress;
 use crate::readers::EntriesHook;
 use roster_projections::directory::RunPhase;
 
-/// What a committed run leaves for the next one (issue 17).
-enum Keep {
-    /// Its plan, the read's fingerprint and the log position its inputs
-    /// showed (kept only if the plan changed nothing).
-    Plan(u128, i64),
-    /// Nothing: its inputs may not have shown every earlier event, or it
-    /// applied a confirmed hold.
-    Forget,
-    /// It reused the kept plan, which stays.
-    AsIs,
+/// A run's plan and what goes with it.
+struct Planned {
+    plan: Arc<Plan>,
+    /// The read against the directory objects as last read, when known.
+    diff: Option<ObjectsDiff>,
+    /// The directory's version the plan's inputs showed: the run commits
+    /// against it.
+    inputs_version: i64,
+    keep: Keep,
 }
 
 /// Which run [`SyncService::apply`] applies, and where it reports.
@@ -508,6 +508,43 @@ impl SyncService {
         })
     }
 
+    /// The run's plan: the kept one when the inputs say so, else planned
+    /// from the inputs loaded during the read (or afresh on a retry).
+    async fn planned(
+        &self,
+        customer: CustomerId,
+        config: &DirectoryConfig,
+        snapshot: &Snapshot,
+        inputs: Option<Inputs>,
+        confirmed_limit: Option<u64>,
+    ) -> Result<Planned, SyncError> {
+        let (current, objects) = match inputs {
+            // The same read and inputs as the kept plan's: the same plan,
+            // which changes nothing, and objects as the last read left them.
+            Some(Inputs::Kept((kept, dir))) => {
+                return Ok(Planned {
+                    plan: kept.plan.clone(),
+                    diff: Some((vec![], vec![])),
+                    inputs_version: dir.version,
+                    keep: Keep::AsIs,
+                })
+            }
+            Some(Inputs::Loaded(p)) => (p.current, Some(p.objects)),
+            None => (self.current(customer).await?, None),
+        };
+        let (plan, diff) = self.plan_with_diff(customer, config, snapshot, &current, objects);
+        let keep = match (confirmed_limit, current.inputs_at) {
+            (None, Some(at)) => Keep::Plan(self.kept.fingerprint(snapshot), at),
+            _ => Keep::Forget,
+        };
+        Ok(Planned {
+            plan: Arc::new(plan),
+            diff,
+            inputs_version: current.dir.version,
+            keep,
+        })
+    }
+
     /// Plans a run against the current state and, given the directory
     /// objects as last read, diffs the read against them: the diff needs
     /// neither the plan nor the database, so it runs on a second thread
@@ -519,7 +556,7 @@ impl SyncService {
         snapshot: &Snapshot,
         current: &Current,
         objects: Option<HashMap<String, ObjectSummary>>,
-    ) -> (Plan, Option<(Vec<ObjectSummary>, Vec<String>)>) {
+    ) -> (Plan, Option<ObjectsDiff>) {
         let span = tracing::info_span!("sync.plan");
         std::thread::scope(|scope| {
             let diff = objects
@@ -609,29 +646,14 @@ impl SyncService {
         } = run;
         let customer = meta.customer_id;
         let t = std::time::Instant::now();
-        // What to keep for the next run once this one is committed.
-        let mut keep = Keep::AsIs;
-        let (plan, diff, inputs_version) = match inputs {
-            // The same read and inputs as the kept plan's: the same plan,
-            // which changes nothing, and objects as the last read left them.
-            Some(Inputs::Kept((kept, dir))) => {
-                (kept.plan.clone(), Some((vec![], vec![])), dir.version)
-            }
-            inputs => {
-                let (current, objects) = match inputs {
-                    Some(Inputs::Loaded(p)) => (p.current, Some(p.objects)),
-                    _ => (self.current(customer).await?, None),
-                };
-                let (plan, diff) =
-                    self.plan_with_diff(customer, config, snapshot, &current, objects);
-                let plan = Arc::new(plan);
-                keep = match (confirmed_limit, current.inputs_at) {
-                    (None, Some(at)) => Keep::Plan(self.kept.fingerprint(snapshot), at),
-                    _ => Keep::Forget,
-                };
-                (plan, diff, current.dir.version)
-            }
-        };
+        let Planned {
+            plan,
+            diff,
+            inputs_version,
+            keep,
+        } = self
+            .planned(customer, config, snapshot, inputs, confirmed_limit)
+            .await?;
         let plan_s = t.elapsed().as_secs_f64();
         metrics::histogram!("roster_sync_phase_seconds", "phase" => "plan").record(plan_s);
         let hold = match confirmed_limit {
@@ -702,15 +724,8 @@ impl SyncService {
             .instrument(tracing::info_span!("sync.append"))
             .await?;
         let append_s = t.elapsed().as_secs_f64();
-        match keep {
-            Keep::Plan(fingerprint, inputs_at) => {
-                let kind = config.connection.kind();
-                self.kept
-                    .keep(customer, kind, fingerprint, inputs_at, plan.clone())
-            }
-            Keep::Forget => self.kept.forget(customer),
-            Keep::AsIs => {}
-        }
+        self.kept
+            .after_commit(customer, config.connection.kind(), keep, &plan);
         progress.update(self, true, |p| p.applied = p.steps).await;
         let t = std::time::Instant::now();
         self.settle(a.last)
@@ -867,7 +882,7 @@ impl SyncService {
         run_id: Uuid,
         kind: DirectoryKind,
         snapshot: &Snapshot,
-        diff: Option<(Vec<ObjectSummary>, Vec<String>)>,
+        diff: Option<ObjectsDiff>,
         meta: &EventMeta,
     ) -> Result<(), SyncError> {
         let (upserted, removed) = match diff {
@@ -921,12 +936,13 @@ impl SyncService {
     }
 }
 
+/// The objects of a read that are new or differ from the last read, and
+/// the ids of those it no longer has; both sorted.
+type ObjectsDiff = (Vec<ObjectSummary>, Vec<String>);
+
 /// The objects of `snapshot` that are new or differ from the last read
 /// (`before`), and the ids of those it no longer has; both sorted.
-fn objects_diff(
-    snapshot: &Snapshot,
-    before: &HashMap<String, ObjectSummary>,
-) -> (Vec<ObjectSummary>, Vec<String>) {
+fn objects_diff(snapshot: &Snapshot, before: &HashMap<String, ObjectSummary>) -> ObjectsDiff {
     // A hash set of borrowed ids, not a tree of copies: this runs over
     // every object of every run (issue 17).
     let mut seen: std::collections::HashSet<&str> =
