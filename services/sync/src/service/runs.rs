@@ -728,7 +728,7 @@ impl SyncService {
             .after_commit(customer, config.connection.kind(), keep, &plan);
         progress.update(self, true, |p| p.applied = p.steps).await;
         let t = std::time::Instant::now();
-        self.settle(a.last)
+        self.settle_within(a.last, settle_limit(a.count))
             .instrument(tracing::info_span!("sync.project"))
             .await;
         self.finished(customer, run_id).await;
