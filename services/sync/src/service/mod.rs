@@ -189,7 +189,7 @@ struct Prefetched {
 /// the same (issue 17), with the directory as loaded when it was checked.
 enum Inputs {
     Loaded(Prefetched),
-    Kept((Arc<kept::KeptPlan>, Loaded<Directory>)),
+    Kept(Arc<kept::KeptPlan>, Loaded<Directory>),
 }
 
 impl SyncService {

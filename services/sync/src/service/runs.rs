@@ -352,7 +352,7 @@ impl SyncService {
                 // A failed read plans nothing.
                 Err(_) => Err(SyncError::Invalid("the read failed".into())),
                 Ok((config, r)) => match self.reusable(customer, config, &r.snapshot).await {
-                    Some(kept) => Ok(Inputs::Kept(kept)),
+                    Some((kept, dir)) => Ok(Inputs::Kept(kept, dir)),
                     None => self.prefetch(customer).await.map(Inputs::Loaded),
                 },
             };
@@ -376,7 +376,9 @@ impl SyncService {
     /// The customer's kept plan (issue 17) if `snapshot` holds the objects
     /// it was made from and the log shows nothing since its inputs but
     /// runs' bookkeeping, with the directory as loaded before that check
-    /// (the run commits against its version).
+    /// (the run commits against its version). The log is checked again
+    /// here, after the read, although `read_watched` checked it before:
+    /// a user edited while the directory was read must plan afresh.
     async fn reusable(
         &self,
         customer: CustomerId,
@@ -521,7 +523,7 @@ impl SyncService {
         let (current, objects) = match inputs {
             // The same read and inputs as the kept plan's: the same plan,
             // which changes nothing, and objects as the last read left them.
-            Some(Inputs::Kept((kept, dir))) => {
+            Some(Inputs::Kept(kept, dir)) => {
                 return Ok(Planned {
                     plan: kept.plan.clone(),
                     diff: Some((vec![], vec![])),
