@@ -680,7 +680,7 @@ pub enum SkipScope {
 }
 
 /// One object (or one address of it) a run did not sync, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct SkippedObject {
     pub object_id: ObjectId,
     /// `user`, `group` or `public_folder`.
@@ -710,7 +710,7 @@ pub enum ClaimKind {
 }
 
 /// A directory object that claims a contested address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct Claimant {
     pub object_id: ObjectId,
     /// `user`, `group` or `public_folder`.
@@ -727,7 +727,7 @@ pub struct Claimant {
 /// claims it keeps it (`kept_by`); otherwise nobody gets it until an
 /// administrator excludes all claimants but one. The outcome never depends
 /// on the order in which a server returns the objects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct ContestedAddress {
     pub address: Address,
     /// Sorted by object id.
@@ -751,16 +751,34 @@ pub struct SyncReported {
     pub contested: Vec<ContestedAddress>,
 }
 
+/// A sync run's report is, item for item, the report of an earlier run of
+/// the same customer (issue 17): a scheduled run that finds the directory
+/// as before records this one small event instead of its skipped objects
+/// and contested addresses again. `of_run` is always a run whose report was
+/// recorded in full (`SyncReported`), never another repeat; read that run's
+/// `SyncReported` events for the items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncReportRepeated {
+    pub run_id: Uuid,
+    /// The earlier run of the same customer whose report this one is.
+    pub of_run: Uuid,
+}
+
 /// Events of the sync-report aggregate (one per run, id = run id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum SyncReportEvent {
     SyncReported(SyncReported),
+    SyncReportRepeated(SyncReportRepeated),
 }
 
 impl SyncReportEvent {
-    pub const TYPES: &'static [(&'static str, &'static str)] = &[("SyncReported", "1.0")];
+    pub const TYPES: &'static [(&'static str, &'static str)] =
+        &[("SyncReported", "1.0"), ("SyncReportRepeated", "1.0")];
     pub fn type_name(&self) -> &'static str {
-        "SyncReported"
+        match self {
+            SyncReportEvent::SyncReported(_) => "SyncReported",
+            SyncReportEvent::SyncReportRepeated(_) => "SyncReportRepeated",
+        }
     }
 }
 

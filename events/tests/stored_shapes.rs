@@ -355,6 +355,11 @@ fn examples() -> Vec<(&'static str, Value)> {
             kept_by: Some("6f1c2a8e".into()),
         }],
     })];
+    let mut reports = reports;
+    reports.push(SyncReportEvent::SyncReportRepeated(SyncReportRepeated {
+        run_id: uuid::Uuid::from_u128(0x0190_a5a8_7b1e_7c3e_8f4a_0000_0000_0002),
+        of_run: run,
+    }));
     let mut out: Vec<(&'static str, Value)> = users
         .into_iter()
         .map(|e| {

@@ -1,7 +1,9 @@
 //! Sync run reports (B4, issue 11): per run, the objects it did not sync
 //! (with their reason) and the addresses several objects claimed (with
 //! every claimant), from the run's `SyncReported` events. Kept for
-//! completed and held runs alike; paged by the API.
+//! completed and held runs alike; paged by the API. A run whose report
+//! repeats an earlier run's (`SyncReportRepeated`, issue 17) has one row
+//! naming that run, and reads as that run's report.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,9 @@ pub struct RunReportsProjection;
 
 pub const REPORTS: &str = "sync_run_reports_v1";
 
+/// Runs whose report is an earlier run's (of the same customer).
+pub const REPEATS: &str = "sync_run_report_repeats_v1";
+
 const SKIPPED: &str = "skipped";
 const CONTESTED: &str = "contested";
 
@@ -25,16 +30,22 @@ impl Projection for RunReportsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &[REPORTS]
+        &[REPORTS, REPEATS]
     }
 
     fn ddl(&self, p: &str) -> Vec<String> {
-        vec![format!(
-            "CREATE TABLE IF NOT EXISTS {p}{REPORTS} (
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}{REPORTS} (
                 run_id TEXT NOT NULL, section TEXT NOT NULL, part BIGINT NOT NULL,
                 idx BIGINT NOT NULL, customer_id TEXT NOT NULL, scope TEXT, reason TEXT,
                 body TEXT NOT NULL, PRIMARY KEY (run_id, section, part, idx))"
-        )]
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {p}{REPEATS} (
+                run_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, of_run TEXT NOT NULL)"
+            ),
+        ]
     }
 
     async fn apply(
@@ -44,8 +55,28 @@ impl Projection for RunReportsProjection {
         events: &[&Decoded],
     ) -> Result<(), ProjectionError> {
         for d in events {
-            let AnyEvent::SyncReport(SyncReportEvent::SyncReported(e)) = &d.event else {
-                continue;
+            let e = match &d.event {
+                AnyEvent::SyncReport(SyncReportEvent::SyncReported(e)) => e,
+                AnyEvent::SyncReport(SyncReportEvent::SyncReportRepeated(e)) => {
+                    let sql = format!(
+                        "INSERT INTO {p}{REPEATS} (run_id, customer_id, of_run) VALUES ($1, $2, $3) \
+                         ON CONFLICT DO NOTHING"
+                    );
+                    let (run, customer, of) = (
+                        e.run_id.to_string(),
+                        d.meta.customer_id.to_string(),
+                        e.of_run.to_string(),
+                    );
+                    roster_store::with_tx!(tx, |t| sqlx::query(&sql)
+                        .bind(&run)
+                        .bind(&customer)
+                        .bind(&of)
+                        .execute(t)
+                        .await
+                        .map(|_| ())?);
+                    continue;
+                }
+                _ => continue,
             };
             let mut rows = Rows::default();
             for (i, x) in e.skipped.iter().enumerate() {
@@ -152,6 +183,12 @@ impl Rows {
     }
 }
 
+/// The run whose rows hold run `$2`'s report: `$2` itself, or the earlier
+/// run of the same customer (`$1`) it repeats.
+fn report_of() -> String {
+    format!("COALESCE((SELECT r.of_run FROM {REPEATS} r WHERE r.customer_id = $1 AND r.run_id = $2), $2)")
+}
+
 /// How many objects a run did not sync, and addresses it did not apply,
 /// by reason; and how many addresses were contested.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -170,7 +207,8 @@ pub async fn counts(
 ) -> Result<ReportCounts, ProjectionError> {
     let sql = format!(
         "SELECT section, scope, reason, COUNT(*) FROM {REPORTS}
-         WHERE customer_id = $1 AND run_id = $2 GROUP BY section, scope, reason"
+         WHERE customer_id = $1 AND run_id = {} GROUP BY section, scope, reason",
+        report_of()
     );
     let rows: Vec<(String, Option<String>, Option<String>, i64)> =
         roster_store::with_db!(store.db(), |p| sqlx::query_as(&sql)
@@ -214,9 +252,10 @@ async fn page<T: serde::de::DeserializeOwned>(
     };
     let sql = format!(
         "SELECT part, idx, body FROM {REPORTS}
-         WHERE customer_id = $1 AND run_id = $2 AND section = $3
+         WHERE customer_id = $1 AND run_id = {} AND section = $3
            AND (part > $4 OR (part = $4 AND idx > $5))
-         ORDER BY part, idx LIMIT $6"
+         ORDER BY part, idx LIMIT $6",
+        report_of()
     );
     let mut rows: Vec<(i64, i64, String)> =
         roster_store::with_db!(store.db(), |p| sqlx::query_as(&sql)

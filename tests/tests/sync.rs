@@ -1175,7 +1175,118 @@ async fn d3f_b1_a_run_reuses_the_previous_plan_only_while_nothing_changed(s: Tes
     assert_eq!(all(&s, c, None).await.len(), 11);
 }
 
+/// The events of run `run` of the report aggregate: how its report was
+/// recorded (B4, issue 17).
+async fn report_events(s: &TestStore, run: uuid::Uuid) -> Vec<SyncReportEvent> {
+    let id = run.to_string();
+    roster_store::history::<roster_domain::SyncReport>(&s.store, &id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect()
+}
+
+/// A run's report as the API and the console read it (B4).
+async fn report_of(
+    s: &TestStore,
+    c: CustomerId,
+    run: uuid::Uuid,
+) -> (
+    roster_projections::reports::ReportCounts,
+    Vec<SkippedObject>,
+) {
+    let run = run.to_string();
+    let counts = roster_projections::reports::counts(&s.store, c, &run)
+        .await
+        .unwrap();
+    let (skipped, _) = roster_projections::reports::skipped(&s.store, c, &run, None, 1_000)
+        .await
+        .unwrap();
+    (counts, skipped)
+}
+
+/// B4, issue 17: a run whose report equals the customer's last report
+/// recorded in full records one `SyncReportRepeated` naming that run
+/// (never another repeat), and reads exactly as that report; a changed
+/// report is recorded in full again. Another customer cannot read a
+/// report through a run id of its own.
+async fn b4_a_run_whose_report_is_unchanged_refers_to_the_report_recorded_in_full(s: TestStore) {
+    s.spawn_projector();
+    let sc = scenario(&s, 10, 1).await;
+    let c = sc.customer;
+    let sync = s.sync();
+    let go = || async {
+        let o = sync
+            .run_now(c, SyncTrigger::Manual, by())
+            .await
+            .expect("run");
+        assert!(matches!(o, RunOutcome::Completed { .. }), "{o:?}");
+        o.run_id()
+    };
+    // Every 10th user is disabled: one object skipped in every report.
+    let first = go().await;
+    let full = report_events(&s, first).await;
+    assert!(
+        matches!(full.as_slice(), [SyncReportEvent::SyncReported(r)] if r.skipped.len() == 1),
+        "{full:?}"
+    );
+    let want = report_of(&s, c, first).await;
+    assert_eq!(want.1.len(), 1, "{want:?}");
+    for _ in 0..2 {
+        // The second run plans afresh, the third reuses its plan: both
+        // refer to the first run's report.
+        let run = go().await;
+        let events = report_events(&s, run).await;
+        assert!(
+            matches!(events.as_slice(), [SyncReportEvent::SyncReportRepeated(r)]
+                if r.run_id == run && r.of_run == first),
+            "{events:?}"
+        );
+        assert_eq!(report_of(&s, c, run).await, want);
+    }
+    assert!(sync.plans_reused() >= 1);
+
+    // The report changes (the disabled user's address): recorded in full.
+    let admin = sc.slapd.admin().await.unwrap();
+    let disabled = sc.data.user(9);
+    assert!(sc.data.is_disabled(9));
+    let renamed = format!("renamed9@{DOMAIN}");
+    admin
+        .replace(&disabled.dn, "mail", &[&renamed])
+        .await
+        .unwrap();
+    admin
+        .replace(&disabled.dn, "proxyAddresses", &[format!("SMTP:{renamed}")])
+        .await
+        .unwrap();
+    let changed = go().await;
+    let events = report_events(&s, changed).await;
+    assert!(
+        matches!(events.as_slice(), [SyncReportEvent::SyncReported(r)]
+            if r.skipped.len() == 1 && r.skipped[0].address.as_deref() == Some(renamed.as_str())),
+        "{events:?}"
+    );
+    let two = report_of(&s, c, changed).await;
+    assert_ne!(two, want, "{two:?}");
+    let again = go().await;
+    assert!(matches!(report_events(&s, again).await.as_slice(),
+        [SyncReportEvent::SyncReportRepeated(r)] if r.of_run == changed));
+    assert_eq!(report_of(&s, c, again).await, two);
+    assert_eq!(
+        report_of(&s, c, first).await,
+        want,
+        "an earlier run keeps its own report"
+    );
+
+    // Tenant scope: another customer's reading of the run's id finds nothing.
+    let other = s.customer(10, &["other.example"]).await;
+    let (counts, skipped) = report_of(&s, other, again).await;
+    assert!(skipped.is_empty() && counts.skipped_by_reason.is_empty());
+}
+
 both_backends!(
+    b4_a_run_whose_report_is_unchanged_refers_to_the_report_recorded_in_full,
     d3f_b1_a_run_reuses_the_previous_plan_only_while_nothing_changed,
     d3e_d3f_a_first_sync_adds_the_directory_and_a_resync_changes_nothing,
     d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_delay_and_come_back,

@@ -465,14 +465,15 @@ impl ClaimsOf for DirectoryObjects {
 }
 
 /// One sync run's report (issue 11): the objects it did not sync and the
-/// addresses several objects claimed. Recorded, not decided: its only
-/// command records a part of the report; an empty part records nothing.
+/// addresses several objects claimed. Recorded, not decided: its command is
+/// the event to record, a part of the report (an empty part records
+/// nothing) or a reference to an earlier run's equal report (issue 17).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReport;
 
 impl Aggregate for SyncReport {
     const TYPE: &'static str = roster_events::SYNC_REPORT_AGGREGATE;
-    type Command = roster_events::SyncReported;
+    type Command = roster_events::SyncReportEvent;
     type Event = roster_events::SyncReportEvent;
     type Error = std::convert::Infallible;
     type Services = ();
@@ -483,9 +484,10 @@ impl Aggregate for SyncReport {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        if !command.skipped.is_empty() || !command.contested.is_empty() {
-            sink.write(roster_events::SyncReportEvent::SyncReported(command), self)
-                .await;
+        let empty = matches!(&command, roster_events::SyncReportEvent::SyncReported(r)
+            if r.skipped.is_empty() && r.contested.is_empty());
+        if !empty {
+            sink.write(command, self).await;
         }
         Ok(())
     }

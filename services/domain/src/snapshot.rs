@@ -85,6 +85,14 @@ pub struct FingerprintKeys(
     foldhash::quality::RandomState,
 );
 
+impl FingerprintKeys {
+    /// Two independently keyed 64-bit hashes of `value`, as one number.
+    pub fn of<T: std::hash::Hash + ?Sized>(&self, value: &T) -> u128 {
+        use std::hash::BuildHasher;
+        u128::from(self.0.hash_one(value)) << 64 | u128::from(self.1.hash_one(value))
+    }
+}
+
 /// Why a directory could not be read or reached. Each says what to check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "detail", rename_all = "snake_case")]

@@ -44,6 +44,7 @@ pub fn event_label(event_type: &str) -> &'static str {
         "SyncDiscarded" => "Held sync discarded",
         "SyncSuperseded" => "Held sync superseded",
         "SyncReported" => "Sync report",
+        "SyncReportRepeated" => "Sync report, as an earlier run's",
         "DirectoryConfigured" => "Directory settings saved",
         "DirectoryEnabled" => "Directory sync enabled",
         "DirectoryDisabled" => "Directory sync disabled",

@@ -28,6 +28,7 @@ const BOOKKEEPING: &[(&str, &str)] = &[
     (DIRECTORY_AGGREGATE, "SyncFinished"),
     (DIRECTORY_AGGREGATE, "DirectoryTested"),
     (SYNC_REPORT_AGGREGATE, "SyncReported"),
+    (SYNC_REPORT_AGGREGATE, "SyncReportRepeated"),
 ];
 
 /// More events than this since the plan's inputs: plan again.

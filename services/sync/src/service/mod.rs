@@ -165,6 +165,9 @@ pub struct SyncService {
     /// Plans that changed nothing, for the next run of the same customer
     /// to reuse when its read and inputs are the same (issue 17).
     pub(crate) kept: Arc<kept::KeptPlans>,
+    /// Each customer's last report recorded in full, for a run whose report
+    /// is the same to refer to (issue 17).
+    pub(crate) reports: Arc<crate::report::LastReports>,
 }
 
 /// The state a run plans from.
@@ -211,6 +214,7 @@ impl SyncService {
             outbound: Arc::default(),
             queue: Arc::new(RunQueue::new(runs)),
             kept: Arc::default(),
+            reports: Arc::default(),
         }
     }
 
