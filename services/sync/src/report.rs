@@ -77,6 +77,7 @@ impl LastReports {
         how: Recording,
     ) {
         if how.of_run.is_some() {
+            metrics::counter!("roster_sync_reports_repeated_total").increment(1);
             return;
         }
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
