@@ -5,8 +5,9 @@
 //! of 10 and a 1,600-member distribution list.
 //!
 //! `cargo bench -p roster-domain --bench reconcile` (`ROSTER_BENCH_USERS`,
-//! default 100000). Prints the plan of an initial sync (no users yet) and
-//! of a resync where nothing changed, best of three.
+//! default 100000). Prints the read's fingerprint (issue 17: a kept plan
+//! is reused when it matches), the plan of an initial sync (no users yet)
+//! and of a resync where nothing changed, best of three.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -119,6 +120,17 @@ fn main() {
         );
         plan
     };
+    let keys = roster_domain::snapshot::FingerprintKeys::default();
+    let mut fp = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        std::hint::black_box(snap.fingerprint(&keys));
+        fp = fp.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "fingerprint of the read: {fp:.3} s for {} objects",
+        snap.objects.len()
+    );
     best("initial sync", &[]);
     let current = as_synced(&snap, &managed);
     let plan = best("resync, no change", &current);
