@@ -189,6 +189,22 @@ fn report_of() -> String {
     format!("COALESCE((SELECT r.of_run FROM {REPEATS} r WHERE r.customer_id = $1 AND r.run_id = $2), $2)")
 }
 
+/// The earlier run whose report run `run_id` repeats, if it does (its
+/// report reads as that run's).
+pub async fn repeat_of(
+    store: &roster_store::Store,
+    customer: roster_events::CustomerId,
+    run_id: &str,
+) -> Result<Option<String>, ProjectionError> {
+    let sql = format!("SELECT of_run FROM {REPEATS} WHERE customer_id = $1 AND run_id = $2");
+    let of: Option<(String,)> = roster_store::with_db!(store.db(), |p| sqlx::query_as(&sql)
+        .bind(customer.to_string())
+        .bind(run_id)
+        .fetch_optional(p)
+        .await?);
+    Ok(of.map(|(r,)| r))
+}
+
 /// How many objects a run did not sync, and addresses it did not apply,
 /// by reason; and how many addresses were contested.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

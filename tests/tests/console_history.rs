@@ -667,3 +667,47 @@ async fn d5_failed_runs_show_the_guides_troubleshooting_sqlite() {
 async fn d5_failed_runs_show_the_guides_troubleshooting_postgres() {
     d5_failed_runs_show_the_guides_troubleshooting(Db::Postgres).await;
 }
+
+/// B4, issue 17: a run whose report repeats an earlier run's says so on
+/// its page, links that run, and lists the same objects.
+async fn b4_a_repeated_report_names_the_run_recorded_in_full(db: Db) {
+    let env = RosterEnv::launch(db, None, &[]).await;
+    let data = DirectoryData::new(Style::AdLike, BASE, DOMAIN).users(10);
+    let slapd = Slapd::start(SlapdConfig::ad_like().data(data.clone()))
+        .await
+        .expect("slapd");
+    let c = env.customer("Acme", &[DOMAIN]).await;
+    env.put_directory(&c, ldap_settings(&slapd, BASE)).await;
+    let first = sync(&env, &c).await;
+    let first_id = first["run_id"].as_str().unwrap().to_string();
+    let second = sync(&env, &c).await;
+    let second_id = second["run_id"].as_str().unwrap().to_string();
+    add_admin(&env.p, "owner@acme.example", &["--customer", &c]);
+    let owner = session(&env, "owner@acme.example").await;
+    let disabled = mail(&data, 9);
+    let (s, html) = get(&env, &owner, &format!("/customers/{c}/runs/{first_id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains(&disabled),
+        "the disabled user is not synced: {html}"
+    );
+    assert!(!html.contains("this run's report repeats"), "{html}");
+    let (s, html) = get(&env, &owner, &format!("/customers/{c}/runs/{second_id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("this run's report repeats"), "{html}");
+    assert!(
+        html.contains(&format!("href=\"/customers/{c}/runs/{first_id}\"")),
+        "{html}"
+    );
+    assert!(html.contains(&disabled), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b4_a_repeated_report_names_the_run_recorded_in_full_sqlite() {
+    b4_a_repeated_report_names_the_run_recorded_in_full(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b4_a_repeated_report_names_the_run_recorded_in_full_postgres() {
+    b4_a_repeated_report_names_the_run_recorded_in_full(Db::Postgres).await;
+}

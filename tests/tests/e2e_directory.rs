@@ -917,6 +917,20 @@ async fn d3h_presets_know_how_openldap_and_389ds_mark_disabled_accounts_and_a_di
         "{}",
         d["report"]
     );
+    assert!(d["report"]["same_as_run"].is_null(), "{}", d["report"]);
+    // B4, issue 17: a run whose report is the same names the run recorded
+    // in full, and reads as it.
+    let again = env.sync(&c).await;
+    assert_eq!(
+        again["report"]["same_as_run"], d["run"]["run_id"],
+        "{}",
+        again["report"]
+    );
+    assert_eq!(
+        again["report"]["skipped_by_reason"],
+        d["report"]["skipped_by_reason"]
+    );
+    assert_eq!(again["report"]["skipped"], d["report"]["skipped"]);
     let want = |is: &[usize]| {
         let mut m: Vec<String> = is.iter().map(|&i| mail(&data, i)).collect();
         m.sort();

@@ -836,6 +836,10 @@ pub struct RunReport {
     /// Pass as `contested_page` for the next page.
     #[schema(value_type = Option<String>)]
     pub contested_next_page: Option<roster_projections::Cursor>,
+    /// When the report is, item for item, an earlier run's: that run's id.
+    /// The run recorded a reference instead of the items again (issue 17);
+    /// the report above is that run's, and this one's.
+    pub same_as_run: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -914,7 +918,9 @@ async fn run_report(
         size,
     )
     .await?;
+    let same_as_run = reports::repeat_of(&state.store, customer, run).await?;
     Ok(RunReport {
+        same_as_run,
         skipped_by_reason: counts.skipped_by_reason,
         not_applied_by_reason: counts.not_applied_by_reason,
         contested_count: counts.contested,

@@ -428,6 +428,8 @@ struct RunPage {
     flags_total: usize,
     flags_error: String,
     decided_by: String,
+    /// The earlier run whose report this run's repeats (issue 17), if any.
+    same_report_as: String,
     confirm_action: String,
     discard_action: String,
     dry_run_action: String,
@@ -584,6 +586,10 @@ pub async fn show(
         (Some(w), Some(d)) => format!("would flag {w} of {d} directory users"),
         _ => String::new(),
     };
+    let same_report_as = reports::repeat_of(store, customer, &run_id)
+        .await?
+        .map(|of| run_href(&c, &of))
+        .unwrap_or_default();
     let decided_by = r
         .decided_by_run
         .map(|d| run_href(&c, &d))
@@ -606,6 +612,7 @@ pub async fn show(
         flags_total,
         flags_error,
         decided_by,
+        same_report_as,
         confirm_action: format!("{base}/confirm"),
         discard_action: format!("{base}/discard"),
         dry_run_action: format!("{}/runs/dry-run", view::customer_href(&c)),
