@@ -462,16 +462,24 @@ async fn post(
         .unwrap()
 }
 
-/// T1: another customer's administrator gets not-found on every page of
-/// part 2 (GET and POST, with a valid CSRF token); T4: the POSTs are
-/// refused without the token; the owner's POSTs work.
-async fn t1_scope_and_csrf(db: Db) {
+/// A server, an AD-like slapd of `users` users (user 9 disabled when
+/// there are ten or more) and the customer "Acme" of its domain, without
+/// directory settings yet.
+async fn acme_and_slapd(db: Db, users: usize) -> (RosterEnv, DirectoryData, Slapd, String) {
     let env = RosterEnv::launch(db, None, &[]).await;
-    let data = DirectoryData::new(Style::AdLike, BASE, DOMAIN).users(3);
+    let data = DirectoryData::new(Style::AdLike, BASE, DOMAIN).users(users);
     let slapd = Slapd::start(SlapdConfig::ad_like().data(data.clone()))
         .await
         .expect("slapd");
     let c = env.customer("Acme", &[DOMAIN]).await;
+    (env, data, slapd, c)
+}
+
+/// T1: another customer's administrator gets not-found on every page of
+/// part 2 (GET and POST, with a valid CSRF token); T4: the POSTs are
+/// refused without the token; the owner's POSTs work.
+async fn t1_scope_and_csrf(db: Db) {
+    let (env, data, slapd, c) = acme_and_slapd(db, 3).await;
     let other = env.customer("Other", &["other.example"]).await;
     env.put_directory(&c, ldap_settings(&slapd, BASE)).await;
     let run = sync(&env, &c).await;
@@ -598,12 +606,7 @@ async fn t1_part2_pages_are_scoped_and_csrf_protected_postgres() {
 /// the directory *Firewall settings*; a dry run that cannot read the
 /// directory says why on the history page and changes nothing.
 async fn d5_failed_runs_show_the_guides_troubleshooting(db: Db) {
-    let env = RosterEnv::launch(db, None, &[]).await;
-    let data = DirectoryData::new(Style::AdLike, BASE, DOMAIN).users(2);
-    let slapd = Slapd::start(SlapdConfig::ad_like().data(data.clone()))
-        .await
-        .expect("slapd");
-    let c = env.customer("Acme", &[DOMAIN]).await;
+    let (env, _data, slapd, c) = acme_and_slapd(db, 2).await;
     let good = ldap_settings(&slapd, BASE);
     env.put_directory(&c, with(good.clone(), json!({"password": "wrong"})))
         .await;
@@ -671,12 +674,7 @@ async fn d5_failed_runs_show_the_guides_troubleshooting_postgres() {
 /// B4, issue 17: a run whose report repeats an earlier run's says so on
 /// its page, links that run, and lists the same objects.
 async fn b4_a_repeated_report_names_the_run_recorded_in_full(db: Db) {
-    let env = RosterEnv::launch(db, None, &[]).await;
-    let data = DirectoryData::new(Style::AdLike, BASE, DOMAIN).users(10);
-    let slapd = Slapd::start(SlapdConfig::ad_like().data(data.clone()))
-        .await
-        .expect("slapd");
-    let c = env.customer("Acme", &[DOMAIN]).await;
+    let (env, data, slapd, c) = acme_and_slapd(db, 10).await;
     env.put_directory(&c, ldap_settings(&slapd, BASE)).await;
     let first = sync(&env, &c).await;
     let first_id = first["run_id"].as_str().unwrap().to_string();
