@@ -35,10 +35,10 @@ pub(crate) struct Recording {
 }
 
 /// Per customer, the last run whose report this process recorded in full,
-/// with a keyed fingerprint of that report. Two keyed 64-bit hashes of
-/// every item, in the report's order (it is sorted), under random keys of
-/// this process, so that a directory cannot be shaped to make a different
-/// report look equal. Memory only: after a restart, or on another replica,
+/// with a keyed fingerprint of that report: two independently keyed 64-bit
+/// hashes of all its items in order (a report is sorted), under random
+/// keys of this process, so that a directory cannot be shaped to make a
+/// different report look equal. Memory only: after a restart, or on another replica,
 /// a run records its report in full once.
 #[derive(Default)]
 pub(crate) struct LastReports {
@@ -52,13 +52,15 @@ impl LastReports {
     }
 
     /// How `customer`'s run records `report`: by reference when it equals
-    /// the customer's last report recorded in full.
+    /// the customer's last report recorded in full (an empty report records
+    /// nothing, and refers to nothing).
     pub(crate) fn recording(&self, customer: CustomerId, report: &Report) -> Recording {
         let fingerprint = self.fingerprint(report);
+        let empty = report.skipped.is_empty() && report.contested.is_empty();
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let of_run = last
             .get(&customer)
-            .filter(|(_, f)| *f == fingerprint)
+            .filter(|(_, f)| !empty && *f == fingerprint)
             .map(|(run, _)| *run);
         Recording {
             fingerprint,
