@@ -29,6 +29,8 @@ const CAPACITY: usize = 100_000;
 pub(crate) struct Recording {
     /// [`LastReports::fingerprint`] of the report.
     fingerprint: u128,
+    /// Nothing to record, nor to refer to later.
+    empty: bool,
     /// The earlier run whose equal report this one refers to; `None`:
     /// recorded in full.
     pub of_run: Option<Uuid>,
@@ -64,26 +66,37 @@ impl LastReports {
             .map(|(run, _)| *run);
         Recording {
             fingerprint,
+            empty,
             of_run,
         }
+    }
+
+    /// Stages `customer`'s run `run_id`'s report in `batch` (see [`stage`]),
+    /// by reference when it repeats the last report recorded in full. Pass
+    /// what it returns to [`LastReports::committed`] once the batch is.
+    pub(crate) async fn stage(
+        &self,
+        batch: &mut Batch,
+        customer: CustomerId,
+        run_id: Uuid,
+        report: &Report,
+        meta: &EventMeta,
+    ) -> Recording {
+        let how = self.recording(customer, report);
+        stage(batch, run_id, report, how, meta).await;
+        how
     }
 
     /// Remembers what run `run_id` committed: a report recorded in full is
     /// the one later runs may refer to; an empty report is never referred
     /// to (nothing is recorded for it).
-    pub(crate) fn committed(
-        &self,
-        customer: CustomerId,
-        run_id: Uuid,
-        report: &Report,
-        how: Recording,
-    ) {
+    pub(crate) fn committed(&self, customer: CustomerId, run_id: Uuid, how: Recording) {
         if how.of_run.is_some() {
             metrics::counter!("roster_sync_reports_repeated_total").increment(1);
             return;
         }
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if report.skipped.is_empty() && report.contested.is_empty() {
+        if how.empty {
             last.remove(&customer);
             return;
         }
@@ -98,13 +111,7 @@ impl LastReports {
 
 /// Stages the report of run `run_id` in `batch`: nothing when it is empty,
 /// one reference when `how` says it repeats an earlier run's.
-pub(crate) async fn stage(
-    batch: &mut Batch,
-    run_id: Uuid,
-    report: &Report,
-    how: Recording,
-    meta: &EventMeta,
-) {
+async fn stage(batch: &mut Batch, run_id: Uuid, report: &Report, how: Recording, meta: &EventMeta) {
     let mut target = Loaded::<SyncReport>::new(run_id.to_string());
     if let Some(of_run) = how.of_run {
         let command = SyncReportEvent::SyncReportRepeated(SyncReportRepeated { run_id, of_run });
@@ -166,10 +173,10 @@ mod tests {
         );
         let how = reports.recording(c, &report(3));
         assert_eq!(how.of_run, None, "nothing recorded yet: in full");
-        reports.committed(c, r1, &report(3), how);
+        reports.committed(c, r1, how);
         let how = reports.recording(c, &report(3));
         assert_eq!(how.of_run, Some(r1));
-        reports.committed(c, r2, &report(3), how);
+        reports.committed(c, r2, how);
         assert_eq!(
             reports.recording(c, &report(3)).of_run,
             Some(r1),
@@ -183,12 +190,12 @@ mod tests {
         let changed = report(4);
         let how = reports.recording(c, &changed);
         assert_eq!(how.of_run, None, "a changed report is recorded in full");
-        reports.committed(c, r3, &changed, how);
+        reports.committed(c, r3, how);
         assert_eq!(reports.recording(c, &report(3)).of_run, None);
         assert_eq!(reports.recording(c, &changed).of_run, Some(r3));
         let empty = report(0);
         let how = reports.recording(c, &empty);
-        reports.committed(c, r4, &empty, how);
+        reports.committed(c, r4, how);
         assert_eq!(reports.recording(c, &changed).of_run, None);
         assert_eq!(
             reports.recording(c, &empty).of_run,

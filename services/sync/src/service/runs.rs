@@ -702,8 +702,10 @@ impl SyncService {
         )
         .instrument(stage)
         .await?;
-        let report = self.reports.recording(customer, &plan.report);
-        crate::report::stage(&mut batch, run_id, &plan.report, report, meta).await;
+        let report = self
+            .reports
+            .stage(&mut batch, customer, run_id, &plan.report, meta)
+            .await;
         // T3: directory users do not wait for a seat; the run reports going beyond.
         let over_seat_limit = !Seats::of(&self.store, customer).await?.fits(seats_added);
         batch
@@ -729,8 +731,7 @@ impl SyncService {
         let append_s = t.elapsed().as_secs_f64();
         self.kept
             .after_commit(customer, config.connection.kind(), keep, &plan);
-        self.reports
-            .committed(customer, run_id, &plan.report, report);
+        self.reports.committed(customer, run_id, report);
         progress.update(self, true, |p| p.applied = p.steps).await;
         let t = std::time::Instant::now();
         self.settle_within(a.last, settle_limit(a.count))
@@ -790,11 +791,12 @@ impl SyncService {
                 meta,
             )
             .await?;
-        let report = self.reports.recording(customer, &plan.report);
-        crate::report::stage(&mut batch, run_id, &plan.report, report, meta).await;
+        let report = self
+            .reports
+            .stage(&mut batch, customer, run_id, &plan.report, meta)
+            .await;
         let a = self.store.commit(batch).await?;
-        self.reports
-            .committed(customer, run_id, &plan.report, report);
+        self.reports.committed(customer, run_id, report);
         self.settle(a.last).await;
         self.finished(customer, run_id).await;
         tracing::warn!(customer = %customer, run = %run_id, would_flag = plan.flags, "sync held by the mass-deletion guard");
