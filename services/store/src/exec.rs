@@ -4,6 +4,7 @@
 //! the claims they imply for one atomic append.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventStore, SerializedEvent};
@@ -38,7 +39,7 @@ impl<A: Aggregate> Loaded<A> {
 pub struct Batch {
     events: Vec<PendingEvent>,
     guards: Vec<(CustomerId, Guard)>,
-    meta_cache: Option<(EventMeta, Option<String>, String)>,
+    meta_cache: Option<(EventMeta, Option<String>, Arc<str>)>,
 }
 
 impl Batch {
@@ -61,7 +62,9 @@ impl Batch {
         }
     }
 
-    fn metadata_json(&mut self, meta: &EventMeta) -> String {
+    /// The events of a batch share their metadata text (one copy for a
+    /// whole sync, not one per event).
+    fn metadata_json(&mut self, meta: &EventMeta) -> Arc<str> {
         let trace = crate::tracecontext::current();
         if let Some((m, t, s)) = &self.meta_cache {
             if m == meta && *t == trace {
@@ -72,7 +75,9 @@ impl Batch {
         if let Some(t) = &trace {
             map.insert(crate::tracecontext::META_TRACEPARENT.to_string(), t.clone());
         }
-        let s = serde_json::to_string(&map).expect("a string map serialises");
+        let s: Arc<str> = serde_json::to_string(&map)
+            .expect("a string map serialises")
+            .into();
         self.meta_cache = Some((meta.clone(), trace, s.clone()));
         s
     }

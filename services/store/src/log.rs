@@ -46,8 +46,8 @@ pub struct PendingEvent {
     pub event_version: String,
     /// JSON text of the payload.
     pub payload: String,
-    /// JSON text of the metadata map.
-    pub metadata: String,
+    /// JSON text of the metadata map (shared by the events of a batch).
+    pub metadata: std::sync::Arc<str>,
     pub customer_id: CustomerId,
     /// Microseconds since the Unix epoch. Replaced when the event is
     /// appended: the store stamps the commit time under the append lock
@@ -565,7 +565,7 @@ async fn insert_pg(
         etypes.push(e.event_type.as_str());
         versions.push(e.event_version.as_str());
         payloads.push(e.payload.as_str());
-        metas.push(e.metadata.as_str());
+        metas.push(&*e.metadata);
         positions.push(first + i as i64);
         customers.push(e.customer_id.to_string());
         times.push(e.recorded_at);
@@ -608,7 +608,7 @@ async fn insert_sqlite(
             e.event_type.as_str(),
             e.event_version.as_str(),
             e.payload.as_str(),
-            e.metadata.as_str(),
+            &*e.metadata,
             first + i as i64,
             e.customer_id.to_string(),
             e.recorded_at,

@@ -23,7 +23,7 @@ pub fn raw_events(customer: CustomerId, users: usize, per_user: usize) -> Vec<Pe
         correlation_id: CorrelationId::new(),
         time: chrono::Utc::now(),
     };
-    let metadata = serde_json::to_string(&meta.to_map()).unwrap();
+    let metadata: std::sync::Arc<str> = serde_json::to_string(&meta.to_map()).unwrap().into();
     let ids: Vec<UserId> = (0..users).map(|_| UserId::new()).collect();
     let now = chrono::Utc::now().timestamp_micros();
     let mut out = Vec::with_capacity(users * per_user);
@@ -83,7 +83,7 @@ pub fn raw_event(
         event_type: event_type.into(),
         event_version: "1.0".into(),
         payload: json!({ event_type: data }).to_string(),
-        metadata: serde_json::to_string(&meta.to_map()).unwrap(),
+        metadata: serde_json::to_string(&meta.to_map()).unwrap().into(),
         customer_id: customer,
         recorded_at: chrono::Utc::now().timestamp_micros(),
         claims: vec![],

@@ -534,7 +534,11 @@ impl SyncService {
             Some(Inputs::Loaded(p)) => (p.current, Some(p.objects)),
             None => (self.current(customer).await?, None),
         };
-        let (plan, diff) = self.plan_with_diff(customer, config, snapshot, &current, objects);
+        let (mut plan, diff) = self.plan_with_diff(customer, config, snapshot, &current, objects);
+        // The list of changes is what a dry run shows (D3.t); a run applies
+        // the steps and does not hold the list while it stages and appends
+        // (a tenth of the plan's memory at 100,000 users; issue 17).
+        plan.changes = Vec::new();
         let keep = match (confirmed_limit, current.inputs_at) {
             (None, Some(at)) => Keep::Plan(self.kept.fingerprint(snapshot), at),
             _ => Keep::Forget,
@@ -649,10 +653,10 @@ impl SyncService {
         let customer = meta.customer_id;
         let t = std::time::Instant::now();
         let Planned {
-            plan,
+            mut plan,
             diff,
             inputs_version,
-            keep,
+            mut keep,
         } = self
             .planned(customer, config, snapshot, inputs, confirmed_limit)
             .await?;
@@ -686,9 +690,22 @@ impl SyncService {
         let t = std::time::Instant::now();
         let mut batch = Batch::new();
         let mut counts = plan.counts;
+        // The steps are staged by value: each step's command becomes its
+        // event and is dropped, rather than the plan and the staged events
+        // being held side by side until the append (issue 17). A plan with
+        // steps is never kept for reuse (`kept`), so nothing needs them
+        // after this run; a plan still shared (a kept one, which has no
+        // steps) is left as it is.
+        let steps = match Arc::get_mut(&mut plan) {
+            Some(p) => std::mem::take(&mut p.steps),
+            None => plan.steps.clone(),
+        };
+        if !steps.is_empty() {
+            keep = Keep::Forget;
+        }
         let stage = tracing::info_span!("sync.stage");
         let seats_added = self
-            .stage_plan(&mut batch, customer, &plan, meta, &mut counts, progress)
+            .stage_plan(&mut batch, customer, steps, meta, &mut counts, progress)
             .instrument(stage.clone())
             .await?;
         self.stage_objects(
@@ -813,13 +830,12 @@ impl SyncService {
         &self,
         batch: &mut Batch,
         customer: CustomerId,
-        plan: &Plan,
+        steps: Vec<Step>,
         meta: &EventMeta,
         counts: &mut SyncCounts,
         progress: &Progress,
     ) -> Result<u64, SyncError> {
-        let new_addresses: Vec<Address> = plan
-            .steps
+        let new_addresses: Vec<Address> = steps
             .iter()
             .filter_map(|s| match (&s.target, &s.command) {
                 (Target::New, UserCommand::Add(a)) => Some(a.address.clone()),
@@ -831,8 +847,7 @@ impl SyncService {
             .db()
             .tombstones_bulk(customer, &new_addresses)
             .await?;
-        let mut ids: Vec<String> = plan
-            .steps
+        let mut ids: Vec<String> = steps
             .iter()
             .filter_map(|s| match s.target {
                 Target::Existing(id) => Some(id.to_string()),
@@ -845,34 +860,38 @@ impl SyncService {
         let mut loaded = self.store.load_many::<User>(&ids).await?;
         let services = UserServices::default();
         let mut seats = 0;
-        for (done, step) in plan.steps.iter().enumerate() {
+        for (done, step) in steps.into_iter().enumerate() {
             progress
                 .update(self, false, |p| p.applied = done as u64)
                 .await;
-            let (id, command) = match (&step.target, &step.command) {
-                (Target::Existing(id), c) => (*id, c.clone()),
+            let (id, command, fresh_id) = match (step.target, step.command) {
+                (Target::Existing(id), c) => (id, c, false),
                 (Target::New, UserCommand::Add(add)) => {
-                    let id = tombstones.get(&add.address).copied().unwrap_or_default();
-                    if tombstones.contains_key(&add.address) {
+                    let tombstone = tombstones.get(&add.address).copied();
+                    if tombstone.is_some() {
                         counts.returned += 1;
                         counts.added = counts.added.saturating_sub(1);
                     }
                     if add.kind.counts_against_licence() {
                         seats += 1;
                     }
-                    (
-                        id,
-                        UserCommand::Add(AddUser {
-                            user_id: id,
-                            ..add.clone()
-                        }),
-                    )
+                    let id = tombstone.unwrap_or_default();
+                    let add = UserCommand::Add(AddUser { user_id: id, ..add });
+                    (id, add, tombstone.is_none())
                 }
                 (Target::New, _) => continue,
             };
-            let target = loaded
-                .entry(id.to_string())
-                .or_insert_with(|| Loaded::new(id.to_string()));
+            // A new user with a fresh id has this one step: its state is
+            // not kept once the step is staged.
+            let mut fresh;
+            let target = if fresh_id {
+                fresh = Loaded::new(id.to_string());
+                &mut fresh
+            } else {
+                loaded
+                    .entry(id.to_string())
+                    .or_insert_with(|| Loaded::new(id.to_string()))
+            };
             if let Err(e) = batch.execute(target, command, &services, meta).await {
                 // The aggregate is the truth: a step the user's current state
                 // refuses (changed since it was read) is skipped, not forced.
