@@ -5,7 +5,11 @@
 //!   cargo bench -p roster-tests --bench foundation
 //!
 //! Sizes can be changed with ROSTER_BENCH_USERS (default 2000) and
-//! ROSTER_BENCH_CLIENTS (default 32).
+//! ROSTER_BENCH_CLIENTS (default 32). ROSTER_BENCH_BACKENDS picks back-ends
+//! (default "postgres,sqlite"); ROSTER_BENCH_RUST_LOG sets the server's log
+//! filter (default "warn") and ROSTER_BENCH_LOG_DIR a folder to keep each
+//! server's log and its `/metrics` after the additions in
+//! (`additions-<back-end>.log`, `additions-<back-end>.metrics`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,10 +152,11 @@ async fn api_additions(
         Backend::Postgres => Some(roster_testkit::PgDb::create().await.unwrap()),
         Backend::Sqlite => None,
     };
+    let log_filter = std::env::var("ROSTER_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into());
     let p = RosterProcess::start_with(
         dir.path(),
         pg.as_ref().map(|p| p.url()),
-        &[("RUST_LOG", "warn")],
+        &[("RUST_LOG", &log_filter)],
     )
     .await;
     let api = p.admin();
@@ -181,6 +186,12 @@ async fn api_additions(
     }
     let rate = users as f64 / started.elapsed().as_secs_f64();
     lat.sort();
+    if let Ok(dir) = std::env::var("ROSTER_BENCH_LOG_DIR") {
+        let (_, metrics) = api.get("/metrics").await;
+        let metrics = metrics.as_str().map(str::to_string).unwrap_or_default();
+        std::fs::write(format!("{dir}/additions-{backend:?}.metrics"), metrics).unwrap();
+        std::fs::write(format!("{dir}/additions-{backend:?}.log"), p.log_text()).unwrap();
+    }
     p.stop().await;
     (rate, pct(&lat, 0.5), pct(&lat, 0.99))
 }
@@ -194,7 +205,12 @@ async fn main() {
     let clients = env_usize("ROSTER_BENCH_CLIENTS", 32);
     println!("| back-end | API additions/s ({clients} clients, {users} users) | p50 | p99 | appends/s (1 event, 1 writer) | appends/s (1 event, 8 writers) | events/s (10k per append) | events/s projected |");
     println!("|---|---|---|---|---|---|---|---|");
+    let backends =
+        std::env::var("ROSTER_BENCH_BACKENDS").unwrap_or_else(|_| "postgres,sqlite".into());
     for backend in [Backend::Postgres, Backend::Sqlite] {
+        if !backends.contains(&format!("{backend:?}").to_lowercase()) {
+            continue;
+        }
         let (rate, p50, p99) = api_additions(backend, users, clients).await;
         let f = raw_appends(backend).await;
         println!(
