@@ -121,13 +121,44 @@ impl SyncService {
         Ok(run)
     }
 
-    /// Reads the enabled directory: a complete snapshot or why not.
+    /// What the previous read of the enabled directory left (B1: delta
+    /// links and the directory as read), or `None`: a reader then reads
+    /// everything. A run loads it before it loads the plan's inputs beside
+    /// the read: loaded alone it takes a twentieth of the time it takes
+    /// beside that load (0.02 s against 0.54 s for 100,000 users, issue 17).
+    async fn previous_read(&self, customer: CustomerId, dir: &Directory) -> Option<Vec<u8>> {
+        let kind = dir.enabled?;
+        let t = std::time::Instant::now();
+        let previous = match self
+            .store
+            .db()
+            .get_read_state(customer, kind.as_str())
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(customer = %customer, error = %e, "the previous read's state could not be loaded; reading everything");
+                None
+            }
+        };
+        tracing::debug!(
+            customer = %customer,
+            state_bytes = previous.as_ref().map_or(0, Vec::len),
+            seconds = t.elapsed().as_secs_f64(),
+            "read state loaded"
+        );
+        previous
+    }
+
+    /// Reads the enabled directory, from what the previous read left
+    /// ([`SyncService::previous_read`]): a complete snapshot or why not.
     #[tracing::instrument(name = "sync.read", skip_all)]
     async fn read(
         &self,
         customer: CustomerId,
         dir: &Directory,
         on_entries: Option<EntriesHook>,
+        previous: Option<Vec<u8>>,
     ) -> Result<(DirectoryConfig, IncrementalRead), ReadError> {
         let kind = dir
             .enabled
@@ -152,33 +183,12 @@ impl SyncService {
                 .reader_watched(&config.connection, secret.as_ref(), hook)?,
             None => self.readers.reader(&config.connection, secret.as_ref())?,
         };
-        // B1: what the previous read left (delta links and the directory as
-        // read); a reader that keeps none reads everything.
         let t = std::time::Instant::now();
-        let previous = match self
-            .store
-            .db()
-            .get_read_state(customer, kind.as_str())
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(customer = %customer, error = %e, "the previous read's state could not be loaded; reading everything");
-                None
-            }
-        };
-        let loaded_s = t.elapsed().as_secs_f64();
         let read = reader.read_incremental(previous.as_deref()).await?;
-        let read_s = t.elapsed().as_secs_f64() - loaded_s;
+        drop(previous);
         metrics::counter!("roster_directory_reads_total", "kind" => kind.as_str(), "mode" => read.mode.as_str())
             .increment(1);
-        tracing::debug!(
-            customer = %customer,
-            state_bytes = previous.as_ref().map_or(0, Vec::len),
-            loaded_s,
-            read_s,
-            "read state loaded, directory read"
-        );
+        tracing::debug!(customer = %customer, seconds = t.elapsed().as_secs_f64(), mode = read.mode.as_str(), "directory read alone");
         Ok((config, read))
     }
 
@@ -340,14 +350,15 @@ impl SyncService {
                     .valid(&self.store, customer)
                     .await
                     .is_ok_and(|k| k.is_some());
+            let previous = self.previous_read(customer, dir).await;
             if !expect {
                 let (read, prefetched) = tokio::join!(
-                    self.read(customer, dir, Some(hook)),
+                    self.read(customer, dir, Some(hook), previous),
                     self.prefetch(customer)
                 );
                 return (read, prefetched.map(Inputs::Loaded));
             }
-            let read = self.read(customer, dir, Some(hook)).await;
+            let read = self.read(customer, dir, Some(hook), previous).await;
             let inputs = match &read {
                 // A failed read plans nothing.
                 Err(_) => Err(SyncError::Invalid("the read failed".into())),
@@ -616,7 +627,10 @@ impl SyncService {
             IncrementalRead {
                 snapshot, state, ..
             },
-        ) = match self.read(customer, &dir, None).await {
+        ) = match self
+            .read(customer, &dir, None, self.previous_read(customer, &dir).await)
+            .await
+        {
             Ok(x) => x,
             Err(e) => return Ok(Err(e)),
         };
