@@ -7,6 +7,10 @@
 //! advisory lock on another session; SQLite: a write transaction on another
 //! connection), starts the appends, and lets go once they are all queued,
 //! so that they meet in one group.
+//!
+//! A streamed append (a sync's, written a piece at a time in one
+//! transaction) is one append too: all of it or nothing, invisible until
+//! it commits, and the appends that wait for it land after it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -317,8 +321,102 @@ async fn t3_a_group_of_additions_never_exceeds_the_seat_limit(s: TestStore) {
     }
 }
 
+/// E1, E6: a streamed append written in pieces is invisible until it
+/// commits, holds the appends that come meanwhile until then, and lands
+/// as one gapless run of positions before them.
+async fn e6_a_streamed_append_is_one_append_and_others_wait_for_it(s: TestStore) {
+    let c = s.customer(1_000, &["stream.example"]).await;
+    let start = s.store.head_position().await.unwrap();
+    let mut append = s.store.begin_streamed().await.unwrap();
+    for piece in 0..6 {
+        let mut batch = add_batch(c, &format!("p{piece}@stream.example"), &s.meta(c)).await;
+        append.write(&mut batch).await.unwrap();
+        assert!(batch.is_empty(), "a written piece leaves the batch");
+    }
+    assert_eq!(append.count(), 6);
+    // Nothing is visible yet, and another append waits for the lock.
+    assert_eq!(s.store.head_position().await.unwrap(), start);
+    let store = s.store.clone();
+    let waiting = add_batch(c, "waiting@stream.example", &s.meta(c)).await;
+    let other = tokio::spawn(async move { store.commit(waiting).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!other.is_finished(), "an append waits for the streamed one");
+    let mut last = add_batch(c, "last@stream.example", &s.meta(c)).await;
+    let a = append.commit(&s.store, &mut last).await.unwrap();
+    assert_eq!((a.first, a.last, a.count), (start + 1, start + 7, 7));
+    let o = other.await.unwrap().unwrap();
+    assert_eq!(o.first, start + 8, "the waiting append lands after it");
+    assert_log_is_gapless(&s, start, 8).await;
+    let at: BTreeSet<i64> = s
+        .store
+        .read_from(start, 7)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.recorded_at)
+        .collect();
+    assert_eq!(at.len(), 1, "one time for the streamed append (E6)");
+}
+
+/// U1, E1: a streamed append whose third piece claims an address another
+/// user holds is refused whole: its earlier pieces are not appended, their
+/// addresses stay free, and the append lock is free at once. Dropped
+/// before its commit, an append leaves nothing either.
+async fn u1_a_refused_piece_rolls_back_the_whole_streamed_append(s: TestStore) {
+    let c = s.customer(1_000, &["streamrace.example"]).await;
+    let taken = add_batch(c, "taken@streamrace.example", &s.meta(c)).await;
+    s.store.commit(taken).await.unwrap();
+    let start = s.store.head_position().await.unwrap();
+    let mut append = s.store.begin_streamed().await.unwrap();
+    for piece in ["one", "two"] {
+        let mut batch = add_batch(c, &format!("{piece}@streamrace.example"), &s.meta(c)).await;
+        append.write(&mut batch).await.unwrap();
+    }
+    let mut clash = add_batch(c, "taken@streamrace.example", &s.meta(c)).await;
+    match append.write(&mut clash).await {
+        Err(StoreError::AddressTaken { address }) => {
+            assert_eq!(address.as_str(), "taken@streamrace.example")
+        }
+        other => panic!("expected address_taken, got {other:?}"),
+    }
+    assert!(append.commit(&s.store, &mut Batch::new()).await.is_err());
+    for free in ["one@streamrace.example", "two@streamrace.example"] {
+        assert!(
+            s.store
+                .db()
+                .address_owner(&addr(free))
+                .await
+                .unwrap()
+                .is_none(),
+            "{free} stays free"
+        );
+    }
+    assert_eq!(s.store.head_position().await.unwrap(), start);
+    // Dropped half-written: nothing lands, and the lock is let go.
+    let mut dropped = s.store.begin_streamed().await.unwrap();
+    let mut batch = add_batch(c, "dropped@streamrace.example", &s.meta(c)).await;
+    dropped.write(&mut batch).await.unwrap();
+    drop(dropped);
+    let after = add_batch(c, "after@streamrace.example", &s.meta(c)).await;
+    let a = tokio::time::timeout(Duration::from_secs(10), s.store.commit(after))
+        .await
+        .expect("the append lock is free")
+        .unwrap();
+    assert_eq!(a.first, start + 1);
+    assert_log_is_gapless(&s, start, 1).await;
+    assert!(s
+        .store
+        .db()
+        .address_owner(&addr("dropped@streamrace.example"))
+        .await
+        .unwrap()
+        .is_none());
+}
+
 both_backends!(
     e1_a_stale_append_in_a_group_is_refused_alone,
     u1_one_address_claimed_in_one_group_has_one_owner,
     t3_a_group_of_additions_never_exceeds_the_seat_limit,
+    e6_a_streamed_append_is_one_append_and_others_wait_for_it,
+    u1_a_refused_piece_rolls_back_the_whole_streamed_append,
 );

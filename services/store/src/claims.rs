@@ -39,6 +39,17 @@ pub(crate) async fn apply(
     guards: &[(CustomerId, Guard)],
 ) -> Result<(), StoreError> {
     let mut released_domains: Vec<(CustomerId, Domain)> = Vec::new();
+    apply_changes(tx, items, &mut released_domains).await?;
+    check(tx, &released_domains, guards).await
+}
+
+/// Applies the claims in order; the domains they release are checked by
+/// [`check`] once the append has applied all its claims.
+pub(crate) async fn apply_changes(
+    tx: &mut Tx,
+    items: &[ClaimItem],
+    released_domains: &mut Vec<(CustomerId, Domain)>,
+) -> Result<(), StoreError> {
     let mut i = 0;
     while i < items.len() {
         let kind = kind_of(&items[i].change);
@@ -62,12 +73,22 @@ pub(crate) async fn apply(
             }
         } else {
             for item in run {
-                apply_one(tx, item, &mut released_domains).await?;
+                apply_one(tx, item, released_domains).await?;
             }
         }
         i = j;
     }
-    for (customer, domain) in released_domains {
+    Ok(())
+}
+
+/// The deferred conditions of an append: the domains it released are
+/// empty, and its guards hold.
+pub(crate) async fn check(
+    tx: &mut Tx,
+    released_domains: &[(CustomerId, Domain)],
+    guards: &[(CustomerId, Guard)],
+) -> Result<(), StoreError> {
+    for (customer, domain) in released_domains.iter().cloned() {
         let left: Option<String> = with_tx!(tx, |c| sqlx::query_scalar(
             "SELECT address FROM address_claims WHERE customer_id = $1 AND domain = $2 LIMIT 1"
         )

@@ -55,6 +55,15 @@ impl Batch {
         self.events.is_empty()
     }
 
+    /// Takes what is staged so far (a streamed append writes it); the
+    /// aggregates staged against keep their versions.
+    pub(crate) fn take(&mut self) -> (Vec<PendingEvent>, Vec<(CustomerId, Guard)>) {
+        (
+            std::mem::take(&mut self.events),
+            std::mem::take(&mut self.guards),
+        )
+    }
+
     /// Adds a check the append transaction makes (T3 seat limit).
     pub fn guard(&mut self, customer: CustomerId, guard: Guard) {
         if !self.guards.contains(&(customer, guard.clone())) {

@@ -20,6 +20,7 @@ pub mod run_progress;
 pub mod secrets;
 pub mod security_log;
 pub mod sqlite_bulk;
+mod streamed;
 pub mod sync_leases;
 pub mod tracecontext;
 
@@ -33,6 +34,7 @@ pub use exec::{decode, history, Batch, Loaded};
 pub use imports::{ImportRecord, ImportRowRecord, ImportWriter};
 pub use log::{Appended, PendingEvent, Store, StoredEvent};
 pub use secrets::{Secret, SecretKey};
+pub use streamed::StreamedAppend;
 pub use sync_leases::ExpiredLease;
 
 /// Microseconds since the Unix epoch, the time unit of every stored column.

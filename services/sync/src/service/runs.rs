@@ -19,6 +19,16 @@ struct Planned {
     keep: Keep,
 }
 
+/// The run whose append [`SyncService::append_run`] writes.
+struct RunAppend<'a> {
+    meta: &'a EventMeta,
+    run_id: Uuid,
+    kind: DirectoryKind,
+    now: chrono::DateTime<chrono::Utc>,
+    /// When the run began to apply (the stage phase's start).
+    started: std::time::Instant,
+}
+
 /// Which run [`SyncService::apply`] applies, and where it reports.
 #[derive(Clone, Copy)]
 struct RunContext<'a> {
@@ -628,7 +638,12 @@ impl SyncService {
                 snapshot, state, ..
             },
         ) = match self
-            .read(customer, &dir, None, self.previous_read(customer, &dir).await)
+            .read(
+                customer,
+                &dir,
+                None,
+                self.previous_read(customer, &dir).await,
+            )
             .await
         {
             Ok(x) => x,
@@ -702,7 +717,6 @@ impl SyncService {
 
         progress.phase(self, RunPhase::Apply, |_| {}).await;
         let t = std::time::Instant::now();
-        let mut batch = Batch::new();
         let mut counts = plan.counts;
         // The steps are staged by value: each step's command becomes its
         // event and is dropped, rather than the plan and the staged events
@@ -717,51 +731,18 @@ impl SyncService {
         if !steps.is_empty() {
             keep = Keep::Forget;
         }
-        let stage = tracing::info_span!("sync.stage");
-        let seats_added = self
-            .stage_plan(&mut batch, customer, steps, meta, &mut counts, progress)
-            .instrument(stage.clone())
-            .await?;
-        self.stage_objects(
-            &mut batch,
-            customer,
-            run_id,
-            config.connection.kind(),
-            snapshot,
-            diff,
+        let kind = config.connection.kind();
+        let run = RunAppend {
             meta,
-        )
-        .instrument(stage)
-        .await?;
-        let report = self
-            .reports
-            .stage(&mut batch, customer, run_id, &plan.report, meta)
-            .await;
-        // T3: directory users do not wait for a seat; the run reports going beyond.
-        let over_seat_limit = !Seats::of(&self.store, customer).await?.fits(seats_added);
-        batch
-            .execute(
-                &mut dir,
-                DirectoryCommand::CompleteSync {
-                    run_id,
-                    counts,
-                    over_seat_limit,
-                    at: now,
-                },
-                &(),
-                meta,
-            )
+            run_id,
+            kind,
+            now,
+            started: t,
+        };
+        let (a, report, over_seat_limit, stage_s, append_s) = self
+            .append_run(run, &mut dir, &plan, steps, diff, snapshot, &mut counts)
             .await?;
-        let stage_s = t.elapsed().as_secs_f64();
-        let t = std::time::Instant::now();
-        let a = self
-            .store
-            .commit(batch)
-            .instrument(tracing::info_span!("sync.append"))
-            .await?;
-        let append_s = t.elapsed().as_secs_f64();
-        self.kept
-            .after_commit(customer, config.connection.kind(), keep, &plan);
+        self.kept.after_commit(customer, kind, keep, &plan);
         self.reports.committed(customer, run_id, report);
         progress.update(self, true, |p| p.applied = p.steps).await;
         let t = std::time::Instant::now();
@@ -794,6 +775,98 @@ impl SyncService {
             counts,
             over_seat_limit,
         })
+    }
+
+    /// Stages a run's steps, changed objects, report and end into one
+    /// streamed append and commits it (issue 17). Returns the append, how
+    /// the report was recorded, whether the run goes beyond the seat limit,
+    /// and the seconds spent staging and writing.
+    #[allow(clippy::too_many_arguments)] // the run's parts, each used once
+    async fn append_run(
+        &self,
+        run: RunAppend<'_>,
+        dir: &mut Loaded<Directory>,
+        plan: &Plan,
+        steps: Vec<Step>,
+        diff: Option<ObjectsDiff>,
+        snapshot: &Snapshot,
+        counts: &mut SyncCounts,
+    ) -> Result<(Appended, crate::report::Recording, bool, f64, f64), SyncError> {
+        let RunAppend {
+            meta,
+            run_id,
+            kind,
+            now,
+            started: t,
+        } = run;
+        let customer = meta.customer_id;
+        let stage = tracing::info_span!("sync.stage");
+        // What staging reads comes first: the append lock is held from
+        // the start of the streamed append to its commit.
+        let targets = self
+            .load_targets(customer, &steps)
+            .instrument(stage.clone())
+            .await?;
+        let objects = self
+            .objects_change(customer, snapshot, diff)
+            .instrument(stage.clone())
+            .await?;
+        let seats = Seats::of(&self.store, customer).await?;
+        let mut w = Writing {
+            append: self.store.begin_streamed().await?,
+            batch: Batch::new(),
+            written_s: 0.0,
+        };
+        let staged = async {
+            let seats_added = self
+                .stage_plan(&mut w, targets, steps, meta, counts)
+                .await?;
+            self.stage_objects(&mut w, run_id, kind, objects, meta)
+                .await?;
+            let report = self
+                .reports
+                .stage(&mut w.batch, customer, run_id, &plan.report, meta)
+                .await;
+            // T3: directory users do not wait for a seat; the run reports
+            // going beyond.
+            let over_seat_limit = !seats.fits(seats_added);
+            w.batch
+                .execute(
+                    dir,
+                    DirectoryCommand::CompleteSync {
+                        run_id,
+                        counts: *counts,
+                        over_seat_limit,
+                        at: now,
+                    },
+                    &(),
+                    meta,
+                )
+                .await?;
+            Ok::<_, SyncError>((report, over_seat_limit))
+        }
+        .instrument(stage)
+        .await;
+        let Writing {
+            append,
+            mut batch,
+            written_s,
+        } = w;
+        let (report, over_seat_limit) = match staged {
+            Ok(staged) => staged,
+            Err(e) => {
+                append.rollback().await;
+                return Err(e);
+            }
+        };
+        let stage_s = t.elapsed().as_secs_f64() - written_s;
+        let t = std::time::Instant::now();
+        let a = append
+            .commit(&self.store, &mut batch)
+            .instrument(tracing::info_span!("sync.append"))
+            .await?;
+        let append_s = written_s + t.elapsed().as_secs_f64();
+        Ok((a, report, over_seat_limit, stage_s, append_s))
     }
 
     /// D3.g: the mass-deletion guard holds the run; nothing is flagged or
@@ -838,17 +911,13 @@ impl SyncService {
         })
     }
 
-    /// Loads the users a plan touches and stages its steps. Returns the seats
-    /// the new users take.
-    async fn stage_plan(
+    /// The users a plan's steps touch: the tombstones of addresses it
+    /// adds (U6) and the aggregates of the users it changes.
+    async fn load_targets(
         &self,
-        batch: &mut Batch,
         customer: CustomerId,
-        steps: Vec<Step>,
-        meta: &EventMeta,
-        counts: &mut SyncCounts,
-        progress: &Progress,
-    ) -> Result<u64, SyncError> {
+        steps: &[Step],
+    ) -> Result<Targets, SyncError> {
         let new_addresses: Vec<Address> = steps
             .iter()
             .filter_map(|s| match (&s.target, &s.command) {
@@ -871,13 +940,27 @@ impl SyncService {
             .collect();
         ids.sort();
         ids.dedup();
-        let mut loaded = self.store.load_many::<User>(&ids).await?;
+        let loaded = self.store.load_many::<User>(&ids).await?;
+        Ok(Targets { tombstones, loaded })
+    }
+
+    /// Stages a plan's steps into the run's append, written a piece at a
+    /// time. Returns the seats the new users take.
+    async fn stage_plan(
+        &self,
+        w: &mut Writing,
+        targets: Targets,
+        steps: Vec<Step>,
+        meta: &EventMeta,
+        counts: &mut SyncCounts,
+    ) -> Result<u64, SyncError> {
+        let Targets {
+            tombstones,
+            mut loaded,
+        } = targets;
         let services = UserServices::default();
         let mut seats = 0;
-        for (done, step) in steps.into_iter().enumerate() {
-            progress
-                .update(self, false, |p| p.applied = done as u64)
-                .await;
+        for step in steps {
             let (id, command, fresh_id) = match (step.target, step.command) {
                 (Target::Existing(id), c) => (id, c, false),
                 (Target::New, UserCommand::Add(add)) => {
@@ -906,28 +989,26 @@ impl SyncService {
                     .entry(id.to_string())
                     .or_insert_with(|| Loaded::new(id.to_string()))
             };
-            if let Err(e) = batch.execute(target, command, &services, meta).await {
+            if let Err(e) = w.batch.execute(target, command, &services, meta).await {
                 // The aggregate is the truth: a step the user's current state
                 // refuses (changed since it was read) is skipped, not forced.
                 tracing::info!(user = %id, error = %e, "sync step skipped");
                 counts.skipped += 1;
             }
+            w.write_if_full().await?;
         }
         Ok(seats)
     }
 
-    /// Records the directory objects that changed since the last read (D3.o).
-    #[allow(clippy::too_many_arguments)] // the run's context, passed as is
-    async fn stage_objects(
+    /// The directory objects that changed since the last read (D3.o) and
+    /// the version of the customer's objects aggregate; `None` when none
+    /// changed.
+    async fn objects_change(
         &self,
-        batch: &mut Batch,
         customer: CustomerId,
-        run_id: Uuid,
-        kind: DirectoryKind,
         snapshot: &Snapshot,
         diff: Option<ObjectsDiff>,
-        meta: &EventMeta,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Option<(ObjectsDiff, Loaded<DirectoryObjects>)>, SyncError> {
         let (upserted, removed) = match diff {
             Some(d) => d,
             None => {
@@ -937,43 +1018,78 @@ impl SyncService {
             }
         };
         if upserted.is_empty() && removed.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let id = customer.to_string();
-        let mut target = Loaded::<DirectoryObjects> {
-            id: id.clone(),
+        let target = Loaded::<DirectoryObjects> {
             version: self
                 .store
                 .version_of(DIRECTORY_OBJECTS_AGGREGATE, &id)
                 .await?,
+            id,
             state: DirectoryObjects,
         };
+        Ok(Some(((upserted, removed), target)))
+    }
+
+    /// Records the directory objects that changed since the last read (D3.o)
+    /// in the run's append, 5,000 objects an event.
+    async fn stage_objects(
+        &self,
+        w: &mut Writing,
+        run_id: Uuid,
+        kind: DirectoryKind,
+        change: Option<(ObjectsDiff, Loaded<DirectoryObjects>)>,
+        meta: &EventMeta,
+    ) -> Result<(), SyncError> {
+        let Some(((upserted, removed), mut target)) = change else {
+            return Ok(());
+        };
         const CHUNK: usize = 5_000;
-        let mut removed_chunks = removed.chunks(CHUNK);
-        for chunk in upserted.chunks(CHUNK) {
+        let mut upserted = upserted.into_iter().peekable();
+        let mut removed = removed.into_iter().peekable();
+        while upserted.peek().is_some() || removed.peek().is_some() {
             let change = DirectoryObjectsChanged {
                 run_id,
                 kind,
-                upserted: chunk.to_vec(),
-                removed: removed_chunks
-                    .next()
-                    .map(|c| c.to_vec())
-                    .unwrap_or_default(),
+                upserted: upserted.by_ref().take(CHUNK).collect(),
+                removed: removed.by_ref().take(CHUNK).collect(),
             };
-            if let Err(never) = batch.execute(&mut target, change, &(), meta).await {
+            if let Err(never) = w.batch.execute(&mut target, change, &(), meta).await {
                 match never {}
             }
+            w.write_if_full().await?;
         }
-        for chunk in removed_chunks {
-            let change = DirectoryObjectsChanged {
-                run_id,
-                kind,
-                upserted: vec![],
-                removed: chunk.to_vec(),
-            };
-            if let Err(never) = batch.execute(&mut target, change, &(), meta).await {
-                match never {}
-            }
+        Ok(())
+    }
+}
+
+/// The users a plan's steps touch ([`SyncService::load_targets`]).
+struct Targets {
+    tombstones: HashMap<Address, UserId>,
+    loaded: HashMap<String, Loaded<User>>,
+}
+
+/// A run's append, written as it is staged (issue 17): the staged events
+/// are written every [`Writing::PIECE`] events, so a run holds one piece
+/// of its events at a time, not all of them. It holds the append lock
+/// until it commits: nothing is written to the database through the pool
+/// meanwhile (the run's progress is recorded after the commit).
+struct Writing {
+    append: roster_store::StreamedAppend,
+    batch: Batch,
+    /// The time spent writing pieces so far.
+    written_s: f64,
+}
+
+impl Writing {
+    const PIECE: usize = 10_000;
+
+    async fn write_if_full(&mut self) -> Result<(), SyncError> {
+        if self.batch.len() >= Self::PIECE {
+            let t = std::time::Instant::now();
+            self.append.write(&mut self.batch).await?;
+            self.written_s += t.elapsed().as_secs_f64();
         }
         Ok(())
     }
