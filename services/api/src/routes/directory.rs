@@ -704,8 +704,10 @@ pub struct RunProgressView {
     /// What the plan does (the counts of `counts`), once planned.
     #[schema(value_type = Option<Object>)]
     pub planned: Option<SyncCounts>,
-    /// The planned changes, and how many are applied so far.
+    /// The planned changes.
     pub steps: u64,
+    /// How many of them are applied: 0 until the run's append commits,
+    /// then `steps` (a run's changes land together, in one append).
     pub applied: u64,
     pub updated_at: DateTime<Utc>,
 }
