@@ -15,8 +15,8 @@
 //! bulk append. Its caller must therefore not write to the database
 //! through the pool, nor wait for anything that does, until it commits.
 //! A failed write rolls it back at once, and so does dropping it (on a
-//! task of its own): a PostgreSQL transaction merely dropped keeps its
-//! locks until its connection is next used.
+//! task of its own), rather than leaving the rollback, and with it the
+//! append lock, to the pool's handling of a dropped transaction.
 
 use roster_events::{CustomerId, Domain, Guard};
 
