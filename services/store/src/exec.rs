@@ -38,6 +38,8 @@ impl<A: Aggregate> Loaded<A> {
 #[derive(Default)]
 pub struct Batch {
     events: Vec<PendingEvent>,
+    /// The payload bytes of `events`.
+    bytes: usize,
     guards: Vec<(CustomerId, Guard)>,
     meta_cache: Option<(EventMeta, Option<String>, Arc<str>)>,
 }
@@ -55,9 +57,15 @@ impl Batch {
         self.events.is_empty()
     }
 
+    /// The bytes of the staged events' payloads (JSON text).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Takes what is staged so far (a streamed append writes it); the
     /// aggregates staged against keep their versions.
     pub(crate) fn take(&mut self) -> (Vec<PendingEvent>, Vec<(CustomerId, Guard)>) {
+        self.bytes = 0;
         (
             std::mem::take(&mut self.events),
             std::mem::take(&mut self.guards),
@@ -118,13 +126,15 @@ impl Batch {
         for event in events {
             let claims = state.claims(&target.id, &event);
             target.version += 1;
+            let payload = serde_json::to_string(&event).expect("events serialise");
+            self.bytes += payload.len();
             self.events.push(PendingEvent {
                 aggregate_type: A::TYPE,
                 aggregate_id: target.id.clone(),
                 sequence: target.version,
                 event_type: event.event_type(),
                 event_version: event.event_version(),
-                payload: serde_json::to_string(&event).expect("events serialise"),
+                payload,
                 metadata: metadata.clone(),
                 customer_id: meta.customer_id,
                 recorded_at,

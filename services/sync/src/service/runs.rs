@@ -1071,8 +1071,10 @@ struct Targets {
 }
 
 /// A run's append, written as it is staged (issue 17): the staged events
-/// are written every [`Writing::PIECE`] events, so a run holds one piece
-/// of its events at a time, not all of them. It holds the append lock
+/// are written every [`Writing::PIECE`] events or [`Writing::PIECE_BYTES`]
+/// bytes of payload (a directory objects event holds 5,000 objects, about
+/// 2 MB), so a run holds one piece of its events at a time, not all of
+/// them. It holds the append lock
 /// until it commits: nothing is written to the database through the pool
 /// meanwhile (the run's progress is recorded after the commit).
 struct Writing {
@@ -1084,9 +1086,10 @@ struct Writing {
 
 impl Writing {
     const PIECE: usize = 10_000;
+    const PIECE_BYTES: usize = 8 << 20;
 
     async fn write_if_full(&mut self) -> Result<(), SyncError> {
-        if self.batch.len() >= Self::PIECE {
+        if self.batch.len() >= Self::PIECE || self.batch.bytes() >= Self::PIECE_BYTES {
             let t = std::time::Instant::now();
             self.append.write(&mut self.batch).await?;
             self.written_s += t.elapsed().as_secs_f64();
