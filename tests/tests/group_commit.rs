@@ -117,6 +117,16 @@ async fn add_batch(c: CustomerId, address: &str, meta: &EventMeta) -> Batch {
     batch
 }
 
+/// Whether someone holds the address (U1).
+async fn claimed(s: &TestStore, address: &str) -> bool {
+    s.store
+        .db()
+        .address_owner(&addr(address))
+        .await
+        .unwrap()
+        .is_some()
+}
+
 /// Positions after `start` are gapless, each event is there once, and
 /// `recorded_at` never decreases (E1, E6).
 async fn assert_log_is_gapless(s: &TestStore, start: i64, expected: usize) {
@@ -272,13 +282,7 @@ async fn u1_one_address_claimed_in_one_group_has_one_owner(s: TestStore) {
     }
     assert_eq!(ok, 1, "exactly one claim wins");
     assert_log_is_gapless(&s, start, 1).await;
-    assert!(s
-        .store
-        .db()
-        .address_owner(&addr("contested@grouprace.example"))
-        .await
-        .unwrap()
-        .is_some());
+    assert!(claimed(&s, "contested@grouprace.example").await);
 }
 
 /// T3: 20 additions queued together for a customer with 5 free seats:
@@ -381,15 +385,7 @@ async fn u1_a_refused_piece_rolls_back_the_whole_streamed_append(s: TestStore) {
     }
     assert!(append.commit(&s.store, &mut Batch::new()).await.is_err());
     for free in ["one@streamrace.example", "two@streamrace.example"] {
-        assert!(
-            s.store
-                .db()
-                .address_owner(&addr(free))
-                .await
-                .unwrap()
-                .is_none(),
-            "{free} stays free"
-        );
+        assert!(!claimed(&s, free).await, "{free} stays free");
     }
     assert_eq!(s.store.head_position().await.unwrap(), start);
     // Dropped half-written: nothing lands, and the lock is let go.
@@ -404,13 +400,7 @@ async fn u1_a_refused_piece_rolls_back_the_whole_streamed_append(s: TestStore) {
         .unwrap();
     assert_eq!(a.first, start + 1);
     assert_log_is_gapless(&s, start, 1).await;
-    assert!(s
-        .store
-        .db()
-        .address_owner(&addr("dropped@streamrace.example"))
-        .await
-        .unwrap()
-        .is_none());
+    assert!(!claimed(&s, "dropped@streamrace.example").await);
 }
 
 both_backends!(
