@@ -31,7 +31,10 @@
 //! the run reads as completed (GET .../syncs/{run}): a run completes once
 //! the read models show its changes, so this is "projections caught up".
 //! Peak memory is the server process's high-water mark (VmHWM), reset
-//! before each phase through /proc/<pid>/clear_refs. The split of each run
+//! before each phase through /proc/<pid>/clear_refs. The CPU time each
+//! phase cost the server, every PostgreSQL process and slapd (from
+//! /proc/<pid>/stat; on a quiet machine) is printed in core-seconds: on
+//! two cores a phase cannot take less than half their sum. The split of each run
 //! (read, plan, stage, append, project) comes from the server's log.
 //!
 //! The floors, measured beside it: a paged `ldapsearch` of the same
@@ -45,8 +48,8 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use roster_testkit::{DirectoryData, Slapd, SlapdConfig, Style};
 use roster_tests::bench::{
-    bench_server, head, peak_mib, reset_peak, run_log, settled_head, split_from_log, sync_and_wait,
-    BenchServer,
+    bench_server, cpu_seconds, head, peak_mib, reset_peak, run_log, settled_head, split_from_log,
+    sync_and_wait, BenchServer,
 };
 use roster_tests::process::RosterProcess;
 use serde_json::json;
@@ -80,6 +83,8 @@ struct Phase {
     seconds: f64,
     events: i64,
     peak_mib: u64,
+    /// Core-seconds of the server, the database and the directory.
+    cpu: String,
     counts: String,
     split: String,
 }
@@ -93,10 +98,12 @@ async fn phase(
     let pid = p.pid().expect("server pid");
     let before = head(api, c).await;
     reset_peak(Some(pid));
+    let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
     let (run, done) = sync_and_wait(api, c).await;
     let seconds = started.elapsed().as_secs_f64();
     let peak_mib = peak_mib(Some(pid));
+    let cpu = cpu_seconds(pid).since(&cpu_before).summary();
     let k = &done["run"]["counts"];
     let counts = format!(
         "added {} updated {} flagged {} unchanged {}",
@@ -108,6 +115,7 @@ async fn phase(
         seconds,
         events,
         peak_mib,
+        cpu,
         counts,
         split: split_from_log(&run_log(p, &run).await, &run),
     }
@@ -355,12 +363,13 @@ async fn main() {
                         0.0
                     };
                 rows.push(format!(
-                    "| {backend} | {read} | {} | {:.2} | {floor:.2} | {:.1}x | {} | {} | {} | {} |",
+                    "| {backend} | {read} | {} | {:.2} | {floor:.2} | {:.1}x | {} | {} | {} | {} | {} |",
                     ph.name,
                     ph.seconds,
                     ph.seconds / floor,
                     ph.events,
                     ph.peak_mib,
+                    ph.cpu,
                     ph.counts,
                     ph.split
                 ));
@@ -381,8 +390,8 @@ async fn main() {
     }
     println!("Floors: {}.", floors.join("; "));
     println!();
-    println!("| back-end | reads | phase | seconds (to read models caught up) | floor (s) | ratio | events appended | server peak RSS (MiB) | counts | split (s) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| back-end | reads | phase | seconds (to read models caught up) | floor (s) | ratio | events appended | server peak RSS (MiB) | CPU core-seconds | counts | split (s) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

@@ -1,5 +1,6 @@
-//! What the benchmarks share: a process's memory from /proc, the split of a
-//! sync run from the server's log, and the log's head as the audit shows it.
+//! What the benchmarks share: a process's memory and CPU time from /proc,
+//! the split of a sync run from the server's log, and the log's head as the
+//! audit shows it.
 
 use std::time::Duration;
 
@@ -24,6 +25,82 @@ pub fn proc_kib(pid: Option<u32>, field: &str) -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU time (user and system, seconds) used so far by the server (`pid`),
+/// by every PostgreSQL process and by every slapd on this machine: a
+/// phase's difference of two readings is the work it cost each of them,
+/// which on a machine of N cores bounds the phase from below at work / N.
+/// A process that ends between the readings drops out of the sum.
+pub fn cpu_seconds(pid: u32) -> CpuSeconds {
+    // /proc reports clock ticks of USER_HZ, which is 100 on Linux.
+    const TICKS: f64 = 100.0;
+    let mut out = CpuSeconds::default();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(p) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime: fields 14 and 15 of the line; the first field
+        // after the command name (the state) is field 3.
+        let used = (ticks(11) + ticks(12)) / TICKS;
+        if p == pid {
+            out.server += used;
+        } else if comm.starts_with("postgres") {
+            out.database += used;
+        } else if comm == "slapd" {
+            out.directory += used;
+        }
+    }
+    out
+}
+
+/// CPU seconds of the server, the database and the directory
+/// ([`cpu_seconds`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSeconds {
+    pub server: f64,
+    pub database: f64,
+    pub directory: f64,
+}
+
+impl CpuSeconds {
+    /// What was used between `before` and this reading.
+    pub fn since(&self, before: &CpuSeconds) -> CpuSeconds {
+        CpuSeconds {
+            server: self.server - before.server,
+            database: self.database - before.database,
+            directory: self.directory - before.directory,
+        }
+    }
+
+    /// "server 5.4, database 8.5, directory 0.8 (14.7)".
+    pub fn summary(&self) -> String {
+        format!(
+            "server {:.1}, database {:.1}, directory {:.1} ({:.1})",
+            self.server,
+            self.database,
+            self.directory,
+            self.server + self.database + self.directory
+        )
+    }
 }
 
 /// A process's peak RSS in MiB.
