@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use roster_events::{ClaimChange, CustomerId, Guard};
+use roster_events::{ClaimChange, CustomerId, Domain, Guard};
 use serde_json::Value;
 use sqlx::Row;
 use tokio::sync::watch;
@@ -417,18 +417,34 @@ pub(crate) async fn write_append(
     first: i64,
     at: i64,
 ) -> Result<Appended, StoreError> {
-    for e in events.iter_mut() {
-        e.recorded_at = at;
-    }
-    let refs: Vec<&PendingEvent> = events.iter().collect();
-    write_events(tx, &refs, first).await?;
-    claims::apply(tx, &claim_items(&refs), guards).await?;
+    let mut released = Vec::new();
+    write_piece(tx, events, first, at, &mut released).await?;
+    claims::check(tx, &released, guards).await?;
     let count = events.len();
     Ok(Appended {
         first,
         last: first + count as i64 - 1,
         count,
     })
+}
+
+/// Writes events from position `first`, stamped `at`, with their claims,
+/// in the open transaction; the domains they release are added to
+/// `released` for the append's [`claims::check`] (a whole append, or one
+/// piece of a streamed one).
+pub(crate) async fn write_piece(
+    tx: &mut Tx,
+    events: &mut [PendingEvent],
+    first: i64,
+    at: i64,
+    released: &mut Vec<(CustomerId, Domain)>,
+) -> Result<(), StoreError> {
+    for e in events.iter_mut() {
+        e.recorded_at = at;
+    }
+    let refs: Vec<&PendingEvent> = events.iter().collect();
+    write_events(tx, &refs, first).await?;
+    claims::apply_changes(tx, &claim_items(&refs), released).await
 }
 
 /// The claim changes of events, in order.

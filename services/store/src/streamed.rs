@@ -20,7 +20,7 @@
 
 use roster_events::{CustomerId, Domain, Guard};
 
-use crate::log::{claim_items, notify, write_events, PendingEvent};
+use crate::log::{notify, write_piece};
 use crate::{claims, Appended, Batch, Store, StoreError, Tx};
 
 /// An append being written in pieces; see the module documentation.
@@ -81,12 +81,7 @@ impl StreamedAppend {
         if events.is_empty() {
             return Ok(());
         }
-        for e in events.iter_mut() {
-            e.recorded_at = self.at;
-        }
-        let refs: Vec<&PendingEvent> = events.iter().collect();
-        write_events(tx, &refs, self.next).await?;
-        claims::apply_changes(tx, &claim_items(&refs), &mut self.released).await?;
+        write_piece(tx, &mut events, self.next, self.at, &mut self.released).await?;
         self.next += events.len() as i64;
         Ok(())
     }
