@@ -16,6 +16,11 @@
 /// `#hex` (BER) form are kept as lower-case hex. Text that is not a DN is
 /// returned trimmed and lower-cased. Equal keys mean the same entry.
 pub fn normalize_dn(dn: &str) -> String {
+    plain_key(dn.trim()).unwrap_or_else(|| parsed_key(dn))
+}
+
+/// [`normalize_dn`] by the full parse.
+fn parsed_key(dn: &str) -> String {
     match parse(dn.trim()) {
         Some(rdns) => {
             let mut out = String::with_capacity(dn.len());
@@ -40,6 +45,42 @@ pub fn normalize_dn(dn: &str) -> String {
 }
 
 type Ava = (String, String);
+
+/// [`normalize_dn`]'s key for the DNs nearly every directory holds, in one
+/// pass and one allocation (issue 17: every object's DN is keyed on every
+/// read): printable ASCII, single-valued RDNs whose types are names, and
+/// values with nothing to unescape or re-escape. `None` for anything else
+/// (escapes, `+`, `#`, quotes, numeric or `OID.` types, `=` in a value,
+/// other whitespace, non-ASCII), which the full parse handles.
+fn plain_key(dn: &str) -> Option<String> {
+    let plain = |c: &u8| (b' '..=b'~').contains(c) && !b"\\+#\"<>;".contains(c);
+    if dn.is_empty() || !dn.as_bytes().iter().all(plain) {
+        return None;
+    }
+    let mut out = String::with_capacity(dn.len());
+    for (i, rdn) in dn.split(',').enumerate() {
+        let (ty, value) = rdn.split_once('=')?;
+        let ty = ty.trim_matches(' ');
+        if !ty.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !ty.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            || value.contains('=')
+        {
+            return None;
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        out.extend(ty.chars().map(|c| c.to_ascii_lowercase()));
+        out.push('=');
+        for (k, word) in value.split(' ').filter(|w| !w.is_empty()).enumerate() {
+            if k > 0 {
+                out.push(' ');
+            }
+            out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+        }
+    }
+    Some(out)
+}
 
 /// Checks that `dn` is a distinguished name in the string form of RFC 4514:
 /// one or more RDNs separated by `,`, each one or more `type=value` pairs
@@ -307,6 +348,71 @@ fn escape_into(value: &str, out: &mut String) {
 mod tests {
     use super::normalize_dn as n;
     use super::validate_dn;
+
+    /// Issue 17: the one-pass key of plain DNs is the full parse's key,
+    /// for every DN of an alphabet of the characters that matter (spaces,
+    /// separators, escapes, `#`, `=`, quotes, case, digits, non-ASCII).
+    #[test]
+    fn d6_the_plain_key_is_the_parsed_key() {
+        let types = [
+            "cn",
+            "CN",
+            "ou",
+            "Dc",
+            "x-y",
+            "2.5.4.3",
+            "OID.2.5.4.11",
+            "c n",
+            "",
+        ];
+        let plain_chars: Vec<char> = "aBz19 -_.".chars().collect();
+        let rare_chars: Vec<char> = ",=+\\#\";<>\té".chars().collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut plain = 0;
+        for _ in 0..100_000 {
+            let rdns: Vec<String> = (0..1 + next(4))
+                .map(|_| {
+                    let pad = |n: usize| " ".repeat(n);
+                    let value: String = (0..next(10))
+                        .map(|_| match next(20) {
+                            0 => rare_chars[next(rare_chars.len())],
+                            _ => plain_chars[next(plain_chars.len())],
+                        })
+                        .collect();
+                    format!(
+                        "{}{}{}={}{value}",
+                        pad(next(2)),
+                        types[next(types.len())],
+                        pad(next(2)),
+                        pad(next(2))
+                    )
+                })
+                .collect();
+            let dn = rdns.join(",");
+            if let Some(key) = super::plain_key(dn.trim()) {
+                plain += 1;
+                assert_eq!(key, super::parsed_key(&dn), "{dn:?}");
+            }
+        }
+        for dn in [
+            "CN=Doe John , OU=People,DC=Example,DC=com",
+            "cn=  a   b ,dc=x",
+            "uid=jdoe,ou=users,dc=corp,dc=example",
+            "cn=,dc=x",
+        ] {
+            assert_eq!(super::plain_key(dn), Some(super::parsed_key(dn)), "{dn}");
+        }
+        assert!(
+            plain > 10_000,
+            "the generator makes plain DNs too ({plain})"
+        );
+    }
 
     #[test]
     fn d5_base_dns_are_checked_per_rfc_4514() {
