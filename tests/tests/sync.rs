@@ -1028,8 +1028,10 @@ async fn d4_a_run_records_its_progress_phase_by_phase(s: TestStore) {
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let hook: roster_sync::readers::EntriesHook = {
         let received = received.clone();
-        Arc::new(move |n| {
-            received.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(move |news| {
+            if let roster_sync::readers::ReadNews::Entries(n) = news {
+                received.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
         })
     };
     let connection = Connection::Ldap(settings_for(&sc.slapd, "dc=example,dc=com"));

@@ -27,6 +27,6 @@ pub use entra::{
 pub use outbound::OutboundPolicy;
 
 pub use ldap::{
-    check_ca_pem, normalize_dn, read_threads, validate_dn, validate_filter, LdapReader, Mapping,
-    PageEvent, PageHook, ReaderOptions, SearchKind, MAX_PAGE_SIZE,
+    check_ca_pem, normalize_dn, read_threads, validate_dn, validate_filter, DeltaHook, LdapReader,
+    Mapping, PageEvent, PageHook, ReaderOptions, SearchKind, MAX_PAGE_SIZE,
 };

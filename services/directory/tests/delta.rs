@@ -366,3 +366,52 @@ async fn b1_samba_delta_read_gives_the_snapshot_of_a_full_read() {
     step(&r, &mut state, ReadMode::Full, "an OU renamed").await;
     step(&r, &mut state, ReadMode::Delta, "then deltas again").await;
 }
+
+/// Issue 17, B1: a delta read tells, before it builds the snapshot, how
+/// many objects differ from the previous read: none for a change to an
+/// attribute the read does not map (the server's mark moved all the same),
+/// one for a changed user, and a full read tells nothing. A run that would
+/// reuse its previous plan starts loading its inputs on that word only.
+#[tokio::test]
+async fn b1_a_delta_read_tells_how_many_objects_differ_from_the_previous_read() {
+    let data = openldap_data();
+    let slapd = openldap(None).await;
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+    let r = reader_with(
+        slapd_settings(&slapd, LdapPreset::Openldap),
+        slapd.reader_password(),
+        ReaderOptions {
+            on_delta: Some({
+                let told = told.clone();
+                std::sync::Arc::new(move |n| told.lock().unwrap().push(n))
+            }),
+            ..ReaderOptions::default()
+        },
+    );
+    let told = move || std::mem::take(&mut *told.lock().unwrap());
+    let mut state = None;
+    step(&r, &mut state, ReadMode::Full, "first read").await;
+    assert_eq!(told(), Vec::<usize>::new(), "a full read tells nothing");
+
+    let admin = slapd.admin().await.unwrap();
+    admin
+        .replace(&data.user(3).dn, "employeeNumber", &["4711"])
+        .await
+        .unwrap();
+    step(&r, &mut state, ReadMode::Delta, "an unmapped attribute").await;
+    assert_eq!(told(), vec![0], "an unmapped attribute changes no object");
+
+    admin
+        .replace(&data.user(4).dn, "mobile", &["+41 44 555 01 01"])
+        .await
+        .unwrap();
+    step(&r, &mut state, ReadMode::Delta, "a changed user").await;
+    assert_eq!(told(), vec![1], "one user changed");
+
+    step(&r, &mut state, ReadMode::Delta, "nothing changed").await;
+    assert_eq!(
+        told(),
+        Vec::<usize>::new(),
+        "a mark that did not move: nothing to apply"
+    );
+}

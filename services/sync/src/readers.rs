@@ -8,9 +8,20 @@ use roster_domain::snapshot::{DirectoryReader, ReadError};
 use roster_events::Connection;
 use roster_store::Secret;
 
-/// Told how many more objects a read has received (issue 15: Sync Now's
-/// live progress while the directory is being read).
-pub type EntriesHook = Arc<dyn Fn(u64) + Send + Sync>;
+/// What a read tells as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadNews {
+    /// This many more objects received (issue 15: Sync Now's live progress
+    /// while the directory is being read).
+    Entries(u64),
+    /// A delta read (B1) has applied what it found, before it builds the
+    /// snapshot: this many objects differ from the previous read (0: the
+    /// read is the previous one; issue 17).
+    DeltaApplied(usize),
+}
+
+/// Told what a read receives ([`ReadNews`]).
+pub type EntriesHook = Arc<dyn Fn(ReadNews) + Send + Sync>;
 
 pub trait ReaderFactory: Send + Sync {
     /// A reader for these settings and secret.
@@ -60,13 +71,16 @@ impl DefaultReaders {
                 secret.map(|s| s.expose().to_string()).unwrap_or_default(),
                 roster_directory::ReaderOptions {
                     outbound: self.outbound.clone(),
-                    on_page: on_entries.map(|f| -> roster_directory::PageHook {
+                    on_page: on_entries.clone().map(|f| -> roster_directory::PageHook {
                         Arc::new(move |e: &roster_directory::PageEvent| {
                             use roster_directory::SearchKind as K;
                             if matches!(e.search, K::Users | K::Groups | K::PublicFolders) {
-                                f(e.entries)
+                                f(ReadNews::Entries(e.entries))
                             }
                         })
+                    }),
+                    on_delta: on_entries.map(|f| -> roster_directory::DeltaHook {
+                        Arc::new(move |n| f(ReadNews::DeltaApplied(n)))
                     }),
                     ..Default::default()
                 },

@@ -86,6 +86,14 @@ pub struct PageEvent {
 /// server between two pages).
 pub type PageHook = Arc<dyn Fn(&PageEvent) + Send + Sync>;
 
+/// Called once a delta read (B1) has applied what it found to the previous
+/// read, before it builds the snapshot, with how many objects now differ
+/// from the previous read or left it (issue 17: a run that would reuse its
+/// previous plan loads its inputs from then on, beside the rest of the
+/// read, only when the directory changed). Not called by full reads, nor
+/// by a delta read whose mark did not move (nothing to apply).
+pub type DeltaHook = Arc<dyn Fn(usize) + Send + Sync>;
+
 /// How a reader reads, beyond its settings. The defaults are what
 /// production uses.
 #[derive(Clone)]
@@ -101,6 +109,8 @@ pub struct ReaderOptions {
     pub member_range_step: Option<u32>,
     /// Called after every page.
     pub on_page: Option<PageHook>,
+    /// Called when a delta read has applied its changes.
+    pub on_delta: Option<DeltaHook>,
     /// Where the reader may connect (the service passes the operator's
     /// policy; the default is unrestricted).
     pub outbound: std::sync::Arc<crate::outbound::OutboundPolicy>,
@@ -112,6 +122,7 @@ impl Default for ReaderOptions {
             page_size: MAX_PAGE_SIZE,
             member_range_step: None,
             on_page: None,
+            on_delta: None,
             outbound: std::sync::Arc::new(crate::outbound::OutboundPolicy::unrestricted()),
         }
     }
@@ -123,6 +134,7 @@ impl fmt::Debug for ReaderOptions {
             .field("page_size", &self.page_size)
             .field("member_range_step", &self.member_range_step)
             .field("on_page", &self.on_page.as_ref().map(|_| "hook"))
+            .field("on_delta", &self.on_delta.as_ref().map(|_| "hook"))
             .field("outbound", &self.outbound)
             .finish()
     }

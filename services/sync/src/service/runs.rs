@@ -5,7 +5,7 @@ use super::*;
 
 use super::kept::Keep;
 use super::progress::Progress;
-use crate::readers::EntriesHook;
+use crate::readers::{EntriesHook, ReadNews};
 use roster_projections::directory::RunPhase;
 
 /// A run's plan and what goes with it.
@@ -342,10 +342,15 @@ impl SyncService {
     ) {
         use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
         let received = Arc::new(AtomicU64::new(0));
+        let changed = Arc::new(tokio::sync::Notify::new());
         let hook: EntriesHook = {
-            let received = received.clone();
-            Arc::new(move |n| {
-                received.fetch_add(n, Relaxed);
+            let (received, changed) = (received.clone(), changed.clone());
+            Arc::new(move |news| match news {
+                ReadNews::Entries(n) => {
+                    received.fetch_add(n, Relaxed);
+                }
+                ReadNews::DeltaApplied(n) if n > 0 => changed.notify_one(),
+                ReadNews::DeltaApplied(_) => {}
             })
         };
         let reading = async {
@@ -353,7 +358,8 @@ impl SyncService {
             // load of the plan's inputs run at once. With one, the read
             // alone decides whether it is reused: it runs alone (on two
             // cores the load slows it by half) and the inputs are loaded
-            // after it only if the directory changed (issue 17).
+            // after it only if the directory changed, or from the moment a
+            // delta read says it did, beside the rest of the read (issue 17).
             let expect = may_reuse
                 && self
                     .kept
@@ -368,13 +374,26 @@ impl SyncService {
                 );
                 return (read, prefetched.map(Inputs::Loaded));
             }
-            let read = self.read(customer, dir, Some(hook), previous).await;
+            let read = self.read(customer, dir, Some(hook), previous);
+            tokio::pin!(read);
+            let (read, prefetched) = tokio::select! {
+                biased;
+                read = &mut read => (read, None),
+                () = changed.notified() => {
+                    tracing::debug!(customer = %customer, "the delta read changed objects: the plan's inputs load beside the rest of the read");
+                    let (read, prefetched) = tokio::join!(&mut read, self.prefetch(customer));
+                    (read, Some(prefetched))
+                }
+            };
             let inputs = match &read {
                 // A failed read plans nothing.
                 Err(_) => Err(SyncError::Invalid("the read failed".into())),
                 Ok((config, r)) => match self.reusable(customer, config, &r.snapshot).await {
                     Some((kept, dir)) => Ok(Inputs::Kept(kept, dir)),
-                    None => self.prefetch(customer).await.map(Inputs::Loaded),
+                    None => match prefetched {
+                        Some(p) => p.map(Inputs::Loaded),
+                        None => self.prefetch(customer).await.map(Inputs::Loaded),
+                    },
                 },
             };
             (read, inputs)
