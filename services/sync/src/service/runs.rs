@@ -3,6 +3,8 @@
 
 use super::*;
 
+use std::sync::OnceLock;
+
 use super::kept::Keep;
 use super::progress::Progress;
 use crate::readers::{EntriesHook, ReadNews};
@@ -35,6 +37,10 @@ struct RunContext<'a> {
     run_id: Uuid,
     confirmed_limit: Option<u64>,
     progress: &'a Progress,
+    /// The read's fingerprint, computed once for the run (a tenth of a
+    /// second at 100,000 objects): the kept plan's check and the plan that
+    /// is kept both need it.
+    fingerprint: &'a OnceLock<u128>,
 }
 
 impl SyncService {
@@ -248,8 +254,15 @@ impl SyncService {
         progress.phase(self, RunPhase::Read, |_| {}).await;
         // The directory is read on its own thread; what the plan needs from
         // the database is loaded meanwhile.
+        let fingerprint = OnceLock::new();
         let (read, inputs) = self
-            .read_watched(customer, &dir, &progress, confirmed_limit.is_none())
+            .read_watched(
+                customer,
+                &dir,
+                &progress,
+                confirmed_limit.is_none(),
+                &fingerprint,
+            )
             .await;
         let mode = read.as_ref().ok().map(|(_, r)| r.mode.as_str());
         tracing::info!(customer = %customer, run = %run_id, seconds = started.elapsed().as_secs_f64(), ok = read.is_ok(), mode, "directory read");
@@ -287,6 +300,7 @@ impl SyncService {
                         run_id,
                         confirmed_limit,
                         progress: &progress,
+                        fingerprint: &fingerprint,
                     };
                     async move { Ok(self.apply(meta, run, config, snapshot, inputs).await?) }
                 })
@@ -336,6 +350,7 @@ impl SyncService {
         dir: &Directory,
         progress: &Progress,
         may_reuse: bool,
+        fingerprint: &OnceLock<u128>,
     ) -> (
         Result<(DirectoryConfig, IncrementalRead), ReadError>,
         Result<Inputs, SyncError>,
@@ -388,7 +403,10 @@ impl SyncService {
             let inputs = match &read {
                 // A failed read plans nothing.
                 Err(_) => Err(SyncError::Invalid("the read failed".into())),
-                Ok((config, r)) => match self.reusable(customer, config, &r.snapshot).await {
+                Ok((config, r)) => match self
+                    .reusable(customer, config, &r.snapshot, fingerprint)
+                    .await
+                {
                     Some((kept, dir)) => Ok(Inputs::Kept(kept, dir)),
                     None => match prefetched {
                         Some(p) => p.map(Inputs::Loaded),
@@ -424,6 +442,7 @@ impl SyncService {
         customer: CustomerId,
         config: &DirectoryConfig,
         snapshot: &Snapshot,
+        fingerprint: &OnceLock<u128>,
     ) -> Option<(Arc<kept::KeptPlan>, Loaded<Directory>)> {
         let dir: Loaded<Directory> = self.store.load(&customer.to_string()).await.ok()?;
         let kept = match self.kept.valid(&self.store, customer).await {
@@ -434,7 +453,7 @@ impl SyncService {
             }
         };
         if kept.kind != config.connection.kind()
-            || kept.fingerprint != self.kept.fingerprint(snapshot)
+            || kept.fingerprint != *fingerprint.get_or_init(|| self.kept.fingerprint(snapshot))
         {
             return None;
         }
@@ -559,6 +578,7 @@ impl SyncService {
         snapshot: &Snapshot,
         inputs: Option<Inputs>,
         confirmed_limit: Option<u64>,
+        fingerprint: &OnceLock<u128>,
     ) -> Result<Planned, SyncError> {
         let (current, objects) = match inputs {
             // The same read and inputs as the kept plan's: the same plan,
@@ -580,7 +600,10 @@ impl SyncService {
         // (a tenth of the plan's memory at 100,000 users; issue 17).
         plan.changes = Vec::new();
         let keep = match (confirmed_limit, current.inputs_at) {
-            (None, Some(at)) => Keep::Plan(self.kept.fingerprint(snapshot), at),
+            (None, Some(at)) => Keep::Plan(
+                *fingerprint.get_or_init(|| self.kept.fingerprint(snapshot)),
+                at,
+            ),
             _ => Keep::Forget,
         };
         Ok(Planned {
@@ -697,6 +720,7 @@ impl SyncService {
             run_id,
             confirmed_limit,
             progress,
+            fingerprint,
         } = run;
         let customer = meta.customer_id;
         let t = std::time::Instant::now();
@@ -706,7 +730,14 @@ impl SyncService {
             inputs_version,
             mut keep,
         } = self
-            .planned(customer, config, snapshot, inputs, confirmed_limit)
+            .planned(
+                customer,
+                config,
+                snapshot,
+                inputs,
+                confirmed_limit,
+                fingerprint,
+            )
             .await?;
         let plan_s = t.elapsed().as_secs_f64();
         metrics::histogram!("roster_sync_phase_seconds", "phase" => "plan").record(plan_s);
@@ -1131,9 +1162,11 @@ fn objects_diff(snapshot: &Snapshot, before: &HashMap<String, ObjectSummary>) ->
     let mut upserted = Vec::new();
     for o in &snapshot.objects {
         seen.insert(o.id.as_str());
-        let s = summary(o);
-        if before.get(&s.id) != Some(&s) {
-            upserted.push(s);
+        // Compared in place; a summary is built only for an object that
+        // changed (issue 17: six strings per object, every run).
+        match before.get(o.id.as_str()) {
+            Some(b) if same_summary(o, b) => {}
+            _ => upserted.push(summary(o)),
         }
     }
     upserted.sort();
@@ -1172,12 +1205,17 @@ fn current_user(r: roster_projections::users::UserRow) -> Option<CurrentUser> {
     })
 }
 
-fn summary(o: &DirectoryObject) -> ObjectSummary {
-    let mail = o
-        .proxy_addresses
+/// The primary address of a summary, as the directory has it: the
+/// `SMTP:` entry, else `mail`.
+fn summary_mail(o: &DirectoryObject) -> Option<&str> {
+    o.proxy_addresses
         .iter()
-        .find_map(|p| p.strip_prefix("SMTP:").map(str::to_string))
-        .or_else(|| o.mail.clone());
+        .find_map(|p| p.strip_prefix("SMTP:"))
+        .or(o.mail.as_deref())
+}
+
+/// A summary's aliases: the `smtp:` entries, lower case, sorted, once each.
+fn summary_aliases(o: &DirectoryObject) -> Vec<String> {
     let mut aliases: Vec<String> = o
         .proxy_addresses
         .iter()
@@ -1188,18 +1226,134 @@ fn summary(o: &DirectoryObject) -> ObjectSummary {
         .collect();
     aliases.sort();
     aliases.dedup();
+    aliases
+}
+
+fn kind_name(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::User => "user",
+        ObjectKind::Group => "group",
+        ObjectKind::PublicFolder => "public_folder",
+    }
+}
+
+/// `summary(o) == *s`, without building the summary.
+fn same_summary(o: &DirectoryObject, s: &ObjectSummary) -> bool {
+    let lower_eq = |raw: &str, have: &str| {
+        if raw.is_ascii() {
+            raw.len() == have.len()
+                && raw
+                    .bytes()
+                    .zip(have.bytes())
+                    .all(|(a, b)| a.to_ascii_lowercase() == b)
+        } else {
+            raw.to_lowercase() == have
+        }
+    };
+    let mail_same = match (summary_mail(o).map(str::trim), s.mail.as_deref()) {
+        (None, None) => true,
+        (Some(raw), Some(have)) => lower_eq(raw, have),
+        _ => false,
+    };
+    let has_aliases = o.proxy_addresses.iter().any(|p| {
+        p.split_once(':')
+            .is_some_and(|(prefix, _)| prefix.eq_ignore_ascii_case("smtp") && prefix != "SMTP")
+    });
+    s.id == o.id.as_str()
+        && s.kind == kind_name(o.kind)
+        && s.dn == o.dn
+        && s.display_name == o.display_name
+        && s.disabled == o.disabled
+        && mail_same
+        && if has_aliases {
+            summary_aliases(o) == s.aliases
+        } else {
+            s.aliases.is_empty()
+        }
+}
+
+fn summary(o: &DirectoryObject) -> ObjectSummary {
+    let mail = summary_mail(o).map(str::to_string);
+    let aliases = summary_aliases(o);
     ObjectSummary {
         id: o.id.to_string(),
-        kind: match o.kind {
-            ObjectKind::User => "user",
-            ObjectKind::Group => "group",
-            ObjectKind::PublicFolder => "public_folder",
-        }
-        .into(),
+        kind: kind_name(o.kind).into(),
         dn: o.dn.clone(),
         display_name: o.display_name.clone(),
         mail: mail.map(|m| m.trim().to_lowercase()),
         aliases,
         disabled: o.disabled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(id: &str, f: impl FnOnce(&mut DirectoryObject)) -> DirectoryObject {
+        let mut o = DirectoryObject {
+            id: ObjectId::new(id),
+            kind: ObjectKind::User,
+            dn: Some(format!("cn={id},dc=x")),
+            display_name: Some(id.to_uppercase()),
+            mail: Some(format!("{id}@example.org")),
+            proxy_addresses: vec![],
+            profile: Default::default(),
+            disabled: false,
+            members: vec![],
+            member_addresses: vec![],
+        };
+        f(&mut o);
+        o
+    }
+
+    /// Issue 17: the in-place comparison of the objects' diff says what
+    /// comparing built summaries says, for every pair of objects that
+    /// differ in one thing a summary holds (or in nothing it holds).
+    #[test]
+    fn d3o_an_object_compared_in_place_is_compared_as_its_summary() {
+        let objects = [
+            object("a", |_| {}),
+            object("a", |o| o.kind = ObjectKind::Group),
+            object("a", |o| o.dn = None),
+            object("a", |o| o.dn = Some("cn=A,dc=x".into())),
+            object("a", |o| o.display_name = None),
+            object("a", |o| o.disabled = true),
+            object("a", |o| o.mail = Some(" A@Example.org ".into())),
+            object("a", |o| o.mail = Some("b@example.org".into())),
+            object("a", |o| o.mail = None),
+            object("a", |o| o.mail = Some("ΣΑΣ@example.org".into())),
+            object("a", |o| o.mail = Some("σας@example.org".into())),
+            object("a", |o| {
+                o.proxy_addresses = vec!["SMTP:Other@Example.org".into()]
+            }),
+            object("a", |o| {
+                o.proxy_addresses = vec!["smtp:X@Example.org".into(), "X500:/o=a".into()]
+            }),
+            object("a", |o| {
+                o.proxy_addresses = vec![
+                    "SMTP:a@example.org".into(),
+                    "smtp:x@example.org".into(),
+                    "Smtp:X@example.org".into(),
+                ]
+            }),
+            object("a", |o| {
+                o.proxy_addresses = vec!["smtp:y@example.org".into()]
+            }),
+            object("a", |o| o.profile.department = Some("Sales".into())),
+            object("b", |_| {}),
+        ];
+        let mut equal = 0;
+        for a in &objects {
+            for b in &objects {
+                let want = summary(a) == summary(b);
+                assert_eq!(same_summary(a, &summary(b)), want, "{a:?}\n{b:?}");
+                equal += usize::from(want);
+            }
+        }
+        assert!(
+            equal > objects.len(),
+            "some pairs differ only outside the summary"
+        );
     }
 }
