@@ -703,13 +703,15 @@ pub async fn current_users(
     };
     let (rows, aliases) = tokio::join!(users, aliases);
     let (mut rows, aliases) = (rows?, aliases?);
-    let index: HashMap<String, usize> = rows
+    // Keyed by the typed id, not a string made for each of the customer's
+    // users (a resync loads them all, issue 17).
+    let index: HashMap<UserId, usize> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.user_id.to_string(), i))
+        .map(|(i, r)| (r.user_id, i))
         .collect();
     for (u, a) in aliases {
-        if let Some(i) = index.get(&u) {
+        if let Some(i) = UserId::parse(&u).ok().and_then(|u| index.get(&u)) {
             rows[*i].aliases.push(a);
         }
     }
