@@ -502,8 +502,9 @@ impl<'a> Ownership<'a> {
         let mut owner =
             Map::with_capacity_and_hasher(own.claims.len() + own.holder.len(), Default::default());
         for &a in own.claims.keys().chain(own.holder.keys()) {
-            if !owner.contains_key(a) {
-                owner.insert(a, own.final_owner(a, objs, users, m));
+            // One lookup per address (issue 17: every address of every run).
+            if let std::collections::hash_map::Entry::Vacant(v) = owner.entry(a) {
+                v.insert(own.final_owner(a, objs, users, m));
             }
         }
         own.owner = owner;
