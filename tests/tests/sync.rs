@@ -1287,9 +1287,137 @@ async fn b4_a_run_whose_report_is_unchanged_refers_to_the_report_recorded_in_ful
     assert!(skipped.is_empty() && counts.skipped_by_reason.is_empty());
 }
 
+/// The production LDAP reader, whose delta reads hold on for a second
+/// after saying how many objects changed: the run's answer to that word
+/// happens while the read still goes on, whatever the machine's speed.
+struct SlowAfterDelta;
+
+impl ReaderFactory for SlowAfterDelta {
+    fn reader(
+        &self,
+        connection: &Connection,
+        secret: Option<&Secret>,
+    ) -> Result<Box<dyn DirectoryReader>, ReadError> {
+        self.reader_watched(connection, secret, Arc::new(|_| {}))
+    }
+
+    fn reader_watched(
+        &self,
+        connection: &Connection,
+        secret: Option<&Secret>,
+        on_entries: roster_sync::readers::EntriesHook,
+    ) -> Result<Box<dyn DirectoryReader>, ReadError> {
+        use roster_sync::readers::ReadNews;
+        let Connection::Ldap(settings) = connection else {
+            unreachable!()
+        };
+        let entries = on_entries.clone();
+        Ok(Box::new(roster_directory::LdapReader::with_options(
+            settings.clone(),
+            secret.map(|s| s.expose().to_string()).unwrap_or_default(),
+            roster_directory::ReaderOptions {
+                on_page: Some(Arc::new(move |e: &roster_directory::PageEvent| {
+                    entries(ReadNews::Entries(e.entries))
+                })),
+                // The reader's own thread: the run's task goes on meanwhile.
+                on_delta: Some(Arc::new(move |n| {
+                    on_entries(ReadNews::DeltaApplied(n));
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                })),
+                ..Default::default()
+            },
+        )))
+    }
+}
+
+/// Issue 17, B1, D3.f: a run that holds the previous run's plan loads the
+/// plan's inputs beside the rest of its delta read once the read says
+/// objects changed, and applies the change as any run does; a change the
+/// read does not map changes no object, and the plan is reused.
+async fn d3f_b1_a_kept_plans_run_loads_its_inputs_when_the_delta_read_says_objects_changed(
+    s: TestStore,
+) {
+    s.spawn_projector();
+    let base = "dc=example,dc=com";
+    let data =
+        roster_testkit::DirectoryData::new(roster_testkit::Style::InetOrgPerson, base, DOMAIN)
+            .users(12)
+            .groups(2, 3);
+    let slapd = roster_testkit::Slapd::start(
+        roster_testkit::SlapdConfig::inet_org_person()
+            .syncprov(None)
+            .data(data.clone()),
+    )
+    .await
+    .expect("slapd");
+    let c = s.customer(100_000, &[DOMAIN]).await;
+    let mut sync = s.sync();
+    sync.readers = Arc::new(SlowAfterDelta);
+    sync.save_settings(
+        &s.meta(c),
+        config(settings_for(&slapd, base), DeleteAfter::Days7),
+        SettingsChange {
+            secret: Some(Secret::new(slapd.root_password())),
+            enable: Some(true),
+            confirm_switch: false,
+        },
+    )
+    .await
+    .expect("settings");
+    let go = || async {
+        counts(
+            &sync
+                .run_now(c, SyncTrigger::Manual, by())
+                .await
+                .expect("run"),
+        )
+    };
+    assert!(go().await.added > 0);
+    go().await; // plans afresh (the first run added users) and keeps it
+    go().await;
+    assert_eq!(
+        sync.plans_reused(),
+        1,
+        "nothing changed: the plan is reused"
+    );
+    assert_eq!(sync.inputs_loaded_early(), 0);
+
+    let admin = slapd.admin().await.unwrap();
+    let (u3, u4) = (data.user(3), data.user(4));
+    admin
+        .replace(&u3.dn, "employeeNumber", &["4711"])
+        .await
+        .unwrap();
+    let unmapped = go().await;
+    assert_eq!(
+        (sync.plans_reused(), sync.inputs_loaded_early()),
+        (2, 0),
+        "an unmapped attribute: the read alone, the plan reused"
+    );
+    assert_eq!(unmapped.updated, 0, "{unmapped:?}");
+
+    admin
+        .replace(&u4.dn, "mobile", &["+41 44 555 01 04"])
+        .await
+        .unwrap();
+    let changed = go().await;
+    assert_eq!(
+        (sync.plans_reused(), sync.inputs_loaded_early()),
+        (2, 1),
+        "a changed user: the inputs loaded on the delta's word, planned afresh"
+    );
+    assert_eq!(changed.updated, 1, "{changed:?}");
+    let mail = u4.mail.clone().unwrap();
+    assert_eq!(
+        user(&s, c, &mail).await.profile.mobile.as_deref(),
+        Some("+41 44 555 01 04")
+    );
+}
+
 both_backends!(
     b4_a_run_whose_report_is_unchanged_refers_to_the_report_recorded_in_full,
     d3f_b1_a_run_reuses_the_previous_plan_only_while_nothing_changed,
+    d3f_b1_a_kept_plans_run_loads_its_inputs_when_the_delta_read_says_objects_changed,
     d3e_d3f_a_first_sync_adds_the_directory_and_a_resync_changes_nothing,
     d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_delay_and_come_back,
     d3r_a_read_cut_off_mid_way_flags_nobody,

@@ -75,6 +75,7 @@ pub(crate) struct KeptPlan {
 pub(crate) struct KeptPlans {
     keys: FingerprintKeys,
     reused: AtomicU64,
+    early: AtomicU64,
     plans: Mutex<(u64, HashMap<CustomerId, Arc<KeptPlan>>)>,
 }
 
@@ -130,6 +131,17 @@ impl KeptPlans {
 
     pub(crate) fn reused_total(&self) -> u64 {
         self.reused.load(Ordering::Relaxed)
+    }
+
+    /// Counts a run that held a kept plan and loaded its inputs beside the
+    /// rest of its read, on its delta read's word that objects changed.
+    pub(crate) fn loaded_early(&self) {
+        self.early.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("roster_sync_inputs_loaded_early_total").increment(1);
+    }
+
+    pub(crate) fn loaded_early_total(&self) -> u64 {
+        self.early.load(Ordering::Relaxed)
     }
 
     /// Applies what a committed run leaves (`keep`) for `customer`.

@@ -112,6 +112,14 @@ impl SyncService {
         self.kept.reused_total()
     }
 
+    /// How many runs of this process held a kept plan and, their delta
+    /// read saying objects changed, loaded the plan's inputs beside the
+    /// rest of the read (issue 17; also the
+    /// `roster_sync_inputs_loaded_early_total` metric).
+    pub fn inputs_loaded_early(&self) -> u64 {
+        self.kept.loaded_early_total()
+    }
+
     /// Starts a run and waits for it (the scheduler and tests).
     pub async fn run_now(
         &self,
@@ -396,6 +404,7 @@ impl SyncService {
                 read = &mut read => (read, None),
                 () = changed.notified() => {
                     tracing::debug!(customer = %customer, "the delta read changed objects: the plan's inputs load beside the rest of the read");
+                    self.kept.loaded_early();
                     let (read, prefetched) = tokio::join!(&mut read, self.prefetch(customer));
                     (read, Some(prefetched))
                 }
