@@ -53,6 +53,23 @@ pub struct Scenario {
     pub customer: CustomerId,
 }
 
+/// Saves `slapd`'s settings for `customer` (base DN `base`, deletion after
+/// 7 days) with its root password, and enables the sync.
+pub async fn enable(s: &TestStore, customer: CustomerId, slapd: &Slapd, base: &str) {
+    s.sync()
+        .save_settings(
+            &s.meta(customer),
+            config(settings_for(slapd, base), DeleteAfter::Days7),
+            SettingsChange {
+                secret: Some(Secret::new(slapd.root_password())),
+                enable: Some(true),
+                confirm_switch: false,
+            },
+        )
+        .await
+        .expect("save settings");
+}
+
 pub async fn scenario(s: &TestStore, users: usize, groups: usize) -> Scenario {
     let base = "dc=example,dc=com";
     let data = DirectoryData::new(roster_testkit::Style::AdLike, base, DOMAIN)
@@ -62,18 +79,7 @@ pub async fn scenario(s: &TestStore, users: usize, groups: usize) -> Scenario {
         .await
         .expect("slapd");
     let customer = s.customer(100_000, &[DOMAIN]).await;
-    let sync = s.sync();
-    sync.save_settings(
-        &s.meta(customer),
-        config(settings_for(&slapd, base), DeleteAfter::Days7),
-        SettingsChange {
-            secret: Some(Secret::new(slapd.root_password())),
-            enable: Some(true),
-            confirm_switch: false,
-        },
-    )
-    .await
-    .expect("save settings");
+    enable(s, customer, &slapd, base).await;
     Scenario {
         slapd,
         data,

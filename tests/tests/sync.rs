@@ -198,6 +198,23 @@ async fn d3h_to_d3k_missing_and_disabled_users_are_flagged_deleted_after_the_del
     assert!(history.iter().any(|e| e.event_type == "UserReturned"));
 }
 
+/// The production LDAP reader for `connection` with `options` (the
+/// test readers below differ in their hooks only).
+fn ldap_reader(
+    connection: &Connection,
+    secret: Option<&Secret>,
+    options: roster_directory::ReaderOptions,
+) -> Result<Box<dyn DirectoryReader>, ReadError> {
+    let Connection::Ldap(settings) = connection else {
+        unreachable!()
+    };
+    Ok(Box::new(roster_directory::LdapReader::with_options(
+        settings.clone(),
+        secret.map(|s| s.expose().to_string()).unwrap_or_default(),
+        options,
+    )))
+}
+
 /// A reader whose server dies after its first page.
 struct KillAfterFirstPage {
     pid: u32,
@@ -209,9 +226,6 @@ impl ReaderFactory for KillAfterFirstPage {
         connection: &Connection,
         secret: Option<&Secret>,
     ) -> Result<Box<dyn DirectoryReader>, ReadError> {
-        let Connection::Ldap(settings) = connection else {
-            unreachable!()
-        };
         let pid = self.pid;
         let hook: roster_directory::PageHook = Arc::new(move |e: &roster_directory::PageEvent| {
             if e.page == 1 {
@@ -220,16 +234,16 @@ impl ReaderFactory for KillAfterFirstPage {
                     .status();
             }
         });
-        Ok(Box::new(roster_directory::LdapReader::with_options(
-            settings.clone(),
-            secret.map(|s| s.expose().to_string()).unwrap_or_default(),
+        ldap_reader(
+            connection,
+            secret,
             roster_directory::ReaderOptions {
                 page_size: 5,
                 member_range_step: None,
                 on_page: Some(hook),
                 ..Default::default()
             },
-        )))
+        )
     }
 }
 
@@ -911,9 +925,6 @@ impl ReaderFactory for WatchProgress {
         connection: &Connection,
         secret: Option<&Secret>,
     ) -> Result<Box<dyn DirectoryReader>, ReadError> {
-        let Connection::Ldap(settings) = connection else {
-            unreachable!()
-        };
         let (store, customer, handle, seen) = (
             self.store.clone(),
             self.customer,
@@ -942,16 +953,16 @@ impl ReaderFactory for WatchProgress {
             .unwrap();
             seen.lock().unwrap().push(p);
         });
-        Ok(Box::new(roster_directory::LdapReader::with_options(
-            settings.clone(),
-            secret.map(|s| s.expose().to_string()).unwrap_or_default(),
+        ldap_reader(
+            connection,
+            secret,
             roster_directory::ReaderOptions {
                 page_size: 5,
                 member_range_step: None,
                 on_page: Some(hook),
                 ..Default::default()
             },
-        )))
+        )
     }
 }
 
@@ -1308,13 +1319,10 @@ impl ReaderFactory for SlowAfterDelta {
         on_entries: roster_sync::readers::EntriesHook,
     ) -> Result<Box<dyn DirectoryReader>, ReadError> {
         use roster_sync::readers::ReadNews;
-        let Connection::Ldap(settings) = connection else {
-            unreachable!()
-        };
         let entries = on_entries.clone();
-        Ok(Box::new(roster_directory::LdapReader::with_options(
-            settings.clone(),
-            secret.map(|s| s.expose().to_string()).unwrap_or_default(),
+        ldap_reader(
+            connection,
+            secret,
             roster_directory::ReaderOptions {
                 on_page: Some(Arc::new(move |e: &roster_directory::PageEvent| {
                     entries(ReadNews::Entries(e.entries))
@@ -1326,7 +1334,7 @@ impl ReaderFactory for SlowAfterDelta {
                 })),
                 ..Default::default()
             },
-        )))
+        )
     }
 }
 
@@ -1351,19 +1359,9 @@ async fn d3f_b1_a_kept_plans_run_loads_its_inputs_when_the_delta_read_says_objec
     .await
     .expect("slapd");
     let c = s.customer(100_000, &[DOMAIN]).await;
+    roster_tests::sync::enable(&s, c, &slapd, base).await;
     let mut sync = s.sync();
     sync.readers = Arc::new(SlowAfterDelta);
-    sync.save_settings(
-        &s.meta(c),
-        config(settings_for(&slapd, base), DeleteAfter::Days7),
-        SettingsChange {
-            secret: Some(Secret::new(slapd.root_password())),
-            enable: Some(true),
-            confirm_switch: false,
-        },
-    )
-    .await
-    .expect("settings");
     let go = || async {
         counts(
             &sync
@@ -1382,32 +1380,26 @@ async fn d3f_b1_a_kept_plans_run_loads_its_inputs_when_the_delta_read_says_objec
     );
     assert_eq!(sync.inputs_loaded_early(), 0);
 
+    // (user, attribute, value, runs that reused the plan, runs that
+    // loaded early, users updated): an unmapped attribute keeps the read
+    // alone and the plan reused; a changed user loads the inputs on the
+    // delta's word and is planned afresh.
     let admin = slapd.admin().await.unwrap();
-    let (u3, u4) = (data.user(3), data.user(4));
-    admin
-        .replace(&u3.dn, "employeeNumber", &["4711"])
-        .await
-        .unwrap();
-    let unmapped = go().await;
-    assert_eq!(
-        (sync.plans_reused(), sync.inputs_loaded_early()),
-        (2, 0),
-        "an unmapped attribute: the read alone, the plan reused"
-    );
-    assert_eq!(unmapped.updated, 0, "{unmapped:?}");
-
-    admin
-        .replace(&u4.dn, "mobile", &["+41 44 555 01 04"])
-        .await
-        .unwrap();
-    let changed = go().await;
-    assert_eq!(
-        (sync.plans_reused(), sync.inputs_loaded_early()),
-        (2, 1),
-        "a changed user: the inputs loaded on the delta's word, planned afresh"
-    );
-    assert_eq!(changed.updated, 1, "{changed:?}");
-    let mail = u4.mail.clone().unwrap();
+    for (i, attribute, value, reused, early, updated) in [
+        (3, "employeeNumber", "4711", 2, 0, 0),
+        (4, "mobile", "+41 44 555 01 04", 2, 1, 1),
+    ] {
+        let u = data.user(i);
+        admin.replace(&u.dn, attribute, &[value]).await.unwrap();
+        let got = go().await;
+        let what = format!("{attribute} of user {i}: {got:?}");
+        assert_eq!(
+            (sync.plans_reused(), sync.inputs_loaded_early(), got.updated),
+            (reused, early, updated),
+            "{what}"
+        );
+    }
+    let mail = data.user(4).mail.unwrap();
     assert_eq!(
         user(&s, c, &mail).await.profile.mobile.as_deref(),
         Some("+41 44 555 01 04")
