@@ -420,9 +420,9 @@ impl LdapReader {
             }
             Ok(Outcome::Applied(d)) => {
                 if let Some(hook) = &self.options.on_delta {
-                    hook(d.differ);
+                    hook(d.delta.differ);
                 }
-                (d.state, ReadMode::Delta, d.changed, d.removed)
+                (d.state, ReadMode::Delta, d.delta.changed, d.delta.removed)
             }
             Err(DeltaError::Read(e)) => return Err(e),
             Err(DeltaError::Fallback(why)) => {
@@ -881,21 +881,12 @@ impl LdapReader {
         rename_members: bool,
     ) -> Result<Applied, DeltaError> {
         let mut dir: Dir = st.items.drain(..).map(|i| (i.id.clone(), i)).collect();
-        let Delta {
-            changed,
-            removed,
-            differ,
-        } = apply(&mut dir, found, touched.into_iter(), rename_members);
+        let delta = apply(&mut dir, found, touched.into_iter(), rename_members);
         self.apply_disabled_filter(ldap, ctx, mapping, base, &mut dir)
             .await?;
         st.items = dir.into_values().collect();
         st.mark = mark;
-        Ok(Applied {
-            state: st,
-            changed,
-            removed,
-            differ,
-        })
+        Ok(Applied { state: st, delta })
     }
 
     /// RFC 4533: applies the changes since `old`, kind by kind.
@@ -1010,10 +1001,7 @@ fn upsert(dir: &mut Dir, order: &mut Vec<String>, it: Item) {
 /// What a delta did.
 pub(crate) struct Applied {
     state: State,
-    changed: usize,
-    removed: usize,
-    /// [`Delta::differ`].
-    differ: usize,
+    delta: Delta,
 }
 
 /// What a delta found.

@@ -1228,14 +1228,18 @@ fn summary_aliases(o: &DirectoryObject) -> Vec<String> {
     let mut aliases: Vec<String> = o
         .proxy_addresses
         .iter()
-        .filter_map(|p| {
-            let (prefix, rest) = p.split_once(':')?;
-            (prefix.eq_ignore_ascii_case("smtp") && prefix != "SMTP").then(|| rest.to_lowercase())
-        })
+        .filter_map(|p| smtp_alias(p).map(str::to_lowercase))
         .collect();
     aliases.sort();
     aliases.dedup();
     aliases
+}
+
+/// The address of an `smtp:` entry of proxyAddresses (an alias; `SMTP:`
+/// is the primary).
+fn smtp_alias(p: &str) -> Option<&str> {
+    let (prefix, rest) = p.split_once(':')?;
+    (prefix.eq_ignore_ascii_case("smtp") && prefix != "SMTP").then_some(rest)
 }
 
 fn kind_name(kind: ObjectKind) -> &'static str {
@@ -1264,10 +1268,7 @@ fn same_summary(o: &DirectoryObject, s: &ObjectSummary) -> bool {
         (Some(raw), Some(have)) => lower_eq(raw, have),
         _ => false,
     };
-    let has_aliases = o.proxy_addresses.iter().any(|p| {
-        p.split_once(':')
-            .is_some_and(|(prefix, _)| prefix.eq_ignore_ascii_case("smtp") && prefix != "SMTP")
-    });
+    let has_aliases = o.proxy_addresses.iter().any(|p| smtp_alias(p).is_some());
     s.id == o.id.as_str()
         && s.kind == kind_name(o.kind)
         && s.dn == o.dn
