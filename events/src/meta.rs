@@ -119,9 +119,10 @@ impl EventMeta {
         })
     }
 
-    pub fn from_json(value: &serde_json::Value) -> Result<Self, MetaError> {
+    /// The metadata of its stored JSON text.
+    pub fn from_text(text: &str) -> Result<Self, MetaError> {
         let map: HashMap<String, String> =
-            serde_json::from_value(value.clone()).map_err(|e| MetaError(e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| MetaError(e.to_string()))?;
         Self::from_map(&map)
     }
 }

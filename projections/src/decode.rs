@@ -36,7 +36,7 @@ pub fn decode(
     e: StoredEvent,
     upcasters: &[Box<dyn cqrs_es::persist::EventUpcaster>],
 ) -> Result<Decoded, String> {
-    let meta = EventMeta::from_json(&e.metadata).map_err(|err| err.to_string())?;
+    let meta = EventMeta::from_text(e.metadata.get()).map_err(|err| err.to_string())?;
     let (position, aggregate_type, aggregate_id, sequence, event_type, recorded_at) = (
         e.position,
         e.aggregate_type.clone(),

@@ -528,7 +528,9 @@ async fn with_payloads(
                 CorrelationId::parse(s).ok()
             })?,
             payload: stored
-                .map(|e| e.payload.clone())
+                .map(|e| e.payload.value())
+                .transpose()
+                .map_err(|err| sqlx::Error::Decode(Box::new(err)))?
                 .unwrap_or(serde_json::Value::Null),
         })
     };

@@ -172,7 +172,7 @@ async fn ops_traces_exported_over_otlp_continue_the_callers_traceparent() {
     let store = roster_store::Store::open(db).await.unwrap();
     let events = store.read_from(0, 100).await.unwrap();
     let first = events.first().expect("the customer's events").clone();
-    let tp = first.metadata["traceparent"]
+    let tp = first.metadata.value().unwrap()["traceparent"]
         .as_str()
         .expect("traceparent in the event's metadata")
         .to_string();

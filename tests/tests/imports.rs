@@ -341,8 +341,9 @@ async fn m2_commit_applies_exactly_the_plan_with_source_csv(s: TestStore) {
     let new = &events[before..];
     let correlation = CorrelationId::from(id).to_string();
     for e in new {
-        assert_eq!(e.metadata["correlation_id"], correlation.as_str(), "{e:?}");
-        assert_eq!(e.metadata["actor"], actor().to_string().as_str());
+        let metadata = e.metadata.value().unwrap();
+        assert_eq!(metadata["correlation_id"], correlation.as_str(), "{e:?}");
+        assert_eq!(metadata["actor"], actor().to_string().as_str());
     }
     let types: Vec<&str> = new.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(

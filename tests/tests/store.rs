@@ -45,7 +45,7 @@ async fn e1_appends_are_read_back_in_global_order(s: TestStore) {
     assert!(events
         .iter()
         .all(|e| e.customer_id.as_deref() == Some(c.to_string().as_str())));
-    let meta = EventMeta::from_json(&events[1].metadata).expect("E2 metadata on every event");
+    let meta = EventMeta::from_text(events[1].metadata.get()).expect("E2 metadata on every event");
     assert_eq!(meta.customer_id, c);
     assert_eq!(s.store.head_position().await.unwrap(), events.len() as i64);
 }

@@ -32,7 +32,7 @@ pub use db::{Backend, Db, PoolSettings, StartupLock, Tx};
 pub use error::StoreError;
 pub use exec::{decode, history, Batch, Loaded};
 pub use imports::{ImportRecord, ImportRowRecord, ImportWriter};
-pub use log::{Appended, PendingEvent, Store, StoredEvent};
+pub use log::{Appended, PendingEvent, RawJson, Store, StoredEvent};
 pub use secrets::{Secret, SecretKey};
 pub use streamed::StreamedAppend;
 pub use sync_leases::ExpiredLease;

@@ -122,7 +122,7 @@ async fn finished(app: &App, header: &ImportRecord, import: &Import) -> AppResul
         .iter()
         .rev()
         .find(|(_, e)| matches!(e, ImportEvent::ImportCommitted(_)))
-        .map(|(stored, _)| EventMeta::from_json(&stored.metadata))
+        .map(|(stored, _)| EventMeta::from_text(stored.metadata.get()))
         .ok_or_else(|| AppError::internal("the import has no ImportCommitted event"))?
         .map_err(corrupt)?;
     let result = CommitResult {
