@@ -1016,16 +1016,29 @@ impl<'a> Builder<'a> {
     fn finish(mut self) -> Plan {
         let renames = std::mem::take(&mut self.renames);
         let ordered = order_renames(renames, self.users);
-        let mut steps = std::mem::take(&mut self.releases);
-        // One allocation for all: an initial sync's 100,000 additions were
-        // copied once per doubling and once more here (issue 17).
-        steps.reserve_exact(
-            ordered.len() + self.updates.len() + self.takes.len() + self.adds.len(),
-        );
-        steps.extend(ordered);
-        steps.append(&mut self.updates);
-        steps.append(&mut self.takes);
-        steps.append(&mut self.adds);
+        // In order: releases, renames, updates, takes, additions. One of
+        // them alone (an initial sync's 100,000 additions) is the plan as
+        // it is; several are gathered into one allocation, not copied once
+        // per doubling (issue 17).
+        let mut parts = [
+            std::mem::take(&mut self.releases),
+            ordered,
+            std::mem::take(&mut self.updates),
+            std::mem::take(&mut self.takes),
+            std::mem::take(&mut self.adds),
+        ];
+        let steps = if parts.iter().filter(|p| !p.is_empty()).count() <= 1 {
+            parts
+                .into_iter()
+                .find(|p| !p.is_empty())
+                .unwrap_or_default()
+        } else {
+            let mut steps = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+            for part in &mut parts {
+                steps.append(part);
+            }
+            steps
+        };
         self.plan.steps = steps;
         self.plan
     }

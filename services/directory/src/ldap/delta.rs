@@ -667,6 +667,10 @@ impl LdapReader {
                 .read_kind(ldap, ctx, mapping, base, kind, filter)
                 .await?;
             without_id += w;
+            // Sized once per kind, not rehashed as it grows (issue 17: 4%
+            // of the server's CPU in an initial sync of 100,000 users).
+            dir.reserve(items.len());
+            order.reserve(items.len());
             for it in items {
                 upsert(&mut dir, &mut order, it);
             }
@@ -679,7 +683,9 @@ impl LdapReader {
         }
         self.apply_disabled_filter(ldap, ctx, mapping, base, &mut dir)
             .await?;
-        Ok(order.into_iter().filter_map(|id| dir.remove(&id)).collect())
+        let mut out = Vec::with_capacity(order.len());
+        out.extend(order.into_iter().filter_map(|id| dir.remove(&id)));
+        Ok(out)
     }
 
     /// With `attributes.disabled_filter`: the server's own matching says
