@@ -291,7 +291,9 @@ mod tests {
             sequence: 3,
             event_type: "AliasMapped".into(),
             event_version: "1.0".into(),
-            payload: raw(json!({"AliasMapped": {"address": "ann@acme.example", "alias": "a@acme.example"}})),
+            payload: raw(
+                json!({"AliasMapped": {"address": "ann@acme.example", "alias": "a@acme.example"}}),
+            ),
             metadata: raw(json!({
                 "customer_id": "0190a5a8-0000-7000-8000-000000000001",
                 "actor": "token:0190a5a8-0000-7000-8000-000000000002",
@@ -410,7 +412,11 @@ mod tests {
                 let expected_data = expected.data.value().unwrap();
                 if let Some(d) = data_of_text(&payload, event_type) {
                     taken += 1;
-                    assert_eq!(d.data.value().unwrap(), expected_data, "{text} as {event_type}");
+                    assert_eq!(
+                        d.data.value().unwrap(),
+                        expected_data,
+                        "{text} as {event_type}"
+                    );
                     assert_eq!(d.subject, expected.subject, "{text} as {event_type}");
                 }
                 // Whichever path decides, the published event is the value's.
@@ -418,10 +424,17 @@ mod tests {
                 e.event_type = event_type.into();
                 e.payload = payload.clone();
                 let ce = cloudevent(e, &[]);
-                assert_eq!(ce.data.value().unwrap(), expected_data, "{text} as {event_type}");
+                assert_eq!(
+                    ce.data.value().unwrap(),
+                    expected_data,
+                    "{text} as {event_type}"
+                );
                 assert_eq!(ce.subject, expected.subject, "{text} as {event_type}");
             }
         }
-        assert!(taken >= 8, "the stored text decides for the usual shapes ({taken})");
+        assert!(
+            taken >= 8,
+            "the stored text decides for the usual shapes ({taken})"
+        );
     }
 }

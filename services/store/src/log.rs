@@ -157,7 +157,8 @@ where
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> sqlx::types::Json<Box<RawValue>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> sqlx::types::Json<Box<RawValue>>:
+        sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'a> &'a str: sqlx::ColumnIndex<R>,
 {
     Ok(StoredEvent {
@@ -167,8 +168,14 @@ where
         sequence: row.try_get("sequence")?,
         event_type: row.try_get("event_type")?,
         event_version: row.try_get("event_version")?,
-        payload: RawJson(row.try_get::<sqlx::types::Json<Box<RawValue>>, _>("payload")?.0),
-        metadata: RawJson(row.try_get::<sqlx::types::Json<Box<RawValue>>, _>("metadata")?.0),
+        payload: RawJson(
+            row.try_get::<sqlx::types::Json<Box<RawValue>>, _>("payload")?
+                .0,
+        ),
+        metadata: RawJson(
+            row.try_get::<sqlx::types::Json<Box<RawValue>>, _>("metadata")?
+                .0,
+        ),
         customer_id: row.try_get("customer_id")?,
         recorded_at: row.try_get("recorded_at")?,
     })
