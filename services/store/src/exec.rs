@@ -147,7 +147,7 @@ impl Batch {
 }
 
 /// The stored event as cqrs-es's upcasters take it (a generic value).
-pub fn to_serialized(e: StoredEvent) -> Result<SerializedEvent, StoreError> {
+fn to_serialized(e: StoredEvent) -> Result<SerializedEvent, StoreError> {
     let corrupt = |err: serde_json::Error| {
         StoreError::Corrupt(format!("event at position {}: {err}", e.position))
     };

@@ -96,10 +96,6 @@ impl RawJson {
     pub fn decode<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
         serde_json::from_str(self.0.get())
     }
-
-    pub fn into_raw(self) -> Box<RawValue> {
-        self.0
-    }
 }
 
 /// Equal texts: what was stored is compared, not what it means.
