@@ -149,7 +149,7 @@ fn data_of_text(payload: &RawJson, event_type: &str) -> Option<Data> {
         .flatten()
         .find_map(|v| serde_json::from_str::<String>(v.get()).ok());
     Some(Data {
-        data: RawJson::from_text(inner.get()).ok()?,
+        data: RawJson::from(inner),
         subject,
     })
 }

@@ -98,6 +98,13 @@ impl RawJson {
     }
 }
 
+/// A JSON value already checked (a part of a stored text, for example).
+impl From<&RawValue> for RawJson {
+    fn from(raw: &RawValue) -> RawJson {
+        RawJson(raw.to_owned())
+    }
+}
+
 /// Equal texts: what was stored is compared, not what it means.
 impl PartialEq for RawJson {
     fn eq(&self, other: &RawJson) -> bool {
