@@ -100,6 +100,8 @@ fn main() {
         exceptions: &exceptions,
         additions: &additions,
         now: chrono::Utc::now(),
+        // As a run plans: the list of changes is a dry run's.
+        list_changes: false,
     };
     let best = |what: &str, current: &[CurrentUser]| {
         let mut best = f64::MAX;

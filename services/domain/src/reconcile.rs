@@ -65,6 +65,11 @@ pub struct Settings<'a> {
     pub exceptions: &'a BTreeSet<Exception>,
     pub additions: &'a BTreeSet<Address>,
     pub now: DateTime<Utc>,
+    /// Whether the plan lists its changes ([`Plan::changes`]): what a dry
+    /// run shows (D3.t). A run applies the steps and never reads the list,
+    /// which at an initial sync is a line of four strings per added user
+    /// (issue 17: memory at the plan's peak).
+    pub list_changes: bool,
 }
 
 /// Which user a step is for.
@@ -146,10 +151,14 @@ pub fn reconcile(snapshot: &Snapshot, users: &[CurrentUser], settings: &Settings
     for ui in 0..sorted_users.len() {
         b.user_steps(ui);
     }
-    for (oi, o) in objs.iter().enumerate() {
-        if o.state == State::Synced && matching.user_of[oi].is_none() {
-            b.add_step(oi);
-        }
+    let added =
+        |(oi, o): &(usize, &Obj)| o.state == State::Synced && matching.user_of[*oi].is_none();
+    // At most one step each: an initial sync's additions are sized once,
+    // not doubled past the directory's size (issue 17).
+    b.adds
+        .reserve_exact(objs.iter().enumerate().filter(added).count());
+    for (oi, _) in objs.iter().enumerate().filter(added) {
+        b.add_step(oi);
     }
     b.finish()
 }
@@ -617,6 +626,17 @@ struct Rename {
     released_to: Option<Address>,
 }
 
+/// Adds a line to the plan's list of changes, built only when the plan
+/// lists them ([`Settings::list_changes`]).
+macro_rules! note {
+    ($b:expr, $change:expr) => {
+        if $b.s.list_changes {
+            let change = $change;
+            $b.plan.changes.push(change);
+        }
+    };
+}
+
 struct Builder<'a> {
     objs: &'a [Obj<'a>],
     users: &'a [&'a CurrentUser],
@@ -757,24 +777,29 @@ impl<'a> Builder<'a> {
             );
             self.updates.push(s);
             self.plan.counts.unflagged += 1;
-            let c = change(
-                &u.address,
-                "unflag",
-                "returned by the directory",
-                Some(&o.id),
+            note!(
+                self,
+                change(
+                    &u.address,
+                    "unflag",
+                    "returned by the directory",
+                    Some(&o.id),
+                )
             );
-            self.plan.changes.push(c);
             changed = true;
         }
         if active && u.ignored.is_some() {
             let s = self.step(ui, UserCommand::EndAbsence);
             self.updates.push(s);
-            self.plan.changes.push(change(
-                &u.address,
-                "end_ignore",
-                "returned by the directory; an ignored absence no longer applies",
-                Some(&o.id),
-            ));
+            note!(
+                self,
+                change(
+                    &u.address,
+                    "end_ignore",
+                    "returned by the directory; an ignored absence no longer applies",
+                    Some(&o.id),
+                )
+            );
             changed = true;
         }
         let address = self
@@ -784,16 +809,19 @@ impl<'a> Builder<'a> {
             let taken_from = self.taken_from(&to, Some(ui));
             let released_to = self.released_to(&u.address, ui);
             self.plan.counts.renamed += 1;
-            self.plan.changes.push(PlanChange {
-                from: taken_from.as_ref().map(|a| a.to_string()),
-                to: released_to.as_ref().map(|a| a.to_string()),
-                ..change(
-                    &to,
-                    "rename",
-                    &format!("renamed from {}", u.address),
-                    Some(&o.id),
-                )
-            });
+            note!(
+                self,
+                PlanChange {
+                    from: taken_from.as_ref().map(|a| a.to_string()),
+                    to: released_to.as_ref().map(|a| a.to_string()),
+                    ..change(
+                        &to,
+                        "rename",
+                        &format!("renamed from {}", u.address),
+                        Some(&o.id),
+                    )
+                }
+            );
             self.renames.push(Rename {
                 ui,
                 to,
@@ -812,13 +840,13 @@ impl<'a> Builder<'a> {
                 },
             );
             self.updates.push(s);
-            let detail = format!(
-                "now managed by the {} directory object",
-                self.s.kind.as_str()
-            );
-            self.plan
-                .changes
-                .push(change(&address, "link", &detail, Some(&o.id)));
+            note!(self, {
+                let detail = format!(
+                    "now managed by the {} directory object",
+                    self.s.kind.as_str()
+                );
+                change(&address, "link", &detail, Some(&o.id))
+            });
             changed = true;
         }
         changed |= self.profile_and_members(ui, oi, &address);
@@ -843,8 +871,10 @@ impl<'a> Builder<'a> {
             let profile = o.profile.clone().normalised();
             let s = self.step(ui, UserCommand::UpdateProfile { profile });
             self.updates.push(s);
-            let c = change(address, "update", &fields.join(", "), Some(&o.id));
-            self.plan.changes.push(c);
+            note!(
+                self,
+                change(address, "update", &fields.join(", "), Some(&o.id))
+            );
             changed = true;
         }
         if u.kind == Kind::DistributionList && o.kind == ObjectKind::Group {
@@ -852,8 +882,10 @@ impl<'a> Builder<'a> {
             if members != u.members {
                 let s = self.step(ui, UserCommand::SetMembers { members });
                 self.updates.push(s);
-                let c = change(address, "members", "list members changed", Some(&o.id));
-                self.plan.changes.push(c);
+                note!(
+                    self,
+                    change(address, "members", "list members changed", Some(&o.id))
+                );
                 changed = true;
             }
         }
@@ -883,13 +915,15 @@ impl<'a> Builder<'a> {
             let s = self.step(ui, command);
             self.releases.push(s);
             self.plan.counts.aliases_unmapped += 1;
-            let detail = match &to {
-                Some(t) => format!("{a} moves to {t}"),
-                None => a.to_string(),
-            };
-            self.plan.changes.push(PlanChange {
-                to: to.map(|t| t.to_string()),
-                ..change(&u.address, "unmap_alias", &detail, self.object_id(ui))
+            note!(self, {
+                let detail = match &to {
+                    Some(t) => format!("{a} moves to {t}"),
+                    None => a.to_string(),
+                };
+                PlanChange {
+                    to: to.map(|t| t.to_string()),
+                    ..change(&u.address, "unmap_alias", &detail, self.object_id(ui))
+                }
             });
             changed = true;
         }
@@ -915,13 +949,15 @@ impl<'a> Builder<'a> {
             let s = self.step(ui, command);
             self.takes.push(s);
             self.plan.counts.aliases_mapped += 1;
-            let detail = match &from {
-                Some(f) => format!("{a} moves from {f}"),
-                None => a.to_string(),
-            };
-            self.plan.changes.push(PlanChange {
-                from: from.map(|f| f.to_string()),
-                ..change(address, "map_alias", &detail, Some(&self.objs[oi].o.id))
+            note!(self, {
+                let detail = match &from {
+                    Some(f) => format!("{a} moves from {f}"),
+                    None => a.to_string(),
+                };
+                PlanChange {
+                    from: from.map(|f| f.to_string()),
+                    ..change(address, "map_alias", &detail, Some(&self.objs[oi].o.id))
+                }
             });
             changed = true;
         }
@@ -942,17 +978,23 @@ impl<'a> Builder<'a> {
             .filter(|a| self.own.owner(a) == Owner::New(oi))
             .cloned()
             .collect();
-        for a in aliases.iter().chain(std::iter::once(&primary)) {
+        // Addresses taken from other users are only listed: the steps
+        // that release them come before the additions.
+        let taken = aliases.iter().chain(std::iter::once(&primary));
+        for a in taken.filter(|_| self.s.list_changes) {
             if let Some(from) = self.taken_from(a, None) {
-                self.plan.changes.push(PlanChange {
-                    from: Some(from.to_string()),
-                    ..change(
-                        &primary,
-                        "map_alias",
-                        &format!("{a} moves from {from}"),
-                        Some(&o.id),
-                    )
-                });
+                note!(
+                    self,
+                    PlanChange {
+                        from: Some(from.to_string()),
+                        ..change(
+                            &primary,
+                            "map_alias",
+                            &format!("{a} moves from {from}"),
+                            Some(&o.id),
+                        )
+                    }
+                );
             }
         }
         let kind = match o.kind {
@@ -967,9 +1009,7 @@ impl<'a> Builder<'a> {
         self.plan.counts.added += 1;
         // Aliases created inside UserAdded are mapped aliases too (issue 11).
         self.plan.counts.aliases_mapped += aliases.len() as u64;
-        self.plan
-            .changes
-            .push(change(&primary, "add", kind.as_str(), Some(&o.id)));
+        note!(self, change(&primary, "add", kind.as_str(), Some(&o.id)));
         self.adds.push(Step {
             target: Target::New,
             command: UserCommand::Add(AddUser {
@@ -1003,14 +1043,13 @@ impl<'a> Builder<'a> {
             self.plan.flags += 1;
         }
         self.plan.counts.flagged += 1;
-        let detail = match delete_at {
-            Some(t) => format!("{}; deleted after {}", reason.as_str(), t.to_rfc3339()),
-            None => format!("{}; never deleted automatically", reason.as_str()),
-        };
-        let object = u.directory_id.clone();
-        self.plan
-            .changes
-            .push(change(&u.address, "flag", &detail, object.as_ref()));
+        note!(self, {
+            let detail = match delete_at {
+                Some(t) => format!("{}; deleted after {}", reason.as_str(), t.to_rfc3339()),
+                None => format!("{}; never deleted automatically", reason.as_str()),
+            };
+            change(&u.address, "flag", &detail, u.directory_id.as_ref())
+        });
     }
 
     fn finish(mut self) -> Plan {
@@ -1186,20 +1225,22 @@ impl Builder<'_> {
         if scope == SkipScope::Object {
             self.plan.counts.skipped += 1;
         }
-        let subject = match (scope, &self.objs[oi].primary) {
-            (SkipScope::Object, _) | (_, None) => raw.clone().unwrap_or_default(),
-            (_, Some(p)) => {
-                let user = self.m.user_of[oi].map(|ui| self.users[ui].address.clone());
-                user.unwrap_or_else(|| p.clone()).to_string()
+        note!(self, {
+            let subject = match (scope, &self.objs[oi].primary) {
+                (SkipScope::Object, _) | (_, None) => raw.clone().unwrap_or_default(),
+                (_, Some(p)) => {
+                    let user = self.m.user_of[oi].map(|ui| self.users[ui].address.clone());
+                    user.unwrap_or_else(|| p.clone()).to_string()
+                }
+            };
+            PlanChange {
+                address: subject,
+                action: "skip".into(),
+                detail: detail.clone(),
+                object_id: Some(o.id.to_string()),
+                from: None,
+                to: None,
             }
-        };
-        self.plan.changes.push(PlanChange {
-            address: subject,
-            action: "skip".into(),
-            detail: detail.clone(),
-            object_id: Some(o.id.to_string()),
-            from: None,
-            to: None,
         });
         self.plan.report.skipped.push(SkippedObject {
             object_id: o.id.clone(),
@@ -1304,14 +1345,12 @@ impl Builder<'_> {
             };
             self.skip(oi, Some(&a), scope, reason, detail);
         }
-        for a in obj.unmanaged_aliases.clone() {
-            let p = user
-                .map(|ui| self.users[ui].address.clone())
-                .unwrap_or(primary.clone());
-            let detail = format!("alias {a} is not in a managed domain");
-            self.plan
-                .changes
-                .push(change(&p, "skip", &detail, Some(&obj.o.id)));
+        for a in obj.unmanaged_aliases.iter() {
+            note!(self, {
+                let p = user.map_or(&primary, |ui| &self.users[ui].address);
+                let detail = format!("alias {a} is not in a managed domain");
+                change(p, "skip", &detail, Some(&obj.o.id))
+            });
         }
     }
 
@@ -1483,8 +1522,26 @@ mod tests {
                 exceptions: &self.exceptions,
                 additions: &self.additions,
                 now: now(),
+                list_changes: true,
             };
-            reconcile(&Snapshot { objects }, users, &settings)
+            let snapshot = Snapshot { objects };
+            let plan = reconcile(&snapshot, users, &settings);
+            // A run's plan (no list of changes) is the dry run's plan but
+            // for the list: every test here checks it (issue 17).
+            let unlisted = Settings {
+                list_changes: false,
+                ..settings
+            };
+            let run = reconcile(&snapshot, users, &unlisted);
+            assert!(run.changes.is_empty());
+            assert_eq!(
+                run,
+                Plan {
+                    changes: vec![],
+                    ..plan.clone()
+                }
+            );
+            plan
         }
     }
     fn commands(plan: &Plan) -> Vec<&UserCommand> {

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use roster_events::*;
 
-use crate::reconcile::{reconcile, CurrentUser, Settings};
+use crate::reconcile::{reconcile, CurrentUser, Plan, Settings};
 use crate::snapshot::{DirectoryObject, ObjectId, ObjectKind, Snapshot};
 use crate::testing::World;
 use crate::user::UserCommand;
@@ -410,6 +410,7 @@ fn settings<'a>(
         exceptions: none,
         additions: no,
         now: chrono::DateTime::UNIX_EPOCH,
+        list_changes: true,
     }
 }
 
@@ -431,6 +432,10 @@ proptest! {
         let s = settings(&managed, &none, &no);
         let snapshot = Snapshot { objects: read.iter().map(to_object).collect() };
         let plan = reconcile(&snapshot, &users, &s);
+        // A run's plan lists no changes and is otherwise the same (issue 17).
+        let run = reconcile(&snapshot, &users, &Settings { list_changes: false, ..s.clone() });
+        prop_assert!(run.changes.is_empty());
+        prop_assert_eq!(&run, &Plan { changes: vec![], ..plan.clone() });
         let mut world = World::of(&users);
         if let Err(e) = world.apply(&plan) {
             return Err(TestCaseError::fail(format!("{e}\nread {read:?}\nsteps {:#?}", plan.steps)));

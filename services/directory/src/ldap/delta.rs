@@ -219,7 +219,10 @@ type Dir = HashMap<String, Item>;
 
 /// The complete snapshot of `items`, members resolved as a full read does.
 fn snapshot_of(items: Vec<Item>) -> Snapshot {
-    let mut users = Vec::new();
+    // Every item can end in this vector (`assemble` extends it with the
+    // folders and lists): sized once, not doubled past the directory's
+    // size and held so through the plan (issue 17).
+    let mut users = Vec::with_capacity(items.len());
     let mut groups = Vec::new();
     let mut folders = Vec::new();
     for mut it in items {

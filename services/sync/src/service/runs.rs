@@ -603,11 +603,10 @@ impl SyncService {
             Some(Inputs::Loaded(p)) => (p.current, Some(p.objects)),
             None => (self.current(customer).await?, None),
         };
-        let (mut plan, diff) = self.plan_with_diff(customer, config, snapshot, &current, objects);
-        // The list of changes is what a dry run shows (D3.t); a run applies
-        // the steps and does not hold the list while it stages and appends
-        // (a tenth of the plan's memory at 100,000 users; issue 17).
-        plan.changes = Vec::new();
+        // A run's plan lists no changes: that list is what a dry run shows
+        // (D3.t), and a run applies the steps (issue 17: a tenth of the
+        // plan's memory at 100,000 users).
+        let (plan, diff) = self.plan_with_diff(customer, config, snapshot, &current, objects);
         let keep = match (confirmed_limit, current.inputs_at) {
             (None, Some(at)) => Keep::Plan(
                 *fingerprint.get_or_init(|| self.kept.fingerprint(snapshot)),
@@ -640,19 +639,21 @@ impl SyncService {
             let diff = objects
                 .as_ref()
                 .map(|before| scope.spawn(|| objects_diff(snapshot, before)));
-            let plan = span.in_scope(|| self.plan(customer, config, snapshot, current));
+            let plan = span.in_scope(|| self.plan(customer, config, snapshot, current, false));
             let diff = diff.map(|d| d.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
             (plan, diff)
         })
     }
 
-    /// Plans a run against the current state.
+    /// Plans a run against the current state; a dry run's plan lists its
+    /// changes.
     fn plan(
         &self,
         customer: CustomerId,
         config: &DirectoryConfig,
         snapshot: &Snapshot,
         current: &Current,
+        list_changes: bool,
     ) -> Plan {
         let Current {
             users,
@@ -673,6 +674,7 @@ impl SyncService {
             exceptions: &dir.state.exceptions,
             additions: &dir.state.additions,
             now: self.clock.now(),
+            list_changes,
         };
         reconcile::reconcile(snapshot, users, &settings)
     }
@@ -704,7 +706,7 @@ impl SyncService {
             self.keep_read_state(customer, kind.as_str(), state).await;
         }
         let current = self.current(customer).await?;
-        let plan = self.plan(customer, &config, &snapshot, &current);
+        let plan = self.plan(customer, &config, &snapshot, &current, true);
         Ok(Ok(DryRun {
             counts: plan.counts,
             would_flag: plan.flags,
@@ -1168,7 +1170,9 @@ fn objects_diff(snapshot: &Snapshot, before: &HashMap<String, ObjectSummary>) ->
     // every object of every run (issue 17).
     let mut seen: std::collections::HashSet<&str> =
         std::collections::HashSet::with_capacity(snapshot.objects.len());
-    let mut upserted = Vec::new();
+    // At least the objects beyond the last read's count are new: an
+    // initial sync's diff is sized once (issue 17).
+    let mut upserted = Vec::with_capacity(snapshot.objects.len().saturating_sub(before.len()));
     for o in &snapshot.objects {
         seen.insert(o.id.as_str());
         // Compared in place; a summary is built only for an object that
