@@ -98,10 +98,17 @@ pub struct ProjectionLag {
 /// From this many events a batch is decoded on a blocking thread.
 const DECODE_APART_FROM: usize = 256;
 
+/// A batch holds events up to about this much payload text, however few:
+/// a run's directory objects come as events of about 2 MB each (issue 17).
+pub const BATCH_BYTES: i64 = 8 << 20;
+
 /// A batch of the log, decoded once for every projection.
 struct Batch {
     /// Events read.
     n: usize,
+    /// Whether the batch was cut by its size in events or in bytes: the log
+    /// may go on after it.
+    full: bool,
     /// The position of the last one.
     last: i64,
     decoded: Vec<Decoded>,
@@ -110,8 +117,10 @@ struct Batch {
 }
 
 impl Batch {
-    fn decode(stored: Vec<StoredEvent>) -> Batch {
+    fn decode(stored: Vec<StoredEvent>, (limit, max_bytes): (i64, i64)) -> Batch {
         let n = stored.len();
+        let bytes: usize = stored.iter().map(|e| e.payload.get().len()).sum();
+        let full = n as i64 >= limit || bytes as i64 >= max_bytes;
         let last = stored.last().map(|e| e.position).unwrap_or(0);
         let upcasters = roster_events::upcasters();
         let mut decoded: Vec<Decoded> = Vec::with_capacity(n);
@@ -125,6 +134,7 @@ impl Batch {
         }
         Batch {
             n,
+            full,
             last,
             decoded,
             undecodable,
@@ -137,6 +147,9 @@ pub struct Projector {
     projections: Vec<Arc<dyn Projection>>,
     prefix: String,
     batch_size: i64,
+    /// A batch ends at the first event that brings its payloads' text to
+    /// this many bytes ([`BATCH_BYTES`]).
+    batch_bytes: i64,
     lock_timeout: Duration,
     reached: watch::Sender<i64>,
     /// The next batch, read while the previous one was being applied:
@@ -174,6 +187,7 @@ impl Projector {
             projections,
             prefix: prefix.to_string(),
             batch_size: DEFAULT_BATCH,
+            batch_bytes: BATCH_BYTES,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             reached: watch::channel(0).0,
             ahead: tokio::sync::Mutex::new(None),
@@ -208,10 +222,10 @@ impl Projector {
     /// 100,000 users the vacuum takes seconds, and the run's own last
     /// event would otherwise wait for it; issue 17). One refresh at a time;
     /// a failure is logged, never fatal: autovacuum does the same later.
-    async fn note_batch(&self, n: i64) {
+    async fn note_batch(&self, n: i64, full: bool) {
         use std::sync::atomic::Ordering;
         let total = self.since_analyze.fetch_add(n, Ordering::Relaxed) + n;
-        if total < self.analyze_after || n >= self.batch_size {
+        if total < self.analyze_after || full {
             return;
         }
         let roster_store::Db::Pg(pool) = self.store.db() else {
@@ -253,6 +267,13 @@ impl Projector {
 
     pub fn with_batch_size(mut self, n: i64) -> Self {
         self.batch_size = n.max(1);
+        self
+    }
+
+    /// Ends a batch at the first event that brings its payloads' text to
+    /// `bytes` (at least one event a batch).
+    pub fn with_batch_bytes(mut self, bytes: i64) -> Self {
+        self.batch_bytes = bytes.max(1);
         self
     }
 
@@ -542,14 +563,15 @@ impl Projector {
     /// stall the lanes' statements polled in the same task (issue 17).
     async fn read_batch(&self, from: i64) -> Result<Batch, ProjectionError> {
         let started = std::time::Instant::now();
-        let stored = self.store.read_from(from, self.batch_size).await?;
+        let limit = (self.batch_size, self.batch_bytes);
+        let stored = self.store.read_from_within(from, limit.0, limit.1).await?;
         let read_s = started.elapsed().as_secs_f64();
         let batch = if stored.len() >= DECODE_APART_FROM {
-            tokio::task::spawn_blocking(move || Batch::decode(stored))
+            tokio::task::spawn_blocking(move || Batch::decode(stored, limit))
                 .await
                 .map_err(|e| ProjectionError::Invalid(format!("decoding a batch: {e}")))?
         } else {
-            Batch::decode(stored)
+            Batch::decode(stored, limit)
         };
         if batch.n > 0 {
             tracing::debug!(
@@ -582,11 +604,12 @@ impl Projector {
         };
         if batch.n == 0 {
             // Caught up: the end of a bulk that filled its last batch.
-            self.note_batch(0).await;
+            self.note_batch(0, false).await;
             return Ok(0);
         }
         let Batch {
             n,
+            full,
             last,
             decoded,
             undecodable,
@@ -595,7 +618,7 @@ impl Projector {
         // full batch suggests the log goes on): catching up is then bound
         // by the projections' writes, not by reading or decoding the log.
         let read_ahead = async {
-            if n as i64 >= self.batch_size {
+            if full {
                 self.read_batch(last).await.ok()
             } else {
                 None
@@ -625,7 +648,7 @@ impl Projector {
             metrics::gauge!("roster_projection_position").set(last as f64);
             self.reached.send_replace(last);
         }
-        self.note_batch(n as i64).await;
+        self.note_batch(n as i64, full).await;
         Ok(n)
     }
 

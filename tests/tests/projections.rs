@@ -1236,6 +1236,40 @@ async fn u3_an_earlier_user_list_gains_its_search_index_on_start() {
     }
 }
 
+/// Issue 17 (E3): a batch ends at the event that brings its payloads'
+/// text to the projector's byte budget, however few events that is (a
+/// run's directory objects are events of megabytes). A batch so cut is
+/// taken as a full one: the projector goes on to the next at once, and
+/// the tables are those of batches cut by their number of events.
+async fn e3_batches_cut_by_their_payload_size_project_as_whole_ones(s: TestStore) {
+    s.spawn_projector();
+    workload(&s).await;
+    let head = s.project().await;
+    let small = roster_projections::Projector::new(s.store.clone(), "bytes_")
+        .with_batch_size(1_000)
+        .with_batch_bytes(1);
+    small.ensure_tables().await.unwrap();
+    let mut batches = 0;
+    loop {
+        let n = small.step().await.unwrap();
+        if n == 0 {
+            break;
+        }
+        assert_eq!(n, 1, "a one-byte budget holds one event a batch");
+        batches += 1;
+    }
+    assert_eq!(batches, head, "every event of the log, one batch each");
+    assert_eq!(small.checkpoint().await.unwrap(), head);
+    let cut = rebuild::dump(&s.store, "bytes_").await.unwrap();
+    assert!(
+        cut.values().map(|rows| rows.len()).sum::<usize>() > 20,
+        "the workload filled the tables"
+    );
+    assert_eq!(cut, rebuild::dump(&s.store, "").await.unwrap());
+}
+
+both_backends!(e3_batches_cut_by_their_payload_size_project_as_whole_ones);
+
 /// Issue 17 (E3): on PostgreSQL a bulk batch is applied in parallel lanes,
 /// each with its own transaction, checkpoints and locks. Two projectors
 /// catching up on the same tables at once, both in lanes, apply every

@@ -50,6 +50,48 @@ async fn e1_appends_are_read_back_in_global_order(s: TestStore) {
     assert_eq!(s.store.head_position().await.unwrap(), events.len() as i64);
 }
 
+/// Issue 17: a read within a byte budget is the prefix of the plain read
+/// that ends at the first event bringing the payloads' text to the budget
+/// (at least one event), whatever the limit and the budget.
+async fn e1_a_read_within_a_byte_budget_is_a_prefix_of_the_log(s: TestStore) {
+    let c = s.customer(100, &["bytes.example"]).await;
+    let app = s.app();
+    for i in 0..12 {
+        let mut user = new_user(&format!("u{i}@bytes.example"), &[]);
+        user.profile.notes = Some("n".repeat((i % 4) * 1_000));
+        users::add_user(&app, s.meta(c), user, Source::Manual)
+            .await
+            .unwrap();
+    }
+    let all = s.store.read_from(0, 1_000).await.unwrap();
+    assert!(all.len() > 12);
+    for after in [0, 3, all.len() as i64 - 1] {
+        for limit in [1, 5, 1_000] {
+            for budget in [1, 500, 2_500, 6_000, 1 << 30] {
+                let plain = s.store.read_from(after, limit).await.unwrap();
+                let mut want = Vec::new();
+                let mut bytes = 0;
+                for e in plain {
+                    if bytes >= budget {
+                        break;
+                    }
+                    bytes += e.payload.get().len() as i64;
+                    want.push(e);
+                }
+                let got = s
+                    .store
+                    .read_from_within(after, limit, budget)
+                    .await
+                    .unwrap();
+                assert_eq!(got, want, "after {after}, limit {limit}, budget {budget}");
+                assert!(!got.is_empty(), "at least one event");
+            }
+        }
+    }
+}
+
+both_backends!(e1_a_read_within_a_byte_budget_is_a_prefix_of_the_log);
+
 async fn e1_a_stale_version_is_a_conflict(s: TestStore) {
     let c = s.customer(100, &["stale.example"]).await;
     let (id, _) = users::add_user(

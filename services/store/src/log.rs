@@ -374,6 +374,43 @@ impl Store {
         Ok(events)
     }
 
+    /// Events after `after`, in the global order: at most `limit`, and
+    /// none after the first that brings their payloads' text to `max_bytes`
+    /// (always at least one). A run's directory objects are events of
+    /// about 2 MB each, appended together: a batch of 5,000 events holding
+    /// twenty of them held 40 MB of text and its decoded objects at once
+    /// (issue 17).
+    pub async fn read_from_within(
+        &self,
+        after: i64,
+        limit: i64,
+        max_bytes: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let size = match &self.db {
+            Db::Pg(_) => "octet_length(payload::text)",
+            Db::Sqlite(_) => "length(CAST(payload AS BLOB))",
+        };
+        let sql = format!(
+            "SELECT * FROM (SELECT e.*, sum(size) OVER (ORDER BY position) AS upto FROM \
+             (SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
+              event_version, payload, metadata, customer_id, recorded_at, {size} AS size \
+              FROM events WHERE position > $1 ORDER BY position LIMIT $2) e) x \
+             WHERE upto - size < $3 ORDER BY position"
+        );
+        let events = with_db!(&self.db, |p| {
+            let rows = sqlx::query(&sql)
+                .bind(after)
+                .bind(limit)
+                .bind(max_bytes)
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(row_to_event)
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(events)
+    }
+
     /// Events of one customer after `after` and up to `until` (inclusive,
     /// microseconds), in the global order.
     pub async fn read_customer(

@@ -199,10 +199,11 @@ where
 
 impl State {
     pub(crate) fn encode(&self) -> Result<Vec<u8>, ReadError> {
+        // Encoded after the magic, not into a second vector copied there
+        // (issue 17: 28 MB at 100,000 users, at the end of the read).
         let mut out = STATE_MAGIC.to_vec();
-        let body = bincode::serde::encode_to_vec(self, bincode::config::standard())
+        bincode::serde::encode_into_std_write(self, &mut out, bincode::config::standard())
             .map_err(|e| ReadError::Other(format!("the read state could not be encoded: {e}")))?;
-        out.extend(body);
         Ok(out)
     }
 

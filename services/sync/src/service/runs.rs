@@ -224,15 +224,16 @@ impl SyncService {
     async fn keep_read_state(&self, customer: CustomerId, kind: &str, state: Option<Vec<u8>>) {
         let Some(state) = state else { return };
         let t = std::time::Instant::now();
+        let state_bytes = state.len();
         if let Err(e) = self
             .store
             .db()
-            .put_read_state(customer, kind, &state, self.clock.now())
+            .put_read_state(customer, kind, state, self.clock.now())
             .await
         {
             tracing::warn!(customer = %customer, error = %e, "the read's state could not be kept; the next read is a full one");
         }
-        tracing::debug!(customer = %customer, state_bytes = state.len(), seconds = t.elapsed().as_secs_f64(), "read state kept");
+        tracing::debug!(customer = %customer, state_bytes, seconds = t.elapsed().as_secs_f64(), "read state kept");
     }
 
     /// Runs a started run to its end and records the outcome. A read that
