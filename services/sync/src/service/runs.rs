@@ -883,7 +883,7 @@ impl SyncService {
             let seats_added = self
                 .stage_plan(&mut w, targets, steps, meta, counts)
                 .await?;
-            self.stage_objects(&mut w, run_id, kind, objects, meta)
+            self.stage_objects(&mut w, (run_id, kind), snapshot, objects, meta)
                 .await?;
             let report = self
                 .reports
@@ -1099,8 +1099,8 @@ impl SyncService {
     async fn stage_objects(
         &self,
         w: &mut Writing,
-        run_id: Uuid,
-        kind: DirectoryKind,
+        (run_id, kind): (Uuid, DirectoryKind),
+        snapshot: &Snapshot,
         change: Option<(ObjectsDiff, Loaded<DirectoryObjects>)>,
         meta: &EventMeta,
     ) -> Result<(), SyncError> {
@@ -1114,7 +1114,11 @@ impl SyncService {
             let change = DirectoryObjectsChanged {
                 run_id,
                 kind,
-                upserted: upserted.by_ref().take(CHUNK).collect(),
+                upserted: upserted
+                    .by_ref()
+                    .take(CHUNK)
+                    .map(|i| summary(&snapshot.objects[i]))
+                    .collect(),
                 removed: removed.by_ref().take(CHUNK).collect(),
             };
             if let Err(never) = w.batch.execute(&mut target, change, &(), meta).await {
@@ -1160,9 +1164,12 @@ impl Writing {
     }
 }
 
-/// The objects of a read that are new or differ from the last read, and
-/// the ids of those it no longer has; both sorted.
-type ObjectsDiff = (Vec<ObjectSummary>, Vec<String>);
+/// The objects of a read that are new or differ from the last read, as
+/// their indexes in the read in the order of their ids, and the ids of
+/// those it no longer has, sorted. Their summaries are built as they are
+/// staged, 5,000 at a time: at an initial sync the summaries of every
+/// object were 25 MB at the run's memory peak (issue 17).
+type ObjectsDiff = (Vec<usize>, Vec<String>);
 
 /// The objects of `snapshot` that are new or differ from the last read
 /// (`before`), and the ids of those it no longer has; both sorted.
@@ -1174,16 +1181,22 @@ fn objects_diff(snapshot: &Snapshot, before: &HashMap<String, ObjectSummary>) ->
     // At least the objects beyond the last read's count are new: an
     // initial sync's diff is sized once (issue 17).
     let mut upserted = Vec::with_capacity(snapshot.objects.len().saturating_sub(before.len()));
-    for o in &snapshot.objects {
+    for (i, o) in snapshot.objects.iter().enumerate() {
         seen.insert(o.id.as_str());
         // Compared in place; a summary is built only for an object that
         // changed (issue 17: six strings per object, every run).
         match before.get(o.id.as_str()) {
             Some(b) if same_summary(o, b) => {}
-            _ => upserted.push(summary(o)),
+            _ => upserted.push(i),
         }
     }
-    upserted.sort();
+    // The summaries' order: by id, then (two objects with one id) by the
+    // rest of the summary.
+    let objects = &snapshot.objects;
+    upserted.sort_by(|&a, &b| {
+        (objects[a].id.as_str().cmp(objects[b].id.as_str()))
+            .then_with(|| summary(&objects[a]).cmp(&summary(&objects[b])))
+    });
     let mut removed: Vec<String> = before
         .keys()
         .filter(|k| !seen.contains(k.as_str()))
@@ -1370,5 +1383,45 @@ mod tests {
             equal > objects.len(),
             "some pairs differ only outside the summary"
         );
+    }
+
+    /// Issue 17 (D3.o): the diff names the new and changed objects by
+    /// their place in the read, in the order of their summaries (the order
+    /// the run's `DirectoryObjectsChanged` events list them), two objects
+    /// with one id included; unchanged ones are left out and gone ones are
+    /// named by id.
+    #[test]
+    fn d3o_the_diff_names_changed_objects_in_the_order_of_their_summaries() {
+        let snapshot = Snapshot {
+            objects: vec![
+                object("m", |_| {}),
+                object("c", |o| o.display_name = Some("renamed".into())),
+                object("z", |_| {}),
+                object("a", |_| {}),
+                object("k", |o| o.kind = ObjectKind::Group),
+                object("k", |_| {}),
+                object("b", |o| o.disabled = true),
+            ],
+        };
+        let before: HashMap<String, ObjectSummary> = ["a", "b", "c", "m", "gone"]
+            .iter()
+            .map(|id| (id.to_string(), summary(&object(id, |_| {}))))
+            .collect();
+        let (upserted, removed) = objects_diff(&snapshot, &before);
+        let got: Vec<ObjectSummary> = upserted
+            .iter()
+            .map(|&i| summary(&snapshot.objects[i]))
+            .collect();
+        let mut want: Vec<ObjectSummary> = snapshot
+            .objects
+            .iter()
+            .filter(|o| before.get(o.id.as_str()) != Some(&summary(o)))
+            .map(summary)
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+        let ids: Vec<&str> = got.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c", "k", "k", "z"]);
+        assert_eq!(removed, ["gone"]);
     }
 }
