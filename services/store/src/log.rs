@@ -361,12 +361,21 @@ impl Store {
     /// Events after `after`, in the global order, at most `limit`.
     pub async fn read_from(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         let sql = format!("{SELECT_EVENT} WHERE position > $1 ORDER BY position LIMIT $2");
+        self.fetch_events(&sql, &[after, limit]).await
+    }
+
+    /// The events a query of the log selects, its parameters bound in order.
+    async fn fetch_events(
+        &self,
+        sql: &str,
+        params: &[i64],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let events = with_db!(&self.db, |p| {
-            let rows = sqlx::query(&sql)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(p)
-                .await?;
+            let mut query = sqlx::query(sql);
+            for v in params {
+                query = query.bind(*v);
+            }
+            let rows = query.fetch_all(p).await?;
             rows.iter()
                 .map(row_to_event)
                 .collect::<Result<Vec<_>, _>>()?
@@ -397,18 +406,7 @@ impl Store {
               FROM events WHERE position > $1 ORDER BY position LIMIT $2) e) x \
              WHERE upto - size < $3 ORDER BY position"
         );
-        let events = with_db!(&self.db, |p| {
-            let rows = sqlx::query(&sql)
-                .bind(after)
-                .bind(limit)
-                .bind(max_bytes)
-                .fetch_all(p)
-                .await?;
-            rows.iter()
-                .map(row_to_event)
-                .collect::<Result<Vec<_>, _>>()?
-        });
-        Ok(events)
+        self.fetch_events(&sql, &[after, limit, max_bytes]).await
     }
 
     /// Events of one customer after `after` and up to `until` (inclusive,
