@@ -26,8 +26,9 @@ fn pack(state: &[u8]) -> Vec<u8> {
     out[LZ4_MAGIC.len()..head].copy_from_slice(&len.to_le_bytes());
     let n = lz4_flex::block::compress_into(state, &mut out[head..])
         .expect("the output is sized for the worst case");
+    // Not shrunk to fit: that would copy the block once more, and the
+    // vector lives only until it is sent.
     out.truncate(head + n);
-    out.shrink_to_fit();
     out
 }
 
