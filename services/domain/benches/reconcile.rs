@@ -114,10 +114,11 @@ fn main() {
         }
         let plan = plan.unwrap();
         println!(
-            "{what}: {best:.3} s for {} objects and {} users: {} steps, counts {:?}",
+            "{what}: {best:.3} s for {} objects and {} users: {} steps, {} additions, counts {:?}",
             snap.objects.len(),
             current.len(),
             plan.steps.len(),
+            plan.additions.len(),
             plan.counts
         );
         plan
@@ -137,7 +138,7 @@ fn main() {
     let current = as_synced(&snap, &managed);
     let plan = best("resync, no change", &current);
     assert!(
-        plan.steps.is_empty(),
+        plan.steps.is_empty() && plan.additions.is_empty(),
         "the current users are the synced ones"
     );
 }

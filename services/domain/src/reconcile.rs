@@ -87,6 +87,61 @@ pub struct Step {
     pub command: UserCommand,
 }
 
+/// A user the plan adds (D3.e), named by its object's place in the read:
+/// the profile and the object's id are taken from the read when the step
+/// is staged ([`Addition::into_step`]), not copied into the plan (issue 17:
+/// an initial sync's 90,000 copied profiles were a sixth of its peak).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addition {
+    /// The object's index in the [`Snapshot`] the plan was made from.
+    pub object: usize,
+    pub address: Address,
+    pub kind: Kind,
+    pub aliases: Vec<Address>,
+    /// For distribution lists, the members (U4).
+    pub members: Vec<Address>,
+}
+
+impl Addition {
+    /// The step that adds this user, with its object's profile (normalised)
+    /// and id from `snapshot`, which must be the read the plan was made
+    /// from.
+    pub fn into_step(self, snapshot: &Snapshot, customer_id: CustomerId, source: Source) -> Step {
+        let o = &snapshot.objects[self.object];
+        Step {
+            target: Target::New,
+            command: UserCommand::Add(AddUser {
+                user_id: UserId(uuid::Uuid::nil()),
+                customer_id,
+                address: self.address,
+                kind: self.kind,
+                source,
+                profile: o.profile.clone().normalised(),
+                aliases: self.aliases,
+                directory_id: Some(o.id.clone()),
+                members: self.members,
+            }),
+        }
+    }
+}
+
+/// A plan's steps and additions as one sequence of steps, in the order a
+/// run applies them: the steps, then each addition built from `snapshot`
+/// (the read the plan was made from) only when it is reached.
+pub fn staged_steps(
+    steps: Vec<Step>,
+    additions: Vec<Addition>,
+    snapshot: &Snapshot,
+    customer_id: CustomerId,
+    source: Source,
+) -> impl Iterator<Item = Step> + '_ {
+    steps.into_iter().chain(
+        additions
+            .into_iter()
+            .map(move |a| a.into_step(snapshot, customer_id, source)),
+    )
+}
+
 /// One line of the per-user report of a run (B4) or of a dry run (D3.t).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanChange {
@@ -118,7 +173,11 @@ pub struct Report {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// The steps for current users, in the order they apply.
     pub steps: Vec<Step>,
+    /// The users to add, applied after every step (they take addresses the
+    /// steps release), in the order of their objects' ids.
+    pub additions: Vec<Addition>,
     pub changes: Vec<PlanChange>,
     pub counts: SyncCounts,
     /// Users (not lists or public folders) the plan flags: the guard's
@@ -133,14 +192,18 @@ pub struct Plan {
 /// Computes the plan. Pure: same inputs, same plan, whatever the order of
 /// the snapshot's objects or of the users.
 pub fn reconcile(snapshot: &Snapshot, users: &[CurrentUser], settings: &Settings) -> Plan {
-    let mut sorted_objects: Vec<&DirectoryObject> = snapshot.objects.iter().collect();
-    sorted_objects.sort_by(|a, b| a.id.cmp(&b.id));
+    // The objects in the order of their ids, and where each is in the read
+    // (an addition names its object by that place).
+    let mut order: Vec<usize> = (0..snapshot.objects.len()).collect();
+    order.sort_by(|&a, &b| snapshot.objects[a].id.cmp(&snapshot.objects[b].id));
+    let sorted_objects: Vec<&DirectoryObject> =
+        order.iter().map(|&i| &snapshot.objects[i]).collect();
     let mut sorted_users: Vec<&CurrentUser> = users.iter().collect();
     sorted_users.sort_by(|a, b| (&a.address, a.id).cmp(&(&b.address, b.id)));
     let objs = classify(&sorted_objects, settings);
     let matching = match_users(&objs, &sorted_users, settings);
     let own = Ownership::decide(&objs, &sorted_users, &matching, settings);
-    let mut b = Builder::new(&objs, &sorted_users, &matching, &own, settings);
+    let mut b = Builder::new(&objs, &order, &sorted_users, &matching, &own, settings);
     b.plan.counts.read = objs.len() as u64;
     b.plan.directory_users = sorted_users
         .iter()
@@ -155,7 +218,8 @@ pub fn reconcile(snapshot: &Snapshot, users: &[CurrentUser], settings: &Settings
         |(oi, o): &(usize, &Obj)| o.state == State::Synced && matching.user_of[*oi].is_none();
     // At most one step each: an initial sync's additions are sized once,
     // not doubled past the directory's size (issue 17).
-    b.adds
+    b.plan
+        .additions
         .reserve_exact(objs.iter().enumerate().filter(added).count());
     for (oi, _) in objs.iter().enumerate().filter(added) {
         b.add_step(oi);
@@ -639,6 +703,8 @@ macro_rules! note {
 
 struct Builder<'a> {
     objs: &'a [Obj<'a>],
+    /// Each of `objs`' index in the snapshot.
+    order: &'a [usize],
     users: &'a [&'a CurrentUser],
     m: &'a Matching,
     own: &'a Ownership<'a>,
@@ -651,7 +717,6 @@ struct Builder<'a> {
     updates: Vec<Step>,
     /// Aliases taken (after every release).
     takes: Vec<Step>,
-    adds: Vec<Step>,
 }
 
 fn change(address: &Address, action: &str, detail: &str, object: Option<&ObjectId>) -> PlanChange {
@@ -672,6 +737,7 @@ fn kind_name(k: ObjectKind) -> String {
 impl<'a> Builder<'a> {
     fn new(
         objs: &'a [Obj<'a>],
+        order: &'a [usize],
         users: &'a [&'a CurrentUser],
         m: &'a Matching,
         own: &'a Ownership<'a>,
@@ -679,6 +745,7 @@ impl<'a> Builder<'a> {
     ) -> Self {
         Builder {
             objs,
+            order,
             users,
             m,
             own,
@@ -688,7 +755,6 @@ impl<'a> Builder<'a> {
             renames: vec![],
             updates: vec![],
             takes: vec![],
-            adds: vec![],
         }
     }
 
@@ -1010,19 +1076,12 @@ impl<'a> Builder<'a> {
         // Aliases created inside UserAdded are mapped aliases too (issue 11).
         self.plan.counts.aliases_mapped += aliases.len() as u64;
         note!(self, change(&primary, "add", kind.as_str(), Some(&o.id)));
-        self.adds.push(Step {
-            target: Target::New,
-            command: UserCommand::Add(AddUser {
-                user_id: UserId(uuid::Uuid::nil()),
-                customer_id: self.s.customer_id,
-                address: primary,
-                kind,
-                source: self.s.kind.source(),
-                profile: o.profile.clone().normalised(),
-                aliases,
-                directory_id: Some(o.id.clone()),
-                members,
-            }),
+        self.plan.additions.push(Addition {
+            object: self.order[oi],
+            address: primary,
+            kind,
+            aliases,
+            members,
         });
     }
 
@@ -1055,16 +1114,15 @@ impl<'a> Builder<'a> {
     fn finish(mut self) -> Plan {
         let renames = std::mem::take(&mut self.renames);
         let ordered = order_renames(renames, self.users);
-        // In order: releases, renames, updates, takes, additions. One of
-        // them alone (an initial sync's 100,000 additions) is the plan as
-        // it is; several are gathered into one allocation, not copied once
-        // per doubling (issue 17).
+        // In order: releases, renames, updates, takes (the additions come
+        // after them all). One of them alone is the steps as it is; several
+        // are gathered into one allocation, not copied once per doubling
+        // (issue 17).
         let mut parts = [
             std::mem::take(&mut self.releases),
             ordered,
             std::mem::take(&mut self.updates),
             std::mem::take(&mut self.takes),
-            std::mem::take(&mut self.adds),
         ];
         let steps = if parts.iter().filter(|p| !p.is_empty()).count() <= 1 {
             parts
@@ -1541,6 +1599,14 @@ mod tests {
                     ..plan.clone()
                 }
             );
+            // The tests read the additions as the steps a run stages.
+            let mut plan = plan;
+            let (steps, additions) = (
+                std::mem::take(&mut plan.steps),
+                std::mem::take(&mut plan.additions),
+            );
+            let (customer, source) = (settings.customer_id, settings.kind.source());
+            plan.steps = staged_steps(steps, additions, &snapshot, customer, source).collect();
             plan
         }
     }
@@ -1584,6 +1650,69 @@ mod tests {
         );
         assert_eq!(plan.counts.added, 1);
         assert!(matches!(plan.steps[0].target, Target::New));
+    }
+
+    #[test]
+    fn d3e_an_addition_names_its_own_object_in_the_read_whatever_the_order() {
+        // The plan's additions name their object by its place in the read,
+        // which is not the order of ids the plan works in (issue 17).
+        let mut objects: Vec<DirectoryObject> = (1..=5)
+            .rev()
+            .map(|n| {
+                let mut o = obj(&format!("{n}"), &format!("u{n}@example.com"));
+                o.profile.department = Some(format!("  D{n} "));
+                o
+            })
+            .collect();
+        objects.insert(2, obj("0", "other@elsewhere.net"));
+        let snapshot = Snapshot {
+            objects: objects.clone(),
+        };
+        let env = Env::new();
+        let settings = Settings {
+            kind: env.kind,
+            customer_id: CustomerId(uuid::Uuid::from_u128(99)),
+            include_disabled: false,
+            delete_after: env.delete_after,
+            managed: &env.managed,
+            exceptions: &env.exceptions,
+            additions: &env.additions,
+            now: now(),
+            list_changes: false,
+        };
+        let plan = reconcile(&snapshot, &[], &settings);
+        assert!(plan.steps.is_empty());
+        let named: Vec<(usize, String)> = plan
+            .additions
+            .iter()
+            .map(|x| (x.object, x.address.to_string()))
+            .collect();
+        assert_eq!(
+            named,
+            [(5, "u1"), (4, "u2"), (3, "u3"), (1, "u4"), (0, "u5")]
+                .map(|(i, u)| (i, format!("{u}@example.com")))
+        );
+        // Staged, each takes its object's id and normalised profile.
+        for step in staged_steps(
+            vec![],
+            plan.additions,
+            &snapshot,
+            settings.customer_id,
+            Source::Ldap,
+        ) {
+            let UserCommand::Add(add) = step.command else {
+                panic!("an addition stages as an addition");
+            };
+            let n = add.address.local_part().trim_start_matches('u').to_string();
+            assert_eq!(add.directory_id, Some(ObjectId::new(&n)));
+            assert_eq!(add.profile.first_name, Some(format!("F-{n}")));
+            assert_eq!(add.profile.department, Some(format!("D{n}")));
+            assert_eq!(add.customer_id, settings.customer_id);
+            assert_eq!(step.target, Target::New);
+        }
+        // The test environment's plans read the same.
+        let expanded = env.run(objects, &[]);
+        assert_eq!(adds(&expanded).len(), 5);
     }
 
     #[test]
@@ -2155,7 +2284,7 @@ mod tests {
         let plan = env.run(objects.clone(), users);
         let mut world = World::of(users);
         world
-            .apply(&plan)
+            .apply(plan.steps.clone())
             .unwrap_or_else(|e| panic!("{e}\n{:#?}", plan.steps));
         let again = env.run(objects, &world.current());
         let moves: Vec<&UserCommand> = again
@@ -2366,7 +2495,7 @@ mod tests {
         );
         // Flagged users keep their addresses; the next run flags nobody again.
         let mut world = World::of(&users);
-        world.apply(&plan).unwrap();
+        world.apply(plan.steps.clone()).unwrap();
         has(&world, "gone@example.com", 1, &["g@example.com"]);
         assert!(Env::new().run(objects, &world.current()).steps.is_empty());
         // An alias of a leaving user moves to an object that alone claims it.

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use roster_events::*;
 
-use crate::reconcile::{reconcile, CurrentUser, Plan, Settings};
+use crate::reconcile::{reconcile, staged_steps, CurrentUser, Plan, Settings};
 use crate::snapshot::{DirectoryObject, ObjectId, ObjectKind, Snapshot};
 use crate::testing::World;
 use crate::user::UserCommand;
@@ -437,7 +437,8 @@ proptest! {
         prop_assert!(run.changes.is_empty());
         prop_assert_eq!(&run, &Plan { changes: vec![], ..plan.clone() });
         let mut world = World::of(&users);
-        if let Err(e) = world.apply(&plan) {
+        let staged = staged_steps(plan.steps.clone(), plan.additions.clone(), &snapshot, s.customer_id, s.kind.source());
+        if let Err(e) = world.apply(staged) {
             return Err(TestCaseError::fail(format!("{e}\nread {read:?}\nsteps {:#?}", plan.steps)));
         }
         // The outcome equals the reference.
@@ -459,5 +460,6 @@ proptest! {
         let again = reconcile(&snapshot, &world.current(), &s);
         let moves: Vec<&UserCommand> = again.steps.iter().map(|s| &s.command).collect();
         prop_assert!(moves.is_empty(), "a second run still changes {:?}", moves);
+        prop_assert!(again.additions.is_empty(), "a second run still adds {:?}", again.additions);
     }
 }

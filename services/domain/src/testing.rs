@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use cqrs_es::Aggregate;
 use roster_events::*;
 
-use crate::reconcile::{CurrentUser, Plan, Target};
+use crate::reconcile::{CurrentUser, Step, Target};
 use crate::user::{User, UserCommand, UserServices};
 
 /// The users of one customer and the address claims of the log.
@@ -117,22 +117,20 @@ impl World {
         Ok(())
     }
 
-    /// Applies a plan event by event, as one append would. Every step must
-    /// be accepted by its aggregate, every claim by the claims table, and
-    /// after every event no address may be owned twice.
-    pub fn apply(&mut self, plan: &Plan) -> Result<usize, String> {
+    /// Applies a plan's steps ([`crate::reconcile::staged_steps`]) event by
+    /// event, as one append would. Every step must be accepted by its
+    /// aggregate, every claim by the claims table, and after every event no
+    /// address may be owned twice.
+    pub fn apply(&mut self, steps: impl IntoIterator<Item = Step>) -> Result<usize, String> {
         let services = UserServices::default();
         let mut events = 0;
-        for step in &plan.steps {
-            let (id, command) = match (&step.target, &step.command) {
-                (Target::Existing(id), c) => (*id, c.clone()),
+        for step in steps {
+            let (id, command) = match (step.target, step.command) {
+                (Target::Existing(id), c) => (id, c),
                 (Target::New, UserCommand::Add(add)) => {
                     self.next_id += 1;
                     let id = UserId(uuid::Uuid::from_u128(self.next_id));
-                    let add = crate::user::AddUser {
-                        user_id: id,
-                        ..add.clone()
-                    };
+                    let add = crate::user::AddUser { user_id: id, ..add };
                     (id, UserCommand::Add(add))
                 }
                 (Target::New, c) => {

@@ -98,7 +98,11 @@ impl KeptPlans {
         let (clock, plans) = &mut *guard;
         plans.remove(&customer);
         let items = report_items(&plan);
-        if !plan.steps.is_empty() || plan.flags > 0 || items > REPORT_ITEMS {
+        if !plan.steps.is_empty()
+            || !plan.additions.is_empty()
+            || plan.flags > 0
+            || items > REPORT_ITEMS
+        {
             return;
         }
         *clock += 1;

@@ -9,7 +9,9 @@ use tracing::Instrument;
 use roster_app::retry::{retrying, Attempt};
 use roster_app::seats::Seats;
 use roster_app::users::{check_managed, stage_new, NewUser};
-use roster_domain::reconcile::{self, CurrentUser, Plan, PlanChange, Step, Target};
+use roster_domain::reconcile::{
+    self, staged_steps, Addition, CurrentUser, Plan, PlanChange, Step, Target,
+};
 use roster_domain::snapshot::{
     DirectoryObject, IncrementalRead, ObjectId, ObjectKind, ReadError, Snapshot,
 };

@@ -757,7 +757,7 @@ impl SyncService {
             Some(limit) => plan.flags > limit,
             None => config.guard.holds(plan.flags, plan.directory_users),
         };
-        let steps = plan.steps.len() as u64;
+        let steps = (plan.steps.len() + plan.additions.len()) as u64;
         progress
             .update(self, true, |p| {
                 p.planned = Some(plan.counts);
@@ -787,10 +787,13 @@ impl SyncService {
         // after this run; a plan still shared (a kept one, which has no
         // steps) is left as it is.
         let steps = match Arc::get_mut(&mut plan) {
-            Some(p) => std::mem::take(&mut p.steps),
-            None => plan.steps.clone(),
+            Some(p) => (
+                std::mem::take(&mut p.steps),
+                std::mem::take(&mut p.additions),
+            ),
+            None => (plan.steps.clone(), plan.additions.clone()),
         };
-        if !steps.is_empty() {
+        if !steps.0.is_empty() || !steps.1.is_empty() {
             keep = Keep::Forget;
         }
         let kind = config.connection.kind();
@@ -849,7 +852,7 @@ impl SyncService {
         run: RunAppend<'_>,
         dir: &mut Loaded<Directory>,
         plan: &Plan,
-        steps: Vec<Step>,
+        (steps, additions): (Vec<Step>, Vec<Addition>),
         diff: Option<ObjectsDiff>,
         snapshot: &Snapshot,
         counts: &mut SyncCounts,
@@ -866,7 +869,7 @@ impl SyncService {
         // What staging reads comes first: the append lock is held from
         // the start of the streamed append to its commit.
         let targets = self
-            .load_targets(customer, &steps)
+            .load_targets(customer, &steps, &additions)
             .instrument(stage.clone())
             .await?;
         let objects = self
@@ -880,6 +883,7 @@ impl SyncService {
             written_s: 0.0,
         };
         let staged = async {
+            let steps = staged_steps(steps, additions, snapshot, customer, kind.source());
             let seats_added = self
                 .stage_plan(&mut w, targets, steps, meta, counts)
                 .await?;
@@ -979,14 +983,9 @@ impl SyncService {
         &self,
         customer: CustomerId,
         steps: &[Step],
+        additions: &[Addition],
     ) -> Result<Targets, SyncError> {
-        let new_addresses: Vec<Address> = steps
-            .iter()
-            .filter_map(|s| match (&s.target, &s.command) {
-                (Target::New, UserCommand::Add(a)) => Some(a.address.clone()),
-                _ => None,
-            })
-            .collect();
+        let new_addresses: Vec<Address> = additions.iter().map(|a| a.address.clone()).collect();
         let tombstones = self
             .store
             .db()
@@ -1012,7 +1011,7 @@ impl SyncService {
         &self,
         w: &mut Writing,
         targets: Targets,
-        steps: Vec<Step>,
+        steps: impl Iterator<Item = Step>,
         meta: &EventMeta,
         counts: &mut SyncCounts,
     ) -> Result<u64, SyncError> {
