@@ -429,21 +429,27 @@ pub(crate) fn assemble(
         List(usize),
         Plain(usize),
     }
-    let mut index: HashMap<String, Target> =
-        HashMap::with_capacity(objects.len() + lists.len() + plain_groups.len());
-    for (i, o) in objects.iter().enumerate() {
-        if let Some(dn) = &o.dn {
-            index.insert(normalize_dn(dn), Target::Object(i));
-        }
-    }
-    for (i, g) in lists.iter().enumerate() {
-        if let Some(dn) = &g.object.dn {
-            index.insert(normalize_dn(dn), Target::List(i));
-        }
-    }
-    for (i, g) in plain_groups.iter().enumerate() {
-        if let Some(dn) = &g.object.dn {
-            index.insert(normalize_dn(dn), Target::Plain(i));
+    // Only DNs that some group names as a member are ever looked up: the
+    // index holds those, not every object of the read (issue 17: a key
+    // for each of 100,000 objects was about 10 MB at the read's end, for
+    // the few thousand members the lists name).
+    let named: HashSet<String> = lists
+        .iter()
+        .chain(&plain_groups)
+        .flat_map(|g| &g.member_dns)
+        .map(|d| normalize_dn(d))
+        .collect();
+    let mut index: HashMap<String, Target> = HashMap::with_capacity(named.len());
+    let entries = (objects.iter().map(|o| &o.dn).enumerate())
+        .map(|(i, dn)| (dn, Target::Object(i)))
+        .chain((lists.iter().enumerate()).map(|(i, g)| (&g.object.dn, Target::List(i))))
+        .chain((plain_groups.iter().enumerate()).map(|(i, g)| (&g.object.dn, Target::Plain(i))));
+    for (dn, target) in entries {
+        if let Some(dn) = dn {
+            let key = normalize_dn(dn);
+            if named.contains(&key) {
+                index.insert(key, target);
+            }
         }
     }
     let plain_members: Vec<Vec<Option<Target>>> = plain_groups
