@@ -73,7 +73,13 @@ impl Db {
         state: Vec<u8>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), StoreError> {
-        let state = pack(&state);
+        // The reader's bytes go as soon as they are packed, not at the end
+        // of this function (a shadowing `let` would keep them through the
+        // INSERT: 28 MB at 100,000 users, beside the run's plan).
+        let state = {
+            let read = state;
+            pack(&read)
+        };
         with_db!(self, |p| {
             sqlx::query(
                 "INSERT INTO directory_read_state (customer_id, kind, state, updated_at)
