@@ -49,7 +49,7 @@ fn snapshot(users: usize) -> Snapshot {
             },
             disabled: i % 10 == 9,
             members: vec![],
-            member_addresses: vec![],
+            member_addresses: Box::default(),
         });
     }
     let groups = (users / 10_000).max(1) * 34 / 10;
@@ -76,7 +76,7 @@ fn group(name: &str, members: Vec<usize>, objects: &[DirectoryObject]) -> Direct
         profile: Profile::default(),
         disabled: false,
         members: members.iter().map(|&i| objects[i].id.clone()).collect(),
-        member_addresses: vec![],
+        member_addresses: Box::default(),
     }
 }
 

@@ -1527,7 +1527,7 @@ mod tests {
             },
             disabled: false,
             members: vec![],
-            member_addresses: vec![],
+            member_addresses: Box::default(),
         }
     }
     fn user(n: u128, address: &str, source: Source, dir: Option<&str>) -> CurrentUser {
@@ -2546,7 +2546,7 @@ mod tests {
         let mut g = obj("g", "team@example.com");
         g.kind = ObjectKind::Group;
         g.members = vec![ObjectId::new("1")];
-        g.member_addresses = vec!["Outside@Example.com".into(), "ext@unmanaged.net".into()];
+        g.member_addresses = ["Outside@Example.com".into(), "ext@unmanaged.net".into()].into();
         let plan = Env::new().run(vec![g, obj("1", "ann@example.com")], &[]);
         let list = adds(&plan)
             .into_iter()

@@ -160,7 +160,7 @@ fn to_object(m: &MObj) -> DirectoryObject {
         profile: Profile::default(),
         disabled: false,
         members: vec![],
-        member_addresses: vec![],
+        member_addresses: Box::default(),
     }
 }
 

@@ -49,9 +49,11 @@ pub struct DirectoryObject {
     /// For groups: the mail addresses of members the read did not return
     /// as objects (users outside the custom user filter, D6), as the
     /// directory gives them. Membership is the group's, whatever the user
-    /// filter (issue 12).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub member_addresses: Vec<String>,
+    /// filter (issue 12). A boxed slice, not a vector: it is set once, and
+    /// the 8 bytes keep an object no larger than the LDAP reader's item,
+    /// whose buffer a read's objects are converted in (issue 17).
+    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
+    pub member_addresses: Box<[String]>,
 }
 
 /// A complete read of the directory. Readers never return a partial one.

@@ -122,7 +122,7 @@ impl GraphUser {
             },
             disabled: self.account_enabled == Some(false),
             members: vec![],
-            member_addresses: vec![],
+            member_addresses: Box::default(),
         }
     }
 }
@@ -199,7 +199,7 @@ pub fn snapshot_with_groups<'a>(
             profile: Profile::default(),
             disabled: false,
             members,
-            member_addresses,
+            member_addresses: member_addresses.into(),
         });
     }
     Snapshot { objects }

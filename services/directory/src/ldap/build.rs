@@ -153,7 +153,7 @@ impl Slots {
             profile,
             disabled,
             members: Vec::new(),
-            member_addresses: Vec::new(),
+            member_addresses: Box::default(),
             dn: Some(std::mem::take(&mut entry.dn)),
         })
     }
@@ -517,7 +517,7 @@ mod tests {
             profile: Profile::default(),
             disabled: false,
             members: vec![],
-            member_addresses: vec![],
+            member_addresses: Box::default(),
         }
     }
 

@@ -1328,7 +1328,7 @@ mod tests {
             profile: Default::default(),
             disabled: false,
             members: vec![],
-            member_addresses: vec![],
+            member_addresses: Box::default(),
         };
         f(&mut o);
         o
