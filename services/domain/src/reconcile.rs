@@ -496,10 +496,35 @@ enum Owner {
     Nobody,
 }
 
+/// The objects that claim one address, with how: one for nearly every
+/// address, so that one is held in place rather than in a vector of its
+/// own (issue 17: a 64-byte allocation for each of 120,000 addresses).
+#[derive(Debug)]
+enum Claimants {
+    One([(usize, ClaimKind); 1]),
+    Many(Vec<(usize, ClaimKind)>),
+}
+
+impl Claimants {
+    fn push(&mut self, claim: (usize, ClaimKind)) {
+        match self {
+            Claimants::One([first]) => *self = Claimants::Many(vec![*first, claim]),
+            Claimants::Many(v) => v.push(claim),
+        }
+    }
+
+    fn as_slice(&self) -> &[(usize, ClaimKind)] {
+        match self {
+            Claimants::One(one) => one,
+            Claimants::Many(v) => v,
+        }
+    }
+}
+
 /// Keyed by the objects' and users' own addresses, not copies (issue 17).
 struct Ownership<'a> {
     /// Claims of synced objects, per address: (object, how), by object id.
-    claims: Map<&'a Address, Vec<(usize, ClaimKind)>>,
+    claims: Map<&'a Address, Claimants>,
     /// Current holders: address -> user.
     holder: Map<&'a Address, usize>,
     /// Per user: the new primary address it is renamed to, if the rename is
@@ -520,11 +545,21 @@ impl<'a> Ownership<'a> {
         m: &Matching,
         s: &Settings,
     ) -> Ownership<'a> {
-        let mut claims: Map<&'a Address, Vec<(usize, ClaimKind)>> =
-            Map::with_capacity_and_hasher(objs.len(), Default::default());
+        // Sized for every claim: a directory with aliases has more claimed
+        // addresses than objects, and the map is not grown past them.
+        let count = objs.iter().map(|o| o.claims().count()).sum();
+        let mut claims: Map<&'a Address, Claimants> =
+            Map::with_capacity_and_hasher(count, Default::default());
         for (oi, obj) in objs.iter().enumerate() {
             for (a, how) in obj.claims() {
-                claims.entry(a).or_default().push((oi, how));
+                match claims.entry(a) {
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        e.get_mut().push((oi, how))
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(Claimants::One([(oi, how)]));
+                    }
+                }
             }
         }
         let mut holder = Map::with_capacity_and_hasher(users.len() * 2, Default::default());
@@ -604,7 +639,7 @@ impl<'a> Ownership<'a> {
     }
 
     fn sole_claimant(&self, a: &Address) -> Option<usize> {
-        match self.claims.get(a).map(Vec::as_slice) {
+        match self.claims.get(a).map(Claimants::as_slice) {
             Some([(oi, _)]) => Some(*oi),
             _ => None,
         }
@@ -1418,7 +1453,7 @@ impl Builder<'_> {
             .own
             .claims
             .get(a)
-            .map(Vec::as_slice)
+            .map(Claimants::as_slice)
             .unwrap_or_default();
         if claimants.len() > 1 {
             let names: Vec<String> = claimants
@@ -1469,7 +1504,10 @@ impl Builder<'_> {
     /// D3.u: every address several objects claim, with all its claimants.
     fn report_contested(&mut self) {
         let mut contested: Vec<_> = (self.own.claims.iter())
-            .filter(|(_, claimants)| claimants.len() >= 2)
+            .filter_map(|(a, c)| match c {
+                Claimants::Many(claimants) => Some((a, claimants)),
+                Claimants::One(_) => None,
+            })
             .collect();
         contested.sort_unstable_by(|x, y| x.0.cmp(y.0));
         for (a, claimants) in contested {
