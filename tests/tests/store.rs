@@ -92,6 +92,44 @@ async fn e1_a_read_within_a_byte_budget_is_a_prefix_of_the_log(s: TestStore) {
 
 both_backends!(e1_a_read_within_a_byte_budget_is_a_prefix_of_the_log);
 
+/// B1, issue 17: a reader's plain state is compressed by the store and a
+/// state the reader compressed itself is kept as given; either comes back
+/// as the reader's bytes. A compressed state that would read as one of the
+/// store's own blocks is refused, and the kept one stays.
+async fn b1_read_states_come_back_as_the_reader_gave_them(s: TestStore) {
+    let c = s.customer(10, &["state.example"]).await;
+    let db = s.store.db();
+    let now = chrono::Utc::now();
+    let plain: Vec<u8> = (0..50_000u32)
+        .flat_map(|i| format!("RLD1 user{i}@state.example\n").into_bytes())
+        .collect();
+    db.put_read_state(c, "ldap", plain.clone(), now)
+        .await
+        .unwrap();
+    assert_eq!(db.get_read_state(c, "ldap").await.unwrap(), Some(plain));
+    let compressed = b"RLD2 bytes the reader compressed".to_vec();
+    db.put_compressed_read_state(c, "ldap", compressed.clone(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.get_read_state(c, "ldap").await.unwrap().as_ref(),
+        Some(&compressed)
+    );
+    let refused = db
+        .put_compressed_read_state(c, "ldap", b"RLZ4 looks packed".to_vec(), now)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Corrupt(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        db.get_read_state(c, "ldap").await.unwrap(),
+        Some(compressed)
+    );
+    assert_eq!(db.get_read_state(c, "entra").await.unwrap(), None);
+}
+both_backends!(b1_read_states_come_back_as_the_reader_gave_them);
+
 async fn e1_a_stale_version_is_a_conflict(s: TestStore) {
     let c = s.customer(100, &["stale.example"]).await;
     let (id, _) = users::add_user(

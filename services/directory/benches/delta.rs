@@ -60,7 +60,7 @@ async fn one(users: usize, sessionlog: Option<u32>) {
     let t = Instant::now();
     let first = reader.read_incremental(None).await.expect("first read");
     assert_eq!(first.mode, ReadMode::Full);
-    let state = first.state.expect("a state");
+    let state = first.state.expect("a state").into_bytes();
     println!(
         "{mode}: first (full) read of {users} users: {:.3} s, state {} bytes ({:.0} a user)",
         t.elapsed().as_secs_f64(),

@@ -36,7 +36,7 @@ async fn step(reader: &LdapReader, state: &mut Option<Vec<u8>>, want: ReadMode, 
     let full = reader.read().await.unwrap();
     assert_eq!(sorted(r.snapshot), sorted(full), "{what}: delta == full");
     if let Some(s) = r.state {
-        *state = Some(s);
+        *state = Some(s.into_bytes());
     }
 }
 
@@ -170,7 +170,7 @@ async fn b1_backstop_changed_settings_or_no_delta_hours_read_everything() {
     let r = reader(settings.clone(), slapd.reader_password());
     let first = r.read_incremental(None).await.unwrap();
     assert_eq!(first.mode, ReadMode::Full);
-    let state = first.state.unwrap();
+    let state = first.state.unwrap().into_bytes();
     assert_eq!(
         r.read_incremental(Some(&state)).await.unwrap().mode,
         ReadMode::Delta
@@ -230,7 +230,13 @@ async fn d3_r_a_delta_read_that_fails_midway_is_an_error_and_its_state_still_ser
     let admin = slapd.admin().await.unwrap();
     let settings = slapd_settings(&slapd, LdapPreset::Openldap);
     let r = reader(settings.clone(), slapd.reader_password());
-    let state = r.read_incremental(None).await.unwrap().state.unwrap();
+    let state = r
+        .read_incremental(None)
+        .await
+        .unwrap()
+        .state
+        .unwrap()
+        .into_bytes();
     admin.delete(&data.user(5).dn).await.unwrap();
     admin
         .add_member(&data.group(0).dn, &data.user(25).dn)

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use roster_directory::{EntraOptions, EntraReader};
-use roster_domain::snapshot::{DirectoryReader, ObjectKind, ReadError, ReadMode};
+use roster_domain::snapshot::{DirectoryReader, ObjectKind, ReadError, ReadMode, ReadState};
 use roster_events::EntraSettings;
 use roster_graph_emulator::{
     Fault, GenerateUsers, GraphEmulator, Group, Permission, TenantFixture, User,
@@ -266,7 +266,10 @@ async fn b1_delta_round_applies_changes_and_removals_to_the_last_read() {
     fx.tenant.set_group_members(&late, &[&ids[6]]);
     emu.clear_requests();
 
-    let second = r.read_incremental(first.state.as_deref()).await.unwrap();
+    let second = r
+        .read_incremental(first.state.as_ref().map(ReadState::bytes))
+        .await
+        .unwrap();
     assert_eq!(second.mode, ReadMode::Delta);
     let reqs = emu.graph_requests();
     assert!(
@@ -307,18 +310,27 @@ async fn b1_delta_round_applies_changes_and_removals_to_the_last_read() {
 
     // An expired delta link: a full read, not an error.
     fx.tenant.expire_delta_tokens();
-    let third = r.read_incremental(second.state.as_deref()).await.unwrap();
+    let third = r
+        .read_incremental(second.state.as_ref().map(ReadState::bytes))
+        .await
+        .unwrap();
     assert_eq!(third.mode, ReadMode::Full);
     assert_eq!(third.snapshot.objects.len(), objs.len());
 
     // A round without changes keeps the stored state (state: None), whose
     // link still gives every later change.
-    let quiet = r.read_incremental(third.state.as_deref()).await.unwrap();
+    let quiet = r
+        .read_incremental(third.state.as_ref().map(ReadState::bytes))
+        .await
+        .unwrap();
     assert_eq!((quiet.mode, quiet.state.is_none()), (ReadMode::Delta, true));
     assert_eq!(quiet.snapshot.objects.len(), objs.len());
     fx.tenant
         .update_user(&ids[7], |u| u.surname = Some("Later".into()));
-    let later = r.read_incremental(third.state.as_deref()).await.unwrap();
+    let later = r
+        .read_incremental(third.state.as_ref().map(ReadState::bytes))
+        .await
+        .unwrap();
     assert_eq!(later.mode, ReadMode::Delta);
     let u7 = later
         .snapshot
@@ -359,7 +371,10 @@ async fn b1_delta_with_a_custom_filter_keeps_the_filtered_scope() {
     fx.tenant.delete_user(&ids[1]);
     fx.tenant
         .update_user(&ids[2], |u| u.surname = Some("Changed".into()));
-    let second = r.read_incremental(first.state.as_deref()).await.unwrap();
+    let second = r
+        .read_incremental(first.state.as_ref().map(ReadState::bytes))
+        .await
+        .unwrap();
     assert_eq!(second.mode, ReadMode::Delta);
     let mut got = second.snapshot.objects.clone();
     got.sort_by(|a, b| a.id.cmp(&b.id));
@@ -375,7 +390,10 @@ async fn b1_delta_with_a_custom_filter_keeps_the_filtered_scope() {
     assert!(have.contains(&ids[2].as_str()) && have.contains(&ids[3].as_str()));
 
     // A quiet round changes nothing and keeps the stored state.
-    let quiet = r.read_incremental(second.state.as_deref()).await.unwrap();
+    let quiet = r
+        .read_incremental(second.state.as_ref().map(ReadState::bytes))
+        .await
+        .unwrap();
     assert_eq!((quiet.mode, quiet.state.is_none()), (ReadMode::Delta, true));
     assert_eq!(quiet.snapshot.objects.len(), 2);
 }

@@ -64,8 +64,8 @@ impl Db {
         row.map(|r| unpack(r.0)).transpose()
     }
 
-    /// Replaces the state (one row per customer and kind). The state is
-    /// dropped once compressed, before it is sent.
+    /// Replaces the state (one row per customer and kind), compressed by
+    /// the store. The state is dropped once compressed, before it is sent.
     pub async fn put_read_state(
         &self,
         customer: CustomerId,
@@ -75,11 +75,37 @@ impl Db {
     ) -> Result<(), StoreError> {
         // The reader's bytes go as soon as they are packed, not at the end
         // of this function (a shadowing `let` would keep them through the
-        // INSERT: 28 MB at 100,000 users, beside the run's plan).
-        let state = {
-            let read = state;
-            pack(&read)
-        };
+        // INSERT, beside the run's plan).
+        let packed = pack(&state);
+        drop(state);
+        self.store_read_state(customer, kind, packed, now).await
+    }
+
+    /// Keeps a state the reader compressed as it wrote it, as it is: it is
+    /// given back as it is. It may not start with the store's own LZ4
+    /// marker, which would make it read as one of the store's blocks.
+    pub async fn put_compressed_read_state(
+        &self,
+        customer: CustomerId,
+        kind: &str,
+        state: Vec<u8>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        if state.starts_with(LZ4_MAGIC) {
+            return Err(StoreError::Corrupt(
+                "a reader's compressed state starts with the store's LZ4 marker, so it could not be read back as it is".into(),
+            ));
+        }
+        self.store_read_state(customer, kind, state, now).await
+    }
+
+    async fn store_read_state(
+        &self,
+        customer: CustomerId,
+        kind: &str,
+        state: Vec<u8>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
         with_db!(self, |p| {
             sqlx::query(
                 "INSERT INTO directory_read_state (customer_id, kind, state, updated_at)
@@ -89,7 +115,9 @@ impl Db {
             )
             .bind(customer.to_string())
             .bind(kind)
-            .bind(&state)
+            // By value: sqlx encodes it as it binds and drops it, rather
+            // than this function holding a second copy through the INSERT.
+            .bind(state)
             .bind(micros(now))
             .execute(p)
             .await

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use roster_domain::snapshot::{
-    DirectoryReader, IncrementalRead, ReadError, ReadMode, Snapshot, TestReport,
+    DirectoryReader, IncrementalRead, ReadError, ReadMode, ReadState, Snapshot, TestReport,
 };
 use roster_events::EntraSettings;
 use sha2::{Digest, Sha256};
@@ -826,7 +826,8 @@ impl DirectoryReader for EntraReader {
         // Serialized first, then turned into the snapshot as it is freed:
         // the directory is never held as state, snapshot and JSON at once.
         let stored = if delta && !keep_stored {
-            Some(serde_json::to_vec(&state).map_err(|e| ReadError::Other(e.to_string()))?)
+            let json = serde_json::to_vec(&state).map_err(|e| ReadError::Other(e.to_string()))?;
+            Some(ReadState::Plain(json))
         } else {
             None
         };

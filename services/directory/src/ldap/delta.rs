@@ -38,7 +38,8 @@ use ldap3::asn1::{parse_tag, StructureTag, TagClass, PL};
 use ldap3::controls::{RawControl, RefreshMode, SyncRequest};
 use ldap3::{Ldap, LdapResult, Scope};
 use roster_domain::snapshot::{
-    DirectoryObject, IncrementalRead, ObjectId, ObjectKind, ReadError, ReadMode, Snapshot,
+    DirectoryObject, IncrementalRead, ObjectId, ObjectKind, ReadError, ReadMode, ReadState,
+    Snapshot,
 };
 use roster_events::Profile;
 use serde::{Deserialize, Serialize};
@@ -63,8 +64,11 @@ const SYNC_DONE_OID: &str = "1.3.6.1.4.1.4203.1.9.1.3";
 const SYNC_INFO_OID: &str = "1.3.6.1.4.1.4203.1.9.1.4";
 /// e-syncRefreshRequired (RFC 4533): the cookie cannot be continued.
 const SYNC_REFRESH_REQUIRED: u32 = 4096;
-/// The stored state's format: a magic prefix, then bincode.
+/// The stored state's format: a magic prefix, then bincode (`RLD1`, as
+/// states were stored before the reader compressed them), or bincode in an
+/// LZ4 frame (`RLD2`).
 const STATE_MAGIC: &[u8; 4] = b"RLD1";
+const STATE_MAGIC_LZ4: &[u8; 4] = b"RLD2";
 /// Entries whose rename or move changes the DNs of the objects below them.
 const CONTAINER_FILTER: &str = "(|(objectClass=organizationalUnit)(objectClass=container)(objectClass=organization)(objectClass=domain)(objectClass=builtinDomain))";
 const CONTAINER_CLASSES: [&str; 5] = [
@@ -214,17 +218,40 @@ where
 }
 
 impl State {
+    /// The state as stored: bincode written straight into an LZ4 frame
+    /// after the magic, so that the whole state never exists uncompressed
+    /// (issue 17: 28 MB at 100,000 users, held beside the read, then
+    /// beside the plan while the store compressed it).
     pub(crate) fn encode(&self) -> Result<Vec<u8>, ReadError> {
-        // Encoded after the magic, not into a second vector copied there
-        // (issue 17: 28 MB at 100,000 users, at the end of the read).
-        let mut out = STATE_MAGIC.to_vec();
+        let failed = |e: &dyn std::fmt::Display| {
+            ReadError::Other(format!("the read state could not be encoded: {e}"))
+        };
+        // With the content's checksum: damaged bytes are no state, never a
+        // different one.
+        let frame = lz4_flex::frame::FrameInfo::new().content_checksum(true);
+        let mut out =
+            lz4_flex::frame::FrameEncoder::with_frame_info(frame, STATE_MAGIC_LZ4.to_vec());
         bincode::serde::encode_into_std_write(self, &mut out, bincode::config::standard())
-            .map_err(|e| ReadError::Other(format!("the read state could not be encoded: {e}")))?;
-        Ok(out)
+            .map_err(|e| failed(&e))?;
+        out.finish().map_err(|e| failed(&e))
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<State> {
-        let body = bytes.strip_prefix(STATE_MAGIC.as_slice())?;
+        let plain;
+        let body = match bytes.strip_prefix(STATE_MAGIC_LZ4.as_slice()) {
+            Some(frame) => {
+                use std::io::Read;
+                // Sized for the usual ratio (about 2:1), so that it is
+                // rarely grown while it is filled.
+                let mut out = Vec::with_capacity(frame.len().saturating_mul(5) / 2);
+                lz4_flex::frame::FrameDecoder::new(frame)
+                    .read_to_end(&mut out)
+                    .ok()?;
+                plain = out;
+                &plain[..]
+            }
+            None => bytes.strip_prefix(STATE_MAGIC.as_slice())?,
+        };
         bincode::serde::decode_from_slice(body, bincode::config::standard())
             .ok()
             .map(|(s, _)| s)
@@ -476,7 +503,7 @@ impl LdapReader {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), ldap.unbind()).await;
-        let stored = state.encode()?;
+        let stored = ReadState::Compressed(state.encode()?);
         Ok(self.finish(started, state.items, mode, Some(stored), changed, removed))
     }
 
@@ -485,7 +512,7 @@ impl LdapReader {
         started: Instant,
         items: Vec<Item>,
         mode: ReadMode,
-        state: Option<Vec<u8>>,
+        state: Option<ReadState>,
         changed: usize,
         removed: usize,
     ) -> IncrementalRead {
@@ -495,7 +522,7 @@ impl LdapReader {
             objects = snapshot.objects.len(),
             changed,
             removed,
-            state_bytes = state.as_ref().map_or(0, Vec::len),
+            state_bytes = state.as_ref().map_or(0, ReadState::len),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "directory read complete"
         );
@@ -1496,9 +1523,22 @@ mod tests {
             items: vec![item("u1", ObjectKind::User, "cn=a,dc=x", &[])],
         };
         let bytes = st.encode().unwrap();
+        // Issue 17: compressed as it is written, in an LZ4 frame.
+        assert!(bytes.starts_with(STATE_MAGIC_LZ4));
         let back = State::decode(&bytes).unwrap();
         assert_eq!(back.items, st.items);
         assert_eq!(back.mark, st.mark);
+        // A state stored before (bincode after `RLD1`) still reads.
+        let mut old = STATE_MAGIC.to_vec();
+        old.extend(bincode::serde::encode_to_vec(&st, bincode::config::standard()).unwrap());
+        assert_eq!(State::decode(&old).unwrap().items, st.items);
+        // A damaged frame is no state, never a different one.
+        for at in [bytes.len() / 2, bytes.len() - 2] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x5a;
+            assert!(State::decode(&damaged).is_none(), "damaged at {at}");
+        }
+        assert!(State::decode(&bytes[..bytes.len() - 3]).is_none());
         assert!(State::decode(b"RLD1garbage").is_none());
         assert!(State::decode(br#"{"fingerprint":"f"}"#).is_none());
     }
@@ -1595,7 +1635,7 @@ mod tests {
         let reader = LdapReader::new(settings(&slapd), slapd.reader_password().into());
         let r = reader.incremental_inner(None).await.unwrap();
         assert_eq!(r.mode, ReadMode::Full);
-        let st = State::decode(&r.state.unwrap()).unwrap();
+        let st = State::decode(r.state.unwrap().bytes()).unwrap();
         assert!(matches!(st.mark, Mark::Cookie { .. }));
         (slapd, reader, st)
     }

@@ -13,7 +13,7 @@ use roster_domain::reconcile::{
     self, staged_steps, Addition, CurrentUser, Plan, PlanChange, Step, Target,
 };
 use roster_domain::snapshot::{
-    DirectoryObject, IncrementalRead, ObjectId, ObjectKind, ReadError, Snapshot,
+    DirectoryObject, IncrementalRead, ObjectId, ObjectKind, ReadError, ReadState, Snapshot,
 };
 use roster_domain::{
     AddUser, Customer, Directory, DirectoryCommand, DirectoryError, DirectoryObjects, User,

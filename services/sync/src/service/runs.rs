@@ -245,16 +245,16 @@ impl SyncService {
     /// it, whatever the run then does with the snapshot; losing it only
     /// costs a full read. A run keeps it while it plans and applies: it
     /// was a tenth of a second of every resync at 100,000 users (issue 17).
-    async fn keep_read_state(&self, customer: CustomerId, kind: &str, state: Option<Vec<u8>>) {
+    async fn keep_read_state(&self, customer: CustomerId, kind: &str, state: Option<ReadState>) {
         let Some(state) = state else { return };
         let t = std::time::Instant::now();
         let state_bytes = state.len();
-        if let Err(e) = self
-            .store
-            .db()
-            .put_read_state(customer, kind, state, self.clock.now())
-            .await
-        {
+        let (db, now) = (self.store.db(), self.clock.now());
+        let kept = match state {
+            ReadState::Plain(s) => db.put_read_state(customer, kind, s, now).await,
+            ReadState::Compressed(s) => db.put_compressed_read_state(customer, kind, s, now).await,
+        };
+        if let Err(e) = kept {
             tracing::warn!(customer = %customer, error = %e, "the read's state could not be kept; the next read is a full one");
         }
         tracing::debug!(customer = %customer, state_bytes, seconds = t.elapsed().as_secs_f64(), "read state kept");
