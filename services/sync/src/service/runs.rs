@@ -1196,7 +1196,10 @@ struct Targets {
 /// are written every [`Writing::PIECE`] events or [`Writing::PIECE_BYTES`]
 /// bytes of payload (a directory objects event holds 5,000 objects, about
 /// 2 MB), so a run holds one piece of its events at a time, not all of
-/// them. It holds the append lock
+/// them. A piece is held three times while it is written (the staged
+/// payloads, the statement's arguments, the connection's buffer), beside
+/// the read: at 8 MB a piece that was the initial sync's peak. It holds
+/// the append lock
 /// until it commits: nothing is written to the database through the pool
 /// meanwhile (the run's progress is recorded after the commit).
 struct Writing {
@@ -1207,8 +1210,8 @@ struct Writing {
 }
 
 impl Writing {
-    const PIECE: usize = 10_000;
-    const PIECE_BYTES: usize = 8 << 20;
+    const PIECE: usize = 2_500;
+    const PIECE_BYTES: usize = 2 << 20;
 
     async fn write_if_full(&mut self) -> Result<(), SyncError> {
         if self.batch.len() >= Self::PIECE || self.batch.bytes() >= Self::PIECE_BYTES {
