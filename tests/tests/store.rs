@@ -8,6 +8,7 @@ use roster_app::customers;
 use roster_app::users::{self, Edit, NewUser};
 use roster_domain::{Customer, CustomerCommand, User, UserCommand, UserServices};
 use roster_events::*;
+use roster_store::read_state::Packing;
 use roster_store::{Batch, Clock, Loaded, StoreError};
 use roster_tests::backend::addr;
 use roster_tests::{both_backends, TestStore};
@@ -103,12 +104,12 @@ async fn b1_read_states_come_back_as_the_reader_gave_them(s: TestStore) {
     let plain: Vec<u8> = (0..50_000u32)
         .flat_map(|i| format!("RLD1 user{i}@state.example\n").into_bytes())
         .collect();
-    db.put_read_state(c, "ldap", plain.clone(), now)
+    db.put_read_state(c, "ldap", plain.clone(), Packing::ByStore, now)
         .await
         .unwrap();
     assert_eq!(db.get_read_state(c, "ldap").await.unwrap(), Some(plain));
     let compressed = b"RLD2 bytes the reader compressed".to_vec();
-    db.put_compressed_read_state(c, "ldap", compressed.clone(), now)
+    db.put_read_state(c, "ldap", compressed.clone(), Packing::ByReader, now)
         .await
         .unwrap();
     assert_eq!(
@@ -116,7 +117,13 @@ async fn b1_read_states_come_back_as_the_reader_gave_them(s: TestStore) {
         Some(&compressed)
     );
     let refused = db
-        .put_compressed_read_state(c, "ldap", b"RLZ4 looks packed".to_vec(), now)
+        .put_read_state(
+            c,
+            "ldap",
+            b"RLZ4 looks packed".to_vec(),
+            Packing::ByReader,
+            now,
+        )
         .await;
     assert!(
         matches!(refused, Err(StoreError::Corrupt(_))),

@@ -8,8 +8,19 @@ use crate::{micros, with_db, Db, StoreError};
 /// A stored state compressed with LZ4 (a block with its length before
 /// it) starts with these bytes; a state stored before compression (issue
 /// 17) has none and is read as it is. Neither reader's own format starts
-/// with them (LDAP: `RLD1`, Entra: JSON).
+/// with them (LDAP: `RLD1`, or `RLD2` compressed by the reader; Entra:
+/// JSON).
 const LZ4_MAGIC: &[u8; 4] = b"RLZ4";
+
+/// Who compresses a read state ([`Db::put_read_state`]); either way the
+/// reader gets its own bytes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// The store compresses the reader's bytes.
+    ByStore,
+    /// The reader compressed them as it wrote them: kept as they are.
+    ByReader,
+}
 
 /// The bytes to store for `state`: LZ4, which keeps a 100,000-user
 /// directory's state a fraction of its size at memory speed, where the
@@ -64,48 +75,35 @@ impl Db {
         row.map(|r| unpack(r.0)).transpose()
     }
 
-    /// Replaces the state (one row per customer and kind), compressed by
-    /// the store. The state is dropped once compressed, before it is sent.
+    /// Replaces the state (one row per customer and kind). A state the
+    /// store packs is dropped once compressed, before it is sent; one the
+    /// reader compressed is kept as it is, and may not start with the
+    /// store's own LZ4 marker (it would read back as one of the store's
+    /// blocks).
     pub async fn put_read_state(
         &self,
         customer: CustomerId,
         kind: &str,
         state: Vec<u8>,
+        packing: Packing,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), StoreError> {
-        // The reader's bytes go as soon as they are packed, not at the end
-        // of this function (a shadowing `let` would keep them through the
-        // INSERT, beside the run's plan).
-        let packed = pack(&state);
-        drop(state);
-        self.store_read_state(customer, kind, packed, now).await
-    }
-
-    /// Keeps a state the reader compressed as it wrote it, as it is: it is
-    /// given back as it is. It may not start with the store's own LZ4
-    /// marker, which would make it read as one of the store's blocks.
-    pub async fn put_compressed_read_state(
-        &self,
-        customer: CustomerId,
-        kind: &str,
-        state: Vec<u8>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StoreError> {
-        if state.starts_with(LZ4_MAGIC) {
-            return Err(StoreError::Corrupt(
-                "a reader's compressed state starts with the store's LZ4 marker, so it could not be read back as it is".into(),
-            ));
-        }
-        self.store_read_state(customer, kind, state, now).await
-    }
-
-    async fn store_read_state(
-        &self,
-        customer: CustomerId,
-        kind: &str,
-        state: Vec<u8>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StoreError> {
+        let state = match packing {
+            // The reader's bytes go as soon as they are packed, not at the
+            // end of this function (a shadowing `let` would keep them
+            // through the INSERT, beside the run's plan).
+            Packing::ByStore => {
+                let packed = pack(&state);
+                drop(state);
+                packed
+            }
+            Packing::ByReader if state.starts_with(LZ4_MAGIC) => {
+                return Err(StoreError::Corrupt(
+                    "a reader's compressed state starts with the store's LZ4 marker, so it could not be read back as it is".into(),
+                ));
+            }
+            Packing::ByReader => state,
+        };
         with_db!(self, |p| {
             sqlx::query(
                 "INSERT INTO directory_read_state (customer_id, kind, state, updated_at)

@@ -9,6 +9,7 @@ use super::kept::Keep;
 use super::progress::Progress;
 use crate::readers::{EntriesHook, ReadNews};
 use roster_projections::directory::RunPhase;
+use roster_store::read_state::Packing;
 
 /// A run's plan and what goes with it.
 struct Planned {
@@ -249,12 +250,16 @@ impl SyncService {
         let Some(state) = state else { return };
         let t = std::time::Instant::now();
         let state_bytes = state.len();
-        let (db, now) = (self.store.db(), self.clock.now());
-        let kept = match state {
-            ReadState::Plain(s) => db.put_read_state(customer, kind, s, now).await,
-            ReadState::Compressed(s) => db.put_compressed_read_state(customer, kind, s, now).await,
+        let (state, packing) = match state {
+            ReadState::Plain(s) => (s, Packing::ByStore),
+            ReadState::Compressed(s) => (s, Packing::ByReader),
         };
-        if let Err(e) = kept {
+        if let Err(e) = self
+            .store
+            .db()
+            .put_read_state(customer, kind, state, packing, self.clock.now())
+            .await
+        {
             tracing::warn!(customer = %customer, error = %e, "the read's state could not be kept; the next read is a full one");
         }
         tracing::debug!(customer = %customer, state_bytes, seconds = t.elapsed().as_secs_f64(), "read state kept");
