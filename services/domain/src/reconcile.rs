@@ -190,7 +190,9 @@ pub struct Plan {
 }
 
 /// Computes the plan. Pure: same inputs, same plan, whatever the order of
-/// the snapshot's objects or of the users.
+/// the snapshot's objects or of the users (but for where each addition's
+/// object is in the read, [`Addition::object`]: the steps staged from it
+/// are the same).
 pub fn reconcile(snapshot: &Snapshot, users: &[CurrentUser], settings: &Settings) -> Plan {
     // The objects in the order of their ids, and where each is in the read
     // (an addition names its object by that place).
