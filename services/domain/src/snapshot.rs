@@ -220,15 +220,6 @@ pub enum ReadState {
 }
 
 impl ReadState {
-    /// How many bytes the reader handed over.
-    pub fn len(&self) -> usize {
-        self.bytes().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes().is_empty()
-    }
-
     /// The reader's bytes (what the store gives back), compressed or not.
     pub fn into_bytes(self) -> Vec<u8> {
         match self {

@@ -523,7 +523,7 @@ impl LdapReader {
             objects = snapshot.objects.len(),
             changed,
             removed,
-            state_bytes = state.as_ref().map_or(0, ReadState::len),
+            state_bytes = state.as_ref().map_or(0, |s| s.bytes().len()),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "directory read complete"
         );

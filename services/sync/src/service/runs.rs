@@ -249,7 +249,7 @@ impl SyncService {
     async fn keep_read_state(&self, customer: CustomerId, kind: &str, state: Option<ReadState>) {
         let Some(state) = state else { return };
         let t = std::time::Instant::now();
-        let state_bytes = state.len();
+        let state_bytes = state.bytes().len();
         let (state, packing) = match state {
             ReadState::Plain(s) => (s, Packing::ByStore),
             ReadState::Compressed(s) => (s, Packing::ByReader),
