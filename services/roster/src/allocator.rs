@@ -48,15 +48,17 @@ pub fn configure() {
     }
 }
 
-/// The purge delay mimalloc uses now, in milliseconds.
-pub fn current_purge_delay() -> i64 {
-    // SAFETY: `mi_option_get` reads one value of mimalloc's option table.
-    i64::from(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::ffi::c_long;
+
     use super::*;
+
+    /// The purge delay mimalloc uses now, in milliseconds.
+    fn current_purge_delay() -> c_long {
+        // SAFETY: `mi_option_get` reads one value of mimalloc's option table.
+        unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
+    }
 
     /// Issue 17: freed memory goes back to the system after 100 ms, not
     /// mimalloc's 1 s; an operator's own setting is left as given.
@@ -74,9 +76,16 @@ mod tests {
         let from_env = PURGE_DELAY_VARS
             .iter()
             .find_map(|name| std::env::var(name).ok())
-            .map(|v| v.trim().parse::<i64>().expect("a number of milliseconds"));
+            .map(|v| {
+                v.trim()
+                    .parse::<c_long>()
+                    .expect("a number of milliseconds")
+            });
         assert_eq!(current_purge_delay(), from_env.unwrap_or(1000));
         configure();
-        assert_eq!(current_purge_delay(), from_env.unwrap_or(PURGE_DELAY_MS));
+        assert_eq!(
+            current_purge_delay(),
+            from_env.unwrap_or(PURGE_DELAY_MS as c_long)
+        );
     }
 }
