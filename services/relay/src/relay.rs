@@ -40,6 +40,9 @@ pub enum RelayError {
     LeaseLost,
 }
 
+/// [`RelayConfig::batch_bytes`]'s default: the projector's own budget.
+pub const BATCH_BYTES: i64 = 8 << 20;
+
 /// How the relay runs.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -52,6 +55,11 @@ pub struct RelayConfig {
     pub subject_prefix: String,
     /// Events read from the log at a time.
     pub batch_size: i64,
+    /// Payload bytes read from the log at a time: a read ends with the
+    /// event that reaches this many (at least one event). A sync's
+    /// directory objects events are about 2 MB each, 200 of them at a
+    /// million users: by count alone one read held them all (issue 17).
+    pub batch_bytes: i64,
     /// Most messages awaiting an acknowledgement.
     pub window: usize,
     /// How often to look for events appended by other processes when no
@@ -77,6 +85,7 @@ impl RelayConfig {
             checkpoint: Some(name.into()),
             subject_prefix: subject_prefix.into(),
             batch_size: 2_000,
+            batch_bytes: BATCH_BYTES,
             window: 10_000,
             poll: Duration::from_millis(200),
             flush_interval: Duration::from_millis(100),
@@ -575,7 +584,8 @@ impl Relay {
             let mut read = 0;
             if room > 0 {
                 let limit = self.config.batch_size.min(room as i64).max(1);
-                let events = match self.store.read_from(next, limit).await {
+                let within = self.config.batch_bytes.max(1);
+                let events = match self.store.read_from_within(next, limit, within).await {
                     Ok(e) => e,
                     Err(e) => break Err(e.into()),
                 };

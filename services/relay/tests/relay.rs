@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -318,6 +318,7 @@ both_backends!(
     e5_customer_directory_and_objects_events_of_one_customer_all_arrive,
     e5_every_event_id_of_a_mixed_10000_event_log_is_unique,
     e5_a_duplicate_ack_for_another_event_halts_the_relay_before_it,
+    e5_a_relay_reads_the_log_within_its_byte_budget_and_still_publishes_every_event,
 );
 
 /// Two relays on one checkpoint and stream, without the lease: the
@@ -572,4 +573,90 @@ async fn e5_checkpoint_moves_only_to_the_highest_contiguous_acknowledgement() {
     stored.sort();
     stored.dedup();
     assert_eq!(stored, (1..=head).collect::<Vec<_>>());
+}
+
+/// A bus that sees how many events the relay read at once: the relay
+/// publishes a read's events one after the other and only then polls their
+/// acknowledgements, so at each publish the messages published but not yet
+/// acknowledged are those of the current read before it.
+#[derive(Default)]
+struct ReadSizeBus {
+    published: AtomicUsize,
+    polled: Arc<AtomicUsize>,
+    largest_read: AtomicUsize,
+    positions: Mutex<Vec<i64>>,
+}
+
+#[async_trait]
+impl EventBus for ReadSizeBus {
+    fn kind(&self) -> &'static str {
+        "read-size"
+    }
+    async fn prepare(&self) -> Result<Option<i64>, BusError> {
+        Ok(None)
+    }
+    async fn publish(&self, m: BusMessage) -> Result<PendingAck, BusError> {
+        let in_read =
+            self.published.fetch_add(1, Ordering::SeqCst) + 1 - self.polled.load(Ordering::SeqCst);
+        self.largest_read.fetch_max(in_read, Ordering::SeqCst);
+        self.positions.lock().unwrap().push(m.position);
+        let polled = self.polled.clone();
+        Ok(Box::pin(async move {
+            polled.fetch_add(1, Ordering::SeqCst);
+            Ok(Ack { duplicate: false })
+        }))
+    }
+}
+
+/// Issue 17 (E5): the relay reads the log within a byte budget, as the
+/// projector does, so that a run's large directory objects events are not
+/// all held at once; a read cut short loses and repeats nothing.
+async fn e5_a_relay_reads_the_log_within_its_byte_budget_and_still_publishes_every_event(
+    s: TestStore,
+) {
+    let customer = CustomerId::new();
+    let id = customer.to_string();
+    let blob = "x".repeat(100_000);
+    let events = (1..=30)
+        .map(|n| {
+            raw_event(
+                customer,
+                roster_events::DIRECTORY_OBJECTS_AGGREGATE,
+                &id,
+                n,
+                "DirectoryObjectsChanged",
+                json!({ "blob": blob }),
+            )
+        })
+        .collect();
+    let head = append(&s.store, events, 30).await;
+    assert_eq!(head, 30);
+
+    // 250,000 bytes: a read ends with the third event of about 100 KB.
+    let bus = Arc::new(ReadSizeBus::default());
+    let mut config = RelayConfig::durable("relay:budget:small", "p");
+    config.batch_bytes = 250_000;
+    let (relay, stop) = start(Relay::new(s.store.clone(), bus.clone(), config)).await;
+    wait_reached(&relay, head).await;
+    let _ = stop.send(true);
+    assert_eq!(
+        *bus.positions.lock().unwrap(),
+        (1..=head).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert_eq!(bus.largest_read.load(Ordering::SeqCst), 3);
+
+    // The default budget (8 MiB) takes the 3 MB at once: the reads above
+    // were cut by their bytes, not by their count.
+    let bus = Arc::new(ReadSizeBus::default());
+    let config = RelayConfig::durable("relay:budget:default", "p");
+    assert_eq!(config.batch_bytes, BATCH_BYTES);
+    let (relay, stop) = start(Relay::new(s.store.clone(), bus.clone(), config)).await;
+    wait_reached(&relay, head).await;
+    let _ = stop.send(true);
+    assert_eq!(
+        *bus.positions.lock().unwrap(),
+        (1..=head).collect::<Vec<_>>()
+    );
+    assert_eq!(bus.largest_read.load(Ordering::SeqCst), 30);
 }
