@@ -1066,7 +1066,14 @@ impl ById {
     /// the first of equal rank).
     fn add(&mut self, items: Vec<Item>) {
         if !self.items.is_empty() {
-            self.items.reserve(items.len());
+            // Sized once per search, not rehashed as it grows (issue 17).
+            let ById {
+                items: have,
+                places,
+                keys,
+            } = self;
+            have.reserve(items.len());
+            places.reserve(items.len(), |&i| keys.hash_one(have[i].id.as_str()));
             for it in items {
                 self.upsert(it);
             }
