@@ -98,10 +98,6 @@ pub struct ProjectionLag {
 /// From this many events a batch is decoded on a blocking thread.
 const DECODE_APART_FROM: usize = 256;
 
-/// A batch holds events up to about this much payload text, however few:
-/// a run's directory objects come as events of about 2 MB each (issue 17).
-pub const BATCH_BYTES: i64 = 8 << 20;
-
 /// A batch of the log, decoded once for every projection.
 struct Batch {
     /// Events read.
@@ -148,7 +144,7 @@ pub struct Projector {
     prefix: String,
     batch_size: i64,
     /// A batch ends at the first event that brings its payloads' text to
-    /// this many bytes ([`BATCH_BYTES`]).
+    /// this many bytes ([`roster_store::log::READ_BUDGET_BYTES`]).
     batch_bytes: i64,
     lock_timeout: Duration,
     reached: watch::Sender<i64>,
@@ -187,7 +183,7 @@ impl Projector {
             projections,
             prefix: prefix.to_string(),
             batch_size: DEFAULT_BATCH,
-            batch_bytes: BATCH_BYTES,
+            batch_bytes: roster_store::log::READ_BUDGET_BYTES,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             reached: watch::channel(0).0,
             ahead: tokio::sync::Mutex::new(None),

@@ -29,7 +29,7 @@ pub use bus::{Ack, BusError, BusMessage, EventBus, PendingAck};
 pub use envelope::CloudEvent;
 pub use inprocess::InProcessBus;
 pub use jetstream::{redact, JetStreamBus, JetStreamSettings};
-pub use relay::{Relay, RelayConfig, RelayError, BATCH_BYTES};
+pub use relay::{Relay, RelayConfig, RelayError};
 
 use roster_store::Store;
 use tokio::sync::watch;

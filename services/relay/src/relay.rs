@@ -40,9 +40,6 @@ pub enum RelayError {
     LeaseLost,
 }
 
-/// [`RelayConfig::batch_bytes`]'s default: the projector's own budget.
-pub const BATCH_BYTES: i64 = 8 << 20;
-
 /// How the relay runs.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -56,9 +53,8 @@ pub struct RelayConfig {
     /// Events read from the log at a time.
     pub batch_size: i64,
     /// Payload bytes read from the log at a time: a read ends with the
-    /// event that reaches this many (at least one event). A sync's
-    /// directory objects events are about 2 MB each, 200 of them at a
-    /// million users: by count alone one read held them all (issue 17).
+    /// event that reaches this many (at least one event); by default the
+    /// projector's ([`roster_store::log::READ_BUDGET_BYTES`], issue 17).
     pub batch_bytes: i64,
     /// Most messages awaiting an acknowledgement.
     pub window: usize,
@@ -85,7 +81,7 @@ impl RelayConfig {
             checkpoint: Some(name.into()),
             subject_prefix: subject_prefix.into(),
             batch_size: 2_000,
-            batch_bytes: BATCH_BYTES,
+            batch_bytes: roster_store::log::READ_BUDGET_BYTES,
             window: 10_000,
             poll: Duration::from_millis(200),
             flush_interval: Duration::from_millis(100),

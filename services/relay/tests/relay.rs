@@ -650,7 +650,7 @@ async fn e5_a_relay_reads_the_log_within_its_byte_budget_and_still_publishes_eve
     // were cut by their bytes, not by their count.
     let bus = Arc::new(ReadSizeBus::default());
     let config = RelayConfig::durable("relay:budget:default", "p");
-    assert_eq!(config.batch_bytes, BATCH_BYTES);
+    assert_eq!(config.batch_bytes, roster_store::log::READ_BUDGET_BYTES);
     let (relay, stop) = start(Relay::new(s.store.clone(), bus.clone(), config)).await;
     wait_reached(&relay, head).await;
     let _ = stop.send(true);

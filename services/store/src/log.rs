@@ -152,6 +152,12 @@ pub struct Store {
     clock: Arc<dyn Clock>,
 }
 
+/// The payload text a reader of the whole log (the projector, the relay)
+/// takes at a time by default, with [`Store::read_from_within`]: a sync's
+/// directory objects come as events of about 2 MB each, 200 of them at a
+/// million users, which a read by count alone would hold at once (issue 17).
+pub const READ_BUDGET_BYTES: i64 = 8 << 20;
+
 const SELECT_EVENT: &str = "SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
      event_version, payload, metadata, customer_id, recorded_at FROM events";
 
