@@ -585,26 +585,30 @@ impl SyncService {
     /// attempt of a run uses it; a retry loads afresh.
     async fn prefetch(&self, customer: CustomerId) -> Result<Prefetched, SyncError> {
         // The read models show every earlier write first, then both
-        // loads run at once on two
-        // connections: on a delta read that finds little, this load is
-        // what the read waits for (issue 17).
+        // loads run at once on two connections: on a delta read that
+        // finds little, this load is what the read waits for (issue 17).
         let t = std::time::Instant::now();
         let head = self.store.head_position().await?;
         let inputs_at = self.settle(head).await.then_some(head);
         let settled_s = t.elapsed().as_secs_f64();
-        let ((current, users_s), (objects, objects_s)) = tokio::join!(
-            async {
+        // The objects on a task of their own: decoding their 100,000 rows
+        // is CPU work, which on the users' task waited for the users' own
+        // (and theirs for it), one core for both (issue 17). Stopped when
+        // the prefetch is dropped.
+        let objects = AbortOnDrop({
+            let store = self.store.clone();
+            tokio::spawn(async move {
                 let t = std::time::Instant::now();
-                let out = self.load_current(customer, inputs_at).await;
+                let out = roster_projections::directory::object_summaries(&store, customer).await;
                 (out, t.elapsed().as_secs_f64())
-            },
-            async {
-                let t = std::time::Instant::now();
-                let out =
-                    roster_projections::directory::object_summaries(&self.store, customer).await;
-                (out, t.elapsed().as_secs_f64())
-            }
-        );
+            })
+        });
+        let users_t = std::time::Instant::now();
+        let current = self.load_current(customer, inputs_at).await;
+        let users_s = users_t.elapsed().as_secs_f64();
+        let (objects, objects_s) = objects.join().await.map_err(|e| {
+            SyncError::Projection(format!("loading the directory objects stopped: {e}"))
+        })?;
         tracing::debug!(customer = %customer, settled_s, users_s, objects_s, seconds = t.elapsed().as_secs_f64(), "plan inputs loaded");
         Ok(Prefetched {
             current: current?,
@@ -1235,6 +1239,22 @@ impl Writing {
 /// object were 25 MB at the run's memory peak (issue 17).
 type ObjectsDiff = (Vec<usize>, Vec<String>);
 
+/// A spawned load that stops when its owner is dropped (a run given up
+/// while it prefetched leaves no query behind it).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The objects of `snapshot` that are new or differ from the last read
 /// (`before`), and the ids of those it no longer has; both sorted.
 fn objects_diff(snapshot: &Snapshot, before: &HashMap<String, ObjectSummary>) -> ObjectsDiff {
@@ -1381,6 +1401,28 @@ fn summary(o: &DirectoryObject) -> ObjectSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 17: the objects' load runs on a task of its own; a run that
+    /// gives up its prefetch (a failed read, a dropped run) stops it, and
+    /// a joined one gives its value.
+    #[tokio::test]
+    async fn i17_a_dropped_prefetch_stops_its_objects_load() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&str>();
+        let load = AbortOnDrop(tokio::spawn({
+            let tx = tx.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = tx.send("finished");
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(load);
+        drop(tx);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(rx.recv().await, None, "the dropped load went on");
+        let joined = AbortOnDrop(tokio::spawn(async { 7 }));
+        assert_eq!(joined.join().await.unwrap(), 7);
+    }
 
     fn object(id: &str, f: impl FnOnce(&mut DirectoryObject)) -> DirectoryObject {
         let mut o = DirectoryObject {
