@@ -942,6 +942,93 @@ async fn m2_a_user_changed_during_a_commit_is_skipped_and_reported(s: TestStore)
     assert_eq!(bob.state.profile.first_name.as_deref(), Some("Robert"));
 }
 
+// M2, issue 17: each chunk is read and staged while the one before it is
+// appended. Users edited all through a commit of one-row chunks: a row is
+// applied only to its user as reviewed (its event directly follows the
+// reviewed version), else it is skipped as changed, never applied over an
+// edit made after it was staged.
+async fn m2_a_chunk_staged_ahead_is_never_applied_over_a_later_edit(s: TestStore) {
+    let c = s.customer(100, &["acme.example"]).await;
+    let n = 40;
+    let address = |i: usize| format!("u{i:02}@acme.example");
+    let mut csv = String::from("email,first_name\n");
+    for i in 0..n {
+        add(&s, c, &address(i), "Old", &[]).await;
+        csv.push_str(&format!("{},New{i}\n", address(i)));
+    }
+    let small = ImportSettings {
+        chunk_rows: 1,
+        ..settings()
+    };
+    let id = review_with(&s, c, csv, &small).await.unwrap();
+    let mut reviewed = BTreeMap::new();
+    for i in 0..n {
+        let u = user(&s, c, &address(i)).await.unwrap();
+        reviewed.insert(u.id.clone(), u.version);
+    }
+    // The first chunk applied (an edit before it makes the review stale,
+    // which another test proves); the edits start once it is.
+    let first = ImportSettings {
+        fail_after_chunk: Some(0),
+        ..small.clone()
+    };
+    commit_with(&s, c, id, &first).await.unwrap_err();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let editing = {
+        let (app, meta, done) = (s.app(), s.meta(c), done.clone());
+        tokio::spawn(async move {
+            let mut edits = 0;
+            // From the last rows backwards, so that edits land on rows
+            // still ahead of the commit; at least a few edits.
+            for i in (0..n).rev().cycle() {
+                if done.load(std::sync::atomic::Ordering::Relaxed) && edits >= 5 {
+                    break;
+                }
+                let edit = Edit {
+                    profile: ProfilePatch {
+                        last_name: Some(Some(format!("Edit{edits}"))),
+                        ..ProfilePatch::default()
+                    },
+                    ..Edit::default()
+                };
+                let edited = users::edit_user(&app, meta.clone(), addr(&address(i)), edit).await;
+                if let Err(e) = edited {
+                    panic!("edit {}: {e}", address(i));
+                }
+                edits += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            }
+            edits
+        })
+    };
+    let r = commit_with(&s, c, id, &small).await.unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let edits = editing.await.unwrap();
+    assert_eq!(r.updated + r.skipped, n as u64, "{r:?}");
+    assert!(
+        r.skipped_rows
+            .iter()
+            .all(|k| k.code == "changed_since_review"),
+        "{r:?}"
+    );
+    let correlation = CorrelationId::from(id).to_string();
+    let mut applied = 0;
+    for e in log(&s).await {
+        let Some(version) = reviewed.get(&e.aggregate_id) else {
+            continue;
+        };
+        if e.metadata.value().unwrap()["correlation_id"] == correlation.as_str() {
+            applied += 1;
+            assert_eq!(
+                e.sequence,
+                version + 1,
+                "an import row was applied over a change made after the review: {e:?} ({edits} edits)"
+            );
+        }
+    }
+    assert_eq!(applied, r.updated, "{r:?}");
+}
+
 // M2: files as spreadsheet programs write them.
 async fn m2_spreadsheet_files_review_and_commit(s: TestStore) {
     let c = s.customer(50, &["example.com", "example.de"]).await;
@@ -1770,6 +1857,7 @@ both_backends!(
     d3g_rows_for_directory_users_are_reported_while_sync_is_on,
     m2_an_interrupted_commit_completes_without_applying_anything_twice,
     m2_a_user_changed_during_a_commit_is_skipped_and_reported,
+    m2_a_chunk_staged_ahead_is_never_applied_over_a_later_edit,
     m2_spreadsheet_files_review_and_commit,
     m2_malformed_files_get_clear_errors,
     m2_a_utf8_file_with_a_few_bad_bytes_is_utf8_with_row_errors,

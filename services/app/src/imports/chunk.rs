@@ -36,10 +36,21 @@ impl Skip {
 }
 
 /// What one attempt staged.
-struct Staged {
+pub(super) struct Staged {
     batch: Batch,
     added: u64,
     updated: u64,
+}
+
+/// An attempt at a chunk, prepared ([`Chunk::prepare`]).
+pub(super) enum Prep {
+    /// Another commit of the import appended the chunk (or all of them).
+    Done,
+    /// The rows' events, and the metadata they were staged with.
+    Staged(Box<(Staged, EventMeta)>),
+    /// A user's aggregate refused the row `n`'s change: the user is not as
+    /// it was reviewed.
+    Refused(i64, String),
 }
 
 /// A chunk being committed, with the rows skipped so far.
@@ -55,8 +66,9 @@ pub(super) struct Chunk<'a> {
     skips: BTreeMap<i64, Skip>,
     /// Set by each attempt: whether no chunk is committed yet.
     first: bool,
-    started: std::time::Instant,
     read_s: f64,
+    /// Time spent preparing its attempts.
+    stage_s: f64,
 }
 
 impl<'a> Chunk<'a> {
@@ -86,43 +98,73 @@ impl<'a> Chunk<'a> {
             plans: parse_plans(records)?,
             skips: BTreeMap::new(),
             first: true,
-            started,
             read_s: started.elapsed().as_secs_f64(),
+            stage_s: 0.0,
         })
     }
 
-    /// Commits the chunk. Returns the last position, or `None` when another
-    /// commit of the same import appended this chunk first.
-    pub(super) async fn commit(mut self) -> AppResult<Option<i64>> {
+    /// Prepares an attempt: stages the chunk's rows against the users and
+    /// seats as they are now. `ahead`: the chunk is prepared while the one
+    /// before it is being appended, so it is not the import's first (a
+    /// change found then skips the row; only the first chunk's makes the
+    /// review stale). The staging is pure: nothing is written until
+    /// [`Chunk::commit`] appends it, which checks the import again first.
+    pub(super) async fn prepare(&mut self, ahead: bool) -> AppResult<Prep> {
+        let started = std::time::Instant::now();
+        let import: Loaded<Import> = self.app.store.load(&self.import_id.to_string()).await?;
+        if import.state.completed.is_some() || import.state.committed_chunks > self.chunk {
+            return Ok(Prep::Done);
+        }
+        self.first = !ahead && import.state.committed_chunks == 0;
+        let mut users = self.check_versions().await?;
+        let seats = self.check_seats().await?;
+        propagate_skips(&self.plans, &mut self.skips);
+        let meta = EventMeta {
+            customer_id: self.customer,
+            actor: self.actor.clone(),
+            correlation_id: self.import_id.into(),
+            time: self.app.clock.now(),
+        };
+        let prep = match self.stage_rows(&mut users, seats, &meta).await? {
+            Ok(staged) => Prep::Staged(Box::new((staged, meta))),
+            Err((n, reason)) => Prep::Refused(n, reason),
+        };
+        self.stage_s += started.elapsed().as_secs_f64();
+        Ok(prep)
+    }
+
+    /// Commits the chunk from `prep` (an attempt prepared beforehand, or
+    /// `None`); an attempt refused is prepared again. Returns the last
+    /// position, or `None` when another commit of the same import appended
+    /// this chunk first.
+    pub(super) async fn commit(mut self, prep: Option<AppResult<Prep>>) -> AppResult<Option<i64>> {
         let id = self.import_id.to_string();
         let mut backoff = Backoff::new();
         let mut last_error: Option<StoreError> = None;
+        let mut prep = prep;
         while backoff.may_attempt() {
-            let mut import: Loaded<Import> = self.app.store.load(&id).await?;
-            if import.state.completed.is_some() || import.state.committed_chunks > self.chunk {
-                return Ok(None);
-            }
-            self.first = import.state.committed_chunks == 0;
-            let mut users = self.check_versions().await?;
-            let seats = self.check_seats().await?;
-            propagate_skips(&self.plans, &mut self.skips);
-            let meta = EventMeta {
-                customer_id: self.customer,
-                actor: self.actor.clone(),
-                correlation_id: self.import_id.into(),
-                time: self.app.clock.now(),
+            let prepared = match prep.take() {
+                Some(p) => p?,
+                None => self.prepare(false).await?,
             };
-            let staged = match self.stage_rows(&mut users, seats, &meta).await? {
-                Ok(staged) => staged,
-                Err((n, reason)) => {
+            let (staged, meta) = match prepared {
+                Prep::Done => return Ok(None),
+                Prep::Refused(n, reason) => {
                     self.refused_by_aggregate(n, reason)?;
                     backoff.conflicted().await;
                     continue;
                 }
+                Prep::Staged(staged) => *staged,
             };
+            // The import as it is now: a chunk prepared ahead was staged
+            // while the one before it was appended.
+            let t = std::time::Instant::now();
+            let mut import: Loaded<Import> = self.app.store.load(&id).await?;
+            if import.state.completed.is_some() || import.state.committed_chunks > self.chunk {
+                return Ok(None);
+            }
             let (added, updated) = (staged.added, staged.updated);
             let batch = self.stage_import(staged, &mut import, &meta).await?;
-            let staged_s = self.started.elapsed().as_secs_f64();
             match self.app.store.commit(batch).await {
                 Ok(appended) => {
                     tracing::debug!(
@@ -130,8 +172,8 @@ impl<'a> Chunk<'a> {
                         chunk = self.chunk,
                         rows = self.plans.len(),
                         read_s = self.read_s,
-                        stage_s = staged_s - self.read_s,
-                        append_s = self.started.elapsed().as_secs_f64() - staged_s,
+                        stage_s = self.stage_s,
+                        append_s = t.elapsed().as_secs_f64(),
                         "import chunk committed"
                     );
                     metrics::counter!("roster_import_rows_committed_total")

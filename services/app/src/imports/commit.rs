@@ -41,6 +41,23 @@ pub async fn commit(
         });
     }
     let chunks = u32::try_from(header.chunks).map_err(corrupt)?;
+    let mut next = import.state.committed_chunks;
+    // Each chunk is read and prepared while the one before it is appended
+    // (the first beside the check that the review is not stale): the
+    // appends, one after another, are what a commit waits for (issue 17).
+    let ahead = |n: u32, ahead: bool| {
+        let review = &review;
+        async move {
+            if n >= chunks {
+                return Ok(None);
+            }
+            let mut chunk =
+                Chunk::read(app, actor, customer, import_id, (n, chunks), review).await?;
+            let prep = chunk.prepare(ahead).await;
+            AppResult::Ok(Some((chunk, prep)))
+        }
+    };
+    let mut prepared = None;
     if import.state.committed_chunks == 0 {
         let now = app.clock.now();
         // Rows gone means an old review was purged; a header-only file
@@ -55,17 +72,27 @@ pub async fn commit(
                 ),
             });
         }
-        check_stale(app, customer, &header, &review).await?;
+        let (stale, first) = tokio::join!(
+            check_stale(app, customer, &header, &review),
+            ahead(next, false)
+        );
+        // The check's verdict names every change; the first chunk's
+        // preparation is used only when the review is not stale.
+        stale?;
+        prepared = first?;
     }
     let checked_s = started.elapsed().as_secs_f64();
     let mut position = 0;
-    let mut next = import.state.committed_chunks;
     while next < chunks {
-        if let Some(p) = Chunk::read(app, actor, customer, import_id, (next, chunks), &review)
-            .await?
-            .commit()
-            .await?
-        {
+        let (chunk, prep) = match prepared.take() {
+            Some((chunk, prep)) => (chunk, Some(prep)),
+            None => (
+                Chunk::read(app, actor, customer, import_id, (next, chunks), &review).await?,
+                None,
+            ),
+        };
+        let (committed, following) = tokio::join!(chunk.commit(prep), ahead(next + 1, true));
+        if let Some(p) = committed? {
             position = p;
             if settings.fail_after_chunk == Some(next) {
                 return Err(AppError::internal(format!(
@@ -73,6 +100,7 @@ pub async fn commit(
                 )));
             }
         }
+        prepared = following?;
         next += 1;
     }
     if chunks == 0 {
