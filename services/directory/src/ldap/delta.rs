@@ -260,9 +260,6 @@ impl State {
     }
 }
 
-/// The objects by id.
-type Dir = HashMap<String, Item>;
-
 /// The complete snapshot of `items`, members resolved as a full read does.
 fn snapshot_of(mut items: Vec<Item>) -> Snapshot {
     // The few groups and folders leave the items first; the users then
@@ -943,11 +940,15 @@ impl LdapReader {
         touched: Vec<String>,
         rename_members: bool,
     ) -> Result<Applied, DeltaError> {
-        let mut dir: Dir = st.items.drain(..).map(|i| (i.id.clone(), i)).collect();
-        let delta = apply(&mut dir, found, touched.into_iter(), rename_members);
-        self.apply_disabled_filter(ldap, ctx, mapping, base, dir.values_mut())
+        // The stored items stay in their vector, found through a table of
+        // places, as a full read's do: no map of every item beside them
+        // (issue 17).
+        let mut dir = ById::default();
+        dir.add(std::mem::take(&mut st.items));
+        let (mut items, delta) = apply(dir, found, touched.into_iter(), rename_members);
+        self.apply_disabled_filter(ldap, ctx, mapping, base, items.iter_mut())
             .await?;
-        st.items = dir.into_values().collect();
+        st.items = items;
         st.mark = mark;
         Ok(Applied { state: st, delta })
     }
@@ -1106,20 +1107,36 @@ impl ById {
         if !repeated.is_empty() {
             // Rare (an id twice in one search): drop the repeats and index
             // the places again.
-            let mut at = 0;
-            let mut next = repeated.into_iter().peekable();
-            items.retain(|_| {
-                let keep = next.peek() != Some(&at);
-                if !keep {
-                    next.next();
-                }
-                at += 1;
-                keep
-            });
+            without(items, repeated);
             places.clear();
             for i in 0..items.len() {
                 let hash = keys.hash_one(items[i].id.as_str());
                 places.insert_unique(hash, i, |&j| keys.hash_one(items[j].id.as_str()));
+            }
+        }
+    }
+
+    /// Where the item of `id` is.
+    fn place(&self, id: &str) -> Option<usize> {
+        let hash = self.keys.hash_one(id);
+        self.places.find(hash, |&i| self.items[i].id == id).copied()
+    }
+
+    /// Puts `it` in the place of its id, whatever was there, or at the end.
+    fn put(&mut self, it: Item) {
+        match self.place(&it.id) {
+            Some(i) => self.items[i] = it,
+            None => {
+                let ById {
+                    items,
+                    places,
+                    keys,
+                } = self;
+                let hash = keys.hash_one(it.id.as_str());
+                items.push(it);
+                places.insert_unique(hash, items.len() - 1, |&j| {
+                    keys.hash_one(items[j].id.as_str())
+                });
             }
         }
     }
@@ -1146,6 +1163,21 @@ impl ById {
     }
 }
 
+/// Drops the items at `places` (ascending, each once) and keeps the
+/// others in their order.
+fn without(items: &mut Vec<Item>, places: Vec<usize>) {
+    let mut at = 0;
+    let mut next = places.into_iter().peekable();
+    items.retain(|_| {
+        let keep = next.peek() != Some(&at);
+        if !keep {
+            next.next();
+        }
+        at += 1;
+        keep
+    });
+}
+
 /// What a delta did.
 pub(crate) struct Applied {
     state: State,
@@ -1165,11 +1197,11 @@ enum Outcome {
 /// (Active Directory), group member DNs follow renamed objects, as the
 /// directory shows them.
 fn apply(
-    dir: &mut Dir,
+    mut dir: ById,
     found: Vec<Item>,
     touched: impl Iterator<Item = String>,
     rename_members: bool,
-) -> Delta {
+) -> (Vec<Item>, Delta) {
     let mut seen: HashMap<String, ObjectKind> = HashMap::new();
     let mut renamed: HashMap<String, String> = HashMap::new();
     let changed = found.len();
@@ -1181,8 +1213,9 @@ fn apply(
             }
         }
         seen.insert(it.id.clone(), it.kind);
-        match dir.get(&it.id) {
-            Some(old) => {
+        match dir.place(&it.id) {
+            Some(i) => {
+                let old = &dir.items[i];
                 let (o, n) = (normalize_dn(&old.dn), normalize_dn(&it.dn));
                 if o != n {
                     renamed.insert(o, it.dn.clone());
@@ -1191,16 +1224,19 @@ fn apply(
             }
             None => differ += 1,
         }
-        dir.insert(it.id.clone(), it);
+        dir.put(it);
     }
-    let mut removed = 0;
-    for id in touched {
-        if !seen.contains_key(&id) && dir.remove(&id).is_some() {
-            removed += 1;
-        }
-    }
+    let mut gone: Vec<usize> = touched
+        .filter(|id| !seen.contains_key(id))
+        .filter_map(|id| dir.place(&id))
+        .collect();
+    gone.sort_unstable();
+    gone.dedup();
+    let removed = gone.len();
+    let mut items = dir.items;
+    without(&mut items, gone);
     if rename_members && !renamed.is_empty() {
-        for g in dir.values_mut().filter(|i| i.kind == ObjectKind::Group) {
+        for g in items.iter_mut().filter(|i| i.kind == ObjectKind::Group) {
             for m in &mut g.members {
                 if let Some(new) = renamed.get(&normalize_dn(m)) {
                     *m = new.clone();
@@ -1208,11 +1244,14 @@ fn apply(
             }
         }
     }
-    Delta {
-        changed,
-        removed,
-        differ: differ + removed,
-    }
+    (
+        items,
+        Delta {
+            changed,
+            removed,
+            differ: differ + removed,
+        },
+    )
 }
 
 /// What [`apply`] did.
@@ -1551,6 +1590,7 @@ mod tests {
     use super::*;
     use roster_events::{LdapPreset, LdapSettings, TlsSettings};
     use roster_testkit::{DirectoryData, Slapd, SlapdConfig, Style};
+    use std::collections::BTreeMap;
 
     fn settings(slapd: &Slapd) -> LdapSettings {
         LdapSettings {
@@ -1694,7 +1734,8 @@ mod tests {
 
     #[test]
     fn b1_renames_rewrite_member_dns_on_ad_and_leavers_are_removed() {
-        let mut dir: Dir = [
+        let mut dir = ById::default();
+        dir.add(vec![
             item("u1", ObjectKind::User, "cn=a,ou=p,dc=x", &[]),
             item("u2", ObjectKind::User, "cn=b,ou=p,dc=x", &[]),
             item(
@@ -1703,12 +1744,9 @@ mod tests {
                 "cn=g,dc=x",
                 &["CN=A,OU=P,DC=X", "cn=b,ou=p,dc=x"],
             ),
-        ]
-        .into_iter()
-        .map(|i| (i.id.clone(), i))
-        .collect();
-        let d = apply(
-            &mut dir,
+        ]);
+        let (items, d) = apply(
+            dir,
             vec![
                 item("u1", ObjectKind::User, "cn=a,ou=q,dc=x", &[]),
                 // Issue 17: found as it was (a change to an attribute the
@@ -1724,10 +1762,123 @@ mod tests {
             true,
         );
         assert_eq!((d.changed, d.removed, d.differ), (2, 1, 2));
-        assert_eq!(dir["g1"].members[0], "cn=a,ou=q,dc=x");
-        let snap = snapshot_of(dir.into_values().collect());
+        // The stored order is kept; the leaver is gone.
+        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["u1", "g1"]);
+        assert_eq!(items[1].members[0], "cn=a,ou=q,dc=x");
+        let snap = snapshot_of(items);
         let g = snap.objects.iter().find(|o| o.id.0 == "g1").unwrap();
         assert_eq!(g.members, vec![ObjectId("u1".into())]);
+    }
+
+    /// Issue 17: a delta applied to the stored items in their vector gives
+    /// what it gave applied to a map of them (the rule it replaces, kept
+    /// here as the reference): the same items and counts, on repeats
+    /// within the delta, new objects, leavers named twice or unknown, and
+    /// renames; the stored order is kept, new objects at the end.
+    #[test]
+    fn b1_a_delta_applied_in_place_gives_what_the_map_gave() {
+        fn by_map(
+            stored: &[Item],
+            found: &[Item],
+            touched: &[String],
+        ) -> (BTreeMap<String, Item>, (usize, usize, usize)) {
+            let mut dir: HashMap<String, Item> =
+                stored.iter().map(|i| (i.id.clone(), i.clone())).collect();
+            let mut seen: HashMap<String, ObjectKind> = HashMap::new();
+            let mut renamed: HashMap<String, String> = HashMap::new();
+            let mut differ = 0;
+            for it in found.iter().cloned() {
+                if let Some(k) = seen.get(&it.id) {
+                    if Item::rank(*k) <= Item::rank(it.kind) {
+                        continue;
+                    }
+                }
+                seen.insert(it.id.clone(), it.kind);
+                match dir.get(&it.id) {
+                    Some(old) => {
+                        let (o, n) = (normalize_dn(&old.dn), normalize_dn(&it.dn));
+                        if o != n {
+                            renamed.insert(o, it.dn.clone());
+                        }
+                        differ += usize::from(*old != it);
+                    }
+                    None => differ += 1,
+                }
+                dir.insert(it.id.clone(), it);
+            }
+            let mut removed = 0;
+            for id in touched {
+                if !seen.contains_key(id) && dir.remove(id).is_some() {
+                    removed += 1;
+                }
+            }
+            for g in dir.values_mut().filter(|i| i.kind == ObjectKind::Group) {
+                for m in &mut g.members {
+                    if let Some(new) = renamed.get(&normalize_dn(m)) {
+                        *m = new.clone();
+                    }
+                }
+            }
+            let counts = (found.len(), removed, differ + removed);
+            (dir.into_iter().collect(), counts)
+        }
+        let stored: Vec<Item> = (0..30)
+            .map(|n| {
+                let kind = if n % 10 == 9 {
+                    ObjectKind::Group
+                } else {
+                    ObjectKind::User
+                };
+                let members = ["cn=u3,ou=a,dc=x", "CN=U4,OU=A,DC=X"];
+                let members: &[&str] = if kind == ObjectKind::Group {
+                    &members
+                } else {
+                    &[]
+                };
+                item(
+                    &format!("u{n}"),
+                    kind,
+                    &format!("cn=u{n},ou=a,dc=x"),
+                    members,
+                )
+            })
+            .collect();
+        let found = vec![
+            // Moved, and a member of the groups.
+            item("u3", ObjectKind::User, "cn=u3,ou=b,dc=x", &[]),
+            // Found as it was, then again as a group (the user stays).
+            item("u5", ObjectKind::User, "cn=u5,ou=a,dc=x", &[]),
+            item("u5", ObjectKind::Group, "cn=u5-group,dc=x", &[]),
+            // New, first as a group, then as a user (the user wins).
+            item("n1", ObjectKind::Group, "cn=n1-group,dc=x", &[]),
+            item("n1", ObjectKind::User, "cn=n1,dc=x", &[]),
+            item("n2", ObjectKind::User, "cn=n2,dc=x", &[]),
+            // Changed in place.
+            item("u7", ObjectKind::User, "cn=u7,ou=a,dc=x", &["x"]),
+        ];
+        let touched: Vec<String> = ["u3", "u11", "u11", "u12", "gone", "u5", "u29"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (want, counts) = by_map(&stored, &found, &touched);
+        let mut dir = ById::default();
+        dir.add(stored.clone());
+        let (items, d) = apply(dir, found.clone(), touched.iter().cloned(), true);
+        assert_eq!((d.changed, d.removed, d.differ), counts);
+        assert_eq!(counts, (7, 3, 8));
+        let got: BTreeMap<String, Item> = items.iter().map(|i| (i.id.clone(), i.clone())).collect();
+        assert_eq!(got.len(), items.len(), "an id twice");
+        assert_eq!(got, want);
+        let order: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        let mut expected: Vec<String> = stored
+            .iter()
+            .map(|i| i.id.clone())
+            .filter(|id| !["u11", "u12", "u29"].contains(&id.as_str()))
+            .collect();
+        expected.extend(["n1".to_string(), "n2".to_string()]);
+        assert_eq!(order, expected);
+        assert_eq!(got["u9"].members[0], "cn=u3,ou=b,dc=x");
     }
 
     #[test]
