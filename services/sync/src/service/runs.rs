@@ -594,14 +594,18 @@ impl SyncService {
         // The objects on a task of their own: decoding their 100,000 rows
         // is CPU work, which on the users' task waited for the users' own
         // (and theirs for it), one core for both (issue 17). Stopped when
-        // the prefetch is dropped.
+        // the prefetch is dropped; in the run's span, as it was.
         let objects = AbortOnDrop({
             let store = self.store.clone();
-            tokio::spawn(async move {
-                let t = std::time::Instant::now();
-                let out = roster_projections::directory::object_summaries(&store, customer).await;
-                (out, t.elapsed().as_secs_f64())
-            })
+            tokio::spawn(
+                async move {
+                    let t = std::time::Instant::now();
+                    let out =
+                        roster_projections::directory::object_summaries(&store, customer).await;
+                    (out, t.elapsed().as_secs_f64())
+                }
+                .in_current_span(),
+            )
         });
         let users_t = std::time::Instant::now();
         let current = self.load_current(customer, inputs_at).await;
