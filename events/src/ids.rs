@@ -246,18 +246,32 @@ impl Address {
             other => other,
         })?;
         // ASCII is its own NFC form: most addresses skip the normalisation
-        // (issue 17: a fifth of a 100,000-user plan went to it).
-        let local: String = if local.is_ascii() {
-            local.to_ascii_lowercase()
+        // (issue 17: a fifth of a 100,000-user plan went to it), and are
+        // lowered where they are written: the address is one allocation of
+        // its exact size, not a lowered copy formatted into a growing one
+        // (issue 17: half of this function's time in a resync's load of
+        // 100,000 users with their aliases).
+        let domain = domain.as_str();
+        let address = if local.is_ascii() {
+            let mut address = String::with_capacity(local.len() + 1 + domain.len());
+            address.push_str(local);
+            address.make_ascii_lowercase();
+            address.push('@');
+            address.push_str(domain);
+            address
         } else {
-            local
+            let local: String = local
                 .nfc()
                 .collect::<String>()
                 .to_lowercase()
                 .nfc()
-                .collect()
+                .collect();
+            let mut address = String::with_capacity(local.len() + 1 + domain.len());
+            address.push_str(&local);
+            address.push('@');
+            address.push_str(domain);
+            address
         };
-        let address = format!("{local}@{}", domain.as_str());
         if address.len() > 254 {
             return Err(err("it is longer than 254 characters"));
         }
