@@ -216,88 +216,138 @@ async fn check_stale(
     }
     let domains: HashSet<Domain> = db.managed_domains(customer).await?.into_iter().collect();
     let mut unmanaged: BTreeSet<Domain> = BTreeSet::new();
-    // The plan's chunks, then its unchanged rows.
-    let mut chunk = 0;
-    let mut after = -1;
-    loop {
-        let plans = if chunk < header.chunks {
-            chunk += 1;
-            parse_plans(db.import_chunk(&header.import_id, chunk - 1).await?)?
-        } else {
-            let records = db
-                .import_rows(
-                    &header.import_id,
-                    after,
-                    Some("unchanged"),
-                    LOAD_CHUNK as i64,
-                )
-                .await?;
-            if records.is_empty() {
-                break;
-            }
-            after = records.last().map(|r| r.row_no).unwrap_or(after);
-            parse_plans(records)?
-        };
-        let plans = &plans;
-        let ids: Vec<String> = plans
-            .iter()
-            .filter(|(_, p)| p.has_version())
-            .filter_map(|(_, p)| p.user_id.map(|u| u.to_string()))
-            .collect();
-        let versions = db.aggregate_versions(USER_AGGREGATE, &ids).await?;
-        let fresh: Vec<Address> = plans
-            .iter()
-            .filter(|(_, p)| p.outcome == Outcome::Add && !p.returning)
-            .filter_map(|(_, p)| Address::parse(&p.address).ok())
-            .collect();
-        let tombstones = db.tombstones_bulk(customer, &fresh).await?;
-        let claimed: Vec<Address> = plans.iter().flat_map(|(_, p)| p.claims()).collect();
-        let owners = db.address_owners_bulk(&claimed).await?;
-        let by_row: HashMap<u64, &PlanRow> = plans.iter().map(|(n, p)| (*n as u64, p)).collect();
-        for (_, p) in plans {
-            if p.has_version() {
-                let now = p
-                    .user_id
-                    .and_then(|u| versions.get(&u.to_string()).copied())
-                    .unwrap_or(0);
-                if now != p.version {
-                    reasons.note(format!("{} (line {}) changed", p.address, p.line));
-                    continue;
-                }
-            }
-            if p.outcome == Outcome::Add && !p.returning {
-                if let Ok(a) = Address::parse(&p.address) {
-                    if tombstones.contains_key(&a) {
-                        reasons.note(format!(
-                            "{} (line {}) was added and deleted",
-                            p.address, p.line
-                        ));
-                        continue;
-                    }
-                }
-            }
-            for x in p.claims() {
-                if !domains.contains(&x.domain()) {
-                    unmanaged.insert(x.domain());
-                }
-                if let Some(o) = owners.get(&x) {
-                    let released = p
-                        .after
-                        .iter()
-                        .filter_map(|g| by_row.get(g))
-                        .any(|g| g.user_id == Some(o.owner));
-                    if Some(o.owner) != p.user_id && !released {
-                        reasons.note(format!("{x} (line {}) is now used by another user", p.line));
-                    }
-                }
-            }
-        }
+    // The plan's chunks, then its unchanged rows: each piece is read while
+    // the one before it is checked (issue 17: the check is on the commit's
+    // path before anything is applied).
+    let mut at = PlanCursor {
+        chunk: 0,
+        after: -1,
+    };
+    let mut piece = read_piece(app, header, &mut at).await?;
+    while let Some(plans) = piece {
+        let (checked, next) = tokio::join!(
+            check_piece(
+                app,
+                customer,
+                &plans,
+                &domains,
+                &mut reasons,
+                &mut unmanaged
+            ),
+            read_piece(app, header, &mut at)
+        );
+        checked?;
+        piece = next?;
     }
     for d in unmanaged {
         reasons.note(format!("{d} is no longer a managed domain"));
     }
     if reasons.total > 0 {
         return Err(stale(&reasons.shown, reasons.total));
+    }
+    Ok(())
+}
+
+/// Where [`check_stale`] is in the plan: the chunks, then the unchanged rows.
+struct PlanCursor {
+    chunk: i64,
+    after: i64,
+}
+
+/// The next piece of the plan (a chunk, then a page of its unchanged rows),
+/// or `None` after the last.
+async fn read_piece(
+    app: &App,
+    header: &ImportRecord,
+    at: &mut PlanCursor,
+) -> AppResult<Option<Vec<(i64, PlanRow)>>> {
+    let db = app.store.db();
+    if at.chunk < header.chunks {
+        at.chunk += 1;
+        let records = db.import_chunk(&header.import_id, at.chunk - 1).await?;
+        return Ok(Some(parse_plans(records)?));
+    }
+    let records = db
+        .import_rows(
+            &header.import_id,
+            at.after,
+            Some("unchanged"),
+            LOAD_CHUNK as i64,
+        )
+        .await?;
+    let Some(last) = records.last() else {
+        return Ok(None);
+    };
+    at.after = last.row_no;
+    Ok(Some(parse_plans(records)?))
+}
+
+/// Checks one piece of the plan against the users, tombstones and claims
+/// as they are now (see [`check_stale`]).
+async fn check_piece(
+    app: &App,
+    customer: CustomerId,
+    plans: &[(i64, PlanRow)],
+    domains: &HashSet<Domain>,
+    reasons: &mut Reasons,
+    unmanaged: &mut BTreeSet<Domain>,
+) -> AppResult<()> {
+    let db = app.store.db();
+    let ids: Vec<String> = plans
+        .iter()
+        .filter(|(_, p)| p.has_version())
+        .filter_map(|(_, p)| p.user_id.map(|u| u.to_string()))
+        .collect();
+    let fresh: Vec<Address> = plans
+        .iter()
+        .filter(|(_, p)| p.outcome == Outcome::Add && !p.returning)
+        .filter_map(|(_, p)| Address::parse(&p.address).ok())
+        .collect();
+    let claimed: Vec<Address> = plans.iter().flat_map(|(_, p)| p.claims()).collect();
+    // Three lookups of one piece, at once.
+    let (versions, tombstones, owners) = tokio::try_join!(
+        db.aggregate_versions(USER_AGGREGATE, &ids),
+        db.tombstones_bulk(customer, &fresh),
+        db.address_owners_bulk(&claimed)
+    )?;
+    let by_row: HashMap<u64, &PlanRow> = plans.iter().map(|(n, p)| (*n as u64, p)).collect();
+    for (_, p) in plans {
+        if p.has_version() {
+            let now = p
+                .user_id
+                .and_then(|u| versions.get(&u.to_string()).copied())
+                .unwrap_or(0);
+            if now != p.version {
+                reasons.note(format!("{} (line {}) changed", p.address, p.line));
+                continue;
+            }
+        }
+        if p.outcome == Outcome::Add && !p.returning {
+            if let Ok(a) = Address::parse(&p.address) {
+                if tombstones.contains_key(&a) {
+                    reasons.note(format!(
+                        "{} (line {}) was added and deleted",
+                        p.address, p.line
+                    ));
+                    continue;
+                }
+            }
+        }
+        for x in p.claims() {
+            if !domains.contains(&x.domain()) {
+                unmanaged.insert(x.domain());
+            }
+            if let Some(o) = owners.get(&x) {
+                let released = p
+                    .after
+                    .iter()
+                    .filter_map(|g| by_row.get(g))
+                    .any(|g| g.user_id == Some(o.owner));
+                if Some(o.owner) != p.user_id && !released {
+                    reasons.note(format!("{x} (line {}) is now used by another user", p.line));
+                }
+            }
+        }
     }
     Ok(())
 }
