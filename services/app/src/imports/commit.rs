@@ -45,7 +45,7 @@ pub async fn commit(
     // Each chunk is read and prepared while the one before it is appended
     // (the first beside the check that the review is not stale): the
     // appends, one after another, are what a commit waits for (issue 17).
-    let ahead = |n: u32, ahead: bool| {
+    let prepared_chunk = |n: u32, ahead: bool| {
         let review = &review;
         async move {
             if n >= chunks {
@@ -74,7 +74,7 @@ pub async fn commit(
         }
         let (stale, first) = tokio::join!(
             check_stale(app, customer, &header, &review),
-            ahead(next, false)
+            prepared_chunk(next, false)
         );
         // The check's verdict names every change; the first chunk's
         // preparation is used only when the review is not stale.
@@ -91,7 +91,8 @@ pub async fn commit(
                 None,
             ),
         };
-        let (committed, following) = tokio::join!(chunk.commit(prep), ahead(next + 1, true));
+        let (committed, following) =
+            tokio::join!(chunk.commit(prep), prepared_chunk(next + 1, true));
         if let Some(p) = committed? {
             position = p;
             if settings.fail_after_chunk == Some(next) {

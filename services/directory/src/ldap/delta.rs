@@ -1116,49 +1116,48 @@ impl ById {
         }
     }
 
+    /// The hash of `id`, and where its item is.
+    fn find(&self, id: &str) -> (u64, Option<usize>) {
+        let hash = self.keys.hash_one(id);
+        let place = self.places.find(hash, |&i| self.items[i].id == id).copied();
+        (hash, place)
+    }
+
     /// Where the item of `id` is.
     fn place(&self, id: &str) -> Option<usize> {
-        let hash = self.keys.hash_one(id);
-        self.places.find(hash, |&i| self.items[i].id == id).copied()
+        self.find(id).1
     }
 
-    /// Puts `it` in the place of its id, whatever was there, or at the end.
-    fn put(&mut self, it: Item) {
-        match self.place(&it.id) {
-            Some(i) => self.items[i] = it,
-            None => {
-                let ById {
-                    items,
-                    places,
-                    keys,
-                } = self;
-                let hash = keys.hash_one(it.id.as_str());
-                items.push(it);
-                places.insert_unique(hash, items.len() - 1, |&j| {
-                    keys.hash_one(items[j].id.as_str())
-                });
-            }
-        }
-    }
-
-    fn upsert(&mut self, it: Item) {
+    /// Adds an item whose id is not here yet (`hash` is its id's).
+    fn push(&mut self, hash: u64, it: Item) {
         let ById {
             items,
             places,
             keys,
         } = self;
-        let hash = keys.hash_one(it.id.as_str());
-        match places.find(hash, |&i| items[i].id == it.id) {
-            Some(&i) => {
-                if Item::rank(it.kind) < Item::rank(items[i].kind) {
-                    items[i] = it;
+        items.push(it);
+        places.insert_unique(hash, items.len() - 1, |&j| {
+            keys.hash_one(items[j].id.as_str())
+        });
+    }
+
+    /// Puts `it` in the place of its id, whatever was there, or at the end.
+    fn put(&mut self, it: Item) {
+        match self.find(&it.id) {
+            (_, Some(i)) => self.items[i] = it,
+            (hash, None) => self.push(hash, it),
+        }
+    }
+
+    /// Adds `it`, or keeps the item of the lower rank where its id is.
+    fn upsert(&mut self, it: Item) {
+        match self.find(&it.id) {
+            (_, Some(i)) => {
+                if Item::rank(it.kind) < Item::rank(self.items[i].kind) {
+                    self.items[i] = it;
                 }
             }
-            None => {
-                items.push(it);
-                let i = items.len() - 1;
-                places.insert_unique(hash, i, |&j| keys.hash_one(items[j].id.as_str()));
-            }
+            (hash, None) => self.push(hash, it),
         }
     }
 }
