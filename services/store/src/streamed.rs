@@ -17,11 +17,24 @@
 //! A failed write rolls it back at once, and so does dropping it (on a
 //! task of its own), rather than leaving the rollback, and with it the
 //! append lock, to the pool's handling of a dropped transaction.
+//!
+//! A [`Tap`] sees every piece once it is written, as the log will hold it
+//! (positions, commit time, the JSON text): the projector applies a run's
+//! pieces while the append is still open and commits them after it
+//! (`roster_projections::Beside`).
+
+use std::sync::Arc;
 
 use roster_events::{CustomerId, Domain, Guard};
 
 use crate::log::{notify, write_piece};
-use crate::{claims, Appended, Batch, Store, StoreError, Tx};
+use crate::{claims, Appended, Batch, PendingEvent, RawJson, Store, StoreError, StoredEvent, Tx};
+
+/// Takes each piece of a streamed append once it is written (not yet
+/// committed: nothing of it may be shown before the append commits), with
+/// the position of its first event and `recorded_at` stamped ([`stored`]
+/// gives them as the log will); false when it wants no more pieces.
+pub type Tap = Box<dyn FnMut(i64, Vec<PendingEvent>) -> bool + Send>;
 
 /// An append being written in pieces; see the module documentation.
 pub struct StreamedAppend {
@@ -33,6 +46,7 @@ pub struct StreamedAppend {
     released: Vec<(CustomerId, Domain)>,
     guards: Vec<(CustomerId, Guard)>,
     started: std::time::Instant,
+    tap: Option<Tap>,
 }
 
 impl Store {
@@ -48,6 +62,7 @@ impl Store {
             released: Vec::new(),
             guards: Vec::new(),
             started,
+            tap: None,
         })
     }
 }
@@ -56,6 +71,16 @@ impl StreamedAppend {
     /// How many events are written so far.
     pub fn count(&self) -> usize {
         (self.next - self.first) as usize
+    }
+
+    /// The position of the first event it appends.
+    pub fn first(&self) -> i64 {
+        self.first
+    }
+
+    /// Hands every piece written from now on to `tap`, until it declines.
+    pub fn tap(&mut self, tap: Tap) {
+        self.tap = Some(tap);
     }
 
     /// Writes what `batch` has staged so far, with its claims, and empties
@@ -82,7 +107,13 @@ impl StreamedAppend {
             return Ok(());
         }
         write_piece(tx, &mut events, self.next, self.at, &mut self.released).await?;
+        let first = self.next;
         self.next += events.len() as i64;
+        if let Some(tap) = self.tap.as_mut() {
+            if !tap(first, events) {
+                self.tap = None;
+            }
+        }
         Ok(())
     }
 
@@ -149,6 +180,37 @@ impl Drop for StreamedAppend {
             }
         }
     }
+}
+
+/// Events a streamed append wrote, as a read of the log will give them
+/// (`first`: the first's position; `recorded_at` as stamped). `None` if a
+/// text is not JSON, which the database would have refused.
+pub fn stored(events: Vec<PendingEvent>, first: i64) -> Option<Vec<StoredEvent>> {
+    let mut shared: Option<(Arc<str>, RawJson)> = None;
+    let mut out = Vec::with_capacity(events.len());
+    for (position, e) in (first..).zip(events) {
+        let metadata = match &shared {
+            Some((text, raw)) if Arc::ptr_eq(text, &e.metadata) => raw.clone(),
+            _ => {
+                let raw = RawJson::from_text(e.metadata.to_string()).ok()?;
+                shared = Some((e.metadata.clone(), raw.clone()));
+                raw
+            }
+        };
+        out.push(StoredEvent {
+            position,
+            aggregate_type: e.aggregate_type.to_string(),
+            aggregate_id: e.aggregate_id,
+            sequence: e.sequence,
+            event_type: e.event_type,
+            event_version: e.event_version,
+            payload: RawJson::from_text(e.payload).ok()?,
+            metadata,
+            customer_id: Some(e.customer_id.to_string()),
+            recorded_at: e.recorded_at,
+        });
+    }
+    Some(out)
 }
 
 fn ended() -> StoreError {
