@@ -24,6 +24,9 @@ use tokio::sync::watch;
 
 use crate::{decode, Decoded, Projection, ProjectionError};
 
+mod beside;
+pub use beside::{Beside, DEFAULT_BESIDE_BYTES};
+
 const PROJECT_LOCK: i64 = 0x526f_7374_6572_5072; // "RosterPr"
 
 /// The advisory lock of one projection's checkpoint (by its name, with
@@ -160,6 +163,14 @@ pub struct Projector {
     parallel_from: usize,
     /// How many lanes at most; `None`: a quarter of the pool's connections.
     lanes: Option<usize>,
+    /// Held by a step, and by a [`Beside`] from the moment it holds the
+    /// projections' locks until it commits or gives up: this process's
+    /// own steps wait for it here, not on the database's locks with a
+    /// connection each.
+    gate: Arc<tokio::sync::Mutex<()>>,
+    /// How much of an open append's text a [`Beside`] holds at most before
+    /// it stops taking pieces.
+    beside_bytes: i64,
 }
 
 fn now_micros() -> i64 {
@@ -192,7 +203,17 @@ impl Projector {
             vacuuming: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             parallel_from: DEFAULT_PARALLEL_FROM,
             lanes: None,
+            gate: Arc::new(tokio::sync::Mutex::new(())),
+            beside_bytes: DEFAULT_BESIDE_BYTES,
         }
+    }
+
+    /// How much of an open append's JSON text a [`Beside`] holds at most
+    /// ([`DEFAULT_BESIDE_BYTES`]); beyond it the rest of the append is
+    /// projected from the log after its commit.
+    pub fn with_beside_bytes(mut self, bytes: i64) -> Self {
+        self.beside_bytes = bytes.max(0);
+        self
     }
 
     /// Applies batches of at least `events` ([`DEFAULT_PARALLEL_FROM`]) in
@@ -582,6 +603,7 @@ impl Projector {
 
     /// Projects one batch. Returns the number of events read (0 when caught up).
     pub async fn step(&self) -> Result<usize, ProjectionError> {
+        let _gate = self.gate.lock().await;
         let all: Vec<usize> = (0..self.projections.len()).collect();
         // Where the batch starts: the smallest checkpoint, read under the
         // locks of every projection. A small batch is applied in this

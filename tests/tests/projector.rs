@@ -2,6 +2,7 @@
 //! transient database error is retried and never recorded or skipped; one
 //! projection's new version replays that projection only.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use roster_app::users::{self, Edit, NewUser};
@@ -319,5 +320,151 @@ async fn i14_a_bulk_of_events_refreshes_the_planner_statistics() {
     assert!(
         reltuples(&s, &format!("lazy_{users_table}")).await < 0.0,
         "below the threshold: left to autovacuum"
+    );
+}
+
+/// A piece of `n` new users `u{from}..` of the customer, staged in `batch`.
+async fn stage_users(batch: &mut roster_store::Batch, meta: &EventMeta, from: usize, n: usize) {
+    let mut seats = roster_app::seats::Seats {
+        used: 0,
+        limit: 1_000_000,
+    };
+    for i in from..from + n {
+        let id = UserId::new();
+        let mut target = roster_store::Loaded::<roster_domain::User>::new(id.to_string());
+        let add = roster_domain::AddUser {
+            user_id: id,
+            customer_id: meta.customer_id,
+            address: addr(&format!("u{i:05}@beside.example")),
+            kind: Kind::User,
+            source: Source::Ldap,
+            profile: Profile {
+                first_name: Some(format!("First {i}")),
+                department: Some("Sales".into()),
+                ..Profile::default()
+            },
+            aliases: vec![addr(&format!("alias{i:05}@beside.example"))],
+            directory_id: None,
+            members: vec![],
+        };
+        users::stage_add(batch, &mut target, add, &mut seats, meta)
+            .await
+            .unwrap();
+    }
+}
+
+/// Every row of every projection table of `prefix`, as sorted JSON texts.
+async fn projected_rows(s: &TestStore, prefix: &str) -> Vec<String> {
+    let roster_store::Db::Pg(pool) = s.store.db() else {
+        unreachable!("PostgreSQL")
+    };
+    let mut out = Vec::new();
+    for p in roster_projections::all_projections() {
+        for t in p.tables() {
+            let sql = format!("SELECT row_to_json(t)::text FROM {prefix}{t} t ORDER BY 1");
+            let rows: Vec<String> = sqlx::query_scalar(&sql).fetch_all(pool).await.unwrap();
+            out.extend(rows.into_iter().map(|r| format!("{t}: {r}")));
+        }
+    }
+    out
+}
+
+async fn users_shown(s: &TestStore, c: CustomerId) -> i64 {
+    let sql = format!(
+        "SELECT COUNT(*) FROM {} WHERE customer_id = $1",
+        roster_projections::users::USERS
+    );
+    roster_store::with_db!(s.store.db(), |p| sqlx::query_scalar(&sql)
+        .bind(c.to_string())
+        .fetch_one(p)
+        .await
+        .unwrap())
+}
+
+/// Issue 17 (E3, D3.r): the pieces of an open append are projected beside
+/// it, in transactions that commit only after the append. Nothing is shown
+/// while the append is open; an append rolled back leaves the projections
+/// and their checkpoints as they were (and the projector free to step);
+/// a committed one is shown through its last event, row for row as the
+/// log projected afresh; pieces beyond the budget are left to the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn i17_an_append_projected_beside_it_is_shown_after_its_commit_as_the_log_projects_it() {
+    let s = TestStore::new(Backend::Postgres).await;
+    let c = s.customer(1_000_000, &["beside.example"]).await;
+    s.project().await;
+    let meta = s.meta(c);
+    let before = checkpoints(&s).await;
+
+    // Rolled back after three pieces the lanes have taken.
+    let mut append = s.store.begin_streamed().await.unwrap();
+    let beside = s
+        .projector
+        .beside(append.first() - 1)
+        .expect("PostgreSQL with 32 connections");
+    append.tap(beside.tap());
+    for piece in 0..3 {
+        let mut batch = roster_store::Batch::new();
+        stage_users(&mut batch, &meta, piece * 300, 300).await;
+        append.write(&mut batch).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(users_shown(&s, c).await, 0, "nothing shown while open");
+    append.rollback().await;
+    drop(beside);
+    let stepped = tokio::time::timeout(Duration::from_secs(30), s.projector.step()).await;
+    assert_eq!(stepped.expect("the projector steps again").unwrap(), 0);
+    assert_eq!(checkpoints(&s).await, before, "checkpoints where they were");
+    assert_eq!(users_shown(&s, c).await, 0);
+
+    // Committed: shown through its last event without a step of the projector.
+    let mut append = s.store.begin_streamed().await.unwrap();
+    let beside = s.projector.beside(append.first() - 1).unwrap();
+    append.tap(beside.tap());
+    for piece in 0..3 {
+        let mut batch = roster_store::Batch::new();
+        stage_users(&mut batch, &meta, piece * 300, 300).await;
+        append.write(&mut batch).await.unwrap();
+    }
+    let mut last = roster_store::Batch::new();
+    stage_users(&mut last, &meta, 900, 100).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(users_shown(&s, c).await, 0, "nothing shown while open");
+    let a = append.commit(&s.store, &mut last).await.unwrap();
+    assert_eq!(a.count, 1_000, "one event a user");
+    assert_eq!(beside.commit(a.last).await, Some(a.last));
+    assert_eq!(users_shown(&s, c).await, 1_000);
+    assert!(checkpoints(&s).await.iter().all(|(_, p)| *p == a.last));
+    let fresh = Projector::new(s.store.clone(), "fresh_");
+    fresh.ensure_tables().await.unwrap();
+    assert_eq!(fresh.catch_up().await.unwrap(), a.last);
+    assert_eq!(
+        projected_rows(&s, "").await,
+        projected_rows(&s, "fresh_").await,
+        "projected beside the append = the log projected afresh"
+    );
+
+    // Over the budget: a small piece is taken, the large one after it is
+    // not, and the projector projects it from the log.
+    let small = Arc::new(Projector::new(s.store.clone(), "").with_beside_bytes(64 * 1024));
+    let mut append = s.store.begin_streamed().await.unwrap();
+    let beside = small.beside(append.first() - 1).unwrap();
+    append.tap(beside.tap());
+    let mut batch = roster_store::Batch::new();
+    stage_users(&mut batch, &meta, 1_000, 10).await;
+    append.write(&mut batch).await.unwrap();
+    let taken = append.first() - 1 + 10;
+    stage_users(&mut batch, &meta, 1_010, 500).await;
+    let a = append.commit(&s.store, &mut batch).await.unwrap();
+    assert_eq!(
+        beside.commit(a.last).await,
+        Some(taken),
+        "the first piece only"
+    );
+    assert_eq!(small.catch_up().await.unwrap(), a.last);
+    assert_eq!(users_shown(&s, c).await, 1_510);
+    assert_eq!(fresh.catch_up().await.unwrap(), a.last);
+    assert_eq!(
+        projected_rows(&s, "").await,
+        projected_rows(&s, "fresh_").await
     );
 }

@@ -64,6 +64,16 @@ struct Storage {
         global = true
     )]
     db_acquire_timeout_ms: u64,
+    /// MiB of a sync run's open append (its events' JSON text) the
+    /// projector holds while it projects the append beside it; 0: runs are
+    /// projected from the log once committed (docs/architecture.md).
+    #[arg(
+        long,
+        env = "ROSTER_PROJECT_BESIDE_MIB",
+        default_value_t = 16,
+        global = true
+    )]
+    project_beside_mib: u64,
     /// Seconds between the progress lines of `rebuild` and `migrate` when
     /// standard error is not a terminal (on a terminal: a progress bar).
     #[arg(
@@ -121,6 +131,17 @@ impl Storage {
             );
         }
         Ok(Arc::new(policy))
+    }
+
+    /// The live tables' projector of `serve` and `worker`.
+    fn projector(&self, store: Store) -> anyhow::Result<Projector> {
+        if self.project_beside_mib > 1_024 {
+            bail!(
+                "ROSTER_PROJECT_BESIDE_MIB must be between 0 (off) and 1024, not {}",
+                self.project_beside_mib
+            );
+        }
+        Ok(Projector::new(store, "").with_beside_bytes((self.project_beside_mib as i64) << 20))
     }
 
     fn pool_settings(&self) -> anyhow::Result<roster_store::PoolSettings> {
@@ -703,7 +724,7 @@ async fn worker(storage: Storage, tick_secs: u64, health: HealthArgs) -> anyhow:
     let store = open(&storage).await?;
     let key = storage.secret_key(store.db()).await?;
     let outbound = storage.outbound()?;
-    let projector = Arc::new(Projector::new(store.clone(), ""));
+    let projector = Arc::new(storage.projector(store.clone())?);
     let (health_tx, health_rx) = watch::channel(false);
     let endpoints = match listener {
         Some(listener) => {
@@ -928,7 +949,7 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     lock.release().await;
-    let projector = Arc::new(Projector::new(store.clone(), ""));
+    let projector = Arc::new(storage.projector(store.clone())?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let projector_task = tokio::spawn(projector.clone().run(stop_rx, Duration::from_millis(200)));
 

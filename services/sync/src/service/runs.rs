@@ -952,6 +952,13 @@ impl SyncService {
             batch: Batch::new(),
             written_s: 0.0,
         };
+        // The projector's lanes apply each piece as it is written and
+        // commit after the append (issue 17); without them the run is
+        // projected from the log once committed.
+        let beside = self.projector.beside(w.append.first() - 1);
+        if let Some(b) = &beside {
+            w.append.tap(b.tap());
+        }
         let staged = async {
             let steps = staged_steps(steps, additions, snapshot, customer, kind.source());
             let seats_added = self
@@ -1002,6 +1009,17 @@ impl SyncService {
             .instrument(tracing::info_span!("sync.append"))
             .await?;
         let append_s = written_s + t.elapsed().as_secs_f64();
+        if let Some(b) = beside {
+            // The run waits for its projection in `settled`, as without.
+            let last = a.last;
+            tokio::spawn(
+                async move {
+                    let reached = b.commit(last).await;
+                    tracing::debug!(last, ?reached, "the run's projection beside its append");
+                }
+                .in_current_span(),
+            );
+        }
         Ok((a, report, over_seat_limit, stage_s, append_s))
     }
 
