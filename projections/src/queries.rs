@@ -540,6 +540,34 @@ async fn with_payloads(
         .collect::<Result<_, sqlx::Error>>()?)
 }
 
+/// A sync run's per-user changes: the user events it wrote, newest first
+/// (B4, E2), as the run page and the API show them. A run's events are
+/// one append with its end (D3.r), so a run still running has none to
+/// show, and none are looked for: while the run appends, the projector
+/// writes them beside the append, uncommitted (issue 17), and the newest
+/// entries of the run's index are those, which every look would pass one
+/// by one (10 ms a look at 100,000 users, polled every second or so).
+pub async fn run_changes(
+    store: &Store,
+    customer: CustomerId,
+    run: &crate::directory::RunRow,
+    page: Option<&str>,
+    limit: i64,
+) -> Result<Page<AuditEntry>, ProjectionError> {
+    if run.status == crate::directory::RunStatus::Running {
+        return Ok(Page {
+            items: Vec::new(),
+            next_page: None,
+        });
+    }
+    let filter = AuditFilter {
+        correlation_id: Some(run.run_id.into()),
+        aggregate_type: Some(roster_events::USER_AGGREGATE.to_string()),
+        ..AuditFilter::default()
+    };
+    audit(store, customer, &filter, page, limit).await
+}
+
 /// The audit trail of a customer, newest first, paged by position (E4).
 pub async fn audit(
     store: &Store,

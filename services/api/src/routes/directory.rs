@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use roster_events::*;
-use roster_projections::queries::{self, AuditFilter};
+use roster_projections::queries;
 use roster_store::{from_micros, Secret};
 use roster_sync::SettingsChange;
 use serde::{Deserialize, Serialize};
@@ -871,15 +871,10 @@ pub async fn run(
     let row = roster_projections::directory::run(&state.store, customer, run.trim())
         .await?
         .ok_or_else(|| ApiError::not_found("no such sync run"))?;
-    let filter = AuditFilter {
-        correlation_id: Some(row.run_id.into()),
-        aggregate_type: Some(USER_AGGREGATE.to_string()),
-        ..AuditFilter::default()
-    };
-    let page = queries::audit(
+    let page = queries::run_changes(
         &state.store,
         customer,
-        &filter,
+        &row,
         q.page.as_deref(),
         page_size(q.page_size)?,
     )

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use roster_events::{CustomerId, SyncCounts};
 use roster_projections::directory::{self as runs, RunRow, RunStatus};
-use roster_projections::queries::{self, AuditFilter};
+use roster_projections::queries;
 use roster_projections::reports;
 use serde::Deserialize;
 
@@ -480,12 +480,7 @@ async fn changes_of(
     r: &RunRow,
     page: Option<&str>,
 ) -> Result<(Vec<ChangeItem>, Option<String>), PageError> {
-    let filter = AuditFilter {
-        correlation_id: Some(r.run_id.into()),
-        aggregate_type: Some("User".to_string()),
-        ..AuditFilter::default()
-    };
-    let found = queries::audit(&state.app.store, customer, &filter, page, PAGE_SIZE)
+    let found = queries::run_changes(&state.app.store, customer, r, page, PAGE_SIZE)
         .await
         .map_err(page_link(page))?;
     let c = customer.to_string();
