@@ -26,7 +26,7 @@ pub mod users;
 
 pub use cursor::Cursor;
 pub use decode::{decode, AnyEvent, Decoded};
-pub use projector::{LagLimits, ProjectionLag, Projector};
+pub use projector::{Beside, LagLimits, ProjectionLag, Projector};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {

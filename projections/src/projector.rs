@@ -171,6 +171,8 @@ pub struct Projector {
     /// How much of an open append's text a [`Beside`] holds at most before
     /// it stops taking pieces.
     beside_bytes: i64,
+    /// Events projected beside appends and committed, since start.
+    projected_beside: std::sync::atomic::AtomicI64,
 }
 
 fn now_micros() -> i64 {
@@ -205,7 +207,15 @@ impl Projector {
             lanes: None,
             gate: Arc::new(tokio::sync::Mutex::new(())),
             beside_bytes: DEFAULT_BESIDE_BYTES,
+            projected_beside: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// How many events this projector has projected beside open appends
+    /// (and committed after them) since it started.
+    pub fn projected_beside(&self) -> i64 {
+        self.projected_beside
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How much of an open append's JSON text a [`Beside`] holds at most

@@ -148,6 +148,24 @@ pub fn addr(s: &str) -> Address {
     Address::parse(s).expect("valid address")
 }
 
+/// Every row of every projection table named with `prefix` (PostgreSQL),
+/// as sorted JSON texts: the live tables (`""`) against a projector's
+/// replay of the log into fresh ones.
+pub async fn projected_rows(s: &TestStore, prefix: &str) -> Vec<String> {
+    let roster_store::Db::Pg(pool) = s.store.db() else {
+        panic!("projected_rows reads PostgreSQL tables")
+    };
+    let mut out = Vec::new();
+    for p in roster_projections::all_projections() {
+        for t in p.tables() {
+            let sql = format!("SELECT row_to_json(t)::text FROM {prefix}{t} t ORDER BY 1");
+            let rows: Vec<String> = sqlx::query_scalar(&sql).fetch_all(pool).await.unwrap();
+            out.extend(rows.into_iter().map(|r| format!("{t}: {r}")));
+        }
+    }
+    out
+}
+
 /// Every row of every table of the store, as text (to search for secrets).
 pub async fn dump_everything(s: &TestStore) -> String {
     use sqlx::Row;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use roster_app::users::{self, Edit, NewUser};
 use roster_events::*;
 use roster_projections::{queries, rebuild, ProjectionError, Projector};
-use roster_tests::backend::addr;
+use roster_tests::backend::{addr, projected_rows};
 use roster_tests::{both_backends, Backend, TestStore};
 use sqlx::Connection;
 
@@ -351,22 +351,6 @@ async fn stage_users(batch: &mut roster_store::Batch, meta: &EventMeta, from: us
             .await
             .unwrap();
     }
-}
-
-/// Every row of every projection table of `prefix`, as sorted JSON texts.
-async fn projected_rows(s: &TestStore, prefix: &str) -> Vec<String> {
-    let roster_store::Db::Pg(pool) = s.store.db() else {
-        unreachable!("PostgreSQL")
-    };
-    let mut out = Vec::new();
-    for p in roster_projections::all_projections() {
-        for t in p.tables() {
-            let sql = format!("SELECT row_to_json(t)::text FROM {prefix}{t} t ORDER BY 1");
-            let rows: Vec<String> = sqlx::query_scalar(&sql).fetch_all(pool).await.unwrap();
-            out.extend(rows.into_iter().map(|r| format!("{t}: {r}")));
-        }
-    }
-    out
 }
 
 async fn users_shown(s: &TestStore, c: CustomerId) -> i64 {

@@ -1429,3 +1429,41 @@ both_backends!(
     d3i_replicas_reaping_at_once_delete_each_user_once,
     d4_a_run_records_its_progress_phase_by_phase,
 );
+
+/// Issue 17 (E3, D3.r): a run of more than one piece (3,000 users) is
+/// projected beside its append and committed after it; the user list, the
+/// audit trail and the directory objects then equal, row for row, the log
+/// projected afresh, and a resync that changes nothing finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn i17_a_run_projected_beside_its_append_equals_the_log_projected_afresh() {
+    let s = TestStore::new(roster_tests::Backend::Postgres).await;
+    s.spawn_projector();
+    let sc = scenario(&s, 3_000, 4).await;
+    let first = counts(&run(&s, sc.customer).await);
+    assert!(first.added >= 2_700, "{first:?}");
+    assert!(
+        s.projector.projected_beside() > 2_500,
+        "projected beside the append: {}",
+        s.projector.projected_beside()
+    );
+    assert_eq!(all(&s, sc.customer, None).await.len() as u64, first.added);
+    let head = s.store.head_position().await.unwrap();
+    let fresh = roster_projections::Projector::new(s.store.clone(), "fresh_");
+    fresh.ensure_tables().await.unwrap();
+    assert_eq!(fresh.catch_up().await.unwrap(), head);
+    assert!(
+        s.projector
+            .wait_for(head, std::time::Duration::from_secs(30))
+            .await
+    );
+    assert_eq!(
+        roster_tests::backend::projected_rows(&s, "").await,
+        roster_tests::backend::projected_rows(&s, "fresh_").await
+    );
+    let again = counts(&run(&s, sc.customer).await);
+    assert_eq!(
+        (again.added, again.updated, again.flagged),
+        (0, 0, 0),
+        "{again:?}"
+    );
+}

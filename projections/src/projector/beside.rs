@@ -310,6 +310,7 @@ impl Projector {
         }
         metrics::counter!("roster_events_projected_total").increment(n as u64);
         metrics::counter!("roster_events_projected_beside_total").increment(n as u64);
+        self.projected_beside.fetch_add(n, Ordering::Relaxed);
         metrics::gauge!("roster_projection_position").set(through as f64);
         self.reached.send_replace(through);
         self.note_batch(n, through < last).await;

@@ -951,14 +951,9 @@ impl SyncService {
             append: self.store.begin_streamed().await?,
             batch: Batch::new(),
             written_s: 0.0,
+            projector: Some(self.projector.clone()),
+            beside: None,
         };
-        // The projector's lanes apply each piece as it is written and
-        // commit after the append (issue 17); without them the run is
-        // projected from the log once committed.
-        let beside = self.projector.beside(w.append.first() - 1);
-        if let Some(b) = &beside {
-            w.append.tap(b.tap());
-        }
         let staged = async {
             let steps = staged_steps(steps, additions, snapshot, customer, kind.source());
             let seats_added = self
@@ -994,6 +989,8 @@ impl SyncService {
             append,
             mut batch,
             written_s,
+            beside,
+            ..
         } = w;
         let (report, over_seat_limit) = match staged {
             Ok(staged) => staged,
@@ -1238,6 +1235,13 @@ struct Writing {
     batch: Batch,
     /// The time spent writing pieces so far.
     written_s: f64,
+    /// The projector, until the first full piece.
+    projector: Option<Arc<Projector>>,
+    /// The projection beside the append (issue 17), opened at the first
+    /// full piece: a run whose events fit in one piece is written at its
+    /// commit and projected from the log, as a small batch costs less in
+    /// one transaction than in lanes held open.
+    beside: Option<roster_projections::Beside>,
 }
 
 impl Writing {
@@ -1246,6 +1250,12 @@ impl Writing {
 
     async fn write_if_full(&mut self) -> Result<(), SyncError> {
         if self.batch.len() >= Self::PIECE || self.batch.bytes() >= Self::PIECE_BYTES {
+            if let Some(projector) = self.projector.take() {
+                self.beside = projector.beside(self.append.first() - 1);
+                if let Some(b) = &self.beside {
+                    self.append.tap(b.tap());
+                }
+            }
             let t = std::time::Instant::now();
             self.append.write(&mut self.batch).await?;
             self.written_s += t.elapsed().as_secs_f64();
