@@ -4,8 +4,8 @@
 //! A sync run's events are one append in one transaction (D3.r: a run
 //! changes all it found or nothing), so the projector could not start on
 //! them before the commit: an initial sync of 100,000 users appended for
-//! about 3.5 s and only then projected, for about 4.5 s, with a core idle
-//! while it appended. A [`Beside`] takes each piece the append has written
+//! about 2.7 s and only then projected, for about 4.5 s, with most of a
+//! core idle while it appended. A [`Beside`] takes each piece the append has written
 //! (a [`roster_store::Tap`]: the events as the log will hold them) and
 //! applies it in the projector's lanes, each lane in a transaction of its
 //! own that holds its projections' locks and stays open. Once the append
@@ -46,8 +46,8 @@ use crate::{Decoded, ProjectionError};
 
 /// How much JSON text of an open append a [`Beside`] holds, written but
 /// not yet applied, before it stops taking pieces: 16 MiB (the 100,000
-/// users of the sync bench are about 62 MB; their lanes keep up with all
-/// but a few of the append's pieces).
+/// users of the sync bench are about 62 MB; their lanes take all of the
+/// run's events but its last few).
 pub const DEFAULT_BESIDE_BYTES: i64 = 16 << 20;
 
 /// How long a [`Beside`] waits for this process's projections to reach
