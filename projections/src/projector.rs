@@ -698,12 +698,7 @@ impl Projector {
     ) -> Result<bool, ProjectionError> {
         let (mut tx, checkpoints) = match opened {
             Some(opened) => opened,
-            None => {
-                let mut tx = self.store.db().begin_write().await?;
-                self.lock(&mut tx, lane).await?;
-                let checkpoints = self.read_checkpoints(&mut tx, lane).await?;
-                (tx, checkpoints)
-            }
+            None => self.open_lane(lane).await?,
         };
         if checkpoints.iter().any(|cp| *cp < from) {
             return Ok(false);
@@ -742,11 +737,33 @@ impl Projector {
                 .await?;
             return Ok(true);
         }
+        self.commit_lane(tx, lane, &checkpoints, last).await?;
+        Ok(true)
+    }
+
+    /// A transaction holding the locks of the projections of `lane`, with
+    /// their checkpoints as read inside them.
+    async fn open_lane(&self, lane: &[usize]) -> Result<(Tx, Vec<i64>), ProjectionError> {
+        let mut tx = self.store.db().begin_write().await?;
+        self.lock(&mut tx, lane).await?;
+        let checkpoints = self.read_checkpoints(&mut tx, lane).await?;
+        Ok((tx, checkpoints))
+    }
+
+    /// Moves the checkpoints of `lane` (as read at its opening) to `last`
+    /// and commits what the lane applied.
+    async fn commit_lane(
+        &self,
+        mut tx: Tx,
+        lane: &[usize],
+        checkpoints: &[i64],
+        last: i64,
+    ) -> Result<(), ProjectionError> {
         // Never back: a projection ahead of the others (the others were
         // replayed after a version change) keeps its checkpoint.
         let moved: Vec<(String, i64)> = lane
             .iter()
-            .zip(&checkpoints)
+            .zip(checkpoints)
             .map(|(&i, cp)| {
                 (
                     self.checkpoint_name(self.projections[i].as_ref()),
@@ -756,7 +773,7 @@ impl Projector {
             .collect();
         Self::write_checkpoints(&mut tx, &moved).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(())
     }
 
     /// The projections of `lane`, each event by itself: an event one fails

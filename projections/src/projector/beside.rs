@@ -78,7 +78,8 @@ pub struct Beside {
 /// The lanes' open transactions, under this process's gate.
 struct Lanes {
     _gate: OwnedMutexGuard<()>,
-    lanes: Vec<(Vec<usize>, Tx)>,
+    /// Each lane's projections, transaction and checkpoints as opened.
+    lanes: Vec<(Vec<usize>, Tx, Vec<i64>)>,
 }
 
 impl Beside {
@@ -208,16 +209,9 @@ impl Projector {
         let gate = self.gate.clone().lock_owned().await;
         let mut lanes = Vec::new();
         for lane in self.lanes(usize::MAX) {
-            let opened = async {
-                let mut tx = self.store.db().begin_write().await?;
-                self.lock(&mut tx, &lane).await?;
-                let checkpoints = self.read_checkpoints(&mut tx, &lane).await?;
-                Ok::<_, ProjectionError>((tx, checkpoints))
-            }
-            .await;
-            match opened {
+            match self.open_lane(&lane).await {
                 Ok((tx, checkpoints)) if checkpoints.iter().all(|&c| c == after) => {
-                    lanes.push((lane, tx));
+                    lanes.push((lane, tx, checkpoints));
                 }
                 Ok((_, checkpoints)) => {
                     tracing::debug!(
@@ -259,7 +253,7 @@ impl Projector {
             return Ok(None);
         };
         let events: Vec<&Decoded> = batch.decoded.iter().collect();
-        let applied = futures::future::join_all(open.lanes.iter_mut().map(|(lane, tx)| {
+        let applied = futures::future::join_all(open.lanes.iter_mut().map(|(lane, tx, _)| {
             let events = &events;
             async move {
                 for &i in lane.iter() {
@@ -280,17 +274,8 @@ impl Projector {
     async fn commit_beside(&self, open: Lanes, after: i64, through: i64, last: i64) -> Option<i64> {
         let Lanes { _gate, lanes } = open;
         let mut committed = true;
-        for (lane, mut tx) in lanes {
-            let moved: Vec<(String, i64)> = lane
-                .iter()
-                .map(|&i| (self.checkpoint_name(self.projections[i].as_ref()), through))
-                .collect();
-            let done = async {
-                Self::write_checkpoints(&mut tx, &moved).await?;
-                tx.commit().await?;
-                Ok::<_, ProjectionError>(())
-            }
-            .await;
+        for (lane, tx, checkpoints) in lanes {
+            let done = self.commit_lane(tx, &lane, &checkpoints, through).await;
             if let Err(e) = done {
                 tracing::warn!(error = %e, through,
                     "committing the projection beside an append failed; the log will be projected");
@@ -321,7 +306,7 @@ impl Projector {
 /// Rolls the lanes back (and lets this process's projector go on).
 async fn roll_back(open: Option<Lanes>) {
     if let Some(Lanes { _gate, lanes }) = open {
-        for (_, tx) in lanes {
+        for (_, tx, _) in lanes {
             tx.rollback().await;
         }
     }
