@@ -1004,6 +1004,7 @@ async fn serve(storage: Storage, args: ServeArgs) -> anyhow::Result<()> {
         listen = %local,
         backend = backend.as_str(),
         data_dir = %storage.data_dir.display(),
+        transparent_huge_pages = if allocator::huge_pages_disabled() { "off" } else { "kernel" },
         "roster is serving"
     );
     if backend == roster_store::Backend::Sqlite {
