@@ -498,3 +498,46 @@ async fn e5_a_relay_that_cannot_publish_is_not_ready_and_says_why() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The `THP_enabled` line of a process's `/proc/<pid>/status` (Linux 6.x):
+/// 0 once the process turned transparent huge pages off for itself.
+fn thp_enabled(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:").map(|v| v.trim().to_string()))
+}
+
+/// Issue 17: the server, started as an operator starts it, runs with
+/// transparent huge pages off for its own process and says so; with
+/// mimalloc's `MIMALLOC_ALLOW_THP=1` it keeps the kernel's setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i17_the_server_runs_without_transparent_huge_pages_unless_the_operator_allows_them() {
+    for (allow, expected) in [(None, "off"), (Some("1"), "kernel")] {
+        let dir = tempfile::tempdir().unwrap();
+        let env: Vec<(&str, &str)> = allow
+            .map(|v| ("MIMALLOC_ALLOW_THP", v))
+            .into_iter()
+            .collect();
+        let p = RosterProcess::start_with(dir.path(), None, &env).await;
+        let pid = p.pid().expect("the server's pid");
+        // Off, or as this test's own process has it (a child inherits it).
+        let want = match expected {
+            "off" => Some("0".to_string()),
+            _ => thp_enabled(std::process::id()),
+        };
+        if let Some(flag) = thp_enabled(pid) {
+            assert_eq!(Some(flag), want, "THP_enabled ({allow:?})");
+        }
+        let log = p.log_text();
+        let serving = log
+            .lines()
+            .find(|l| l.contains("roster is serving"))
+            .unwrap_or_else(|| panic!("no start line in {log}"));
+        assert!(
+            serving.contains(&format!("\"transparent_huge_pages\":\"{expected}\"")),
+            "{serving}"
+        );
+        p.stop().await;
+    }
+}
