@@ -18,8 +18,8 @@
 //! zeroed a whole huge page, and each purge split one again: at a
 //! 100,000-user initial sync 15% of the server's CPU was the kernel
 //! zeroing pages (`clear_page_erms`), and resident memory counted whole
-//! huge pages of which a phase used a part: 198-214 MiB at its peak
-//! against 171-181 MiB without them (issue 17, docs/performance.md).
+//! huge pages of which a phase used a part: 198-223 MiB at its peak
+//! against 165-182 MiB without them (issue 17, docs/performance.md).
 //! mimalloc reads that variable before `main` and turns them off itself
 //! when it is 0; Roster does it, through the same `prctl`, when it is not
 //! set at all. The setting is the process's alone: the database and the
