@@ -2942,3 +2942,186 @@ async fn d3b_d3c_d3h_u4_samba_ad_over_ldaps_users_lists_and_a_rename_that_keeps_
         "the list follows the rename: {list}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// A server killed in the middle of a run's append
+
+/// One number of a SQL query on the test database.
+async fn pg_count(pg: &PgDb, sql: &str, customer: &str) -> i64 {
+    let pool = pg.pool().await.expect("pool");
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(customer)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pool.close().await;
+    n
+}
+
+/// D3.r, E1, E3 (issue 17): `roster serve` SIGKILLed while a 10,000-user
+/// initial sync appends (the append lock held, the projection beside it
+/// open with the projections' locks) leaves nothing of the run in the log or the read models but its
+/// start. Restarted on the same database, it marks the run interrupted,
+/// runs it again, adds every user once (one `UserAdded` each), and
+/// `roster rebuild --verify` finds the read models equal to the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d3r_a_server_killed_mid_append_leaves_nothing_and_its_run_is_done_again_once() {
+    const USERS: usize = 10_000;
+    let data = DirectoryData::new(Style::InetOrgPerson, BASE, DOMAIN)
+        .users(USERS)
+        .disabled_every(0);
+    let slapd = Slapd::start(SlapdConfig::inet_org_person().data(data))
+        .await
+        .unwrap();
+    let pg = PgDb::create().await.expect("PostgreSQL test database");
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let first = roster_tests::RosterProcess::start_with(
+        &data_dir,
+        Some(pg.url()),
+        &[("ROSTER_NO_WORKER", "true")],
+    )
+    .await;
+    let token = first.bootstrap_token.clone();
+    let api = first.admin();
+    let c = api.customer("Acme", 100_000, &[DOMAIN]).await;
+    let (s, v) = api
+        .call(
+            Method::PUT,
+            &format!("/v1/customers/{c}/directory"),
+            Some(ldap_settings(&slapd, BASE)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = api
+        .call(
+            Method::POST,
+            &format!("/v1/customers/{c}/directory/sync"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let run = v["run_id"].as_str().unwrap().to_string();
+    // Killed once the run applies and its append has begun writing.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, v) = api
+            .get(&format!("/v1/customers/{c}/directory/syncs/{run}"))
+            .await;
+        assert_eq!(v["run"]["status"], "running", "the run ended first: {v}");
+        if v["run"]["progress"]["phase"] == "apply" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never applied: {v}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ... and while its append holds the append lock with pieces written:
+    // the projection beside it holds the projections' locks (the
+    // projector's own batches wait at their gate meanwhile).
+    let pool = pg.pool().await.expect("pool");
+    let held = "SELECT COALESCE(bool_or(k = $1), false) AND COALESCE(bool_or(k <> $1), false) \
+                FROM (SELECT (classid::bigint << 32) | objid::bigint AS k FROM pg_locks \
+                      WHERE locktype = 'advisory' AND granted \
+                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) l";
+    loop {
+        let both: bool = sqlx::query_scalar(held)
+            .bind(roster_store::log::APPEND_LOCK)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if both {
+            break;
+        }
+        let (_, v) = api
+            .get(&format!("/v1/customers/{c}/directory/syncs/{run}"))
+            .await;
+        assert_eq!(v["run"]["status"], "running", "the run ended first: {v}");
+        assert!(Instant::now() < deadline, "the append was never seen: {v}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pool.close().await;
+    drop(first); // SIGKILL (kill_on_drop)
+
+    let users_sql = "SELECT COUNT(*) FROM users_v2 WHERE customer_id = $1";
+    let added_sql =
+        "SELECT COUNT(*) FROM events WHERE customer_id = $1 AND event_type = 'UserAdded'";
+    let audit_sql =
+        "SELECT COUNT(*) FROM audit_v2 WHERE customer_id = $1 AND event_type = 'UserAdded'";
+    assert_eq!(
+        pg_count(&pg, added_sql, &c).await,
+        0,
+        "no user event of the killed run"
+    );
+    assert_eq!(pg_count(&pg, users_sql, &c).await, 0, "nobody shown");
+    assert_eq!(
+        pg_count(&pg, audit_sql, &c).await,
+        0,
+        "nothing in the audit trail"
+    );
+
+    let second = roster_tests::RosterProcess::start_with(
+        &data_dir,
+        Some(pg.url()),
+        &[
+            ("ROSTER_WORKER_TICK_SECS", "1"),
+            ("ROSTER_SYNC_LEASE_SECS", "3"),
+        ],
+    )
+    .await;
+    let api = second.api(&token);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        let (s, v) = api
+            .get(&format!("/v1/customers/{c}/directory/syncs/{run}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["run"]["status"] != "running" {
+            break v["run"]["status"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed run is still running: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, "interrupted");
+    // Run again by the worker: every user added once.
+    let completed =
+        "SELECT COUNT(*) FROM sync_runs_v1 WHERE customer_id = $1 AND status = 'completed'";
+    while pg_count(&pg, completed, &c).await == 0 {
+        assert!(Instant::now() < deadline, "the run was not done again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pg_count(&pg, added_sql, &c).await, USERS as i64);
+    assert_eq!(
+        pg_count(
+            &pg,
+            "SELECT COUNT(DISTINCT aggregate_id) FROM events WHERE customer_id = $1 AND event_type = 'UserAdded'",
+            &c
+        )
+        .await,
+        USERS as i64
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pg_count(&pg, users_sql, &c).await < USERS as i64 {
+        assert!(Instant::now() < deadline, "the users were not shown");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pg_count(&pg, users_sql, &c).await, USERS as i64);
+    assert_eq!(pg_count(&pg, audit_sql, &c).await, USERS as i64);
+    second.stop().await;
+    let out = {
+        let mut cmd = std::process::Command::new(roster_tests::process::roster_binary());
+        cmd.args(["rebuild", "--verify"])
+            .env("ROSTER_SECRET_KEY", roster_tests::process::TEST_SECRET_KEY)
+            .env("ROSTER_DATA_DIR", &data_dir)
+            .env("ROSTER_LOG_FORMAT", "text")
+            .env("DATABASE_URL", pg.url());
+        cmd.output().expect("run roster rebuild --verify")
+    };
+    assert!(
+        out.status.success(),
+        "rebuild --verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
