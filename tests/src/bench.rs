@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::process::Api;
@@ -205,15 +205,7 @@ pub async fn settled_head(api: &Api, c: &str) -> i64 {
 /// two cores from the run being measured. A figure is late by at most
 /// one interval.
 pub async fn sync_and_wait(api: &Api, c: &str) -> (String, Value) {
-    let (s, v) = api
-        .call(
-            Method::POST,
-            &format!("/v1/customers/{c}/directory/sync"),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let run = v["run_id"].as_str().unwrap().to_string();
+    let run = api.start_sync(c).await;
     let every = Duration::from_millis(
         std::env::var("ROSTER_BENCH_POLL_MS")
             .ok()

@@ -262,6 +262,19 @@ impl Api {
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v["id"].as_str().expect("id").to_string()
     }
+
+    /// Sync Now for customer `c`: asserts 202 and returns the run's id.
+    pub async fn start_sync(&self, c: &str) -> String {
+        let (s, v) = self
+            .call(
+                Method::POST,
+                &format!("/v1/customers/{c}/directory/sync"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        v["run_id"].as_str().expect("run_id").to_string()
+    }
 }
 
 /// Runs `f` against a fresh `roster serve` on SQLite, then on PostgreSQL.

@@ -2993,15 +2993,7 @@ async fn d3r_a_server_killed_mid_append_leaves_nothing_and_its_run_is_done_again
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = api
-        .call(
-            Method::POST,
-            &format!("/v1/customers/{c}/directory/sync"),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let run = v["run_id"].as_str().unwrap().to_string();
+    let run = api.start_sync(&c).await;
     // Killed once the run applies and its append has begun writing.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
