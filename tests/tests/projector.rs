@@ -452,3 +452,71 @@ async fn i17_an_append_projected_beside_it_is_shown_after_its_commit_as_the_log_
         projected_rows(&s, "fresh_").await
     );
 }
+
+/// Issue 17 (E3, D3.r): a lane that fails beside an open append (the user
+/// list locked by another connection past the lock timeout) rolls every
+/// lane back; the append commits regardless, its projection beside it
+/// reports nothing reached, nothing is recorded as failed, and the log
+/// projects the whole append once the lock is gone, row for row as a
+/// fresh replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn i17_a_lane_failing_beside_an_append_leaves_the_append_to_the_log() {
+    let s = TestStore::new(Backend::Postgres).await;
+    let c = s.customer(1_000_000, &["beside.example"]).await;
+    s.project().await;
+    let meta = s.meta(c);
+    let before = checkpoints(&s).await;
+    let projector =
+        Arc::new(Projector::new(s.store.clone(), "").with_lock_timeout(Duration::from_millis(200)));
+
+    // Another connection keeps every write out of the user list.
+    let mut holder = sqlx::PgConnection::connect(s.database_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query(&format!(
+        "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+        roster_projections::users::USERS
+    ))
+    .execute(&mut holder)
+    .await
+    .unwrap();
+
+    let mut append = s.store.begin_streamed().await.unwrap();
+    let beside = projector
+        .beside(append.first() - 1)
+        .expect("PostgreSQL with 32 connections");
+    append.tap(beside.tap());
+    for piece in 0..3 {
+        let mut batch = roster_store::Batch::new();
+        stage_users(&mut batch, &meta, piece * 300, 300).await;
+        append.write(&mut batch).await.unwrap();
+    }
+    // Past the lock timeout: the user-list lane has failed.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let mut last = roster_store::Batch::new();
+    stage_users(&mut last, &meta, 900, 100).await;
+    let a = append.commit(&s.store, &mut last).await.unwrap();
+    assert_eq!(a.count, 1_000);
+    assert_eq!(
+        beside.commit(a.last).await,
+        None,
+        "a lane failed: the log projects the append"
+    );
+    assert_eq!(checkpoints(&s).await, before, "no lane committed any of it");
+    assert_eq!(users_shown(&s, c).await, 0);
+    assert_eq!(failures(&s).await, 0, "nothing recorded as failed");
+
+    assert_eq!(projector.catch_up().await.unwrap(), a.last);
+    assert_eq!(users_shown(&s, c).await, 1_000);
+    assert_eq!(failures(&s).await, 0);
+    let fresh = Projector::new(s.store.clone(), "fresh_");
+    fresh.ensure_tables().await.unwrap();
+    assert_eq!(fresh.catch_up().await.unwrap(), a.last);
+    assert_eq!(
+        projected_rows(&s, "").await,
+        projected_rows(&s, "fresh_").await,
+        "the log projected after a failed lane = a fresh replay"
+    );
+}
