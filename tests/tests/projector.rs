@@ -365,6 +365,50 @@ async fn users_shown(s: &TestStore, c: CustomerId) -> i64 {
         .unwrap())
 }
 
+/// A PostgreSQL store with one customer of `beside.example`, projected:
+/// the store, the customer, its event metadata and the checkpoints.
+async fn beside_store() -> (TestStore, CustomerId, EventMeta, Vec<(String, i64)>) {
+    let s = TestStore::new(Backend::Postgres).await;
+    let c = s.customer(1_000_000, &["beside.example"]).await;
+    s.project().await;
+    let meta = s.meta(c);
+    let before = checkpoints(&s).await;
+    (s, c, meta, before)
+}
+
+/// Replays the log through `last` into `fresh_` tables (made if missing)
+/// and asserts every projection table equals its fresh copy, row for row.
+async fn assert_equals_fresh_replay(s: &TestStore, last: i64, what: &str) {
+    let fresh = Projector::new(s.store.clone(), "fresh_");
+    fresh.ensure_tables().await.unwrap();
+    assert_eq!(fresh.catch_up().await.unwrap(), last);
+    assert_eq!(
+        projected_rows(s, "").await,
+        projected_rows(s, "fresh_").await,
+        "{what}"
+    );
+}
+
+/// An append of three pieces of 300 users written, with `projector`'s
+/// projection beside it open and tapping them.
+async fn three_pieces_beside(
+    s: &TestStore,
+    projector: &Arc<Projector>,
+    meta: &EventMeta,
+) -> (roster_store::StreamedAppend, roster_projections::Beside) {
+    let mut append = s.store.begin_streamed().await.unwrap();
+    let beside = projector
+        .beside(append.first() - 1)
+        .expect("PostgreSQL with 32 connections");
+    append.tap(beside.tap());
+    for piece in 0..3 {
+        let mut batch = roster_store::Batch::new();
+        stage_users(&mut batch, meta, piece * 300, 300).await;
+        append.write(&mut batch).await.unwrap();
+    }
+    (append, beside)
+}
+
 /// Issue 17 (E3, D3.r): the pieces of an open append are projected beside
 /// it, in transactions that commit only after the append. Nothing is shown
 /// while the append is open; an append rolled back leaves the projections
@@ -373,24 +417,10 @@ async fn users_shown(s: &TestStore, c: CustomerId) -> i64 {
 /// log projected afresh; pieces beyond the budget are left to the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn i17_an_append_projected_beside_it_is_shown_after_its_commit_as_the_log_projects_it() {
-    let s = TestStore::new(Backend::Postgres).await;
-    let c = s.customer(1_000_000, &["beside.example"]).await;
-    s.project().await;
-    let meta = s.meta(c);
-    let before = checkpoints(&s).await;
+    let (s, c, meta, before) = beside_store().await;
 
     // Rolled back after three pieces the lanes have taken.
-    let mut append = s.store.begin_streamed().await.unwrap();
-    let beside = s
-        .projector
-        .beside(append.first() - 1)
-        .expect("PostgreSQL with 32 connections");
-    append.tap(beside.tap());
-    for piece in 0..3 {
-        let mut batch = roster_store::Batch::new();
-        stage_users(&mut batch, &meta, piece * 300, 300).await;
-        append.write(&mut batch).await.unwrap();
-    }
+    let (append, beside) = three_pieces_beside(&s, &s.projector, &meta).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(users_shown(&s, c).await, 0, "nothing shown while open");
     append.rollback().await;
@@ -401,14 +431,7 @@ async fn i17_an_append_projected_beside_it_is_shown_after_its_commit_as_the_log_
     assert_eq!(users_shown(&s, c).await, 0);
 
     // Committed: shown through its last event without a step of the projector.
-    let mut append = s.store.begin_streamed().await.unwrap();
-    let beside = s.projector.beside(append.first() - 1).unwrap();
-    append.tap(beside.tap());
-    for piece in 0..3 {
-        let mut batch = roster_store::Batch::new();
-        stage_users(&mut batch, &meta, piece * 300, 300).await;
-        append.write(&mut batch).await.unwrap();
-    }
+    let (append, beside) = three_pieces_beside(&s, &s.projector, &meta).await;
     let mut last = roster_store::Batch::new();
     stage_users(&mut last, &meta, 900, 100).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -418,14 +441,12 @@ async fn i17_an_append_projected_beside_it_is_shown_after_its_commit_as_the_log_
     assert_eq!(beside.commit(a.last).await, Some(a.last));
     assert_eq!(users_shown(&s, c).await, 1_000);
     assert!(checkpoints(&s).await.iter().all(|(_, p)| *p == a.last));
-    let fresh = Projector::new(s.store.clone(), "fresh_");
-    fresh.ensure_tables().await.unwrap();
-    assert_eq!(fresh.catch_up().await.unwrap(), a.last);
-    assert_eq!(
-        projected_rows(&s, "").await,
-        projected_rows(&s, "fresh_").await,
-        "projected beside the append = the log projected afresh"
-    );
+    assert_equals_fresh_replay(
+        &s,
+        a.last,
+        "projected beside the append = the log projected afresh",
+    )
+    .await;
 
     // Over the budget: a small piece is taken, the large one after it is
     // not, and the projector projects it from the log.
@@ -446,11 +467,7 @@ async fn i17_an_append_projected_beside_it_is_shown_after_its_commit_as_the_log_
     );
     assert_eq!(small.catch_up().await.unwrap(), a.last);
     assert_eq!(users_shown(&s, c).await, 1_510);
-    assert_eq!(fresh.catch_up().await.unwrap(), a.last);
-    assert_eq!(
-        projected_rows(&s, "").await,
-        projected_rows(&s, "fresh_").await
-    );
+    assert_equals_fresh_replay(&s, a.last, "the rest projected from the log").await;
 }
 
 /// Issue 17 (E3, D3.r): a lane that fails beside an open append (the user
@@ -461,11 +478,7 @@ async fn i17_an_append_projected_beside_it_is_shown_after_its_commit_as_the_log_
 /// fresh replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn i17_a_lane_failing_beside_an_append_leaves_the_append_to_the_log() {
-    let s = TestStore::new(Backend::Postgres).await;
-    let c = s.customer(1_000_000, &["beside.example"]).await;
-    s.project().await;
-    let meta = s.meta(c);
-    let before = checkpoints(&s).await;
+    let (s, c, meta, before) = beside_store().await;
     let projector =
         Arc::new(Projector::new(s.store.clone(), "").with_lock_timeout(Duration::from_millis(200)));
 
@@ -482,16 +495,7 @@ async fn i17_a_lane_failing_beside_an_append_leaves_the_append_to_the_log() {
     .await
     .unwrap();
 
-    let mut append = s.store.begin_streamed().await.unwrap();
-    let beside = projector
-        .beside(append.first() - 1)
-        .expect("PostgreSQL with 32 connections");
-    append.tap(beside.tap());
-    for piece in 0..3 {
-        let mut batch = roster_store::Batch::new();
-        stage_users(&mut batch, &meta, piece * 300, 300).await;
-        append.write(&mut batch).await.unwrap();
-    }
+    let (append, beside) = three_pieces_beside(&s, &projector, &meta).await;
     // Past the lock timeout: the user-list lane has failed.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
@@ -511,12 +515,10 @@ async fn i17_a_lane_failing_beside_an_append_leaves_the_append_to_the_log() {
     assert_eq!(projector.catch_up().await.unwrap(), a.last);
     assert_eq!(users_shown(&s, c).await, 1_000);
     assert_eq!(failures(&s).await, 0);
-    let fresh = Projector::new(s.store.clone(), "fresh_");
-    fresh.ensure_tables().await.unwrap();
-    assert_eq!(fresh.catch_up().await.unwrap(), a.last);
-    assert_eq!(
-        projected_rows(&s, "").await,
-        projected_rows(&s, "fresh_").await,
-        "the log projected after a failed lane = a fresh replay"
-    );
+    assert_equals_fresh_replay(
+        &s,
+        a.last,
+        "the log projected after a failed lane = a fresh replay",
+    )
+    .await;
 }
