@@ -170,16 +170,7 @@ impl RosterProcess {
 
     /// Runs another `roster` subcommand against the same storage.
     pub fn run(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = std::process::Command::new(roster_binary());
-        cmd.args(args)
-            .env("ROSTER_SECRET_KEY", TEST_SECRET_KEY)
-            .env("ROSTER_DATA_DIR", &self.data_dir)
-            .env("ROSTER_LOG_FORMAT", "text")
-            .env_remove("DATABASE_URL");
-        if let Some(url) = &self.database_url {
-            cmd.env("DATABASE_URL", url);
-        }
-        cmd.output().expect("run roster")
+        run_on(&self.data_dir, self.database_url.as_deref(), args)
     }
 
     /// Stops the server with SIGTERM and waits.
@@ -191,6 +182,26 @@ impl RosterProcess {
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
+}
+
+/// Runs a `roster` subcommand against the storage of `data_dir`, or the
+/// PostgreSQL database of `database_url` when given, with the test key
+/// (also once the server on that storage is stopped).
+pub fn run_on(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(roster_binary());
+    cmd.args(args)
+        .env("ROSTER_SECRET_KEY", TEST_SECRET_KEY)
+        .env("ROSTER_DATA_DIR", data_dir)
+        .env("ROSTER_LOG_FORMAT", "text")
+        .env_remove("DATABASE_URL");
+    if let Some(url) = database_url {
+        cmd.env("DATABASE_URL", url);
+    }
+    cmd.output().expect("run roster")
 }
 
 /// A JSON client with one bearer token.

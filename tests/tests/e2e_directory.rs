@@ -2946,22 +2946,19 @@ async fn d3b_d3c_d3h_u4_samba_ad_over_ldaps_users_lists_and_a_rename_that_keeps_
 // ---------------------------------------------------------------------------
 // A server killed in the middle of a run's append
 
-/// One number of a SQL query on the test database.
-async fn pg_count(pg: &PgDb, sql: &str, customer: &str) -> i64 {
-    let pool = pg.pool().await.expect("pool");
-    let n: i64 = sqlx::query_scalar(sql)
+/// One number of a SQL query (of one customer) on the test database.
+async fn pg_count(pool: &sqlx::PgPool, sql: &str, customer: &str) -> i64 {
+    sqlx::query_scalar(sql)
         .bind(customer)
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    pool.close().await;
-    n
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// D3.r, E1, E3 (issue 17): `roster serve` SIGKILLed while a 10,000-user
 /// initial sync appends (the append lock held, the projection beside it
-/// open with the projections' locks) leaves nothing of the run in the log or the read models but its
-/// start. Restarted on the same database, it marks the run interrupted,
+/// open with the projections' locks) leaves nothing of the run in the log
+/// or the read models but its start. Restarted on the same database, it marks the run interrupted,
 /// runs it again, adds every user once (one `UserAdded` each), and
 /// `roster rebuild --verify` finds the read models equal to the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -3031,7 +3028,6 @@ async fn d3r_a_server_killed_mid_append_leaves_nothing_and_its_run_is_done_again
         assert!(Instant::now() < deadline, "the append was never seen: {v}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    pool.close().await;
     drop(first); // SIGKILL (kill_on_drop)
 
     let users_sql = "SELECT COUNT(*) FROM users_v2 WHERE customer_id = $1";
@@ -3040,13 +3036,13 @@ async fn d3r_a_server_killed_mid_append_leaves_nothing_and_its_run_is_done_again
     let audit_sql =
         "SELECT COUNT(*) FROM audit_v2 WHERE customer_id = $1 AND event_type = 'UserAdded'";
     assert_eq!(
-        pg_count(&pg, added_sql, &c).await,
+        pg_count(&pool, added_sql, &c).await,
         0,
         "no user event of the killed run"
     );
-    assert_eq!(pg_count(&pg, users_sql, &c).await, 0, "nobody shown");
+    assert_eq!(pg_count(&pool, users_sql, &c).await, 0, "nobody shown");
     assert_eq!(
-        pg_count(&pg, audit_sql, &c).await,
+        pg_count(&pool, audit_sql, &c).await,
         0,
         "nothing in the audit trail"
     );
@@ -3080,14 +3076,14 @@ async fn d3r_a_server_killed_mid_append_leaves_nothing_and_its_run_is_done_again
     // Run again by the worker: every user added once.
     let completed =
         "SELECT COUNT(*) FROM sync_runs_v1 WHERE customer_id = $1 AND status = 'completed'";
-    while pg_count(&pg, completed, &c).await == 0 {
+    while pg_count(&pool, completed, &c).await == 0 {
         assert!(Instant::now() < deadline, "the run was not done again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(pg_count(&pg, added_sql, &c).await, USERS as i64);
+    assert_eq!(pg_count(&pool, added_sql, &c).await, USERS as i64);
     assert_eq!(
         pg_count(
-            &pg,
+            &pool,
             "SELECT COUNT(DISTINCT aggregate_id) FROM events WHERE customer_id = $1 AND event_type = 'UserAdded'",
             &c
         )
@@ -3095,22 +3091,15 @@ async fn d3r_a_server_killed_mid_append_leaves_nothing_and_its_run_is_done_again
         USERS as i64
     );
     let deadline = Instant::now() + Duration::from_secs(120);
-    while pg_count(&pg, users_sql, &c).await < USERS as i64 {
+    while pg_count(&pool, users_sql, &c).await < USERS as i64 {
         assert!(Instant::now() < deadline, "the users were not shown");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(pg_count(&pg, users_sql, &c).await, USERS as i64);
-    assert_eq!(pg_count(&pg, audit_sql, &c).await, USERS as i64);
+    assert_eq!(pg_count(&pool, users_sql, &c).await, USERS as i64);
+    assert_eq!(pg_count(&pool, audit_sql, &c).await, USERS as i64);
     second.stop().await;
-    let out = {
-        let mut cmd = std::process::Command::new(roster_tests::process::roster_binary());
-        cmd.args(["rebuild", "--verify"])
-            .env("ROSTER_SECRET_KEY", roster_tests::process::TEST_SECRET_KEY)
-            .env("ROSTER_DATA_DIR", &data_dir)
-            .env("ROSTER_LOG_FORMAT", "text")
-            .env("DATABASE_URL", pg.url());
-        cmd.output().expect("run roster rebuild --verify")
-    };
+    pool.close().await;
+    let out = roster_tests::process::run_on(&data_dir, Some(pg.url()), &["rebuild", "--verify"]);
     assert!(
         out.status.success(),
         "rebuild --verify: {}",
