@@ -830,6 +830,88 @@ async fn u1_a_refused_claim_in_the_middle_of_a_bulk_append_refuses_it_whole(s: T
     assert_eq!(db.seats(c).await.unwrap().used, seats.used + n as u64);
 }
 
+/// U1: the holders a CSV review names in its messages (issue 17: the claims
+/// have no index of owners; they are found among the customer's claims in
+/// few statements). Over SQLite's 900 keys a statement: each owner's
+/// primary address and never an alias; another customer's users, a deleted
+/// user and an unknown id are absent.
+async fn u1_the_primary_addresses_of_many_owners_are_found_in_bulk(s: TestStore) {
+    let domain = "holders.example";
+    let c = s.customer(100_000, &[domain]).await;
+    let other = s.customer(10, &["elsewhere.example"]).await;
+    let n = 2_000;
+    let mut batch = Batch::new();
+    let mut expected = std::collections::HashMap::new();
+    for i in 0..n {
+        let uid = UserId::new();
+        let mut target: Loaded<User> = Loaded::new(uid.to_string());
+        let aliases = if i % 3 == 0 {
+            vec![addr(&format!("a{i}@{domain}"))]
+        } else {
+            vec![]
+        };
+        let add = roster_domain::AddUser {
+            user_id: uid,
+            customer_id: c,
+            address: addr(&format!("p{i}@{domain}")),
+            kind: Kind::User,
+            source: Source::Csv,
+            profile: Profile::default(),
+            aliases,
+            directory_id: None,
+            members: vec![],
+        };
+        batch
+            .execute(
+                &mut target,
+                UserCommand::Add(add),
+                &UserServices::default(),
+                &s.meta(c),
+            )
+            .await
+            .unwrap();
+        expected.insert(uid, addr(&format!("p{i}@{domain}")));
+    }
+    s.store.commit(batch).await.unwrap();
+    let app = s.app();
+    let (outsider, _) = users::add_user(
+        &app,
+        s.meta(other),
+        new_user("zed@elsewhere.example", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    let (gone, _) = users::add_user(
+        &app,
+        s.meta(c),
+        new_user("gone@holders.example", &["g@holders.example"]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    let at = s.clock.now();
+    users::user_command(&app, s.meta(c), &addr("gone@holders.example"), || {
+        UserCommand::Delete {
+            reason: DeletionReason::Manual,
+            at,
+        }
+    })
+    .await
+    .unwrap();
+    let mut owners: Vec<UserId> = expected.keys().copied().collect();
+    owners.extend([outsider, gone, UserId::new()]);
+    let found = s.store.db().primaries_bulk(c, &owners).await.unwrap();
+    assert_eq!(found, expected);
+    assert!(s
+        .store
+        .db()
+        .primaries_bulk(c, &[])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 /// The seats `address_claims` holds for a customer, counted row by row.
 async fn counted_seats(s: &TestStore, c: CustomerId) -> u64 {
     let sql = "SELECT COUNT(*) FROM address_claims WHERE customer_id = $1 AND seat";
@@ -1118,4 +1200,5 @@ both_backends!(
     m1_nothing_is_half_applied,
     u1_a_refused_claim_in_the_middle_of_a_bulk_append_refuses_it_whole,
     aggregates_load_the_same_one_by_one_and_in_bulk,
+    u1_the_primary_addresses_of_many_owners_are_found_in_bulk,
 );

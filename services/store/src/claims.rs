@@ -949,18 +949,6 @@ impl Db {
             })
             .collect()
     }
-
-    /// The primary address a user holds now.
-    pub async fn primary_of(&self, owner: UserId) -> Result<Option<Address>, StoreError> {
-        let a: Option<String> = with_db!(self, |p| sqlx::query_scalar(
-            "SELECT address FROM address_claims WHERE owner_id = $1 AND is_primary"
-        )
-        .bind(owner.to_string())
-        .fetch_optional(p)
-        .await?);
-        a.map(|a| Address::parse(&a).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .transpose()
-    }
 }
 
 #[cfg(test)]

@@ -330,10 +330,23 @@ async fn check_claims(db: &Db, facts: &Facts, work: &mut [Work]) -> AppResult<Ve
             }
         }
     }
+    // The holders outside this file, named in the messages, in one lookup.
+    let mut outside: Vec<UserId> = unknown_owner
+        .iter()
+        .map(|u| u.2)
+        .filter(|o| !row_of_user.contains_key(o))
+        .collect();
+    outside.sort_unstable();
+    outside.dedup();
+    let primaries = if outside.is_empty() {
+        HashMap::new()
+    } else {
+        db.primaries_bulk(facts.customer, &outside).await?
+    };
     for (i, x, owner, primary) in unknown_owner {
         let holder = match row_of_user.get(&owner) {
             Some(&g) => work[g].address.clone(),
-            None => db.primary_of(owner).await?,
+            None => primaries.get(&owner).cloned(),
         };
         let holder = holder
             .map(|a| a.to_string())
