@@ -708,29 +708,27 @@ async fn m1_nothing_is_half_applied(s: TestStore) {
         .is_none());
 }
 
-/// Stages `n` new directory users `n{i}@{domain}`; user `extra.0` also
-/// claims the alias `extra.1`.
-async fn stage_new_users(
+/// Stages `n` new users of `c` from `source`, user `i` with the address and
+/// aliases `user(i)` gives; returns the batch and the users' ids.
+async fn stage_users(
     s: &TestStore,
     c: CustomerId,
-    domain: &str,
     n: usize,
-    extra: Option<(usize, &str)>,
-) -> Batch {
+    source: Source,
+    user: impl Fn(usize) -> (Address, Vec<Address>),
+) -> (Batch, Vec<UserId>) {
     let mut batch = Batch::new();
+    let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let uid = UserId::new();
         let mut target: Loaded<User> = Loaded::new(uid.to_string());
-        let aliases = match extra {
-            Some((at, alias)) if at == i => vec![addr(alias)],
-            _ => vec![],
-        };
+        let (address, aliases) = user(i);
         let add = roster_domain::AddUser {
             user_id: uid,
             customer_id: c,
-            address: addr(&format!("n{i}@{domain}")),
+            address,
             kind: Kind::User,
-            source: Source::Ldap,
+            source,
             profile: Profile::default(),
             aliases,
             directory_id: None,
@@ -745,8 +743,28 @@ async fn stage_new_users(
             )
             .await
             .unwrap();
+        ids.push(uid);
     }
-    batch
+    (batch, ids)
+}
+
+/// Stages `n` new directory users `n{i}@{domain}`; user `extra.0` also
+/// claims the alias `extra.1`.
+async fn stage_new_users(
+    s: &TestStore,
+    c: CustomerId,
+    domain: &str,
+    n: usize,
+    extra: Option<(usize, &str)>,
+) -> Batch {
+    let user = |i| {
+        let aliases = match extra {
+            Some((at, alias)) if at == i => vec![addr(alias)],
+            _ => vec![],
+        };
+        (addr(&format!("n{i}@{domain}")), aliases)
+    };
+    stage_users(s, c, n, Source::Ldap, user).await.0
 }
 
 /// U1 (and T2) in a bulk append (issue 17: one statement per run of claims
@@ -840,38 +858,20 @@ async fn u1_the_primary_addresses_of_many_owners_are_found_in_bulk(s: TestStore)
     let c = s.customer(100_000, &[domain]).await;
     let other = s.customer(10, &["elsewhere.example"]).await;
     let n = 2_000;
-    let mut batch = Batch::new();
-    let mut expected = std::collections::HashMap::new();
-    for i in 0..n {
-        let uid = UserId::new();
-        let mut target: Loaded<User> = Loaded::new(uid.to_string());
+    let (batch, ids) = stage_users(&s, c, n, Source::Csv, |i| {
         let aliases = if i % 3 == 0 {
             vec![addr(&format!("a{i}@{domain}"))]
         } else {
             vec![]
         };
-        let add = roster_domain::AddUser {
-            user_id: uid,
-            customer_id: c,
-            address: addr(&format!("p{i}@{domain}")),
-            kind: Kind::User,
-            source: Source::Csv,
-            profile: Profile::default(),
-            aliases,
-            directory_id: None,
-            members: vec![],
-        };
-        batch
-            .execute(
-                &mut target,
-                UserCommand::Add(add),
-                &UserServices::default(),
-                &s.meta(c),
-            )
-            .await
-            .unwrap();
-        expected.insert(uid, addr(&format!("p{i}@{domain}")));
-    }
+        (addr(&format!("p{i}@{domain}")), aliases)
+    })
+    .await;
+    let expected: std::collections::HashMap<UserId, Address> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, addr(&format!("p{i}@{domain}"))))
+        .collect();
     s.store.commit(batch).await.unwrap();
     let app = s.app();
     let (outsider, _) = users::add_user(
