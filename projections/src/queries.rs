@@ -502,6 +502,14 @@ async fn with_payloads(
         .into_iter()
         .map(|e| (e.position, e))
         .collect();
+    entries(rows, &events)
+}
+
+/// Audit rows decoded, with the payloads of `events` (by position).
+fn entries(
+    rows: Vec<AuditTuple>,
+    events: &HashMap<i64, StoredEvent>,
+) -> Result<Vec<AuditEntry>, ProjectionError> {
     let entry = |(
         position,
         recorded_at,
@@ -667,33 +675,36 @@ pub async fn history(
     if ids.is_empty() {
         return Ok(vec![]);
     }
-    // The users' events are found by the log's own key (aggregate type and
-    // id), then their audit rows by position, within the customer: the
-    // audit trail keeps no index of aggregate ids, whose random keys cost
-    // every row of a bulk a page write of its own (issue 17).
+    // The users' events are read by the log's own key (aggregate type and
+    // id), then their audit rows by position within the customer: the audit
+    // trail keeps no index of aggregate ids, whose random keys cost every
+    // row of a bulk a page write of its own (issue 17).
+    let events: HashMap<i64, StoredEvent> = store
+        .read_aggregates(roster_events::USER_AGGREGATE, &ids)
+        .await?
+        .into_iter()
+        .map(|e| (e.position, e))
+        .collect();
+    let mut positions: Vec<i64> = events.keys().copied().collect();
+    positions.sort_unstable();
     let mut out = Vec::new();
-    for chunk in ids.chunks(200) {
-        let marks: Vec<String> = (3..chunk.len() + 3).map(|i| format!("${i}")).collect();
+    for chunk in positions.chunks(200) {
+        let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT a.position, a.recorded_at, a.event_type, a.aggregate_type, a.aggregate_id, a.address, \
-             a.subject, a.actor, a.correlation_id \
-             FROM events e JOIN {AUDIT} a ON a.position = e.position \
-             WHERE e.aggregate_type = $2 AND e.aggregate_id IN ({}) AND a.customer_id = $1 \
-             ORDER BY a.position",
+            "SELECT position, recorded_at, event_type, aggregate_type, aggregate_id, address, subject, actor, correlation_id
+             FROM {AUDIT} WHERE customer_id = $1 AND position IN ({}) ORDER BY position",
             marks.join(",")
         );
         let rows: Vec<AuditTuple> = with_db!(store.db(), |p| {
-            let mut q = sqlx::query_as(&sql)
-                .bind(customer.to_string())
-                .bind(roster_events::USER_AGGREGATE);
-            for id in chunk {
-                q = q.bind(id);
+            let mut q = sqlx::query_as(&sql).bind(customer.to_string());
+            for position in chunk {
+                q = q.bind(position);
             }
             q.fetch_all(p).await?
         });
-        out.extend(with_payloads(store, rows).await?);
+        out.extend(entries(rows, &events)?);
     }
-    out.sort_by_key(|e| e.position);
+    // Oldest first: the chunks are in order of position, and so is each.
     Ok(out)
 }
 

@@ -338,11 +338,7 @@ async fn check_claims(db: &Db, facts: &Facts, work: &mut [Work]) -> AppResult<Ve
         .collect();
     outside.sort_unstable();
     outside.dedup();
-    let primaries = if outside.is_empty() {
-        HashMap::new()
-    } else {
-        db.primaries_bulk(facts.customer, &outside).await?
-    };
+    let primaries = db.primaries_bulk(facts.customer, &outside).await?;
     for (i, x, owner, primary) in unknown_owner {
         let holder = match row_of_user.get(&owner) {
             Some(&g) => work[g].address.clone(),
