@@ -453,6 +453,167 @@ async fn e4_audit_filters_and_history_spans_deletion_and_return(s: TestStore) {
     assert!(history[2].payload["UserReturned"]["earlier"]["deleted_at"].is_string());
 }
 
+/// The log's events of these users, oldest first: what a history must be.
+async fn logged(s: &TestStore, ids: &[UserId]) -> Vec<(i64, String, String, serde_json::Value)> {
+    let ids: Vec<String> = ids.iter().map(UserId::to_string).collect();
+    let mut events: Vec<_> = s
+        .store
+        .read_aggregates(USER_AGGREGATE, &ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            (
+                e.position,
+                e.event_type,
+                e.aggregate_id,
+                e.payload.value().unwrap(),
+            )
+        })
+        .collect();
+    events.sort_by_key(|e| e.0);
+    events
+}
+
+/// E4, U6 (session 26's tester question): a user's history, now found
+/// through the log's key rather than an index of the audit trail, is every
+/// event of the aggregates that held the primary address, as the log has
+/// them:
+/// across a rename (the old and the new address give the same events), a
+/// deletion and a return, and with the old address taken by another user
+/// since (its history then holds both users, in order of position).
+async fn e4_u6_history_across_a_rename_and_a_return_is_the_logs_events(s: TestStore) {
+    let c = s.customer(50, &["hist.example"]).await;
+    let other = s.customer(50, &["elsewhere.example"]).await;
+    let app = s.app();
+    let add = |address: &'static str, aliases: &'static [&'static str]| {
+        let app = app.clone();
+        let meta = s.meta(c);
+        async move {
+            users::add_user(
+                &app,
+                meta,
+                user(address, "Ann", "Lee", aliases),
+                Source::Manual,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    add("ann@hist.example", &["a1@hist.example"]).await;
+    let ann = users::user_id_of(&s.store, c, &addr("ann@hist.example"))
+        .await
+        .unwrap();
+    users::user_command(&app, s.meta(c), &addr("ann@hist.example"), || {
+        UserCommand::AddRule {
+            rule_id: RuleId(uuid::Uuid::from_u128(41)),
+            kind: RuleKind::Deny,
+            value: "spam.example".into(),
+        }
+    })
+    .await
+    .unwrap();
+    // The rename a directory sync makes when a user's mail changes.
+    users::user_command(&app, s.meta(c), &addr("ann@hist.example"), || {
+        UserCommand::ChangeAddress {
+            address: addr("anna@hist.example"),
+            taken_from: None,
+            released_to: None,
+        }
+    })
+    .await
+    .unwrap();
+    let mut edit = Edit::default();
+    edit.profile.department = Some(Some("Sales".into()));
+    users::edit_user(&app, s.meta(c), addr("anna@hist.example"), edit)
+        .await
+        .unwrap();
+    let at = s.clock.now();
+    users::user_command(&app, s.meta(c), &addr("anna@hist.example"), || {
+        UserCommand::Delete {
+            reason: DeletionReason::Manual,
+            at,
+        }
+    })
+    .await
+    .unwrap();
+    // The old address goes to someone else; the renamed user comes back.
+    add("ann@hist.example", &[]).await;
+    let newcomer = users::user_id_of(&s.store, c, &addr("ann@hist.example"))
+        .await
+        .unwrap();
+    assert_ne!(newcomer, ann);
+    add("anna@hist.example", &[]).await;
+    assert_eq!(
+        users::user_id_of(&s.store, c, &addr("anna@hist.example"))
+            .await
+            .unwrap(),
+        ann,
+        "U6: the renamed user returns under the same id"
+    );
+    // A user of another customer with the same local part is not mixed in.
+    users::add_user(
+        &app,
+        s.meta(other),
+        user("ann@elsewhere.example", "Ann", "Other", &[]),
+        Source::Manual,
+    )
+    .await
+    .unwrap();
+    s.project().await;
+
+    let shown = |h: Vec<queries::AuditEntry>| {
+        h.into_iter()
+            .map(|e| {
+                (
+                    e.position,
+                    e.event_type,
+                    e.aggregate_id.to_string(),
+                    e.payload,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let anns = logged(&s, &[ann]).await;
+    assert_eq!(
+        anns.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),
+        [
+            "UserAdded",
+            "RuleAdded",
+            "AddressChanged",
+            "ProfileUpdated",
+            "UserDeleted",
+            "UserReturned"
+        ],
+        "the scenario wrote what it meant to"
+    );
+    let h = queries::history(&s.store, c, "anna@hist.example")
+        .await
+        .unwrap();
+    assert_eq!(shown(h), anns, "the new address: the whole history");
+    assert!(
+        queries::history(&s.store, c, "a1@hist.example")
+            .await
+            .unwrap()
+            .is_empty(),
+        "a history is found by a primary address, not an alias"
+    );
+    let both = logged(&s, &[ann, newcomer]).await;
+    assert_eq!(both.len(), anns.len() + 1);
+    let h = queries::history(&s.store, c, "ann@hist.example")
+        .await
+        .unwrap();
+    assert_eq!(shown(h), both, "the old address: both of its holders");
+    assert!(queries::history(&s.store, other, "ann@hist.example")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(queries::history(&s.store, c, "ann@elsewhere.example")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn b7_the_user_list_as_of_a_past_instant_is_what_it_was(s: TestStore) {
     let c = s.customer(50, &["past.example"]).await;
     let app = s.app();
@@ -1159,6 +1320,7 @@ both_backends!(
     u3_the_user_list_groups_searches_filters_and_pages_stably,
     t3_licence_counts_users_only,
     e4_audit_filters_and_history_spans_deletion_and_return,
+    e4_u6_history_across_a_rename_and_a_return_is_the_logs_events,
     b7_the_user_list_as_of_a_past_instant_is_what_it_was,
     e3_the_projector_records_an_event_it_cannot_read_and_goes_on,
     i14_user_search_goes_through_the_search_index,
