@@ -73,4 +73,12 @@ pub trait EventBus: Send + Sync {
     /// Sends one message. Messages are stored in the order of the calls;
     /// the returned future resolves once the bus has acknowledged it.
     async fn publish(&self, message: BusMessage) -> Result<PendingAck, BusError>;
+
+    /// Whether anyone receives what is published now. A bus that keeps
+    /// messages (JetStream) always does; a live feed without a subscriber
+    /// does not, and the relay then leaves the log unread up to its head
+    /// instead of reading and wrapping every event for no one.
+    fn listening(&self) -> bool {
+        true
+    }
 }

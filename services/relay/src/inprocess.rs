@@ -53,4 +53,10 @@ impl EventBus for InProcessBus {
         let _ = self.tx.send(Arc::new(message));
         Ok(Box::pin(async { Ok(Ack { duplicate: false }) }))
     }
+
+    /// Only while someone subscribes: the embedded default has no
+    /// subscriber of its own, so its relay reads nothing.
+    fn listening(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
 }

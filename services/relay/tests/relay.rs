@@ -312,9 +312,99 @@ async fn e5_a_duplicate_ack_for_another_event_halts_the_relay_before_it(s: TestS
     let _ = stop.send(true);
 }
 
+/// A live feed whose subscribers come and go: it says whether anyone
+/// listens, and records what is published.
+#[derive(Default)]
+struct ListenedBus {
+    listening: AtomicBool,
+    positions: Mutex<Vec<i64>>,
+}
+
+#[async_trait]
+impl EventBus for ListenedBus {
+    fn kind(&self) -> &'static str {
+        "listened"
+    }
+    async fn prepare(&self) -> Result<Option<i64>, BusError> {
+        Ok(None)
+    }
+    async fn publish(&self, m: BusMessage) -> Result<PendingAck, BusError> {
+        self.positions.lock().unwrap().push(m.position);
+        Ok(Box::pin(async { Ok(Ack { duplicate: false }) }))
+    }
+    fn listening(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
+    }
+}
+
+/// Issue 17 (E5): while nobody listens to a live feed (the embedded
+/// in-process bus has no subscriber of its own), the relay moves to the
+/// log's head without reading or publishing anything; once someone
+/// listens, every event appended after that is published, once, in order.
+async fn e5_a_feed_nobody_listens_to_is_not_read_and_a_listener_gets_every_later_event(
+    s: TestStore,
+) {
+    let customer = CustomerId::new();
+    let bus = Arc::new(ListenedBus::default());
+    let (relay, stop) = start(Relay::new(
+        s.store.clone(),
+        bus.clone(),
+        RelayConfig::live("roster.events"),
+    ))
+    .await;
+    let unheard = append(&s.store, raw_events(customer, 20, 3), 7).await;
+    wait_reached(&relay, unheard).await;
+    assert!(
+        bus.positions.lock().unwrap().is_empty(),
+        "nothing is published while nobody listens"
+    );
+    bus.listening.store(true, Ordering::SeqCst);
+    let heard = append(&s.store, raw_events(customer, 4, 2), 3).await;
+    wait_reached(&relay, heard).await;
+    assert_eq!(
+        *bus.positions.lock().unwrap(),
+        (unheard + 1..=heard).collect::<Vec<_>>()
+    );
+    let _ = stop.send(true);
+}
+
+/// The same with the in-process bus itself: its subscribers are what it
+/// listens with. Events appended before the first subscriber are not
+/// delivered to it; every one after it is, in log order.
+async fn e5_in_process_bus_without_a_subscriber_skips_and_a_subscriber_gets_every_later_event(
+    s: TestStore,
+) {
+    let customer = CustomerId::new();
+    let bus = InProcessBus::new(1024);
+    let (relay, stop) = start(Relay::new(
+        s.store.clone(),
+        Arc::new(bus.clone()),
+        RelayConfig::live("roster.events"),
+    ))
+    .await;
+    let before = append(&s.store, raw_events(customer, 6, 2), 5).await;
+    wait_reached(&relay, before).await;
+    let mut rx = bus.subscribe();
+    let head = append(&s.store, raw_events(customer, 5, 3), 4).await;
+    let mut positions = Vec::new();
+    while positions.len() < (head - before) as usize {
+        let m = tokio::time::timeout(LONG, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        positions.push(m.position);
+    }
+    assert_eq!(positions, (before + 1..=head).collect::<Vec<_>>());
+    wait_reached(&relay, head).await;
+    assert!(rx.try_recv().is_err(), "nothing more, nothing twice");
+    let _ = stop.send(true);
+}
+
 both_backends!(
     e5_relay_creates_the_stream_and_publishes_every_event_once_in_order,
     e5_in_process_bus_delivers_every_later_event_in_log_order,
+    e5_a_feed_nobody_listens_to_is_not_read_and_a_listener_gets_every_later_event,
+    e5_in_process_bus_without_a_subscriber_skips_and_a_subscriber_gets_every_later_event,
     e5_customer_directory_and_objects_events_of_one_customer_all_arrive,
     e5_every_event_id_of_a_mixed_10000_event_log_is_unique,
     e5_a_duplicate_ack_for_another_event_halts_the_relay_before_it,
