@@ -37,6 +37,13 @@
 //! two cores a phase cannot take less than half their sum. The split of each run
 //! (read, plan, stage, append, project) comes from the server's log.
 //!
+//! ROSTER_BENCH_NEIGHBOUR=1 runs the initial sync with a neighbour: another
+//! customer of the same server adds users through the API, one at a time
+//! with 50 ms between them, from Sync Now until the run completes; each
+//! addition's time (request to `201 Created`, which the API answers once
+//! the read models show the user) is printed as a distribution. The other
+//! phases follow as usual; compare the initial sync with a run without it.
+//!
 //! The floors, measured beside it: a paged `ldapsearch` of the same
 //! entries and attributes as the same account (what reading the directory
 //! costs at the least), and on PostgreSQL a `COPY` of the initial sync's
@@ -119,6 +126,55 @@ async fn phase(
         counts,
         split: split_from_log(&run_log(p, &run).await, &run),
     }
+}
+
+/// Another customer's manual additions, one at a time with 50 ms between
+/// them, until `stop`: the seconds each took to its `201 Created`.
+fn neighbour_adds(
+    api: roster_tests::process::Api,
+    customer: String,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<Vec<f64>>,
+) {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut times = Vec::new();
+        let path = format!("/v1/customers/{customer}/users");
+        for i in 0.. {
+            if *stopped.borrow() {
+                break;
+            }
+            let body = json!({"address": format!("n{i}@neighbour.example"), "first_name": "Nei"});
+            let t = Instant::now();
+            let (s, v) = api.post(&path, body).await;
+            times.push(t.elapsed().as_secs_f64());
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+        times
+    });
+    (stop, task)
+}
+
+/// "n additions: median, 99th percentile, slowest; how many over a second".
+fn distribution(mut times: Vec<f64>) -> String {
+    if times.is_empty() {
+        return "none".into();
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "{} additions, median {:.3} s, 99th percentile {:.3} s, slowest {:.3} s, {} over 1 s",
+        times.len(),
+        at(0.5),
+        at(0.99),
+        times[times.len() - 1],
+        times.iter().filter(|t| **t > 1.0).count()
+    )
 }
 
 /// The floor of a read: a paged `ldapsearch` (1,000 a page) of the entries
@@ -323,7 +379,23 @@ async fn main() {
                 )
                 .await;
             assert_eq!(s, StatusCode::OK, "{v}");
-            let initial = phase(&p, &api, &c, "initial sync").await;
+            let neighbour = std::env::var("ROSTER_BENCH_NEIGHBOUR").is_ok_and(|v| v == "1");
+            let initial = if neighbour {
+                let n = api
+                    .customer("Neighbour", 10_000_000, &["neighbour.example"])
+                    .await;
+                let (stop, adds) = neighbour_adds(api.clone(), n);
+                let initial = phase(&p, &api, &c, "initial sync, a neighbour adding").await;
+                let _ = stop.send(true);
+                let times = adds.await.unwrap();
+                floors.push(format!(
+                    "{backend} ({read}): the neighbour's additions during the initial sync: {}",
+                    distribution(times)
+                ));
+                initial
+            } else {
+                phase(&p, &api, &c, "initial sync").await
+            };
             let mut store_floor = None;
             if let (Some(pg), false) = (&pg, delta) {
                 let (secs, n) = copy_floor(pg.url()).await;
@@ -357,7 +429,7 @@ async fn main() {
             let changed = phase(&p, &api, &c, "resync, 1% changed").await;
             for ph in [initial, resync, again, changed] {
                 let floor = read_floor
-                    + if ph.name == "initial sync" {
+                    + if ph.name.starts_with("initial sync") {
                         store_floor.unwrap_or(0.0)
                     } else {
                         0.0
