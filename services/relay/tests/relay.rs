@@ -312,31 +312,6 @@ async fn e5_a_duplicate_ack_for_another_event_halts_the_relay_before_it(s: TestS
     let _ = stop.send(true);
 }
 
-/// A live feed whose subscribers come and go: it says whether anyone
-/// listens, and records what is published.
-#[derive(Default)]
-struct ListenedBus {
-    listening: AtomicBool,
-    positions: Mutex<Vec<i64>>,
-}
-
-#[async_trait]
-impl EventBus for ListenedBus {
-    fn kind(&self) -> &'static str {
-        "listened"
-    }
-    async fn prepare(&self) -> Result<Option<i64>, BusError> {
-        Ok(None)
-    }
-    async fn publish(&self, m: BusMessage) -> Result<PendingAck, BusError> {
-        self.positions.lock().unwrap().push(m.position);
-        Ok(Box::pin(async { Ok(Ack { duplicate: false }) }))
-    }
-    fn listening(&self) -> bool {
-        self.listening.load(Ordering::SeqCst)
-    }
-}
-
 /// Issue 17 (E5): while nobody listens to a live feed (the embedded
 /// in-process bus has no subscriber of its own), the relay moves to the
 /// log's head without reading or publishing anything; once someone
@@ -345,7 +320,8 @@ async fn e5_a_feed_nobody_listens_to_is_not_read_and_a_listener_gets_every_later
     s: TestStore,
 ) {
     let customer = CustomerId::new();
-    let bus = Arc::new(ListenedBus::default());
+    let bus = Arc::new(RecordingBus::default());
+    bus.deaf.store(true, Ordering::SeqCst);
     let (relay, stop) = start(Relay::new(
         s.store.clone(),
         bus.clone(),
@@ -358,7 +334,7 @@ async fn e5_a_feed_nobody_listens_to_is_not_read_and_a_listener_gets_every_later
         bus.positions.lock().unwrap().is_empty(),
         "nothing is published while nobody listens"
     );
-    bus.listening.store(true, Ordering::SeqCst);
+    bus.deaf.store(false, Ordering::SeqCst);
     let heard = append(&s.store, raw_events(customer, 4, 2), 3).await;
     wait_reached(&relay, heard).await;
     assert_eq!(
@@ -665,22 +641,28 @@ async fn e5_checkpoint_moves_only_to_the_highest_contiguous_acknowledgement() {
     assert_eq!(stored, (1..=head).collect::<Vec<_>>());
 }
 
-/// A bus that sees how many events the relay read at once: the relay
-/// publishes a read's events one after the other and only then polls their
-/// acknowledgements, so at each publish the messages published but not yet
-/// acknowledged are those of the current read before it.
+/// A bus that records what is published and sees how many events the
+/// relay read at once: the relay publishes a read's events one after the
+/// other and only then polls their acknowledgements, so at each publish the
+/// messages published but not yet acknowledged are those of the current
+/// read before it. While `deaf`, it says nobody listens (a live feed
+/// without a subscriber).
 #[derive(Default)]
-struct ReadSizeBus {
+struct RecordingBus {
     published: AtomicUsize,
     polled: Arc<AtomicUsize>,
     largest_read: AtomicUsize,
     positions: Mutex<Vec<i64>>,
+    deaf: AtomicBool,
 }
 
 #[async_trait]
-impl EventBus for ReadSizeBus {
+impl EventBus for RecordingBus {
     fn kind(&self) -> &'static str {
-        "read-size"
+        "recording"
+    }
+    fn listening(&self) -> bool {
+        !self.deaf.load(Ordering::SeqCst)
     }
     async fn prepare(&self) -> Result<Option<i64>, BusError> {
         Ok(None)
@@ -723,7 +705,7 @@ async fn e5_a_relay_reads_the_log_within_its_byte_budget_and_still_publishes_eve
     assert_eq!(head, 30);
 
     // 250,000 bytes: a read ends with the third event of about 100 KB.
-    let bus = Arc::new(ReadSizeBus::default());
+    let bus = Arc::new(RecordingBus::default());
     let mut config = RelayConfig::durable("relay:budget:small", "p");
     config.batch_bytes = 250_000;
     let (relay, stop) = start(Relay::new(s.store.clone(), bus.clone(), config)).await;
@@ -738,7 +720,7 @@ async fn e5_a_relay_reads_the_log_within_its_byte_budget_and_still_publishes_eve
 
     // The default budget (8 MiB) takes the 3 MB at once: the reads above
     // were cut by their bytes, not by their count.
-    let bus = Arc::new(ReadSizeBus::default());
+    let bus = Arc::new(RecordingBus::default());
     let config = RelayConfig::durable("relay:budget:default", "p");
     assert_eq!(config.batch_bytes, roster_store::log::READ_BUDGET_BYTES);
     let (relay, stop) = start(Relay::new(s.store.clone(), bus.clone(), config)).await;
