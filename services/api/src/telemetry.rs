@@ -99,6 +99,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("roster_import_commit_seconds", Kind::Histogram, "CSV import commit duration in seconds, by outcome (ok or the error code)"),
     // Relay
     ("roster_relay_published_total", Kind::Counter, "Events the bus acknowledged, by bus"),
+    ("roster_relay_unheard_total", Kind::Counter, "Events passed over unread while an in-process bus had no subscriber, by bus"),
     ("roster_relay_duplicates_total", Kind::Counter, "Events the bus already held (republished after a restart), by bus"),
     ("roster_relay_duplicate_mismatches_total", Kind::Counter, "Republished events whose stored copy differs from the bus's, by bus"),
     ("roster_relay_failures_total", Kind::Counter, "Relay sessions that failed (the relay retries with backoff)"),
