@@ -31,12 +31,34 @@ pub enum AnyEvent {
     Other,
 }
 
-/// Decodes one stored event; the error names the position and what is wrong.
+/// The metadata of the event decoded last, by its text: an append stamps
+/// one text on all its events, so a batch parses it once per append, not
+/// once per event (issue 17: a 100,000-user run's events share one).
+#[derive(Default)]
+pub struct MetaCache(Option<(String, EventMeta)>);
+
+impl MetaCache {
+    fn meta(&mut self, text: &str) -> Result<EventMeta, String> {
+        if let Some((last, meta)) = &self.0 {
+            if last == text {
+                return Ok(meta.clone());
+            }
+        }
+        let meta = EventMeta::from_text(text).map_err(|err| err.to_string())?;
+        self.0 = Some((text.to_string(), meta.clone()));
+        Ok(meta)
+    }
+}
+
+/// Decodes one stored event; the error names the position and what is
+/// wrong. `metas` keeps the last metadata parsed, for a run of events that
+/// share it.
 pub fn decode(
     e: StoredEvent,
     upcasters: &[Box<dyn cqrs_es::persist::EventUpcaster>],
+    metas: &mut MetaCache,
 ) -> Result<Decoded, String> {
-    let meta = EventMeta::from_text(e.metadata.get()).map_err(|err| err.to_string())?;
+    let meta = metas.meta(e.metadata.get())?;
     let (position, aggregate_type, aggregate_id, sequence, event_type, recorded_at) = (
         e.position,
         e.aggregate_type.clone(),
@@ -74,4 +96,42 @@ pub fn decode(
         meta,
         event,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_events::{CorrelationId, CustomerId};
+
+    fn meta_text(customer: u128, actor: &str, correlation: u128) -> String {
+        let meta = EventMeta {
+            customer_id: CustomerId(uuid::Uuid::from_u128(customer)),
+            actor: actor.parse().unwrap(),
+            correlation_id: CorrelationId(uuid::Uuid::from_u128(correlation)),
+            time: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+        };
+        serde_json::to_string(&meta.to_map()).unwrap()
+    }
+
+    /// Issue 17 (E2): the metadata a batch takes from its cache is what
+    /// parsing each event's own text gives: the same text gives the same
+    /// metadata, another text its own, and a text that cannot be read is
+    /// refused without disturbing what the cache holds.
+    #[test]
+    fn e2_metadata_shared_by_a_run_of_events_is_parsed_once_and_read_alike() {
+        let mut metas = MetaCache::default();
+        let a = meta_text(1, "system:sync", 7);
+        let b = meta_text(2, "system:import", 8);
+        for text in [&a, &a, &b, &a, &b, &b] {
+            assert_eq!(
+                metas.meta(text).unwrap(),
+                EventMeta::from_text(text).unwrap()
+            );
+        }
+        assert!(metas.meta("{\"customer_id\": \"nope\"}").is_err());
+        assert!(metas.meta("not json").is_err());
+        assert_eq!(metas.meta(&b).unwrap(), EventMeta::from_text(&b).unwrap());
+        let cached = metas.0.as_ref().map(|(t, _)| t.as_str());
+        assert_eq!(cached, Some(b.as_str()), "the last good text is kept");
+    }
 }

@@ -25,7 +25,7 @@ pub mod timetravel;
 pub mod users;
 
 pub use cursor::Cursor;
-pub use decode::{decode, AnyEvent, Decoded};
+pub use decode::{decode, AnyEvent, Decoded, MetaCache};
 pub use projector::{Beside, LagLimits, ProjectionLag, Projector};
 
 #[derive(Debug, thiserror::Error)]

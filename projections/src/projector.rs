@@ -22,7 +22,7 @@ use std::time::Duration;
 use roster_store::{with_tx, Store, StoreError, StoredEvent, Tx};
 use tokio::sync::watch;
 
-use crate::{decode, Decoded, Projection, ProjectionError};
+use crate::{decode, Decoded, MetaCache, Projection, ProjectionError};
 
 mod beside;
 pub use beside::{Beside, DEFAULT_BESIDE_BYTES};
@@ -124,9 +124,10 @@ impl Batch {
         let upcasters = roster_events::upcasters();
         let mut decoded: Vec<Decoded> = Vec::with_capacity(n);
         let mut undecodable: Vec<(i64, String)> = Vec::new();
+        let mut metas = MetaCache::default();
         for e in stored {
             let pos = e.position;
-            match decode(e, &upcasters) {
+            match decode(e, &upcasters, &mut metas) {
                 Ok(d) => decoded.push(d),
                 Err(err) => undecodable.push((pos, err)),
             }

@@ -9,7 +9,7 @@ use roster_store::Store;
 
 use crate::queries::{Page, UserFilter, MAX_PAGE};
 use crate::users::UserRow;
-use crate::{decode, AnyEvent, Cursor, ProjectionError};
+use crate::{decode, AnyEvent, Cursor, MetaCache, ProjectionError};
 
 /// Every user of the customer as it was at `at` (events recorded up to and
 /// including that instant), keyed by user id.
@@ -19,6 +19,7 @@ pub async fn users_at(
     at: DateTime<Utc>,
 ) -> Result<HashMap<String, UserRow>, ProjectionError> {
     let upcasters = roster_events::upcasters();
+    let mut metas = MetaCache::default();
     let until = at.timestamp_micros();
     let mut rows: HashMap<String, UserRow> = HashMap::new();
     let mut after = 0;
@@ -29,7 +30,7 @@ pub async fn users_at(
         let Some(last) = batch.last() else { break };
         after = last.position;
         for e in batch {
-            let d = decode(e, &upcasters).map_err(ProjectionError::Invalid)?;
+            let d = decode(e, &upcasters, &mut metas).map_err(ProjectionError::Invalid)?;
             if let AnyEvent::User(ev) = &d.event {
                 let id = UserRow::id_of(&d)?;
                 let row = rows.remove(&d.aggregate_id);
