@@ -105,6 +105,23 @@ async fn e5_relay_creates_the_stream_and_publishes_every_event_once_in_order(s: 
     let _ = stop.send(true);
 }
 
+/// The next `n` messages of an in-process bus, each within [`LONG`].
+async fn receive(
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<BusMessage>>,
+    n: usize,
+) -> Vec<Arc<BusMessage>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        out.push(
+            tokio::time::timeout(LONG, rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    out
+}
+
 async fn e5_in_process_bus_delivers_every_later_event_in_log_order(s: TestStore) {
     let customer = CustomerId::new();
     let before = append(&s.store, raw_events(customer, 5, 1), 10).await;
@@ -120,11 +137,7 @@ async fn e5_in_process_bus_delivers_every_later_event_in_log_order(s: TestStore)
     wait_reached(&relay, before).await;
     let head = append(&s.store, raw_events(customer, 7, 3), 5).await;
     let mut positions = Vec::new();
-    while positions.len() < (head - before) as usize {
-        let m = tokio::time::timeout(LONG, rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+    for m in receive(&mut rx, (head - before) as usize).await {
         let ce: CloudEvent = serde_json::from_slice(&m.payload).unwrap();
         assert_eq!(ce.position, m.position);
         assert!(m.subject.starts_with(&format!("roster.events.{customer}.")));
@@ -362,14 +375,11 @@ async fn e5_in_process_bus_without_a_subscriber_skips_and_a_subscriber_gets_ever
     wait_reached(&relay, before).await;
     let mut rx = bus.subscribe();
     let head = append(&s.store, raw_events(customer, 5, 3), 4).await;
-    let mut positions = Vec::new();
-    while positions.len() < (head - before) as usize {
-        let m = tokio::time::timeout(LONG, rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        positions.push(m.position);
-    }
+    let positions: Vec<i64> = receive(&mut rx, (head - before) as usize)
+        .await
+        .iter()
+        .map(|m| m.position)
+        .collect();
     assert_eq!(positions, (before + 1..=head).collect::<Vec<_>>());
     wait_reached(&relay, head).await;
     assert!(rx.try_recv().is_err(), "nothing more, nothing twice");
