@@ -8,6 +8,10 @@
 //! picks back-ends (default "postgres,sqlite"); ROSTER_BENCH_CHUNK sets the
 //! rows per commit chunk (default: the product's).
 //!
+//! Then a file of half as many new users, each with an alias that is
+//! already another user's primary address, is reviewed (every row a
+//! conflict naming its holder; not committed).
+//!
 //! Review is timed from the bytes to the stored plan (parse, bulk checks,
 //! plan rows written). Commit is timed from the call to the moment the read
 //! models show the last chunk (the projector runs in this process, as in
@@ -62,6 +66,20 @@ fn file(rows: usize, changed_every: usize) -> Vec<u8> {
             "user{i}@{DOMAIN},First{i},Last{},{aliases},,'+49 151 {i:07},\"Acme, Inc.\",{department},{notes}\r\n",
             i % 977
         ));
+    }
+    out.into_bytes()
+}
+
+/// A file of `rows` new users, each with an alias that is already the
+/// primary address of a user the file does not name (`user{i}@`, from the
+/// first file): every row conflicts with a holder outside the file (U1),
+/// as an export with a shifted column would. The review names each
+/// holder (session 26's tester question: does it stay interactive?).
+fn conflicting_file(rows: usize) -> Vec<u8> {
+    let mut out = String::with_capacity(rows * 60);
+    out.push_str("email,first_name,last_name,aliases\r\n");
+    for i in 0..rows {
+        out.push_str(&format!("new{i}@{DOMAIN},New{i},Last,user{i}@{DOMAIN}\r\n"));
     }
     out.into_bytes()
 }
@@ -185,6 +203,7 @@ async fn main() {
     }
     let first = Bytes::from(file(rows, 0));
     let second = Bytes::from(file(rows, 100));
+    let conflicting = Bytes::from(conflicting_file(rows / 2));
     eprintln!(
         "{rows} rows, {:.1} MiB; RSS with both files generated {} MiB",
         first.len() as f64 / 1048576.0,
@@ -210,12 +229,21 @@ async fn main() {
         let mut phases = Vec::new();
         for (label, bytes) in [("new users", &first), ("1% changed", &second)] {
             let (id, r) = review(&s, c, bytes, &settings).await;
-            phases.push((label, r));
-            phases.push((label, commit(&s, c, id, &settings).await));
+            phases.push((format!("{rows} rows, {label}"), r));
+            phases.push((
+                format!("{rows} rows, {label}"),
+                commit(&s, c, id, &settings).await,
+            ));
         }
+        // Reviewed only: every row is an error, nothing to commit.
+        let (_, r) = review(&s, c, &conflicting, &settings).await;
+        phases.push((
+            format!("{} rows, each alias another user's address", rows / 2),
+            r,
+        ));
         for (label, p) in phases {
             println!(
-                "| {backend:?} | {rows} rows, {label} | {} | {:.2} | {} | {} | {} |",
+                "| {backend:?} | {label} | {} | {:.2} | {} | {} | {} |",
                 p.name, p.seconds, p.split, p.peak_mib, p.outcome
             );
         }
