@@ -330,11 +330,12 @@ async fn check_claims(db: &Db, facts: &Facts, work: &mut [Work]) -> AppResult<Ve
             }
         }
     }
-    // The holders outside this file, named in the messages, in one lookup.
+    // The holders of aliases outside this file, named in the messages, in
+    // one lookup (a taken primary address names its holder itself).
     let mut outside: Vec<UserId> = unknown_owner
         .iter()
+        .filter(|u| !u.3 && !row_of_user.contains_key(&u.2))
         .map(|u| u.2)
-        .filter(|o| !row_of_user.contains_key(o))
         .collect();
     outside.sort_unstable();
     outside.dedup();
@@ -342,6 +343,7 @@ async fn check_claims(db: &Db, facts: &Facts, work: &mut [Work]) -> AppResult<Ve
     for (i, x, owner, primary) in unknown_owner {
         let holder = match row_of_user.get(&owner) {
             Some(&g) => work[g].address.clone(),
+            None if primary => Some(x.clone()),
             None => primaries.get(&owner).cloned(),
         };
         let holder = holder
