@@ -154,6 +154,22 @@ impl StartupLock {
     }
 }
 
+/// Compresses the large values a session writes (a run's directory
+/// objects, its report, a projection's long rows) with LZ4 instead of
+/// PostgreSQL's default pglz, when the server offers LZ4 and its operator
+/// has not chosen a method (`default_toast_compression` at its default).
+/// The 21 MB of directory objects an initial sync of 100,000 users logs
+/// took pglz about twice as long to compress as LZ4, for the same size
+/// (issue 17); LZ4 also decompresses faster. Values already stored stay as
+/// they are: PostgreSQL reads either.
+const PREFER_LZ4: &str = "SELECT set_config('default_toast_compression', 'lz4', false) \
+     FROM pg_settings WHERE name = 'default_toast_compression' \
+     AND source = 'default' AND 'lz4' = ANY(enumvals)";
+
+async fn prefer_lz4(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(PREFER_LZ4).execute(conn).await.map(|_| ())
+}
+
 impl Db {
     /// Connects to PostgreSQL at `database_url`, or opens (creating it if
     /// needed) `roster.db` in `data_dir`.
@@ -202,6 +218,7 @@ impl Db {
             // at a million). Each goes back to the pool with its usual 8 KiB
             // buffers instead, so idle connections do not hold a bulk's
             // memory until they close (issue 17).
+            .after_connect(|conn, _| Box::pin(async move { prefer_lz4(conn).await }))
             .after_release(|conn, _| {
                 Box::pin(async move {
                     sqlx::Connection::shrink_buffers(conn);
