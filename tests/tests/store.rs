@@ -9,7 +9,7 @@ use roster_app::users::{self, Edit, NewUser};
 use roster_domain::{Customer, CustomerCommand, User, UserCommand, UserServices};
 use roster_events::*;
 use roster_store::read_state::Packing;
-use roster_store::{Batch, Clock, Loaded, StoreError, StoredEvent};
+use roster_store::{Batch, Clock, Loaded, StoreError};
 use roster_tests::backend::addr;
 use roster_tests::{both_backends, TestStore};
 
@@ -279,122 +279,6 @@ async fn e1_a_stale_version_in_a_bulk_append_is_a_conflict(s: TestStore) {
         u.profile.notes.as_deref(),
         Some("line one, \"quoted\"\nline two 7")
     );
-}
-
-/// Issue 17: the events this process committed last are read from memory
-/// (the projector's read of a CSV commit, of a manual edit), and a read
-/// gives exactly what the database holds: every field, every limit and
-/// budget, across appends alone, grouped and refused in a group, and
-/// around another process's appends.
-async fn e1_a_read_from_memory_is_the_databases_read(s: TestStore) {
-    let c = s.customer(10_000, &["kept.example", "bulk.example"]).await;
-    let app = s.app();
-    // Another process on the same database: it keeps only its own appends.
-    let other = roster_store::Store::open(s.store.db().clone())
-        .await
-        .unwrap();
-    let same = |a: &Vec<StoredEvent>, b: &Vec<StoredEvent>, what: &str| {
-        assert_eq!(a.len(), b.len(), "{what}: count");
-        for (x, y) in a.iter().zip(b) {
-            assert_eq!(x, y, "{what}: position {}", x.position);
-        }
-    };
-    let check = |what: &'static str| {
-        let (store, other) = (&s.store, &other);
-        async move {
-            let head = store.head_position().await.unwrap();
-            for after in [0, head / 2, head - 3, head - 1, head] {
-                for (limit, budget) in [(10_000, 1 << 30), (7, 1 << 30), (10_000, 900), (1, 1)] {
-                    let mine = store.read_from_within(after, limit, budget).await.unwrap();
-                    let theirs = other.read_from_within(after, limit, budget).await.unwrap();
-                    same(&mine, &theirs, what);
-                }
-            }
-        }
-    };
-    // Appends of one user each, at once (committed as one group), one of
-    // them refused (the same address twice: in its group, or before).
-    let adds = [
-        "ann@kept.example",
-        "bob@kept.example",
-        "ann@kept.example",
-        "zoe@kept.example",
-    ];
-    let results = futures::future::join_all(adds.iter().map(|a| {
-        let mut u = new_user(a, &[]);
-        u.profile.notes = Some("Zoë ünïcode, a \"quoted\" comma\nand a line".into());
-        users::add_user(&app, s.meta(c), u, Source::Manual)
-    }))
-    .await;
-    assert_eq!(
-        results.iter().filter(|r| r.is_err()).count(),
-        1,
-        "{results:?}"
-    );
-    let head = s.store.head_position().await.unwrap();
-    let (_, last) = s.store.kept_positions().expect("kept");
-    assert_eq!(last, head, "the last commit is kept");
-    check("manual additions").await;
-    // A bulk append (COPY on PostgreSQL): its events are kept.
-    let mut bulk = Batch::new();
-    stage_bulk_users(&s, c, &mut bulk).await;
-    let a = s.store.commit(bulk).await.unwrap();
-    let (first, last) = s.store.kept_positions().unwrap();
-    assert!(
-        first <= a.first && last == a.last,
-        "{first}..{last} keeps {a:?}"
-    );
-    check("a bulk append").await;
-    // Another process appends: this one reads its events from the database
-    // after its own from memory, and keeps its next append as a new run.
-    users::add_user(
-        &other_app(&s, &other),
-        s.meta(c),
-        new_user("eve@kept.example", &[]),
-        Source::Manual,
-    )
-    .await
-    .unwrap();
-    let theirs = s.store.head_position().await.unwrap();
-    assert_eq!(theirs, a.last + 1);
-    assert_eq!(
-        s.store.kept_positions().unwrap().1,
-        a.last,
-        "not this process's"
-    );
-    check("another process's append").await;
-    users::add_user(
-        &app,
-        s.meta(c),
-        new_user("fay@kept.example", &[]),
-        Source::Manual,
-    )
-    .await
-    .unwrap();
-    let head = s.store.head_position().await.unwrap();
-    assert_eq!(
-        s.store.kept_positions(),
-        Some((theirs + 1, head)),
-        "a new run"
-    );
-    check("after another process's append").await;
-    // What the projections show is what the log holds.
-    s.project().await;
-    let u = roster_projections::queries::user_by_address(&s.store, c, "bulk7@bulk.example")
-        .await
-        .unwrap()
-        .expect("projected");
-    assert_eq!(
-        u.profile.notes.as_deref(),
-        Some("line one, \"quoted\"\nline two 7")
-    );
-}
-
-/// An application on `store` (another process's), with `s`'s clock.
-fn other_app(s: &TestStore, store: &roster_store::Store) -> roster_app::App {
-    let mut app = s.app();
-    app.store = store.clone();
-    app
 }
 
 /// A tailing reader never skips an event committed late by a concurrent
@@ -1371,7 +1255,6 @@ both_backends!(
     e1_appends_are_read_back_in_global_order,
     e1_a_stale_version_is_a_conflict,
     e1_a_stale_version_in_a_bulk_append_is_a_conflict,
-    e1_a_read_from_memory_is_the_databases_read,
     e1_a_tailing_reader_never_skips_a_late_commit,
     u1_fifty_concurrent_claims_of_one_address_leave_one_owner,
     t2_fifty_concurrent_domain_claims_leave_one_customer,

@@ -59,7 +59,6 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("roster_db_unavailable_total", Kind::Counter, "Requests answered 503 unavailable because the database could not be reached"),
     // Log and commands
     ("roster_events_appended_total", Kind::Counter, "Events appended to the log by this process"),
-    ("roster_log_read_events_total", Kind::Counter, "Events the projector and the relay read from the log, by where from: memory (this process's last commits) or the database"),
     ("roster_append_seconds", Kind::Histogram, "Time to append one batch of events, in seconds"),
     ("roster_append_group_size", Kind::Histogram, "Appends committed together in one transaction (group commit)"),
     ("roster_command_conflicts_total", Kind::Counter, "Commands retried because another writer changed the same aggregate first"),

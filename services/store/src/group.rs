@@ -252,14 +252,9 @@ async fn together(store: &Store, staged: &mut [Staged]) -> Together {
         tx.rollback().await;
         return Together::Refused;
     }
-    let count = events.len();
     match finish(tx, last).await {
         Ok(()) => {
-            let events = staged
-                .iter_mut()
-                .flat_map(|s| std::mem::take(&mut s.events));
-            store.keep_committed(events.collect(), head + 1);
-            store.advance_head(last, count);
+            store.advance_head(last, events.len());
             Together::Committed(done)
         }
         Err(e) => Together::CommitFailed(e),
@@ -332,10 +327,6 @@ async fn each_in_a_savepoint(
     }
     match finish(tx, last).await {
         Ok(()) => {
-            // The appends kept are those written, at consecutive positions.
-            let written = staged.iter_mut().zip(&results).filter(|(_, r)| r.is_ok());
-            let events = written.flat_map(|(s, _)| std::mem::take(&mut s.events));
-            store.keep_committed(events.collect(), head + 1);
             store.advance_head(last, (last - head) as usize);
             results
         }

@@ -21,7 +21,6 @@ use tokio::sync::watch;
 
 use crate::claims::{self, ClaimItem};
 use crate::group::Committer;
-use crate::recent::Recent;
 use crate::{with_db, Clock, Db, StoreError, SystemClock, Tx};
 
 /// The advisory lock key that serialises appends on PostgreSQL.
@@ -151,8 +150,6 @@ pub struct Store {
     pub(crate) committer: Arc<Committer>,
     /// The time appends are stamped with.
     clock: Arc<dyn Clock>,
-    /// The events this process committed last, for its readers of the log.
-    recent: Arc<Recent>,
 }
 
 /// The payload text a reader of the whole log (the projector, the relay)
@@ -201,7 +198,6 @@ impl Store {
             head: Arc::new(watch::channel(0).0),
             committer: Arc::new(Committer::default()),
             clock: Arc::new(SystemClock),
-            recent: Arc::new(Recent::default()),
         };
         let head = store.head_position().await?;
         store.head.send_replace(head);
@@ -297,21 +293,6 @@ impl Store {
         result
     }
 
-    /// Keeps the events of a committed append, written from position
-    /// `first`, for this process's readers of the log (the `recent`
-    /// module); before the head moves, so that a reader it wakes finds them.
-    pub(crate) fn keep_committed(&self, events: Vec<PendingEvent>, first: i64) {
-        if let Some(events) = crate::streamed::stored(events, first) {
-            self.recent.keep(events);
-        }
-    }
-
-    /// The first and last positions of the events this process keeps in
-    /// memory for its readers of the log (the `recent` module), if any.
-    pub fn kept_positions(&self) -> Option<(i64, i64)> {
-        self.recent.span()
-    }
-
     /// Moves this process's head signal forward to `last`.
     pub(crate) fn advance_head(&self, last: i64, count: usize) {
         self.head.send_if_modified(|h| {
@@ -371,7 +352,6 @@ impl Store {
         let claimed_s = started.elapsed().as_secs_f64();
         notify(&mut tx, appended.last).await?;
         tx.commit().await?;
-        self.keep_committed(events, appended.first);
         if appended.count >= 1_000 {
             tracing::debug!(
                 events = appended.count,
@@ -415,32 +395,7 @@ impl Store {
     /// about 2 MB each, appended together: a batch of 5,000 events holding
     /// twenty of them held 40 MB of text and its decoded objects at once
     /// (issue 17).
-    ///
-    /// Events this process committed last come from memory (the `recent`
-    /// module), the rest from the database: the same events either way.
     pub async fn read_from_within(
-        &self,
-        after: i64,
-        limit: i64,
-        max_bytes: i64,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let kept = self.recent.take(after, limit, max_bytes);
-        let mut events = kept.events;
-        let from_memory = events.len() as u64;
-        if (events.len() as i64) < limit && kept.bytes < max_bytes {
-            let after = events.last().map_or(after, |e| e.position);
-            let (limit, max_bytes) = (limit - events.len() as i64, max_bytes - kept.bytes);
-            events.extend(self.read_stored_within(after, limit, max_bytes).await?);
-        }
-        metrics::counter!("roster_log_read_events_total", "from" => "memory")
-            .increment(from_memory);
-        metrics::counter!("roster_log_read_events_total", "from" => "database")
-            .increment(events.len() as u64 - from_memory);
-        Ok(events)
-    }
-
-    /// [`Store::read_from_within`] from the database alone.
-    async fn read_stored_within(
         &self,
         after: i64,
         limit: i64,
