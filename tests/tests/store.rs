@@ -184,8 +184,10 @@ async fn e1_a_stale_version_is_a_conflict(s: TestStore) {
         .is_none());
 }
 
-/// Stages 1,200 new directory users whose notes hold a comma, quotes and a
-/// newline (what a CSV stream must carry intact).
+/// Stages 1,200 new directory users whose notes hold a comma, quotes, a
+/// newline, a carriage return, a tab and backslashes, one before `N` and
+/// one before `.` (what a `COPY` stream must carry intact: its text
+/// format's escapes, null and end marker).
 async fn stage_bulk_users(s: &TestStore, c: CustomerId, batch: &mut Batch) {
     for i in 0..1_200 {
         let uid = UserId::new();
@@ -200,7 +202,9 @@ async fn stage_bulk_users(s: &TestStore, c: CustomerId, batch: &mut Batch) {
                     kind: Kind::User,
                     source: Source::Ldap,
                     profile: Profile {
-                        notes: Some(format!("line one, \"quoted\"\nline two {i}")),
+                        notes: Some(format!(
+                            "line one, \"quoted\"\nline two {i}\r\ta\\b \\N \\."
+                        )),
                         ..Profile::default()
                     },
                     aliases: vec![],
@@ -277,7 +281,7 @@ async fn e1_a_stale_version_in_a_bulk_append_is_a_conflict(s: TestStore) {
         .expect("projected");
     assert_eq!(
         u.profile.notes.as_deref(),
-        Some("line one, \"quoted\"\nline two 7")
+        Some("line one, \"quoted\"\nline two 7\r\ta\\b \\N \\.")
     );
 }
 

@@ -608,50 +608,64 @@ pub(crate) async fn notify(tx: &mut Tx, last: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Appends events with `COPY ... FROM STDIN` (CSV), in the same
+/// A field of `COPY`'s text format: backslash, newline, carriage return
+/// and tab escaped. A compact JSON text has none of them outside its own
+/// escapes, so a payload is mostly copied whole; CSV doubled every quote
+/// of it, byte by byte, and PostgreSQL's CSV parser undid that (issue 17:
+/// the text format is about a tenth quicker for the database to read).
+fn copy_text_field(buf: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped = match b {
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[from..i]);
+        buf.extend_from_slice(&[b'\\', escaped]);
+        from = i + 1;
+    }
+    buf.extend_from_slice(&bytes[from..]);
+}
+
+/// Appends events with `COPY ... FROM STDIN` (text format), in the same
 /// transaction; a duplicate (aggregate, sequence) fails it like an INSERT.
 async fn copy_pg(
     t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     events: &[&PendingEvent],
     first: i64,
 ) -> Result<(), StoreError> {
-    fn field(buf: &mut Vec<u8>, s: &str) {
-        buf.push(b'"');
-        for b in s.bytes() {
-            if b == b'"' {
-                buf.push(b'"');
-            }
-            buf.push(b);
-        }
-        buf.push(b'"');
-    }
+    let field = copy_text_field;
     let mut copy = t
         .copy_in_raw(
             "COPY events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-             payload, metadata, position, customer_id, recorded_at) FROM STDIN (FORMAT csv)",
+             payload, metadata, position, customer_id, recorded_at) FROM STDIN",
         )
         .await
         .map_err(StoreError::from_insert)?;
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     for (i, e) in events.iter().enumerate() {
         field(&mut buf, e.aggregate_type);
-        buf.push(b',');
+        buf.push(b'\t');
         field(&mut buf, &e.aggregate_id);
-        buf.push(b',');
+        buf.push(b'\t');
         buf.extend_from_slice(e.sequence.to_string().as_bytes());
-        buf.push(b',');
+        buf.push(b'\t');
         field(&mut buf, &e.event_type);
-        buf.push(b',');
+        buf.push(b'\t');
         field(&mut buf, &e.event_version);
-        buf.push(b',');
+        buf.push(b'\t');
         field(&mut buf, &e.payload);
-        buf.push(b',');
+        buf.push(b'\t');
         field(&mut buf, &e.metadata);
-        buf.push(b',');
+        buf.push(b'\t');
         buf.extend_from_slice((first + i as i64).to_string().as_bytes());
-        buf.push(b',');
+        buf.push(b'\t');
         field(&mut buf, &e.customer_id.to_string());
-        buf.push(b',');
+        buf.push(b'\t');
         buf.extend_from_slice(e.recorded_at.to_string().as_bytes());
         buf.push(b'\n');
         if buf.len() >= 1 << 20 {
@@ -750,4 +764,22 @@ async fn insert_sqlite(
     )
     .await
     .map_err(StoreError::from_insert)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_text_field;
+
+    #[test]
+    fn e1_a_copy_field_escapes_what_the_text_format_reads_specially() {
+        let mut buf = Vec::new();
+        copy_text_field(&mut buf, r#"{"a":"x\"y","b":"\\N\n"}"#);
+        assert_eq!(buf, br#"{"a":"x\\"y","b":"\\\\N\\n"}"#.to_vec());
+        let mut buf = Vec::new();
+        copy_text_field(&mut buf, "tab\there\r\nend\\.");
+        assert_eq!(buf, b"tab\\there\\r\\nend\\\\.".to_vec());
+        let mut buf = Vec::new();
+        copy_text_field(&mut buf, "plain, \"quoted\" text");
+        assert_eq!(buf, b"plain, \"quoted\" text".to_vec());
+    }
 }
