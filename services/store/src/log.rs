@@ -612,7 +612,7 @@ pub(crate) async fn notify(tx: &mut Tx, last: i64) -> Result<(), StoreError> {
 /// and tab escaped. A compact JSON text has none of them outside its own
 /// escapes, so a payload is mostly copied whole; CSV doubled every quote
 /// of it, byte by byte, and PostgreSQL's CSV parser undid that (issue 17:
-/// the text format is about a tenth quicker for the database to read).
+/// a run's 90,055 events loaded in 0.98-1.11 s against 1.21-1.33 s).
 fn copy_text_field(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut from = 0;
@@ -638,7 +638,6 @@ async fn copy_pg(
     events: &[&PendingEvent],
     first: i64,
 ) -> Result<(), StoreError> {
-    let field = copy_text_field;
     let mut copy = t
         .copy_in_raw(
             "COPY events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
@@ -648,23 +647,23 @@ async fn copy_pg(
         .map_err(StoreError::from_insert)?;
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     for (i, e) in events.iter().enumerate() {
-        field(&mut buf, e.aggregate_type);
+        copy_text_field(&mut buf, e.aggregate_type);
         buf.push(b'\t');
-        field(&mut buf, &e.aggregate_id);
+        copy_text_field(&mut buf, &e.aggregate_id);
         buf.push(b'\t');
         buf.extend_from_slice(e.sequence.to_string().as_bytes());
         buf.push(b'\t');
-        field(&mut buf, &e.event_type);
+        copy_text_field(&mut buf, &e.event_type);
         buf.push(b'\t');
-        field(&mut buf, &e.event_version);
+        copy_text_field(&mut buf, &e.event_version);
         buf.push(b'\t');
-        field(&mut buf, &e.payload);
+        copy_text_field(&mut buf, &e.payload);
         buf.push(b'\t');
-        field(&mut buf, &e.metadata);
+        copy_text_field(&mut buf, &e.metadata);
         buf.push(b'\t');
         buf.extend_from_slice((first + i as i64).to_string().as_bytes());
         buf.push(b'\t');
-        field(&mut buf, &e.customer_id.to_string());
+        copy_text_field(&mut buf, &e.customer_id.to_string());
         buf.push(b'\t');
         buf.extend_from_slice(e.recorded_at.to_string().as_bytes());
         buf.push(b'\n');
