@@ -17,6 +17,10 @@ impl Projection for CustomersProjection {
         CUSTOMERS
     }
 
+    fn reads(&self) -> Option<&'static [&'static str]> {
+        Some(&[roster_events::CUSTOMER_AGGREGATE])
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &[CUSTOMERS, DOMAINS]
     }

@@ -25,6 +25,13 @@ impl Projection for DirectoryProjection {
         "directory_v1"
     }
 
+    fn reads(&self) -> Option<&'static [&'static str]> {
+        Some(&[
+            roster_events::DIRECTORY_AGGREGATE,
+            roster_events::DIRECTORY_OBJECTS_AGGREGATE,
+        ])
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &[RUNS, OBJECTS, STATE]
     }

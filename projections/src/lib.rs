@@ -108,6 +108,14 @@ pub trait Projection: Send + Sync {
     fn backend_ddl(&self, _prefix: &str, _backend: roster_store::Backend) -> Vec<String> {
         Vec::new()
     }
+    /// The aggregates whose events it applies, or `None` for every event.
+    /// The projector hands it only these, from the log and beside an open
+    /// append alike; beside an append, a lane is charged only for the
+    /// events its projections read (issue 17: the user list's lane lagging
+    /// behind a run's users does not hold back the directory objects).
+    fn reads(&self) -> Option<&'static [&'static str]> {
+        None
+    }
     /// Applies events (in log order) inside the projector's transaction.
     async fn apply(
         &self,
@@ -115,6 +123,11 @@ pub trait Projection: Send + Sync {
         prefix: &str,
         events: &[&Decoded],
     ) -> Result<(), ProjectionError>;
+}
+
+/// Whether `p` reads events of `aggregate_type` ([`Projection::reads`]).
+pub(crate) fn reads(p: &dyn Projection, aggregate_type: &str) -> bool {
+    p.reads().is_none_or(|r| r.contains(&aggregate_type))
 }
 
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {

@@ -712,7 +712,10 @@ impl Projector {
                 break;
             }
             let p = &self.projections[i];
-            let mine: Vec<&Decoded> = decoded.iter().filter(|d| d.position > *cp).collect();
+            let mine: Vec<&Decoded> = decoded
+                .iter()
+                .filter(|d| d.position > *cp && crate::reads(p.as_ref(), &d.aggregate_type))
+                .collect();
             if mine.is_empty() {
                 continue;
             }

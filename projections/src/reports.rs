@@ -29,6 +29,10 @@ impl Projection for RunReportsProjection {
         REPORTS
     }
 
+    fn reads(&self) -> Option<&'static [&'static str]> {
+        Some(&[roster_events::SYNC_REPORT_AGGREGATE])
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &[REPORTS, REPEATS]
     }

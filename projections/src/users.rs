@@ -704,6 +704,10 @@ impl Projection for UsersProjection {
         USERS
     }
 
+    fn reads(&self) -> Option<&'static [&'static str]> {
+        Some(&[USER_AGGREGATE])
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &[USERS, ALIASES, RULES]
     }

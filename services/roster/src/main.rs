@@ -64,9 +64,10 @@ struct Storage {
         global = true
     )]
     db_acquire_timeout_ms: u64,
-    /// MiB of a sync run's open append (its events' JSON text) the
-    /// projector holds while it projects the append beside it; 0: runs are
-    /// projected from the log once committed (docs/architecture.md).
+    /// MiB of a sync run's open append (the JSON text of the events a lane
+    /// reads) a projection lane may lag behind while the projector projects
+    /// the append beside it (twice that held in all); 0: runs are projected
+    /// from the log once committed (docs/architecture.md).
     #[arg(
         long,
         env = "ROSTER_PROJECT_BESIDE_MIB",
