@@ -1433,7 +1433,9 @@ both_backends!(
 /// Issue 17 (E3, D3.r): a run of more than one piece (3,000 users) is
 /// projected beside its append and committed after it; the user list, the
 /// audit trail and the directory objects then equal, row for row, the log
-/// projected afresh, and a resync that changes nothing finds nothing.
+/// projected afresh, and a resync that changes nothing finds nothing. The
+/// run's objects are staged among its users, not after them, so that the
+/// directory objects' lane works beside the user list's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn i17_a_run_projected_beside_its_append_equals_the_log_projected_afresh() {
     let s = TestStore::new(roster_tests::Backend::Postgres).await;
@@ -1447,6 +1449,26 @@ async fn i17_a_run_projected_beside_its_append_equals_the_log_projected_afresh()
         s.projector.projected_beside()
     );
     assert_eq!(all(&s, sc.customer, None).await.len() as u64, first.added);
+    let log = s.store.read_from(0, i64::MAX).await.unwrap();
+    let users: Vec<i64> = log
+        .iter()
+        .filter(|e| e.aggregate_type == roster_events::USER_AGGREGATE)
+        .map(|e| e.position)
+        .collect();
+    let objects: Vec<i64> = log
+        .iter()
+        .filter(|e| e.aggregate_type == roster_events::DIRECTORY_OBJECTS_AGGREGATE)
+        .map(|e| e.position)
+        .collect();
+    assert!(
+        !objects.is_empty()
+            && objects
+                .iter()
+                .all(|p| users.first() < Some(p) && Some(p) < users.last()),
+        "the objects' events {objects:?} among the users' ({:?} to {:?})",
+        users.first(),
+        users.last()
+    );
     let head = s.store.head_position().await.unwrap();
     let fresh = roster_projections::Projector::new(s.store.clone(), "fresh_");
     fresh.ensure_tables().await.unwrap();

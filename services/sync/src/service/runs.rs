@@ -955,12 +955,15 @@ impl SyncService {
             beside: None,
         };
         let staged = async {
+            let n_steps = steps.len() + additions.len();
+            let mut objects = ObjectsStaging::new((run_id, kind), snapshot, objects, n_steps);
             let steps = staged_steps(steps, additions, snapshot, customer, kind.source());
             let seats_added = self
-                .stage_plan(&mut w, targets, steps, meta, counts)
+                .stage_plan(&mut w, targets, steps, &mut objects, meta, counts)
                 .await?;
-            self.stage_objects(&mut w, (run_id, kind), snapshot, objects, meta)
-                .await?;
+            if let Some(objects) = objects.as_mut() {
+                while objects.stage_next(&mut w, meta).await? {}
+            }
             let report = self
                 .reports
                 .stage(&mut w.batch, customer, run_id, &plan.report, meta)
@@ -1091,12 +1094,14 @@ impl SyncService {
     }
 
     /// Stages a plan's steps into the run's append, written a piece at a
-    /// time. Returns the seats the new users take.
+    /// time, with the changed objects' events spread among them. Returns
+    /// the seats the new users take.
     async fn stage_plan(
         &self,
         w: &mut Writing,
         targets: Targets,
         steps: impl Iterator<Item = Step>,
+        objects: &mut Option<ObjectsStaging<'_>>,
         meta: &EventMeta,
         counts: &mut SyncCounts,
     ) -> Result<u64, SyncError> {
@@ -1106,7 +1111,10 @@ impl SyncService {
         } = targets;
         let services = UserServices::default();
         let mut seats = 0;
-        for step in steps {
+        for (i, step) in steps.enumerate() {
+            if let Some(objects) = objects.as_mut().filter(|o| (i + 1) % o.every == 0) {
+                objects.stage_next(w, meta).await?;
+            }
             let (id, command, fresh_id) = match (step.target, step.command) {
                 (Target::Existing(id), c) => (id, c, false),
                 (Target::New, UserCommand::Add(add)) => {
@@ -1177,40 +1185,70 @@ impl SyncService {
         };
         Ok(Some(((upserted, removed), target)))
     }
+}
 
-    /// Records the directory objects that changed since the last read (D3.o)
-    /// in the run's append, 5,000 objects an event.
-    async fn stage_objects(
-        &self,
-        w: &mut Writing,
-        (run_id, kind): (Uuid, DirectoryKind),
-        snapshot: &Snapshot,
+/// The directory objects that changed since the last read (D3.o), staged
+/// in the run's append 5,000 objects an event, spread evenly among the
+/// plan's steps (issue 17): beside the append, the directory objects'
+/// projection lane then works while the user list's lane works through
+/// the users, instead of after it. Their order in the append changes
+/// nothing else: they are an aggregate of their own, and the run is one
+/// append.
+struct ObjectsStaging<'a> {
+    run: (Uuid, DirectoryKind),
+    snapshot: &'a Snapshot,
+    upserted: std::iter::Peekable<std::vec::IntoIter<usize>>,
+    removed: std::iter::Peekable<std::vec::IntoIter<String>>,
+    target: Loaded<DirectoryObjects>,
+    /// One event is staged before every this many steps.
+    every: usize,
+}
+
+impl<'a> ObjectsStaging<'a> {
+    const CHUNK: usize = 5_000;
+
+    /// `None` when no object changed.
+    fn new(
+        run: (Uuid, DirectoryKind),
+        snapshot: &'a Snapshot,
         change: Option<(ObjectsDiff, Loaded<DirectoryObjects>)>,
-        meta: &EventMeta,
-    ) -> Result<(), SyncError> {
-        let Some(((upserted, removed), mut target)) = change else {
-            return Ok(());
-        };
-        const CHUNK: usize = 5_000;
-        let mut upserted = upserted.into_iter().peekable();
-        let mut removed = removed.into_iter().peekable();
-        while upserted.peek().is_some() || removed.peek().is_some() {
-            let change = DirectoryObjectsChanged {
-                run_id,
-                kind,
-                upserted: upserted
-                    .by_ref()
-                    .take(CHUNK)
-                    .map(|i| summary(&snapshot.objects[i]))
-                    .collect(),
-                removed: removed.by_ref().take(CHUNK).collect(),
-            };
-            if let Err(never) = w.batch.execute(&mut target, change, &(), meta).await {
-                match never {}
-            }
-            w.write_if_full().await?;
+        steps: usize,
+    ) -> Option<Self> {
+        let ((upserted, removed), target) = change?;
+        let events = upserted.len().max(removed.len()).div_ceil(Self::CHUNK);
+        Some(ObjectsStaging {
+            run,
+            snapshot,
+            upserted: upserted.into_iter().peekable(),
+            removed: removed.into_iter().peekable(),
+            target,
+            every: (steps / (events + 1)).max(1),
+        })
+    }
+
+    /// Stages the next event and writes the append's piece if full; false
+    /// when none was left.
+    async fn stage_next(&mut self, w: &mut Writing, meta: &EventMeta) -> Result<bool, SyncError> {
+        if self.upserted.peek().is_none() && self.removed.peek().is_none() {
+            return Ok(false);
         }
-        Ok(())
+        let (run_id, kind) = self.run;
+        let change = DirectoryObjectsChanged {
+            run_id,
+            kind,
+            upserted: self
+                .upserted
+                .by_ref()
+                .take(Self::CHUNK)
+                .map(|i| summary(&self.snapshot.objects[i]))
+                .collect(),
+            removed: self.removed.by_ref().take(Self::CHUNK).collect(),
+        };
+        if let Err(never) = w.batch.execute(&mut self.target, change, &(), meta).await {
+            match never {}
+        }
+        w.write_if_full().await?;
+        Ok(true)
     }
 }
 
