@@ -470,6 +470,88 @@ async fn i17_an_append_projected_beside_it_is_shown_after_its_commit_as_the_log_
     assert_equals_fresh_replay(&s, a.last, "the rest projected from the log").await;
 }
 
+/// `n` directory objects `o{from}..` of the customer in one
+/// `DirectoryObjectsChanged` event, staged in `batch`.
+async fn stage_objects(
+    batch: &mut roster_store::Batch,
+    target: &mut roster_store::Loaded<roster_domain::DirectoryObjects>,
+    meta: &EventMeta,
+    from: usize,
+    n: usize,
+) {
+    let change = DirectoryObjectsChanged {
+        run_id: uuid::Uuid::new_v4(),
+        kind: DirectoryKind::Ldap,
+        upserted: (from..from + n)
+            .map(|i| ObjectSummary {
+                id: format!("o{i:05}"),
+                kind: "user".into(),
+                dn: Some(format!("cn=o{i:05},dc=beside,dc=example")),
+                display_name: Some(format!("Object {i}")),
+                mail: Some(format!("o{i:05}@beside.example")),
+                aliases: vec![format!("other{i:05}@beside.example")],
+                disabled: i % 7 == 0,
+            })
+            .collect(),
+        removed: vec![],
+    };
+    if let Err(never) = batch.execute(target, change, &(), meta).await {
+        match never {}
+    }
+}
+
+/// Issue 17 (E3, D3.r): the lanes beside an open append each work through
+/// their own queue and are handed only the pieces holding events they
+/// read: a piece of directory objects alone between pieces of users is
+/// skipped by the user list's lane and applied by the objects' lane. The
+/// append is projected beside it whole, row for row as the log projected
+/// afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn i17_lanes_beside_an_append_skip_the_pieces_they_do_not_read() {
+    let (s, c, meta, _) = beside_store().await;
+    let mut append = s.store.begin_streamed().await.unwrap();
+    let beside = s
+        .projector
+        .beside(append.first() - 1)
+        .expect("PostgreSQL with 32 connections");
+    append.tap(beside.tap());
+    let mut objects = roster_store::Loaded::<roster_domain::DirectoryObjects>::new(c.to_string());
+    let mut batch = roster_store::Batch::new();
+    stage_users(&mut batch, &meta, 0, 300).await;
+    append.write(&mut batch).await.unwrap();
+    stage_objects(&mut batch, &mut objects, &meta, 0, 200).await;
+    stage_objects(&mut batch, &mut objects, &meta, 200, 200).await;
+    append.write(&mut batch).await.unwrap();
+    stage_users(&mut batch, &meta, 300, 300).await;
+    append.write(&mut batch).await.unwrap();
+    stage_objects(&mut batch, &mut objects, &meta, 400, 100).await;
+    let a = append.commit(&s.store, &mut batch).await.unwrap();
+    assert_eq!(a.count, 603);
+    assert_eq!(
+        beside.commit(a.last).await,
+        Some(a.last),
+        "every piece projected beside the append"
+    );
+    assert_eq!(users_shown(&s, c).await, 600);
+    let sql = format!(
+        "SELECT COUNT(*) FROM {} WHERE customer_id = $1",
+        roster_projections::directory::OBJECTS
+    );
+    let objects_shown: i64 = roster_store::with_db!(s.store.db(), |p| sqlx::query_scalar(&sql)
+        .bind(c.to_string())
+        .fetch_one(p)
+        .await
+        .unwrap());
+    assert_eq!(objects_shown, 500);
+    assert!(checkpoints(&s).await.iter().all(|(_, p)| *p == a.last));
+    assert_equals_fresh_replay(
+        &s,
+        a.last,
+        "lanes that skip pieces = the log projected afresh",
+    )
+    .await;
+}
+
 /// Issue 17 (E3, D3.r): a lane that fails beside an open append (the user
 /// list locked by another connection past the lock timeout) rolls every
 /// lane back; the append commits regardless, its projection beside it
