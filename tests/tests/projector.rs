@@ -552,6 +552,70 @@ async fn i17_lanes_beside_an_append_skip_the_pieces_they_do_not_read() {
     .await;
 }
 
+/// Issue 17 (E3, D3.r): the lanes beside an append are independent but
+/// commit together. The directory objects' lane failing (its table locked
+/// by another connection past the lock timeout) while the user list's
+/// lane applied every user rolls every lane back: no user is shown from
+/// the lanes, no checkpoint moves, and the log then projects the whole
+/// append, row for row as a fresh replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn i17_an_objects_lane_failing_beside_an_append_rolls_back_the_user_list_too() {
+    let (s, c, meta, before) = beside_store().await;
+    let projector =
+        Arc::new(Projector::new(s.store.clone(), "").with_lock_timeout(Duration::from_millis(200)));
+    let mut holder = sqlx::PgConnection::connect(s.database_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query(&format!(
+        "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+        roster_projections::directory::OBJECTS
+    ))
+    .execute(&mut holder)
+    .await
+    .unwrap();
+
+    let mut append = s.store.begin_streamed().await.unwrap();
+    let beside = projector
+        .beside(append.first() - 1)
+        .expect("PostgreSQL with 32 connections");
+    append.tap(beside.tap());
+    let mut objects = roster_store::Loaded::<roster_domain::DirectoryObjects>::new(c.to_string());
+    let mut batch = roster_store::Batch::new();
+    stage_users(&mut batch, &meta, 0, 300).await;
+    append.write(&mut batch).await.unwrap();
+    stage_objects(&mut batch, &mut objects, &meta, 0, 200).await;
+    append.write(&mut batch).await.unwrap();
+    stage_users(&mut batch, &meta, 300, 300).await;
+    append.write(&mut batch).await.unwrap();
+    // Past the lock timeout: the objects' lane has failed.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let a = append.commit(&s.store, &mut batch).await.unwrap();
+    assert_eq!(a.count, 601);
+    assert_eq!(
+        beside.commit(a.last).await,
+        None,
+        "a lane failed: the log projects the append"
+    );
+    assert_eq!(checkpoints(&s).await, before, "no lane committed any of it");
+    assert_eq!(
+        users_shown(&s, c).await,
+        0,
+        "the user list's lane rolled back"
+    );
+    assert_eq!(failures(&s).await, 0, "nothing recorded as failed");
+
+    assert_eq!(projector.catch_up().await.unwrap(), a.last);
+    assert_eq!(users_shown(&s, c).await, 600);
+    assert_equals_fresh_replay(
+        &s,
+        a.last,
+        "the log projected after a failed objects lane = a fresh replay",
+    )
+    .await;
+}
+
 /// Issue 17 (E3, D3.r): a lane that fails beside an open append (the user
 /// list locked by another connection past the lock timeout) rolls every
 /// lane back; the append commits regardless, its projection beside it
