@@ -500,6 +500,84 @@ async fn stage_objects(
     }
 }
 
+/// An append of users, a piece of directory objects alone, and users
+/// again (600 users, 400 objects in two events), written with
+/// `projector`'s projection beside it open and tapping them; the batch to
+/// stage the rest in, and the objects' aggregate.
+async fn users_and_objects_beside(
+    s: &TestStore,
+    projector: &Arc<Projector>,
+    meta: &EventMeta,
+) -> (
+    roster_store::StreamedAppend,
+    roster_projections::Beside,
+    roster_store::Batch,
+    roster_store::Loaded<roster_domain::DirectoryObjects>,
+) {
+    let mut append = s.store.begin_streamed().await.unwrap();
+    let beside = projector
+        .beside(append.first() - 1)
+        .expect("PostgreSQL with 32 connections");
+    append.tap(beside.tap());
+    let mut objects =
+        roster_store::Loaded::<roster_domain::DirectoryObjects>::new(meta.customer_id.to_string());
+    let mut batch = roster_store::Batch::new();
+    stage_users(&mut batch, meta, 0, 300).await;
+    append.write(&mut batch).await.unwrap();
+    stage_objects(&mut batch, &mut objects, meta, 0, 200).await;
+    stage_objects(&mut batch, &mut objects, meta, 200, 200).await;
+    append.write(&mut batch).await.unwrap();
+    stage_users(&mut batch, meta, 300, 300).await;
+    append.write(&mut batch).await.unwrap();
+    (append, beside, batch, objects)
+}
+
+/// Another connection holding `table` locked against every write, until it
+/// rolls back.
+async fn lock_out(s: &TestStore, table: &str) -> sqlx::PgConnection {
+    let mut holder = sqlx::PgConnection::connect(s.database_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query(&format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"))
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
+/// After a lane failed beside the append committed through `last`: the
+/// projection beside it reports nothing reached, no lane committed any of
+/// it, nothing is recorded as failed; the log then projects the whole
+/// append (`users` users), row for row as a fresh replay.
+async fn assert_left_to_the_log(
+    s: &TestStore,
+    projector: &Projector,
+    beside: roster_projections::Beside,
+    (c, before): (CustomerId, &[(String, i64)]),
+    last: i64,
+    users: i64,
+) {
+    assert_eq!(
+        beside.commit(last).await,
+        None,
+        "a lane failed: the log projects the append"
+    );
+    assert_eq!(checkpoints(s).await, before, "no lane committed any of it");
+    assert_eq!(users_shown(s, c).await, 0, "every lane rolled back");
+    assert_eq!(failures(s).await, 0, "nothing recorded as failed");
+
+    assert_eq!(projector.catch_up().await.unwrap(), last);
+    assert_eq!(users_shown(s, c).await, users);
+    assert_eq!(failures(s).await, 0);
+    assert_equals_fresh_replay(
+        s,
+        last,
+        "the log projected after a failed lane = a fresh replay",
+    )
+    .await;
+}
+
 /// Issue 17 (E3, D3.r): the lanes beside an open append each work through
 /// their own queue and are handed only the pieces holding events they
 /// read: a piece of directory objects alone between pieces of users is
@@ -509,21 +587,8 @@ async fn stage_objects(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn i17_lanes_beside_an_append_skip_the_pieces_they_do_not_read() {
     let (s, c, meta, _) = beside_store().await;
-    let mut append = s.store.begin_streamed().await.unwrap();
-    let beside = s
-        .projector
-        .beside(append.first() - 1)
-        .expect("PostgreSQL with 32 connections");
-    append.tap(beside.tap());
-    let mut objects = roster_store::Loaded::<roster_domain::DirectoryObjects>::new(c.to_string());
-    let mut batch = roster_store::Batch::new();
-    stage_users(&mut batch, &meta, 0, 300).await;
-    append.write(&mut batch).await.unwrap();
-    stage_objects(&mut batch, &mut objects, &meta, 0, 200).await;
-    stage_objects(&mut batch, &mut objects, &meta, 200, 200).await;
-    append.write(&mut batch).await.unwrap();
-    stage_users(&mut batch, &meta, 300, 300).await;
-    append.write(&mut batch).await.unwrap();
+    let (append, beside, mut batch, mut objects) =
+        users_and_objects_beside(&s, &s.projector, &meta).await;
     stage_objects(&mut batch, &mut objects, &meta, 400, 100).await;
     let a = append.commit(&s.store, &mut batch).await.unwrap();
     assert_eq!(a.count, 603);
@@ -563,57 +628,14 @@ async fn i17_an_objects_lane_failing_beside_an_append_rolls_back_the_user_list_t
     let (s, c, meta, before) = beside_store().await;
     let projector =
         Arc::new(Projector::new(s.store.clone(), "").with_lock_timeout(Duration::from_millis(200)));
-    let mut holder = sqlx::PgConnection::connect(s.database_url.as_deref().unwrap())
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-    sqlx::query(&format!(
-        "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
-        roster_projections::directory::OBJECTS
-    ))
-    .execute(&mut holder)
-    .await
-    .unwrap();
-
-    let mut append = s.store.begin_streamed().await.unwrap();
-    let beside = projector
-        .beside(append.first() - 1)
-        .expect("PostgreSQL with 32 connections");
-    append.tap(beside.tap());
-    let mut objects = roster_store::Loaded::<roster_domain::DirectoryObjects>::new(c.to_string());
-    let mut batch = roster_store::Batch::new();
-    stage_users(&mut batch, &meta, 0, 300).await;
-    append.write(&mut batch).await.unwrap();
-    stage_objects(&mut batch, &mut objects, &meta, 0, 200).await;
-    append.write(&mut batch).await.unwrap();
-    stage_users(&mut batch, &meta, 300, 300).await;
-    append.write(&mut batch).await.unwrap();
+    let mut holder = lock_out(&s, roster_projections::directory::OBJECTS).await;
+    let (append, beside, mut batch, _) = users_and_objects_beside(&s, &projector, &meta).await;
     // Past the lock timeout: the objects' lane has failed.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
     let a = append.commit(&s.store, &mut batch).await.unwrap();
-    assert_eq!(a.count, 601);
-    assert_eq!(
-        beside.commit(a.last).await,
-        None,
-        "a lane failed: the log projects the append"
-    );
-    assert_eq!(checkpoints(&s).await, before, "no lane committed any of it");
-    assert_eq!(
-        users_shown(&s, c).await,
-        0,
-        "the user list's lane rolled back"
-    );
-    assert_eq!(failures(&s).await, 0, "nothing recorded as failed");
-
-    assert_eq!(projector.catch_up().await.unwrap(), a.last);
-    assert_eq!(users_shown(&s, c).await, 600);
-    assert_equals_fresh_replay(
-        &s,
-        a.last,
-        "the log projected after a failed objects lane = a fresh replay",
-    )
-    .await;
+    assert_eq!(a.count, 602);
+    assert_left_to_the_log(&s, &projector, beside, (c, &before), a.last, 600).await;
 }
 
 /// Issue 17 (E3, D3.r): a lane that fails beside an open append (the user
@@ -629,18 +651,7 @@ async fn i17_a_lane_failing_beside_an_append_leaves_the_append_to_the_log() {
         Arc::new(Projector::new(s.store.clone(), "").with_lock_timeout(Duration::from_millis(200)));
 
     // Another connection keeps every write out of the user list.
-    let mut holder = sqlx::PgConnection::connect(s.database_url.as_deref().unwrap())
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-    sqlx::query(&format!(
-        "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
-        roster_projections::users::USERS
-    ))
-    .execute(&mut holder)
-    .await
-    .unwrap();
-
+    let mut holder = lock_out(&s, roster_projections::users::USERS).await;
     let (append, beside) = three_pieces_beside(&s, &projector, &meta).await;
     // Past the lock timeout: the user-list lane has failed.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
@@ -649,22 +660,5 @@ async fn i17_a_lane_failing_beside_an_append_leaves_the_append_to_the_log() {
     stage_users(&mut last, &meta, 900, 100).await;
     let a = append.commit(&s.store, &mut last).await.unwrap();
     assert_eq!(a.count, 1_000);
-    assert_eq!(
-        beside.commit(a.last).await,
-        None,
-        "a lane failed: the log projects the append"
-    );
-    assert_eq!(checkpoints(&s).await, before, "no lane committed any of it");
-    assert_eq!(users_shown(&s, c).await, 0);
-    assert_eq!(failures(&s).await, 0, "nothing recorded as failed");
-
-    assert_eq!(projector.catch_up().await.unwrap(), a.last);
-    assert_eq!(users_shown(&s, c).await, 1_000);
-    assert_eq!(failures(&s).await, 0);
-    assert_equals_fresh_replay(
-        &s,
-        a.last,
-        "the log projected after a failed lane = a fresh replay",
-    )
-    .await;
+    assert_left_to_the_log(&s, &projector, beside, (c, &before), a.last, 1_000).await;
 }
