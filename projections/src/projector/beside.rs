@@ -157,7 +157,8 @@ impl Drop for Charge {
     }
 }
 
-/// The aggregates a lane reads: `None` for every one.
+/// The aggregates a lane reads, for the tap's accounting: `None` for
+/// every one (the lane itself filters by [`crate::Projection::reads`]).
 type LaneReads = Option<Vec<&'static str>>;
 
 fn lane_reads(reads: &LaneReads, aggregate_type: &str) -> bool {
@@ -272,7 +273,7 @@ impl Projector {
         let (sender, pieces) = mpsc::unbounded_channel();
         tokio::spawn(
             self.clone()
-                .project_beside(after, lanes, reads.clone(), pieces, shared.clone())
+                .project_beside(after, lanes, pieces, shared.clone())
                 .in_current_span(),
         );
         Some(Beside {
@@ -287,11 +288,10 @@ impl Projector {
         self: Arc<Self>,
         after: i64,
         lanes: Vec<Vec<usize>>,
-        reads: Arc<Vec<LaneReads>>,
         mut pieces: mpsc::UnboundedReceiver<Msg>,
         shared: Arc<Shared>,
     ) {
-        let mut open = self.open_beside(after, lanes, &reads, &shared).await;
+        let mut open = self.open_beside(after, lanes, &shared).await;
         if open.is_none() {
             shared.stopped.store(true, Ordering::Release);
         }
@@ -354,7 +354,6 @@ impl Projector {
         self: &Arc<Self>,
         after: i64,
         lanes: Vec<Vec<usize>>,
-        reads: &[LaneReads],
         shared: &Arc<Shared>,
     ) -> Option<Lanes> {
         if !self.wait_for(after, CATCH_UP).await {
@@ -400,15 +399,7 @@ impl Projector {
                 let (work, queue) = mpsc::unbounded_channel();
                 let task = tokio::spawn(
                     self.clone()
-                        .run_lane(
-                            l,
-                            projections.clone(),
-                            reads[l].clone(),
-                            tx,
-                            queue,
-                            shared.clone(),
-                            after,
-                        )
+                        .run_lane(l, projections.clone(), tx, queue, shared.clone(), after)
                         .in_current_span(),
                 );
                 Lane {
@@ -425,12 +416,10 @@ impl Projector {
     /// One lane: applies what it is handed, in order, in its transaction;
     /// the transaction and the position it applied through once its queue
     /// is closed. On a failure it rolls back and stops the taking.
-    #[allow(clippy::too_many_arguments)]
     async fn run_lane(
         self: Arc<Self>,
         l: usize,
         lane: Vec<usize>,
-        reads: LaneReads,
         mut tx: Tx,
         mut queue: mpsc::UnboundedReceiver<Work>,
         shared: Arc<Shared>,
@@ -457,23 +446,19 @@ impl Projector {
                     continue;
                 }
                 let started = Instant::now();
-                let mine: Vec<&Decoded> = piece
-                    .batch
-                    .decoded
-                    .iter()
-                    .filter(|d| lane_reads(&reads, &d.aggregate_type))
-                    .collect();
                 let mut applied = Ok(());
                 for &i in &lane {
                     let p = &self.projections[i];
-                    let theirs: Vec<&Decoded> = mine
+                    let theirs: Vec<&Decoded> = piece
+                        .batch
+                        .decoded
                         .iter()
-                        .copied()
                         .filter(|d| crate::reads(p.as_ref(), &d.aggregate_type))
                         .collect();
                     if theirs.is_empty() {
                         continue;
                     }
+                    events += theirs.len();
                     applied = p.apply(&mut tx, &self.prefix, &theirs).await;
                     if applied.is_err() {
                         break;
@@ -487,7 +472,6 @@ impl Projector {
                 }
                 busy += started.elapsed().as_secs_f64();
                 pieces += 1;
-                events += mine.len();
             }
             through = last;
         }
