@@ -1209,6 +1209,100 @@ async fn compression_of_a_large_value(db: &roster_store::Db) -> String {
         .unwrap()
 }
 
+/// The shared buffers a statement touched, from its `EXPLAIN (ANALYZE,
+/// BUFFERS)` on a connection of its own.
+async fn buffers_touched(pool: &sqlx::PgPool, sql: &str) -> i64 {
+    let plan: serde_json::Value =
+        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}"))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let top = &plan[0]["Plan"];
+    top["Shared Hit Blocks"].as_i64().unwrap() + top["Shared Read Blocks"].as_i64().unwrap()
+}
+
+/// E1, issue 17: beside an open bulk append, the log's head is the last
+/// committed position, read from one row: `MAX(position)` walked the
+/// append's uncommitted entries at the end of the position index, each
+/// checked against the heap, at every read (the relay reads the head every
+/// 200 ms). A read past the head returns nothing until the append commits,
+/// then all of it; a rolled-back append leaves the head where it was; and
+/// a writer of the log other than this process's appends (an older
+/// replica, here plain SQL) moves the head too, even without the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e1_the_head_beside_an_open_append_is_one_row() {
+    let s = TestStore::new(roster_tests::Backend::Postgres).await;
+    let roster_store::Db::Pg(pool) = s.store.db().clone() else {
+        unreachable!("a PostgreSQL store")
+    };
+    let c = s.customer(10_000, &["bulk.example"]).await;
+    let start = s.store.head_position().await.unwrap();
+    let mut append = s.store.begin_streamed().await.unwrap();
+    let mut batch = Batch::new();
+    stage_bulk_users(&s, c, &mut batch).await;
+    append.write(&mut batch).await.unwrap();
+    assert_eq!(append.count(), 1_200);
+
+    assert_eq!(s.store.head_position().await.unwrap(), start);
+    assert!(s.store.read_from(start, 100).await.unwrap().is_empty());
+    assert!(s
+        .store
+        .read_from_within(start, 100, 1 << 20)
+        .await
+        .unwrap()
+        .is_empty());
+    let head_reads = buffers_touched(&pool, roster_store::log::HEAD_SQL).await;
+    assert!(head_reads <= 2, "the head is one row: {head_reads} buffers");
+    // What the head cost before: every uncommitted entry checked, so a
+    // pass over the heap pages of the append's 1,200 rows (about 100).
+    let walked = buffers_touched(&pool, "SELECT MAX(position) FROM events").await;
+    assert!(
+        walked >= 50 && walked > 20 * head_reads,
+        "MAX walks the open append: {walked} buffers against {head_reads}"
+    );
+
+    let a = append.commit(&s.store, &mut Batch::new()).await.unwrap();
+    assert_eq!(s.store.head_position().await.unwrap(), a.last);
+    assert_eq!(a.last, start + 1_200);
+    let read = s.store.read_from(start, 5_000).await.unwrap();
+    assert_eq!(read.len(), 1_200, "the whole append once it committed");
+
+    // Rolled back: the head stays.
+    let mut dropped = s.store.begin_streamed().await.unwrap();
+    let mut batch = Batch::new();
+    stage_bulk_users(&s, c, &mut batch).await;
+    assert!(
+        dropped.write(&mut batch).await.is_err(),
+        "its addresses are taken"
+    );
+    drop(dropped);
+    let head = s.store.head_position().await.unwrap();
+    assert_eq!(head, a.last);
+
+    // Another writer, with and without the row.
+    let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                  event_version, payload, metadata, position, customer_id, recorded_at) \
+                  VALUES ('Foreign', $1, 1, 'Written', '1.0', '{}', '{}', $2, $3, 0)";
+    for (n, without_row) in [(1, false), (2, true)] {
+        if without_row {
+            sqlx::query("DELETE FROM log_head")
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query(insert)
+            .bind(format!("foreign-{n}"))
+            .bind(head + n)
+            .bind(c.to_string())
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(s.store.head_position().await.unwrap(), head + n);
+        let last = s.store.read_from(head, 10).await.unwrap();
+        assert_eq!(last.last().map(|e| e.position), Some(head + n));
+    }
+}
+
 /// Issue 17: a run's large values (its directory objects, its report) are
 /// compressed with LZ4 when the server offers it and its operator chose no
 /// method; a method the operator set (here on the database) is kept.
