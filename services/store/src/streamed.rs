@@ -182,6 +182,103 @@ impl Drop for StreamedAppend {
     }
 }
 
+/// A streamed append whose pieces are written on a task of their own
+/// while the caller stages the next one (issue 17). Written in turn, the
+/// database waited for the run to stage each piece of 2,500 events and the
+/// run waited for the database to write it: a 100,000-user sync staged
+/// for about 0.9 s and wrote for about 4.2 s, one after the other, on a
+/// machine with a core to spare. Behind the staging, a piece is written
+/// while the next is staged, so at most two pieces are held: the one
+/// being written and the one being staged.
+///
+/// It is the same append ([`StreamedAppend`]): in order, all or nothing.
+/// A piece that fails rolls the append back at once; its error is
+/// returned by the next [`WriteBehind::write`] or by
+/// [`WriteBehind::commit`]. Dropped, it rolls back once the write in
+/// flight has ended.
+pub struct WriteBehind {
+    first: i64,
+    state: Behind,
+}
+
+enum Behind {
+    Idle(StreamedAppend),
+    Writing(tokio::task::JoinHandle<(StreamedAppend, Result<(), StoreError>)>),
+    /// A write failed and its error was returned: the append is rolled back.
+    Failed,
+}
+
+impl StreamedAppend {
+    /// Writes this append's pieces behind its caller's staging.
+    pub fn write_behind(self) -> WriteBehind {
+        WriteBehind {
+            first: self.first,
+            state: Behind::Idle(self),
+        }
+    }
+}
+
+impl WriteBehind {
+    /// The position of the first event it appends.
+    pub fn first(&self) -> i64 {
+        self.first
+    }
+
+    /// The append once the write in flight has ended, or that write's error.
+    async fn settle(&mut self) -> Result<StreamedAppend, StoreError> {
+        match std::mem::replace(&mut self.state, Behind::Failed) {
+            Behind::Idle(append) => Ok(append),
+            Behind::Writing(task) => match task.await {
+                Ok((append, Ok(()))) => Ok(append),
+                // The append rolled itself back.
+                Ok((_, Err(e))) => Err(e),
+                Err(e) => Err(StoreError::Inconsistent(format!(
+                    "a piece of a streamed append was not written: {e}"
+                ))),
+            },
+            Behind::Failed => Err(ended()),
+        }
+    }
+
+    /// Hands every piece written from now on to `tap` ([`StreamedAppend::tap`]).
+    pub async fn tap(&mut self, tap: Tap) -> Result<(), StoreError> {
+        let mut append = self.settle().await?;
+        append.tap(tap);
+        self.state = Behind::Idle(append);
+        Ok(())
+    }
+
+    /// Takes what `batch` has staged so far and writes it on a task of its
+    /// own, once the piece before it is written. The caller stages on in
+    /// `batch` meanwhile.
+    pub async fn write(&mut self, batch: &mut Batch) -> Result<(), StoreError> {
+        let mut append = self.settle().await?;
+        let mut piece = batch.split_off();
+        self.state = Behind::Writing(tokio::spawn(async move {
+            let written = append.write(&mut piece).await;
+            (append, written)
+        }));
+        Ok(())
+    }
+
+    /// Writes what `batch` still holds once every piece before it is
+    /// written, and commits ([`StreamedAppend::commit`]).
+    pub async fn commit(
+        mut self,
+        store: &Store,
+        batch: &mut Batch,
+    ) -> Result<Appended, StoreError> {
+        self.settle().await?.commit(store, batch).await
+    }
+
+    /// Rolls the append back once the write in flight has ended.
+    pub async fn rollback(mut self) {
+        if let Ok(append) = self.settle().await {
+            append.rollback().await;
+        }
+    }
+}
+
 /// Events a streamed append wrote, as a read of the log will give them
 /// (`first`: the first's position; `recorded_at` as stamped). `None` if a
 /// text is not JSON, which the database would have refused.
