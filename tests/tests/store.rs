@@ -1228,7 +1228,8 @@ async fn buffers_touched(pool: &sqlx::PgPool, sql: &str) -> i64 {
 /// 200 ms). A read past the head returns nothing until the append commits,
 /// then all of it; a rolled-back append leaves the head where it was; and
 /// a writer of the log other than this process's appends (an older
-/// replica, here plain SQL) moves the head too, even without the row.
+/// replica, here plain SQL) moves the head too, and writes the row again
+/// if it was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e1_the_head_beside_an_open_append_is_one_row() {
     let s = TestStore::new(roster_tests::Backend::Postgres).await;
@@ -1298,6 +1299,11 @@ async fn e1_the_head_beside_an_open_append_is_one_row() {
             .await
             .unwrap();
         assert_eq!(s.store.head_position().await.unwrap(), head + n);
+        let row: i64 = sqlx::query_scalar("SELECT position FROM log_head")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(row, head + n, "the writer's statement wrote the row");
         let last = s.store.read_from(head, 10).await.unwrap();
         assert_eq!(last.last().map(|e| e.position), Some(head + n));
     }

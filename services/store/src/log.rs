@@ -37,9 +37,19 @@ const SQLITE_CHUNK: usize = 5_000;
 /// import): about twice as fast as INSERT ... UNNEST for 100,000 events.
 pub(crate) const PG_COPY_FROM: usize = 1_000;
 
+/// The log's committed head on PostgreSQL, shared by [`HEAD_SQL`] and the
+/// bound of the reads after a position: the `log_head` row; should it be
+/// missing, `MAX(position)` stands in (evaluated only then) until the next
+/// append's trigger writes it again.
+macro_rules! head_expr {
+    () => {
+        "COALESCE((SELECT position FROM log_head), (SELECT MAX(position) FROM events))"
+    };
+}
+
 /// The log's committed head on PostgreSQL ([`Store::head_position`]): one
 /// row, whatever an open append has written meanwhile.
-pub const HEAD_SQL: &str = "SELECT position FROM log_head";
+pub const HEAD_SQL: &str = concat!("SELECT ", head_expr!());
 
 /// An event ready to be appended.
 #[derive(Debug, Clone)]
@@ -395,7 +405,7 @@ impl Store {
     /// out.
     fn up_to_head(&self) -> &'static str {
         match &self.db {
-            Db::Pg(_) => " AND position <= (SELECT position FROM log_head)",
+            Db::Pg(_) => concat!(" AND position <= ", head_expr!()),
             Db::Sqlite(_) => "",
         }
     }
