@@ -403,84 +403,10 @@ async fn u1_a_refused_piece_rolls_back_the_whole_streamed_append(s: TestStore) {
     assert!(!claimed(&s, "dropped@streamrace.example").await);
 }
 
-/// E1, E6, issue 17: a streamed append written behind its staging (each
-/// piece written on a task of its own while the next is staged) is the
-/// same append: invisible until it commits, its pieces in the order they
-/// were staged, gapless, one time. A refused piece (an address another
-/// user holds) fails the next call and leaves nothing of any piece; and
-/// dropped with a piece still being written, an append leaves nothing and
-/// lets the append lock go.
-async fn e6_pieces_written_behind_the_staging_are_one_append_in_order(s: TestStore) {
-    let c = s.customer(1_000, &["behind.example"]).await;
-    let start = s.store.head_position().await.unwrap();
-    let mut append = s.store.begin_streamed().await.unwrap().write_behind();
-    assert_eq!(append.first(), start + 1);
-    for piece in 0..6 {
-        let mut batch = add_batch(c, &format!("p{piece}@behind.example"), &s.meta(c)).await;
-        append.write(&mut batch).await.unwrap();
-        assert!(batch.is_empty(), "a piece handed over leaves the batch");
-    }
-    assert_eq!(s.store.head_position().await.unwrap(), start, "invisible");
-    let mut last = add_batch(c, "p6@behind.example", &s.meta(c)).await;
-    let a = append.commit(&s.store, &mut last).await.unwrap();
-    assert_eq!((a.first, a.last, a.count), (start + 1, start + 7, 7));
-    assert_log_is_gapless(&s, start, 7).await;
-    let events = s.store.read_from(start, 7).await.unwrap();
-    for (i, e) in events.iter().enumerate() {
-        let address = format!("\"p{i}@behind.example\"");
-        assert!(
-            e.payload.get().contains(&address),
-            "piece {i} is at its place: {}",
-            e.payload.get()
-        );
-    }
-    let at: BTreeSet<i64> = events.iter().map(|e| e.recorded_at).collect();
-    assert_eq!(at.len(), 1, "one time for the append (E6)");
-
-    // A refused piece: reported by the next call, nothing of it lands.
-    let start = s.store.head_position().await.unwrap();
-    let mut append = s.store.begin_streamed().await.unwrap().write_behind();
-    for address in [
-        "one@behind.example",
-        "two@behind.example",
-        "p0@behind.example",
-    ] {
-        let mut batch = add_batch(c, address, &s.meta(c)).await;
-        if append.write(&mut batch).await.is_err() {
-            break;
-        }
-    }
-    match append.commit(&s.store, &mut Batch::new()).await {
-        Err(StoreError::AddressTaken { address }) => {
-            assert_eq!(address.as_str(), "p0@behind.example")
-        }
-        other => panic!("expected address_taken, got {other:?}"),
-    }
-    for free in ["one@behind.example", "two@behind.example"] {
-        assert!(!claimed(&s, free).await, "{free} stays free");
-    }
-    assert_eq!(s.store.head_position().await.unwrap(), start);
-
-    // Dropped with a piece being written: nothing lands, the lock is free.
-    let mut dropped = s.store.begin_streamed().await.unwrap().write_behind();
-    let mut batch = add_batch(c, "dropped@behind.example", &s.meta(c)).await;
-    dropped.write(&mut batch).await.unwrap();
-    drop(dropped);
-    let after = add_batch(c, "after@behind.example", &s.meta(c)).await;
-    let a = tokio::time::timeout(Duration::from_secs(10), s.store.commit(after))
-        .await
-        .expect("the append lock is free")
-        .unwrap();
-    assert_eq!(a.first, start + 1);
-    assert_log_is_gapless(&s, start, 1).await;
-    assert!(!claimed(&s, "dropped@behind.example").await);
-}
-
 both_backends!(
     e1_a_stale_append_in_a_group_is_refused_alone,
     u1_one_address_claimed_in_one_group_has_one_owner,
     t3_a_group_of_additions_never_exceeds_the_seat_limit,
     e6_a_streamed_append_is_one_append_and_others_wait_for_it,
     u1_a_refused_piece_rolls_back_the_whole_streamed_append,
-    e6_pieces_written_behind_the_staging_are_one_append_in_order,
 );

@@ -72,21 +72,6 @@ impl Batch {
         )
     }
 
-    /// Moves what is staged so far into a batch of its own, which a
-    /// [`crate::WriteBehind`] writes while the caller stages the next piece
-    /// here; the aggregates staged against keep their versions, and this
-    /// batch keeps its metadata.
-    pub fn split_off(&mut self) -> Batch {
-        let bytes = self.bytes;
-        let (events, guards) = self.take();
-        Batch {
-            events,
-            bytes,
-            guards,
-            meta_cache: None,
-        }
-    }
-
     /// Adds a check the append transaction makes (T3 seat limit).
     pub fn guard(&mut self, customer: CustomerId, guard: Guard) {
         if !self.guards.contains(&(customer, guard.clone())) {

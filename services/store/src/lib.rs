@@ -34,7 +34,7 @@ pub use exec::{decode, history, Batch, Loaded};
 pub use imports::{ImportRecord, ImportRowRecord, ImportWriter};
 pub use log::{Appended, PendingEvent, RawJson, Store, StoredEvent};
 pub use secrets::{Secret, SecretKey};
-pub use streamed::{stored, StreamedAppend, Tap, WriteBehind};
+pub use streamed::{stored, StreamedAppend, Tap};
 pub use sync_leases::ExpiredLease;
 
 /// Microseconds since the Unix epoch, the time unit of every stored column.

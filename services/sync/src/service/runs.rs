@@ -948,7 +948,7 @@ impl SyncService {
             .await?;
         let seats = Seats::of(&self.store, customer).await?;
         let mut w = Writing {
-            append: self.store.begin_streamed().await?.write_behind(),
+            append: self.store.begin_streamed().await?,
             batch: Batch::new(),
             written_s: 0.0,
             projector: Some(self.projector.clone()),
@@ -1261,18 +1261,17 @@ struct Targets {
 /// A run's append, written as it is staged (issue 17): the staged events
 /// are written every [`Writing::PIECE`] events or [`Writing::PIECE_BYTES`]
 /// bytes of payload (a directory objects event holds 5,000 objects, about
-/// 2 MB), so a run holds a piece or two of its events at a time, not all
-/// of them: each piece is written behind the staging of the next
-/// ([`roster_store::WriteBehind`]). A piece is held three times while it
-/// is written (the staged payloads, the statement's arguments, the
-/// connection's buffer), beside the read: at 8 MB a piece that was the
-/// initial sync's peak. It holds the append lock until it commits: nothing
-/// is written to the database through the pool meanwhile (the run's
-/// progress is recorded after the commit).
+/// 2 MB), so a run holds one piece of its events at a time, not all of
+/// them. A piece is held three times while it is written (the staged
+/// payloads, the statement's arguments, the connection's buffer), beside
+/// the read: at 8 MB a piece that was the initial sync's peak. It holds
+/// the append lock
+/// until it commits: nothing is written to the database through the pool
+/// meanwhile (the run's progress is recorded after the commit).
 struct Writing {
-    append: roster_store::WriteBehind,
+    append: roster_store::StreamedAppend,
     batch: Batch,
-    /// The time the staging waited for pieces to be written so far.
+    /// The time spent writing pieces so far.
     written_s: f64,
     /// The projector, until the first full piece.
     projector: Option<Arc<Projector>>,
@@ -1292,7 +1291,7 @@ impl Writing {
             if let Some(projector) = self.projector.take() {
                 self.beside = projector.beside(self.append.first() - 1);
                 if let Some(b) = &self.beside {
-                    self.append.tap(b.tap()).await?;
+                    self.append.tap(b.tap());
                 }
             }
             let t = std::time::Instant::now();
