@@ -245,7 +245,8 @@ impl Store {
     /// entries.
     pub async fn head_position(&self) -> Result<i64, StoreError> {
         let head: Option<i64> = match &self.db {
-            Db::Pg(p) => sqlx::query_scalar(HEAD_SQL).fetch_optional(p).await?,
+            // NULL only for an empty log whose row is missing.
+            Db::Pg(p) => sqlx::query_scalar(HEAD_SQL).fetch_one(p).await?,
             Db::Sqlite(p) => {
                 sqlx::query_scalar("SELECT MAX(position) FROM events")
                     .fetch_one(p)

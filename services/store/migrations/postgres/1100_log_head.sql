@@ -4,7 +4,7 @@
 -- against the heap before it reached a committed one. The relay asks for
 -- the head every 200 ms, so a 100,000-user sync's append paid for about
 -- 20 walks of up to 90,000 entries (up to 54 ms each, 0.6 s of the
--- database's CPU in all), and a million users' about 245 walks of up to
+-- database's time in all), and a million users' about 245 walks of up to
 -- 900,000. Readers now read this row: the version the last committed
 -- append left.
 --
