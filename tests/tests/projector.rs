@@ -389,6 +389,13 @@ async fn assert_equals_fresh_replay(s: &TestStore, last: i64, what: &str) {
     );
 }
 
+/// Every checkpoint at `last`, and the read models equal to the log
+/// projected afresh: an append projected whole beside it.
+async fn assert_projected_whole(s: &TestStore, last: i64, what: &str) {
+    assert!(checkpoints(s).await.iter().all(|(_, p)| *p == last));
+    assert_equals_fresh_replay(s, last, what).await;
+}
+
 /// An append of three pieces of 300 users written, with `projector`'s
 /// projection beside it open and tapping them.
 async fn three_pieces_beside(
@@ -440,8 +447,7 @@ async fn i17_an_append_projected_beside_it_is_shown_after_its_commit_as_the_log_
     assert_eq!(a.count, 1_000, "one event a user");
     assert_eq!(beside.commit(a.last).await, Some(a.last));
     assert_eq!(users_shown(&s, c).await, 1_000);
-    assert!(checkpoints(&s).await.iter().all(|(_, p)| *p == a.last));
-    assert_equals_fresh_replay(
+    assert_projected_whole(
         &s,
         a.last,
         "projected beside the append = the log projected afresh",
@@ -608,8 +614,7 @@ async fn i17_lanes_beside_an_append_skip_the_pieces_they_do_not_read() {
         .await
         .unwrap());
     assert_eq!(objects_shown, 500);
-    assert!(checkpoints(&s).await.iter().all(|(_, p)| *p == a.last));
-    assert_equals_fresh_replay(
+    assert_projected_whole(
         &s,
         a.last,
         "lanes that skip pieces = the log projected afresh",
