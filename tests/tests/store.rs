@@ -852,6 +852,36 @@ async fn u1_a_refused_claim_in_the_middle_of_a_bulk_append_refuses_it_whole(s: T
     assert_eq!(db.seats(c).await.unwrap().used, seats.used + n as u64);
 }
 
+/// U1 across the statements of one run of claims (issue 17: on PostgreSQL
+/// the held addresses are looked up before a plain insert): an alias that
+/// a later statement claims for another user, taken by an earlier statement
+/// of the same append, refuses the append whole with that address, and
+/// leaves no claim of either statement behind.
+async fn u1_an_address_taken_by_an_earlier_statement_of_the_run_refuses_the_append(s: TestStore) {
+    let domain = "u1runs.example";
+    // More claims than one statement takes (10,000).
+    let n = 10_050;
+    let c = s.customer(100_000, &[domain]).await;
+    let head = s.store.head_position().await.unwrap();
+    let seats = s.store.db().seats(c).await.unwrap();
+    let taken = format!("n7@{domain}");
+    let batch = stage_new_users(&s, c, domain, n, Some((n - 1, &taken))).await;
+    let err = s.store.commit(batch).await.unwrap_err();
+    assert_eq!(
+        format!("{err:?}"),
+        format!(
+            "{:?}",
+            StoreError::AddressTaken {
+                address: addr(&taken)
+            }
+        )
+    );
+    assert_eq!(s.store.head_position().await.unwrap(), head, "no event");
+    let all: Vec<Address> = (0..n).map(|i| addr(&format!("n{i}@{domain}"))).collect();
+    assert!(s.store.db().address_owners(&all).await.unwrap().is_empty());
+    assert_eq!(s.store.db().seats(c).await.unwrap(), seats, "no seat taken");
+}
+
 /// U1: the holders a CSV review names in its messages (issue 17: the claims
 /// have no index of owners; they are found among the customer's claims in
 /// few statements). Over SQLite's 900 keys a statement: each owner's
@@ -1368,6 +1398,7 @@ both_backends!(
     d3n_removing_a_domain_deletes_its_users_and_strips_its_aliases,
     m1_nothing_is_half_applied,
     u1_a_refused_claim_in_the_middle_of_a_bulk_append_refuses_it_whole,
+    u1_an_address_taken_by_an_earlier_statement_of_the_run_refuses_the_append,
     aggregates_load_the_same_one_by_one_and_in_bulk,
     u1_the_primary_addresses_of_many_owners_are_found_in_bulk,
 );

@@ -380,10 +380,47 @@ async fn pg_claim_addresses(
             domain: Domain::parse(&domain).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         });
     }
-    let inserted = sqlx::query(
+    // Appends hold the log's lock (`log::APPEND_LOCK`) and every write to
+    // the claims happens in one, so the addresses held now are held until
+    // the insert: they are looked up first and the insert is a plain one.
+    // `ON CONFLICT DO NOTHING` checked each address twice and confirmed
+    // each row in a WAL record of its own: 1.23-1.32 s against 0.19 s for
+    // the lookup and 0.76-0.95 s for the plain insert of 110,000 claims in
+    // psql on this machine (issue 17).
+    let held: std::collections::HashMap<String, String> =
+        sqlx::query("SELECT address, owner_id FROM address_claims WHERE address = ANY($1::text[])")
+            .bind(&addresses)
+            .fetch_all(&mut **t)
+            .await?
+            .into_iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+            .collect();
+    // An address the run's earlier statements claimed counts as seen.
+    let mut seen: std::collections::HashSet<&str> = earlier
+        .iter()
+        .filter_map(|i| match &i.change {
+            ClaimChange::ClaimAddress { address, .. } => Some(address.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut held_by_claimant = false;
+    for (address, owner) in addresses.iter().zip(&owners) {
+        let holder = held.get(address);
+        if !seen.insert(address.as_str()) || holder.is_some_and(|h| h != owner) {
+            return Err(StoreError::AddressTaken {
+                address: Address::parse(address).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            });
+        }
+        held_by_claimant |= holder.is_some();
+    }
+    if held_by_claimant {
+        return Err(StoreError::Inconsistent(
+            "an address was claimed again by the user that holds it".into(),
+        ));
+    }
+    sqlx::query(
         "INSERT INTO address_claims (address, domain, customer_id, owner_id, is_primary, seat)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[])
-         ON CONFLICT (address) DO NOTHING",
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[])",
     )
     .bind(&addresses)
     .bind(&domains)
@@ -392,40 +429,7 @@ async fn pg_claim_addresses(
     .bind(&primaries)
     .bind(&seats)
     .execute(&mut **t)
-    .await?
-    .rows_affected();
-    if inserted as usize != n {
-        // Find the first address that is not held by the owner that claimed it.
-        let held: Vec<(String, String)> = sqlx::query(
-            "SELECT address, owner_id FROM address_claims WHERE address = ANY($1::text[])",
-        )
-        .bind(&addresses)
-        .fetch_all(&mut **t)
-        .await?
-        .into_iter()
-        .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
-        .collect();
-        let held: std::collections::HashMap<String, String> = held.into_iter().collect();
-        // An address the run's earlier statements claimed counts as seen.
-        let mut seen: std::collections::HashSet<&str> = earlier
-            .iter()
-            .filter_map(|i| match &i.change {
-                ClaimChange::ClaimAddress { address, .. } => Some(address.as_str()),
-                _ => None,
-            })
-            .collect();
-        for (address, owner) in addresses.iter().zip(&owners) {
-            if !seen.insert(address.as_str()) || held.get(address) != Some(owner) {
-                return Err(StoreError::AddressTaken {
-                    address: Address::parse(address)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                });
-            }
-        }
-        return Err(StoreError::Inconsistent(
-            "an address claim was refused but every address is held by its claimant".into(),
-        ));
-    }
+    .await?;
     Ok(())
 }
 
