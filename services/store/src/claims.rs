@@ -384,9 +384,9 @@ async fn pg_claim_addresses(
     // the claims happens in one, so the addresses held now are held until
     // the insert: they are looked up first and the insert is a plain one.
     // `ON CONFLICT DO NOTHING` checked each address twice and confirmed
-    // each row in a WAL record of its own: 1.23-1.32 s against 0.19 s for
-    // the lookup and 0.76-0.95 s for the plain insert of 110,000 claims in
-    // psql on this machine (issue 17).
+    // each row in a WAL record of its own: 0.99-1.25 s for 110,000 claims
+    // in psql on this machine, against 0.15-0.16 s for the lookup and
+    // 0.63-0.75 s for the plain insert (issue 17).
     let held: std::collections::HashMap<String, String> =
         sqlx::query("SELECT address, owner_id FROM address_claims WHERE address = ANY($1::text[])")
             .bind(&addresses)
