@@ -395,18 +395,22 @@ async fn pg_claim_addresses(
             .into_iter()
             .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
             .collect();
-    // An address the run's earlier statements claimed counts as seen.
-    let mut seen: std::collections::HashSet<&str> = earlier
-        .iter()
-        .filter_map(|i| match &i.change {
-            ClaimChange::ClaimAddress { address, .. } => Some(address.as_str()),
-            _ => None,
+    // The first address claimed twice in the run or held by another user
+    // is refused. An address the run's earlier statements claimed is held
+    // now (by this transaction), so they are searched only for an address
+    // held by its own claimant.
+    let claimed_earlier = |address: &str| {
+        earlier.iter().any(|i| {
+            matches!(&i.change, ClaimChange::ClaimAddress { address: a, .. } if a.as_str() == address)
         })
-        .collect();
+    };
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::with_capacity(n);
     let mut held_by_claimant = false;
     for (address, owner) in addresses.iter().zip(&owners) {
         let holder = held.get(address);
-        if !seen.insert(address.as_str()) || holder.is_some_and(|h| h != owner) {
+        if !seen.insert(address.as_str())
+            || holder.is_some_and(|h| h != owner || claimed_earlier(address))
+        {
             return Err(StoreError::AddressTaken {
                 address: Address::parse(address).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             });
